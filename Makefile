@@ -1,0 +1,117 @@
+# unet — U-Net and FCN in C11.  One Makefile for the library, the CLI, tests and benchmarks.
+#
+#   make            build libunet.a and the unet CLI (build/)
+#   make test       install missing Debian packages, build and run every test;
+#                   ends with "N passed, N failed" and exits non-zero on any failure
+#   make asan       the same tests under AddressSanitizer + UndefinedBehaviorSanitizer (build/asan)
+#   make demo       train a small U-Net on data/sample, predict a held-out slice, print its score
+#   make bench      benchmarks (never part of make test)
+#   make golden     regenerate tests/golden/*.safetensors with PyTorch (needs python3-torch)
+#   make clean
+#
+# Options: CC=clang, NO_OMP=1 (no OpenMP), NO_BLAS=1 (built-in GEMM instead of OpenBLAS),
+#          WERROR=1 (warnings are errors, as in CI), BUILD=dir (object directory).
+
+CC      ?= cc
+BUILD   ?= build
+PYTHON  ?= /usr/bin/python3
+
+WARN     = -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+           -Wcast-qual -Wpointer-arith
+OPT     ?= -O2 -g
+SAN     ?=
+CFLAGS  += $(OPT) $(SAN) -std=c11 $(WARN)
+LDFLAGS += $(SAN)
+CPPFLAGS += -Iinclude -Isrc -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L
+LDLIBS  += -lpng -ltiff -lcjson -lm -lpthread
+
+ifeq ($(WERROR),1)
+CFLAGS  += -Werror
+endif
+
+ifneq ($(NO_OMP),1)
+CFLAGS  += -fopenmp
+LDFLAGS += -fopenmp
+endif
+
+# GEMM: the single-threaded OpenBLAS build, because unet splits every GEMM over its own
+# OpenMP threads (deterministic, one thread pool, per-context thread counts).  rpath pins the
+# serial variant even when the pthread variant owns the libopenblas.so.0 alternative.
+BLASDIR  = /usr/lib/x86_64-linux-gnu/openblas-serial
+ifeq ($(NO_BLAS),1)
+CPPFLAGS += -DUNET_NO_BLAS
+else
+CPPFLAGS += -I/usr/include/x86_64-linux-gnu/openblas-serial
+LDFLAGS  += -L$(BLASDIR) -Wl,-rpath,$(BLASDIR)
+LDLIBS   := -lopenblas $(LDLIBS)
+endif
+
+LIB_SRC  = $(wildcard src/*.c src/ops/*.c src/io/*.c)
+LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_SRC  = $(wildcard src/cli/*.c)
+CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/%.o)
+TEST_SRC = $(wildcard tests/test_*.c)
+TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+BENCH_SRC = $(wildcard bench/bench_*.c)
+BENCH_BIN = $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+HDRS     = $(wildcard include/*.h src/*.h src/ops/*.h src/io/*.h tests/*.h)
+
+.PHONY: all deps test asan demo bench golden clean check-tests
+
+# Build the library and the CLI.
+all: $(BUILD)/libunet.a $(BUILD)/unet unet
+
+# Install missing Debian packages (no-op when everything is there).
+deps:
+	@scripts/deps.sh
+
+$(BUILD)/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libunet.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/unet: $(CLI_OBJ) $(BUILD)/libunet.a
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libunet.a $(LDLIBS)
+
+# A link at the top so the CLI is ./unet after make.
+unet: $(BUILD)/unet
+	@ln -sf $(BUILD)/unet unet
+
+$(BUILD)/tests/%: tests/%.c $(BUILD)/libunet.a $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libunet.a $(LDLIBS)
+
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libunet.a $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libunet.a $(LDLIBS)
+
+# Build and run every test binary; tests/run.sh prints the final "N passed, N failed".
+test: deps
+	@$(MAKE) --no-print-directory check-tests
+
+check-tests: $(TEST_BIN) $(BUILD)/unet
+	@UNET_BIN=$(BUILD)/unet tests/run.sh $(TEST_BIN)
+
+# The same tests under ASan + UBSan, in their own build directory.
+asan: deps
+	@$(MAKE) --no-print-directory BUILD=build/asan \
+	  OPT="-O1 -g -fno-omit-frame-pointer" \
+	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" check-tests
+
+# Train on the bundled ISBI 2012 sample, predict a held-out slice, print its score.
+demo: deps all
+	@scripts/demo.sh $(BUILD)/unet
+
+# Benchmarks: bench/run measures unet and, when installed, PyTorch and ONNX Runtime.
+bench: all $(BENCH_BIN)
+	@bench/run $(BUILD)
+
+# Regenerate the golden files from PyTorch (the script is the specification).
+golden:
+	$(PYTHON) tools/make_golden.py tests/golden
+
+clean:
+	rm -rf build unet

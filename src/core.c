@@ -1,0 +1,244 @@
+/* core.c — the context, status strings, error messages, aligned allocation, the arena,
+ * thread counts and the random number generator.
+ *
+ * The arena is planned by replay: a layer table is walked once with an empty arena to count
+ * bytes, the block is allocated once, and the same walk hands out pointers.  Nothing in
+ * forward or backward allocates.  (The alternative, one malloc per tensor, scatters tensors,
+ * makes failure handling per tensor and leaks on error paths, as darknet shows.)
+ */
+#include "internal.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define UNET_ALIGN 64
+
+const char *unet_status_str(unet_status s) {
+    switch (s) {
+    case UNET_STATUS_OK:          return "ok";
+    case UNET_STATUS_NOMEM:       return "out of memory";
+    case UNET_STATUS_IO:          return "i/o error";
+    case UNET_STATUS_FORMAT:      return "bad file format";
+    case UNET_STATUS_SHAPE:       return "shape mismatch";
+    case UNET_STATUS_ARG:         return "invalid argument";
+    case UNET_STATUS_NUMERIC:     return "non-finite value";
+    case UNET_STATUS_INTERRUPTED: return "interrupted";
+    }
+    return "unknown status";
+}
+
+unet_ctx *unet_ctx_create(void) {
+    unet_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) return NULL;
+    ctx->threads = unet__default_threads();
+    ctx->max_pixels = (uint64_t)1 << 28;
+    return ctx;
+}
+
+void unet_ctx_free(unet_ctx *ctx) {
+    free(ctx);
+}
+
+const char *unet_ctx_errmsg(const unet_ctx *ctx) {
+    return ctx ? ctx->errmsg : "";
+}
+
+unet_status unet_ctx_set_threads(unet_ctx *ctx, int threads) {
+    if (!ctx) return UNET_STATUS_ARG;
+    if (threads < 1 || threads > 1024)
+        return unet__fail(ctx, UNET_STATUS_ARG, "threads: expected 1..1024, got %d", threads);
+    ctx->threads = threads;
+    return UNET_STATUS_OK;
+}
+
+int unet_ctx_threads(const unet_ctx *ctx) {
+    return unet__threads(ctx);
+}
+
+void unet_ctx_set_max_pixels(unet_ctx *ctx, uint64_t max_pixels) {
+    if (ctx) ctx->max_pixels = max_pixels ? max_pixels : 1;
+}
+
+uint64_t unet_ctx_max_pixels(const unet_ctx *ctx) {
+    return ctx ? ctx->max_pixels : (uint64_t)1 << 28;
+}
+
+unet_status unet__fail(unet_ctx *ctx, unet_status s, const char *fmt, ...) {
+    if (ctx) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(ctx->errmsg, sizeof ctx->errmsg, fmt, ap);
+        va_end(ap);
+    }
+    return s;
+}
+
+bool unet__prod_size(const size_t *factors, int count, size_t *out) {
+    size_t p = 1;
+    for (int i = 0; i < count; i++)
+        if (!unet__mul_size(p, factors[i], &p)) return false;
+    *out = p;
+    return true;
+}
+
+/* ---- allocation ---- */
+
+void *unet__alloc(size_t bytes) {
+    if (bytes == 0) return NULL;
+    size_t rounded;
+    if (!unet__add_size(bytes, UNET_ALIGN - 1, &rounded)) return NULL;
+    rounded &= ~(size_t)(UNET_ALIGN - 1);
+    return aligned_alloc(UNET_ALIGN, rounded);
+}
+
+void *unet__calloc(size_t count, size_t size) {
+    size_t bytes;
+    if (!unet__mul_size(count, size, &bytes)) return NULL;
+    void *p = unet__alloc(bytes);
+    if (p) memset(p, 0, bytes);
+    return p;
+}
+
+void unet__free(void *p) {
+    free(p);
+}
+
+/* ---- arena ---- */
+
+void unet__arena_init(struct unet__arena *a) {
+    memset(a, 0, sizeof *a);
+}
+
+void *unet__arena_bytes(struct unet__arena *a, size_t bytes) {
+    size_t start = a->used;
+    size_t end;
+    if (!unet__add_size(start, bytes, &end) || !unet__add_size(end, UNET_ALIGN - 1, &end)) {
+        a->overflow = true;
+        return NULL;
+    }
+    end &= ~(size_t)(UNET_ALIGN - 1);
+    a->used = end;
+    if (!a->base) {
+        if (end > a->size) a->size = end;
+        return NULL;
+    }
+    UNET_ASSERT(end <= a->size);
+    return a->base + start;
+}
+
+float *unet__arena_floats(struct unet__arena *a, size_t count) {
+    size_t bytes;
+    if (!unet__mul_size(count, sizeof(float), &bytes)) {
+        a->overflow = true;
+        return NULL;
+    }
+    return unet__arena_bytes(a, bytes);
+}
+
+unet_status unet__arena_commit(unet_ctx *ctx, struct unet__arena *a, const char *name) {
+    if (a->overflow)
+        return unet__fail(ctx, UNET_STATUS_NOMEM, "%s: size overflows size_t", name);
+    unet__free(a->base);
+    a->base = NULL;
+    if (a->size > 0) {
+        a->base = unet__alloc(a->size);
+        if (!a->base)
+            return unet__fail(ctx, UNET_STATUS_NOMEM, "%s: cannot allocate %zu bytes (%.1f MiB)",
+                              name, a->size, (double)a->size / (1024.0 * 1024.0));
+        memset(a->base, 0, a->size);
+    }
+    a->used = 0;
+    return UNET_STATUS_OK;
+}
+
+void unet__arena_rewind(struct unet__arena *a) {
+    a->used = 0;
+}
+
+void unet__arena_deinit(struct unet__arena *a) {
+    unet__free(a->base);
+    memset(a, 0, sizeof *a);
+}
+
+/* ---- threads ---- */
+
+int unet__default_threads(void) {
+    const char *env = getenv("UNET_THREADS");
+    if (env && *env) {
+        long n = strtol(env, NULL, 10);
+        if (n >= 1 && n <= 1024) return (int)n;
+    }
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+int unet__threads(const unet_ctx *ctx) {
+    return ctx ? ctx->threads : unet__default_threads();
+}
+
+void unet__use_threads(int n) {
+#ifdef _OPENMP
+    /* omp_set_num_threads sets the calling thread's ICV only, so two threads that use two
+     * contexts with different counts do not disturb each other. */
+    omp_set_num_threads(n < 1 ? 1 : n);
+#else
+    (void)n;
+#endif
+}
+
+/* ---- random numbers: xoshiro256** seeded by splitmix64 (Blackman & Vigna) ---- */
+
+static uint64_t splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+void unet__rng_seed(struct unet__rng *r, uint64_t seed) {
+    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&seed);
+}
+
+static inline uint64_t rotl(uint64_t x, int k) {
+    return (x << k) | (x >> (64 - k));
+}
+
+uint64_t unet__rng_u64(struct unet__rng *r) {
+    uint64_t *s = r->s;
+    uint64_t result = rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+float unet__rng_uniform(struct unet__rng *r) {
+    return (float)(unet__rng_u64(r) >> 40) * (1.0f / 16777216.0f);
+}
+
+double unet__rng_normal(struct unet__rng *r) {
+    /* Box-Muller; u1 in (0, 1] so log never sees 0. */
+    double u1 = ((double)(unet__rng_u64(r) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
+    double u2 = (double)(unet__rng_u64(r) >> 11) * (1.0 / 9007199254740992.0);
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+uint64_t unet__rng_below(struct unet__rng *r, uint64_t n) {
+    if (n <= 1) return 0;
+    /* Rejection sampling removes the modulo bias. */
+    uint64_t limit = UINT64_MAX - UINT64_MAX % n;
+    uint64_t x;
+    do x = unet__rng_u64(r);
+    while (x >= limit);
+    return x % n;
+}

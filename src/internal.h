@@ -1,0 +1,116 @@
+/* internal.h — declarations shared inside the library (prefix unet__), never installed.
+ *
+ * The context, error reporting, overflow-checked size arithmetic, the arena, the GEMM
+ * entry point and the OpenMP helpers.  Ops are declared in ops/ops.h, file formats in io/io.h.
+ */
+#ifndef UNET_INTERNAL_H
+#define UNET_INTERNAL_H
+
+#include "unet.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+struct unet_ctx {
+    char     errmsg[1024];
+    int      threads;
+    uint64_t max_pixels;
+};
+
+/* Records a formatted detail message on ctx (which may be NULL) and returns s, so failures
+ * read `return unet__fail(ctx, UNET_STATUS_SHAPE, "x: expected ...", ...);`. */
+unet_status unet__fail(unet_ctx *ctx, unet_status s, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* Bugs in unet itself (never bad input): checked in debug and test builds. */
+#ifdef NDEBUG
+#define UNET_ASSERT(x) ((void)0)
+#else
+#include <assert.h>
+#define UNET_ASSERT(x) assert(x)
+#endif
+
+/* ---- overflow-checked size arithmetic: false on overflow, *out untouched ---- */
+static inline bool unet__mul_size(size_t a, size_t b, size_t *out) {
+    if (a != 0 && b > SIZE_MAX / a) return false;
+    *out = a * b;
+    return true;
+}
+static inline bool unet__add_size(size_t a, size_t b, size_t *out) {
+    if (b > SIZE_MAX - a) return false;
+    *out = a + b;
+    return true;
+}
+/* n0 * n1 * ... for `count` factors; false on overflow. */
+bool unet__prod_size(const size_t *factors, int count, size_t *out);
+
+/* Aligned allocation for tensors (64 bytes, one cache line / AVX-512 vector).
+ * unet__alloc returns NULL on failure or when bytes == 0 is asked; free with unet__free. */
+void *unet__alloc(size_t bytes);
+void *unet__calloc(size_t count, size_t size);
+void unet__free(void *p);
+
+/* ---- arena: one block per lifetime (parameters, gradients, activations, scratch) ----
+ * Planned in two passes: reserve() with base == NULL only counts, then commit() allocates once
+ * and the same reserve() calls hand out pointers.  No allocation happens after commit. */
+struct unet__arena {
+    unsigned char *base;
+    size_t         size;   /* bytes planned (before commit) or owned (after) */
+    size_t         used;
+    bool           overflow;
+};
+void unet__arena_init(struct unet__arena *a);
+/* Reserves count floats (64-byte aligned).  Before commit returns NULL and counts;
+ * after commit returns the pointer (zeroed at commit). */
+float *unet__arena_floats(struct unet__arena *a, size_t count);
+void *unet__arena_bytes(struct unet__arena *a, size_t bytes);
+/* Allocates the counted size and rewinds so the same sequence of reservations can be replayed.
+ * name is used in the error message. */
+unet_status unet__arena_commit(unet_ctx *ctx, struct unet__arena *a, const char *name);
+void unet__arena_rewind(struct unet__arena *a);
+void unet__arena_deinit(struct unet__arena *a);
+
+/* ---- threads ---- */
+int unet__threads(const unet_ctx *ctx);      /* ctx may be NULL: the default */
+int unet__default_threads(void);
+/* Sets the calling thread's OpenMP team size for the following parallel regions. */
+void unet__use_threads(int n);
+
+/* ---- GEMM ----
+ * C (M x N) = alpha * op(A) (M x K) * op(B) (K x N) + beta * C, row-major, like cblas_sgemm.
+ * Splits the work over the current OpenMP team size (unet__use_threads) by row or column
+ * blocks of C, each block a single-threaded BLAS call, so every element of C is computed by
+ * one thread in one fixed order: the result does not depend on the number of threads.
+ * Must not be called from inside a parallel region. */
+void unet__sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
+                 const float *A, int lda, const float *B, int ldb, float beta,
+                 float *C, int ldc);
+/* The same product, single-threaded, safe inside a parallel region. */
+void unet__sgemm_serial(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
+                        const float *A, int lda, const float *B, int ldb, float beta,
+                        float *C, int ldc);
+/* Naive triple loop: the definition the fast paths are tested against. */
+void unet__sgemm_ref(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
+                     const float *A, int lda, const float *B, int ldb, float beta,
+                     float *C, int ldc);
+
+/* ---- random numbers: seeded, reproducible, per-object state (never global) ---- */
+struct unet__rng {
+    uint64_t s[4];
+};
+void unet__rng_seed(struct unet__rng *r, uint64_t seed);
+uint64_t unet__rng_u64(struct unet__rng *r);
+float unet__rng_uniform(struct unet__rng *r);          /* [0, 1) */
+double unet__rng_normal(struct unet__rng *r);          /* N(0, 1), Box-Muller */
+/* Uniform integer in [0, n). */
+uint64_t unet__rng_below(struct unet__rng *r, uint64_t n);
+
+#endif /* UNET_INTERNAL_H */

@@ -1,0 +1,244 @@
+/* ops.h — the layers U-Net and FCN are made of, each with forward and backward.
+ *
+ * Conventions (STYLE.md section 5):
+ *   - Outputs first, then const inputs, then a dims struct, then scratch.
+ *   - Forward overwrites its output.  Backward ACCUMULATES (+=) into every gradient it is
+ *     given; the trainer zeroes gradients once per step.  A NULL gradient pointer skips it.
+ *   - Tensors are float32 NCHW, contiguous.  Shapes are validated by the model when it is
+ *     planned, so ops only assert; they never allocate and never fail.
+ *   - Each op file keeps a naive _ref loop nest beside the fast path: the definition.
+ *   - Parallel loops split an output dimension, so each thread owns its writes and results
+ *     do not depend on the thread count.  Ops run with the calling thread's OpenMP team size
+ *     (unet__use_threads).
+ */
+#ifndef UNET_OPS_H
+#define UNET_OPS_H
+
+#include "internal.h"
+
+/* ---------------------------------------------------------------------------------------
+ * Conv2d (conv2d.c): y = w * x + b, PyTorch's nn.Conv2d with dilation 1, groups 1.
+ * x (N, C_in, H_in, W_in), w (C_out, C_in, K_h, K_w), b (C_out) or NULL
+ *   -> y (N, C_out, H_out, W_out), H_out = (H_in + 2 pad_h - K_h) / stride_h + 1.
+ * ------------------------------------------------------------------------------------- */
+struct unet__conv2d_dims {
+    int N, C_in, H_in, W_in;
+    int C_out, K_h, K_w;
+    int stride_h, stride_w;
+    int pad_h, pad_w;
+    int H_out, W_out;       /* derived by unet__conv2d_dims_init */
+};
+
+/* Checks the fields above H_out and fills H_out, W_out.  name labels the error message. */
+unet_status unet__conv2d_dims_init(unet_ctx *ctx, struct unet__conv2d_dims *d, const char *name);
+/* Floats of scratch forward and backward need (bounded: im2col is tiled). */
+size_t unet__conv2d_scratch_floats(const struct unet__conv2d_dims *d);
+
+void unet__conv2d_forward(float *y, const float *x, const float *w, const float *b,
+                          const struct unet__conv2d_dims *d, float *scratch);
+/* dx += dL/dx, dw += dL/dw, db += dL/db; any may be NULL. */
+void unet__conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                           const float *w, const struct unet__conv2d_dims *d, float *scratch);
+void unet__conv2d_forward_ref(float *y, const float *x, const float *w, const float *b,
+                              const struct unet__conv2d_dims *d);
+void unet__conv2d_backward_ref(float *dx, float *dw, float *db, const float *dy, const float *x,
+                               const float *w, const struct unet__conv2d_dims *d);
+
+/* ---------------------------------------------------------------------------------------
+ * ConvTranspose2d (conv2d.c): the adjoint of Conv2d, PyTorch's nn.ConvTranspose2d.
+ * x (N, C_in, H_in, W_in), w (C_in, C_out, K_h, K_w), b (C_out) or NULL
+ *   -> y (N, C_out, H_out, W_out), H_out = (H_in - 1) stride_h - 2 pad_h + K_h + outpad_h.
+ * Its forward is conv2d's input gradient and its input gradient is conv2d's forward: the same
+ * GEMM kernels serve both.
+ * ------------------------------------------------------------------------------------- */
+struct unet__convt2d_dims {
+    int N, C_in, H_in, W_in;
+    int C_out, K_h, K_w;
+    int stride_h, stride_w;
+    int pad_h, pad_w;
+    int outpad_h, outpad_w;
+    int H_out, W_out;       /* derived by unet__convt2d_dims_init */
+};
+
+unet_status unet__convt2d_dims_init(unet_ctx *ctx, struct unet__convt2d_dims *d, const char *name);
+/* The convolution whose adjoint this is: it maps (C_out, H_out, W_out) to (C_in, H_in, W_in)
+ * with weight (C_in, C_out, K_h, K_w) read as a Conv2d weight. */
+struct unet__conv2d_dims unet__convt2d_as_conv(const struct unet__convt2d_dims *d);
+size_t unet__convt2d_scratch_floats(const struct unet__convt2d_dims *d);
+
+void unet__convt2d_forward(float *y, const float *x, const float *w, const float *b,
+                           const struct unet__convt2d_dims *d, float *scratch);
+void unet__convt2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                            const float *w, const struct unet__convt2d_dims *d, float *scratch);
+void unet__convt2d_forward_ref(float *y, const float *x, const float *w, const float *b,
+                               const struct unet__convt2d_dims *d);
+void unet__convt2d_backward_ref(float *dx, float *dw, float *db, const float *dy, const float *x,
+                                const float *w, const struct unet__convt2d_dims *d);
+
+/* ---------------------------------------------------------------------------------------
+ * BatchNorm2d (batchnorm.c), PyTorch semantics: training normalises with the batch mean and
+ * the biased variance, and updates running_mean/var (unbiased variance) with momentum;
+ * eval uses the running statistics.  gamma/beta NULL = affine off.
+ * ------------------------------------------------------------------------------------- */
+struct unet__bn_dims {
+    int   N, C, H, W;
+    float eps;          /* 1e-5 */
+    float momentum;     /* 0.1 */
+};
+
+/* x, y (N, C, H, W); y may alias x.  save_mean, save_rstd (C) are written for backward
+ * (rstd = 1/sqrt(var_biased + eps)).  running_mean/var (C) are updated when non-NULL. */
+void unet__batchnorm_forward_train(float *y, float *save_mean, float *save_rstd,
+                                   float *running_mean, float *running_var, const float *x,
+                                   const float *gamma, const float *beta,
+                                   const struct unet__bn_dims *d);
+void unet__batchnorm_forward_eval(float *y, const float *x, const float *gamma, const float *beta,
+                                  const float *running_mean, const float *running_var,
+                                  const struct unet__bn_dims *d);
+/* Training-mode backward (batch statistics): dx, dgamma, dbeta accumulate. */
+void unet__batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
+                              const float *x, const float *gamma, const float *save_mean,
+                              const float *save_rstd, const struct unet__bn_dims *d);
+void unet__batchnorm_forward_train_ref(float *y, float *save_mean, float *save_rstd,
+                                       float *running_mean, float *running_var, const float *x,
+                                       const float *gamma, const float *beta,
+                                       const struct unet__bn_dims *d);
+void unet__batchnorm_backward_ref(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                  const float *x, const float *gamma, const float *save_mean,
+                                  const float *save_rstd, const struct unet__bn_dims *d);
+
+/* ---------------------------------------------------------------------------------------
+ * ReLU (relu.c).  y may alias x.  Backward reads the output: dx += dy * (y > 0), as PyTorch.
+ * ------------------------------------------------------------------------------------- */
+void unet__relu_forward(float *y, const float *x, size_t n);
+void unet__relu_backward(float *dx, const float *dy, const float *y, size_t n);
+
+/* ---------------------------------------------------------------------------------------
+ * MaxPool2d(2, stride 2) (maxpool.c): floor on odd sizes, the first maximum in a window wins
+ * and NaN propagates, as PyTorch.  argmax (N, C, H_out, W_out) keeps the window index 0..3
+ * (row-major in the 2x2 window) for backward.
+ * ------------------------------------------------------------------------------------- */
+struct unet__pool_dims {
+    int N, C, H_in, W_in;
+    int H_out, W_out;       /* H_in / 2, W_in / 2 */
+};
+void unet__maxpool2_forward(float *y, uint8_t *argmax, const float *x, const struct unet__pool_dims *d);
+void unet__maxpool2_backward(float *dx, const float *dy, const uint8_t *argmax,
+                             const struct unet__pool_dims *d);
+void unet__maxpool2_forward_ref(float *y, uint8_t *argmax, const float *x,
+                                const struct unet__pool_dims *d);
+
+/* ---------------------------------------------------------------------------------------
+ * Bilinear upsampling (upsample.c), PyTorch's F.interpolate(mode='bilinear') to (H_out, W_out)
+ * with align_corners true or false (U-Net: 2x, align_corners true).
+ * ------------------------------------------------------------------------------------- */
+struct unet__upsample_dims {
+    int  N, C, H_in, W_in;
+    int  H_out, W_out;
+    bool align_corners;
+};
+void unet__upsample_bilinear_forward(float *y, const float *x, const struct unet__upsample_dims *d);
+void unet__upsample_bilinear_backward(float *dx, const float *dy, const struct unet__upsample_dims *d);
+void unet__upsample_bilinear_forward_ref(float *y, const float *x, const struct unet__upsample_dims *d);
+void unet__upsample_bilinear_backward_ref(float *dx, const float *dy,
+                                          const struct unet__upsample_dims *d);
+
+/* ---------------------------------------------------------------------------------------
+ * Channel concatenation with crop or pad (concat.c): y = [place(a), place(b)] along channels,
+ * where place(x)[c, i, j] = x[c, i + off_h, j + off_w], zero outside x.
+ *   - the paper's crop_and_concat: the skip map a is larger and centre-cropped,
+ *     off = (H_a - H) / 2 (floor);
+ *   - PyTorch ports' F.pad: the upsampled map b is smaller and zero-padded,
+ *     off = -((H - H_b) / 2), i.e. diff // 2 zeros before and the rest after.
+ * ------------------------------------------------------------------------------------- */
+struct unet__place {
+    int C, H, W;            /* the input's shape */
+    int off_h, off_w;
+};
+struct unet__concat_dims {
+    int N, H, W;            /* output spatial size; output channels = a.C + b.C */
+    struct unet__place a, b;
+};
+/* Centre crop (in >= out) or F.pad-style zero pad (in < out), per dimension. */
+void unet__place_center(struct unet__place *p, int C, int H_in, int W_in, int H_out, int W_out);
+void unet__concat_forward(float *y, const float *a, const float *b, const struct unet__concat_dims *d);
+void unet__concat_backward(float *da, float *db, const float *dy, const struct unet__concat_dims *d);
+void unet__concat_forward_ref(float *y, const float *a, const float *b,
+                              const struct unet__concat_dims *d);
+
+/* FCN's skip fusion: y (N, C, H, W) = a + place(b); a has the output's shape (crop.py's
+ * Crop layer then Eltwise SUM).  Backward: da += dy, db += the placed window of dy. */
+struct unet__add_dims {
+    int N, C, H, W;
+    struct unet__place b;
+};
+void unet__add_place_forward(float *y, const float *a, const float *b, const struct unet__add_dims *d);
+void unet__add_place_backward(float *da, float *db, const float *dy, const struct unet__add_dims *d);
+
+/* A crop (or pad) alone: y (N, C, H, W) = place(x). */
+void unet__crop_forward(float *y, const float *x, int N, int H, int W, const struct unet__place *p);
+void unet__crop_backward(float *dx, const float *dy, int N, int H, int W, const struct unet__place *p);
+
+/* ---------------------------------------------------------------------------------------
+ * Dropout / Dropout2d (dropout.c), inverted: kept values are scaled by 1/(1-p) in training,
+ * eval is the identity (the model skips the op).  mask holds 1 = keep, 0 = drop, one byte per
+ * element (Dropout) or per (n, c) channel (Dropout2d), drawn from rng.
+ * ------------------------------------------------------------------------------------- */
+struct unet__dropout_dims {
+    int   N, C, H, W;
+    float p;                /* drop probability, 0 <= p < 1 */
+    bool  channelwise;      /* Dropout2d */
+};
+void unet__dropout_forward(float *y, uint8_t *mask, const float *x,
+                           const struct unet__dropout_dims *d, struct unet__rng *rng);
+/* Applies a given mask (the golden tests pass PyTorch's). */
+void unet__dropout_apply(float *y, const uint8_t *mask, const float *x,
+                         const struct unet__dropout_dims *d);
+void unet__dropout_backward(float *dx, const float *dy, const uint8_t *mask,
+                            const struct unet__dropout_dims *d);
+
+/* ---------------------------------------------------------------------------------------
+ * Losses (loss.c).  logits (N, C, H, W); target (N, H, W) class ids; weight (N, H, W) or NULL.
+ * Each returns the loss (double) and, when dlogits is non-NULL, ACCUMULATES
+ * scale * dLoss/dlogits into it, so CE + Dice is two calls on one gradient buffer.
+ * ------------------------------------------------------------------------------------- */
+struct unet__loss_dims {
+    int N, C, H, W;
+};
+/* Softmax cross entropy over channels:
+ *   loss = sum_{x not ignored} w(x) * -log softmax(logits(x))[t(x)] / #{x not ignored}
+ * i.e. PyTorch's (F.cross_entropy(..., reduction='none', ignore_index=ii) * w).sum()
+ * / (t != ii).sum().  ignore_index < 0 disables it.  0 when every pixel is ignored. */
+double unet__softmax_ce(float *dlogits, float scale, const float *logits, const int32_t *target,
+                        const float *weight, int ignore_index, const struct unet__loss_dims *d);
+/* Sigmoid binary cross entropy with logits, C == 1, target 0/1:
+ *   loss = mean_x w(x) * BCEWithLogits(logit(x), t(x)). */
+double unet__bce_logits(float *dlogits, float scale, const float *logits, const int32_t *target,
+                        const float *weight, const struct unet__loss_dims *d);
+/* Soft Dice loss: p = softmax over channels (sigmoid when C == 1), y = one-hot(target);
+ *   loss = 1 - mean_c (2 sum_x p_c y_c + eps) / (sum_x p_c + sum_x y_c + eps)
+ * with the sums over the batch and all pixels and every class (background included);
+ * eps = 1e-6 as in milesial/Pytorch-UNet.  For C == 1 the one class is the foreground. */
+double unet__dice_loss(float *dlogits, float scale, const float *logits, const int32_t *target,
+                       float eps, const struct unet__loss_dims *d);
+
+/* ---------------------------------------------------------------------------------------
+ * Optimizers (optim.c), PyTorch 1.13's single-tensor update formulas, float32 state.
+ * Each updates n parameters p in place from gradients g.
+ * ------------------------------------------------------------------------------------- */
+struct unet__sgd {
+    float lr, momentum, weight_decay;
+    bool  nesterov;         /* dampening is 0 */
+};
+/* buf (n): the momentum buffer, zero before the first step (then buf = g, as PyTorch's clone). */
+void unet__sgd_step(float *p, const float *g, float *buf, size_t n, const struct unet__sgd *o);
+
+struct unet__adam {
+    float lr, beta1, beta2, eps, weight_decay;
+    bool  decoupled;        /* AdamW: p *= 1 - lr * weight_decay instead of g += weight_decay * p */
+};
+/* m, v (n): moment estimates, zero before step 1.  step: 1 for the first update. */
+void unet__adam_step(float *p, const float *g, float *m, float *v, size_t n,
+                     const struct unet__adam *o, long step);
+
+#endif /* UNET_OPS_H */

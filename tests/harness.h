@@ -1,0 +1,248 @@
+/* harness.h — the test harness: checks that print file:line and both values, tensor comparison
+ * with max error and the first mismatches, finite-difference gradient checks and golden-file
+ * access.  Each tests/test_<module>.c is one program:
+ *
+ *     TEST(conv_forward) { CHECK_EQ(1 + 1, 2); }
+ *     int main(void) { RUN(conv_forward); return harness_finish(); }
+ *
+ * harness_finish prints "N passed, N failed" (tests, not checks) and returns the exit code;
+ * tests/run.sh adds the counts of all programs.
+ */
+#ifndef UNET_TEST_HARNESS_H
+#define UNET_TEST_HARNESS_H
+
+#include "internal.h"
+#include "io/safetensors.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int harness_passed, harness_failed, harness_cur_failed;
+static const char *harness_cur_name = "";
+
+#define TEST(name) static void name(void)
+
+static void harness_run(const char *name, void (*fn)(void)) {
+    harness_cur_failed = 0;
+    harness_cur_name = name;
+    fn();
+    if (harness_cur_failed) {
+        harness_failed++;
+        printf("FAIL %s\n", name);
+    } else {
+        harness_passed++;
+        printf("ok   %s\n", name);
+    }
+    fflush(stdout);
+}
+#define RUN(name) harness_run(#name, name)
+
+static int harness_finish(void) {
+    printf("%d passed, %d failed\n", harness_passed, harness_failed);
+    return harness_failed ? 1 : 0;
+}
+
+#define HARNESS_FAIL_AT(file, line, ...)                                                       \
+    do {                                                                                       \
+        printf("  %s:%d: ", file, line);                                                       \
+        printf(__VA_ARGS__);                                                                   \
+        printf("\n");                                                                          \
+        harness_cur_failed++;                                                                  \
+    } while (0)
+
+#define CHECK(cond)                                                                            \
+    do {                                                                                       \
+        if (!(cond)) HARNESS_FAIL_AT(__FILE__, __LINE__, "CHECK(%s) failed", #cond);           \
+    } while (0)
+
+#define CHECK_EQ(got, want)                                                                    \
+    do {                                                                                       \
+        long long g_ = (long long)(got), w_ = (long long)(want);                               \
+        if (g_ != w_)                                                                          \
+            HARNESS_FAIL_AT(__FILE__, __LINE__, "CHECK_EQ(%s, %s): got %lld, want %lld", #got, \
+                            #want, g_, w_);                                                    \
+    } while (0)
+
+#define CHECK_STATUS(got, want)                                                                \
+    do {                                                                                       \
+        unet_status g_ = (got), w_ = (want);                                                   \
+        if (g_ != w_)                                                                          \
+            HARNESS_FAIL_AT(__FILE__, __LINE__, "%s: got status '%s', want '%s'", #got,        \
+                            unet_status_str(g_), unet_status_str(w_));                         \
+    } while (0)
+
+#define CHECK_CLOSE(got, want, atol, rtol)                                                     \
+    do {                                                                                       \
+        double g_ = (double)(got), w_ = (double)(want);                                        \
+        if (!(fabs(g_ - w_) <= (atol) + (rtol)*fabs(w_)))                                      \
+            HARNESS_FAIL_AT(__FILE__, __LINE__, "CHECK_CLOSE(%s, %s): got %.9g, want %.9g",    \
+                            #got, #want, g_, w_);                                              \
+    } while (0)
+
+#define CHECK_STR_CONTAINS(hay, needle)                                                        \
+    do {                                                                                       \
+        const char *h_ = (hay), *n_ = (needle);                                                \
+        if (!h_ || !strstr(h_, n_))                                                            \
+            HARNESS_FAIL_AT(__FILE__, __LINE__, "'%s' does not contain '%s'", h_ ? h_ : "(null)", \
+                            n_);                                                               \
+    } while (0)
+
+/* Compares n floats with |got - ref| <= atol + rtol |ref|; prints the max abs error (always)
+ * and the first 5 mismatches.  Returns the number of mismatches. */
+static size_t check_tensor_at(const char *file, int line, const char *what, const float *got,
+                              const float *ref, size_t n, double atol, double rtol) {
+    size_t bad = 0;
+    double max_abs = 0.0, max_rel = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double g = got[i], r = ref[i];
+        double e = fabs(g - r);
+        if (isnan(g) != isnan(r)) e = INFINITY;
+        else if (isnan(g)) e = 0.0;
+        if (e > max_abs) max_abs = e;
+        if (fabs(r) > 1e-6 && e / fabs(r) > max_rel) max_rel = e / fabs(r);
+        if (!(e <= atol + rtol * fabs(r))) {
+            if (bad < 5)
+                printf("  %s:%d: %s[%zu]: got %.9g, want %.9g (diff %.3g)\n", file, line, what, i,
+                       g, r, e);
+            bad++;
+        }
+    }
+    printf("       %-40s n=%-8zu max abs err %.3g, max rel err %.3g%s\n", what, n, max_abs,
+           max_rel, bad ? "  MISMATCH" : "");
+    if (bad) {
+        printf("  %s:%d: %s: %zu of %zu elements outside atol %.g + rtol %.g\n", file, line, what,
+               bad, n, atol, rtol);
+        harness_cur_failed++;
+    }
+    return bad;
+}
+#define CHECK_TENSOR(what, got, ref, n, atol, rtol)                                            \
+    check_tensor_at(__FILE__, __LINE__, what, got, ref, n, atol, rtol)
+
+/* ---- random data ---- */
+static void fill_uniform(struct unet__rng *r, float *x, size_t n, float lo, float hi) {
+    for (size_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * unet__rng_uniform(r);
+}
+
+static float *test_alloc(size_t n) {
+    float *p = calloc(n ? n : 1, sizeof(float));
+    if (!p) {
+        fprintf(stderr, "test: out of memory\n");
+        exit(2);
+    }
+    return p;
+}
+
+/* ---- finite-difference gradient check ----
+ * loss(ud) computes a scalar in double from the current contents of x (the op's forward
+ * followed by sum(y * r) with a fixed random r).  grad holds the analytic dloss/dx.  Checks up to
+ * max_points elements of x (all when n <= max_points, else an even spread) by central
+ * differences with step h.  A point where the one-sided slopes disagree (a kink: ReLU at 0,
+ * max-pool ties) is skipped and counted.  Prints the max error. */
+typedef double (*gradcheck_loss_fn)(void *ud);
+
+static void gradcheck_at(const char *file, int line, const char *what, float *x,
+                         const float *grad, size_t n, gradcheck_loss_fn loss, void *ud, float h,
+                         double atol, double rtol, size_t max_points) {
+    size_t stride = n <= max_points ? 1 : n / max_points;
+    size_t checked = 0, skipped = 0, bad = 0;
+    double max_err = 0.0;
+    double f0 = loss(ud);
+    for (size_t i = 0; i < n; i += stride) {
+        float orig = x[i];
+        x[i] = orig + h;
+        double fp = loss(ud);
+        x[i] = orig - h;
+        double fm = loss(ud);
+        x[i] = orig;
+        double hp = (double)(orig + h) - orig, hm = (double)orig - (orig - h);
+        double num = (fp - fm) / (hp + hm);
+        double right = (fp - f0) / hp, left = (f0 - fm) / hm;
+        double scale = fabs(right) + fabs(left) + 1e-3;
+        if (fabs(right - left) > 0.1 * scale + 50 * atol) {
+            skipped++;
+            continue;
+        }
+        double err = fabs(num - grad[i]);
+        if (err > max_err) max_err = err;
+        checked++;
+        if (!(err <= atol + rtol * fabs(num))) {
+            if (bad < 5)
+                printf("  %s:%d: %s[%zu]: analytic %.7g, numeric %.7g\n", file, line, what, i,
+                       grad[i], num);
+            bad++;
+        }
+    }
+    printf("       gradcheck %-30s %zu points, %zu kinks skipped, max abs err %.3g%s\n", what,
+           checked, skipped, max_err, bad ? "  MISMATCH" : "");
+    if (bad || checked == 0) {
+        if (checked == 0) printf("  %s:%d: %s: no point could be checked\n", file, line, what);
+        harness_cur_failed++;
+    }
+}
+#define GRADCHECK(what, x, grad, n, loss, ud, h, atol, rtol)                                   \
+    gradcheck_at(__FILE__, __LINE__, what, x, grad, n, loss, ud, h, atol, rtol, 400)
+
+/* sum(y * r) in double: the scalar the gradient checks differentiate. */
+static double dot_double(const float *y, const float *r, size_t n) {
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) s += (double)y[i] * r[i];
+    return s;
+}
+
+/* ---- golden files (tests/golden/<name>.safetensors, written by tools/make_golden.py) ---- */
+#ifndef GOLDEN_DIR
+#define GOLDEN_DIR "tests/golden"
+#endif
+
+static struct unet__safetensors *golden_open(const char *name) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s.safetensors", GOLDEN_DIR, name);
+    unet_ctx *ctx = unet_ctx_create();
+    struct unet__safetensors *st = NULL;
+    unet_status s = unet__st_open(ctx, path, &st);
+    if (s != UNET_STATUS_OK) {
+        printf("  cannot open golden file %s: %s\n", path, unet_ctx_errmsg(ctx));
+        harness_cur_failed++;
+        st = NULL;
+    }
+    unet_ctx_free(ctx);
+    return st;
+}
+
+/* Returns a malloc'd float copy of tensor `key` (any float or integer dtype converted),
+ * with its element count in *n (may be NULL); NULL and a failure when missing. */
+static float *golden_get(const struct unet__safetensors *st, const char *key, size_t *n) {
+    const struct unet__st_tensor *t = unet__st_find(st, key);
+    if (!t) {
+        printf("  golden tensor '%s' missing\n", key);
+        harness_cur_failed++;
+        return NULL;
+    }
+    size_t count = unet__st_numel(t);
+    float *out = test_alloc(count);
+    unet__st_to_f32(st, t, out);
+    if (n) *n = count;
+    return out;
+}
+
+/* Integer tensor values (a case's configuration, e.g. "case0.cfg"); up to max values. */
+static int golden_ints(const struct unet__safetensors *st, const char *key, long long *out, int max) {
+    const struct unet__st_tensor *t = unet__st_find(st, key);
+    if (!t) {
+        printf("  golden tensor '%s' missing\n", key);
+        harness_cur_failed++;
+        return 0;
+    }
+    size_t count = unet__st_numel(t);
+    float *tmp = test_alloc(count);
+    unet__st_to_f32(st, t, tmp);
+    int k = 0;
+    for (size_t i = 0; i < count && k < max; i++) out[k++] = (long long)llround(tmp[i]);
+    free(tmp);
+    return k;
+}
+
+#endif /* UNET_TEST_HARNESS_H */

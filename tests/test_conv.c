@@ -1,0 +1,373 @@
+/* test_conv.c — Conv2d and ConvTranspose2d: PyTorch golden cases, finite-difference gradient
+ * checks, the GEMM path against the naive _ref loops (odd sizes, several im2col tiles), and the
+ * adjoint identity <A x, y> = <x, A^T y> that makes the transposed convolution what it is. */
+#include "harness.h"
+#include "ops/ops.h"
+
+/* Golden tolerance: float32 GEMM sums of up to ~300 products against an exact reference. */
+#define GOLD_ATOL 1e-4
+#define GOLD_RTOL 1e-4
+
+static char key_buf[64];
+static const char *key(int i, const char *name) {
+    snprintf(key_buf, sizeof key_buf, "case%d.%s", i, name);
+    return key_buf;
+}
+
+TEST(conv2d_golden) {
+    struct unet__safetensors *st = golden_open("conv");
+    if (!st) return;
+    int cases = 0;
+    for (int i = 0; unet__st_find(st, key(i, "cfg")); i++, cases++) {
+        long long c[9];
+        golden_ints(st, key(i, "cfg"), c, 9);
+        struct unet__conv2d_dims d = {.N = (int)c[0], .C_in = (int)c[1], .H_in = (int)c[2],
+                                      .W_in = (int)c[3], .C_out = (int)c[4], .K_h = (int)c[5],
+                                      .K_w = (int)c[5], .stride_h = (int)c[6], .stride_w = (int)c[6],
+                                      .pad_h = (int)c[7], .pad_w = (int)c[7]};
+        CHECK_STATUS(unet__conv2d_dims_init(NULL, &d, "golden"), UNET_STATUS_OK);
+        printf("     case %d: N=%d C_in=%d %dx%d C_out=%d K=%d s=%d p=%d bias=%lld\n", i, d.N,
+               d.C_in, d.H_in, d.W_in, d.C_out, d.K_h, d.stride_h, d.pad_h, c[8]);
+        size_t nx, nw, ny, nb = 0;
+        float *x = golden_get(st, key(i, "x"), &nx), *w = golden_get(st, key(i, "w"), &nw);
+        float *r = golden_get(st, key(i, "r"), &ny), *y_ref = golden_get(st, key(i, "y"), NULL);
+        float *dx_ref = golden_get(st, key(i, "dx"), NULL), *dw_ref = golden_get(st, key(i, "dw"), NULL);
+        float *b = c[8] ? golden_get(st, key(i, "b"), &nb) : NULL;
+        float *db_ref = c[8] ? golden_get(st, key(i, "db"), NULL) : NULL;
+        CHECK_EQ(ny, (size_t)d.N * d.C_out * d.H_out * d.W_out);
+        float *y = test_alloc(ny), *dx = test_alloc(nx), *dw = test_alloc(nw), *db = test_alloc(nb);
+        float *scratch = test_alloc(unet__conv2d_scratch_floats(&d));
+        unet__conv2d_forward(y, x, w, b, &d, scratch);
+        unet__conv2d_backward(dx, dw, b ? db : NULL, r, x, w, &d, scratch);
+        CHECK_TENSOR("y", y, y_ref, ny, GOLD_ATOL, GOLD_RTOL);
+        CHECK_TENSOR("dx", dx, dx_ref, nx, GOLD_ATOL, GOLD_RTOL);
+        CHECK_TENSOR("dw", dw, dw_ref, nw, GOLD_ATOL, GOLD_RTOL);
+        if (b) CHECK_TENSOR("db", db, db_ref, nb, GOLD_ATOL, GOLD_RTOL);
+        free(x), free(w), free(r), free(y_ref), free(dx_ref), free(dw_ref), free(b), free(db_ref);
+        free(y), free(dx), free(dw), free(db), free(scratch);
+    }
+    CHECK(cases >= 5);
+    unet__st_close(st);
+}
+
+TEST(convt2d_golden) {
+    struct unet__safetensors *st = golden_open("convt");
+    if (!st) return;
+    int cases = 0;
+    for (int i = 0; unet__st_find(st, key(i, "cfg")); i++, cases++) {
+        long long c[10];
+        golden_ints(st, key(i, "cfg"), c, 10);
+        struct unet__convt2d_dims d = {.N = (int)c[0], .C_in = (int)c[1], .H_in = (int)c[2],
+                                       .W_in = (int)c[3], .C_out = (int)c[4], .K_h = (int)c[5],
+                                       .K_w = (int)c[5], .stride_h = (int)c[6], .stride_w = (int)c[6],
+                                       .pad_h = (int)c[7], .pad_w = (int)c[7],
+                                       .outpad_h = (int)c[9], .outpad_w = (int)c[9]};
+        CHECK_STATUS(unet__convt2d_dims_init(NULL, &d, "golden"), UNET_STATUS_OK);
+        printf("     case %d: N=%d C_in=%d %dx%d C_out=%d K=%d s=%d p=%d op=%d -> %dx%d\n", i, d.N,
+               d.C_in, d.H_in, d.W_in, d.C_out, d.K_h, d.stride_h, d.pad_h, d.outpad_h, d.H_out,
+               d.W_out);
+        size_t nx, nw, ny, nb = 0;
+        float *x = golden_get(st, key(i, "x"), &nx), *w = golden_get(st, key(i, "w"), &nw);
+        float *r = golden_get(st, key(i, "r"), &ny), *y_ref = golden_get(st, key(i, "y"), NULL);
+        float *dx_ref = golden_get(st, key(i, "dx"), NULL), *dw_ref = golden_get(st, key(i, "dw"), NULL);
+        float *b = c[8] ? golden_get(st, key(i, "b"), &nb) : NULL;
+        float *db_ref = c[8] ? golden_get(st, key(i, "db"), NULL) : NULL;
+        CHECK_EQ(ny, (size_t)d.N * d.C_out * d.H_out * d.W_out);
+        float *y = test_alloc(ny), *dx = test_alloc(nx), *dw = test_alloc(nw), *db = test_alloc(nb);
+        float *scratch = test_alloc(unet__convt2d_scratch_floats(&d));
+        unet__convt2d_forward(y, x, w, b, &d, scratch);
+        unet__convt2d_backward(dx, dw, b ? db : NULL, r, x, w, &d, scratch);
+        CHECK_TENSOR("y", y, y_ref, ny, GOLD_ATOL, GOLD_RTOL);
+        CHECK_TENSOR("dx", dx, dx_ref, nx, GOLD_ATOL, GOLD_RTOL);
+        CHECK_TENSOR("dw", dw, dw_ref, nw, GOLD_ATOL, GOLD_RTOL);
+        if (b) CHECK_TENSOR("db", db, db_ref, nb, GOLD_ATOL, GOLD_RTOL);
+        free(x), free(w), free(r), free(y_ref), free(dx_ref), free(dw_ref), free(b), free(db_ref);
+        free(y), free(dx), free(dw), free(db), free(scratch);
+    }
+    CHECK(cases >= 5);
+    unet__st_close(st);
+}
+
+/* ---- gradient checks: L = sum(y * r) ---- */
+
+struct conv_case {
+    bool   transpose;
+    struct unet__conv2d_dims  c;
+    struct unet__convt2d_dims t;
+    float *x, *w, *b, *r, *y, *scratch;
+    size_t nx, nw, nb, ny;
+};
+
+static void cc_forward(struct conv_case *k) {
+    if (k->transpose) unet__convt2d_forward(k->y, k->x, k->w, k->b, &k->t, k->scratch);
+    else unet__conv2d_forward(k->y, k->x, k->w, k->b, &k->c, k->scratch);
+}
+
+static double cc_loss(void *ud) {
+    struct conv_case *k = ud;
+    cc_forward(k);
+    return dot_double(k->y, k->r, k->ny);
+}
+
+static void cc_setup(struct conv_case *k, struct unet__rng *rng) {
+    if (k->transpose) {
+        UNET_ASSERT(unet__convt2d_dims_init(NULL, &k->t, "t") == UNET_STATUS_OK);
+        k->nx = (size_t)k->t.N * k->t.C_in * k->t.H_in * k->t.W_in;
+        k->nw = (size_t)k->t.C_in * k->t.C_out * k->t.K_h * k->t.K_w;
+        k->nb = (size_t)k->t.C_out;
+        k->ny = (size_t)k->t.N * k->t.C_out * k->t.H_out * k->t.W_out;
+        k->scratch = test_alloc(unet__convt2d_scratch_floats(&k->t));
+    } else {
+        UNET_ASSERT(unet__conv2d_dims_init(NULL, &k->c, "c") == UNET_STATUS_OK);
+        k->nx = (size_t)k->c.N * k->c.C_in * k->c.H_in * k->c.W_in;
+        k->nw = (size_t)k->c.C_out * k->c.C_in * k->c.K_h * k->c.K_w;
+        k->nb = (size_t)k->c.C_out;
+        k->ny = (size_t)k->c.N * k->c.C_out * k->c.H_out * k->c.W_out;
+        k->scratch = test_alloc(unet__conv2d_scratch_floats(&k->c));
+    }
+    k->x = test_alloc(k->nx), k->w = test_alloc(k->nw), k->b = test_alloc(k->nb);
+    k->r = test_alloc(k->ny), k->y = test_alloc(k->ny);
+    fill_uniform(rng, k->x, k->nx, -1, 1);
+    fill_uniform(rng, k->w, k->nw, -1, 1);
+    fill_uniform(rng, k->b, k->nb, -1, 1);
+    fill_uniform(rng, k->r, k->ny, -1, 1);
+}
+
+static void cc_free(struct conv_case *k) {
+    free(k->x), free(k->w), free(k->b), free(k->r), free(k->y), free(k->scratch);
+}
+
+static void gradcheck_case(struct conv_case *k, const char *label) {
+    float *dx = test_alloc(k->nx), *dw = test_alloc(k->nw), *db = test_alloc(k->nb);
+    if (k->transpose) unet__convt2d_backward(dx, dw, db, k->r, k->x, k->w, &k->t, k->scratch);
+    else unet__conv2d_backward(dx, dw, db, k->r, k->x, k->w, &k->c, k->scratch);
+    char what[96];
+    /* The loss is linear in each input, so central differences are exact up to float32
+     * rounding of the sums: h = 1e-2, tolerance 2e-3 absolute. */
+    snprintf(what, sizeof what, "%s dx", label);
+    GRADCHECK(what, k->x, dx, k->nx, cc_loss, k, 1e-2f, 2e-3, 1e-3);
+    snprintf(what, sizeof what, "%s dw", label);
+    GRADCHECK(what, k->w, dw, k->nw, cc_loss, k, 1e-2f, 2e-3, 1e-3);
+    snprintf(what, sizeof what, "%s db", label);
+    GRADCHECK(what, k->b, db, k->nb, cc_loss, k, 1e-2f, 2e-3, 1e-3);
+    free(dx), free(dw), free(db);
+}
+
+TEST(conv2d_gradcheck) {
+    struct unet__rng rng;
+    unet__rng_seed(&rng, 1);
+    struct unet__conv2d_dims shapes[] = {
+        {.N = 2, .C_in = 3, .H_in = 5, .W_in = 5, .C_out = 2, .K_h = 3, .K_w = 3, .stride_h = 1, .stride_w = 1, .pad_h = 1, .pad_w = 1},
+        {.N = 2, .C_in = 3, .H_in = 5, .W_in = 4, .C_out = 2, .K_h = 3, .K_w = 2, .stride_h = 2, .stride_w = 1, .pad_h = 0, .pad_w = 1},
+        {.N = 2, .C_in = 3, .H_in = 5, .W_in = 5, .C_out = 4, .K_h = 1, .K_w = 1, .stride_h = 1, .stride_w = 1, .pad_h = 0, .pad_w = 0},
+    };
+    const char *labels[] = {"conv 3x3 pad1", "conv 3x2 s2x1 p0x1", "conv 1x1"};
+    for (int i = 0; i < 3; i++) {
+        struct conv_case k = {.transpose = false, .c = shapes[i]};
+        cc_setup(&k, &rng);
+        gradcheck_case(&k, labels[i]);
+        cc_free(&k);
+    }
+}
+
+TEST(convt2d_gradcheck) {
+    struct unet__rng rng;
+    unet__rng_seed(&rng, 2);
+    struct unet__convt2d_dims shapes[] = {
+        {.N = 2, .C_in = 3, .H_in = 5, .W_in = 5, .C_out = 2, .K_h = 2, .K_w = 2, .stride_h = 2, .stride_w = 2},
+        {.N = 2, .C_in = 3, .H_in = 3, .W_in = 4, .C_out = 2, .K_h = 4, .K_w = 3, .stride_h = 2, .stride_w = 1, .pad_h = 1, .pad_w = 1, .outpad_h = 1},
+    };
+    const char *labels[] = {"convT 2x2 s2", "convT 4x3 s2x1 p1 op1"};
+    for (int i = 0; i < 2; i++) {
+        struct conv_case k = {.transpose = true, .t = shapes[i]};
+        cc_setup(&k, &rng);
+        gradcheck_case(&k, labels[i]);
+        cc_free(&k);
+    }
+}
+
+/* ---- fast path against the naive loops ---- */
+
+static void fast_vs_ref(struct conv_case *k, const char *label) {
+    float *y_ref = test_alloc(k->ny);
+    float *dx = test_alloc(k->nx), *dw = test_alloc(k->nw), *db = test_alloc(k->nb);
+    float *dx_ref = test_alloc(k->nx), *dw_ref = test_alloc(k->nw), *db_ref = test_alloc(k->nb);
+    /* Backward accumulates: start from the same non-zero values on both paths. */
+    for (size_t i = 0; i < k->nx; i++) dx[i] = dx_ref[i] = 0.5f;
+    for (size_t i = 0; i < k->nw; i++) dw[i] = dw_ref[i] = -0.25f;
+    cc_forward(k);
+    if (k->transpose) {
+        unet__convt2d_forward_ref(y_ref, k->x, k->w, k->b, &k->t);
+        unet__convt2d_backward(dx, dw, db, k->r, k->x, k->w, &k->t, k->scratch);
+        unet__convt2d_backward_ref(dx_ref, dw_ref, db_ref, k->r, k->x, k->w, &k->t);
+    } else {
+        unet__conv2d_forward_ref(y_ref, k->x, k->w, k->b, &k->c);
+        unet__conv2d_backward(dx, dw, db, k->r, k->x, k->w, &k->c, k->scratch);
+        unet__conv2d_backward_ref(dx_ref, dw_ref, db_ref, k->r, k->x, k->w, &k->c);
+    }
+    printf("     %s\n", label);
+    /* Sums of up to ~10^4 float32 products in different orders. */
+    CHECK_TENSOR("y", k->y, y_ref, k->ny, 1e-3, 1e-3);
+    CHECK_TENSOR("dx", dx, dx_ref, k->nx, 1e-3, 1e-3);
+    CHECK_TENSOR("dw", dw, dw_ref, k->nw, 2e-3, 1e-3);
+    CHECK_TENSOR("db", db, db_ref, k->nb, 2e-3, 1e-3);
+    free(y_ref), free(dx), free(dw), free(db), free(dx_ref), free(dw_ref), free(db_ref);
+}
+
+TEST(conv2d_fast_vs_ref) {
+    struct unet__rng rng;
+    unet__rng_seed(&rng, 3);
+    for (int trial = 0; trial < 12; trial++) {
+        struct conv_case k = {.transpose = false};
+        k.c.N = 1 + (int)unet__rng_below(&rng, 3);
+        k.c.C_in = 1 + (int)unet__rng_below(&rng, 7);
+        k.c.C_out = 1 + (int)unet__rng_below(&rng, 9);
+        k.c.K_h = 1 + (int)unet__rng_below(&rng, 4);
+        k.c.K_w = 1 + (int)unet__rng_below(&rng, 4);
+        k.c.stride_h = 1 + (int)unet__rng_below(&rng, 2);
+        k.c.stride_w = 1 + (int)unet__rng_below(&rng, 3);
+        k.c.pad_h = (int)unet__rng_below(&rng, 3);
+        k.c.pad_w = (int)unet__rng_below(&rng, 3);
+        k.c.H_in = k.c.K_h + (int)unet__rng_below(&rng, 20);
+        k.c.W_in = k.c.K_w + (int)unet__rng_below(&rng, 20);
+        cc_setup(&k, &rng);
+        char label[160];
+        snprintf(label, sizeof label, "conv N=%d C_in=%d %dx%d C_out=%d K=%dx%d s=%dx%d p=%dx%d",
+                 k.c.N, k.c.C_in, k.c.H_in, k.c.W_in, k.c.C_out, k.c.K_h, k.c.K_w, k.c.stride_h,
+                 k.c.stride_w, k.c.pad_h, k.c.pad_w);
+        fast_vs_ref(&k, label);
+        cc_free(&k);
+    }
+    /* Large enough that im2col runs in several tiles (C_in*9*P > 4M floats), with a tile
+     * boundary in the middle of an output row. */
+    struct conv_case k = {.transpose = false,
+                          .c = {.N = 1, .C_in = 64, .H_in = 97, .W_in = 101, .C_out = 3, .K_h = 3,
+                                .K_w = 3, .stride_h = 1, .stride_w = 1, .pad_h = 1, .pad_w = 1}};
+    cc_setup(&k, &rng);
+    CHECK(unet__conv2d_scratch_floats(&k.c) < (size_t)64 * 9 * 97 * 101);
+    fast_vs_ref(&k, "conv 64->3 97x101 (tiled im2col)");
+    cc_free(&k);
+}
+
+TEST(convt2d_fast_vs_ref) {
+    struct unet__rng rng;
+    unet__rng_seed(&rng, 4);
+    for (int trial = 0; trial < 10; trial++) {
+        struct conv_case k = {.transpose = true};
+        k.t.N = 1 + (int)unet__rng_below(&rng, 3);
+        k.t.C_in = 1 + (int)unet__rng_below(&rng, 7);
+        k.t.C_out = 1 + (int)unet__rng_below(&rng, 9);
+        k.t.K_h = 1 + (int)unet__rng_below(&rng, 4);
+        k.t.K_w = 1 + (int)unet__rng_below(&rng, 4);
+        k.t.stride_h = 1 + (int)unet__rng_below(&rng, 3);
+        k.t.stride_w = 1 + (int)unet__rng_below(&rng, 3);
+        k.t.pad_h = (int)unet__rng_below(&rng, (uint64_t)k.t.K_h);
+        k.t.pad_w = (int)unet__rng_below(&rng, (uint64_t)k.t.K_w);
+        k.t.outpad_h = (int)unet__rng_below(&rng, (uint64_t)k.t.stride_h);
+        k.t.outpad_w = (int)unet__rng_below(&rng, (uint64_t)k.t.stride_w);
+        k.t.H_in = 1 + (int)unet__rng_below(&rng, 12);
+        k.t.W_in = 1 + (int)unet__rng_below(&rng, 12);
+        if (unet__convt2d_dims_init(NULL, &k.t, "t") != UNET_STATUS_OK) {
+            trial--;
+            continue;
+        }
+        cc_setup(&k, &rng);
+        char label[160];
+        snprintf(label, sizeof label,
+                 "convT N=%d C_in=%d %dx%d C_out=%d K=%dx%d s=%dx%d p=%dx%d op=%dx%d", k.t.N,
+                 k.t.C_in, k.t.H_in, k.t.W_in, k.t.C_out, k.t.K_h, k.t.K_w, k.t.stride_h,
+                 k.t.stride_w, k.t.pad_h, k.t.pad_w, k.t.outpad_h, k.t.outpad_w);
+        fast_vs_ref(&k, label);
+        cc_free(&k);
+    }
+}
+
+/* <A x, y> == <x, A^T y>: conv2d's forward and convT's forward are adjoint for the same weight
+ * (the identity the code is built on), checked in double precision sums. */
+TEST(conv_transpose_is_adjoint) {
+    struct unet__rng rng;
+    unet__rng_seed(&rng, 5);
+    struct unet__convt2d_dims t = {.N = 2, .C_in = 5, .H_in = 6, .W_in = 7, .C_out = 3, .K_h = 3,
+                                   .K_w = 3, .stride_h = 2, .stride_w = 2, .pad_h = 1, .pad_w = 1,
+                                   .outpad_h = 1, .outpad_w = 0};
+    CHECK_STATUS(unet__convt2d_dims_init(NULL, &t, "t"), UNET_STATUS_OK);
+    struct unet__conv2d_dims c = unet__convt2d_as_conv(&t);
+    struct unet__conv2d_dims c2 = c;
+    CHECK_STATUS(unet__conv2d_dims_init(NULL, &c2, "c"), UNET_STATUS_OK);
+    CHECK_EQ(c2.H_out, t.H_in);
+    CHECK_EQ(c2.W_out, t.W_in);
+    size_t nu = (size_t)t.N * t.C_out * t.H_out * t.W_out; /* conv input space */
+    size_t nv = (size_t)t.N * t.C_in * t.H_in * t.W_in;    /* conv output space */
+    size_t nw = (size_t)t.C_in * t.C_out * 9;
+    float *u = test_alloc(nu), *v = test_alloc(nv), *w = test_alloc(nw);
+    float *Au = test_alloc(nv), *ATv = test_alloc(nu);
+    float *scratch = test_alloc(unet__conv2d_scratch_floats(&c) + unet__convt2d_scratch_floats(&t));
+    fill_uniform(&rng, u, nu, -1, 1);
+    fill_uniform(&rng, v, nv, -1, 1);
+    fill_uniform(&rng, w, nw, -1, 1);
+    unet__conv2d_forward(Au, u, w, NULL, &c, scratch);
+    unet__convt2d_forward(ATv, v, w, NULL, &t, scratch);
+    double lhs = dot_double(Au, v, nv), rhs = dot_double(u, ATv, nu);
+    printf("       <Au, v> = %.9g, <u, A^T v> = %.9g\n", lhs, rhs);
+    CHECK_CLOSE(lhs, rhs, 1e-3, 1e-5);
+    free(u), free(v), free(w), free(Au), free(ATv), free(scratch);
+}
+
+TEST(conv2d_bad_dims) {
+    unet_ctx *ctx = unet_ctx_create();
+    struct unet__conv2d_dims d = {.N = 1, .C_in = 3, .H_in = 2, .W_in = 2, .C_out = 1, .K_h = 3,
+                                  .K_w = 3, .stride_h = 1, .stride_w = 1};
+    CHECK_STATUS(unet__conv2d_dims_init(ctx, &d, "enc1"), UNET_STATUS_SHAPE);
+    CHECK_STR_CONTAINS(unet_ctx_errmsg(ctx), "enc1");
+    CHECK_STR_CONTAINS(unet_ctx_errmsg(ctx), "smaller than the 3x3 kernel");
+    d.H_in = d.W_in = 5;
+    d.stride_h = 0;
+    CHECK_STATUS(unet__conv2d_dims_init(ctx, &d, "enc1"), UNET_STATUS_ARG);
+    d.stride_h = 1;
+    d.H_in = 1 << 20;
+    d.W_in = 1 << 20;
+    CHECK_STATUS(unet__conv2d_dims_init(ctx, &d, "huge"), UNET_STATUS_ARG);
+    struct unet__convt2d_dims t = {.N = 1, .C_in = 1, .H_in = 4, .W_in = 4, .C_out = 1, .K_h = 2,
+                                   .K_w = 2, .stride_h = 2, .stride_w = 2, .outpad_h = 2};
+    CHECK_STATUS(unet__convt2d_dims_init(ctx, &t, "up1"), UNET_STATUS_ARG);
+    unet_ctx_free(ctx);
+}
+
+TEST(gemm_vs_ref) {
+    struct unet__rng rng;
+    unet__rng_seed(&rng, 6);
+    for (int trial = 0; trial < 16; trial++) {
+        int M = 1 + (int)unet__rng_below(&rng, 70), N = 1 + (int)unet__rng_below(&rng, 300);
+        int K = 1 + (int)unet__rng_below(&rng, 90);
+        bool ta = unet__rng_below(&rng, 2), tb = unet__rng_below(&rng, 2);
+        if (trial == 15) M = 257, N = 1031, K = 67; /* big enough to split over threads */
+        float beta = (trial % 3) ? 1.0f : 0.0f;
+        int lda = ta ? M : K, ldb = tb ? K : N;
+        float *A = test_alloc((size_t)M * K), *B = test_alloc((size_t)K * N);
+        float *C = test_alloc((size_t)M * N), *C_ref = test_alloc((size_t)M * N);
+        fill_uniform(&rng, A, (size_t)M * K, -1, 1);
+        fill_uniform(&rng, B, (size_t)K * N, -1, 1);
+        fill_uniform(&rng, C, (size_t)M * N, -1, 1);
+        memcpy(C_ref, C, sizeof(float) * (size_t)M * N);
+        unet__sgemm(ta, tb, M, N, K, 0.5f, A, lda, B, ldb, beta, C, N);
+        unet__sgemm_ref(ta, tb, M, N, K, 0.5f, A, lda, B, ldb, beta, C_ref, N);
+        char label[96];
+        snprintf(label, sizeof label, "gemm %c%c M=%d N=%d K=%d beta=%g", ta ? 'T' : 'N',
+                 tb ? 'T' : 'N', M, N, K, beta);
+        CHECK_TENSOR(label, C, C_ref, (size_t)M * N, 1e-4, 1e-4);
+        free(A), free(B), free(C), free(C_ref);
+    }
+}
+
+int main(void) {
+    RUN(gemm_vs_ref);
+    RUN(conv2d_golden);
+    RUN(convt2d_golden);
+    RUN(conv2d_gradcheck);
+    RUN(convt2d_gradcheck);
+    RUN(conv2d_fast_vs_ref);
+    RUN(convt2d_fast_vs_ref);
+    RUN(conv_transpose_is_adjoint);
+    RUN(conv2d_bad_dims);
+    return harness_finish();
+}

@@ -1,0 +1,1 @@
+"""One module per op or block; each defines make(out_dir)."""
