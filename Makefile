@@ -29,19 +29,30 @@ ifeq ($(WERROR),1)
 CFLAGS  += -Werror
 endif
 
+# One OpenMP runtime in the process: OpenBLAS's OpenMP build uses GNU libgomp, so clang is told
+# to use it too (its default, libomp, would not see libgomp's parallel regions).
+ifneq ($(findstring clang,$(CC)),)
+OMPFLAG  = -fopenmp=libgomp
+else
+OMPFLAG  = -fopenmp
+endif
 ifneq ($(NO_OMP),1)
-CFLAGS  += -fopenmp
-LDFLAGS += -fopenmp
+CFLAGS  += $(OMPFLAG)
+LDFLAGS += $(OMPFLAG)
+else
+CFLAGS  += -Wno-unknown-pragmas
 endif
 
-# GEMM: the single-threaded OpenBLAS build, because unet splits every GEMM over its own
-# OpenMP threads (deterministic, one thread pool, per-context thread counts).  rpath pins the
-# serial variant even when the pthread variant owns the libopenblas.so.0 alternative.
-BLASDIR  = /usr/lib/x86_64-linux-gnu/openblas-serial
+# GEMM: OpenBLAS's OpenMP build, called one block per thread from unet's own OpenMP loops
+# (gemm.c): deterministic, one thread pool, per-context thread counts.  Not the serial build:
+# Debian builds it without USE_LOCKING, so concurrent calls race on its buffer pool.  Not the
+# pthread build: a second thread pool.  rpath pins the variant whatever the libopenblas.so.0
+# alternative points to.
+BLASDIR  = /usr/lib/x86_64-linux-gnu/openblas-openmp
 ifeq ($(NO_BLAS),1)
 CPPFLAGS += -DUNET_NO_BLAS
 else
-CPPFLAGS += -I/usr/include/x86_64-linux-gnu/openblas-serial
+CPPFLAGS += -I/usr/include/x86_64-linux-gnu/openblas-openmp
 LDFLAGS  += -L$(BLASDIR) -Wl,-rpath,$(BLASDIR)
 LDLIBS   := -lopenblas $(LDLIBS)
 endif

@@ -81,6 +81,233 @@ int unet_ctx_threads(const unet_ctx *ctx);
 void unet_ctx_set_max_pixels(unet_ctx *ctx, uint64_t max_pixels);
 uint64_t unet_ctx_max_pixels(const unet_ctx *ctx);
 
+/* ---------------------------------------------------------------------------------------
+ * Models
+ * ------------------------------------------------------------------------------------- */
+
+typedef enum unet_arch {
+    UNET_ARCH_UNET = 0,     /* the seed's U-Net: milesial/Pytorch-UNet (same padding + BatchNorm) */
+    UNET_ARCH_UNET_PAPER,   /* Ronneberger et al. 2015: valid convs, no BatchNorm, crop + concat */
+    UNET_ARCH_FCN32S,       /* Long et al. 2015 on a VGG-style backbone */
+    UNET_ARCH_FCN16S,
+    UNET_ARCH_FCN8S
+} unet_arch;
+
+typedef enum unet_up {
+    UNET_UP_TRANSPOSE = 0,  /* ConvTranspose2d(k2, s2), halving channels */
+    UNET_UP_BILINEAR        /* bilinear x2 (align_corners) with the halving moved into the convs */
+} unet_up;
+
+typedef enum unet_init {
+    UNET_INIT_PYTORCH = 0,  /* PyTorch's defaults: kaiming_uniform(a=sqrt(5)), BN weight 1 bias 0 */
+    UNET_INIT_HE            /* the paper's: N(0, sqrt(2 / (k*k*C_in))), biases 0 */
+} unet_init;
+
+typedef struct unet_config {
+    unet_arch arch;
+    int       in_channels;  /* 1 */
+    int       classes;      /* 2 (1 = a single sigmoid output) */
+    int       base;         /* channels of the first level: 64 */
+    int       depth;        /* pooling steps: 4 */
+    unet_up   up;
+    int       conv_bias;    /* 1: 3x3 convs have a bias (0 before BatchNorm, as milesial) */
+    int       batchnorm;    /* 1: conv -> BN -> ReLU; 0: conv -> ReLU */
+    int       padding;      /* 3x3 conv padding: 1 = same, 0 = valid (the paper's) */
+    float     dropout;      /* p of the dropout at the end of the contracting path (0 = none) */
+    unet_init init;
+} unet_config;
+
+typedef struct unet_model unet_model;
+
+/* "unet", "unet-paper", "fcn32s", "fcn16s", "fcn8s" and back. */
+const char *unet_arch_name(unet_arch arch);
+unet_status unet_arch_parse(unet_ctx *ctx, const char *name, unet_arch *out);
+
+/* The defaults of an architecture: UNET = milesial (base 64, depth 4, transposed up-conv,
+ * no conv bias, BatchNorm, same padding); UNET_PAPER = valid convs with bias, no BatchNorm,
+ * dropout 0.5, He init. */
+unet_config unet_config_default(unet_arch arch);
+/* Checks a configuration; the message names the bad field. */
+unet_status unet_config_check(unet_ctx *ctx, const unet_config *cfg);
+
+/* Creates a model with freshly initialised parameters (deterministic for a seed). */
+unet_status unet_model_create(unet_ctx *ctx, const unet_config *cfg, uint64_t seed, unet_model **out);
+/* Loads a safetensors checkpoint.  The architecture comes from the file's __metadata__, or, for
+ * a checkpoint converted from PyTorch, is inferred from the tensor names and shapes.  Every
+ * tensor is checked against the architecture (names, shapes, dtypes), so a wrong or truncated
+ * file fails with a message naming the tensor. */
+unet_status unet_model_load(unet_ctx *ctx, const char *path, unet_model **out);
+/* Writes the parameters (PyTorch state_dict names) and the architecture metadata, atomically. */
+unet_status unet_model_save(unet_ctx *ctx, const unet_model *m, const char *path);
+void unet_model_free(unet_model *m);
+
+const unet_config *unet_model_config(const unet_model *m);
+size_t unet_model_param_count(const unet_model *m);      /* trainable parameters */
+/* Output size for an input of h x w (smaller than the input for valid convolutions). */
+unet_status unet_model_output_size(unet_ctx *ctx, const unet_model *m, int h, int w, int *out_h,
+                                   int *out_w);
+/* Multiply-adds x 2 of one forward pass at n x h x w (convolutions only), and the bytes of
+ * activations an inference plan keeps. */
+unet_status unet_model_cost(unet_ctx *ctx, const unet_model *m, int n, int h, int w,
+                            double *flops, size_t *act_bytes);
+
+/* Plans memory for batches of n images of h x w, for inference or training.  Called by the
+ * functions below when the size changes; call it once up front to fail early. */
+unet_status unet_model_prepare(unet_ctx *ctx, unet_model *m, int n, int h, int w, int training);
+
+/* Logits (n, classes, out_h, out_w) of x (n, in_channels, h, w), inference mode. */
+unet_status unet_model_forward(unet_ctx *ctx, unet_model *m, const float *x, int n, int h, int w,
+                               float *logits);
+
+/* ---------------------------------------------------------------------------------------
+ * Training
+ * ------------------------------------------------------------------------------------- */
+
+typedef enum unet_loss_kind {
+    UNET_LOSS_CE = 0,       /* softmax cross entropy (sigmoid BCE for 1 class) */
+    UNET_LOSS_CE_DICE,      /* CE + soft Dice, as milesial's trainer */
+    UNET_LOSS_DICE,
+    UNET_LOSS_WCE           /* CE weighted per pixel by a weight map (the paper's Eq. 1) */
+} unet_loss_kind;
+
+typedef enum unet_optim_kind {
+    UNET_OPTIM_SGD = 0,
+    UNET_OPTIM_ADAM,
+    UNET_OPTIM_ADAMW
+} unet_optim_kind;
+
+typedef struct unet_optim {
+    unet_optim_kind kind;
+    float           lr;
+    float           momentum;       /* SGD */
+    int             nesterov;       /* SGD */
+    float           weight_decay;
+    float           beta1, beta2;   /* Adam */
+    float           eps;            /* Adam */
+} unet_optim;
+
+/* PyTorch's defaults for each optimizer (lr 0.01 SGD, 0.001 Adam). */
+unet_optim unet_optim_default(unet_optim_kind kind);
+
+/* One training step on a batch: forward in training mode (batch statistics, dropout), loss,
+ * backward, optimizer update.  x (n, in_channels, h, w); target (n, out_h, out_w) class ids
+ * (-1 = ignored); weight (n, out_h, out_w) per-pixel loss weights or NULL.  *loss_out gets the
+ * loss before the update.  A non-finite loss or gradient returns UNET_STATUS_NUMERIC and leaves
+ * the parameters unchanged. */
+unet_status unet_train_step(unet_ctx *ctx, unet_model *m, const unet_optim *opt,
+                            unet_loss_kind loss, const float *x, const int32_t *target,
+                            const float *weight, int n, int h, int w, double *loss_out);
+/* Loss of a batch in inference mode (validation), no update. */
+unet_status unet_eval_loss(unet_ctx *ctx, unet_model *m, unet_loss_kind loss, const float *x,
+                           const int32_t *target, const float *weight, int n, int h, int w,
+                           double *loss_out);
+/* Optimizer steps taken so far (the checkpoint keeps it, for Adam's bias correction). */
+long unet_train_steps(const unet_model *m);
+
+/* ---------------------------------------------------------------------------------------
+ * Images and masks: PNG (libpng), TIFF (libtiff, multi-page stacks) and NumPy .npy
+ * ------------------------------------------------------------------------------------- */
+
+typedef enum unet_dtype {
+    UNET_DTYPE_U8 = 1,
+    UNET_DTYPE_U16,
+    UNET_DTYPE_I32,
+    UNET_DTYPE_F32
+} unet_dtype;
+
+/* Samples as stored in the file, planar: c planes of h rows of w samples. */
+typedef struct unet_image {
+    int        w, h, c;    /* width, height, channels (1 gray, 3 RGB; .npy: any) */
+    unet_dtype dtype;
+    void      *data;       /* owned; free with unet_image_free */
+} unet_image;
+
+/* Size in bytes of one sample of dtype. */
+size_t unet_dtype_size(unet_dtype dtype);
+
+/* Allocates a zeroed image.  *img is overwritten (not freed) first. */
+unet_status unet_image_alloc(unet_ctx *ctx, unet_image *img, int w, int h, int c, unet_dtype dtype);
+void unet_image_free(unet_image *img);   /* frees data and zeroes *img; NULL-safe */
+
+/* Loads one image.  The format is recognised by content (PNG signature, TIFF header, .npy magic),
+ * not by extension.  PNG: 8/16-bit gray, gray+alpha (alpha dropped), RGB(A) (alpha dropped),
+ * palette (expanded to RGB).  TIFF: 8/16-bit unsigned or 32-bit float samples, 1 or 3 channels,
+ * strips or tiles, any compression libtiff decodes; page selects the directory of a multi-page
+ * stack (0 = first).  .npy: little-endian float32/float64 (-> F32), uint8, uint16, int32/int64
+ * and bool (-> I32 unless they fit), shape (H, W) or (C, H, W); page must be 0.
+ * Images over unet_ctx_max_pixels are refused before allocating.  Errors name the file. */
+unet_status unet_image_load(unet_ctx *ctx, const char *path, int page, unet_image *out);
+/* Number of images in the file (TIFF directories; 1 for PNG and .npy). */
+unet_status unet_image_pages(unet_ctx *ctx, const char *path, int *pages);
+/* Saves by extension: .png (U8 or U16, 1 or 3 channels), .tif/.tiff (U8, U16 or F32, 1 or 3
+ * channels; more channels as pages), .npy (any dtype, shape (H, W) when c == 1 else (C, H, W)).
+ * Atomic: the previous file at path stays intact until the new one is complete. */
+unet_status unet_image_save(unet_ctx *ctx, const char *path, const unet_image *img);
+
+typedef enum unet_norm {
+    UNET_NORM_AUTO = 0,    /* 8-bit /255, 16-bit by percentiles, float and int as they are */
+    UNET_NORM_PERCENTILE,  /* per channel: (x - p1) / (p99.8 - p1), Cellpose's convention */
+    UNET_NORM_MAX,         /* 8-bit /255, 16-bit /65535, float and int as they are */
+    UNET_NORM_NONE         /* the stored values as floats */
+} unet_norm;
+
+/* Converts img to float32 planar (c, h, w) in out (img->c * h * w floats). */
+unet_status unet_image_to_float(unet_ctx *ctx, const unet_image *img, unet_norm norm, float *out);
+
+/* Converts a mask image (1 channel) to class ids (h * w int32).  classes <= 2: every non-zero
+ * value is foreground 1 (binary 0/255 masks and instance label images both work); classes > 2:
+ * values are class ids and a value >= classes (or < 0) is UNET_STATUS_FORMAT naming `name`
+ * and the value.  Float masks must hold integers. */
+unet_status unet_mask_to_classes(unet_ctx *ctx, const unet_image *mask, int classes,
+                                 const char *name, int32_t *out);
+
+/* ---------------------------------------------------------------------------------------
+ * Labels and metrics
+ * ------------------------------------------------------------------------------------- */
+
+/* Connected components of the pixels where mask[i] == value (4- or 8-connectivity), labelled
+ * 1..n in raster order of their first pixel, 0 elsewhere.  *count gets n.  O(h * w) (two raster
+ * passes with union-find).  labels may be mask itself (in place).  h, w > 0 and h * w <= INT32_MAX,
+ * connectivity 4 or 8, else UNET_STATUS_ARG; on failure labels and *count are untouched. */
+unet_status unet_connected_components(unet_ctx *ctx, const int32_t *mask, int h, int w,
+                                      int32_t value, int connectivity, int32_t *labels,
+                                      int *count);
+
+#define UNET_MAX_CLASSES 64
+
+typedef struct unet_metrics {
+    int    classes;
+    double pixel_error;                 /* fraction of pixels with the wrong class */
+    double iou[UNET_MAX_CLASSES];       /* per class; NaN when the class is absent in both */
+    double dice[UNET_MAX_CLASSES];      /*   (and at every index >= classes) */
+    double mean_iou, mean_dice;         /* over classes present in truth or prediction */
+    double rand_error;                  /* ISBI 2012: 1 - foreground-restricted Rand F-score
+                                         * (NaN: no truth foreground) */
+    double seg;                         /* Cell Tracking Challenge SEG (NaN: no reference object) */
+    double ap50;                        /* TP / (TP + FP + FN) at IoU >= 0.5, one-to-one matching;
+                                         * 0 when TP = 0, even with no objects at all (StarDist) */
+    int    n_true, n_pred;              /* objects in truth and prediction */
+} unet_metrics;
+
+/* Scores a predicted class map against the truth (both h * w class ids in [0, classes)).
+ * Instances: truth_inst and pred_inst are instance label images (0 = background, any other
+ * value >= 0 is an object; labels need not be consecutive); when NULL they are made from the
+ * connected components (4-connectivity) of the foreground class 1 (or every class > 0 merged
+ * when classes > 2).  rand_error, seg, ap50 use the instances.  The Rand error is the ISBI 2012
+ * challenge's (its Fiji script, at the one threshold the prediction already has): only pixels
+ * where the truth is foreground count, each predicted-background pixel among them counts as an
+ * object of its own, and pixel pairs are ordered with self-pairs included; it is not
+ * skimage.metrics.adapted_rand_error (SNEMI3D), which differs in both points.  SEG: a truth
+ * object R scores IoU(R, S) with the predicted object S that covers more than half of R (at
+ * most one can), else 0; mean over truth objects.  Per image: averaging over a stack is the caller's choice.
+ * Errors: UNET_STATUS_ARG for NULL pred/truth/out, h or w <= 0, h * w > INT32_MAX, classes
+ * outside [2, UNET_MAX_CLASSES], a class id outside [0, classes) or a negative instance label
+ * (the message names the array and the pixel); UNET_STATUS_NOMEM.  Uses about 37 bytes of
+ * scratch per pixel, freed before returning.  *out is written only on success. */
+unet_status unet_evaluate(unet_ctx *ctx, const int32_t *pred, const int32_t *truth,
+                          const int32_t *pred_inst, const int32_t *truth_inst, int h, int w,
+                          int classes, unet_metrics *out);
+
 #ifdef __cplusplus
 }
 #endif

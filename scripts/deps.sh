@@ -2,7 +2,7 @@
 # Installs the Debian 12 packages unet needs to build and test, if any are missing.
 # Usage: scripts/deps.sh [extra-package ...]   (make runs it; as root it calls apt-get)
 set -e
-need="gcc make libc6-dev libopenblas-serial-dev libpng-dev libtiff-dev libcjson-dev $*"
+need="gcc make libc6-dev libopenblas-openmp-dev libpng-dev libtiff-dev libcjson-dev $*"
 missing=""
 for p in $need; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -2,10 +2,13 @@
  *
  * Convolution forward, its input gradient (which is the transposed convolution's forward), its
  * weight gradient and the 1x1 convolutions are all C = op(A) op(B) products; this file is where
- * they meet the hardware.  By default that is the single-threaded OpenBLAS sgemm, called once per
+ * they meet the hardware.  By default that is OpenBLAS's sgemm, called single-threaded once per
  * block of C from an OpenMP loop: unet owns the threads (one pool, a thread count per context,
  * no oversubscription with our own parallel loops) and every element of C is produced by one
- * call in one order, so results are identical for any thread count.  With NO_BLAS=1 the same
+ * call in one order, so results are identical for any thread count.  OpenBLAS's OpenMP build
+ * runs single-threaded inside a parallel region; outside one, the calling thread's team size is
+ * set to 1 around the call.  (Debian's serial build is not safe to call from several threads:
+ * it is built without USE_LOCKING and its buffer pool races, which showed as wrong results.)  With NO_BLAS=1 the same
  * blocks go to a portable cache-blocked loop.  unet__sgemm_ref is the definition both are
  * tested against.
  */
@@ -85,8 +88,15 @@ void unet__sgemm_serial(bool trans_a, bool trans_b, int M, int N, int K, float a
         }
         return;
     }
+#ifdef _OPENMP
+    int team = omp_in_parallel() ? 1 : omp_get_max_threads();
+    if (team > 1) omp_set_num_threads(1);
+#endif
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
                 trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+#ifdef _OPENMP
+    if (team > 1) omp_set_num_threads(team);
+#endif
 #endif
 }
 

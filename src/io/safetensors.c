@@ -319,6 +319,12 @@ void unet__st_to_f32(const struct unet__safetensors *st, const struct unet__st_t
     for (size_t i = 0; i < n; i++) out[i] = (float)elem(p, t->dtype, i);
 }
 
+void unet__st_to_f64(const struct unet__safetensors *st, const struct unet__st_tensor *t, double *out) {
+    const unsigned char *p = unet__st_data(st, t);
+    size_t n = unet__st_numel(t);
+    for (size_t i = 0; i < n; i++) out[i] = elem(p, t->dtype, i);
+}
+
 void unet__st_to_i64(const struct unet__safetensors *st, const struct unet__st_tensor *t, int64_t *out) {
     const unsigned char *p = unet__st_data(st, t);
     size_t n = unet__st_numel(t);

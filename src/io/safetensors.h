@@ -61,6 +61,7 @@ size_t unet__st_numel(const struct unet__st_tensor *t);
 const void *unet__st_data(const struct unet__safetensors *st, const struct unet__st_tensor *t);
 /* Converts any dtype to float32 / int64 (numel elements into out). */
 void unet__st_to_f32(const struct unet__safetensors *st, const struct unet__st_tensor *t, float *out);
+void unet__st_to_f64(const struct unet__safetensors *st, const struct unet__st_tensor *t, double *out);
 void unet__st_to_i64(const struct unet__safetensors *st, const struct unet__st_tensor *t, int64_t *out);
 /* The __metadata__ value for key, or NULL. */
 const char *unet__st_meta(const struct unet__safetensors *st, const char *key);

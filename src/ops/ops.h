@@ -199,6 +199,8 @@ void unet__dropout_backward(float *dx, const float *dy, const uint8_t *mask,
 
 /* ---------------------------------------------------------------------------------------
  * Losses (loss.c).  logits (N, C, H, W); target (N, H, W) class ids; weight (N, H, W) or NULL.
+ * A target < 0 marks an unlabeled pixel: every loss leaves it out (no loss, no gradient, not
+ * counted in a mean or a Dice sum).
  * Each returns the loss (double) and, when dlogits is non-NULL, ACCUMULATES
  * scale * dLoss/dlogits into it, so CE + Dice is two calls on one gradient buffer.
  * ------------------------------------------------------------------------------------- */
@@ -208,11 +210,12 @@ struct unet__loss_dims {
 /* Softmax cross entropy over channels:
  *   loss = sum_{x not ignored} w(x) * -log softmax(logits(x))[t(x)] / #{x not ignored}
  * i.e. PyTorch's (F.cross_entropy(..., reduction='none', ignore_index=ii) * w).sum()
- * / (t != ii).sum().  ignore_index < 0 disables it.  0 when every pixel is ignored. */
+ * / (t != ii).sum().  Pixels with t == ignore_index or t < 0 are ignored.  0 when every pixel
+ * is ignored. */
 double unet__softmax_ce(float *dlogits, float scale, const float *logits, const int32_t *target,
                         const float *weight, int ignore_index, const struct unet__loss_dims *d);
 /* Sigmoid binary cross entropy with logits, C == 1, target 0/1:
- *   loss = mean_x w(x) * BCEWithLogits(logit(x), t(x)). */
+ *   loss = mean_x w(x) * BCEWithLogits(logit(x), t(x)) over the labeled pixels. */
 double unet__bce_logits(float *dlogits, float scale, const float *logits, const int32_t *target,
                         const float *weight, const struct unet__loss_dims *d);
 /* Soft Dice loss: p = softmax over channels (sigmoid when C == 1), y = one-hot(target);
@@ -224,17 +227,18 @@ double unet__dice_loss(float *dlogits, float scale, const float *logits, const i
 
 /* ---------------------------------------------------------------------------------------
  * Optimizers (optim.c), PyTorch 1.13's single-tensor update formulas, float32 state.
- * Each updates n parameters p in place from gradients g.
+ * Each updates n parameters p in place from gradients g.  Hyperparameters are doubles, like the
+ * Python scalars PyTorch computes its bias corrections with (0.9, not the float 0.899999976).
  * ------------------------------------------------------------------------------------- */
 struct unet__sgd {
-    float lr, momentum, weight_decay;
+    double lr, momentum, weight_decay;
     bool  nesterov;         /* dampening is 0 */
 };
 /* buf (n): the momentum buffer, zero before the first step (then buf = g, as PyTorch's clone). */
 void unet__sgd_step(float *p, const float *g, float *buf, size_t n, const struct unet__sgd *o);
 
 struct unet__adam {
-    float lr, beta1, beta2, eps, weight_decay;
+    double lr, beta1, beta2, eps, weight_decay;
     bool  decoupled;        /* AdamW: p *= 1 - lr * weight_decay instead of g += weight_decay * p */
 };
 /* m, v (n): moment estimates, zero before step 1.  step: 1 for the first update. */

@@ -1,0 +1,125 @@
+/* model.h — the network as a list of nodes over values, its parameter table and its memory plan.
+ *
+ * A model is built once from a unet_config into
+ *   - a parameter table {name, shape} in PyTorch's state_dict order and names: it yields the
+ *     checkpoint keys, the golden keys and the offsets into the parameter block;
+ *   - a node list in execution order (conv, batch-norm, pool, up-conv, concat, ...), each node
+ *     reading one or two values and writing one.  Backward walks it in reverse.
+ * unet_model_prepare(n, h, w) propagates shapes through the nodes and plans memory: activations,
+ * their gradients (training) and scratch each come from one block; no allocation happens inside
+ * forward or backward.
+ */
+#ifndef UNET_MODEL_H
+#define UNET_MODEL_H
+
+#include "internal.h"
+#include "ops/ops.h"
+
+enum unet__param_kind {
+    UNET__PARAM_WEIGHT,     /* trainable: in the parameter block, has a gradient */
+    UNET__PARAM_BUFFER,     /* running_mean / running_var: in the buffer block */
+    UNET__PARAM_COUNTER     /* num_batches_tracked: int64, one per batch-norm */
+};
+
+struct unet__param {
+    char                  name[96];
+    enum unet__param_kind kind;
+    int                   ndim;
+    int64_t               shape[4];
+    size_t                numel;
+    size_t                offset;   /* floats into params/buffers, or index into counters */
+};
+
+enum unet__node_op {
+    UNET__NODE_CONV,        /* conv2d (+ bias) (+ relu when no batch-norm follows) */
+    UNET__NODE_BN,          /* batch-norm (+ relu) */
+    UNET__NODE_POOL,        /* max-pool 2x2 */
+    UNET__NODE_CONVT,       /* transposed conv (+ bias) (+ relu) */
+    UNET__NODE_UPSAMPLE,    /* bilinear */
+    UNET__NODE_CONCAT,      /* [place(in), place(in2)] */
+    UNET__NODE_DROPOUT,
+    UNET__NODE_ADD,         /* in + place(in2) (FCN skip fusion) */
+    UNET__NODE_CROP,        /* place(in) to a given size (FCN's final crop) */
+};
+
+struct unet__node {
+    enum unet__node_op op;
+    char               name[64];        /* module path, e.g. "down1.maxpool_conv.1.double_conv.0" */
+    int                in, in2, out;    /* value ids (in2 = -1 when unused) */
+    int                w, b;            /* param ids: conv/convt weight and bias, bn gamma and beta */
+    int                rmean, rvar, nbt;/* bn buffers and counter */
+    int                c_out;           /* output channels (conv/convt) */
+    int                k, stride, pad;  /* conv/convt/pool geometry */
+    bool               relu;            /* fused ReLU on the output */
+    bool               align_corners;   /* upsample */
+    float              p;               /* dropout probability */
+    int                crop_h, crop_w;  /* CROP: offsets into the input; ADD: offsets of in2 */
+    bool               center;          /* CONCAT: centre crop / F.pad; ADD/CROP: fixed offsets */
+    int                ref;             /* CROP: value whose size the output takes */
+    /* Filled by prepare: */
+    union {
+        struct unet__conv2d_dims   conv;
+        struct unet__convt2d_dims  convt;
+        struct unet__bn_dims       bn;
+        struct unet__pool_dims     pool;
+        struct unet__upsample_dims up;
+        struct unet__concat_dims   cat;
+        struct unet__dropout_dims  drop;
+        struct unet__add_dims      add;
+    } d;
+    float   *save_mean, *save_rstd;     /* bn, training */
+    uint8_t *mask;                      /* pool argmax or dropout mask, training */
+};
+
+struct unet__value {
+    int    c, h, w;                     /* per image; the batch is the plan's n */
+    float *data;                        /* (n, c, h, w) */
+    float *grad;                        /* training only */
+    int    producer;                    /* node id, -1 for the input */
+    int    last_use;                    /* last node reading it (n_nodes for the output) */
+};
+
+struct unet_model {
+    unet_config         cfg;
+    struct unet__param *params;
+    int                 n_params;
+    size_t              n_weights, n_buffers;   /* floats */
+    int                 n_counters;
+    float              *weights;                /* the parameter block */
+    float              *buffers;                /* running statistics */
+    int64_t            *counters;               /* num_batches_tracked */
+
+    struct unet__node  *nodes;
+    int                 n_nodes;
+    struct unet__value *values;
+    int                 n_values;
+    int                 out_value;
+
+    /* Memory plan for (plan_n, plan_h, plan_w). */
+    bool                planned, plan_training;
+    int                 plan_n, plan_h, plan_w;
+    struct unet__arena  act;            /* activations (and their gradients when training) */
+    float              *scratch;        /* im2col tiles */
+    size_t              scratch_floats;
+
+    /* Training state: gradients and optimizer moments share the parameter block's layout. */
+    float              *grads, *opt_m, *opt_v;
+    long                opt_step;
+    struct unet__rng    rng;            /* dropout */
+    bool                training_mode;  /* batch statistics and dropout on */
+};
+
+/* Builds the graph and parameter table for cfg with zeroed parameters (load fills them). */
+unet_status unet__model_build(unet_ctx *ctx, const unet_config *cfg, unet_model **out);
+const struct unet__param *unet__model_find_param(const unet_model *m, const char *name);
+/* Pointer to a parameter's data (weights or buffers block); NULL for counters. */
+float *unet__model_param_data(const unet_model *m, const struct unet__param *p);
+/* Forward over the planned batch: x (n, in_channels, h, w) -> returns the output value's data. */
+const float *unet__model_forward(unet_model *m, const float *x);
+/* Backward from dlogits (n, classes, out_h, out_w): accumulates parameter gradients into
+ * m->grads (zeroed by the caller).  Needs a training plan and a training-mode forward first. */
+void unet__model_backward(unet_model *m, const float *dlogits);
+/* The output value (logits) of the planned batch. */
+const struct unet__value *unet__model_output(const unet_model *m);
+
+#endif /* UNET_MODEL_H */

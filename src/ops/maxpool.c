@@ -1,0 +1,90 @@
+/* maxpool.c — MaxPool2d(kernel 2, stride 2), forward and backward.
+ *
+ * y[n, c, i, j] = max of the 2x2 window x[n, c, 2i..2i+1, 2j..2j+1]; an odd last row or
+ * column is dropped (floor mode).  The window is scanned row-major, k = 2 u + v for window row
+ * u and column v, and k replaces the current best when
+ *     x_k > best || isnan(x_k)
+ * which is PyTorch's CPU kernel (cpu_max_pool): the first maximum wins a tie, a NaN wins over
+ * everything and the last NaN wins over an earlier one, and a window of -inf picks k = 0.
+ * argmax keeps k, one byte per output, for backward, which adds dy to that one input.  (PyTorch
+ * keeps a flat int64 index per output: eight times the memory for the same information.)  The
+ * windows do not overlap, so backward writes every input at most once.
+ *
+ * Threads: both directions split the N*C planes; each thread owns its planes of y, argmax
+ * and dx.
+ */
+#include "ops/ops.h"
+
+#include <math.h>
+
+/* Best of the window a, b (top row), c, e (bottom row); writes its index 0..3. */
+static inline float window_max(float a, float b, float c, float e, uint8_t *k) {
+    float   m = a;
+    uint8_t i = 0;
+    if (b > m || isnan(b)) m = b, i = 1;
+    if (c > m || isnan(c)) m = c, i = 2;
+    if (e > m || isnan(e)) m = e, i = 3;
+    *k = i;
+    return m;
+}
+
+void unet__maxpool2_forward(float *y, uint8_t *argmax, const float *x,
+                            const struct unet__pool_dims *d) {
+    const long long planes = (long long)d->N * d->C;
+    const size_t    in_plane = (size_t)d->H_in * d->W_in, out_plane = (size_t)d->H_out * d->W_out;
+    UNET_ASSERT(d->H_out == d->H_in / 2 && d->W_out == d->W_in / 2);
+#pragma omp parallel for schedule(static)
+    for (long long p = 0; p < planes; p++) {
+        const float *xp = x + (size_t)p * in_plane;
+        float       *yp = y + (size_t)p * out_plane;
+        uint8_t     *ap = argmax + (size_t)p * out_plane;
+        for (int i = 0; i < d->H_out; i++) {
+            const float *r0 = xp + (size_t)(2 * i) * d->W_in, *r1 = r0 + d->W_in;
+            float       *yr = yp + (size_t)i * d->W_out;
+            uint8_t     *ar = ap + (size_t)i * d->W_out;
+            for (int j = 0; j < d->W_out; j++)
+                yr[j] = window_max(r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1], &ar[j]);
+        }
+    }
+}
+
+void unet__maxpool2_backward(float *dx, const float *dy, const uint8_t *argmax,
+                             const struct unet__pool_dims *d) {
+    /* Inverts y[i, j] = x[2i + k / 2, 2j + k % 2] with k = argmax[i, j]. */
+    const long long planes = (long long)d->N * d->C;
+    const size_t    in_plane = (size_t)d->H_in * d->W_in, out_plane = (size_t)d->H_out * d->W_out;
+#pragma omp parallel for schedule(static)
+    for (long long p = 0; p < planes; p++) {
+        float         *dxp = dx + (size_t)p * in_plane;
+        const float   *dyp = dy + (size_t)p * out_plane;
+        const uint8_t *ap = argmax + (size_t)p * out_plane;
+        for (int i = 0; i < d->H_out; i++)
+            for (int j = 0; j < d->W_out; j++) {
+                size_t o = (size_t)i * d->W_out + j;
+                int    k = ap[o];
+                dxp[(size_t)(2 * i + k / 2) * d->W_in + 2 * j + k % 2] += dyp[o];
+            }
+    }
+}
+
+void unet__maxpool2_forward_ref(float *y, uint8_t *argmax, const float *x,
+                                const struct unet__pool_dims *d) {
+    for (int n = 0; n < d->N; n++)
+        for (int c = 0; c < d->C; c++)
+            for (int i = 0; i < d->H_out; i++)
+                for (int j = 0; j < d->W_out; j++) {
+                    float best = -INFINITY;
+                    int   arg = 0;
+                    for (int k = 0; k < 4; k++) {
+                        int   ih = 2 * i + k / 2, iw = 2 * j + k % 2;
+                        float v = x[(((size_t)n * d->C + c) * d->H_in + ih) * d->W_in + iw];
+                        if (v > best || isnan(v)) {
+                            best = v;
+                            arg = k;
+                        }
+                    }
+                    size_t o = (((size_t)n * d->C + c) * d->H_out + i) * d->W_out + j;
+                    y[o] = best;
+                    argmax[o] = (uint8_t)arg;
+                }
+}

@@ -1,0 +1,169 @@
+/* train.c — one training step: forward (batch statistics, dropout), loss, backward, update.
+ *
+ * Gradients and optimizer moments live in blocks with the parameter block's layout, so the
+ * optimizer is one flat loop over all parameters (PyTorch's update formulas, ops/optim.c).
+ * They are allocated on the first step, outside forward and backward.  A step whose loss or
+ * gradients are not finite is undone: the parameters are untouched and the batch-norm running
+ * statistics are restored from a snapshot, so the last good state can still be saved.
+ */
+#include "model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+unet_optim unet_optim_default(unet_optim_kind kind) {
+    unet_optim o = {.kind = kind, .lr = 0.01f, .momentum = 0.0f, .nesterov = 0,
+                    .weight_decay = 0.0f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f};
+    if (kind == UNET_OPTIM_ADAM || kind == UNET_OPTIM_ADAMW) o.lr = 0.001f;
+    if (kind == UNET_OPTIM_ADAMW) o.weight_decay = 0.01f;
+    return o;
+}
+
+static unet_status check_optim(unet_ctx *ctx, const unet_optim *o) {
+    if (!o) return unet__fail(ctx, UNET_STATUS_ARG, "optimizer: NULL");
+    if (o->kind < UNET_OPTIM_SGD || o->kind > UNET_OPTIM_ADAMW)
+        return unet__fail(ctx, UNET_STATUS_ARG, "optimizer: unknown kind %d", (int)o->kind);
+    if (!(o->lr >= 0.0f && o->lr < 1e3f))
+        return unet__fail(ctx, UNET_STATUS_ARG, "lr: expected 0 <= lr < 1000, got %g", (double)o->lr);
+    if (!(o->momentum >= 0.0f && o->momentum < 1.0f))
+        return unet__fail(ctx, UNET_STATUS_ARG, "momentum: expected 0 <= m < 1, got %g",
+                          (double)o->momentum);
+    if (o->nesterov && o->momentum <= 0.0f)
+        return unet__fail(ctx, UNET_STATUS_ARG, "nesterov momentum requires momentum > 0");
+    if (!(o->weight_decay >= 0.0f))
+        return unet__fail(ctx, UNET_STATUS_ARG, "weight_decay: expected >= 0, got %g",
+                          (double)o->weight_decay);
+    if (!(o->beta1 >= 0.0f && o->beta1 < 1.0f && o->beta2 >= 0.0f && o->beta2 < 1.0f && o->eps > 0.0f))
+        return unet__fail(ctx, UNET_STATUS_ARG, "adam: expected 0 <= beta < 1 and eps > 0");
+    return UNET_STATUS_OK;
+}
+
+static unet_status alloc_state(unet_ctx *ctx, unet_model *m) {
+    if (m->grads) return UNET_STATUS_OK;
+    m->grads = unet__calloc(m->n_weights, sizeof(float));
+    m->opt_m = unet__calloc(m->n_weights, sizeof(float));
+    m->opt_v = unet__calloc(m->n_weights, sizeof(float));
+    if (!m->grads || !m->opt_m || !m->opt_v) {
+        unet__free(m->grads), unet__free(m->opt_m), unet__free(m->opt_v);
+        m->grads = m->opt_m = m->opt_v = NULL;
+        return unet__fail(ctx, UNET_STATUS_NOMEM, "training: cannot allocate %zu MiB of optimizer state",
+                          3 * m->n_weights * sizeof(float) >> 20);
+    }
+    return UNET_STATUS_OK;
+}
+
+/* The loss of the output value against target; when dlogits is non-NULL it receives the
+ * gradient (overwritten).  Pixels with target < 0 are ignored by the cross-entropy terms. */
+static double loss_of(const unet_model *m, unet_loss_kind kind, const int32_t *target,
+                      const float *weight, float *dlogits) {
+    const struct unet__value *o = unet__model_output(m);
+    struct unet__loss_dims d = {.N = m->plan_n, .C = o->c, .H = o->h, .W = o->w};
+    if (dlogits) memset(dlogits, 0, sizeof(float) * (size_t)d.N * d.C * d.H * d.W);
+    double L = 0.0;
+    if (kind != UNET_LOSS_DICE) {
+        const float *wmap = weight;
+        L += d.C == 1 ? unet__bce_logits(dlogits, 1.0f, o->data, target, wmap, &d)
+                      : unet__softmax_ce(dlogits, 1.0f, o->data, target, wmap, -1, &d);
+    }
+    if (kind == UNET_LOSS_CE_DICE || kind == UNET_LOSS_DICE)
+        L += unet__dice_loss(dlogits, 1.0f, o->data, target, 1e-6f, &d);
+    return L;
+}
+
+static unet_status check_batch(unet_ctx *ctx, unet_model *m, unet_loss_kind loss, const float *x,
+                               const int32_t *target, const float *weight, int n, int h, int w) {
+    if (!m || !x || !target)
+        return unet__fail(ctx, UNET_STATUS_ARG, "training: model, images and targets are required");
+    if (loss < UNET_LOSS_CE || loss > UNET_LOSS_WCE)
+        return unet__fail(ctx, UNET_STATUS_ARG, "loss: unknown kind %d", (int)loss);
+    if (loss == UNET_LOSS_WCE && !weight)
+        return unet__fail(ctx, UNET_STATUS_ARG, "loss wce: needs a weight map");
+    return unet_model_prepare(ctx, m, n, h, w, 1);
+}
+
+/* Index of the parameter that holds weight index i (for messages). */
+static const char *param_at(const unet_model *m, size_t i) {
+    for (int j = 0; j < m->n_params; j++) {
+        const struct unet__param *p = &m->params[j];
+        if (p->kind == UNET__PARAM_WEIGHT && i >= p->offset && i < p->offset + p->numel)
+            return p->name;
+    }
+    return "?";
+}
+
+unet_status unet_train_step(unet_ctx *ctx, unet_model *m, const unet_optim *opt,
+                            unet_loss_kind loss, const float *x, const int32_t *target,
+                            const float *weight, int n, int h, int w, double *loss_out) {
+    unet_status s = check_optim(ctx, opt);
+    if (s == UNET_STATUS_OK) s = check_batch(ctx, m, loss, x, target, weight, n, h, w);
+    if (s == UNET_STATUS_OK) s = alloc_state(ctx, m);
+    if (s != UNET_STATUS_OK) return s;
+    unet__use_threads(unet__threads(ctx));
+
+    /* Snapshot of what forward changes besides activations: running statistics, counters and
+     * the dropout generator.  Small (a few floats per channel). */
+    size_t nb = m->n_buffers * sizeof(float), nc = (size_t)m->n_counters * sizeof(int64_t);
+    unsigned char *snap = malloc(nb + nc + 1);
+    if (!snap) return unet__fail(ctx, UNET_STATUS_NOMEM, "training: out of memory");
+    memcpy(snap, m->buffers, nb);
+    memcpy(snap + nb, m->counters, nc);
+    struct unet__rng rng0 = m->rng;
+
+    m->training_mode = true;
+    unet__model_forward(m, x);
+    struct unet__value *out = &m->values[m->out_value];
+    double L = loss_of(m, loss, target, weight, out->grad);
+    if (loss_out) *loss_out = L;
+    if (!isfinite(L)) {
+        s = unet__fail(ctx, UNET_STATUS_NUMERIC, "step %ld: the loss is %g; the step was undone",
+                       m->opt_step + 1, L);
+        goto undo;
+    }
+    memset(m->grads, 0, m->n_weights * sizeof(float));
+    unet__model_backward(m, out->grad);
+    for (size_t i = 0; i < m->n_weights; i++)
+        if (!(m->grads[i] - m->grads[i] == 0.0f)) {
+            s = unet__fail(ctx, UNET_STATUS_NUMERIC,
+                           "step %ld: the gradient of %s is not finite; the step was undone",
+                           m->opt_step + 1, param_at(m, i));
+            goto undo;
+        }
+    long step = ++m->opt_step;
+    if (opt->kind == UNET_OPTIM_SGD) {
+        struct unet__sgd o = {.lr = opt->lr, .momentum = opt->momentum,
+                              .weight_decay = opt->weight_decay, .nesterov = opt->nesterov != 0};
+        unet__sgd_step(m->weights, m->grads, m->opt_m, m->n_weights, &o);
+    } else {
+        struct unet__adam o = {.lr = opt->lr, .beta1 = opt->beta1, .beta2 = opt->beta2,
+                               .eps = opt->eps, .weight_decay = opt->weight_decay,
+                               .decoupled = opt->kind == UNET_OPTIM_ADAMW};
+        unet__adam_step(m->weights, m->grads, m->opt_m, m->opt_v, m->n_weights, &o, step);
+    }
+    free(snap);
+    return UNET_STATUS_OK;
+undo:
+    memcpy(m->buffers, snap, nb);
+    memcpy(m->counters, snap + nb, nc);
+    m->rng = rng0;
+    free(snap);
+    return s;
+}
+
+unet_status unet_eval_loss(unet_ctx *ctx, unet_model *m, unet_loss_kind loss, const float *x,
+                           const int32_t *target, const float *weight, int n, int h, int w,
+                           double *loss_out) {
+    if (!m || !x || !target)
+        return unet__fail(ctx, UNET_STATUS_ARG, "eval_loss: model, images and targets are required");
+    if (loss == UNET_LOSS_WCE && !weight)
+        return unet__fail(ctx, UNET_STATUS_ARG, "loss wce: needs a weight map");
+    unet_status s = unet_model_prepare(ctx, m, n, h, w, 0);
+    if (s != UNET_STATUS_OK) return s;
+    unet__use_threads(unet__threads(ctx));
+    m->training_mode = false;
+    unet__model_forward(m, x);
+    double L = loss_of(m, loss, target, weight, NULL);
+    if (loss_out) *loss_out = L;
+    return UNET_STATUS_OK;
+}
