@@ -83,11 +83,6 @@ unet_status unet_config_check(unet_ctx *ctx, const unet_config *c) {
  * Builder: dynamic arrays of params, nodes and values
  * ------------------------------------------------------------------------------------- */
 
-struct builder {
-    unet_model *m;
-    int         cap_params, cap_nodes, cap_values;
-    bool        oom;
-};
 
 static void *grow(void *p, int *cap, int need, size_t elem, bool *oom) {
     if (need <= *cap) return p;
@@ -103,7 +98,7 @@ static void *grow(void *p, int *cap, int need, size_t elem, bool *oom) {
     return q;
 }
 
-static int add_param(struct builder *B, const char *prefix, const char *suffix,
+int unet__add_param(struct unet__builder *B, const char *prefix, const char *suffix,
                      enum unet__param_kind kind, int ndim, int64_t d0, int64_t d1, int64_t d2,
                      int64_t d3) {
     unet_model *m = B->m;
@@ -131,7 +126,7 @@ static int add_param(struct builder *B, const char *prefix, const char *suffix,
     return m->n_params++;
 }
 
-static int add_value(struct builder *B, int producer) {
+int unet__add_value(struct unet__builder *B, int producer) {
     unet_model *m = B->m;
     m->values = grow(m->values, &B->cap_values, m->n_values + 1, sizeof *m->values, &B->oom);
     if (B->oom) return -1;
@@ -140,17 +135,17 @@ static int add_value(struct builder *B, int producer) {
 }
 
 /* Appends a node reading in (and in2) and returns its output value. */
-static int add_node(struct builder *B, struct unet__node nd) {
+int unet__add_node(struct unet__builder *B, struct unet__node nd) {
     unet_model *m = B->m;
     m->nodes = grow(m->nodes, &B->cap_nodes, m->n_nodes + 1, sizeof *m->nodes, &B->oom);
     if (B->oom) return -1;
-    nd.out = add_value(B, m->n_nodes);
+    nd.out = unet__add_value(B, m->n_nodes);
     if (B->oom) return -1;
     m->nodes[m->n_nodes++] = nd;
     return nd.out;
 }
 
-static struct unet__node node_init(enum unet__node_op op, const char *name, int in) {
+struct unet__node unet__node_init(enum unet__node_op op, const char *name, int in) {
     struct unet__node nd;
     memset(&nd, 0, sizeof nd);
     nd.op = op;
@@ -163,36 +158,36 @@ static struct unet__node node_init(enum unet__node_op op, const char *name, int 
 
 /* conv k x k (+ bias) (+ BN) + ReLU, as modules prefix.<idx>, prefix.<idx+1>, ...; advances *idx
  * past the ReLU module index so the next block continues the Sequential's numbering. */
-static int conv_bn_relu(struct builder *B, const char *prefix, int *idx, int x, int c_in,
+static int conv_bn_relu(struct unet__builder *B, const char *prefix, int *idx, int x, int c_in,
                         int c_out, int k, int pad) {
     const unet_config *c = &B->m->cfg;
     char name[64];
     snprintf(name, sizeof name, "%s.%d", prefix, (*idx)++);
-    struct unet__node cv = node_init(UNET__NODE_CONV, name, x);
+    struct unet__node cv = unet__node_init(UNET__NODE_CONV, name, x);
     cv.c_out = c_out;
     cv.k = k;
     cv.stride = 1;
     cv.pad = pad;
-    cv.w = add_param(B, name, "weight", UNET__PARAM_WEIGHT, 4, c_out, c_in, k, k);
-    if (c->conv_bias) cv.b = add_param(B, name, "bias", UNET__PARAM_WEIGHT, 1, c_out, 0, 0, 0);
+    cv.w = unet__add_param(B, name, "weight", UNET__PARAM_WEIGHT, 4, c_out, c_in, k, k);
+    if (c->conv_bias) cv.b = unet__add_param(B, name, "bias", UNET__PARAM_WEIGHT, 1, c_out, 0, 0, 0);
     cv.relu = !c->batchnorm;
-    x = add_node(B, cv);
+    x = unet__add_node(B, cv);
     if (c->batchnorm) {
         snprintf(name, sizeof name, "%s.%d", prefix, (*idx)++);
-        struct unet__node bn = node_init(UNET__NODE_BN, name, x);
-        bn.w = add_param(B, name, "weight", UNET__PARAM_WEIGHT, 1, c_out, 0, 0, 0);
-        bn.b = add_param(B, name, "bias", UNET__PARAM_WEIGHT, 1, c_out, 0, 0, 0);
-        bn.rmean = add_param(B, name, "running_mean", UNET__PARAM_BUFFER, 1, c_out, 0, 0, 0);
-        bn.rvar = add_param(B, name, "running_var", UNET__PARAM_BUFFER, 1, c_out, 0, 0, 0);
-        bn.nbt = add_param(B, name, "num_batches_tracked", UNET__PARAM_COUNTER, 0, 0, 0, 0, 0);
+        struct unet__node bn = unet__node_init(UNET__NODE_BN, name, x);
+        bn.w = unet__add_param(B, name, "weight", UNET__PARAM_WEIGHT, 1, c_out, 0, 0, 0);
+        bn.b = unet__add_param(B, name, "bias", UNET__PARAM_WEIGHT, 1, c_out, 0, 0, 0);
+        bn.rmean = unet__add_param(B, name, "running_mean", UNET__PARAM_BUFFER, 1, c_out, 0, 0, 0);
+        bn.rvar = unet__add_param(B, name, "running_var", UNET__PARAM_BUFFER, 1, c_out, 0, 0, 0);
+        bn.nbt = unet__add_param(B, name, "num_batches_tracked", UNET__PARAM_COUNTER, 0, 0, 0, 0, 0);
         bn.relu = true;
-        x = add_node(B, bn);
+        x = unet__add_node(B, bn);
     }
     (*idx)++; /* the ReLU module */
     return x;
 }
 
-static int double_conv(struct builder *B, const char *prefix, int x, int c_in, int c_mid, int c_out) {
+static int double_conv(struct unet__builder *B, const char *prefix, int x, int c_in, int c_mid, int c_out) {
     char p[64];
     snprintf(p, sizeof p, "%s.double_conv", prefix);
     int idx = 0;
@@ -201,30 +196,30 @@ static int double_conv(struct builder *B, const char *prefix, int x, int c_in, i
     return conv_bn_relu(B, p, &idx, x, c_mid, c_out, 3, pad);
 }
 
-static int dropout_node(struct builder *B, const char *name, int x) {
-    struct unet__node d = node_init(UNET__NODE_DROPOUT, name, x);
+static int dropout_node(struct unet__builder *B, const char *name, int x) {
+    struct unet__node d = unet__node_init(UNET__NODE_DROPOUT, name, x);
     d.p = B->m->cfg.dropout;
-    return add_node(B, d);
+    return unet__add_node(B, d);
 }
 
 /* U-Net: milesial's UNet generalised to any depth and base width.
  *   inc = DoubleConv(in, b); downK = Down(b 2^(K-1), b 2^K) (the last / factor);
  *   upK = Up(b 2^(D-K+1), b 2^(D-K) / factor) (the last: b); outc = 1x1 conv.
  * factor = 2 with bilinear upsampling, whose DoubleConv takes mid = in / 2. */
-static void build_unet(struct builder *B) {
+static void build_unet(struct unet__builder *B) {
     const unet_config *c = &B->m->cfg;
     const int D = c->depth, b = c->base;
     const int factor = c->up == UNET_UP_BILINEAR ? 2 : 1;
     int skip[9];
     char name[64];
-    int x = add_value(B, -1); /* value 0: the input */
+    int x = unet__add_value(B, -1); /* value 0: the input */
     x = double_conv(B, "inc", x, c->in_channels, b, b);
     skip[0] = x;
     for (int k = 1; k <= D; k++) {
         int c_in = b << (k - 1), c_out = (b << k) / (k == D ? factor : 1);
         snprintf(name, sizeof name, "down%d.maxpool_conv.0", k);
-        struct unet__node pool = node_init(UNET__NODE_POOL, name, x);
-        x = add_node(B, pool);
+        struct unet__node pool = unet__node_init(UNET__NODE_POOL, name, x);
+        x = unet__add_node(B, pool);
         snprintf(name, sizeof name, "down%d.maxpool_conv.1", k);
         x = double_conv(B, name, x, c_in, c_out, c_out);
         /* The paper's dropout "at the end of the contracting path": after the last two levels,
@@ -241,51 +236,72 @@ static void build_unet(struct builder *B) {
         int up;
         if (c->up == UNET_UP_BILINEAR) {
             snprintf(name, sizeof name, "up%d.up", k);
-            struct unet__node u = node_init(UNET__NODE_UPSAMPLE, name, x);
+            struct unet__node u = unet__node_init(UNET__NODE_UPSAMPLE, name, x);
             u.align_corners = true;
-            up = add_node(B, u);
+            up = unet__add_node(B, u);
         } else {
             snprintf(name, sizeof name, "up%d.up", k);
-            struct unet__node u = node_init(UNET__NODE_CONVT, name, x);
+            struct unet__node u = unet__node_init(UNET__NODE_CONVT, name, x);
             u.c_out = c_in / 2;
             u.k = 2;
             u.stride = 2;
-            u.w = add_param(B, name, "weight", UNET__PARAM_WEIGHT, 4, c_in, c_in / 2, 2, 2);
-            u.b = add_param(B, name, "bias", UNET__PARAM_WEIGHT, 1, c_in / 2, 0, 0, 0);
-            up = add_node(B, u);
+            u.w = unet__add_param(B, name, "weight", UNET__PARAM_WEIGHT, 4, c_in, c_in / 2, 2, 2);
+            u.b = unet__add_param(B, name, "bias", UNET__PARAM_WEIGHT, 1, c_in / 2, 0, 0, 0);
+            up = unet__add_node(B, u);
         }
         snprintf(name, sizeof name, "up%d.cat", k);
-        struct unet__node cat = node_init(UNET__NODE_CONCAT, name, skip[D - k]);
+        struct unet__node cat = unet__node_init(UNET__NODE_CONCAT, name, skip[D - k]);
         cat.in2 = up;
         /* Same padding: the upsampled map is zero-padded to the skip's size (F.pad).  Valid
          * convolutions: the skip is centre-cropped to the upsampled map (crop_and_concat). */
         cat.center = c->padding == 1;
-        x = add_node(B, cat);
+        x = unet__add_node(B, cat);
         snprintf(name, sizeof name, "up%d.conv", k);
         x = double_conv(B, name, x, c_in, c->up == UNET_UP_BILINEAR ? c_in / 2 : c_out, c_out);
     }
-    struct unet__node out = node_init(UNET__NODE_CONV, "outc.conv", x);
+    struct unet__node out = unet__node_init(UNET__NODE_CONV, "outc.conv", x);
     out.c_out = c->classes;
     out.k = 1;
     out.stride = 1;
-    out.w = add_param(B, "outc.conv", "weight", UNET__PARAM_WEIGHT, 4, c->classes, b, 1, 1);
-    out.b = add_param(B, "outc.conv", "bias", UNET__PARAM_WEIGHT, 1, c->classes, 0, 0, 0);
-    B->m->out_value = add_node(B, out);
+    out.w = unet__add_param(B, "outc.conv", "weight", UNET__PARAM_WEIGHT, 4, c->classes, b, 1, 1);
+    out.b = unet__add_param(B, "outc.conv", "bias", UNET__PARAM_WEIGHT, 1, c->classes, 0, 0, 0);
+    B->m->out_value = unet__add_node(B, out);
 }
 
 /* ---------------------------------------------------------------------------------------
  * Initialisation
  * ------------------------------------------------------------------------------------- */
 
+void unet__init_conv_pytorch(unet_model *m, const struct unet__node *nd, struct unet__rng *rng) {
+    const struct unet__param *w = &m->params[nd->w];
+    /* PyTorch's fan_in is weight.size(1) * k * k for both layers (for ConvTranspose2d that is
+     * C_out * k * k: torch's _calculate_fan_in_and_fan_out reads dimension 1).
+     * kaiming_uniform_(a = sqrt(5)): bound = sqrt(6 / ((1 + 5) fan_in)) = 1/sqrt(fan_in); the
+     * bias uses the same bound. */
+    double fan_in = (double)w->shape[1] * w->shape[2] * w->shape[3];
+    float bound = (float)(1.0 / sqrt(fan_in));
+    float *wd = unet__model_param_data(m, w);
+    for (size_t j = 0; j < w->numel; j++) wd[j] = bound * (2.0f * unet__rng_uniform(rng) - 1.0f);
+    if (nd->b >= 0) {
+        float *bd = unet__model_param_data(m, &m->params[nd->b]);
+        for (size_t j = 0; j < m->params[nd->b].numel; j++)
+            bd[j] = bound * (2.0f * unet__rng_uniform(rng) - 1.0f);
+    }
+}
+
 static void init_params(unet_model *m, uint64_t seed) {
     struct unet__rng rng;
     unet__rng_seed(&rng, seed);
+    if (m->cfg.arch >= UNET_ARCH_FCN32S) {
+        unet__init_fcn(m, &rng);
+        return;
+    }
     for (int i = 0; i < m->n_nodes; i++) {
         const struct unet__node *nd = &m->nodes[i];
         if (nd->op == UNET__NODE_BN) {
             const struct unet__param *g = &m->params[nd->w], *bt = &m->params[nd->b];
-            for (size_t j = 0; j < g->numel; j++) m->weights[g->offset + j] = 1.0f;
-            memset(m->weights + bt->offset, 0, bt->numel * sizeof(float));
+            for (size_t j = 0; j < g->numel; j++) unet__model_param_data(m, g)[j] = 1.0f;
+            memset(unet__model_param_data(m, bt), 0, bt->numel * sizeof(float));
             const struct unet__param *rm = &m->params[nd->rmean], *rv = &m->params[nd->rvar];
             memset(m->buffers + rm->offset, 0, rm->numel * sizeof(float));
             for (size_t j = 0; j < rv->numel; j++) m->buffers[rv->offset + j] = 1.0f;
@@ -294,10 +310,9 @@ static void init_params(unet_model *m, uint64_t seed) {
         }
         if (nd->op != UNET__NODE_CONV && nd->op != UNET__NODE_CONVT) continue;
         const struct unet__param *w = &m->params[nd->w];
-        /* PyTorch's fan_in is weight.size(1) * k * k for both layers (for ConvTranspose2d that
-         * is C_out * k * k: torch's _calculate_fan_in_and_fan_out reads dimension 1). */
-        double fan_in = (double)w->shape[1] * w->shape[2] * w->shape[3];
-        float *wd = m->weights + w->offset;
+        float *wd = unet__model_param_data(m, w);
+        float *bd = nd->b >= 0 ? unet__model_param_data(m, &m->params[nd->b]) : NULL;
+        size_t nb = nd->b >= 0 ? m->params[nd->b].numel : 0;
         if (m->cfg.init == UNET_INIT_HE) {
             /* He et al.: std sqrt(2 / N), N = incoming connections of one output unit:
              * k*k*C_in for a convolution; C_in * (k/stride)^2 for the up-convolution, where each
@@ -307,19 +322,9 @@ static void init_params(unet_model *m, uint64_t seed) {
                               : (double)w->shape[0] * (double)(nd->k * nd->k) / (nd->stride * nd->stride);
             double std = sqrt(2.0 / (n_in < 1.0 ? 1.0 : n_in));
             for (size_t j = 0; j < w->numel; j++) wd[j] = (float)(std * unet__rng_normal(&rng));
-            if (nd->b >= 0)
-                memset(m->weights + m->params[nd->b].offset, 0, m->params[nd->b].numel * sizeof(float));
+            if (bd) memset(bd, 0, nb * sizeof(float));
         } else {
-            /* kaiming_uniform_(a = sqrt(5)): bound = sqrt(6 / ((1 + 5) fan_in)) = 1/sqrt(fan_in);
-             * the bias uses the same bound. */
-            float bound = (float)(1.0 / sqrt(fan_in));
-            for (size_t j = 0; j < w->numel; j++)
-                wd[j] = bound * (2.0f * unet__rng_uniform(&rng) - 1.0f);
-            if (nd->b >= 0) {
-                const struct unet__param *bp = &m->params[nd->b];
-                for (size_t j = 0; j < bp->numel; j++)
-                    m->weights[bp->offset + j] = bound * (2.0f * unet__rng_uniform(&rng) - 1.0f);
-            }
+            unet__init_conv_pytorch(m, nd, &rng);
         }
     }
 }
@@ -358,16 +363,17 @@ unet_status unet__model_build(unet_ctx *ctx, const unet_config *cfg, unet_model 
     unet_model *m = calloc(1, sizeof *m);
     if (!m) return unet__fail(ctx, UNET_STATUS_NOMEM, "model: out of memory");
     m->cfg = *cfg;
-    struct builder B = {.m = m};
-    if (cfg->arch == UNET_ARCH_UNET || cfg->arch == UNET_ARCH_UNET_PAPER) {
-        build_unet(&B);
-    } else {
-        unet_model_free(m);
-        return unet__fail(ctx, UNET_STATUS_ARG, "arch: FCN is not built into this library yet");
-    }
+    struct unet__builder B = {.m = m};
+    if (cfg->arch == UNET_ARCH_UNET || cfg->arch == UNET_ARCH_UNET_PAPER) build_unet(&B);
+    else unet__build_fcn(&B);
     if (B.oom) {
         unet_model_free(m);
         return unet__fail(ctx, UNET_STATUS_NOMEM, "model: out of memory building the graph");
+    }
+    if (m->n_nodes == 0) {
+        unet_model_free(m);
+        return unet__fail(ctx, UNET_STATUS_ARG, "arch: %s is not available in this build",
+                          unet_arch_name(cfg->arch));
     }
     m->weights = unet__calloc(m->n_weights, sizeof(float));
     m->buffers = unet__calloc(m->n_buffers ? m->n_buffers : 1, sizeof(float));
@@ -776,11 +782,15 @@ unet_status unet_model_prepare(unet_ctx *ctx, unet_model *m, int n, int h, int w
  * Forward and backward
  * ------------------------------------------------------------------------------------- */
 
+/* Parameter data by id (NULL for -1): trainable weights live in the parameter block, frozen
+ * ones (e.g. FCN's fixed bilinear deconvolution) and running statistics in the buffer block. */
 static float *P(const unet_model *m, int id) {
-    return id >= 0 ? m->weights + m->params[id].offset : NULL;
+    return id >= 0 ? unet__model_param_data(m, &m->params[id]) : NULL;
 }
+/* Gradient by id: NULL for -1, for frozen parameters, or when no gradients are allocated. */
 static float *G(const unet_model *m, int id) {
-    return id >= 0 && m->grads ? m->grads + m->params[id].offset : NULL;
+    if (id < 0 || !m->grads || m->params[id].kind != UNET__PARAM_WEIGHT) return NULL;
+    return m->grads + m->params[id].offset;
 }
 static float *Bf(const unet_model *m, int id) {
     return m->buffers + m->params[id].offset;

@@ -109,6 +109,30 @@ struct unet_model {
     bool                training_mode;  /* batch statistics and dropout on */
 };
 
+/* ---- building (model.c): the parameter table and node list, in PyTorch's module order ---- */
+struct unet__builder {
+    unet_model *m;
+    int         cap_params, cap_nodes, cap_values;
+    bool        oom;        /* an allocation failed; the build is abandoned */
+};
+/* Appends parameter "<prefix>.<suffix>" of ndim dimensions (d0..d3) and returns its id. */
+int unet__add_param(struct unet__builder *B, const char *prefix, const char *suffix,
+                    enum unet__param_kind kind, int ndim, int64_t d0, int64_t d1, int64_t d2,
+                    int64_t d3);
+/* Appends a value produced by node `producer` (-1: the input) and returns its id. */
+int unet__add_value(struct unet__builder *B, int producer);
+/* Appends a node (its out is set here) and returns its output value. */
+int unet__add_node(struct unet__builder *B, struct unet__node nd);
+/* A node of kind op named name reading value in; params and in2 unset (-1). */
+struct unet__node unet__node_init(enum unet__node_op op, const char *name, int in);
+/* The FCN builders (fcn.c): input value 0, nodes, params, B->m->out_value. */
+void unet__build_fcn(struct unet__builder *B);
+/* PyTorch's default initialisation of a conv or transposed-conv node's weight and bias. */
+void unet__init_conv_pytorch(unet_model *m, const struct unet__node *nd, struct unet__rng *rng);
+/* FCN's initialisation (fcn.c): PyTorch defaults for the backbone, zero score layers of 16s/8s,
+ * bilinear deconvolution kernels. */
+void unet__init_fcn(unet_model *m, struct unet__rng *rng);
+
 /* Builds the graph and parameter table for cfg with zeroed parameters (load fills them). */
 unet_status unet__model_build(unet_ctx *ctx, const unet_config *cfg, unet_model **out);
 const struct unet__param *unet__model_find_param(const unet_model *m, const char *name);
