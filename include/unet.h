@@ -159,6 +159,53 @@ unet_status unet_model_prepare(unet_ctx *ctx, unet_model *m, int n, int h, int w
 unet_status unet_model_forward(unet_ctx *ctx, unet_model *m, const float *x, int n, int h, int w,
                                float *logits);
 
+/* The smallest input size >= size that the network accepts as a tile side: a multiple of
+ * 2^depth for the seed U-Net; for valid convolutions every max-pool must see an even size and
+ * the output must not vanish (16k + 60 at depth 4: 188, 204, ..., 572); any size for FCN. */
+unet_status unet_model_round_size(unet_ctx *ctx, const unet_model *m, int size, int *rounded);
+
+/* ---------------------------------------------------------------------------------------
+ * Prediction: images of any size, the overlap-tile strategy
+ * ------------------------------------------------------------------------------------- */
+
+typedef enum unet_output {
+    UNET_OUTPUT_PROBABILITIES = 0,  /* softmax over classes (sigmoid for 1 class) */
+    UNET_OUTPUT_LOGITS
+} unet_output;
+
+typedef struct unet_predict_opts {
+    int         tile;       /* input tile side; 0 = one tile for the whole image up to max_tile */
+    int         max_tile;   /* largest automatic tile side (default 1024) */
+    int         overlap;    /* output pixels shared by neighbouring tiles (same-padding nets; the
+                             * tile's outer overlap/2 pixels are discarded). Default 64. */
+    int         tta;        /* 0, or average over the 8 flips/rotations of the image */
+    int         batch;      /* tiles per forward pass (default 1) */
+    unet_output output;
+} unet_predict_opts;
+
+unet_predict_opts unet_predict_defaults(void);
+
+/* Segments one image (channels, h, w) of any size into out (classes, h, w): probabilities or
+ * logits.  The paper's overlap-tile strategy: the image is covered by output tiles, each
+ * computed from an input window that carries the context border, and context beyond the image
+ * edge is the mirrored image.  With valid convolutions tiles join without seams (the result
+ * equals one pass over the mirrored image); with same padding each tile's outer overlap/2 pixels
+ * are discarded.  `progress` (may be NULL) is called after each batch of tiles with (done,
+ * total, user); a non-zero return stops with UNET_STATUS_INTERRUPTED. */
+typedef int (*unet_progress_fn)(int done, int total, void *user);
+unet_status unet_predict(unet_ctx *ctx, unet_model *m, const float *image, int h, int w,
+                         const unet_predict_opts *opts, float *out, unet_progress_fn progress,
+                         void *user);
+
+/* The most probable class per pixel of out (classes, h, w) from unet_predict (for 1 class:
+ * probability or logit above the 0.5 / 0 threshold). */
+void unet_argmax(const float *out, int classes, int h, int w, unet_output kind, int32_t *labels);
+
+/* An RGB picture (3, h, w) of a gray image (h, w, values in [0, 1]) with the outline of every
+ * predicted region drawn in colour (class 1 yellow, 2 cyan, 3 magenta, ...). */
+unet_status unet_overlay(unet_ctx *ctx, const float *gray, const int32_t *labels, int h, int w,
+                         uint8_t *rgb);
+
 /* ---------------------------------------------------------------------------------------
  * Training
  * ------------------------------------------------------------------------------------- */
@@ -225,22 +272,39 @@ typedef struct unet_image {
 /* Size in bytes of one sample of dtype. */
 size_t unet_dtype_size(unet_dtype dtype);
 
-/* Allocates a zeroed image.  *img is overwritten (not freed) first. */
+/* Allocates a zeroed image.  *img is overwritten (not freed) first; on failure it is zeroed.
+ * w, h, c < 1 or an unknown dtype is UNET_STATUS_ARG; a size overflow or failed allocation is
+ * UNET_STATUS_NOMEM.  (unet_ctx_max_pixels applies to loaders only.) */
 unet_status unet_image_alloc(unet_ctx *ctx, unet_image *img, int w, int h, int c, unet_dtype dtype);
 void unet_image_free(unet_image *img);   /* frees data and zeroes *img; NULL-safe */
 
 /* Loads one image.  The format is recognised by content (PNG signature, TIFF header, .npy magic),
- * not by extension.  PNG: 8/16-bit gray, gray+alpha (alpha dropped), RGB(A) (alpha dropped),
- * palette (expanded to RGB).  TIFF: 8/16-bit unsigned or 32-bit float samples, 1 or 3 channels,
- * strips or tiles, any compression libtiff decodes; page selects the directory of a multi-page
- * stack (0 = first).  .npy: little-endian float32/float64 (-> F32), uint8, uint16, int32/int64
- * and bool (-> I32 unless they fit), shape (H, W) or (C, H, W); page must be 0.
- * Images over unet_ctx_max_pixels are refused before allocating.  Errors name the file. */
+ * not by extension.
+ *   PNG: 8/16-bit gray, gray+alpha (alpha dropped), RGB(A) (alpha dropped), palette (expanded
+ *     to RGB, tRNS ignored), 1/2/4-bit gray (expanded to 0..255), interlaced.
+ *   TIFF: 8/16-bit unsigned samples (U8/U16), 32-bit float (F32), 8/16/32-bit signed and 32-bit
+ *     unsigned (I32; a value over INT32_MAX is UNET_STATUS_FORMAT); photometric MinIsBlack or
+ *     RGB; any samples per pixel up to 16 with trailing alpha extra samples dropped (so 1 or 3
+ *     channels for gray(+alpha) and RGB(A)); contiguous or separate planes; strips or tiles;
+ *     any compression libtiff decodes; big- or little-endian, BigTIFF.  page selects the
+ *     directory of a multi-page stack (0 = first).
+ *   .npy (versions 1.0-3.0, C order): '<f4' '<f8' -> F32 (a finite float64 outside the float32
+ *     range is UNET_STATUS_FORMAT); '|u1' '|b1' -> U8; '<u2' -> U16; '|i1' '<i2' '<i4' -> I32;
+ *     '<u4' '<i8' '<u8' -> I32 when every value fits, else UNET_STATUS_FORMAT; shape (H, W) or
+ *     (C, H, W); Fortran order, big-endian and other dtypes are UNET_STATUS_FORMAT.
+ * page < 0, or page beyond the file's images (.npy and PNG have one), is UNET_STATUS_ARG.
+ * Images whose w * h is over unet_ctx_max_pixels are refused (UNET_STATUS_FORMAT) before
+ * allocating.  A file that cannot be opened or read is UNET_STATUS_IO, bad content
+ * UNET_STATUS_FORMAT; messages name the file.  On failure *out is zeroed.  Nothing is printed
+ * (libpng and libtiff messages go into the context's message). */
 unet_status unet_image_load(unet_ctx *ctx, const char *path, int page, unet_image *out);
 /* Number of images in the file (TIFF directories; 1 for PNG and .npy). */
 unet_status unet_image_pages(unet_ctx *ctx, const char *path, int *pages);
-/* Saves by extension: .png (U8 or U16, 1 or 3 channels), .tif/.tiff (U8, U16 or F32, 1 or 3
- * channels; more channels as pages), .npy (any dtype, shape (H, W) when c == 1 else (C, H, W)).
+/* Saves by extension (case-insensitive): .png (U8 or U16, 1 or 3 channels), .tif/.tiff (any
+ * dtype, deflate-compressed; 1 or 3 channels as one gray or RGB page, any other channel count
+ * as one gray page per channel), .npy (any dtype: '|u1' '<u2' '<i4' '<f4'; shape (H, W) when
+ * c == 1 else (C, H, W)).  Another extension, or a dtype/channel count the format cannot hold,
+ * is UNET_STATUS_ARG and writes nothing; a failed write is UNET_STATUS_IO.
  * Atomic: the previous file at path stays intact until the new one is complete. */
 unet_status unet_image_save(unet_ctx *ctx, const char *path, const unet_image *img);
 
@@ -251,13 +315,20 @@ typedef enum unet_norm {
     UNET_NORM_NONE         /* the stored values as floats */
 } unet_norm;
 
-/* Converts img to float32 planar (c, h, w) in out (img->c * h * w floats). */
+/* Converts img to float32 planar (c, h, w) in out (img->c * h * w floats).
+ * Percentiles are numpy.percentile's default (linear interpolation): with the channel's values
+ * sorted as v[0..n-1], pos = (n - 1) * q / 100 and p = v[floor(pos)] + frac(pos) *
+ * (v[floor(pos) + 1] - v[floor(pos)]).  Float channels use only their finite values for the
+ * percentiles (NaN stays NaN).  A flat channel (p99.8 == p1) becomes 0.  Values are not
+ * clipped to [0, 1]. */
 unet_status unet_image_to_float(unet_ctx *ctx, const unet_image *img, unet_norm norm, float *out);
 
-/* Converts a mask image (1 channel) to class ids (h * w int32).  classes <= 2: every non-zero
- * value is foreground 1 (binary 0/255 masks and instance label images both work); classes > 2:
- * values are class ids and a value >= classes (or < 0) is UNET_STATUS_FORMAT naming `name`
- * and the value.  Float masks must hold integers. */
+/* Converts a mask image (1 channel, else UNET_STATUS_FORMAT) to class ids (h * w int32).
+ * classes <= 2: every non-zero value is foreground 1 (binary 0/255 masks and instance label
+ * images both work); classes > 2: values are class ids and a value >= classes (or < 0) is
+ * UNET_STATUS_FORMAT naming `name`, the value and its pixel.  Float masks must hold integers
+ * (NaN and 0.5 are UNET_STATUS_FORMAT).  classes outside 1..UNET_MAX_CLASSES is
+ * UNET_STATUS_ARG.  On failure out is partly written. */
 unet_status unet_mask_to_classes(unet_ctx *ctx, const unet_image *mask, int classes,
                                  const char *name, int32_t *out);
 
@@ -307,6 +378,100 @@ typedef struct unet_metrics {
 unet_status unet_evaluate(unet_ctx *ctx, const int32_t *pred, const int32_t *truth,
                           const int32_t *pred_inst, const int32_t *truth_inst, int h, int w,
                           int classes, unet_metrics *out);
+
+/* ---------------------------------------------------------------------------------------
+ * The paper's border weight map and separated-cell targets (Ronneberger et al., Eq. 2, Fig. 3)
+ * ------------------------------------------------------------------------------------- */
+
+typedef enum unet_wc {
+    UNET_WC_BALANCE = 0,    /* w_c(x) = (1/K) / frequency of x's class in this mask */
+    UNET_WC_NONE            /* w_c == 1 */
+} unet_wc;
+
+/* w(x) = w_c(x) + w0 exp(-(d1(x) + d2(x))^2 / (2 sigma^2)) for an instance label image
+ * (h * w, 0 = background, each cell its own id; ids need not be consecutive) into weight
+ * (h * w).  d1, d2: Euclidean distances to the nearest pixel of the nearest and the
+ * second-nearest cell, computed by exact distance transforms (not brute force).  The border term
+ * applies to background pixels only.  A binary mask is first split into its connected
+ * components (pass instances = 0 to ask for that: every non-zero pixel is foreground). */
+unet_status unet_weightmap(unet_ctx *ctx, const int32_t *labels, int h, int w, int instances,
+                           float w0, float sigma, unet_wc wc, float *weight);
+
+/* Training targets with separated cells from an instance label image: foreground 1, background
+ * 0, and the pixels where two different cells touch (within `gap` pixels, 8-neighbourhood) set to
+ * background 0 (classes == 2) or to a border class 2 (classes == 3), as the paper's Fig. 3c. */
+unet_status unet_separate_cells(unet_ctx *ctx, const int32_t *labels, int h, int w, int gap,
+                                int classes, int32_t *target);
+
+/* A predicted class map -> an instance label image: connected components (4-connectivity) of
+ * the cell class (1), each then grown back over the border/background pixels it lost to the
+ * separation border, by at most `grow` pixels (0: no growing).  *count gets the number of cells. */
+unet_status unet_instances(unet_ctx *ctx, const int32_t *classes_map, int h, int w, int grow,
+                           int32_t *labels, int *count);
+
+/* ---------------------------------------------------------------------------------------
+ * Training data: images in memory, random tiles, augmentation
+ * ------------------------------------------------------------------------------------- */
+
+typedef struct unet_dataset unet_dataset;
+
+/* An empty set of images with `channels` channels. */
+unet_status unet_dataset_create(unet_ctx *ctx, int channels, unet_dataset **out);
+/* Copies one image (channels, h, w) float, its target (h, w) class ids (-1 = unlabeled) and an
+ * optional per-pixel loss weight (h, w) into the set.  name is kept for messages. */
+unet_status unet_dataset_add(unet_ctx *ctx, unet_dataset *ds, const float *image,
+                             const int32_t *target, const float *weight, int h, int w,
+                             const char *name);
+int unet_dataset_count(const unet_dataset *ds);
+/* Image i's size and data (owned by the set). */
+unet_status unet_dataset_get(const unet_dataset *ds, int i, const float **image,
+                             const int32_t **target, const float **weight, int *h, int *w,
+                             const char **name);
+void unet_dataset_free(unet_dataset *ds);
+
+typedef struct unet_augment {
+    int   flips;            /* random horizontal/vertical flips and 90-degree rotations */
+    int   elastic;          /* the paper's elastic deformation */
+    float elastic_sigma;    /* std of the coarse displacements, pixels (10) */
+    int   elastic_grid;     /* coarse grid points per side (3) */
+    float rotate;           /* max rotation, degrees (uniform in [-rotate, rotate]) */
+    float shift;            /* max shift, pixels */
+    float brightness;       /* max additive change, in normalised intensity units */
+    float contrast;         /* max relative change of contrast: factor in [1-c, 1+c] */
+    float gamma;            /* max relative change of gamma: exponent in [1-g, 1+g] */
+} unet_augment;
+
+/* Flips/rotations only (the seed recipe); and the paper's recipe (flips, elastic 3x3 grid with
+ * 10 px, small rotations and shifts, gray-value variation). */
+unet_augment unet_augment_default(void);
+unet_augment unet_augment_paper(void);
+unet_augment unet_augment_none(void);
+
+typedef struct unet_sampler unet_sampler;
+
+/* Batches of random crops from ds: each sample an input window of in_h x in_w and the target
+ * (and weight) of the centred out_h x out_w window (out == in for same-padding networks; for
+ * valid convolutions the input carries the context border, in - out pixels).  The image is
+ * chosen uniformly, then the output window uniformly among the positions inside the image; a
+ * window larger than the image is centred on it (whole-image training).  Pixels outside the
+ * image are mirrored in the input and unlabeled (-1) in the target.  Augmentation (aug, may be
+ * NULL) transforms image, target and weight together (targets and weights by nearest neighbour
+ * and bilinear sampling, never blending labels).  Batch k depends only on (seed, k): `workers`
+ * threads prepare batches ahead, in order, so the same seed gives the same batches whatever
+ * the timing or thread count.  workers = 0 prepares each batch in unet_sampler_next. */
+unet_status unet_sampler_create(unet_ctx *ctx, const unet_dataset *ds, int batch, int in_h,
+                                int in_w, int out_h, int out_w, const unet_augment *aug,
+                                uint64_t seed, int workers, unet_sampler **out);
+/* Fills the next batch: x (batch, channels, in_h, in_w), target (batch, out_h, out_w),
+ * weight (batch, out_h, out_w) when the set has weights (else left alone; may be NULL). */
+unet_status unet_sampler_next(unet_ctx *ctx, unet_sampler *s, float *x, int32_t *target,
+                              float *weight);
+/* Batches handed out so far; seek makes the next batch number k (for resuming a run). */
+long unet_sampler_position(const unet_sampler *s);
+unet_status unet_sampler_seek(unet_ctx *ctx, unet_sampler *s, long k);
+/* Seconds the workers spent preparing batches, and seconds the caller waited for one. */
+void unet_sampler_times(const unet_sampler *s, double *work_seconds, double *wait_seconds);
+void unet_sampler_free(unet_sampler *s);
 
 #ifdef __cplusplus
 }

@@ -1,7 +1,7 @@
 /* internal.h — declarations shared inside the library (prefix unet__), never installed.
  *
  * The context, error reporting, overflow-checked size arithmetic, the arena, the GEMM
- * entry point and the OpenMP helpers.  Ops are declared in ops/ops.h, file formats in io/io.h.
+ * entry point and the OpenMP helpers.  Ops are declared in ops/ops.h, file formats in the headers of io/.
  */
 #ifndef UNET_INTERNAL_H
 #define UNET_INTERNAL_H

@@ -540,23 +540,54 @@ static unet_status propagate(unet_ctx *ctx, const unet_model *m, struct unet__no
     return UNET_STATUS_OK;
 }
 
+/* Shapes for (n, h, w) into copies of the node and value tables (the plan stays untouched).
+ * The caller frees *nodes and *values. */
+static unet_status shapes_of(unet_ctx *ctx, const unet_model *m, int n, int h, int w,
+                             struct unet__node **nodes, struct unet__value **values) {
+    *nodes = malloc(sizeof **nodes * (size_t)m->n_nodes);
+    *values = malloc(sizeof **values * (size_t)m->n_values);
+    if (!*nodes || !*values) return unet__fail(ctx, UNET_STATUS_NOMEM, "model: out of memory");
+    memcpy(*nodes, m->nodes, sizeof **nodes * (size_t)m->n_nodes);
+    memcpy(*values, m->values, sizeof **values * (size_t)m->n_values);
+    return propagate(ctx, m, *nodes, *values, n, h, w);
+}
+
+unet_status unet_model_round_size(unet_ctx *ctx, const unet_model *m, int size, int *rounded) {
+    if (!m || !rounded || size < 1)
+        return unet__fail(ctx, UNET_STATUS_ARG, "round_size: bad arguments");
+    bool unet = m->cfg.arch == UNET_ARCH_UNET || m->cfg.arch == UNET_ARCH_UNET_PAPER;
+    /* The tile rule repeats with period 2^depth; look a few periods ahead for the first size
+     * whose output exists (valid convolutions need a minimum size). */
+    int period = unet ? 1 << m->cfg.depth : 1;
+    for (long s = size; s <= (long)size + 64L * period && s < (1L << 24); s++) {
+        struct unet__node *nodes = NULL;
+        struct unet__value *values = NULL;
+        unet_ctx *quiet = unet_ctx_create();
+        bool ok = shapes_of(quiet, m, 1, (int)s, (int)s, &nodes, &values) == UNET_STATUS_OK;
+        unet_ctx_free(quiet);
+        for (int i = 0; ok && unet && i < m->n_nodes; i++)
+            if (nodes[i].op == UNET__NODE_POOL && (values[nodes[i].in].h % 2 != 0))
+                ok = false;
+        free(nodes);
+        free(values);
+        if (ok) {
+            *rounded = (int)s;
+            return UNET_STATUS_OK;
+        }
+    }
+    return unet__fail(ctx, UNET_STATUS_ARG, "no valid tile size at or above %d for this network", size);
+}
+
 unet_status unet_model_output_size(unet_ctx *ctx, const unet_model *m, int h, int w, int *out_h,
                                    int *out_w) {
     if (!m || !out_h || !out_w) return unet__fail(ctx, UNET_STATUS_ARG, "output_size: NULL argument");
     if (h < 1 || w < 1) return unet__fail(ctx, UNET_STATUS_ARG, "image size %dx%d", h, w);
-    struct unet__node *nodes = malloc(sizeof *nodes * (size_t)m->n_nodes);
-    struct unet__value *values = malloc(sizeof *values * (size_t)m->n_values);
-    unet_status s = UNET_STATUS_NOMEM;
-    if (nodes && values) {
-        memcpy(nodes, m->nodes, sizeof *nodes * (size_t)m->n_nodes);
-        memcpy(values, m->values, sizeof *values * (size_t)m->n_values);
-        s = propagate(ctx, m, nodes, values, 1, h, w);
-        if (s == UNET_STATUS_OK) {
-            *out_h = values[m->out_value].h;
-            *out_w = values[m->out_value].w;
-        }
-    } else {
-        unet__fail(ctx, s, "output_size: out of memory");
+    struct unet__node *nodes = NULL;
+    struct unet__value *values = NULL;
+    unet_status s = shapes_of(ctx, m, 1, h, w, &nodes, &values);
+    if (s == UNET_STATUS_OK) {
+        *out_h = values[m->out_value].h;
+        *out_w = values[m->out_value].w;
     }
     free(nodes);
     free(values);
@@ -938,43 +969,36 @@ unet_status unet_model_forward(unet_ctx *ctx, unet_model *m, const float *x, int
 unet_status unet_model_cost(unet_ctx *ctx, const unet_model *m, int n, int h, int w,
                             double *flops, size_t *act_bytes) {
     if (!m) return unet__fail(ctx, UNET_STATUS_ARG, "cost: model is NULL");
-    struct unet__node *nodes = malloc(sizeof *nodes * (size_t)m->n_nodes);
-    struct unet__value *values = malloc(sizeof *values * (size_t)m->n_values);
-    unet_status s = UNET_STATUS_NOMEM;
-    if (!nodes || !values) {
-        free(nodes);
-        free(values);
-        return unet__fail(ctx, s, "cost: out of memory");
-    }
-    memcpy(nodes, m->nodes, sizeof *nodes * (size_t)m->n_nodes);
-    memcpy(values, m->values, sizeof *values * (size_t)m->n_values);
-    s = propagate(ctx, m, nodes, values, n, h, w);
-    if (s == UNET_STATUS_OK) {
-        double f = 0.0;
-        for (int i = 0; i < m->n_nodes; i++) {
-            const struct unet__node *nd = &nodes[i];
-            if (nd->op == UNET__NODE_CONV) {
-                const struct unet__conv2d_dims *d = &nd->d.conv;
-                f += 2.0 * d->N * d->C_out * d->C_in * d->K_h * d->K_w * (double)d->H_out * d->W_out;
-            } else if (nd->op == UNET__NODE_CONVT) {
-                const struct unet__convt2d_dims *d = &nd->d.convt;
-                f += 2.0 * d->N * d->C_out * d->C_in * d->K_h * d->K_w * (double)d->H_in * d->W_in;
-            }
-        }
-        if (flops) *flops = f;
-        if (act_bytes) {
-            /* The inference plan's size: the same placement as plan(), without allocating. */
-            struct interval *iv = calloc((size_t)m->n_values * 2 + 1, sizeof *iv);
-            if (!iv) {
-                s = unet__fail(ctx, UNET_STATUS_NOMEM, "cost: out of memory");
-            } else {
-                compute_last_use(m, nodes, values);
-                int k = lifetimes(m, nodes, values, n, false, iv);
-                *act_bytes = place_intervals(iv, k) * sizeof(float);
-            }
-            free(iv);
+    struct unet__node *nodes = NULL;
+    struct unet__value *values = NULL;
+    struct interval *iv = NULL;
+    unet_status s = shapes_of(ctx, m, n, h, w, &nodes, &values);
+    if (s != UNET_STATUS_OK) goto done;
+    double f = 0.0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const struct unet__node *nd = &nodes[i];
+        if (nd->op == UNET__NODE_CONV) {
+            const struct unet__conv2d_dims *d = &nd->d.conv;
+            f += 2.0 * d->N * d->C_out * d->C_in * d->K_h * d->K_w * (double)d->H_out * d->W_out;
+        } else if (nd->op == UNET__NODE_CONVT) {
+            const struct unet__convt2d_dims *d = &nd->d.convt;
+            f += 2.0 * d->N * d->C_out * d->C_in * d->K_h * d->K_w * (double)d->H_in * d->W_in;
         }
     }
+    if (flops) *flops = f;
+    if (act_bytes) {
+        /* The inference plan's size: the same placement as plan(), without allocating. */
+        iv = calloc((size_t)m->n_values * 2 + 1, sizeof *iv);
+        if (!iv) {
+            s = unet__fail(ctx, UNET_STATUS_NOMEM, "cost: out of memory");
+            goto done;
+        }
+        compute_last_use(m, nodes, values);
+        int k = lifetimes(m, nodes, values, n, false, iv);
+        *act_bytes = place_intervals(iv, k) * sizeof(float);
+    }
+done:
+    free(iv);
     free(nodes);
     free(values);
     return s;

@@ -1,0 +1,412 @@
+/* npy.c — NumPy .npy reading and writing.
+ *
+ * Format (numpy/lib/format.py): "\x93NUMPY", major and minor version bytes, the header length
+ * (uint16 little-endian in 1.0, uint32 in 2.0 and 3.0), then a Python dict literal such as
+ * {'descr': '<f4', 'fortran_order': False, 'shape': (3, 256, 256), } padded with spaces and a
+ * newline, then the raw array in C order.
+ *
+ * The dict is parsed by a small bounded parser (unet__npy_parse_header) that accepts exactly
+ * the subset numpy writes: string keys, a type-string descr, True/False and a tuple of
+ * non-negative integers; anything else (structured dtypes, unknown keys, duplicates, trailing
+ * text) is UNET_STATUS_FORMAT.  Evaluating Python syntax in general is not needed and a
+ * general parser is more attack surface.  The data size must equal product(shape) * itemsize
+ * exactly (overflow-checked) before anything is allocated; the array is read in 64 KiB chunks
+ * when its dtype needs converting (float64 -> F32, int64 -> I32 with a range check), so the
+ * peak memory is the image plus one chunk.
+ */
+#include "io/image_formats.h"
+
+#include <errno.h>
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "npy.c reads little-endian arrays and needs a little-endian host"
+#endif
+
+/* Real headers are under 200 bytes; numpy itself refuses more than 10000 by default. */
+#define MAX_HEADER_BYTES ((uint32_t)1 << 20)
+#define CHUNK_BYTES ((size_t)64 << 10)
+
+/* ---- header parser ---- */
+
+struct cursor {
+    const char *p, *start, *end;
+};
+
+static void skip_ws(struct cursor *c) {
+    while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\n' || *c->p == '\r'))
+        c->p++;
+}
+
+static bool accept(struct cursor *c, char ch) {
+    skip_ws(c);
+    if (c->p < c->end && *c->p == ch) {
+        c->p++;
+        return true;
+    }
+    return false;
+}
+
+static bool accept_word(struct cursor *c, const char *word) {
+    skip_ws(c);
+    size_t n = strlen(word);
+    if ((size_t)(c->end - c->p) < n || memcmp(c->p, word, n) != 0) return false;
+    c->p += n;
+    return true;
+}
+
+/* A quoted string without escapes, shorter than size. */
+static bool parse_string(struct cursor *c, char *out, size_t size) {
+    skip_ws(c);
+    if (c->p >= c->end || (*c->p != '\'' && *c->p != '"')) return false;
+    char quote = *c->p++;
+    size_t k = 0;
+    while (c->p < c->end && *c->p != quote) {
+        if (*c->p == '\\' || k + 1 >= size) return false;
+        out[k++] = *c->p++;
+    }
+    if (c->p >= c->end) return false;
+    c->p++;
+    out[k] = 0;
+    return true;
+}
+
+/* A non-negative decimal integer <= INT64_MAX / 2 (Python 2 numpy wrote a trailing L). */
+static bool parse_int(struct cursor *c, int64_t *v) {
+    skip_ws(c);
+    int64_t x = 0;
+    const char *start = c->p;
+    while (c->p < c->end && *c->p >= '0' && *c->p <= '9') {
+        if (x > INT64_MAX / 20) return false;
+        x = x * 10 + (*c->p - '0');
+        c->p++;
+    }
+    if (c->p == start) return false;
+    if (c->p < c->end && *c->p == 'L') c->p++;
+    *v = x;
+    return true;
+}
+
+static bool parse_shape(struct cursor *c, struct unet__npy_header *h) {
+    h->ndim = 0;
+    if (!accept(c, '(')) return false;
+    if (accept(c, ')')) return true;
+    for (;;) {
+        if (h->ndim == UNET__NPY_MAX_DIMS) return false;
+        if (!parse_int(c, &h->shape[h->ndim])) return false;
+        h->ndim++;
+        if (accept(c, ')')) return true;
+        if (!accept(c, ',')) return false;
+        if (accept(c, ')')) return true;
+    }
+}
+
+static bool parse_fail(struct cursor *c, char *err, size_t err_size, const char *what) {
+    snprintf(err, err_size, "%s at byte %zu of the header", what, (size_t)(c->p - c->start));
+    return false;
+}
+
+bool unet__npy_parse_header(const char *hdr, size_t hlen, struct unet__npy_header *out,
+                            char *err, size_t err_size) {
+    memset(out, 0, sizeof *out);
+    struct cursor c = {hdr, hdr, hdr + hlen};
+    bool has_descr = false, has_order = false, has_shape = false;
+    if (!accept(&c, '{')) return parse_fail(&c, err, err_size, "expected '{'");
+    for (;;) {
+        if (accept(&c, '}')) break;
+        char key[16];
+        if (!parse_string(&c, key, sizeof key))
+            return parse_fail(&c, err, err_size, "expected a quoted key");
+        if (!accept(&c, ':')) return parse_fail(&c, err, err_size, "expected ':'");
+        bool dup;
+        if (strcmp(key, "descr") == 0) {
+            dup = has_descr;
+            has_descr = true;
+            if (!parse_string(&c, out->descr, sizeof out->descr))
+                return parse_fail(&c, err, err_size,
+                                  "expected a simple dtype string for 'descr' (like '<f4')");
+        } else if (strcmp(key, "fortran_order") == 0) {
+            dup = has_order;
+            has_order = true;
+            if (accept_word(&c, "True")) out->fortran_order = true;
+            else if (accept_word(&c, "False")) out->fortran_order = false;
+            else return parse_fail(&c, err, err_size, "expected True or False");
+        } else if (strcmp(key, "shape") == 0) {
+            dup = has_shape;
+            has_shape = true;
+            if (!parse_shape(&c, out))
+                return parse_fail(&c, err, err_size,
+                                  "expected a tuple of at most 8 non-negative integers");
+        } else {
+            return parse_fail(&c, err, err_size, "unknown key");
+        }
+        if (dup) return parse_fail(&c, err, err_size, "duplicate key");
+        if (accept(&c, ',')) continue;
+        if (accept(&c, '}')) break;
+        return parse_fail(&c, err, err_size, "expected ',' or '}'");
+    }
+    skip_ws(&c);
+    if (c.p != c.end) return parse_fail(&c, err, err_size, "unexpected text after the dictionary");
+    if (!has_descr || !has_order || !has_shape) {
+        snprintf(err, err_size, "the header lacks '%s'",
+                 !has_descr ? "descr" : !has_order ? "fortran_order" : "shape");
+        return false;
+    }
+    return true;
+}
+
+/* ---- dtypes ---- */
+
+enum conv { CONV_COPY, CONV_I8, CONV_I16, CONV_U32, CONV_I64, CONV_U64, CONV_F64 };
+
+static const struct {
+    const char *descr;
+    size_t      itemsize;
+    unet_dtype  dtype;
+    enum conv   conv;
+} dtypes[] = {
+    {"|b1", 1, UNET_DTYPE_U8, CONV_COPY},   {"|u1", 1, UNET_DTYPE_U8, CONV_COPY},
+    {"|i1", 1, UNET_DTYPE_I32, CONV_I8},    {"<u2", 2, UNET_DTYPE_U16, CONV_COPY},
+    {"<i2", 2, UNET_DTYPE_I32, CONV_I16},   {"<u4", 4, UNET_DTYPE_I32, CONV_U32},
+    {"<i4", 4, UNET_DTYPE_I32, CONV_COPY},  {"<u8", 8, UNET_DTYPE_I32, CONV_U64},
+    {"<i8", 8, UNET_DTYPE_I32, CONV_I64},   {"<f4", 4, UNET_DTYPE_F32, CONV_COPY},
+    {"<f8", 8, UNET_DTYPE_F32, CONV_F64},
+};
+#define N_DTYPES (sizeof dtypes / sizeof dtypes[0])
+
+/* Converts n items of src into dst (from index 0); returns the index of the first item that
+ * does not fit, or n. */
+static size_t convert(void *dst, const unsigned char *src, size_t n, enum conv conv) {
+    int32_t *d32 = dst;
+    float *df = dst;
+    for (size_t i = 0; i < n; i++) {
+        switch (conv) {
+        case CONV_COPY: return n; /* not used: copies are read in place */
+        case CONV_I8: d32[i] = (int8_t)src[i]; break;
+        case CONV_I16: {
+            int16_t v;
+            memcpy(&v, src + 2 * i, 2);
+            d32[i] = v;
+            break;
+        }
+        case CONV_U32: {
+            uint32_t v;
+            memcpy(&v, src + 4 * i, 4);
+            if (v > INT32_MAX) return i;
+            d32[i] = (int32_t)v;
+            break;
+        }
+        case CONV_I64: {
+            int64_t v;
+            memcpy(&v, src + 8 * i, 8);
+            if (v < INT32_MIN || v > INT32_MAX) return i;
+            d32[i] = (int32_t)v;
+            break;
+        }
+        case CONV_U64: {
+            uint64_t v;
+            memcpy(&v, src + 8 * i, 8);
+            if (v > INT32_MAX) return i;
+            d32[i] = (int32_t)v;
+            break;
+        }
+        case CONV_F64: {
+            double v;
+            memcpy(&v, src + 8 * i, 8);
+            /* Out-of-range double -> float conversion is undefined behaviour in C. */
+            if (isfinite(v) && fabs(v) > FLT_MAX) return i;
+            df[i] = (float)v;
+            break;
+        }
+        }
+    }
+    return n;
+}
+
+static const char *shape_str(char *buf, size_t size, const struct unet__npy_header *h) {
+    size_t k = 0;
+    buf[0] = 0;
+    for (int i = 0; i < h->ndim && k < size; i++)
+        k += (size_t)snprintf(buf + k, size - k, i ? ", %lld" : "(%lld", (long long)h->shape[i]);
+    if (k < size) snprintf(buf + k, size - k, h->ndim == 0 ? "()" : h->ndim == 1 ? ",)" : ")");
+    return buf;
+}
+
+/* ---- reading ---- */
+
+unet_status unet__npy_load(unet_ctx *ctx, const char *path, unet_image *out) {
+    memset(out, 0, sizeof *out);
+    unet_status s = UNET_STATUS_OK;
+    char *hdr = NULL;
+    unsigned char *chunk = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return unet__fail(ctx, UNET_STATUS_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        s = unet__fail(ctx, UNET_STATUS_IO, "%s: not a regular file", path);
+        goto done;
+    }
+    uint64_t file_size = (uint64_t)sb.st_size;
+    unsigned char pre[12];
+    if (fread(pre, 1, 10, f) != 10 || memcmp(pre, "\x93NUMPY", 6) != 0) {
+        s = unet__fail(ctx, UNET_STATUS_FORMAT, "%s: not a .npy file (truncated magic)", path);
+        goto done;
+    }
+    int major = pre[6], minor = pre[7];
+    uint64_t prefix = 10, hlen = (uint64_t)pre[8] | (uint64_t)pre[9] << 8;
+    if (major == 2 || major == 3) {
+        if (fread(pre + 10, 1, 2, f) != 2) {
+            s = unet__fail(ctx, UNET_STATUS_FORMAT, "%s: truncated .npy header", path);
+            goto done;
+        }
+        prefix = 12;
+        hlen |= (uint64_t)pre[10] << 16 | (uint64_t)pre[11] << 24;
+    } else if (major != 1) {
+        s = unet__fail(ctx, UNET_STATUS_FORMAT, "%s: .npy version %d.%d is not supported", path,
+                       major, minor);
+        goto done;
+    }
+    if (hlen > MAX_HEADER_BYTES || prefix + hlen > file_size) {
+        s = unet__fail(ctx, UNET_STATUS_FORMAT,
+                       "%s: .npy header of %llu bytes does not fit the file (%llu bytes)", path,
+                       (unsigned long long)hlen, (unsigned long long)file_size);
+        goto done;
+    }
+    hdr = malloc((size_t)hlen + 1);
+    if (!hdr) {
+        s = unet__fail(ctx, UNET_STATUS_NOMEM, "%s: cannot allocate the .npy header", path);
+        goto done;
+    }
+    if (fread(hdr, 1, (size_t)hlen, f) != (size_t)hlen) {
+        s = unet__fail(ctx, UNET_STATUS_IO, "%s: cannot read the .npy header", path);
+        goto done;
+    }
+    hdr[hlen] = 0;
+    struct unet__npy_header h;
+    char err[128];
+    if (!unet__npy_parse_header(hdr, (size_t)hlen, &h, err, sizeof err)) {
+        s = unet__fail(ctx, UNET_STATUS_FORMAT, "%s: invalid .npy header: %s", path, err);
+        goto done;
+    }
+    char shape[160];
+    shape_str(shape, sizeof shape, &h);
+    size_t t = 0;
+    while (t < N_DTYPES && strcmp(dtypes[t].descr, h.descr) != 0) t++;
+    if (t == N_DTYPES) {
+        s = unet__fail(ctx, UNET_STATUS_FORMAT,
+                       "%s: .npy dtype '%s' is not supported (little-endian bool, (u)int8..64, "
+                       "float32, float64)",
+                       path, h.descr);
+        goto done;
+    }
+    if (h.fortran_order) {
+        s = unet__fail(ctx, UNET_STATUS_FORMAT,
+                       "%s: .npy array is in Fortran order; save it in C order "
+                       "(numpy.ascontiguousarray)",
+                       path);
+        goto done;
+    }
+    if (h.ndim != 2 && h.ndim != 3) {
+        s = unet__fail(ctx, UNET_STATUS_FORMAT, "%s: .npy shape %s is not (H, W) or (C, H, W)",
+                       path, shape);
+        goto done;
+    }
+    size_t dims[UNET__NPY_MAX_DIMS + 1];
+    for (int i = 0; i < h.ndim; i++) dims[i] = (size_t)h.shape[i];
+    dims[h.ndim] = dtypes[t].itemsize;
+    size_t nbytes = 0;
+    bool fits = unet__prod_size(dims, h.ndim + 1, &nbytes);
+    uint64_t data_size = file_size - prefix - hlen;
+    if (!fits || (uint64_t)nbytes != data_size) {
+        char need[32];
+        snprintf(need, sizeof need, fits ? "%zu bytes" : "over 2^64 bytes", nbytes);
+        s = unet__fail(ctx, UNET_STATUS_FORMAT, "%s: .npy data is %llu bytes, shape %s of '%s' "
+                       "needs %s", path, (unsigned long long)data_size, shape, h.descr, need);
+        goto done;
+    }
+    uint64_t c = h.ndim == 3 ? (uint64_t)h.shape[0] : 1;
+    s = unet__image_create(ctx, path, (uint64_t)h.shape[h.ndim - 1],
+                           (uint64_t)h.shape[h.ndim - 2], c, dtypes[t].dtype, out);
+    if (s != UNET_STATUS_OK) goto done;
+    if (dtypes[t].conv == CONV_COPY) {
+        if (fread(out->data, 1, nbytes, f) != nbytes) {
+            s = unet__fail(ctx, UNET_STATUS_IO, "%s: cannot read the .npy data", path);
+            goto done;
+        }
+        goto done;
+    }
+    chunk = malloc(CHUNK_BYTES);
+    if (!chunk) {
+        s = unet__fail(ctx, UNET_STATUS_NOMEM, "%s: cannot allocate a read buffer", path);
+        goto done;
+    }
+    size_t items = nbytes / dtypes[t].itemsize, per_chunk = CHUNK_BYTES / dtypes[t].itemsize;
+    size_t out_size = unet_dtype_size(dtypes[t].dtype);
+    for (size_t i = 0; i < items; i += per_chunk) {
+        size_t n = items - i < per_chunk ? items - i : per_chunk;
+        if (fread(chunk, dtypes[t].itemsize, n, f) != n) {
+            s = unet__fail(ctx, UNET_STATUS_IO, "%s: cannot read the .npy data", path);
+            goto done;
+        }
+        size_t bad = convert((unsigned char *)out->data + i * out_size, chunk, n, dtypes[t].conv);
+        if (bad != n) {
+            s = unet__fail(ctx, UNET_STATUS_FORMAT,
+                           "%s: .npy element %zu does not fit in %s", path, i + bad,
+                           dtypes[t].dtype == UNET_DTYPE_F32 ? "float32" : "int32");
+            goto done;
+        }
+    }
+done:
+    fclose(f);
+    free(hdr);
+    free(chunk);
+    if (s != UNET_STATUS_OK) unet_image_free(out);
+    return s;
+}
+
+/* ---- writing ---- */
+
+unet_status unet__npy_save(unet_ctx *ctx, const char *path, const char *tmp,
+                           const unet_image *img) {
+    const char *descr = img->dtype == UNET_DTYPE_U8    ? "|u1"
+                        : img->dtype == UNET_DTYPE_U16 ? "<u2"
+                        : img->dtype == UNET_DTYPE_I32 ? "<i4"
+                                                       : "<f4";
+    char hdr[256];
+    int n;
+    if (img->c == 1)
+        n = snprintf(hdr, sizeof hdr, "{'descr': '%s', 'fortran_order': False, 'shape': (%d, %d), }",
+                     descr, img->h, img->w);
+    else
+        n = snprintf(hdr, sizeof hdr,
+                     "{'descr': '%s', 'fortran_order': False, 'shape': (%d, %d, %d), }", descr,
+                     img->c, img->h, img->w);
+    /* Pad with spaces so that magic + length + header + '\n' is a multiple of 64, as numpy does
+     * (it keeps the data aligned for memory mapping). */
+    size_t len = (size_t)n;
+    while ((10 + len + 1) % 64 != 0) hdr[len++] = ' ';
+    hdr[len++] = '\n';
+    unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(len & 0xff),
+                             (unsigned char)(len >> 8)};
+    size_t bytes = (size_t)img->w * img->h * img->c * unet_dtype_size(img->dtype);
+    FILE *f = fopen(tmp, "wb");
+    if (!f)
+        return unet__fail(ctx, UNET_STATUS_IO, "%s: cannot open %s: %s", path, tmp,
+                          strerror(errno));
+    bool ok = fwrite(pre, 1, sizeof pre, f) == sizeof pre && fwrite(hdr, 1, len, f) == len &&
+              fwrite(img->data, 1, bytes, f) == bytes;
+    int err = errno;
+    if (fclose(f) != 0 && ok) {
+        ok = false;
+        err = errno;
+    }
+    if (!ok)
+        return unet__fail(ctx, UNET_STATUS_IO, "%s: writing the .npy file failed: %s", path,
+                          strerror(err));
+    return UNET_STATUS_OK;
+}

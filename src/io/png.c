@@ -1,0 +1,173 @@
+/* png.c — PNG reading and writing with libpng.
+ *
+ * libpng reports errors by calling an error function that must not return; ours stores the
+ * message and longjmps back to the setjmp in read_body/write_body.  Everything those bodies
+ * acquire lives in a struct png_job owned by the caller, so nothing on their stack has to
+ * survive the longjmp (no volatile locals) and the caller frees it on either path.  The
+ * warning function stores nothing and prints nothing: the library never prints.
+ *
+ * Reading asks libpng for 8- or 16-bit gray or RGB rows (palette expanded, sub-byte gray
+ * expanded, alpha and tRNS dropped, 16-bit samples swapped from the file's big-endian to the
+ * host's little-endian) and checks the size against unet_ctx_max_pixels right after the
+ * header, before libpng or we allocate anything per row.  libpng's own width/height limits
+ * are lifted so that ours is the one that applies, with our message.
+ */
+#include "io/image_formats.h"
+
+#include <errno.h>
+#include <png.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct png_job {
+    unet_ctx      *ctx;
+    const char    *path;        /* for messages */
+    char           msg[256];    /* libpng's error message */
+    FILE          *f;
+    unet_image     img;         /* the result while reading */
+    unsigned char *buf;         /* interleaved pixels (reading RGB) or one row (writing) */
+    png_bytep     *rows;        /* (h) row pointers while reading */
+};
+
+static void on_error(png_structp png, png_const_charp msg) {
+    struct png_job *j = png_get_error_ptr(png);
+    snprintf(j->msg, sizeof j->msg, "%s", msg ? msg : "unknown libpng error");
+    png_longjmp(png, 1);
+}
+
+static void on_warning(png_structp png, png_const_charp msg) {
+    (void)png;
+    (void)msg;
+}
+
+static unet_status read_body(png_structp png, png_infop info, struct png_job *j) {
+    if (setjmp(png_jmpbuf(png)))
+        return unet__fail(j->ctx, UNET_STATUS_FORMAT, "%s: invalid PNG: %s", j->path, j->msg);
+    png_init_io(png, j->f);
+    png_set_user_limits(png, 0x7fffffff, 0x7fffffff);
+    png_read_info(png, info);
+    png_uint_32 w = 0, h = 0;
+    int depth = 0, color = 0;
+    png_get_IHDR(png, info, &w, &h, &depth, &color, NULL, NULL, NULL);
+    int c = (color & PNG_COLOR_MASK_COLOR) ? 3 : 1;
+    unet_dtype dtype = depth == 16 ? UNET_DTYPE_U16 : UNET_DTYPE_U8;
+    unet_status s = unet__image_create(j->ctx, j->path, w, h, (uint64_t)c, dtype, &j->img);
+    if (s != UNET_STATUS_OK) return s;
+
+    if (color == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
+    if (color == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
+    png_set_strip_alpha(png);   /* also the alpha a tRNS chunk would become */
+    if (depth == 16) png_set_swap(png);
+    png_set_interlace_handling(png);
+    png_read_update_info(png, info);
+
+    size_t bs = unet_dtype_size(dtype);
+    size_t row_bytes = (size_t)w * (size_t)c * bs;
+    if (png_get_channels(png, info) != c || png_get_bit_depth(png, info) != bs * 8 ||
+        png_get_rowbytes(png, info) != row_bytes)
+        return unet__fail(j->ctx, UNET_STATUS_FORMAT,
+                          "%s: unsupported PNG layout (color type %d, bit depth %d)", j->path,
+                          color, depth);
+    j->rows = malloc((size_t)h * sizeof *j->rows);
+    /* Gray rows are read straight into the image; RGB rows are interleaved and split below. */
+    unsigned char *dst = j->img.data;
+    if (c == 3) dst = j->buf = malloc((size_t)h * row_bytes);
+    if (!j->rows || !dst)
+        return unet__fail(j->ctx, UNET_STATUS_NOMEM, "%s: cannot allocate PNG rows", j->path);
+    for (png_uint_32 y = 0; y < h; y++) j->rows[y] = dst + (size_t)y * row_bytes;
+    png_read_image(png, j->rows);
+    png_read_end(png, NULL);
+
+    if (c == 3) {
+        size_t plane = (size_t)w * h;
+        if (dtype == UNET_DTYPE_U8) {
+            uint8_t *out = j->img.data;
+            for (size_t i = 0; i < plane; i++)
+                for (int ch = 0; ch < 3; ch++) out[(size_t)ch * plane + i] = j->buf[i * 3 + ch];
+        } else {
+            uint16_t *out = j->img.data;
+            for (size_t i = 0; i < plane; i++)
+                for (int ch = 0; ch < 3; ch++)
+                    memcpy(&out[(size_t)ch * plane + i], j->buf + (i * 3 + ch) * 2, 2);
+        }
+    }
+    return UNET_STATUS_OK;
+}
+
+unet_status unet__png_load(unet_ctx *ctx, const char *path, unet_image *out) {
+    memset(out, 0, sizeof *out);
+    struct png_job j;
+    memset(&j, 0, sizeof j);
+    j.ctx = ctx;
+    j.path = path;
+    j.f = fopen(path, "rb");
+    if (!j.f) return unet__fail(ctx, UNET_STATUS_IO, "%s: cannot open: %s", path, strerror(errno));
+    png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &j, on_error, on_warning);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    unet_status s = UNET_STATUS_NOMEM;
+    if (png && info) s = read_body(png, info, &j);
+    else unet__fail(ctx, s, "%s: cannot create the libpng reader", path);
+    png_destroy_read_struct(&png, &info, NULL);
+    fclose(j.f);
+    free(j.rows);
+    free(j.buf);
+    if (s != UNET_STATUS_OK) {
+        unet_image_free(&j.img);
+        return s;
+    }
+    *out = j.img;
+    return UNET_STATUS_OK;
+}
+
+static unet_status write_body(png_structp png, png_infop info, struct png_job *j,
+                              const unet_image *img) {
+    if (setjmp(png_jmpbuf(png)))
+        return unet__fail(j->ctx, UNET_STATUS_IO, "%s: writing the PNG failed: %s", j->path,
+                          j->msg);
+    png_init_io(png, j->f);
+    png_set_user_limits(png, 0x7fffffff, 0x7fffffff);
+    int depth = img->dtype == UNET_DTYPE_U16 ? 16 : 8;
+    png_set_IHDR(png, info, (png_uint_32)img->w, (png_uint_32)img->h, depth,
+                 img->c == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_write_info(png, info);
+    if (depth == 16) png_set_swap(png);
+    size_t w = (size_t)img->w, plane = w * (size_t)img->h, c = (size_t)img->c;
+    size_t bs = (size_t)depth / 8;
+    j->buf = malloc(w * c * bs);
+    if (!j->buf)
+        return unet__fail(j->ctx, UNET_STATUS_NOMEM, "%s: cannot allocate a PNG row", j->path);
+    const unsigned char *src = img->data;
+    for (size_t y = 0; y < (size_t)img->h; y++) {
+        for (size_t x = 0; x < w; x++)
+            for (size_t ch = 0; ch < c; ch++)
+                memcpy(j->buf + (x * c + ch) * bs, src + (ch * plane + y * w + x) * bs, bs);
+        png_write_row(png, j->buf);
+    }
+    png_write_end(png, NULL);
+    return UNET_STATUS_OK;
+}
+
+unet_status unet__png_save(unet_ctx *ctx, const char *path, const char *tmp,
+                           const unet_image *img) {
+    struct png_job j;
+    memset(&j, 0, sizeof j);
+    j.ctx = ctx;
+    j.path = path;
+    j.f = fopen(tmp, "wb");
+    if (!j.f)
+        return unet__fail(ctx, UNET_STATUS_IO, "%s: cannot open %s: %s", path, tmp,
+                          strerror(errno));
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &j, on_error, on_warning);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    unet_status s = UNET_STATUS_NOMEM;
+    if (png && info) s = write_body(png, info, &j, img);
+    else unet__fail(ctx, s, "%s: cannot create the libpng writer", path);
+    png_destroy_write_struct(&png, &info);
+    free(j.buf);
+    if (fclose(j.f) != 0 && s == UNET_STATUS_OK)
+        s = unet__fail(ctx, UNET_STATUS_IO, "%s: writing the PNG failed: %s", path,
+                       strerror(errno));
+    return s;
+}
