@@ -112,9 +112,15 @@ typedef struct unet_config {
     unet_up   up;
     int       conv_bias;    /* 1: 3x3 convs have a bias (0 before BatchNorm, as milesial) */
     int       batchnorm;    /* 1: conv -> BN -> ReLU; 0: conv -> ReLU */
-    int       padding;      /* 3x3 conv padding: 1 = same, 0 = valid (the paper's) */
-    float     dropout;      /* p of the dropout at the end of the contracting path (0 = none) */
+    int       padding;      /* 3x3 conv padding: 1 = same, 0 = valid (the paper's); FCN: conv1_1's
+                             * padding (100, the reference's; 1 = plain VGG) */
+    float     dropout;      /* p of the dropout at the end of the contracting path (0 = none);
+                             * FCN: after fc6 and fc7 (0.5) */
     unet_init init;
+    /* FCN only (U-Net ignores them): */
+    int       fc_channels;  /* width of fc6 and fc7; 0 = 64 * base (4096 for base 64, VGG16's) */
+    int       learn_final_up; /* 0: the last upsampling is fixed bilinear (the paper, a buffer in
+                               * the checkpoint); 1: initialised bilinear and learned */
 } unet_config;
 
 typedef struct unet_model unet_model;
@@ -125,7 +131,8 @@ unet_status unet_arch_parse(unet_ctx *ctx, const char *name, unet_arch *out);
 
 /* The defaults of an architecture: UNET = milesial (base 64, depth 4, transposed up-conv,
  * no conv bias, BatchNorm, same padding); UNET_PAPER = valid convs with bias, no BatchNorm,
- * dropout 0.5, He init. */
+ * dropout 0.5, He init; FCN32S/16S/8S = the reference's VGG16 FCN (base 64, fc 4096, conv1_1
+ * padding 100, dropout 0.5, fixed final upsampling; docs/fcn.md). */
 unet_config unet_config_default(unet_arch arch);
 /* Checks a configuration; the message names the bad field. */
 unet_status unet_config_check(unet_ctx *ctx, const unet_config *cfg);
@@ -158,6 +165,22 @@ unet_status unet_model_prepare(unet_ctx *ctx, unet_model *m, int n, int h, int w
 /* Logits (n, classes, out_h, out_w) of x (n, in_channels, h, w), inference mode. */
 unet_status unet_model_forward(unet_ctx *ctx, unet_model *m, const float *x, int n, int h, int w,
                                float *logits);
+
+/* Convolutionalization (FCN, Long et al. 2015, section 3.1; docs/fcn.md): turns a VGG-style
+ * classifier checkpoint into an FCN checkpoint.  The classifier (safetensors) holds
+ * conv1_1 .. conv5_3 (weight and bias, with the FCN's names and shapes) and the Linear layers
+ * fc6 (F, 8 base * 7 * 7) on the flattened (C, 7, 7) pool5 features, fc7 (F, F) and fc8 (K, F),
+ * each with a bias.  fc6 becomes a 7x7 convolution (F, 8 base, 7, 7), fc7 and fc8 1x1
+ * convolutions, fc8 as score_fr: the same numbers in a new shape, so the FCN computes the
+ * classifier's head at every 7x7 window of pool5 (a 32-pixel stride).  in_channels, base and
+ * fc_channels come from the classifier; from cfg the arch, padding (1 = the classifier's own:
+ * a 224x224 image then gives its logits as a 1x1 score_fr map), dropout and learn_final_up.
+ * cfg->classes 0 or K: fc8 becomes score_fr; any other count discards fc8 and starts score_fr
+ * at zero (the paper's new class-score layer).  The score_pool layers of 16s/8s start at zero,
+ * the deconvolutions bilinear.  Writes fcn_path atomically; a classifier tensor that is
+ * missing, misshapen or unexpected is UNET_STATUS_FORMAT naming it. */
+unet_status unet_convolutionalize(unet_ctx *ctx, const char *classifier_path,
+                                  const unet_config *cfg, const char *fcn_path);
 
 /* The smallest input size >= size that the network accepts as a tile side: a multiple of
  * 2^depth for the seed U-Net; for valid convolutions every max-pool must see an even size and
@@ -250,6 +273,19 @@ unet_status unet_eval_loss(unet_ctx *ctx, unet_model *m, unet_loss_kind loss, co
                            double *loss_out);
 /* Optimizer steps taken so far (the checkpoint keeps it, for Adam's bias correction). */
 long unet_train_steps(const unet_model *m);
+
+/* A resumable training checkpoint: the model exactly as unet_model_save writes it, plus the
+ * optimizer state over the flat parameter block ("optimizer.exp_avg", "optimizer.exp_avg_sq";
+ * SGD's momentum buffer is exp_avg), the dropout generator, and the caller's metadata pairs
+ * (meta: key, value, key, value; n_meta pairs), e.g. the data position.  One file, written
+ * atomically, so a crash never leaves a model and a state that do not belong together.
+ * unet_model_load reads such a file as a plain model (the optimizer tensors are skipped). */
+unet_status unet_model_save_training(unet_ctx *ctx, const unet_model *m, const char *path,
+                                     const char *const *meta, int n_meta);
+/* Loads a resumable checkpoint; meta_fn (may be NULL) receives every metadata pair. */
+typedef void (*unet_meta_fn)(const char *key, const char *value, void *user);
+unet_status unet_model_load_training(unet_ctx *ctx, const char *path, unet_model **out,
+                                     unet_meta_fn meta_fn, void *user);
 
 /* ---------------------------------------------------------------------------------------
  * Images and masks: PNG (libpng), TIFF (libtiff, multi-page stacks) and NumPy .npy
@@ -384,28 +420,53 @@ unet_status unet_evaluate(unet_ctx *ctx, const int32_t *pred, const int32_t *tru
  * ------------------------------------------------------------------------------------- */
 
 typedef enum unet_wc {
-    UNET_WC_BALANCE = 0,    /* w_c(x) = (1/K) / frequency of x's class in this mask */
+    UNET_WC_BALANCE = 0,    /* w_c(x) = 1 / (K freq(class of x)), K = classes present (1 or 2):
+                             * mean 1 over the image, >= 1/2; 1 when only one class is present */
     UNET_WC_NONE            /* w_c == 1 */
 } unet_wc;
 
-/* w(x) = w_c(x) + w0 exp(-(d1(x) + d2(x))^2 / (2 sigma^2)) for an instance label image
- * (h * w, 0 = background, each cell its own id; ids need not be consecutive) into weight
- * (h * w).  d1, d2: Euclidean distances to the nearest pixel of the nearest and the
- * second-nearest cell, computed by exact distance transforms (not brute force).  The border term
- * applies to background pixels only.  A binary mask is first split into its connected
- * components (pass instances = 0 to ask for that: every non-zero pixel is foreground). */
+/* w(x) = w_c(x) + w0 exp(-(d1(x) + d2(x))^2 / (2 sigma^2)) for a label image (h * w) into
+ * weight (h * w); the paper uses w0 = 10, sigma = 5.  instances != 0: labels are instance ids
+ * (0 = background, any positive int32 a cell; ids need not be consecutive, and an id made of
+ * several blobs is one cell); a negative id is UNET_STATUS_ARG.  instances == 0: labels is a
+ * mask, every non-zero pixel is foreground and each 4-connected component is a cell.  Classes
+ * for w_c: foreground (a cell) and background (0).  d1, d2: Euclidean distances (between pixel
+ * centres) from a background pixel to the nearest pixel of the nearest and of the
+ * second-nearest cell, by exact distance transforms in windows around each cell (not brute
+ * force).  The border term applies to background pixels only, and is 0 with fewer than two
+ * cells.  It is dropped where it is below 2^-26 (d1 + d2 > sigma sqrt(2 ln(w0 2^26)), 31.9 px
+ * for the paper's values), which changes no float32 result because w_c >= 1/2: the output is the
+ * exact map rounded to float32.  Touching cells have no background between them: to weight the
+ * border between them, zero the pixels unet_separate_cells marks in labels first.  Cost about
+ * the sum of the cells' windows (bounding box + that cutoff distance on each side), so
+ * O(cells x pixels) at worst for a large sigma; results do not depend on the thread count.
+ * Scratch: 4 to 8 bytes per pixel plus 1.5 KB per image column per thread.  UNET_STATUS_ARG:
+ * NULL labels or weight, h or w <= 0, h * w > INT32_MAX, w0 < 0 or not finite, sigma <= 0 or
+ * not finite, an unknown wc; UNET_STATUS_NOMEM.  On failure weight is untouched. */
 unet_status unet_weightmap(unet_ctx *ctx, const int32_t *labels, int h, int w, int instances,
                            float w0, float sigma, unet_wc wc, float *weight);
 
-/* Training targets with separated cells from an instance label image: foreground 1, background
- * 0, and the pixels where two different cells touch (within `gap` pixels, 8-neighbourhood) set to
- * background 0 (classes == 2) or to a border class 2 (classes == 3), as the paper's Fig. 3c. */
+/* Training targets with separated cells from an instance label image (0 = background, any
+ * positive int32 id a cell): background 0, cell pixels 1, and a cell pixel with a pixel of a
+ * different cell within `gap` pixels (the (2 gap + 1)^2 square around it: Chebyshev distance,
+ * gap steps of 8-neighbourhood) becomes background 0 (classes == 2) or the border class 2
+ * (classes == 3), as the paper's Fig. 3c.  gap = 0 separates nothing.  O(pixels) for any gap.
+ * target may be labels itself.  UNET_STATUS_ARG: NULL pointers, h or w <= 0,
+ * h * w > INT32_MAX, gap < 0, classes not 2 or 3, a negative label; then target is untouched.
+ * UNET_STATUS_NOMEM. */
 unet_status unet_separate_cells(unet_ctx *ctx, const int32_t *labels, int h, int w, int gap,
                                 int classes, int32_t *target);
 
-/* A predicted class map -> an instance label image: connected components (4-connectivity) of
- * the cell class (1), each then grown back over the border/background pixels it lost to the
- * separation border, by at most `grow` pixels (0: no growing).  *count gets the number of cells. */
+/* A predicted class map -> an instance label image: the connected components (4-connectivity)
+ * of class 1, labelled 1..n in raster order of their first pixel, then grown by up to `grow`
+ * steps (0: none) through the 8-neighbourhood over pixels of class 0 or 2 (other classes are
+ * never taken), giving back a border removed by unet_separate_cells with gap = grow.  In each
+ * step an unlabelled pixel next to a labelled one takes the smallest label among its labelled
+ * 4-neighbours, else among its diagonal neighbours, deciding from the previous step's labels
+ * only: two cells never merge and the result does not depend on any visiting order.  Cells also
+ * grow into real background by up to `grow` pixels where no other cell is near.  *count gets n.
+ * labels may be classes_map itself.  UNET_STATUS_ARG: NULL pointers, h or w <= 0,
+ * h * w > INT32_MAX, grow < 0 (labels and *count untouched); UNET_STATUS_NOMEM. */
 unet_status unet_instances(unet_ctx *ctx, const int32_t *classes_map, int h, int w, int grow,
                            int32_t *labels, int *count);
 

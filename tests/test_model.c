@@ -129,6 +129,25 @@ static void golden_variant(const char *name) {
     if (m) compare_params(m, st, "adam.", 1e-4, 1e-3);
     unet_model_free(m);
 
+    /* 5. A checkpoint trained in PyTorch gives PyTorch's eval-mode logits.  Bound: 1e-4 of the
+     * largest logit plus 1e-4 relative (the issue's 1e-4 relative error, made meaningful for
+     * logits near zero). */
+    snprintf(path, sizeof path, GOLDEN_DIR "/%s_trained.model.safetensors", name);
+    m = NULL;
+    CHECK_STATUS(unet_model_load(ctx, path, &m), UNET_STATUS_OK);
+    size_t n2, nl2;
+    float *x2 = golden_get(st, "trained.x", &n2), *ref2 = golden_get(st, "trained.logits_eval", &nl2);
+    if (m && x2 && ref2) {
+        float *y2 = test_alloc(nl2);
+        CHECK_STATUS(unet_model_forward(ctx, m, x2, 1, 40, 36, y2), UNET_STATUS_OK);
+        double mx = 0;
+        for (size_t i = 0; i < nl2; i++) mx = fabs(ref2[i]) > mx ? fabs(ref2[i]) : mx;
+        CHECK_TENSOR("PyTorch-trained checkpoint, eval logits", y2, ref2, nl2, 1e-4 * mx, 1e-4);
+        free(y2);
+    }
+    free(x2), free(ref2);
+    unet_model_free(m);
+
     free(x), free(tf), free(t);
     unet__st_close(st);
     unet_ctx_free(ctx);

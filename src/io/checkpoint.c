@@ -5,6 +5,7 @@
  * safetensors.torch.save_file) and the architecture as __metadata__ strings:
  *     format=unet arch=unet|unet-paper|fcn8s.. in_channels classes base depth
  *     up=transpose|bilinear conv_bias batchnorm padding dropout init train_steps
+ * and, for FCN only, fc_channels learn_final_up.
  * A checkpoint converted from PyTorch has no metadata; the architecture is then inferred from
  * the names and shapes (see infer_config) and every tensor is still checked against it.
  * Loading is strict, like load_state_dict(strict=True): a missing, unexpected, misshapen or
@@ -56,7 +57,8 @@ static unet_status config_from_meta(unet_ctx *ctx, const struct unet__safetensor
         int        *dst;
     } ints[] = {{"in_channels", &c->in_channels}, {"classes", &c->classes}, {"base", &c->base},
                 {"depth", &c->depth}, {"conv_bias", &c->conv_bias}, {"batchnorm", &c->batchnorm},
-                {"padding", &c->padding}};
+                {"padding", &c->padding}, {"fc_channels", &c->fc_channels},
+                {"learn_final_up", &c->learn_final_up}};
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
         const char *v = unet__st_meta(st, ints[i].key);
         if (v && !parse_int(v, ints[i].dst))
@@ -95,7 +97,40 @@ static const struct unet__st_tensor *find(const struct unet__safetensors *st, co
  *   classes               outc.conv.weight (classes, base, 1, 1)
  * With BatchNorm the padding is "same" (milesial); without, the paper's valid convolutions.
  * The padding cannot be seen in the weights: add metadata to say otherwise. */
+/* Infers an FCN configuration (docs/fcn.md) from a state_dict without metadata:
+ *   arch                  score_pool3.weight exists: fcn8s; else score_pool4.weight: fcn16s;
+ *                         else fcn32s
+ *   in_channels, base     conv1_1.weight (base, in, 3, 3)
+ *   fc_channels           fc6.weight (fc, 8 base, 7, 7)
+ *   classes               score_fr.weight (classes, fc, 1, 1)
+ * conv1_1's padding (100) and whether the final upsampling was learned (no: a fixed buffer)
+ * cannot be seen in the weights and take the defaults. */
+static unet_status infer_fcn_config(unet_ctx *ctx, const struct unet__safetensors *st,
+                                    unet_config *c) {
+    const struct unet__st_tensor *c11 = unet__st_find(st, "conv1_1.weight");
+    const struct unet__st_tensor *fc6 = unet__st_find(st, "fc6.weight");
+    const struct unet__st_tensor *score = unet__st_find(st, "score_fr.weight");
+    if (!c11 || !fc6 || !score || c11->ndim != 4 || fc6->ndim != 4 || score->ndim != 4)
+        return unet__fail(ctx, UNET_STATUS_FORMAT,
+                          "%s: no unet metadata and no FCN tensors (conv1_1.weight, fc6.weight as "
+                          "a 7x7 convolution, score_fr.weight): not an FCN checkpoint",
+                          st->path);
+    unet_arch arch = unet__st_find(st, "score_pool3.weight")   ? UNET_ARCH_FCN8S
+                     : unet__st_find(st, "score_pool4.weight") ? UNET_ARCH_FCN16S
+                                                               : UNET_ARCH_FCN32S;
+    *c = unet_config_default(arch);
+    c->in_channels = (int)c11->shape[1];
+    c->base = (int)c11->shape[0];
+    c->fc_channels = (int)fc6->shape[0];
+    c->classes = (int)score->shape[0];
+    if (unet_config_check(ctx, c) != UNET_STATUS_OK)
+        return unet__fail(ctx, UNET_STATUS_FORMAT, "%s: inferred architecture is invalid: %s",
+                          st->path, unet_ctx_errmsg(ctx));
+    return UNET_STATUS_OK;
+}
+
 static unet_status infer_config(unet_ctx *ctx, const struct unet__safetensors *st, unet_config *c) {
+    if (unet__st_find(st, "score_fr.weight")) return infer_fcn_config(ctx, st, c);
     const struct unet__st_tensor *inc = unet__st_find(st, "inc.double_conv.0.weight");
     const struct unet__st_tensor *out = unet__st_find(st, "outc.conv.weight");
     if (!inc || !out || inc->ndim != 4 || out->ndim != 4)
@@ -119,7 +154,46 @@ static unet_status infer_config(unet_ctx *ctx, const struct unet__safetensors *s
     return UNET_STATUS_OK;
 }
 
-unet_status unet_model_load(unet_ctx *ctx, const char *path, unet_model **out) {
+static bool parse_hex64(const char *s, uint64_t *out) {
+    uint64_t v = 0;
+    for (int i = 0; i < 16; i++) {
+        char c = s[i];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (d < 0) return false;
+        v = v << 4 | (uint64_t)d;
+    }
+    *out = v;
+    return true;
+}
+
+/* The optimizer state of a resumable checkpoint into m (allocated here). */
+static unet_status load_optimizer(unet_ctx *ctx, const struct unet__safetensors *st, unet_model *m) {
+    int64_t shape[1] = {(int64_t)m->n_weights};
+    m->grads = unet__calloc(m->n_weights, sizeof(float));
+    m->opt_m = unet__calloc(m->n_weights, sizeof(float));
+    m->opt_v = unet__calloc(m->n_weights, sizeof(float));
+    if (!m->grads || !m->opt_m || !m->opt_v)
+        return unet__fail(ctx, UNET_STATUS_NOMEM, "%s: out of memory for the optimizer state", st->path);
+    unet_status s = unet__st_read_f32(ctx, st, "optimizer.exp_avg", shape, 1, m->opt_m);
+    if (s == UNET_STATUS_OK) s = unet__st_read_f32(ctx, st, "optimizer.exp_avg_sq", shape, 1, m->opt_v);
+    if (s != UNET_STATUS_OK)
+        return unet__fail(ctx, s, "%s (not a resumable checkpoint?)", unet_ctx_errmsg(ctx));
+    const char *r0 = unet__st_meta(st, "rng0"), *r1 = unet__st_meta(st, "rng1");
+    uint64_t w[4];
+    if (!r0 || !r1 || strlen(r0) != 32 || strlen(r1) != 32 || !parse_hex64(r0, &w[0]) ||
+        !parse_hex64(r0 + 16, &w[1]) || !parse_hex64(r1, &w[2]) || !parse_hex64(r1 + 16, &w[3]))
+        return unet__fail(ctx, UNET_STATUS_FORMAT, "%s: metadata rng0/rng1 missing or malformed",
+                          st->path);
+    memcpy(m->rng.s, w, sizeof w);
+    return UNET_STATUS_OK;
+}
+
+static bool is_optimizer_tensor(const char *name) {
+    return strncmp(name, "optimizer.", 10) == 0;
+}
+
+static unet_status load(unet_ctx *ctx, const char *path, unet_model **out, bool training,
+                        unet_meta_fn meta_fn, void *user) {
     if (!path || !out) return unet__fail(ctx, UNET_STATUS_ARG, "model_load: NULL argument");
     *out = NULL;
     struct unet__safetensors *st = NULL;
@@ -159,9 +233,12 @@ unet_status unet_model_load(unet_ctx *ctx, const char *path, unet_model **out) {
         }
         matched++;
     }
-    if (matched != st->count) {
+    int optimizer_tensors = 0;
+    for (int i = 0; i < st->count; i++) optimizer_tensors += is_optimizer_tensor(st->tensors[i].name);
+    if (matched + optimizer_tensors != st->count) {
         for (int i = 0; i < st->count; i++)
-            if (!unet__model_find_param(m, st->tensors[i].name)) {
+            if (!is_optimizer_tensor(st->tensors[i].name) &&
+                !unet__model_find_param(m, st->tensors[i].name)) {
                 s = unet__fail(ctx, UNET_STATUS_FORMAT,
                                "%s: unexpected tensor '%s' for a %s (base %d, depth %d): the "
                                "architecture does not match",
@@ -185,6 +262,12 @@ unet_status unet_model_load(unet_ctx *ctx, const char *path, unet_model **out) {
     const char *steps = unet__st_meta(st, "train_steps");
     if (steps) m->opt_step = strtol(steps, NULL, 10);
     unet__rng_seed(&m->rng, 0x5eed5eed5eedULL);
+    if (training) {
+        s = load_optimizer(ctx, st, m);
+        if (s != UNET_STATUS_OK) goto fail;
+        if (meta_fn)
+            for (int i = 0; i < st->meta_count; i++) meta_fn(st->meta[2 * i], st->meta[2 * i + 1], user);
+    }
     unet__st_close(st);
     *out = m;
     return UNET_STATUS_OK;
@@ -194,10 +277,30 @@ fail:
     return s;
 }
 
-unet_status unet_model_save(unet_ctx *ctx, const unet_model *m, const char *path) {
+unet_status unet_model_load(unet_ctx *ctx, const char *path, unet_model **out) {
+    return load(ctx, path, out, false, NULL, NULL);
+}
+
+unet_status unet_model_load_training(unet_ctx *ctx, const char *path, unet_model **out,
+                                     unet_meta_fn meta_fn, void *user) {
+    return load(ctx, path, out, true, meta_fn, user);
+}
+
+static unet_status save(unet_ctx *ctx, const unet_model *m, const char *path, bool training,
+                        const char *const *extra, int n_extra) {
     if (!m || !path) return unet__fail(ctx, UNET_STATUS_ARG, "model_save: NULL argument");
-    struct unet__st_entry *e = calloc((size_t)m->n_params, sizeof *e);
-    if (!e) return unet__fail(ctx, UNET_STATUS_NOMEM, "%s: out of memory", path);
+    if (training && !m->opt_m)
+        return unet__fail(ctx, UNET_STATUS_ARG, "%s: no optimizer state yet (no training step)", path);
+    if (n_extra < 0 || (n_extra > 0 && !extra))
+        return unet__fail(ctx, UNET_STATUS_ARG, "%s: bad metadata list", path);
+    int n = m->n_params + (training ? 2 : 0);
+    struct unet__st_entry *e = calloc((size_t)n, sizeof *e);
+    const char **meta = calloc(2 * (size_t)(18 + n_extra), sizeof *meta);
+    if (!e || !meta) {
+        free(e);
+        free(meta);
+        return unet__fail(ctx, UNET_STATUS_NOMEM, "%s: out of memory", path);
+    }
     for (int i = 0; i < m->n_params; i++) {
         const struct unet__param *p = &m->params[i];
         e[i].name = p->name;
@@ -211,8 +314,20 @@ unet_status unet_model_save(unet_ctx *ctx, const unet_model *m, const char *path
             e[i].data = unet__model_param_data(m, p);
         }
     }
+    if (training) {
+        const char *names[2] = {"optimizer.exp_avg", "optimizer.exp_avg_sq"};
+        const float *data[2] = {m->opt_m, m->opt_v};
+        for (int k = 0; k < 2; k++) {
+            struct unet__st_entry *t = &e[m->n_params + k];
+            t->name = names[k];
+            t->dtype = UNET__DTYPE_F32;
+            t->ndim = 1;
+            t->shape[0] = (int64_t)m->n_weights;
+            t->data = data[k];
+        }
+    }
     const unet_config *c = &m->cfg;
-    char v[10][32];
+    char v[12][40];
     snprintf(v[0], sizeof v[0], "%d", c->in_channels);
     snprintf(v[1], sizeof v[1], "%d", c->classes);
     snprintf(v[2], sizeof v[2], "%d", c->base);
@@ -222,14 +337,39 @@ unet_status unet_model_save(unet_ctx *ctx, const unet_model *m, const char *path
     snprintf(v[6], sizeof v[6], "%d", c->padding);
     snprintf(v[7], sizeof v[7], "%g", (double)c->dropout);
     snprintf(v[8], sizeof v[8], "%ld", m->opt_step);
-    const char *meta[] = {
+    const char *fixed[] = {
         "format", "unet", "unet_version", UNET_VERSION, "arch", unet_arch_name(c->arch),
         "in_channels", v[0], "classes", v[1], "base", v[2], "depth", v[3],
         "up", c->up == UNET_UP_BILINEAR ? "bilinear" : "transpose", "conv_bias", v[4],
         "batchnorm", v[5], "padding", v[6], "dropout", v[7],
         "init", c->init == UNET_INIT_HE ? "he" : "pytorch", "train_steps", v[8],
     };
-    unet_status s = unet__st_write(ctx, path, e, m->n_params, meta, (int)(sizeof meta / sizeof meta[0] / 2));
+    int k = (int)(sizeof fixed / sizeof fixed[0]);
+    memcpy(meta, fixed, sizeof fixed);
+    if (c->arch >= UNET_ARCH_FCN32S) { /* FCN-only keys: U-Net checkpoints do not carry them */
+        snprintf(v[11], sizeof v[11], "%d", c->fc_channels);
+        meta[k++] = "fc_channels", meta[k++] = v[11];
+        meta[k++] = "learn_final_up", meta[k++] = c->learn_final_up ? "1" : "0";
+    }
+    if (training) {
+        /* The dropout generator, so a resumed run draws the same masks. */
+        for (int i = 0; i < 2; i++)
+            snprintf(v[9 + i], sizeof v[9 + i], "%016llx%016llx",
+                     (unsigned long long)m->rng.s[2 * i], (unsigned long long)m->rng.s[2 * i + 1]);
+        meta[k++] = "rng0", meta[k++] = v[9], meta[k++] = "rng1", meta[k++] = v[10];
+    }
+    for (int i = 0; i < 2 * n_extra; i++) meta[k++] = extra[i];
+    unet_status s = unet__st_write(ctx, path, e, n, meta, k / 2);
     free(e);
+    free(meta);
     return s;
+}
+
+unet_status unet_model_save(unet_ctx *ctx, const unet_model *m, const char *path) {
+    return save(ctx, m, path, false, NULL, 0);
+}
+
+unet_status unet_model_save_training(unet_ctx *ctx, const unet_model *m, const char *path,
+                                     const char *const *meta, int n_meta) {
+    return save(ctx, m, path, true, meta, n_meta);
 }

@@ -3,12 +3,14 @@ unet: forward, loss, every parameter gradient, ten SGD steps and ten Adam steps.
 
 For each variant V in {unet_t (transposed up-conv), unet_b (bilinear)}:
   V.model.safetensors  the initial state_dict WITHOUT metadata (so C infers the architecture)
+  V_trained.model.safetensors  the state_dict after the ten SGD steps (PyTorch-trained)
   V.safetensors        x (2, 1, 21, 19), target (2, 21, 19) int64,
                        logits_train, loss, grad.<param>         first training-mode pass, CE
                        sgd.losses (10,), sgd1.<p>, sgd.<p>       SGD lr 0.02 momentum 0.9 wd 1e-4,
                        sgd.logits_eval                           CE: after 1 and 10 steps, then
                                                                  eval-mode logits
                        adam.losses (10,), adam1.<p>, adam.<p>    Adam lr 1e-2 eps 1e-4, CE + Dice
+                       trained.x (1, 1, 40, 36), trained.logits_eval   V_trained in eval mode
 Odd sizes (21x19) exercise max-pool flooring and F.pad of the upsampled maps.
 
 Adam's eps: with the default 1e-8, parameters whose gradient is at the level of float rounding
@@ -83,6 +85,11 @@ def make(out):
         model.eval()
         with torch.no_grad():
             g["sgd.logits_eval"] = model(x)
+            # A checkpoint trained in PyTorch (non-trivial running statistics), and its eval-mode
+            # logits on another image: unet must reproduce them from the file alone.
+            save(f"{out}/{name}_trained.model.safetensors", model.state_dict())
+            x2 = torch.randn(1, 1, 40, 36)
+            g["trained.x"], g["trained.logits_eval"] = x2, model(x2)
 
         model.load_state_dict(init)
         opt = torch.optim.Adam(model.parameters(), lr=1e-2, eps=1e-4)
