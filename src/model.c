@@ -43,6 +43,16 @@ unet_config unet_config_default(unet_arch arch) {
         c.dropout = 0.5f;
         c.init = UNET_INIT_HE;
     }
+    if (arch >= UNET_ARCH_FCN32S) {
+        /* The reference VGG16 FCN (fcn.c): biased convs without BatchNorm, conv1_1 padded by
+         * 100, dropout 0.5 after fc6 and fc7, a fixed bilinear final upsampling.  depth is
+         * informational (five pools). */
+        c.depth = 5;
+        c.conv_bias = 1;
+        c.batchnorm = 0;
+        c.padding = 100;
+        c.dropout = 0.5f;
+    }
     return c;
 }
 
@@ -64,13 +74,26 @@ unet_status unet_config_check(unet_ctx *ctx, const unet_config *c) {
     if ((long long)c->base << (fcn ? 4 : c->depth) > 65536)
         return unet__fail(ctx, UNET_STATUS_ARG, "base %d at depth %d gives over 65536 channels",
                           c->base, c->depth);
-    if (c->up == UNET_UP_BILINEAR && c->base < 2)
+    if (!fcn && c->up == UNET_UP_BILINEAR && c->base < 2)
         return unet__fail(ctx, UNET_STATUS_ARG, "base: bilinear upsampling needs base >= 2");
     if (c->up != UNET_UP_TRANSPOSE && c->up != UNET_UP_BILINEAR)
         return unet__fail(ctx, UNET_STATUS_ARG, "up: unknown upsampling mode %d", (int)c->up);
-    if (c->padding != 0 && c->padding != 1)
+    if (fcn) {
+        if (c->padding < 0 || c->padding > 1024)
+            return unet__fail(ctx, UNET_STATUS_ARG,
+                              "padding: expected 0..1024 for conv1_1 of an FCN (100 = the "
+                              "reference's), got %d", c->padding);
+        if (c->fc_channels < 0 || c->fc_channels > 65536)
+            return unet__fail(ctx, UNET_STATUS_ARG,
+                              "fc_channels: expected 1..65536 (0 = 64 * base), got %d",
+                              c->fc_channels);
+        if (c->learn_final_up != 0 && c->learn_final_up != 1)
+            return unet__fail(ctx, UNET_STATUS_ARG, "learn_final_up: expected 0 or 1, got %d",
+                              c->learn_final_up);
+    } else if (c->padding != 0 && c->padding != 1) {
         return unet__fail(ctx, UNET_STATUS_ARG, "padding: expected 0 (valid) or 1 (same), got %d",
                           c->padding);
+    }
     if (!(c->dropout >= 0.0f && c->dropout < 1.0f))
         return unet__fail(ctx, UNET_STATUS_ARG, "dropout: expected 0 <= p < 1, got %g",
                           (double)c->dropout);
@@ -472,9 +495,11 @@ static unet_status propagate(unet_ctx *ctx, const unet_model *m, struct unet__no
                                "depth %d)", nd->name, x->h, x->w, m->cfg.depth);
                 break;
             }
-            nd->d.pool = (struct unet__pool_dims){.N = n, .C = x->c, .H_in = x->h, .W_in = x->w,
-                                                  .H_out = x->h / 2, .W_out = x->w / 2};
-            y->c = x->c, y->h = x->h / 2, y->w = x->w / 2;
+            nd->d.pool = (struct unet__pool_dims){
+                .N = n, .C = x->c, .H_in = x->h, .W_in = x->w,
+                .H_out = nd->ceil_mode ? (x->h + 1) / 2 : x->h / 2,
+                .W_out = nd->ceil_mode ? (x->w + 1) / 2 : x->w / 2};
+            y->c = x->c, y->h = nd->d.pool.H_out, y->w = nd->d.pool.W_out;
             break;
         case UNET__NODE_UPSAMPLE:
             nd->d.up = (struct unet__upsample_dims){.N = n, .C = x->c, .H_in = x->h, .W_in = x->w,
@@ -867,8 +892,10 @@ const float *unet__model_forward(unet_model *m, const float *x) {
             unet__concat_forward(y, in, m->values[nd->in2].data, &nd->d.cat);
             break;
         case UNET__NODE_DROPOUT:
+            /* Inference: the identity.  An inference plan gives y the input's buffer; a
+             * training plan run in inference mode (validation) has its own, so copy. */
             if (train) unet__dropout_forward(y, nd->mask, in, &nd->d.drop, &m->rng);
-            /* inference: y is in (planned as the same buffer) */
+            else if (y != in) memcpy(y, in, numel(m, nd->out) * sizeof(float));
             break;
         case UNET__NODE_ADD:
             unet__add_place_forward(y, in, m->values[nd->in2].data, &nd->d.add);

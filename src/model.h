@@ -55,6 +55,7 @@ struct unet__node {
     float              p;               /* dropout probability */
     int                crop_h, crop_w;  /* CROP: offsets into the input; ADD: offsets of in2 */
     bool               center;          /* CONCAT: centre crop / F.pad; ADD/CROP: fixed offsets */
+    bool               ceil_mode;       /* POOL: PyTorch's ceil_mode (FCN) */
     int                ref;             /* CROP: value whose size the output takes */
     /* Filled by prepare: */
     union {

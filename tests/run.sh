@@ -2,6 +2,9 @@
 # Runs each test program given on the command line, adds up their "N passed, N failed" lines
 # and prints the total as the last line.  A program that crashes or prints no summary counts as
 # one failed test.  Exit status: 0 only when nothing failed.
+# Tests run many tiny parallel regions: on a loaded machine spinning OpenMP threads steal the
+# cores they wait for, so wait passively unless told otherwise.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 passed=0
 failed=0
 for t in "$@"; do

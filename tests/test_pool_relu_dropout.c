@@ -240,13 +240,17 @@ TEST(pool_relu_dropout_gradcheck) {
 TEST(maxpool_fast_vs_ref) {
     struct unet__rng rng;
     unet__rng_seed(&rng, 23);
-    for (int trial = 0; trial < 16; trial++) {
+    for (int trial = 0; trial < 24; trial++) {
         struct unet__pool_dims d;
         d.N = 1 + (int)unet__rng_below(&rng, 3);
         d.C = 1 + (int)unet__rng_below(&rng, 5);
         d.H_in = 2 + (int)unet__rng_below(&rng, 20);
         d.W_in = 2 + (int)unet__rng_below(&rng, 20);
-        d.H_out = d.H_in / 2, d.W_out = d.W_in / 2;
+        /* Trials 16.. use ceil mode (FCN's pooling): odd edges pooled on their own. */
+        bool ceil_mode = trial >= 16;
+        if (ceil_mode) d.H_in |= 1;
+        d.H_out = ceil_mode ? (d.H_in + 1) / 2 : d.H_in / 2;
+        d.W_out = ceil_mode ? (d.W_in + 1) / 2 : d.W_in / 2;
         const size_t nx = (size_t)d.N * d.C * d.H_in * d.W_in,
                      ny = (size_t)d.N * d.C * d.H_out * d.W_out;
         float   *x = test_alloc(nx), *y = test_alloc(ny), *y_ref = test_alloc(ny);
@@ -269,10 +273,11 @@ TEST(maxpool_fast_vs_ref) {
         unet__maxpool2_forward(y, a, x, &d);
         unet__maxpool2_forward_ref(y_ref, a_ref, x, &d);
         char label[96];
-        snprintf(label, sizeof label, "maxpool N=%d C=%d %dx%d%s", d.N, d.C, d.H_in, d.W_in,
+        snprintf(label, sizeof label, "maxpool N=%d C=%d %dx%d%s%s", d.N, d.C, d.H_in, d.W_in,
                  trial % 3 == 0   ? " ties"
                  : trial % 4 == 1 ? " NaN/inf"
-                                  : "");
+                                  : "",
+                 ceil_mode ? " ceil" : "");
         CHECK_TENSOR_NONFINITE(label, y, y_ref, ny, 0, 0);
         CHECK_EQ(count_mismatched_bytes(a, a_ref, ny), 0);
         /* Backward adds dy at the argmax position and nothing elsewhere: against a direct

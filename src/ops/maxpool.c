@@ -1,7 +1,8 @@
 /* maxpool.c — MaxPool2d(kernel 2, stride 2), forward and backward.
  *
  * y[n, c, i, j] = max of the 2x2 window x[n, c, 2i..2i+1, 2j..2j+1]; an odd last row or
- * column is dropped (floor mode).  The window is scanned row-major, k = 2 u + v for window row
+ * column is dropped (floor mode, H_out = H_in / 2) or pooled on its own (ceil mode, H_out =
+ * (H_in + 1) / 2, PyTorch's ceil_mode=True: FCN's reference pools that way).  The window is scanned row-major, k = 2 u + v for window row
  * u and column v, and k replaces the current best when
  *     x_k > best || isnan(x_k)
  * which is PyTorch's CPU kernel (cpu_max_pool): the first maximum wins a tie, a NaN wins over
@@ -28,22 +29,46 @@ static inline float window_max(float a, float b, float c, float e, uint8_t *k) {
     return m;
 }
 
+/* A window cut by the image edge (ceil mode): the same scan over its pixels inside. */
+static float edge_max(const float *xp, int H, int W, int i, int j, uint8_t *k) {
+    float   m = 0.0f;
+    uint8_t best = 0;
+    bool    first = true;
+    for (int q = 0; q < 4; q++) {
+        int ih = 2 * i + q / 2, iw = 2 * j + q % 2;
+        if (ih >= H || iw >= W) continue;
+        float v = xp[(size_t)ih * W + iw];
+        if (first || v > m || isnan(v)) m = v, best = (uint8_t)q;
+        first = false;
+    }
+    *k = best;
+    return m;
+}
+
 void unet__maxpool2_forward(float *y, uint8_t *argmax, const float *x,
                             const struct unet__pool_dims *d) {
     const long long planes = (long long)d->N * d->C;
     const size_t    in_plane = (size_t)d->H_in * d->W_in, out_plane = (size_t)d->H_out * d->W_out;
-    UNET_ASSERT(d->H_out == d->H_in / 2 && d->W_out == d->W_in / 2);
+    UNET_ASSERT((d->H_out == d->H_in / 2 || d->H_out == (d->H_in + 1) / 2) &&
+                (d->W_out == d->W_in / 2 || d->W_out == (d->W_in + 1) / 2));
+    const int full_h = d->H_in / 2, full_w = d->W_in / 2; /* windows wholly inside */
 #pragma omp parallel for schedule(static)
     for (long long p = 0; p < planes; p++) {
         const float *xp = x + (size_t)p * in_plane;
         float       *yp = y + (size_t)p * out_plane;
         uint8_t     *ap = argmax + (size_t)p * out_plane;
         for (int i = 0; i < d->H_out; i++) {
+            float   *yr = yp + (size_t)i * d->W_out;
+            uint8_t *ar = ap + (size_t)i * d->W_out;
+            if (i >= full_h) {
+                for (int j = 0; j < d->W_out; j++) yr[j] = edge_max(xp, d->H_in, d->W_in, i, j, &ar[j]);
+                continue;
+            }
             const float *r0 = xp + (size_t)(2 * i) * d->W_in, *r1 = r0 + d->W_in;
-            float       *yr = yp + (size_t)i * d->W_out;
-            uint8_t     *ar = ap + (size_t)i * d->W_out;
-            for (int j = 0; j < d->W_out; j++)
+            for (int j = 0; j < full_w; j++)
                 yr[j] = window_max(r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1], &ar[j]);
+            for (int j = full_w; j < d->W_out; j++)
+                yr[j] = edge_max(xp, d->H_in, d->W_in, i, j, &ar[j]);
         }
     }
 }
@@ -76,7 +101,8 @@ void unet__maxpool2_forward_ref(float *y, uint8_t *argmax, const float *x,
                     float best = -INFINITY;
                     int   arg = 0;
                     for (int k = 0; k < 4; k++) {
-                        int   ih = 2 * i + k / 2, iw = 2 * j + k % 2;
+                        int ih = 2 * i + k / 2, iw = 2 * j + k % 2;
+                        if (ih >= d->H_in || iw >= d->W_in) continue; /* ceil mode's edge */
                         float v = x[(((size_t)n * d->C + c) * d->H_in + ih) * d->W_in + iw];
                         if (v > best || isnan(v)) {
                             best = v;

@@ -114,13 +114,14 @@ void unet__relu_forward(float *y, const float *x, size_t n);
 void unet__relu_backward(float *dx, const float *dy, const float *y, size_t n);
 
 /* ---------------------------------------------------------------------------------------
- * MaxPool2d(2, stride 2) (maxpool.c): floor on odd sizes, the first maximum in a window wins
+ * MaxPool2d(2, stride 2) (maxpool.c): floor on odd sizes (H_out = H_in / 2) or, in ceil mode
+ * (H_out = (H_in + 1) / 2), the last odd row/column pooled alone; the first maximum in a window wins
  * and NaN propagates, as PyTorch.  argmax (N, C, H_out, W_out) keeps the window index 0..3
  * (row-major in the 2x2 window) for backward.
  * ------------------------------------------------------------------------------------- */
 struct unet__pool_dims {
     int N, C, H_in, W_in;
-    int H_out, W_out;       /* H_in / 2, W_in / 2 */
+    int H_out, W_out;       /* H_in / 2 (floor) or (H_in + 1) / 2 (ceil), likewise W */
 };
 void unet__maxpool2_forward(float *y, uint8_t *argmax, const float *x, const struct unet__pool_dims *d);
 void unet__maxpool2_backward(float *dx, const float *dy, const uint8_t *argmax,
