@@ -476,34 +476,43 @@ unet_status unet_instances(unet_ctx *ctx, const int32_t *classes_map, int h, int
 
 typedef struct unet_dataset unet_dataset;
 
-/* An empty set of images with `channels` channels. */
+/* An empty set of images with `channels` channels (1..4096). */
 unet_status unet_dataset_create(unet_ctx *ctx, int channels, unet_dataset **out);
 /* Copies one image (channels, h, w) float, its target (h, w) class ids (-1 = unlabeled) and an
- * optional per-pixel loss weight (h, w) into the set.  name is kept for messages. */
+ * optional per-pixel loss weight (h, w) into the set.  name is kept for messages (NULL:
+ * "image <i>").  Weights go with every image or with none.  Checked before anything is copied,
+ * the message naming the image and the pixel (UNET_STATUS_ARG): image values finite, targets
+ * >= -1, weights finite and >= 0, h * w within unet_ctx_max_pixels.  On failure the set is
+ * unchanged.  Adding while a sampler exists is allowed; that sampler keeps its images. */
 unet_status unet_dataset_add(unet_ctx *ctx, unet_dataset *ds, const float *image,
                              const int32_t *target, const float *weight, int h, int w,
                              const char *name);
 int unet_dataset_count(const unet_dataset *ds);
-/* Image i's size and data (owned by the set). */
+/* Image i's size and data (owned by the set, valid until unet_dataset_free); any output
+ * pointer may be NULL.  UNET_STATUS_ARG when i is out of range. */
 unet_status unet_dataset_get(const unet_dataset *ds, int i, const float **image,
                              const int32_t **target, const float **weight, int *h, int *w,
                              const char **name);
 void unet_dataset_free(unet_dataset *ds);
 
 typedef struct unet_augment {
-    int   flips;            /* random horizontal/vertical flips and 90-degree rotations */
-    int   elastic;          /* the paper's elastic deformation */
-    float elastic_sigma;    /* std of the coarse displacements, pixels (10) */
-    int   elastic_grid;     /* coarse grid points per side (3) */
-    float rotate;           /* max rotation, degrees (uniform in [-rotate, rotate]) */
-    float shift;            /* max shift, pixels */
+    int   flips;            /* 0/1: one of the 8 flips and 90-degree rotations, uniformly */
+    int   elastic;          /* 0/1: the paper's elastic deformation */
+    float elastic_sigma;    /* std of the coarse displacements, pixels (10); 0..1000 */
+    int   elastic_grid;     /* coarse grid points per side (3), 2..64; the corner points sit on
+                             * the input window's corner pixels, the field between is bicubic */
+    float rotate;           /* max rotation, degrees (uniform in [-rotate, rotate]); 0..180 */
+    float shift;            /* max shift, pixels (uniform in [-shift, shift] per axis) */
     float brightness;       /* max additive change, in normalised intensity units */
-    float contrast;         /* max relative change of contrast: factor in [1-c, 1+c] */
-    float gamma;            /* max relative change of gamma: exponent in [1-g, 1+g] */
+    float contrast;         /* max relative change of contrast: factor in [1-c, 1+c] about the
+                             * sample's mean; 0 <= c < 1 */
+    float gamma;            /* max relative change of gamma: exponent in [1-g, 1+g], applied
+                             * within each channel's own [min, max]; 0 <= g < 1 */
 } unet_augment;
 
-/* Flips/rotations only (the seed recipe); and the paper's recipe (flips, elastic 3x3 grid with
- * 10 px, small rotations and shifts, gray-value variation). */
+/* Flips/rotations only (the seed recipe); the paper's recipe (flips, elastic 3x3 grid with
+ * 10 px, and, in amounts the paper does not give: rotations up to 10 degrees, shifts up to 10 px,
+ * brightness 0.1, contrast 0.1, gamma 0.1); nothing.  Amounts of 0 are exact identities. */
 unet_augment unet_augment_default(void);
 unet_augment unet_augment_paper(void);
 unet_augment unet_augment_none(void);
@@ -519,7 +528,16 @@ typedef struct unet_sampler unet_sampler;
  * NULL) transforms image, target and weight together (targets and weights by nearest neighbour
  * and bilinear sampling, never blending labels).  Batch k depends only on (seed, k): `workers`
  * threads prepare batches ahead, in order, so the same seed gives the same batches whatever
- * the timing or thread count.  workers = 0 prepares each batch in unet_sampler_next. */
+ * the timing or thread count.  workers = 0 prepares each batch in unet_sampler_next.
+ * Details: all geometry (crop, flips, rotation, shift, elastic field) is composed into one map
+ * of source coordinates and sampled once: the image bicubically (Keys' cubic convolution,
+ * a = -0.5), mirrored beyond its border without repeating the edge pixel (numpy 'reflect'),
+ * several times over if need be; the target by nearest neighbour, -1 outside the image; the
+ * weight bilinearly, 0 outside the image.  Gray values change the image after resampling.
+ * A transposing flip swaps the output window's extent in the image, and "inside" is judged on
+ * that extent.  A centred window that does not fit rounds towards the top left.  aug NULL is
+ * unet_augment_none().  ds must outlive the sampler.  One caller thread at a time.  Windows are
+ * 1..65536 per side with out <= in; workers 0..64 (workers + 2 batches are buffered). */
 unet_status unet_sampler_create(unet_ctx *ctx, const unet_dataset *ds, int batch, int in_h,
                                 int in_w, int out_h, int out_w, const unet_augment *aug,
                                 uint64_t seed, int workers, unet_sampler **out);
@@ -530,7 +548,9 @@ unet_status unet_sampler_next(unet_ctx *ctx, unet_sampler *s, float *x, int32_t 
 /* Batches handed out so far; seek makes the next batch number k (for resuming a run). */
 long unet_sampler_position(const unet_sampler *s);
 unet_status unet_sampler_seek(unet_ctx *ctx, unet_sampler *s, long k);
-/* Seconds the workers spent preparing batches, and seconds the caller waited for one. */
+/* Seconds the workers spent preparing batches (summed over workers), and seconds the caller
+ * spent in unet_sampler_next (waiting plus copying out).  With workers = 0 both are the time
+ * spent preparing batches. */
 void unet_sampler_times(const unet_sampler *s, double *work_seconds, double *wait_seconds);
 void unet_sampler_free(unet_sampler *s);
 

@@ -1,14 +1,45 @@
-/* main.c — the unet command line (placeholder until the model lands). */
-#include "unet.h"
+/* main.c — the unet command: dispatch to the subcommands (one file each in src/cli/). */
+#include "cli/cli.h"
 
 #include <stdio.h>
 #include <string.h>
 
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *what;
+} commands[] = {
+    {"train", cmd_train, "train a U-Net (or FCN) on a folder of images and masks"},
+    {"predict", cmd_predict, "segment images of any size (overlap-tile)"},
+    {"eval", cmd_eval, "score predicted masks against the truth (pixel, IoU, Dice, Rand, SEG)"},
+    {"info", cmd_info, "architecture, parameters, FLOPs and memory of a model"},
+    {"weightmap", cmd_weightmap, "the paper's border weight map of a mask"},
+    {"convolutionalize", cmd_convolutionalize, "turn a VGG classifier into an FCN"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "unet %s — U-Net and FCN image segmentation in C\n\nusage: unet <command> [options]\n\n"
+               "commands:\n", UNET_VERSION);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-18s %s\n", commands[i].name, commands[i].what);
+    fprintf(f, "\n'unet <command> --help' lists a command's options.\n");
+}
+
 int main(int argc, char **argv) {
-    if (argc > 1 && strcmp(argv[1], "--version") == 0) {
+    if (argc < 2) {
+        usage(stderr);
+        return CLI_EXIT_USAGE;
+    }
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
         printf("unet %s\n", UNET_VERSION);
         return 0;
     }
-    fprintf(stderr, "usage: unet --version\n");
-    return 2;
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].fn(argc, argv);
+    cli_error("unknown command '%s' (see unet --help)", argv[1]);
+    return CLI_EXIT_USAGE;
 }

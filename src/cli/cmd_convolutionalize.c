@@ -1,0 +1,56 @@
+/* cmd_convolutionalize.c — unet convolutionalize: a VGG classifier becomes an FCN.
+ *
+ * The fully connected layers are rewritten as convolutions with the same numbers (fc6 as a 7x7
+ * convolution, fc7 and fc8 as 1x1), so the network takes any image size and returns a map of
+ * class scores (Long et al. 2015, section 3.1).  See unet_convolutionalize in include/unet.h.
+ */
+#include "cli/cli.h"
+
+#include <string.h>
+
+int cmd_convolutionalize(int argc, char **argv) {
+    const char *in = NULL, *out = NULL, *arch_name = "fcn32s";
+    int classes = 0, padding = 100, learn_final_up = 0;
+    bool learn = false;
+    const struct cli_opt opts[] = {
+        {"--in", CLI_STR, &in, "CLASSIFIER", "VGG classifier (.safetensors: conv1_1..conv5_3, fc6-8)"},
+        {"--out", CLI_STR, &out, "FCN", "the FCN checkpoint to write"},
+        {"--arch", CLI_STR, &arch_name, "NAME", "fcn32s (default), fcn16s or fcn8s"},
+        {"--classes", CLI_INT, &classes, "K", "classes (0 = the classifier's; other: new score layer)"},
+        {"--padding", CLI_INT, &padding, "P", "conv1_1 padding: 100 (any size, the reference) or 1"},
+        {"--learn-final-up", CLI_FLAG, &learn, NULL, "make the last deconvolution trainable"},
+    };
+    if (!cli_parse("convolutionalize", "--in CLASSIFIER --out FCN [options]", argc, argv, 2, opts,
+                   (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL))
+        return CLI_EXIT_USAGE;
+    if (!in || !out) {
+        cli_error("convolutionalize: --in and --out are required");
+        return CLI_EXIT_USAGE;
+    }
+    learn_final_up = learn;
+    unet_ctx *ctx = unet_ctx_create();
+    unet_arch arch;
+    unet_status s = unet_arch_parse(ctx, arch_name, &arch);
+    if (s == UNET_STATUS_OK && arch < UNET_ARCH_FCN32S) {
+        cli_error("--arch: convolutionalize makes an FCN (fcn32s, fcn16s or fcn8s), not %s",
+                  arch_name);
+        unet_ctx_free(ctx);
+        return CLI_EXIT_USAGE;
+    }
+    int rc = 0;
+    if (s == UNET_STATUS_OK) {
+        unet_config c = unet_config_default(arch);
+        c.classes = classes;
+        c.padding = padding;
+        c.learn_final_up = learn_final_up;
+        s = unet_convolutionalize(ctx, in, &c, out);
+    }
+    if (s != UNET_STATUS_OK) {
+        cli_lib_error(ctx, s);
+        rc = s == UNET_STATUS_ARG ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
+    } else {
+        fprintf(stderr, "unet: wrote %s (%s)\n", out, arch_name);
+    }
+    unet_ctx_free(ctx);
+    return rc;
+}

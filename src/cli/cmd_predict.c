@@ -1,0 +1,270 @@
+/* cmd_predict.c — unet predict: segment one image or a folder, any size, with tiles.
+ *
+ * For each input NAME.ext (each page of a stack: NAME_pN) it writes to --output:
+ *   NAME.png (NAME.tif for TIFF input)  the class mask: 0/255 for two classes, class ids for more
+ *   NAME_instances.tif                  16-bit instance labels            (--instances)
+ *   NAME_prob.tif                       float probabilities, one page per class (--probabilities)
+ *   NAME_overlay.png                    the image with the predicted outlines (--overlay)
+ *   NAME_logits.npy or --logits FILE    raw logits, float32 (classes, H, W)     (--logits)
+ * A file that cannot be read is reported and skipped; the others are still predicted, and the
+ * exit status counts the failures.  Outputs are written atomically.
+ */
+#include "cli/cli.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct pargs {
+    const char *model, *input, *output, *logits, *norm;
+    int         tile, overlap, threads, batch, grow;
+    bool        probabilities, overlay, tta, instances, quiet;
+};
+
+static bool has_ext(const char *path, const char *ext) {
+    size_t n = strlen(path), k = strlen(ext);
+    if (n < k) return false;
+    for (size_t i = 0; i < k; i++)
+        if ((path[n - k + i] | 0x20) != (ext[i] | 0x20)) return false;
+    return true;
+}
+
+static bool save(unet_ctx *ctx, const char *path, const unet_image *img) {
+    unet_status s = unet_image_save(ctx, path, img);
+    if (s != UNET_STATUS_OK) {
+        cli_lib_error(ctx, s);
+        return false;
+    }
+    return true;
+}
+
+static int progress_cb(int done, int total, void *user) {
+    struct cli_progress *p = user;
+    if (total > 1) cli_progress_line(p, "  tile %d/%d", done, total);
+    return 0;
+}
+
+/* Predicts one image (page) and writes the requested outputs; false on failure (reported). */
+static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, const char *path,
+                        int page, int pages, unet_norm norm, struct cli_progress *prog) {
+    const unet_config *cfg = unet_model_config(m);
+    float *img = NULL, *out = NULL;
+    int32_t *labels = NULL;
+    int c, h, w;
+    bool ok = false;
+    char *stem = cli_stem(path), name[1024];
+    unet_image mask = {0}, extra = {0};
+    if (!stem || !cli_load_image(ctx, path, page, norm, &img, &c, &h, &w)) goto done;
+    if (c != cfg->in_channels) {
+        cli_error("%s has %d channels; the model takes %d", path, c, cfg->in_channels);
+        goto done;
+    }
+    const int K = cfg->classes;
+    const size_t P = (size_t)h * w;
+    char base[900];
+    if (pages > 1) snprintf(base, sizeof base, "%s_p%d", stem, page);
+    else snprintf(base, sizeof base, "%s", stem);
+    out = malloc(sizeof(float) * P * (size_t)K);
+    labels = malloc(sizeof(int32_t) * P);
+    if (!out || !labels) {
+        cli_error("%s: out of memory (%dx%d)", path, w, h);
+        goto done;
+    }
+    unet_predict_opts po = unet_predict_defaults();
+    po.tile = a->tile;
+    if (a->overlap >= 0) po.overlap = a->overlap;
+    po.tta = a->tta;
+    po.batch = a->batch;
+    /* Logits first when asked for (probabilities follow from them exactly, without TTA). */
+    po.output = a->logits && !a->tta ? UNET_OUTPUT_LOGITS : UNET_OUTPUT_PROBABILITIES;
+    unet_status s = unet_predict(ctx, m, img, h, w, &po, out, a->quiet ? NULL : progress_cb, prog);
+    if (s != UNET_STATUS_OK) {
+        cli_lib_error(ctx, s);
+        goto done;
+    }
+    if (a->logits) {
+        if (a->tta) {
+            cli_error("--logits and --tta: TTA averages probabilities, not logits");
+            goto done;
+        }
+        unet_image li = {.w = w, .h = h, .c = K, .dtype = UNET_DTYPE_F32, .data = out};
+        if (has_ext(a->logits, ".npy")) snprintf(name, sizeof name, "%s", a->logits);
+        else snprintf(name, sizeof name, "%s/%s_logits.npy", a->logits, base);
+        if (!save(ctx, name, &li)) goto done;
+    }
+    unet_argmax(out, K, h, w, po.output, labels);
+    /* The mask: 0/255 for two classes (visible, and read back as binary), ids otherwise. */
+    bool tif = has_ext(path, ".tif") || has_ext(path, ".tiff");
+    if (unet_image_alloc(ctx, &mask, w, h, 1, UNET_DTYPE_U8) != UNET_STATUS_OK) {
+        cli_error("%s: out of memory", path);
+        goto done;
+    }
+    uint8_t *mk = mask.data;
+    for (size_t i = 0; i < P; i++) mk[i] = (uint8_t)(K <= 2 ? (labels[i] ? 255 : 0) : labels[i]);
+    snprintf(name, sizeof name, "%s/%s.%s", a->output, base, tif ? "tif" : "png");
+    if (!save(ctx, name, &mask)) goto done;
+    if (a->instances) {
+        int count;
+        int32_t *inst = malloc(sizeof(int32_t) * P);
+        s = inst ? unet_instances(ctx, labels, h, w, a->grow, inst, &count) : UNET_STATUS_NOMEM;
+        if (s != UNET_STATUS_OK) {
+            free(inst);
+            cli_lib_error(ctx, s);
+            goto done;
+        }
+        if (count > 65535) {
+            unet_image li = {.w = w, .h = h, .c = 1, .dtype = UNET_DTYPE_I32, .data = inst};
+            snprintf(name, sizeof name, "%s/%s_instances.tif", a->output, base);
+            ok = save(ctx, name, &li);
+        } else {
+            unet_image li = {0};
+            ok = unet_image_alloc(ctx, &li, w, h, 1, UNET_DTYPE_U16) == UNET_STATUS_OK;
+            for (size_t i = 0; ok && i < P; i++) ((uint16_t *)li.data)[i] = (uint16_t)inst[i];
+            snprintf(name, sizeof name, "%s/%s_instances.tif", a->output, base);
+            ok = ok && save(ctx, name, &li);
+            unet_image_free(&li);
+        }
+        free(inst);
+        if (!ok) goto done;
+        ok = false;
+    }
+    if (a->probabilities) {
+        if (po.output == UNET_OUTPUT_LOGITS) {
+            /* Softmax (sigmoid) of the logits already written. */
+            po.output = UNET_OUTPUT_PROBABILITIES;
+            s = unet_predict(ctx, m, img, h, w, &po, out, NULL, NULL);
+            if (s != UNET_STATUS_OK) {
+                cli_lib_error(ctx, s);
+                goto done;
+            }
+        }
+        unet_image pi = {.w = w, .h = h, .c = K, .dtype = UNET_DTYPE_F32, .data = out};
+        snprintf(name, sizeof name, "%s/%s_prob.tif", a->output, base);
+        if (!save(ctx, name, &pi)) goto done;
+    }
+    if (a->overlay) {
+        /* The first channel, min-max stretched for display. */
+        float lo = img[0], hi = img[0];
+        for (size_t i = 0; i < P; i++) {
+            if (img[i] < lo) lo = img[i];
+            if (img[i] > hi) hi = img[i];
+        }
+        for (size_t i = 0; i < P; i++) img[i] = hi > lo ? (img[i] - lo) / (hi - lo) : 0.0f;
+        if (unet_image_alloc(ctx, &extra, w, h, 3, UNET_DTYPE_U8) != UNET_STATUS_OK) {
+            cli_error("%s: out of memory", path);
+            goto done;
+        }
+        s = unet_overlay(ctx, img, labels, h, w, extra.data);
+        snprintf(name, sizeof name, "%s/%s_overlay.png", a->output, base);
+        if (s != UNET_STATUS_OK) {
+            cli_lib_error(ctx, s);
+            goto done;
+        }
+        if (!save(ctx, name, &extra)) goto done;
+    }
+    ok = true;
+done:
+    free(stem);
+    free(img), free(out), free(labels);
+    unet_image_free(&mask);
+    unet_image_free(&extra);
+    return ok;
+}
+
+int cmd_predict(int argc, char **argv) {
+    struct pargs a = {.tile = 0, .overlap = -1, .batch = 1, .grow = 2};
+    const struct cli_opt opts[] = {
+        {"--model", CLI_STR, &a.model, "FILE", "the trained model (.safetensors)"},
+        {"--input", CLI_STR, &a.input, "FILE|DIR", "an image, a stack or a folder of images"},
+        {"--output", CLI_STR, &a.output, "DIR", "where the masks go (created if missing)"},
+        {"--probabilities", CLI_FLAG, &a.probabilities, NULL, "also write NAME_prob.tif"},
+        {"--overlay", CLI_FLAG, &a.overlay, NULL, "also write NAME_overlay.png"},
+        {"--instances", CLI_FLAG, &a.instances, NULL, "also write 16-bit instance labels"},
+        {"--grow", CLI_INT, &a.grow, "N", "grow instances back over N border pixels (2)"},
+        {"--logits", CLI_STR, &a.logits, "FILE.npy|DIR", "raw logits (classes, H, W) float32"},
+        {"--tile", CLI_INT, &a.tile, "T", "input tile side (default: whole image up to 1024)"},
+        {"--overlap", CLI_INT, &a.overlap, "O", "output overlap between tiles (64)"},
+        {"--batch", CLI_INT, &a.batch, "B", "tiles per forward pass (1)"},
+        {"--tta", CLI_FLAG, &a.tta, NULL, "average the 8 flips/rotations"},
+        {"--norm", CLI_STR, &a.norm, "NAME", "auto (default), percentile, max, none"},
+        {"--threads", CLI_INT, &a.threads, "T", "threads (all cores)"},
+        {"--quiet", CLI_FLAG, &a.quiet, NULL, "no progress lines"},
+    };
+    if (!cli_parse("predict", "--model FILE --input FILE|DIR --output DIR [options]", argc, argv,
+                   2, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL))
+        return CLI_EXIT_USAGE;
+    if (!a.model || !a.input || !a.output) {
+        cli_error("predict: --model, --input and --output are required (see unet predict --help)");
+        return CLI_EXIT_USAGE;
+    }
+    unet_norm norm = UNET_NORM_AUTO;
+    if (a.norm && !cli_parse_norm(a.norm, &norm)) return CLI_EXIT_USAGE;
+    if (a.batch < 1 || a.grow < 0 || a.tile < 0) {
+        cli_error("predict: --batch >= 1, --grow >= 0, --tile >= 0");
+        return CLI_EXIT_USAGE;
+    }
+    unet_ctx *ctx = unet_ctx_create();
+    if (!ctx) return CLI_EXIT_FAIL;
+    if (a.threads && unet_ctx_set_threads(ctx, a.threads) != UNET_STATUS_OK) {
+        cli_lib_error(ctx, UNET_STATUS_ARG);
+        unet_ctx_free(ctx);
+        return CLI_EXIT_USAGE;
+    }
+    unet_model *m = NULL;
+    struct cli_files files = {0};
+    int failed = 0, done = 0;
+    unet_status s = unet_model_load(ctx, a.model, &m);
+    if (s != UNET_STATUS_OK) {
+        cli_lib_error(ctx, s);
+        unet_ctx_free(ctx);
+        return CLI_EXIT_FAIL;
+    }
+    if (!cli_mkdir(a.output) || !cli_list_images(a.input, &files)) {
+        unet_model_free(m);
+        unet_ctx_free(ctx);
+        return CLI_EXIT_FAIL;
+    }
+    int first_pages = 1;
+    if (files.count == 1) unet_image_pages(ctx, files.paths[0], &first_pages);
+    if (a.logits && has_ext(a.logits, ".npy") && (files.count > 1 || first_pages > 1)) {
+        cli_error("--logits FILE.npy takes one input image; give a directory for several");
+        failed = 1;
+        goto out;
+    }
+    if (a.logits && !has_ext(a.logits, ".npy") && !cli_mkdir(a.logits)) {
+        failed = 1;
+        goto out;
+    }
+    struct cli_progress prog;
+    cli_progress_init(&prog);
+    for (int i = 0; i < files.count; i++) {
+        const char *path = files.paths[i];
+        int pages = 1;
+        s = unet_image_pages(ctx, path, &pages);
+        if (s != UNET_STATUS_OK) {
+            cli_lib_error(ctx, s);
+            failed++;
+            continue;
+        }
+        for (int p = 0; p < pages; p++) {
+            double t = cli_now();
+            bool ok = predict_one(ctx, m, &a, path, p, pages, norm, &prog);
+            cli_progress_done(&prog);
+            if (!ok) {
+                failed++;
+                continue;
+            }
+            done++;
+            if (!a.quiet)
+                fprintf(stderr, "[%d/%d] %s%s  %.2f s\n", i + 1, files.count, cli_basename(path),
+                        pages > 1 ? " (page)" : "", cli_now() - t);
+        }
+    }
+    if (failed)
+        cli_error("%d of %d images failed (see above); %d written to %s", failed, done + failed,
+                  done, a.output);
+out:
+    cli_files_free(&files);
+    unet_model_free(m);
+    unet_ctx_free(ctx);
+    return failed ? CLI_EXIT_FAIL : 0;
+}

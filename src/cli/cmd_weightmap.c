@@ -1,0 +1,94 @@
+/* cmd_weightmap.c — unet weightmap: the paper's border weight map of one mask. */
+#include "cli/cli.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+int cmd_weightmap(int argc, char **argv) {
+    const char *mask_path = NULL, *out_path = NULL, *wc_name = "balance", *png = NULL;
+    float w0 = 10, sigma = 5;
+    const struct cli_opt opts[] = {
+        {"--mask", CLI_STR, &mask_path, "FILE", "instance label image or binary mask"},
+        {"--output", CLI_STR, &out_path, "FILE", "the weight map (.tif or .npy, float32)"},
+        {"--w0", CLI_FLOAT, &w0, "W", "border weight (10)"},
+        {"--sigma", CLI_FLOAT, &sigma, "S", "border width in pixels (5)"},
+        {"--wc", CLI_STR, &wc_name, "balance|none", "class-balancing term (balance)"},
+        {"--png", CLI_STR, &png, "FILE", "also an 8-bit picture of the map (scaled to its max)"},
+    };
+    if (!cli_parse("weightmap", "--mask FILE --output FILE.tif|FILE.npy [options]", argc, argv, 2,
+                   opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL))
+        return CLI_EXIT_USAGE;
+    if (!mask_path || !out_path) {
+        cli_error("weightmap: --mask and --output are required");
+        return CLI_EXIT_USAGE;
+    }
+    unet_wc wc;
+    if (strcmp(wc_name, "balance") == 0) wc = UNET_WC_BALANCE;
+    else if (strcmp(wc_name, "none") == 0) wc = UNET_WC_NONE;
+    else {
+        cli_error("--wc: '%s' (expected balance or none)", wc_name);
+        return CLI_EXIT_USAGE;
+    }
+    unet_ctx *ctx = unet_ctx_create();
+    unet_image m = {0}, out = {0}, pic = {0};
+    int32_t *labels = NULL;
+    int rc = CLI_EXIT_FAIL;
+    unet_status s = unet_image_load(ctx, mask_path, 0, &m);
+    if (s != UNET_STATUS_OK) goto fail;
+    if (m.c != 1) {
+        cli_error("%s: a mask has one channel, this image has %d", mask_path, m.c);
+        goto done;
+    }
+    size_t P = (size_t)m.h * m.w;
+    labels = malloc(sizeof(int32_t) * P);
+    s = labels ? unet_image_alloc(ctx, &out, m.w, m.h, 1, UNET_DTYPE_F32) : UNET_STATUS_NOMEM;
+    if (s != UNET_STATUS_OK) goto fail;
+    int32_t first = 0;
+    bool instances = false;
+    for (size_t i = 0; i < P; i++) {
+        double v = m.dtype == UNET_DTYPE_U8 ? ((uint8_t *)m.data)[i]
+                 : m.dtype == UNET_DTYPE_U16 ? ((uint16_t *)m.data)[i]
+                 : m.dtype == UNET_DTYPE_I32 ? ((int32_t *)m.data)[i]
+                                             : ((float *)m.data)[i];
+        if (!(v >= 0 && v < 2147483647.0 && v == floor(v))) {
+            cli_error("%s: pixel %zu holds %g; a mask holds non-negative integers", mask_path, i, v);
+            goto done;
+        }
+        labels[i] = (int32_t)v;
+        if (labels[i]) {
+            if (!first) first = labels[i];
+            else if (labels[i] != first) instances = true;
+        }
+    }
+    s = unet_weightmap(ctx, labels, m.h, m.w, instances, w0, sigma, wc, out.data);
+    if (s != UNET_STATUS_OK) goto fail;
+    s = unet_image_save(ctx, out_path, &out);
+    if (s != UNET_STATUS_OK) goto fail;
+    if (png) {
+        const float *wm = out.data;
+        float mx = 0;
+        for (size_t i = 0; i < P; i++) mx = wm[i] > mx ? wm[i] : mx;
+        s = unet_image_alloc(ctx, &pic, m.w, m.h, 1, UNET_DTYPE_U8);
+        if (s != UNET_STATUS_OK) goto fail;
+        for (size_t i = 0; i < P; i++)
+            ((uint8_t *)pic.data)[i] = (uint8_t)lrintf(mx > 0 ? 255.0f * wm[i] / mx : 0.0f);
+        s = unet_image_save(ctx, png, &pic);
+        if (s != UNET_STATUS_OK) goto fail;
+    }
+    fprintf(stderr, "unet: wrote %s (%dx%d, %s, w0 %g, sigma %g)\n", out_path, m.w, m.h,
+            instances ? "instance labels" : "binary mask split into components", (double)w0,
+            (double)sigma);
+    rc = 0;
+    goto done;
+fail:
+    cli_lib_error(ctx, s);
+    if (s == UNET_STATUS_ARG) rc = CLI_EXIT_USAGE;
+done:
+    free(labels);
+    unet_image_free(&m);
+    unet_image_free(&out);
+    unet_image_free(&pic);
+    unet_ctx_free(ctx);
+    return rc;
+}
