@@ -621,13 +621,16 @@ int cmd_train(int argc, char **argv) {
     {
         double flops = 0;
         unet_model_cost(ctx, m, a.batch, tile, tile, &flops, NULL);
+        char shape[64];
+        if (cfg->arch == UNET_ARCH_UNET || cfg->arch == UNET_ARCH_UNET_PAPER)
+            snprintf(shape, sizeof shape, "base %d, depth %d", cfg->base, cfg->depth);
+        else
+            snprintf(shape, sizeof shape, "VGG base %d", cfg->base);
         fprintf(stderr,
-                "unet: training %s (base %d, depth %d, %zu parameters) on %d images, validating "
-                "on %d\n"
+                "unet: training %s (%s, %zu parameters) on %d images, validating on %d\n"
                 "unet: %ld steps of %d tiles %dx%d -> %dx%d (%ld per epoch), %s lr %g, loss %s, "
                 "augment %s, %d threads\n",
-                unet_arch_name(cfg->arch), cfg->base, cfg->depth, unet_model_param_count(m),
-                n_train, n_val, total, a.batch, tile, tile, out_h, out_w, per_epoch, a.optimizer,
+                unet_arch_name(cfg->arch), shape, unet_model_param_count(m), n_train, n_val, total, a.batch, tile, tile, out_h, out_w, per_epoch, a.optimizer,
                 (double)opt.lr, a.loss, a.augment, unet_ctx_threads(ctx));
         if (rs.have) fprintf(stderr, "unet: resuming at step %ld\n", step);
     }
@@ -672,9 +675,14 @@ int cmd_train(int argc, char **argv) {
         char eta[32];
         cli_duration((double)(total - step) * a.batch / rate, eta, sizeof eta);
         fprintf(log, "%ld,%ld,%.6f,%g,,,,,,%.1f\n", step, epoch, L, (double)opt.lr, elapsed);
-        if (!a.quiet)
+        if (!a.quiet && prog.tty)
             cli_progress_line(&prog, "epoch %ld/%ld  step %ld/%ld  loss %.4f  %.2f img/s  ETA %s",
                               epoch, (total + per_epoch - 1) / per_epoch, step, total, L, rate, eta);
+        /* Not a terminal (a log file): a plain line every tenth of an epoch. */
+        long every = per_epoch >= 20 ? per_epoch / 10 : per_epoch;
+        if (!a.quiet && !prog.tty && step % every == 0 && step % per_epoch != 0)
+            fprintf(stderr, "step %ld/%ld  epoch %ld  loss %.4f  %.2f img/s  ETA %s\n", step,
+                    total, epoch, L, rate, eta);
         bool epoch_end = step % per_epoch == 0 || step == total;
         if (epoch_end) {
             struct val_result vr = {0};
