@@ -149,6 +149,11 @@ unet_status unet_model_save(unet_ctx *ctx, const unet_model *m, const char *path
 void unet_model_free(unet_model *m);
 
 const unet_config *unet_model_config(const unet_model *m);
+/* The checkpoint's tensors in PyTorch's state_dict order: their number, and tensor i's name,
+ * dimensions and shape; *trainable is 0 for running statistics, counters and frozen weights. */
+int unet_model_tensors(const unet_model *m);
+unet_status unet_model_tensor(const unet_model *m, int i, const char **name, int *ndim,
+                              int64_t shape[4], int *trainable);
 size_t unet_model_param_count(const unet_model *m);      /* trainable parameters */
 /* Output size for an input of h x w (smaller than the input for valid convolutions). */
 unet_status unet_model_output_size(unet_ctx *ctx, const unet_model *m, int h, int w, int *out_h,

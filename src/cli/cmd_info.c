@@ -7,7 +7,7 @@
 int cmd_info(int argc, char **argv) {
     const char *arch_name = NULL, *size = NULL;
     int base = 64, depth = 4, classes = 2, in_channels = 1;
-    bool bilinear = false, valid = false, conv_bias = false, no_bn = false;
+    bool bilinear = false, valid = false, conv_bias = false, no_bn = false, params = false;
     const struct cli_opt opts[] = {
         {"--size", CLI_STR, &size, "HxW", "image size for FLOPs and memory (512x512)"},
         {"--arch", CLI_STR, &arch_name, "NAME", "unet, unet-paper, fcn32s, fcn16s, fcn8s"},
@@ -19,6 +19,7 @@ int cmd_info(int argc, char **argv) {
         {"--valid", CLI_FLAG, &valid, NULL, "valid convolutions"},
         {"--conv-bias", CLI_FLAG, &conv_bias, NULL, "biases in the 3x3 convolutions"},
         {"--no-batchnorm", CLI_FLAG, &no_bn, NULL, "no BatchNorm"},
+        {"--params", CLI_FLAG, &params, NULL, "list the checkpoint's tensors (names and shapes)"},
     };
     const char *pos[1];
     int npos = 0;
@@ -102,6 +103,22 @@ int cmd_info(int argc, char **argv) {
         unet_model_output_size(ctx, m, sizes[0], sizes[0], &o0, &tmp);
         printf("valid tiles    %d, %d, %d, ... (every %d; output = input - %d)\n", sizes[0],
                sizes[1], sizes[2], step, sizes[0] - o0);
+    }
+    if (params) {
+        printf("\ntensors (PyTorch state_dict order; * = not trained)\n");
+        for (int i = 0; i < unet_model_tensors(m); i++) {
+            const char *name;
+            int nd, tr;
+            int64_t sh[4];
+            unet_model_tensor(m, i, &name, &nd, sh, &tr);
+            char shape[96] = "()";
+            int k = 0;
+            for (int d = 0; d < nd; d++)
+                k += snprintf(shape + k, sizeof shape - (size_t)k, "%s%lld", d ? ", " : "(",
+                              (long long)sh[d]);
+            if (nd) snprintf(shape + k, sizeof shape - (size_t)k, nd == 1 ? ",)" : ")");
+            printf("  %-52s %-22s%s\n", name, shape, tr ? "" : " *");
+        }
     }
     unet_model_free(m);
     unet_ctx_free(ctx);

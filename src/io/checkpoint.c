@@ -373,3 +373,18 @@ unet_status unet_model_save_training(unet_ctx *ctx, const unet_model *m, const c
                                      const char *const *meta, int n_meta) {
     return save(ctx, m, path, true, meta, n_meta);
 }
+
+int unet_model_tensors(const unet_model *m) {
+    return m ? m->n_params : 0;
+}
+
+unet_status unet_model_tensor(const unet_model *m, int i, const char **name, int *ndim,
+                              int64_t shape[4], int *trainable) {
+    if (!m || i < 0 || i >= m->n_params) return UNET_STATUS_ARG;
+    const struct unet__param *p = &m->params[i];
+    if (name) *name = p->name;
+    if (ndim) *ndim = p->ndim;
+    if (shape) memcpy(shape, p->shape, sizeof p->shape);
+    if (trainable) *trainable = p->kind == UNET__PARAM_WEIGHT;
+    return UNET_STATUS_OK;
+}
