@@ -1,7 +1,8 @@
 /* cmd_predict.c — unet predict: segment one image or a folder, any size, with tiles.
  *
  * For each input NAME.ext (each page of a stack: NAME_pN) it writes to --output:
- *   NAME.png (NAME.tif for TIFF input)  the class mask: 0/255 for two classes, class ids for more
+ *   NAME.png (.tif for TIFF input,      the class mask: 0/255 for two classes, class ids for more
+ *   .npy for .npy input)                (.npy: always class ids)
  *   NAME_instances.tif                  16-bit instance labels            (--instances)
  *   NAME_prob.tif                       float probabilities, one page per class (--probabilities)
  *   NAME_overlay.png                    the image with the predicted outlines (--overlay)
@@ -93,14 +94,17 @@ static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, con
     }
     unet_argmax(out, K, h, w, po.output, labels);
     /* The mask: 0/255 for two classes (visible, and read back as binary), ids otherwise. */
+    /* The mask in the input's format family: TIFF for TIFF, .npy (class ids) for .npy, else PNG. */
     bool tif = has_ext(path, ".tif") || has_ext(path, ".tiff");
+    bool npy = has_ext(path, ".npy");
     if (unet_image_alloc(ctx, &mask, w, h, 1, UNET_DTYPE_U8) != UNET_STATUS_OK) {
         cli_error("%s: out of memory", path);
         goto done;
     }
     uint8_t *mk = mask.data;
-    for (size_t i = 0; i < P; i++) mk[i] = (uint8_t)(K <= 2 ? (labels[i] ? 255 : 0) : labels[i]);
-    snprintf(name, sizeof name, "%s/%s.%s", a->output, base, tif ? "tif" : "png");
+    for (size_t i = 0; i < P; i++)
+        mk[i] = (uint8_t)(K <= 2 && !npy ? (labels[i] ? 255 : 0) : labels[i]);
+    snprintf(name, sizeof name, "%s/%s.%s", a->output, base, tif ? "tif" : npy ? "npy" : "png");
     if (!save(ctx, name, &mask)) goto done;
     if (a->instances) {
         int count;
