@@ -126,3 +126,43 @@ golden:
 
 clean:
 	rm -rf build unet
+
+# ---- Fuzzing and robustness (docs/robustness.md) -------------------------------------------
+# make fuzz         builds the libFuzzer targets fuzz/fuzz_<target>.c with clang (ASan + UBSan,
+#                   libclang-rt-dev) in build/fuzz and runs each for FUZZ_SECONDS (60) from its
+#                   seed corpus fuzz/corpus/<target>; new inputs go to build/fuzz/corpus/<target>,
+#                   crashes to build/fuzz/crash-<target>-*.  Fails when any target crashed.
+#                   FUZZ_TARGETS="png tiff" runs a subset.  Not part of make test or CI (minutes).
+# make fuzz-corpus  rewrites the committed seed corpora with fuzz/make_corpus.c.
+# make valgrind     a tiny train + predict under valgrind memcheck (scripts/valgrind.sh).
+FUZZ_TARGETS ?= png tiff npy image safetensors checkpoint
+FUZZ_SECONDS ?= 60
+FUZZ_DIR      = build/fuzz
+FUZZ_SAN      = -fsanitize=address,undefined -fno-sanitize-recover=undefined
+
+.PHONY: fuzz fuzz-build fuzz-corpus valgrind
+
+fuzz: fuzz-build
+	@fuzz/run.sh $(FUZZ_DIR) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# The library is instrumented for coverage (fuzzer-no-link), without OpenMP and OpenBLAS so
+# that every instruction the targets reach is instrumented; only the targets link libFuzzer.
+fuzz-build:
+	@scripts/deps.sh clang libclang-rt-14-dev
+	@$(MAKE) --no-print-directory BUILD=$(FUZZ_DIR) CC=clang NO_OMP=1 NO_BLAS=1 \
+	  OPT="-O1 -g -fno-omit-frame-pointer" SAN="$(FUZZ_SAN) -fsanitize=fuzzer-no-link" \
+	  $(FUZZ_TARGETS:%=$(FUZZ_DIR)/fuzz_%)
+
+$(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_common.h $(FUZZ_DIR)/libunet.a $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -fsanitize=fuzzer $(LDFLAGS) -o $@ $< $(FUZZ_DIR)/libunet.a $(LDLIBS)
+
+fuzz-corpus: $(BUILD)/libunet.a
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $(BUILD)/make_corpus fuzz/make_corpus.c \
+	  $(BUILD)/libunet.a $(LDLIBS)
+	rm -rf fuzz/corpus
+	$(BUILD)/make_corpus fuzz/corpus
+
+valgrind: $(BUILD)/unet
+	@scripts/deps.sh valgrind
+	@scripts/valgrind.sh $(BUILD)/unet

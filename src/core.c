@@ -68,10 +68,15 @@ uint64_t unet_ctx_max_pixels(const unet_ctx *ctx) {
 
 unet_status unet__fail(unet_ctx *ctx, unet_status s, const char *fmt, ...) {
     if (ctx) {
+        /* Format into a local buffer first: callers often wrap the previous message
+         * ("%s: %s", path, unet_ctx_errmsg(ctx)), which would otherwise be overwritten while
+         * it is read. */
+        char buf[sizeof ctx->errmsg];
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(ctx->errmsg, sizeof ctx->errmsg, fmt, ap);
+        vsnprintf(buf, sizeof buf, fmt, ap);
         va_end(ap);
+        memcpy(ctx->errmsg, buf, sizeof buf);
     }
     return s;
 }

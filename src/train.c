@@ -130,6 +130,16 @@ unet_status unet_train_step(unet_ctx *ctx, unet_model *m, const unet_optim *opt,
                            m->opt_step + 1, param_at(m, i));
             goto undo;
         }
+    /* Batch statistics of huge (finite) activations can overflow the running variance while
+     * the loss stays finite; a checkpoint with such statistics would be refused on load. */
+    for (size_t i = 0; i < m->n_buffers; i++)
+        if (!(m->buffers[i] - m->buffers[i] == 0.0f)) {
+            s = unet__fail(ctx, UNET_STATUS_NUMERIC,
+                           "step %ld: batch-norm running statistics overflowed (activations too "
+                           "large); the step was undone",
+                           m->opt_step + 1);
+            goto undo;
+        }
     long step = ++m->opt_step;
     if (opt->kind == UNET_OPTIM_SGD) {
         struct unet__sgd o = {.lr = opt->lr, .momentum = opt->momentum,

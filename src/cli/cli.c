@@ -14,12 +14,21 @@
 
 /* ---- messages ---- */
 
+/* Prints "unet: <prefix><message>" as one line: messages can quote bytes from a damaged file
+ * (a tensor name, a metadata value), and a control character there must not split the line
+ * or drive the terminal, so each becomes '?'. */
+static void print_line(const char *prefix, const char *fmt, va_list ap) {
+    char buf[2048];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    for (char *p = buf; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
+    fprintf(stderr, "unet: %s%s\n", prefix, buf);
+}
+
 void cli_error(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fputs("unet: error: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    print_line("error: ", fmt, ap);
     va_end(ap);
 }
 
@@ -30,9 +39,7 @@ void cli_lib_error(unet_ctx *ctx, unet_status s) {
 void cli_note(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fputs("unet: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    print_line("", fmt, ap);
     va_end(ap);
 }
 
@@ -285,6 +292,18 @@ bool cli_parse_norm(const char *s, unet_norm *out) {
         }
     cli_error("--norm: '%s' (expected auto, percentile, max or none)", s);
     return false;
+}
+
+bool cli_parse_max_pixels(const char *s, uint64_t *out) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (end == s || *end || errno || v == 0 || s[0] == '-') {
+        cli_error("--max-pixels: '%s' (expected a positive number of pixels)", s);
+        return false;
+    }
+    *out = (uint64_t)v;
+    return true;
 }
 
 bool cli_parse_size(const char *s, int *h, int *w) {

@@ -70,6 +70,10 @@ bool cli_mkdir(const char *dir);
 
 /* ---- parsing values ---- */
 bool cli_parse_norm(const char *s, unet_norm *out);
+/* --max-pixels: a positive decimal count of pixels (width x height), the largest image the
+ * loaders accept (unet_ctx_set_max_pixels); false with a message otherwise. */
+bool cli_parse_max_pixels(const char *s, uint64_t *out);
+#define CLI_MAX_PIXELS_HELP "largest image (width x height) to load (268435456 = 2^28)"
 /* "512x384" or "512" -> h, w. */
 bool cli_parse_size(const char *s, int *h, int *w);
 

@@ -16,7 +16,7 @@
 #include <string.h>
 
 struct pargs {
-    const char *model, *input, *output, *logits, *norm;
+    const char *model, *input, *output, *logits, *norm, *max_pixels;
     int         tile, overlap, threads, batch, grow;
     bool        probabilities, overlay, tta, instances, quiet;
 };
@@ -191,6 +191,7 @@ int cmd_predict(int argc, char **argv) {
         {"--tta", CLI_FLAG, &a.tta, NULL, "average the 8 flips/rotations"},
         {"--norm", CLI_STR, &a.norm, "NAME", "auto (default), percentile, max, none"},
         {"--threads", CLI_INT, &a.threads, "T", "threads (all cores)"},
+        {"--max-pixels", CLI_STR, &a.max_pixels, "N", CLI_MAX_PIXELS_HELP},
         {"--quiet", CLI_FLAG, &a.quiet, NULL, "no progress lines"},
     };
     if (!cli_parse("predict", "--model FILE --input FILE|DIR --output DIR [options]", argc, argv,
@@ -202,12 +203,15 @@ int cmd_predict(int argc, char **argv) {
     }
     unet_norm norm = UNET_NORM_AUTO;
     if (a.norm && !cli_parse_norm(a.norm, &norm)) return CLI_EXIT_USAGE;
+    uint64_t max_pixels = 0;
+    if (a.max_pixels && !cli_parse_max_pixels(a.max_pixels, &max_pixels)) return CLI_EXIT_USAGE;
     if (a.batch < 1 || a.grow < 0 || a.tile < 0) {
         cli_error("predict: --batch >= 1, --grow >= 0, --tile >= 0");
         return CLI_EXIT_USAGE;
     }
     unet_ctx *ctx = unet_ctx_create();
     if (!ctx) return CLI_EXIT_FAIL;
+    if (max_pixels) unet_ctx_set_max_pixels(ctx, max_pixels);
     if (a.threads && unet_ctx_set_threads(ctx, a.threads) != UNET_STATUS_OK) {
         cli_lib_error(ctx, UNET_STATUS_ARG);
         unet_ctx_free(ctx);

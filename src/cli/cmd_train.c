@@ -13,8 +13,12 @@
  */
 #include "cli/cli.h"
 
+#include <errno.h>
+#include <glob.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,7 +32,7 @@ struct sample {
 
 struct args {
     const char *images, *masks, *val_images, *val_masks, *out, *init, *resume, *log;
-    const char *arch, *optimizer, *loss, *norm, *augment, *recipe;
+    const char *arch, *optimizer, *loss, *norm, *augment, *recipe, *max_pixels;
     int         base, depth, classes, epochs, steps, batch, tile, seed, threads, save_every;
     int         separate_gap;
     float       lr, momentum, weight_decay, val_split, dropout, w0, sigma, save_minutes;
@@ -283,20 +287,61 @@ static bool validate(unet_ctx *ctx, unet_model *m, const struct sample *val, int
 /* ---- resume metadata ---- */
 
 struct resume_state {
-    long   step, sampler;
-    double best;
-    int    seed, tile, batch;
-    bool   have;
+    long        step, sampler;
+    double      best;
+    int         seed, tile, batch;
+    bool        have;
+    int         found;          /* bit per key below */
+    char        bad_key[32];    /* the first key whose value is malformed, and its value */
+    char        bad_value[64];
 };
 
+/* A whole-string integer in [lo, hi]. */
+static bool meta_long(const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (end == s || *end || errno || v < lo || v > hi) return false;
+    *out = v;
+    return true;
+}
+
+/* The train.* metadata of a resumable checkpoint, each value checked: a corrupt or edited file
+ * must not size the batch buffers or seek the sampler with garbage. */
 static void on_meta(const char *key, const char *value, void *user) {
+    static const struct {
+        const char *key;
+        long        lo, hi;
+    } keys[] = {{"train.step", 0, LONG_MAX / 2}, {"train.sampler", 0, LONG_MAX / 2},
+                {"train.seed", INT_MIN, INT_MAX}, {"train.tile", 1, 65536},
+                {"train.batch", 1, 65536}};
     struct resume_state *r = user;
-    if (strcmp(key, "train.step") == 0) r->step = strtol(value, NULL, 10), r->have = true;
-    else if (strcmp(key, "train.sampler") == 0) r->sampler = strtol(value, NULL, 10);
-    else if (strcmp(key, "train.best") == 0) r->best = strtod(value, NULL);
-    else if (strcmp(key, "train.seed") == 0) r->seed = (int)strtol(value, NULL, 10);
-    else if (strcmp(key, "train.tile") == 0) r->tile = (int)strtol(value, NULL, 10);
-    else if (strcmp(key, "train.batch") == 0) r->batch = (int)strtol(value, NULL, 10);
+    if (strcmp(key, "train.best") == 0) {
+        char *end;
+        r->best = strtod(value, &end);
+        if (end == value || *end || !isfinite(r->best)) goto bad;
+        return;
+    }
+    for (int i = 0; i < (int)(sizeof keys / sizeof keys[0]); i++) {
+        if (strcmp(key, keys[i].key) != 0) continue;
+        long v;
+        if (!meta_long(value, keys[i].lo, keys[i].hi, &v)) goto bad;
+        r->found |= 1 << i;
+        switch (i) {
+        case 0: r->step = v, r->have = true; break;
+        case 1: r->sampler = v; break;
+        case 2: r->seed = (int)v; break;
+        case 3: r->tile = (int)v; break;
+        case 4: r->batch = (int)v; break;
+        }
+        return;
+    }
+    return;
+bad:
+    if (!r->bad_key[0]) {
+        snprintf(r->bad_key, sizeof r->bad_key, "%s", key);
+        snprintf(r->bad_value, sizeof r->bad_value, "%s", value);
+    }
 }
 
 static bool save_resume(unet_ctx *ctx, unet_model *m, const char *path, long step, long sampler,
@@ -315,6 +360,104 @@ static bool save_resume(unet_ctx *ctx, unet_model *m, const char *path, long ste
         cli_lib_error(ctx, s);
         return false;
     }
+    return true;
+}
+
+/* ---- the CSV log ---- */
+
+static const char *LOG_HEADER = "step,epoch,loss,lr,val_loss,val_dice,val_iou,val_pixel_error,"
+                                "val_rand_error,seconds\n";
+
+/* Opens the log for a run: a new file with the header, or, when resuming from `step`, the
+ * existing file cut back to the rows of steps <= step.  Rows after the checkpoint were written
+ * by the interrupted run (kill -9 between two checkpoints) and are written again by the resumed
+ * one; a torn last line is dropped too.  The cut goes through a temporary file and rename, so
+ * a crash here leaves the old log or the new one.  Line-buffered: each row reaches the file
+ * when it is printed.  NULL with a message on failure. */
+static FILE *open_log(const char *path, bool resume, long step) {
+    FILE *f = NULL;
+    if (resume) f = fopen(path, "r");
+    if (!f) {
+        if (resume && errno != ENOENT) {
+            cli_error("%s: cannot read the log: %s", path, strerror(errno));
+            return NULL;
+        }
+        f = fopen(path, "w");
+        if (!f || fputs(LOG_HEADER, f) == EOF || fflush(f) != 0) {
+            cli_error("%s: cannot write the log: %s", path, strerror(errno));
+            if (f) fclose(f);
+            return NULL;
+        }
+        setvbuf(f, NULL, _IOLBF, 0);
+        return f;
+    }
+    size_t n = strlen(path) + 8;
+    char *tmp = malloc(n);
+    FILE *out = NULL;
+    char *line = NULL;
+    size_t cap = 0;
+    bool ok = tmp != NULL;
+    if (ok) {
+        snprintf(tmp, n, "%s.tmp", path);
+        out = fopen(tmp, "w");
+        ok = out != NULL;
+    }
+    ssize_t len;
+    bool first = true;
+    while (ok && (len = getline(&line, &cap, f)) > 0) {
+        if (line[len - 1] != '\n') break; /* torn by a crash */
+        char *end;
+        long k = strtol(line, &end, 10);
+        bool keep = first ? strncmp(line, "step,", 5) == 0 : end != line && *end == ',' && k <= step;
+        if (first && !keep) ok = fputs(LOG_HEADER, out) != EOF; /* a log without its header */
+        first = false;
+        if (keep && fputs(line, out) == EOF) ok = false;
+    }
+    if (ok && first) ok = fputs(LOG_HEADER, out) != EOF; /* an empty log */
+    free(line);
+    fclose(f);
+    if (out && fclose(out) != 0) ok = false;
+    if (ok && rename(tmp, path) != 0) ok = false;
+    if (!ok) {
+        cli_error("%s: cannot rewrite the log for resuming: %s", path, strerror(errno));
+        if (tmp) remove(tmp);
+        free(tmp);
+        return NULL;
+    }
+    free(tmp);
+    f = fopen(path, "a");
+    if (!f) {
+        cli_error("%s: cannot write the log: %s", path, strerror(errno));
+        return NULL;
+    }
+    setvbuf(f, NULL, _IOLBF, 0);
+    return f;
+}
+
+/* Removes the temporaries "PATH.tmp.XXXXXX" that an earlier run killed in the middle of an
+ * atomic write of PATH left behind (they are never read; the file PATH itself is whole). */
+static void remove_stale_temps(const char *path) {
+    size_t n = strlen(path);
+    char *pattern = malloc(2 * n + 16);
+    if (!pattern) return;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (strchr("*?[\\", path[i])) pattern[k++] = '\\';
+        pattern[k++] = path[i];
+    }
+    memcpy(pattern + k, ".tmp.??????", 12);
+    glob_t g;
+    if (glob(pattern, GLOB_NOSORT, NULL, &g) == 0) {
+        for (size_t i = 0; i < g.gl_pathc; i++) remove(g.gl_pathv[i]);
+        globfree(&g);
+    }
+    free(pattern);
+}
+
+/* a * b into *acc (element counts of the batch buffers); false on overflow. */
+static bool count_mul(size_t *acc, size_t b) {
+    if (b != 0 && *acc > SIZE_MAX / b) return false;
+    *acc *= b;
     return true;
 }
 
@@ -387,6 +530,7 @@ int cmd_train(int argc, char **argv) {
         {"--norm", CLI_STR, &a.norm, "NAME", "auto (default), percentile, max, none"},
         {"--seed", CLI_INT, &a.seed, "S", "random seed (1)"},
         {"--threads", CLI_INT, &a.threads, "T", "threads (all cores)"},
+        {"--max-pixels", CLI_STR, &a.max_pixels, "N", CLI_MAX_PIXELS_HELP},
         {"--save-every", CLI_INT, &a.save_every, "N", "write the resumable checkpoint every N steps"},
         {"--save-minutes", CLI_FLOAT, &a.save_minutes, "M", "... and at least every M minutes (10)"},
         {"--log", CLI_STR, &a.log, "FILE", "CSV log (STEM.log.csv)"},
@@ -440,11 +584,24 @@ int cmd_train(int argc, char **argv) {
     }
     unet_norm norm = UNET_NORM_AUTO;
     if (a.norm && !cli_parse_norm(a.norm, &norm)) return CLI_EXIT_USAGE;
+    uint64_t max_pixels = 0;
+    if (a.max_pixels && !cli_parse_max_pixels(a.max_pixels, &max_pixels)) return CLI_EXIT_USAGE;
     if (a.epochs < 1 || a.steps < 0 || a.classes < 1 || a.val_split < 0 || a.val_split >= 1 ||
         a.save_every < 0 || a.separate_gap < 1) {
         cli_error("train: --epochs >= 1, --steps >= 0, --classes >= 1, 0 <= --val-split < 1");
         return CLI_EXIT_USAGE;
     }
+
+    /* SIGINT/SIGTERM from here on: finish the current step, write the resumable checkpoint,
+     * exit 128 + signal.  SA_RESETHAND: a second signal ends the process at once (the files on
+     * disk are whole either way: every write is atomic). */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
 
     int rc = CLI_EXIT_FAIL;
     unet_ctx *ctx = unet_ctx_create();
@@ -462,6 +619,7 @@ int cmd_train(int argc, char **argv) {
         cli_error("out of memory");
         return CLI_EXIT_FAIL;
     }
+    if (max_pixels) unet_ctx_set_max_pixels(ctx, max_pixels);
     if (a.threads) {
         unet_status s = unet_ctx_set_threads(ctx, a.threads);
         if (s != UNET_STATUS_OK) {
@@ -487,15 +645,28 @@ int cmd_train(int argc, char **argv) {
         sprintf(last_path, "%s.last.safetensors", stem);
         sprintf(resume_path, "%s.resume.safetensors", stem);
         sprintf(log_path, "%s.log.csv", stem);
+        remove_stale_temps(a.out);
+        remove_stale_temps(last_path);
+        remove_stale_temps(resume_path);
     }
 
     /* The model: resumed, initialised from a checkpoint, or new. */
     unet_status s;
     if (a.resume) {
         s = unet_model_load_training(ctx, a.resume, &m, on_meta, &rs);
+        if (s == UNET_STATUS_OK && rs.bad_key[0]) {
+            cli_error("%s: metadata %s='%s' is not valid (a damaged resumable checkpoint?)",
+                      a.resume, rs.bad_key, rs.bad_value);
+            goto done;
+        }
         if (s == UNET_STATUS_OK && !rs.have) {
             cli_error("%s: not a resumable checkpoint (no train.step); use --init for weights",
                       a.resume);
+            goto done;
+        }
+        if (s == UNET_STATUS_OK && rs.found != 0x1f) {
+            cli_error("%s: resumable checkpoint without train.sampler, train.seed, train.tile or "
+                      "train.batch", a.resume);
             goto done;
         }
         if (s == UNET_STATUS_OK) {
@@ -600,23 +771,21 @@ int cmd_train(int argc, char **argv) {
     long step = rs.have ? rs.step : 0;
     double best = rs.have ? rs.best : -1;
 
-    size_t nx = (size_t)a.batch * channels * tile * tile, nt = (size_t)a.batch * out_h * out_w;
-    x = malloc(sizeof(float) * nx);
-    tg = malloc(sizeof(int32_t) * nt);
-    wt = weights ? malloc(sizeof(float) * nt) : NULL;
+    size_t nx = (size_t)a.batch, nt = (size_t)a.batch;
+    bool fits = count_mul(&nx, (size_t)channels) && count_mul(&nx, (size_t)tile) &&
+                count_mul(&nx, (size_t)tile) && count_mul(&nx, sizeof(float)) &&
+                count_mul(&nt, (size_t)out_h) && count_mul(&nt, (size_t)out_w) &&
+                count_mul(&nt, sizeof(float));
+    x = fits ? malloc(nx) : NULL;
+    tg = fits ? malloc(nt) : NULL;
+    wt = fits && weights ? malloc(nt) : NULL;
     if (!x || !tg || (weights && !wt)) {
         cli_error("out of memory for a batch of %d tiles of %d pixels", a.batch, tile);
         goto done;
     }
     const char *lp = a.log ? a.log : log_path;
-    log = fopen(lp, rs.have ? "a" : "w");
-    if (!log) {
-        cli_error("%s: cannot write the log", lp);
-        goto done;
-    }
-    if (!rs.have)
-        fprintf(log, "step,epoch,loss,lr,val_loss,val_dice,val_iou,val_pixel_error,"
-                     "val_rand_error,seconds\n");
+    log = open_log(lp, rs.have, rs.step);
+    if (!log) goto done;
 
     {
         double flops = 0;
@@ -634,17 +803,19 @@ int cmd_train(int argc, char **argv) {
                 (double)opt.lr, a.loss, a.augment, unet_ctx_threads(ctx));
         if (rs.have) fprintf(stderr, "unet: resuming at step %ld\n", step);
     }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-
     struct cli_progress prog;
     cli_progress_init(&prog);
     double t0 = cli_now(), last_save = t0, epoch_loss = 0;
     long epoch_steps = 0, first_step = step;
+    /* The latest resumable checkpoint: the one resumed from, then each one written. */
+    long saved_step = rs.have ? rs.step : -1;
+    const char *saved_path = rs.have ? a.resume : NULL;
+    bool log_failed = false;
+    if (stop_signal) {
+        cli_note("interrupted before the first step; nothing new to save");
+        rc = 128 + stop_signal;
+        goto done;
+    }
     rc = 0;
     while (step < total) {
         s = unet_sampler_next(ctx, sampler, x, tg, wt);
@@ -657,7 +828,12 @@ int cmd_train(int argc, char **argv) {
         s = unet_train_step(ctx, m, &opt, loss, x, tg, wt, a.batch, tile, tile, &L);
         if (s == UNET_STATUS_NUMERIC) {
             cli_lib_error(ctx, s);
-            cli_note("stopped; the checkpoints on disk are from the last good state");
+            if (saved_step >= 0)
+                cli_note("stopped at step %ld; %s (step %ld) is intact: resume from it with a "
+                         "lower --lr, or check the data", step + 1, saved_path, saved_step);
+            else
+                cli_note("stopped at step %ld, before any checkpoint was written; lower --lr or "
+                         "check the data", step + 1);
             rc = CLI_EXIT_FAIL;
             break;
         }
@@ -674,7 +850,9 @@ int cmd_train(int argc, char **argv) {
         double rate = (double)(step - first_step) * a.batch / elapsed;
         char eta[32];
         cli_duration((double)(total - step) * a.batch / rate, eta, sizeof eta);
-        fprintf(log, "%ld,%ld,%.6f,%g,,,,,,%.1f\n", step, epoch, L, (double)opt.lr, elapsed);
+        if (fprintf(log, "%ld,%ld,%.6f,%g,,,,,,%.1f\n", step, epoch, L, (double)opt.lr,
+                    elapsed) < 0)
+            log_failed = true;
         if (!a.quiet && prog.tty)
             cli_progress_line(&prog, "epoch %ld/%ld  step %ld/%ld  loss %.4f  %.2f img/s  ETA %s",
                               epoch, (total + per_epoch - 1) / per_epoch, step, total, L, rate, eta);
@@ -704,11 +882,11 @@ int cmd_train(int argc, char **argv) {
                     fprintf(stderr, "epoch %ld  loss %.4f  (%s)\n", epoch, epoch_loss / epoch_steps,
                             cli_duration(elapsed, took, sizeof took));
             }
-            if (have_val)
+            if (have_val &&
                 fprintf(log, "%ld,%ld,%.6f,%g,%.6f,%.6f,%.6f,%.6f,%.6f,%.1f\n", step, epoch,
                         epoch_loss / epoch_steps, (double)opt.lr, vr.loss, vr.dice, vr.iou,
-                        vr.pixel_error, vr.rand_error, elapsed);
-            fflush(log);
+                        vr.pixel_error, vr.rand_error, elapsed) < 0)
+                log_failed = true;
             epoch_loss = 0;
             epoch_steps = 0;
             s = unet_model_save(ctx, m, last_path);
@@ -723,17 +901,29 @@ int cmd_train(int argc, char **argv) {
             }
         }
         bool timed = a.save_minutes > 0 && cli_now() - last_save > 60.0 * a.save_minutes;
-        if (epoch_end || timed || (a.save_every && step % a.save_every == 0) || stop_signal) {
+        if (fflush(log) != 0 || ferror(log)) log_failed = true;
+        if (epoch_end || timed || (a.save_every && step % a.save_every == 0) || stop_signal ||
+            log_failed) {
             if (!save_resume(ctx, m, resume_path, step, unet_sampler_position(sampler), best, &a,
                              tile)) {
+                cli_note("stopped at step %ld; %s", step,
+                         saved_step >= 0 ? "the previous resumable checkpoint is untouched"
+                                         : "no resumable checkpoint was written");
                 rc = CLI_EXIT_FAIL;
                 break;
             }
+            saved_step = step;
+            saved_path = resume_path;
             last_save = cli_now();
+        }
+        if (log_failed) {
+            cli_error("%s: cannot write the log (disk full?); stopped at step %ld with the "
+                      "resumable checkpoint %s written", lp, step, resume_path);
+            rc = CLI_EXIT_FAIL;
+            break;
         }
         if (stop_signal) {
             cli_progress_done(&prog);
-            fflush(log);
             cli_note("interrupted at step %ld of %ld; continue with the same command plus "
                      "--resume %s", step, total, resume_path);
             rc = 128 + stop_signal;

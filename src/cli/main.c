@@ -1,6 +1,7 @@
 /* main.c — the unet command: dispatch to the subcommands (one file each in src/cli/). */
 #include "cli/cli.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -26,6 +27,9 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    /* Past a file-size limit (ulimit -f) a write fails with EFBIG and unet reports it, instead
+     * of the default SIGXFSZ killing the process in the middle of a run. */
+    signal(SIGXFSZ, SIG_IGN);
     if (argc < 2) {
         usage(stderr);
         return CLI_EXIT_USAGE;

@@ -14,6 +14,7 @@
 #include "io/safetensors.h"
 #include "model.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,14 @@ unet_status unet_arch_parse(unet_ctx *ctx, const char *name, unet_arch *out) {
                       name ? name : "(null)");
 }
 
+/* A copy of the context's last message, for a new message that wraps it: unet__fail formats
+ * straight into the context's buffer, so passing unet_ctx_errmsg(ctx) itself as an argument
+ * would read the buffer while it is being overwritten (the detail came out empty). */
+static const char *prior_msg(const unet_ctx *ctx, char *buf, size_t size) {
+    snprintf(buf, size, "%s", unet_ctx_errmsg(ctx));
+    return buf;
+}
+
 static bool parse_int(const char *s, int *out) {
     if (!s || !*s) return false;
     char *end;
@@ -49,8 +58,10 @@ static bool parse_int(const char *s, int *out) {
 static unet_status config_from_meta(unet_ctx *ctx, const struct unet__safetensors *st,
                                     unet_config *c) {
     unet_status s = unet_arch_parse(ctx, unet__st_meta(st, "arch"), &c->arch);
+    char why[1024];
     if (s != UNET_STATUS_OK)
-        return unet__fail(ctx, UNET_STATUS_FORMAT, "%s: metadata: %s", st->path, unet_ctx_errmsg(ctx));
+        return unet__fail(ctx, UNET_STATUS_FORMAT, "%s: metadata: %s", st->path,
+                          prior_msg(ctx, why, sizeof why));
     *c = unet_config_default(c->arch);
     struct {
         const char *key;
@@ -80,6 +91,12 @@ static unet_status config_from_meta(unet_ctx *ctx, const struct unet__safetensor
     const char *init = unet__st_meta(st, "init");
     if (init) c->init = strcmp(init, "he") == 0 ? UNET_INIT_HE : UNET_INIT_PYTORCH;
     return UNET_STATUS_OK;
+}
+
+/* A dimension from a file as an int for a configuration; -1 (invalid for every field) when it
+ * is beyond any sensible size, so a huge value cannot wrap into a valid-looking one. */
+static int dim_int(int64_t d) {
+    return d >= 0 && d <= (1 << 20) ? (int)d : -1;
 }
 
 static const struct unet__st_tensor *find(const struct unet__safetensors *st, const char *fmt, int k) {
@@ -119,13 +136,14 @@ static unet_status infer_fcn_config(unet_ctx *ctx, const struct unet__safetensor
                      : unet__st_find(st, "score_pool4.weight") ? UNET_ARCH_FCN16S
                                                                : UNET_ARCH_FCN32S;
     *c = unet_config_default(arch);
-    c->in_channels = (int)c11->shape[1];
-    c->base = (int)c11->shape[0];
-    c->fc_channels = (int)fc6->shape[0];
-    c->classes = (int)score->shape[0];
+    c->in_channels = dim_int(c11->shape[1]);
+    c->base = dim_int(c11->shape[0]);
+    c->fc_channels = dim_int(fc6->shape[0]);
+    c->classes = dim_int(score->shape[0]);
+    char why[1024];
     if (unet_config_check(ctx, c) != UNET_STATUS_OK)
         return unet__fail(ctx, UNET_STATUS_FORMAT, "%s: inferred architecture is invalid: %s",
-                          st->path, unet_ctx_errmsg(ctx));
+                          st->path, prior_msg(ctx, why, sizeof why));
     return UNET_STATUS_OK;
 }
 
@@ -140,17 +158,18 @@ static unet_status infer_config(unet_ctx *ctx, const struct unet__safetensors *s
                           st->path);
     bool bn = unet__st_find(st, "inc.double_conv.1.weight") != NULL;
     *c = unet_config_default(bn ? UNET_ARCH_UNET : UNET_ARCH_UNET_PAPER);
-    c->in_channels = (int)inc->shape[1];
-    c->base = (int)inc->shape[0];
+    c->in_channels = dim_int(inc->shape[1]);
+    c->base = dim_int(inc->shape[0]);
     c->conv_bias = unet__st_find(st, "inc.double_conv.0.bias") != NULL;
     int depth = 0;
     while (depth < 16 && find(st, "down%d.maxpool_conv.1.double_conv.0.weight", depth + 1)) depth++;
     c->depth = depth;
     c->up = unet__st_find(st, "up1.up.weight") ? UNET_UP_TRANSPOSE : UNET_UP_BILINEAR;
-    c->classes = (int)out->shape[0];
+    c->classes = dim_int(out->shape[0]);
+    char why[1024];
     if (unet_config_check(ctx, c) != UNET_STATUS_OK)
         return unet__fail(ctx, UNET_STATUS_FORMAT, "%s: inferred architecture is invalid: %s",
-                          st->path, unet_ctx_errmsg(ctx));
+                          st->path, prior_msg(ctx, why, sizeof why));
     return UNET_STATUS_OK;
 }
 
@@ -166,7 +185,16 @@ static bool parse_hex64(const char *s, uint64_t *out) {
     return true;
 }
 
-/* The optimizer state of a resumable checkpoint into m (allocated here). */
+/* The first element of a[0..n) that is NaN or Inf (or negative when nonneg), or n. */
+static size_t first_bad(const float *a, size_t n, bool nonneg) {
+    for (size_t i = 0; i < n; i++)
+        if (!(a[i] - a[i] == 0.0f) || (nonneg && a[i] < 0.0f)) return i;
+    return n;
+}
+
+/* The optimizer state of a resumable checkpoint into m (allocated here).  The moments must be
+ * finite and the second moment non-negative: Adam divides by its square root, so a corrupt
+ * value would turn every later step into NaN. */
 static unet_status load_optimizer(unet_ctx *ctx, const struct unet__safetensors *st, unet_model *m) {
     int64_t shape[1] = {(int64_t)m->n_weights};
     m->grads = unet__calloc(m->n_weights, sizeof(float));
@@ -176,8 +204,18 @@ static unet_status load_optimizer(unet_ctx *ctx, const struct unet__safetensors 
         return unet__fail(ctx, UNET_STATUS_NOMEM, "%s: out of memory for the optimizer state", st->path);
     unet_status s = unet__st_read_f32(ctx, st, "optimizer.exp_avg", shape, 1, m->opt_m);
     if (s == UNET_STATUS_OK) s = unet__st_read_f32(ctx, st, "optimizer.exp_avg_sq", shape, 1, m->opt_v);
+    char why[1024];
     if (s != UNET_STATUS_OK)
-        return unet__fail(ctx, s, "%s (not a resumable checkpoint?)", unet_ctx_errmsg(ctx));
+        return unet__fail(ctx, s, "%s (not a resumable checkpoint?)", prior_msg(ctx, why, sizeof why));
+    size_t i = first_bad(m->opt_m, m->n_weights, false);
+    if (i < m->n_weights)
+        return unet__fail(ctx, UNET_STATUS_NUMERIC, "%s: optimizer.exp_avg holds %g at index %zu",
+                          st->path, (double)m->opt_m[i], i);
+    i = first_bad(m->opt_v, m->n_weights, true);
+    if (i < m->n_weights)
+        return unet__fail(ctx, UNET_STATUS_NUMERIC,
+                          "%s: optimizer.exp_avg_sq holds %g at index %zu (must be finite and >= 0)",
+                          st->path, (double)m->opt_v[i], i);
     const char *r0 = unet__st_meta(st, "rng0"), *r1 = unet__st_meta(st, "rng1");
     uint64_t w[4];
     if (!r0 || !r1 || strlen(r0) != 32 || strlen(r1) != 32 || !parse_hex64(r0, &w[0]) ||
@@ -192,21 +230,48 @@ static bool is_optimizer_tensor(const char *name) {
     return strncmp(name, "optimizer.", 10) == 0;
 }
 
-static unet_status load(unet_ctx *ctx, const char *path, unet_model **out, bool training,
-                        unet_meta_fn meta_fn, void *user) {
-    if (!path || !out) return unet__fail(ctx, UNET_STATUS_ARG, "model_load: NULL argument");
-    *out = NULL;
-    struct unet__safetensors *st = NULL;
+/* A lower bound on the trainable parameters of cfg, from its largest layer alone: U-Net's
+ * deepest double convolution starts with a 3x3 convolution from base 2^(depth-1) channels to
+ * at least as many; FCN's fc6 is a 7x7 convolution from 8 base channels to fc_channels.  A
+ * file must hold every parameter in at least 2 bytes (F16/BF16), so a configuration read from
+ * a small file that claims a huge network is refused here, before its parameter block would be
+ * allocated.  cfg has passed unet_config_check (base <= 1024, depth <= 8), so nothing overflows. */
+static uint64_t min_weights(const unet_config *c) {
+    if (c->arch >= UNET_ARCH_FCN32S) {
+        uint64_t fc = c->fc_channels ? (uint64_t)c->fc_channels : 64 * (uint64_t)c->base;
+        return 49 * fc * 8 * (uint64_t)c->base;
+    }
+    uint64_t ch = (uint64_t)c->base << (c->depth - 1);
+    return 9 * ch * ch;
+}
+
+/* The model in st (opened from `path`, a name for messages). */
+static unet_status load_st(unet_ctx *ctx, struct unet__safetensors *st, const char *path,
+                           unet_model **out, bool training, unet_meta_fn meta_fn, void *user) {
     unet_model *m = NULL;
-    unet_status s = unet__st_open(ctx, path, &st);
-    if (s != UNET_STATUS_OK) return s;
     unet_config cfg;
-    s = unet__st_meta(st, "arch") ? config_from_meta(ctx, st, &cfg) : infer_config(ctx, st, &cfg);
+    unet_status s = unet__st_meta(st, "arch") ? config_from_meta(ctx, st, &cfg)
+                                              : infer_config(ctx, st, &cfg);
     if (s != UNET_STATUS_OK) goto fail;
+    char why[1024];
+    if (unet_config_check(ctx, &cfg) != UNET_STATUS_OK) {
+        s = unet__fail(ctx, UNET_STATUS_FORMAT, "%s: metadata: %s", path,
+                       prior_msg(ctx, why, sizeof why));
+        goto fail;
+    }
+    uint64_t need = min_weights(&cfg);
+    if (need > (st->size - st->data_start) / 2) {
+        s = unet__fail(ctx, UNET_STATUS_FORMAT,
+                       "%s: a %s with base %d and depth %d has over %llu parameters, but the file "
+                       "holds only %zu bytes of tensor data (wrong metadata or truncated file)",
+                       path, unet_arch_name(cfg.arch), cfg.base, cfg.depth,
+                       (unsigned long long)need, st->size - st->data_start);
+        goto fail;
+    }
     s = unet__model_build(ctx, &cfg, &m);
     if (s != UNET_STATUS_OK) {
         unet__fail(ctx, s == UNET_STATUS_NOMEM ? s : UNET_STATUS_FORMAT, "%s: %s", path,
-                   unet_ctx_errmsg(ctx));
+                   prior_msg(ctx, why, sizeof why));
         s = s == UNET_STATUS_NOMEM ? s : UNET_STATUS_FORMAT;
         goto fail;
     }
@@ -247,20 +312,34 @@ static unet_status load(unet_ctx *ctx, const char *path, unet_model **out, bool 
                 goto fail;
             }
     }
-    /* Non-finite weights would silently produce NaN masks: refuse them here. */
-    for (size_t i = 0; i < m->n_weights; i++)
-        if (!(m->weights[i] - m->weights[i] == 0.0f)) {
-            for (int j = 0; j < m->n_params; j++) {
-                const struct unet__param *p = &m->params[j];
-                if (p->kind == UNET__PARAM_WEIGHT && i >= p->offset && i < p->offset + p->numel) {
-                    s = unet__fail(ctx, UNET_STATUS_NUMERIC, "%s: %s holds NaN or Inf at index %zu",
-                                   path, p->name, i - p->offset);
-                    goto fail;
-                }
-            }
+    /* Non-finite weights or running statistics (or a negative running variance, whose square
+     * root batch-norm takes) would silently produce NaN masks: refuse them here. */
+    for (int j = 0; j < m->n_params; j++) {
+        const struct unet__param *p = &m->params[j];
+        if (p->kind == UNET__PARAM_COUNTER) continue;
+        size_t len = strlen(p->name);
+        bool var = p->kind == UNET__PARAM_BUFFER && len >= 11 &&
+                   strcmp(p->name + len - 11, "running_var") == 0;
+        const float *d = unet__model_param_data(m, p);
+        size_t i = first_bad(d, p->numel, var);
+        if (i < p->numel) {
+            s = unet__fail(ctx, UNET_STATUS_NUMERIC, "%s: %s holds %g at index %zu%s", path,
+                           p->name, (double)d[i], i, var ? " (a variance must be >= 0)" : "");
+            goto fail;
         }
+    }
     const char *steps = unet__st_meta(st, "train_steps");
-    if (steps) m->opt_step = strtol(steps, NULL, 10);
+    if (steps) {
+        char *end;
+        long v = strtol(steps, &end, 10);
+        if (end == steps || *end || v < 0 || v == LONG_MAX) {
+            s = unet__fail(ctx, UNET_STATUS_FORMAT,
+                           "%s: metadata train_steps='%s' is not a non-negative integer", path,
+                           steps);
+            goto fail;
+        }
+        m->opt_step = v;
+    }
     unet__rng_seed(&m->rng, 0x5eed5eed5eedULL);
     if (training) {
         s = load_optimizer(ctx, st, m);
@@ -268,11 +347,36 @@ static unet_status load(unet_ctx *ctx, const char *path, unet_model **out, bool 
         if (meta_fn)
             for (int i = 0; i < st->meta_count; i++) meta_fn(st->meta[2 * i], st->meta[2 * i + 1], user);
     }
-    unet__st_close(st);
     *out = m;
     return UNET_STATUS_OK;
 fail:
     unet_model_free(m);
+    return s;
+}
+
+static unet_status load(unet_ctx *ctx, const char *path, unet_model **out, bool training,
+                        unet_meta_fn meta_fn, void *user) {
+    if (!path || !out) return unet__fail(ctx, UNET_STATUS_ARG, "model_load: NULL argument");
+    *out = NULL;
+    struct unet__safetensors *st = NULL;
+    unet_status s = unet__st_open(ctx, path, &st);
+    if (s != UNET_STATUS_OK) return s;
+    s = load_st(ctx, st, path, out, training, meta_fn, user);
+    unet__st_close(st);
+    return s;
+}
+
+unet_status unet__model_load_mem(unet_ctx *ctx, const char *name, const void *data, size_t size,
+                                 bool training, unet_model **out) {
+    if (!name || !out || (!data && size)) return unet__fail(ctx, UNET_STATUS_ARG, "model_load: NULL argument");
+    *out = NULL;
+    unsigned char *buf = malloc(size + 1);
+    if (!buf) return unet__fail(ctx, UNET_STATUS_NOMEM, "%s: out of memory", name);
+    if (size) memcpy(buf, data, size);
+    struct unet__safetensors *st = NULL;
+    unet_status s = unet__st_parse(ctx, name, buf, size, &st);
+    if (s != UNET_STATUS_OK) return s;
+    s = load_st(ctx, st, name, out, training, NULL, NULL);
     unet__st_close(st);
     return s;
 }

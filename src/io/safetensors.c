@@ -11,7 +11,9 @@
 #include "io/file.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,6 +137,12 @@ static unet_status parse_entry(unet_ctx *ctx, const char *name, const cJSON *e, 
     return UNET_STATUS_OK;
 }
 
+/* cJSON's parser stores the position of its last error in a process-global variable (for
+ * cJSON_GetErrorPtr, which unet does not use), written on every parse: two threads loading
+ * checkpoints at once would race on it, so parses take turns (helgrind found it; tests/
+ * test_threads.c loads checkpoints from several threads).  Parsing a header is microseconds. */
+static pthread_mutex_t json_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static int cmp_tensor_name(const void *a, const void *b) {
     return strcmp(((const struct unet__st_tensor *)a)->name,
                   ((const struct unet__st_tensor *)b)->name);
@@ -172,7 +180,9 @@ unet_status unet__st_parse(unet_ctx *ctx, const char *name, unsigned char *buf, 
         goto fail;
     }
     st->data_start = 8 + (size_t)hlen;
+    pthread_mutex_lock(&json_lock);
     root = cJSON_ParseWithLength((const char *)buf + 8, (size_t)hlen);
+    pthread_mutex_unlock(&json_lock);
     if (!root || !cJSON_IsObject(root)) {
         s = unet__fail(ctx, UNET_STATUS_FORMAT, "%s: header is not a JSON object", name);
         goto fail;
@@ -329,8 +339,15 @@ void unet__st_to_i64(const struct unet__safetensors *st, const struct unet__st_t
     const unsigned char *p = unet__st_data(st, t);
     size_t n = unet__st_numel(t);
     for (size_t i = 0; i < n; i++) {
-        if (t->dtype == UNET__DTYPE_I64) memcpy(&out[i], p + 8 * i, 8);
-        else out[i] = (int64_t)elem(p, t->dtype, i);
+        if (t->dtype == UNET__DTYPE_I64) {
+            memcpy(&out[i], p + 8 * i, 8);
+            continue;
+        }
+        /* A float outside the int64 range (or NaN) would be undefined behaviour to convert:
+         * saturate instead (NaN as 0). */
+        double v = elem(p, t->dtype, i);
+        out[i] = v != v ? 0 : v >= 9223372036854775807.0 ? INT64_MAX
+                          : v <= -9223372036854775808.0 ? INT64_MIN : (int64_t)v;
     }
 }
 
@@ -411,6 +428,7 @@ unet_status unet__st_write(unet_ctx *ctx, const char *path, const struct unet__s
     }
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)(((uint64_t)padded >> (8 * i)) & 0xff);
+    errno = 0;
     bool ok = fwrite(len8, 1, 8, f) == 8 && fwrite(json, 1, hlen, f) == hlen;
     for (size_t i = hlen; ok && i < padded; i++) ok = fputc(' ', f) != EOF;
     for (int i = 0; ok && i < count; i++) {
@@ -420,12 +438,13 @@ unet_status unet__st_write(unet_ctx *ctx, const char *path, const struct unet__s
         size_t nbytes = n * unet__dtype_size(e->dtype);
         ok = nbytes == 0 || fwrite(e->data, 1, nbytes, f) == nbytes;
     }
-    if (fflush(f) != 0) ok = false;
-    if (fclose(f) != 0) ok = false;
+    int err = ok ? 0 : errno;   /* the first failure's reason (ENOSPC, EFBIG, EIO) */
+    if (fflush(f) != 0 && ok) ok = false, err = errno;
+    if (fclose(f) != 0 && ok) ok = false, err = errno;
     f = NULL;
     if (!ok) {
-        s = unet__fail(ctx, UNET_STATUS_IO, "%s: write failed (disk full?); the previous file is "
-                       "untouched", path);
+        s = unet__fail(ctx, UNET_STATUS_IO, "%s: write failed (%s); the previous file is "
+                       "untouched", path, err ? strerror(err) : "disk full?");
         goto done;
     }
     s = unet__atomic_commit(ctx, &at);

@@ -1,0 +1,890 @@
+/* test_cli.c — the unet command under faults: it runs the built binary ($UNET_BIN, which
+ * `make test` sets; the test skips with a note when it is unset) on a tiny generated dataset
+ * (4 PNG images of 96x96 with masks, a U-Net of base 4 and depth 2) and checks what a user
+ * sees: exit codes, one-line messages naming the file, and the files left on disk.
+ * (The images are 96x96 so that an epoch is 18 steps: the checkpoint cadence is --save-every,
+ * not the epoch end, which also writes the resumable checkpoint.)
+ *
+ *   - usage errors exit 2; library failures exit 1 with "unet: error: ..." on one line
+ *   - train end to end; kill -9 at random moments (also in the middle of checkpoint writes)
+ *     never leaves a torn checkpoint, loses at most --save-every steps, and --resume gives
+ *     exactly the per-step losses of an uninterrupted run with the same seed and threads
+ *   - SIGINT / SIGTERM: exit 130 / 143 with the resume hint, and the resumed run matches too
+ *   - a diverging run (NaN loss) stops naming the step; the last checkpoint stays loadable
+ *   - a write failure (RLIMIT_FSIZE, which binds root too, unlike a read-only directory) is a
+ *     clear error and leaves the previous checkpoint byte for byte
+ *   - predict over a folder with damaged files writes the others, keeps existing outputs
+ *     whole and exits 1 with the count of failures
+ *   - missing masks, size mismatches, NaN pixels and damaged checkpoints name the file
+ *
+ * Each child's stderr goes to a file in the temporary directory; tests read it back.
+ */
+#include "harness.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *unet_bin;
+static char tmp_dir[256];
+static char data_dir[280];      /* images/ and masks/ of the tiny dataset */
+
+static const char *tmp_path(char *buf, size_t size, const char *name) {
+    snprintf(buf, size, "%s/%s", tmp_dir, name);
+    return buf;
+}
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void sleep_s(double s) {
+    if (s <= 0) return;
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static char *read_text(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = malloc((size_t)(n > 0 ? n : 0) + 1);
+    size_t got = s && n > 0 ? fread(s, 1, (size_t)n, f) : 0;
+    if (s) s[got] = 0;
+    fclose(f);
+    return s;
+}
+
+static bool same_bytes(const char *a, const char *b) {
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    bool same = fa && fb;
+    while (same) {
+        int x = fgetc(fa), y = fgetc(fb);
+        if (x != y) same = false;
+        if (x == EOF || y == EOF) break;
+    }
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    return same;
+}
+
+static bool copy_file(const char *from, const char *to) {
+    FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
+    bool ok = a && b;
+    int c;
+    while (ok && (c = fgetc(a)) != EOF) ok = fputc(c, b) != EOF;
+    if (a) fclose(a);
+    if (b && fclose(b) != 0) ok = false;
+    return ok;
+}
+
+static void remove_tree(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    char p[768];
+    while ((e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        struct stat sb;
+        if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+            chmod(p, 0755);
+            remove_tree(p);
+        } else {
+            unlink(p);
+        }
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+/* Files in dir whose name contains `part`. */
+static int count_files(const char *dir, const char *part) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (strstr(e->d_name, part)) n++;
+    closedir(d);
+    return n;
+}
+
+/* ---- running the binary ---- */
+
+struct cmd {
+    const char *v[64];
+    char        pool[64][512];
+    int         n;
+};
+
+static void cmd_init(struct cmd *c, const char *sub) {
+    c->n = 0;
+    c->v[c->n++] = unet_bin;
+    if (sub) c->v[c->n++] = sub;
+    c->v[c->n] = NULL;
+}
+
+static void arg(struct cmd *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void arg(struct cmd *c, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->pool[c->n], sizeof c->pool[0], fmt, ap);
+    va_end(ap);
+    c->v[c->n] = c->pool[c->n];
+    c->n++;
+    c->v[c->n] = NULL;
+}
+
+/* The dataset and model options every training run here shares. */
+static void train_args(struct cmd *c, const char *out, int steps, int save_every) {
+    cmd_init(c, "train");
+    arg(c, "--images");
+    arg(c, "%s/images", data_dir);
+    arg(c, "--masks");
+    arg(c, "%s/masks", data_dir);
+    arg(c, "--out");
+    arg(c, "%s", out);
+    arg(c, "--base");
+    arg(c, "4");
+    arg(c, "--depth");
+    arg(c, "2");
+    arg(c, "--tile");
+    arg(c, "32");
+    arg(c, "--batch");
+    arg(c, "2");
+    arg(c, "--val-split");
+    arg(c, "0");
+    arg(c, "--seed");
+    arg(c, "5");
+    arg(c, "--threads");
+    arg(c, "1");
+    arg(c, "--quiet");
+    arg(c, "--steps");
+    arg(c, "%d", steps);
+    if (save_every) {
+        arg(c, "--save-every");
+        arg(c, "%d", save_every);
+    }
+}
+
+/* Starts the command with stderr (and stdout) into err_path; fsize > 0 sets RLIMIT_FSIZE. */
+static pid_t spawn(const struct cmd *c, const char *err_path, long fsize) {
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 2);
+            dup2(fd, 1);
+            close(fd);
+        }
+        if (fsize > 0) {
+            struct rlimit rl = {(rlim_t)fsize, (rlim_t)fsize};
+            setrlimit(RLIMIT_FSIZE, &rl);
+        }
+        execv(c->v[0], (char *const *)(uintptr_t)c->v);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Exit status, or 128 + signal when the child was killed by one (as a shell reports it). */
+static int wait_for(pid_t pid) {
+    int st = 0;
+    if (pid < 0 || waitpid(pid, &st, 0) != pid) return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? 128 + WTERMSIG(st) : -1;
+}
+
+static char last_err[8192];
+
+/* Runs the command to completion; its output is in last_err afterwards. */
+static int run(const struct cmd *c, long fsize) {
+    char path[512];
+    tmp_path(path, sizeof path, "stderr.txt");
+    int rc = wait_for(spawn(c, path, fsize));
+    char *s = read_text(path);
+    snprintf(last_err, sizeof last_err, "%s", s ? s : "");
+    free(s);
+    return rc;
+}
+
+static int count_lines(const char *s) {
+    int n = 0;
+    for (; *s; s++) n += *s == '\n';
+    return n;
+}
+
+/* Prints the command's output when a check about it fails. */
+#define CHECK_RUN(rc_expr, want)                                                               \
+    do {                                                                                       \
+        int rc_ = (rc_expr);                                                                   \
+        if (rc_ != (want)) {                                                                   \
+            HARNESS_FAIL_AT(__FILE__, __LINE__, "exit %d, want %d; output:\n%s", rc_, (want),  \
+                            last_err);                                                         \
+        }                                                                                      \
+    } while (0)
+
+/* ---- the tiny dataset ---- */
+
+/* n_images of S x S: bright disks on a dark noisy background; the mask is the disks. */
+static bool write_dataset(const char *dir, int n_images, int S) {
+    char p[512];
+    snprintf(p, sizeof p, "%s/images", dir);
+    mkdir(dir, 0755);
+    mkdir(p, 0755);
+    snprintf(p, sizeof p, "%s/masks", dir);
+    mkdir(p, 0755);
+    struct unet__rng r;
+    unet__rng_seed(&r, 99);
+    bool ok = true;
+    for (int k = 0; k < n_images && ok; k++) {
+        unet_image img, mask;
+        ok = unet_image_alloc(NULL, &img, S, S, 1, UNET_DTYPE_U8) == UNET_STATUS_OK &&
+             unet_image_alloc(NULL, &mask, S, S, 1, UNET_DTYPE_U8) == UNET_STATUS_OK;
+        if (!ok) break;
+        uint8_t *x = img.data, *m = mask.data;
+        for (int i = 0; i < S * S; i++) x[i] = (uint8_t)(20 + unet__rng_below(&r, 40));
+        for (int d = 0; d < S * S / 300; d++) {
+            int cx = 4 + (int)unet__rng_below(&r, (uint64_t)S - 8);
+            int cy = 4 + (int)unet__rng_below(&r, (uint64_t)S - 8);
+            int rad = 3 + (int)unet__rng_below(&r, 4);
+            for (int y = 0; y < S; y++)
+                for (int xx = 0; xx < S; xx++)
+                    if ((xx - cx) * (xx - cx) + (y - cy) * (y - cy) <= rad * rad) {
+                        x[y * S + xx] = (uint8_t)(180 + unet__rng_below(&r, 60));
+                        m[y * S + xx] = 255;
+                    }
+        }
+        snprintf(p, sizeof p, "%s/images/img%d.png", dir, k);
+        ok = unet_image_save(NULL, p, &img) == UNET_STATUS_OK;
+        snprintf(p, sizeof p, "%s/masks/img%d.png", dir, k);
+        ok = ok && unet_image_save(NULL, p, &mask) == UNET_STATUS_OK;
+        unet_image_free(&img);
+        unet_image_free(&mask);
+    }
+    return ok;
+}
+
+/* ---- the log and checkpoints ---- */
+
+#define MAX_ROWS 512
+
+/* The per-step rows of a training log as "step,loss" strings (validation rows skipped). */
+static int read_losses(const char *log, char rows[][48]) {
+    FILE *f = fopen(log, "r");
+    if (!f) return -1;
+    char line[512];
+    int n = 0;
+    bool header = true;
+    while (fgets(line, sizeof line, f) && n < MAX_ROWS) {
+        if (header) {
+            header = false;
+            continue;
+        }
+        char *fields[10];
+        int k = 0;
+        for (char *t = line; k < 10; k++) {
+            fields[k] = t;
+            char *c = strchr(t, ',');
+            if (!c) {
+                k++;
+                break;
+            }
+            *c = 0;
+            t = c + 1;
+        }
+        if (k < 5 || fields[4][0]) continue; /* a validation row */
+        snprintf(rows[n++], sizeof rows[0], "%s,%s", fields[0], fields[2]);
+    }
+    fclose(f);
+    return n;
+}
+
+struct meta_probe {
+    long step;
+};
+
+static void probe_meta(const char *key, const char *value, void *user) {
+    if (strcmp(key, "train.step") == 0) ((struct meta_probe *)user)->step = strtol(value, NULL, 10);
+}
+
+/* Loads a resumable checkpoint with the library; its train.step, or -1 when it does not load. */
+static long checkpoint_step(const char *path) {
+    unet_ctx *ctx = unet_ctx_create();
+    unet_model *m = NULL;
+    struct meta_probe mp = {-1};
+    unet_status s = unet_model_load_training(ctx, path, &m, probe_meta, &mp);
+    if (s != UNET_STATUS_OK) printf("       %s: %s\n", path, unet_ctx_errmsg(ctx));
+    unet_model_free(m);
+    unet_ctx_free(ctx);
+    return s == UNET_STATUS_OK ? mp.step : -1;
+}
+
+/* The reference: an uninterrupted run of REF_STEPS steps, its losses and its duration. */
+#define REF_STEPS 60
+static char ref_rows[MAX_ROWS][48];
+static int ref_n = -1;
+static double ref_seconds;
+
+static void make_reference(void) {
+    if (ref_n >= 0) return;
+    char out[512];
+    struct cmd c;
+    tmp_path(out, sizeof out, "ref/model.safetensors");
+    char dir[512];
+    mkdir(tmp_path(dir, sizeof dir, "ref"), 0755);
+    train_args(&c, out, REF_STEPS, 0);
+    double t0 = now();
+    int rc = run(&c, 0);
+    ref_seconds = now() - t0;
+    CHECK_RUN(rc, 0);
+    char log[512];
+    tmp_path(log, sizeof log, "ref/model.log.csv");
+    ref_n = read_losses(log, ref_rows);
+    CHECK_EQ(ref_n, REF_STEPS);
+}
+
+/* The losses of a finished run against the reference, row by row (the same strings: the
+ * losses are printed with 6 decimals, and a resumed run must reproduce them exactly). */
+static void check_same_losses(const char *log) {
+    static char rows[MAX_ROWS][48];
+    int n = read_losses(log, rows);
+    CHECK_EQ(n, ref_n);
+    int diff = 0;
+    for (int i = 0; i < n && i < ref_n; i++)
+        if (strcmp(rows[i], ref_rows[i]) != 0) {
+            if (diff++ < 3) printf("  %s: row %d is %s, uninterrupted %s\n", log, i + 1, rows[i], ref_rows[i]);
+        }
+    CHECK_EQ(diff, 0);
+}
+
+/* Copies a checkpoint with one metadata value replaced (key NULL: none) and every element of
+ * the named F32 tensors set to value. */
+static bool copy_checkpoint(const char *src, const char *dst, const char *key, const char *kval,
+                            const char *const *tensors, int n_tensors, float value) {
+    unet_ctx *ctx = unet_ctx_create();
+    struct unet__safetensors *st = NULL;
+    bool ok = unet__st_open(ctx, src, &st) == UNET_STATUS_OK;
+    struct unet__st_entry *e = ok ? calloc((size_t)st->count, sizeof *e) : NULL;
+    const char **meta = ok ? calloc(2 * (size_t)st->meta_count + 1, sizeof *meta) : NULL;
+    float *bufs[8] = {0};
+    ok = ok && e && meta;
+    for (int i = 0; ok && i < st->count; i++) {
+        const struct unet__st_tensor *t = &st->tensors[i];
+        e[i] = (struct unet__st_entry){t->name, t->dtype, t->ndim, {0}, unet__st_data(st, t)};
+        memcpy(e[i].shape, t->shape, sizeof t->shape);
+        for (int k = 0; k < n_tensors && k < 8; k++)
+            if (strcmp(t->name, tensors[k]) == 0 && t->dtype == UNET__DTYPE_F32) {
+                size_t n = unet__st_numel(t);
+                bufs[k] = malloc(n * sizeof(float) + 1);
+                for (size_t j = 0; bufs[k] && j < n; j++) bufs[k][j] = value;
+                if (bufs[k]) e[i].data = bufs[k];
+            }
+    }
+    for (int i = 0; ok && i < st->meta_count; i++) {
+        meta[2 * i] = st->meta[2 * i];
+        meta[2 * i + 1] = key && strcmp(st->meta[2 * i], key) == 0 ? kval : st->meta[2 * i + 1];
+    }
+    ok = ok && unet__st_write(ctx, dst, e, st->count, meta, st->meta_count) == UNET_STATUS_OK;
+    for (int k = 0; k < 8; k++) free(bufs[k]);
+    free(e);
+    free(meta);
+    unet__st_close(st);
+    unet_ctx_free(ctx);
+    return ok;
+}
+
+/* ---- tests ---- */
+
+TEST(usage_errors_exit_2) {
+    static const char *cases[][6] = {
+        {NULL},
+        {"frobnicate", NULL},
+        {"train", NULL},
+        {"train", "--bogus", NULL},
+        {"train", "--images", "a", "--masks", "b", NULL},
+        {"train", "--steps", "abc", NULL},
+        {"predict", "--model", NULL},
+        {"predict", "--model", "m", "--input", "i", NULL},
+        {"eval", "--classes", "1", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct cmd c;
+        cmd_init(&c, NULL);
+        for (int k = 0; cases[i][k]; k++) arg(&c, "%s", cases[i][k]);
+        int rc = run(&c, 0);
+        if (rc != 2) printf("  case %zu: exit %d, want 2: %s\n", i, rc, last_err);
+        CHECK_EQ(rc, 2);
+        if (i > 0) {
+            CHECK_STR_CONTAINS(last_err, "unet: error: ");
+            CHECK_EQ(count_lines(last_err), 1);
+        }
+    }
+    /* A bad value is rejected, not clamped. */
+    struct cmd c;
+    char out[512];
+    train_args(&c, tmp_path(out, sizeof out, "usage.safetensors"), 0, 0);
+    arg(&c, "--epochs");
+    arg(&c, "0");
+    CHECK_RUN(run(&c, 0), 2);
+}
+
+TEST(train_end_to_end) {
+    make_reference();
+    char p[512];
+    const char *files[] = {"ref/model.safetensors", "ref/model.last.safetensors",
+                           "ref/model.resume.safetensors", "ref/model.log.csv"};
+    for (int i = 0; i < 4; i++) CHECK(access(tmp_path(p, sizeof p, files[i]), R_OK) == 0);
+    CHECK_EQ(checkpoint_step(tmp_path(p, sizeof p, "ref/model.resume.safetensors")), REF_STEPS);
+    unet_ctx *ctx = unet_ctx_create();
+    unet_model *m = NULL;
+    CHECK_STATUS(unet_model_load(ctx, tmp_path(p, sizeof p, "ref/model.safetensors"), &m),
+                 UNET_STATUS_OK);
+    if (m) CHECK_EQ(unet_train_steps(m), REF_STEPS);
+    unet_model_free(m);
+    unet_ctx_free(ctx);
+    /* No temporary files are left behind by a clean run. */
+    CHECK_EQ(count_files(tmp_path(p, sizeof p, "ref"), ".tmp"), 0);
+    printf("       %d steps in %.2f s; first loss %s, last %s\n", ref_n, ref_seconds,
+           ref_n > 0 ? ref_rows[0] : "-", ref_n > 0 ? ref_rows[ref_n - 1] : "-");
+}
+
+/* kill -9 at random moments, with checkpoints every 1, 3 and 7 steps (every step: the kill
+ * usually lands inside a checkpoint write).  After each kill the checkpoint on disk loads,
+ * at most save-every steps were lost, and --resume reproduces the uninterrupted losses. */
+TEST(kill9_then_resume_matches) {
+    make_reference();
+    if (ref_n != REF_STEPS) return;
+    struct unet__rng r;
+    unet__rng_seed(&r, (uint64_t)time(NULL));
+    const int cadence[] = {1, 3, 7, 3};
+    int torn_tmp = 0, resumed = 0;
+    for (int k = 0; k < 4; k++) {
+        char dir[300], out[512], ck[512], log[512], err[512];
+        snprintf(dir, sizeof dir, "%s/kill%d", tmp_dir, k);
+        mkdir(dir, 0755);
+        snprintf(out, sizeof out, "%s/model.safetensors", dir);
+        snprintf(ck, sizeof ck, "%s/model.resume.safetensors", dir);
+        snprintf(log, sizeof log, "%s/model.log.csv", dir);
+        snprintf(err, sizeof err, "%s/stderr.txt", dir);
+        struct cmd c;
+        train_args(&c, out, REF_STEPS, cadence[k]);
+        /* A moment anywhere in the run, start-up included (then nothing is saved yet). */
+        double delay = ref_seconds * (0.15 + 0.8 * unet__rng_uniform(&r));
+        pid_t pid = spawn(&c, err, 0);
+        sleep_s(delay);
+        kill(pid, SIGKILL);
+        CHECK_EQ(wait_for(pid), 128 + SIGKILL);
+        static char rows[MAX_ROWS][48];
+        int logged = read_losses(log, rows);
+        long step = access(ck, F_OK) == 0 ? checkpoint_step(ck) : 0;
+        torn_tmp += count_files(dir, ".tmp.");
+        printf("       kill -9 after %.3f s: %d steps logged, checkpoint at step %ld "
+               "(every %d)\n", delay, logged < 0 ? 0 : logged, step, cadence[k]);
+        CHECK(step >= 0); /* a checkpoint that exists always loads */
+        if (logged > 0) CHECK(logged - step <= cadence[k]);
+        train_args(&c, out, REF_STEPS, cadence[k]);
+        if (step > 0) {
+            arg(&c, "--resume");
+            arg(&c, "%s", ck);
+            resumed++;
+        }
+        CHECK_RUN(run(&c, 0), 0);
+        check_same_losses(log);
+        CHECK_EQ(count_files(dir, ".tmp"), 0); /* the resumed run removed torn temporaries */
+    }
+    printf("       %d of 4 runs resumed from a checkpoint; %d kills left the temporary file of "
+           "a torn write (removed by the resumed run)\n", resumed, torn_tmp);
+}
+
+static void interrupt_with(int sig, int want_rc) {
+    make_reference();
+    if (ref_n != REF_STEPS) return;
+    char dir[300], out[512], ck[512], log[512], err[512];
+    snprintf(dir, sizeof dir, "%s/sig%d", tmp_dir, sig);
+    mkdir(dir, 0755);
+    snprintf(out, sizeof out, "%s/model.safetensors", dir);
+    snprintf(ck, sizeof ck, "%s/model.resume.safetensors", dir);
+    snprintf(log, sizeof log, "%s/model.log.csv", dir);
+    snprintf(err, sizeof err, "%s/stderr.txt", dir);
+    struct cmd c;
+    train_args(&c, out, REF_STEPS, 0);
+    pid_t pid = spawn(&c, err, 0);
+    /* Wait until training runs (rows reach the log line by line), then interrupt. */
+    static char rows[MAX_ROWS][48];
+    double t0 = now();
+    while (read_losses(log, rows) < 3 && now() - t0 < 60) sleep_s(0.002);
+    kill(pid, sig);
+    int rc = wait_for(pid);
+    char *text = read_text(err);
+    snprintf(last_err, sizeof last_err, "%s", text ? text : "");
+    free(text);
+    CHECK_RUN(rc, want_rc);
+    CHECK_STR_CONTAINS(last_err, "interrupted at step");
+    CHECK_STR_CONTAINS(last_err, "--resume");
+    CHECK_STR_CONTAINS(last_err, ck);
+    long step = checkpoint_step(ck);
+    int logged = read_losses(log, rows);
+    printf("       signal %d: exit %d at step %ld (%d rows logged)\n", sig, rc, step, logged);
+    CHECK(step >= 3);
+    CHECK_EQ(logged, step); /* the step in flight was finished and saved: nothing lost */
+    train_args(&c, out, REF_STEPS, 0);
+    arg(&c, "--resume");
+    arg(&c, "%s", ck);
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK_STR_CONTAINS(last_err, "resuming at step");
+    check_same_losses(log);
+}
+
+TEST(sigint_exit_130_and_resume) {
+    interrupt_with(SIGINT, 130);
+}
+
+TEST(sigterm_exit_143_and_resume) {
+    interrupt_with(SIGTERM, 143);
+}
+
+/* Training that turns non-finite: 4 good steps (checkpoint every 2), then the output layer of
+ * the checkpoint is set to 3.4e38 (finite, so it loads): the next step's logits overflow and
+ * its loss is NaN.  The run stops naming that step, exits 1, and the checkpoint it resumed
+ * from stays as it was and loads. */
+TEST(nan_loss_stops_with_the_step) {
+    char dir[300], out[512], ck[512], bad[512], saved[600];
+    mkdir(tmp_path(dir, sizeof dir, "nan"), 0755);
+    snprintf(out, sizeof out, "%s/model.safetensors", dir);
+    snprintf(ck, sizeof ck, "%s/model.resume.safetensors", dir);
+    snprintf(bad, sizeof bad, "%s/huge.resume.safetensors", dir);
+    snprintf(saved, sizeof saved, "%s/saved.safetensors", dir);
+    struct cmd c;
+    train_args(&c, out, 4, 2);
+    CHECK_RUN(run(&c, 0), 0);
+    const char *outc[] = {"outc.conv.weight", "outc.conv.bias"};
+    CHECK(copy_checkpoint(ck, bad, NULL, NULL, outc, 2, 3.4e38f));
+    CHECK(copy_file(bad, saved));
+    train_args(&c, out, 20, 2);
+    arg(&c, "--resume");
+    arg(&c, "%s", bad);
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "non-finite value: step 5: the loss is");
+    char want[700];
+    snprintf(want, sizeof want, "stopped at step 5; %s (step 4) is intact", bad);
+    CHECK_STR_CONTAINS(last_err, want);
+    CHECK(same_bytes(bad, saved));
+    CHECK_EQ(checkpoint_step(bad), 4);
+    CHECK_EQ(checkpoint_step(ck), 4);
+}
+
+/* A NaN pixel in a float image is refused before training, naming the image. */
+TEST(nan_pixel_names_the_image) {
+    char dir[300], p[600];
+    tmp_path(dir, sizeof dir, "nanpix");
+    CHECK(write_dataset(dir, 2, 32));
+    unet_image img;
+    CHECK_STATUS(unet_image_alloc(NULL, &img, 32, 32, 1, UNET_DTYPE_F32), UNET_STATUS_OK);
+    ((float *)img.data)[5 * 32 + 7] = NAN;
+    snprintf(p, sizeof p, "%s/images/img1.png", dir);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/images/img1.npy", dir);
+    CHECK_STATUS(unet_image_save(NULL, p, &img), UNET_STATUS_OK);
+    unet_image_free(&img);
+    struct cmd c;
+    char out[512];
+    snprintf(out, sizeof out, "%s/m.safetensors", dir);
+    train_args(&c, out, 2, 0);
+    snprintf(c.pool[3], sizeof c.pool[0], "%s/images", dir);
+    snprintf(c.pool[5], sizeof c.pool[0], "%s/masks", dir);
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "img1.npy");
+    CHECK_STR_CONTAINS(last_err, "non-finite value nan at channel 0, pixel (y 5, x 7)");
+    CHECK_EQ(count_lines(last_err), 1);
+}
+
+/* The previous checkpoint survives a failed write byte for byte: RLIMIT_FSIZE below the
+ * checkpoint's size makes every checkpoint write fail with EFBIG (as a full disk would). */
+TEST(write_failure_keeps_previous_checkpoint) {
+    char dir[300], out[512], ck[512], saved[512];
+    mkdir(tmp_path(dir, sizeof dir, "full"), 0755);
+    snprintf(out, sizeof out, "%s/model.safetensors", dir);
+    snprintf(ck, sizeof ck, "%s/model.resume.safetensors", dir);
+    snprintf(saved, sizeof saved, "%s/saved.safetensors", dir);
+    struct cmd c;
+    train_args(&c, out, 6, 3);
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK(copy_file(ck, saved));
+    struct stat sb;
+    CHECK_EQ(stat(ck, &sb), 0);
+    train_args(&c, out, 20, 3);
+    arg(&c, "--resume");
+    arg(&c, "%s", ck);
+    CHECK_RUN(run(&c, (long)sb.st_size / 2), 1);
+    CHECK_STR_CONTAINS(last_err, "write failed (File too large); the previous file is untouched");
+    printf("       %s", last_err);
+    CHECK(same_bytes(ck, saved));
+    CHECK_EQ(checkpoint_step(ck), 6);
+    CHECK_EQ(count_files(dir, ".tmp."), 0);
+    /* A directory that cannot be written (effective for non-root users only). */
+    if (geteuid() != 0) {
+        chmod(dir, 0555);
+        CHECK_RUN(run(&c, 0), 1);
+        CHECK_STR_CONTAINS(last_err, "Permission denied");
+        chmod(dir, 0755);
+        CHECK(same_bytes(ck, saved));
+    } else {
+        printf("       (running as root: the read-only directory case is skipped)\n");
+    }
+}
+
+static long file_pages(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 ? (long)((sb.st_size + 4095) / 4096) : 0;
+}
+
+/* A real full disk: the run's files on a tmpfs with room for everything but a second copy of
+ * the resumable checkpoint, so writing the next one fails with ENOSPC.  Needs root (mount);
+ * skipped otherwise. */
+TEST(disk_full_keeps_previous_checkpoint) {
+    char dir[300], fs[300], out[512], ck[512], saved[512], p[600];
+    mkdir(tmp_path(dir, sizeof dir, "pre_full"), 0755);
+    tmp_path(fs, sizeof fs, "tmpfs");
+    mkdir(fs, 0755);
+    snprintf(out, sizeof out, "%s/model.safetensors", dir);
+    struct cmd c;
+    train_args(&c, out, 6, 3);
+    CHECK_RUN(run(&c, 0), 0);
+    const char *names[] = {"model.safetensors", "model.last.safetensors",
+                           "model.resume.safetensors", "model.log.csv"};
+    long pages = 0;
+    for (int i = 0; i < 4; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+        pages += file_pages(p);
+    }
+    snprintf(p, sizeof p, "%s/model.resume.safetensors", dir);
+    long room = pages + file_pages(p) / 2;
+    char opts[64];
+    snprintf(opts, sizeof opts, "size=%ldk,mode=0755", room * 4);
+    if (mount("tmpfs", fs, "tmpfs", 0, opts) != 0) {
+        printf("       (cannot mount a tmpfs: %s; the full-disk case is skipped)\n", strerror(errno));
+        return;
+    }
+    for (int i = 0; i < 4; i++) {
+        char from[700];
+        snprintf(from, sizeof from, "%s/%s", dir, names[i]);
+        snprintf(p, sizeof p, "%s/%s", fs, names[i]);
+        CHECK(copy_file(from, p));
+    }
+    snprintf(out, sizeof out, "%s/model.safetensors", fs);
+    snprintf(ck, sizeof ck, "%s/model.resume.safetensors", fs);
+    snprintf(saved, sizeof saved, "%s/model.resume.safetensors", dir);
+    train_args(&c, out, 20, 3);
+    arg(&c, "--resume");
+    arg(&c, "%s", ck);
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "model.resume.safetensors: write failed (No space left on "
+                                 "device); the previous file is untouched");
+    printf("       tmpfs of %ld KB: %s", room * 4, strstr(last_err, "unet: error") ? strstr(last_err, "unet: error") : last_err);
+    CHECK(same_bytes(ck, saved));
+    CHECK_EQ(checkpoint_step(ck), 6);
+    CHECK_EQ(count_files(fs, ".tmp."), 0);
+    CHECK_EQ(umount(fs), 0);
+}
+
+/* --max-pixels lowers (or raises) the image size limit; a bad value is a usage error. */
+TEST(max_pixels_option) {
+    make_reference();
+    char model[512], outd[300];
+    tmp_path(model, sizeof model, "ref/model.safetensors");
+    tmp_path(outd, sizeof outd, "maxpx");
+    struct cmd c;
+    cmd_init(&c, "predict");
+    arg(&c, "--model");
+    arg(&c, "%s", model);
+    arg(&c, "--input");
+    arg(&c, "%s/images/img0.png", data_dir);
+    arg(&c, "--output");
+    arg(&c, "%s", outd);
+    arg(&c, "--quiet");
+    arg(&c, "--max-pixels");
+    arg(&c, "9215");
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "image 96x96 has 9216 pixels, over the limit of 9215");
+    snprintf(c.pool[c.n - 1], sizeof c.pool[0], "9216");
+    CHECK_RUN(run(&c, 0), 0);
+    snprintf(c.pool[c.n - 1], sizeof c.pool[0], "-5");
+    CHECK_RUN(run(&c, 0), 2);
+}
+
+/* A damaged resumable checkpoint: metadata that would size buffers, with a control character
+ * in the value; refused with one line. */
+TEST(damaged_resume_metadata) {
+    make_reference();
+    char src[512], bad[512];
+    tmp_path(src, sizeof src, "ref/model.resume.safetensors");
+    tmp_path(bad, sizeof bad, "bad_meta.resume.safetensors");
+    CHECK(copy_checkpoint(src, bad, "train.batch", "2000000000\nX", NULL, 0, 0));
+    struct cmd c;
+    char out[512];
+    train_args(&c, tmp_path(out, sizeof out, "bad_meta.safetensors"), 70, 0);
+    arg(&c, "--resume");
+    arg(&c, "%s", bad);
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "train.batch='2000000000?X' is not valid");
+    CHECK_EQ(count_lines(last_err), 1);
+    /* A damaged model for predict: one line naming the file. */
+    cmd_init(&c, "predict");
+    arg(&c, "--model");
+    arg(&c, "tests/data/corrupt/model_nan_weight.safetensors");
+    arg(&c, "--input");
+    arg(&c, "%s/images", data_dir);
+    arg(&c, "--output");
+    arg(&c, "%s/never", tmp_dir);
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "model_nan_weight.safetensors: inc.double_conv.0.weight holds nan");
+    CHECK_EQ(count_lines(last_err), 1);
+}
+
+/* predict over a folder with damaged files: each is reported and skipped, the others are
+ * written, an existing output of a damaged input stays whole, and the exit status is 1 with
+ * the count. */
+TEST(predict_folder_keeps_going) {
+    make_reference();
+    char in[300], outd[300], p[600], model[512], keep[512];
+    tmp_path(in, sizeof in, "pin");
+    tmp_path(outd, sizeof outd, "pout");
+    tmp_path(model, sizeof model, "ref/model.safetensors");
+    mkdir(in, 0755);
+    mkdir(outd, 0755);
+    for (int k = 0; k < 3; k++) {
+        char from[512];
+        snprintf(from, sizeof from, "%s/images/img%d.png", data_dir, k);
+        snprintf(p, sizeof p, "%s/good%d.png", in, k);
+        CHECK(copy_file(from, p));
+    }
+    snprintf(p, sizeof p, "%s/bad_truncated.png", in);
+    CHECK(copy_file("tests/data/corrupt/image_truncated.png", p));
+    snprintf(p, sizeof p, "%s/bad_empty.tif", in);
+    CHECK(copy_file("tests/data/corrupt/image_empty.png", p));
+    snprintf(p, sizeof p, "%s/bad_header.npy", in);
+    CHECK(copy_file("tests/data/corrupt/image_bad_header.npy", p));
+    /* An output from an earlier run for one of the damaged inputs. */
+    snprintf(keep, sizeof keep, "%s/bad_truncated.png", outd);
+    CHECK(copy_file("tests/data/corrupt/image_bad_crc.png", keep));
+    struct cmd c;
+    cmd_init(&c, "predict");
+    arg(&c, "--model");
+    arg(&c, "%s", model);
+    arg(&c, "--input");
+    arg(&c, "%s", in);
+    arg(&c, "--output");
+    arg(&c, "%s", outd);
+    arg(&c, "--threads");
+    arg(&c, "1");
+    arg(&c, "--quiet");
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "bad_truncated.png");
+    CHECK_STR_CONTAINS(last_err, "bad_empty.tif");
+    CHECK_STR_CONTAINS(last_err, "bad_header.npy");
+    CHECK_STR_CONTAINS(last_err, "3 of 6 images failed");
+    CHECK_EQ(count_lines(last_err), 4);
+    for (int k = 0; k < 3; k++) {
+        snprintf(p, sizeof p, "%s/good%d.png", outd, k);
+        unet_image img;
+        CHECK_STATUS(unet_image_load(NULL, p, 0, &img), UNET_STATUS_OK);
+        if (img.data) CHECK(img.w == 96 && img.h == 96);
+        unet_image_free(&img);
+    }
+    CHECK(same_bytes(keep, "tests/data/corrupt/image_bad_crc.png"));
+    CHECK_EQ(count_files(outd, ".tmp"), 0);
+    CHECK_EQ(count_files(outd, "bad_"), 1);
+}
+
+/* Masks: a missing one, one of another size, one with several channels: a line naming files. */
+TEST(mask_problems_name_the_file) {
+    char dir[300], p[600], q[700];
+    struct cmd c;
+    char out[512];
+    tmp_path(dir, sizeof dir, "masks1");
+    CHECK(write_dataset(dir, 2, 32));
+    snprintf(p, sizeof p, "%s/masks/img1.png", dir);
+    unlink(p);
+    snprintf(out, sizeof out, "%s/m.safetensors", dir);
+    train_args(&c, out, 2, 0);
+    snprintf(c.pool[3], sizeof c.pool[0], "%s/images", dir);
+    snprintf(c.pool[5], sizeof c.pool[0], "%s/masks", dir);
+    CHECK_RUN(run(&c, 0), 1);
+    snprintf(q, sizeof q, "unet: error: %s/images/img1.png: no mask with the same name", dir);
+    CHECK_STR_CONTAINS(last_err, q);
+    CHECK_EQ(count_lines(last_err), 1);
+
+    unet_image m;
+    CHECK_STATUS(unet_image_alloc(NULL, &m, 31, 32, 1, UNET_DTYPE_U8), UNET_STATUS_OK);
+    CHECK_STATUS(unet_image_save(NULL, p, &m), UNET_STATUS_OK);
+    unet_image_free(&m);
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "img1.png is 32x32 but its mask");
+    CHECK_STR_CONTAINS(last_err, "is 31x32");
+    CHECK_EQ(count_lines(last_err), 1);
+
+    CHECK_STATUS(unet_image_alloc(NULL, &m, 32, 32, 3, UNET_DTYPE_U8), UNET_STATUS_OK);
+    CHECK_STATUS(unet_image_save(NULL, p, &m), UNET_STATUS_OK);
+    unet_image_free(&m);
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "with several channels");
+    CHECK_EQ(count_lines(last_err), 1);
+
+    /* A damaged mask file. */
+    CHECK(copy_file("tests/data/corrupt/image_truncated.png", p));
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, p);
+    CHECK_EQ(count_lines(last_err), 1);
+}
+
+int main(void) {
+    unet_bin = getenv("UNET_BIN");
+    if (!unet_bin || !*unet_bin) {
+        printf("test_cli: UNET_BIN is not set (make test sets it to $(BUILD)/unet); skipped\n");
+        return harness_finish();
+    }
+    if (access(unet_bin, X_OK) != 0) {
+        printf("test_cli: UNET_BIN=%s is not executable\n", unet_bin);
+        harness_failed++;
+        return harness_finish();
+    }
+    snprintf(tmp_dir, sizeof tmp_dir, "/tmp/unet_test_cli_%d", (int)getpid());
+    mkdir(tmp_dir, 0755);
+    tmp_path(data_dir, sizeof data_dir, "data");
+    if (!write_dataset(data_dir, 4, 96)) {
+        printf("test_cli: cannot write the dataset in %s\n", data_dir);
+        harness_failed++;
+        return harness_finish();
+    }
+    RUN(usage_errors_exit_2);
+    RUN(train_end_to_end);
+    RUN(kill9_then_resume_matches);
+    RUN(sigint_exit_130_and_resume);
+    RUN(sigterm_exit_143_and_resume);
+    RUN(nan_loss_stops_with_the_step);
+    RUN(nan_pixel_names_the_image);
+    RUN(write_failure_keeps_previous_checkpoint);
+    RUN(disk_full_keeps_previous_checkpoint);
+    RUN(max_pixels_option);
+    RUN(damaged_resume_metadata);
+    RUN(predict_folder_keeps_going);
+    RUN(mask_problems_name_the_file);
+    remove_tree(tmp_dir);
+    return harness_finish();
+}
