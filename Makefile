@@ -29,13 +29,11 @@ ifeq ($(WERROR),1)
 CFLAGS  += -Werror
 endif
 
-# One OpenMP runtime in the process: OpenBLAS's OpenMP build uses GNU libgomp, so clang is told
-# to use it too (its default, libomp, would not see libgomp's parallel regions).
-ifneq ($(findstring clang,$(CC)),)
-OMPFLAG  = -fopenmp=libgomp
-else
+# clang's OpenMP runtime is LLVM's libomp; it also exports GNU libgomp's entry points, and it
+# comes first in the link, so OpenBLAS's OpenMP build (made with gcc, needing libgomp) binds to
+# it too: one runtime in the process either way.  (clang -fopenmp=libgomp would not do: clang
+# then ignores every OpenMP pragma.)
 OMPFLAG  = -fopenmp
-endif
 ifneq ($(NO_OMP),1)
 CFLAGS  += $(OMPFLAG)
 LDFLAGS += $(OMPFLAG)

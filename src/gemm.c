@@ -137,3 +137,46 @@ void unet__sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
         }
     }
 }
+
+/* ---- thread slots ---- */
+
+#include <stdatomic.h>
+
+int unet__thread_slots(void) {
+    static _Atomic int slots;
+    int n = atomic_load(&slots);
+    if (n == 0) {
+#ifdef _OPENMP
+        n = omp_get_num_procs();
+#else
+        n = 1;
+#endif
+        n = n < 1 ? 1 : n > 64 ? 64 : n;
+        int expected = 0;
+        if (!atomic_compare_exchange_strong(&slots, &expected, n)) n = expected;
+    }
+    return n;
+}
+
+/* ---- CPU features ---- */
+
+static int cpu_cap = UNET__CPU_AVX512;
+
+bool unet__cpu_has(enum unet__cpu_level level) {
+    if ((int)level > cpu_cap) return false;
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    switch (level) {
+    case UNET__CPU_PORTABLE: return true;
+    case UNET__CPU_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case UNET__CPU_AVX512: return __builtin_cpu_supports("avx512f");
+    }
+    return false;
+#else
+    return level == UNET__CPU_PORTABLE;
+#endif
+}
+
+void unet__cpu_limit(enum unet__cpu_level level) {
+    cpu_cap = (int)level;
+}

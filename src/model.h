@@ -76,6 +76,11 @@ struct unet__value {
     int    c, h, w;                     /* per image; the batch is the plan's n */
     float *data;                        /* (n, c, h, w) */
     float *grad;                        /* training only */
+    /* Training: a batch-norm's output is kept only for the forward pass (data_fw) and
+     * recomputed for backward into data_bw, which lives as long as its gradient; data points
+     * to whichever is current.  NULL otherwise. */
+    float *data_fw, *data_bw;
+    bool   bw_ready;                    /* data_bw holds the recomputed output (in backward) */
     int    producer;                    /* node id, -1 for the input */
     int    last_use;                    /* last node reading it (n_nodes for the output) */
 };
@@ -100,7 +105,9 @@ struct unet_model {
     bool                planned, plan_training;
     int                 plan_n, plan_h, plan_w;
     struct unet__arena  act;            /* activations (and their gradients when training) */
-    float              *scratch;        /* im2col tiles */
+    float              *scratch;        /* im2col tiles, Winograd blocks */
+    float              *fold;           /* inference: (2, C) scale and shift of the batch-norm
+                                         * being folded into its convolution */
     size_t              scratch_floats;
 
     /* Training state: gradients and optimizer moments share the parameter block's layout. */
@@ -108,6 +115,11 @@ struct unet_model {
     long                opt_step;
     struct unet__rng    rng;            /* dropout */
     bool                training_mode;  /* batch statistics and dropout on */
+    /* Optional per-node profile (bench/bench_unet.c): when non-NULL, forward adds node i's
+     * seconds to prof[2 i] and backward to prof[2 i + 1] (wall clock, or the process's CPU time
+     * when prof_cpu: steadier on a shared machine).  Owned by the caller. */
+    double             *prof;
+    bool                prof_cpu;
 };
 
 /* ---- building (model.c): the parameter table and node list, in PyTorch's module order ---- */

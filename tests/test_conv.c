@@ -238,6 +238,20 @@ TEST(conv2d_fast_vs_ref) {
         fast_vs_ref(&k, label);
         cc_free(&k);
     }
+    /* Few input channels, many outputs, stride 1: the direct path (U-Net's first layer). */
+    for (int trial = 0; trial < 4; trial++) {
+        struct conv_case k = {.transpose = false};
+        k.c = (struct unet__conv2d_dims){.N = 1 + trial % 2, .C_in = 1 + trial, .C_out = 16 + trial,
+                                         .K_h = 3, .K_w = trial == 3 ? 2 : 3, .stride_h = 1,
+                                         .stride_w = 1, .pad_h = trial % 3, .pad_w = (trial + 1) % 3};
+        k.c.H_in = 5 + 3 * trial, k.c.W_in = 21 - 2 * trial;
+        cc_setup(&k, &rng);
+        char label[160];
+        snprintf(label, sizeof label, "conv N=%d C_in=%d %dx%d C_out=%d K=3x%d p=%dx%d (direct)",
+                 k.c.N, k.c.C_in, k.c.H_in, k.c.W_in, k.c.C_out, k.c.K_w, k.c.pad_h, k.c.pad_w);
+        fast_vs_ref(&k, label);
+        cc_free(&k);
+    }
     /* Large enough that im2col runs in several tiles (C_in*9*P > 4M floats), with a tile
      * boundary in the middle of an output row. */
     struct conv_case k = {.transpose = false,
@@ -277,6 +291,27 @@ TEST(convt2d_fast_vs_ref) {
                  "convT N=%d C_in=%d %dx%d C_out=%d K=%dx%d s=%dx%d p=%dx%d op=%dx%d", k.t.N,
                  k.t.C_in, k.t.H_in, k.t.W_in, k.t.C_out, k.t.K_h, k.t.K_w, k.t.stride_h,
                  k.t.stride_w, k.t.pad_h, k.t.pad_w, k.t.outpad_h, k.t.outpad_w);
+        fast_vs_ref(&k, label);
+        cc_free(&k);
+    }
+    /* Kernel == stride without padding: the one-GEMM scatter path (U-Net's up-convolution),
+     * with rows that leave a partial last panel of 48 and rows of several panels (101 wide),
+     * and a 3x3 / stride-3 and a 2x3 / stride 2x3 kernel. */
+    const int shapes[5][6] = {{2, 5, 7, 9, 3, 2}, {1, 20, 13, 11, 17, 2}, {1, 4, 5, 6, 6, 3},
+                              {2, 3, 4, 3, 2, 0}, {2, 3, 3, 101, 2, 2}};
+    for (int i = 0; i < 5; i++) {
+        struct conv_case k = {.transpose = true};
+        k.t = (struct unet__convt2d_dims){.N = shapes[i][0], .C_in = shapes[i][1],
+                                          .H_in = shapes[i][2], .W_in = shapes[i][3],
+                                          .C_out = shapes[i][4],
+                                          .K_h = shapes[i][5] ? shapes[i][5] : 2,
+                                          .K_w = shapes[i][5] ? shapes[i][5] : 3};
+        k.t.stride_h = k.t.K_h, k.t.stride_w = k.t.K_w;
+        CHECK_STATUS(unet__convt2d_dims_init(NULL, &k.t, "t"), UNET_STATUS_OK);
+        cc_setup(&k, &rng);
+        char label[160];
+        snprintf(label, sizeof label, "convT N=%d C_in=%d %dx%d C_out=%d K=s=%dx%d (scatter)",
+                 k.t.N, k.t.C_in, k.t.H_in, k.t.W_in, k.t.C_out, k.t.K_h, k.t.K_w);
         fast_vs_ref(&k, label);
         cc_free(&k);
     }

@@ -15,6 +15,14 @@
  * layers are written with them.  The weight layouts agree: a ConvTranspose2d weight
  * (C_in, C_out, K, K) is read as the Conv2d weight of the convolution it is the adjoint of.
  *
+ * Fast paths (each tested against the _ref loops): 3x3 stride-1 convolutions with 16 or more
+ * output channels run forward, input gradient and weight gradient by Winograd F(4x4, 3x3)
+ * (winograd.c; the input gradient is still "the product with A^T", computed as a convolution
+ * with the rotated kernel); convolutions with at most 4 input channels run direct (below); a
+ * transposed convolution whose kernel equals its stride (U-Net's 2x2 up-convolution) is A^T x
+ * with a col2im that only scatters, so its GEMM writes the output directly.  Each takes an
+ * epilogue (scale, shift, ReLU: a folded inference batch-norm) where it applies.
+ *
  * Memory: im2col is done in tiles of output pixels so the column buffer stays under
  * COL_TILE_FLOATS for any image size.  1x1 convolutions with stride 1 and no padding skip
  * im2col: the input already is the column matrix.  Threads: im2col and col2im split channels,
@@ -72,7 +80,17 @@ unet_status unet__conv2d_dims_init(unet_ctx *ctx, struct unet__conv2d_dims *d, c
 
 size_t unet__conv2d_scratch_floats(const struct unet__conv2d_dims *d) {
     if (is_pointwise(d)) return 0;
-    return (size_t)ckk(d) * (size_t)tile_pixels(d);
+    size_t f = (size_t)ckk(d) * (size_t)tile_pixels(d);
+    if (unet__winograd_applies(d)) {
+        /* Forward, input gradient and weight gradient by Winograd. */
+        struct unet__conv2d_dims a = unet__winograd_dims_data(d);
+        size_t fw = unet__winograd_scratch_floats(d), bw = unet__winograd_scratch_floats(&a);
+        size_t ww = unet__winograd_wgrad_scratch_floats(d);
+        if (fw > f) f = fw;
+        if (bw > f) f = bw;
+        if (ww > f) f = ww;
+    }
+    return f;
 }
 
 /* ---- im2col / col2im over output pixels [p0, p0 + np) of one image ---- */
@@ -232,17 +250,162 @@ static void bias_backward(float *db, const float *dy, int N, int C, size_t P) {
 
 /* ---- Conv2d ---- */
 
+/* The epilogue as a separate pass after the GEMM path (Winograd applies it in its output
+ * transform).  Accumulating GEMMs (beta = 1) only support a shift. */
+static void epilogue_pass(float *y, const struct unet__conv_epilogue *ep, int N, int C, size_t P) {
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++) {
+            float *yc = y + ((size_t)n * C + c) * P;
+            const float a = ep->scale ? ep->scale[c] : 1.0f, b = ep->shift ? ep->shift[c] : 0.0f;
+            for (size_t p = 0; p < P; p++) {
+                float v = yc[p] * a + b;
+                yc[p] = ep->relu && v < 0.0f ? 0.0f : v; /* NaN and -0 kept, as relu.c */
+            }
+        }
+}
+
+/* ---- direct convolution for very few input channels (U-Net's first layer) ----
+ * With C_in <= 4 a GEMM has almost no reduction to amortise its packing (im2col + GEMM ran at
+ * ~15 GFLOP/s on the 1 -> 64 layer) and Winograd's output transform costs more than the 9
+ * multiply-adds it saves.  Direct: each output row is a sum of K_h K_w C_in shifted, scaled
+ * input rows, a vector loop along the row; compiled for AVX-512 and AVX2 as well and chosen at
+ * run time. */
+#define DIRECT_MAX_C_IN 4
+
+static bool is_direct(const struct unet__conv2d_dims *d) {
+    return d->C_in <= DIRECT_MAX_C_IN && d->stride_h == 1 && d->stride_w == 1 &&
+           d->K_h * d->K_w > 1 && d->C_out >= 16;
+}
+
+/* Output row q = (n, co, oh). */
+static inline __attribute__((always_inline)) void
+direct_rows(float *y, const float *x, const float *w, const struct unet__conv2d_dims *d,
+            const struct unet__conv_epilogue *ep, long long q) {
+    const int oh = (int)(q % d->H_out), co = (int)(q / d->H_out % d->C_out);
+    const int n = (int)(q / d->H_out / d->C_out);
+    float *yr = y + (((size_t)n * d->C_out + co) * d->H_out + oh) * d->W_out;
+#pragma omp simd
+    for (int ow = 0; ow < d->W_out; ow++) yr[ow] = 0.0f;
+    for (int ci = 0; ci < d->C_in; ci++)
+        for (int kh = 0; kh < d->K_h; kh++) {
+            const int ih = oh - d->pad_h + kh;
+            if (ih < 0 || ih >= d->H_in) continue;
+            const float *xr = x + (((size_t)n * d->C_in + ci) * d->H_in + ih) * d->W_in;
+            for (int kw = 0; kw < d->K_w; kw++) {
+                const float wv = w[(((size_t)co * d->C_in + ci) * d->K_h + kh) * d->K_w + kw];
+                const int shift = kw - d->pad_w;
+                const int lo = shift < 0 ? -shift : 0;
+                const int hi = d->W_in - shift < d->W_out ? d->W_in - shift : d->W_out;
+#pragma omp simd
+                for (int ow = lo; ow < hi; ow++) yr[ow] += wv * xr[ow + shift];
+            }
+        }
+    const float a = ep && ep->scale ? ep->scale[co] : 1.0f;
+    const float b = ep && ep->shift ? ep->shift[co] : 0.0f;
+    const bool  relu = ep && ep->relu;
+#pragma omp simd
+    for (int ow = 0; ow < d->W_out; ow++) {
+        float v = yr[ow] * a + b;
+        yr[ow] = relu && v < 0.0f ? 0.0f : v;
+    }
+}
+
+typedef void (*direct_fn)(float *y, const float *x, const float *w,
+                          const struct unet__conv2d_dims *d, const struct unet__conv_epilogue *ep,
+                          long long q);
+static void direct_portable(float *y, const float *x, const float *w,
+                            const struct unet__conv2d_dims *d,
+                            const struct unet__conv_epilogue *ep, long long q) {
+    direct_rows(y, x, w, d, ep, q);
+}
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2,fma"))) static void direct_avx2(float *y, const float *x,
+                                                            const float *w,
+                                                            const struct unet__conv2d_dims *d,
+                                                            const struct unet__conv_epilogue *ep,
+                                                            long long q) {
+    direct_rows(y, x, w, d, ep, q);
+}
+__attribute__((target("avx512f"))) static void direct_avx512(float *y, const float *x,
+                                                             const float *w,
+                                                             const struct unet__conv2d_dims *d,
+                                                             const struct unet__conv_epilogue *ep,
+                                                             long long q) {
+    direct_rows(y, x, w, d, ep, q);
+}
+#endif
+
+static void conv_direct(float *y, const float *x, const float *w, const struct unet__conv2d_dims *d,
+                        const struct unet__conv_epilogue *ep) {
+    direct_fn f = direct_portable;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (unet__cpu_has(UNET__CPU_AVX512)) f = direct_avx512;
+    else if (unet__cpu_has(UNET__CPU_AVX2)) f = direct_avx2;
+#endif
+    const long long rows = (long long)d->N * d->C_out * d->H_out;
+    /* Small layers stay on the calling thread (a team costs more than ~1M multiply-adds). */
+    const bool par = (double)rows * d->W_out * d->C_in * d->K_h * d->K_w >= (double)(1 << 20);
+    (void)par;
+#pragma omp parallel for schedule(dynamic, 16) if (par)
+    for (long long q = 0; q < rows; q++) f(y, x, w, d, ep, q);
+}
+
+void unet__conv2d_forward_ep(float *y, const float *x, const float *w,
+                             const struct unet__conv2d_dims *d,
+                             const struct unet__conv_epilogue *ep, float *scratch) {
+    UNET_ASSERT(!(ep && ep->pool) || unet__conv2d_fusable(d));
+    if (is_direct(d) && !(ep && ep->accumulate)) {
+        conv_direct(y, x, w, d, ep);
+        return;
+    }
+    if (unet__winograd_applies(d)) {
+        unet__conv2d_winograd(y, x, w, false, d, ep, scratch);
+        return;
+    }
+    const size_t P = (size_t)d->H_out * d->W_out;
+    if (ep && ep->accumulate) {
+        UNET_ASSERT(!ep->scale && !ep->relu);
+        conv_forward_gemm(y, x, w, d, scratch, 1.0f);
+        if (ep->shift) bias_add(y, ep->shift, d->N, d->C_out, P);
+        return;
+    }
+    conv_forward_gemm(y, x, w, d, scratch, 0.0f);
+    if (ep && (ep->scale || ep->relu)) epilogue_pass(y, ep, d->N, d->C_out, P);
+    else if (ep && ep->shift) bias_add(y, ep->shift, d->N, d->C_out, P);
+}
+
+bool unet__conv2d_fusable(const struct unet__conv2d_dims *d) {
+    return unet__winograd_applies(d) && !is_direct(d);
+}
+
+void unet__conv2d_forward_cat(float *y, const float *a, const float *b, int c_a, const float *w,
+                              const struct unet__conv2d_dims *d,
+                              const struct unet__conv_epilogue *ep, float *scratch) {
+    UNET_ASSERT(unet__conv2d_fusable(d) && !(ep && ep->accumulate));
+    unet__conv2d_winograd_cat(y, a, b, c_a, w, d, ep, scratch);
+}
+
 void unet__conv2d_forward(float *y, const float *x, const float *w, const float *b,
                           const struct unet__conv2d_dims *d, float *scratch) {
-    conv_forward_gemm(y, x, w, d, scratch, 0.0f);
-    if (b) bias_add(y, b, d->N, d->C_out, (size_t)d->H_out * d->W_out);
+    struct unet__conv_epilogue ep = {.shift = b};
+    unet__conv2d_forward_ep(y, x, w, d, &ep, scratch);
 }
 
 void unet__conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                            const float *w, const struct unet__conv2d_dims *d, float *scratch) {
     if (db) bias_backward(db, dy, d->N, d->C_out, (size_t)d->H_out * d->W_out);
-    if (dw) conv_backward_weight_gemm(dw, dy, x, d, scratch);
-    if (dx) conv_backward_data_gemm(dx, dy, w, d, scratch);
+    if (dw && unet__winograd_applies(d)) unet__conv2d_winograd_wgrad(dw, dy, x, d, scratch);
+    else if (dw) conv_backward_weight_gemm(dw, dy, x, d, scratch);
+    if (!dx) return;
+    struct unet__conv2d_dims a = unet__winograd_dims_data(d);
+    if (unet__winograd_applies(d) && unet__winograd_applies(&a)) {
+        /* dx += A^T dy is itself a 3x3 convolution of dy (kernel rotated, channels swapped). */
+        struct unet__conv_epilogue ep = {.accumulate = true};
+        unet__conv2d_winograd(dx, dy, w, true, &a, &ep, scratch);
+        return;
+    }
+    conv_backward_data_gemm(dx, dy, w, d, scratch);
 }
 
 void unet__conv2d_forward_ref(float *y, const float *x, const float *w, const float *b,
@@ -323,14 +486,112 @@ struct unet__conv2d_dims unet__convt2d_as_conv(const struct unet__convt2d_dims *
     return c;
 }
 
+/* ---- k == stride, no padding: U-Net's 2x2 stride-2 up-convolution as one GEMM ----
+ * When the windows do not overlap, col2im is a pure scatter: every output pixel receives
+ * exactly one product.  So y = A^T x is one GEMM, Z (C_out K K, P) = W^T (C_out K K, C_in)
+ * x (C_in, P), whose rows r = (co, kh, kw) go straight to y[co][i K + kh][j K + kw] (+ bias)
+ * with no column buffer, no zeroing and no accumulation.  It runs on the packed micro-kernel
+ * of winograd.c: W^T is packed once per call in panels of 8 rows (K_MR), x in panels of up to
+ * 48 pixels per thread. */
+enum { K_MR = 8, K_NR = 48 };
+
+static bool convt_is_scatter(const struct unet__convt2d_dims *d) {
+    return d->K_h == d->stride_h && d->K_w == d->stride_w && d->pad_h == 0 && d->pad_w == 0 &&
+           d->outpad_h == 0 && d->outpad_w == 0;
+}
+
+static int convt_slots(void) {
+    return unet__thread_slots();
+}
+
+static size_t convt_scatter_floats(const struct unet__convt2d_dims *d) {
+    size_t rows = (size_t)(d->C_out * d->K_h * d->K_w + K_MR - 1) / K_MR * K_MR;
+    return rows * d->C_in + (size_t)convt_slots() * ((size_t)d->C_in * K_NR + K_MR * K_NR);
+}
+
+static void convt_scatter_forward(float *y, const float *x, const float *w, const float *b,
+                                  const struct unet__convt2d_dims *d, float *scratch) {
+    const int KK = d->K_h * d->K_w, R = d->C_out * KK, C_in = d->C_in;
+    const int rows = (R + K_MR - 1) / K_MR * K_MR, P = d->H_in * d->W_in;
+    /* Pixel panels run along input rows (never across one), so that a panel's outputs for
+     * one kernel row are a run of one output row. */
+    const int per_row = (d->W_in + K_NR - 1) / K_NR, panels = d->H_in * per_row;
+    const int slots = convt_slots();
+    const unet__micro_gemm_fn gemm = unet__micro_gemm();
+    float *A = scratch; /* (rows / K_MR, C_in, K_MR): W (C_in, R) by panels of rows */
+    float *bufs = A + (size_t)rows * C_in;
+    int team = 1;
+#ifdef _OPENMP
+    team = omp_get_max_threads();
+    if (team > slots) team = slots;
+    if ((double)rows * C_in * P * d->N < (double)(1 << 22)) team = 1; /* tiny: no team */
+#endif
+    (void)team, (void)slots;
+#pragma omp parallel num_threads(team)
+    {
+        int me = 0;
+#ifdef _OPENMP
+        me = omp_get_thread_num();
+#endif
+        float *B = bufs + (size_t)me * ((size_t)C_in * K_NR + K_MR * K_NR);
+        float *Cb = B + (size_t)C_in * K_NR; /* (K_MR, K_NR) products */
+#pragma omp for schedule(static)
+        for (int rp = 0; rp < rows / K_MR; rp++)
+            for (int ci = 0; ci < C_in; ci++)
+                for (int r = 0; r < K_MR; r++) {
+                    int row = rp * K_MR + r;
+                    A[((size_t)rp * C_in + ci) * K_MR + r] =
+                        row < R ? w[(size_t)ci * R + row] : 0.0f;
+                }
+        for (int n = 0; n < d->N; n++) {
+            const float *xn = x + (size_t)n * C_in * P;
+            float *yn = y + (size_t)n * d->C_out * d->H_out * d->W_out;
+#pragma omp for schedule(dynamic, 4)
+            for (int pp = 0; pp < panels; pp++) {
+                const int i = pp / per_row, j0 = pp % per_row * K_NR;
+                const int np = d->W_in - j0 < K_NR ? d->W_in - j0 : K_NR;
+                const int width = (np + 15) / 16 * 16;
+                const float *xp = xn + (size_t)i * d->W_in + j0;
+                for (int ci = 0; ci < C_in; ci++) {
+                    float *dst = B + (size_t)ci * width;
+                    memcpy(dst, xp + (size_t)ci * P, sizeof(float) * (size_t)np);
+                    for (int j = np; j < width; j++) dst[j] = 0.0f;
+                }
+                for (int rp = 0; rp < rows / K_MR; rp++) {
+                    gemm(A + (size_t)rp * C_in * K_MR, B, C_in, width, Cb, K_NR, false);
+                    for (int r = 0; r < K_MR && rp * K_MR + r < R; r++) {
+                        const int row = rp * K_MR + r, co = row / KK;
+                        const int kh = row % KK / d->K_w, kw = row % d->K_w;
+                        const float bias = b ? b[co] : 0.0f;
+                        const size_t oh = (size_t)i * d->K_h + kh;
+                        float *yr = yn + ((size_t)co * d->H_out + oh) * d->W_out +
+                                    (size_t)j0 * d->K_w + kw;
+                        const float *z = Cb + (size_t)r * K_NR;
+                        for (int j = 0; j < np; j++) yr[(size_t)j * d->K_w] = z[j] + bias;
+                    }
+                }
+            }
+        }
+    }
+}
+
 size_t unet__convt2d_scratch_floats(const struct unet__convt2d_dims *d) {
     struct unet__conv2d_dims c = unet__convt2d_as_conv(d);
-    return unet__conv2d_scratch_floats(&c);
+    size_t f = unet__conv2d_scratch_floats(&c);
+    if (convt_is_scatter(d)) {
+        size_t g = convt_scatter_floats(d);
+        if (g > f) f = g;
+    }
+    return f;
 }
 
 void unet__convt2d_forward(float *y, const float *x, const float *w, const float *b,
                            const struct unet__convt2d_dims *d, float *scratch) {
     /* y = A^T x: the input gradient of the convolution A, with x in the role of dy. */
+    if (convt_is_scatter(d)) {
+        convt_scatter_forward(y, x, w, b, d, scratch);
+        return;
+    }
     struct unet__conv2d_dims c = unet__convt2d_as_conv(d);
     memset(y, 0, sizeof(float) * (size_t)d->N * d->C_out * d->H_out * d->W_out);
     conv_backward_data_gemm(y, x, w, &c, scratch);

@@ -44,6 +44,75 @@ void unet__conv2d_forward_ref(float *y, const float *x, const float *w, const fl
 void unet__conv2d_backward_ref(float *dx, float *dw, float *db, const float *dy, const float *x,
                                const float *w, const struct unet__conv2d_dims *d);
 
+/* What a convolution does with its result before storing it, per output channel co:
+ *     v = conv * scale[co] + shift[co];  v = max(v, 0) if relu;  y = v, or y += v if accumulate
+ * scale NULL means 1, shift NULL means 0.  A bias is a shift; an inference-mode batch-norm folds
+ * into scale = gamma / sqrt(running_var + eps), shift = beta - running_mean * scale. */
+struct unet__conv_epilogue {
+    const float *scale, *shift;
+    bool         relu;
+    bool         accumulate;
+    /* When non-NULL (and unet__conv2d_fusable): also the 2x2 stride-2 max-pool of y, floor
+     * mode, (N, C_out, H_out / 2, W_out / 2), with maxpool.c's semantics (the first maximum of
+     * the row-major window wins, NaN propagates).  Inference's fused conv-BN-ReLU-pool. */
+    float       *pool;
+};
+
+/* Conv2d with an epilogue (conv2d.c): the fast path the model uses; unet__conv2d_forward is
+ * this with shift = b. */
+void unet__conv2d_forward_ep(float *y, const float *x, const float *w,
+                             const struct unet__conv2d_dims *d,
+                             const struct unet__conv_epilogue *ep, float *scratch);
+
+/* Whether the forward of d runs by Winograd, which can read a concatenation's two inputs
+ * (unet__conv2d_forward_cat) and write a pooled copy (epilogue pool). */
+bool unet__conv2d_fusable(const struct unet__conv2d_dims *d);
+/* The convolution of the channel concatenation [a, b] (a: channels [0, c_a), b: the rest, both
+ * (N, ., H_in, W_in)) without forming it, where unet__conv2d_fusable(d): inference's fused
+ * concat + conv (model.c).  Same result as unet__conv2d_forward_ep on the concatenation. */
+void unet__conv2d_forward_cat(float *y, const float *a, const float *b, int c_a, const float *w,
+                              const struct unet__conv2d_dims *d,
+                              const struct unet__conv_epilogue *ep, float *scratch);
+
+/* ---------------------------------------------------------------------------------------
+ * Winograd F(4x4, 3x3) (winograd.c): 3x3 stride-1 convolutions (padding 0..2, C_out >= 16)
+ * with 4x fewer multiplications than im2col + GEMM.  conv2d.c uses it for the
+ * forward pass and the input gradient when it applies.
+ * ------------------------------------------------------------------------------------- */
+bool unet__winograd_applies(const struct unet__conv2d_dims *d);
+/* Floats of scratch unet__conv2d_winograd needs for d (0 when it does not apply). */
+size_t unet__winograd_scratch_floats(const struct unet__conv2d_dims *d);
+/* y (=|+=) epilogue(conv(x, w)).  flip: w is stored as the (C_out, C_in, 3, 3) weight of the
+ * forward convolution whose input gradient this is, i.e. this computes
+ * conv(x, w[ci][co] rotated 180 degrees) for d = unet__winograd_dims_data(forward dims). */
+void unet__conv2d_winograd(float *y, const float *x, const float *w, bool flip,
+                           const struct unet__conv2d_dims *d,
+                           const struct unet__conv_epilogue *ep, float *scratch);
+/* The forward convolution of the channel concatenation [a, b] without forming it: a holds
+ * channels [0, c_a) and b the other C_in - c_a, both (N, ., H_in, W_in).  Inference's fused
+ * concat + conv (model.c); only where unet__winograd_applies. */
+void unet__conv2d_winograd_cat(float *y, const float *a, const float *b, int c_a, const float *w,
+                               const struct unet__conv2d_dims *d,
+                               const struct unet__conv_epilogue *ep, float *scratch);
+/* The dims of the convolution that computes the input gradient of d: C_in and C_out swapped,
+ * input H_out x W_out, output H_in x W_in, padding K - 1 - pad (stride 1). */
+struct unet__conv2d_dims unet__winograd_dims_data(const struct unet__conv2d_dims *d);
+/* dw (C_out, C_in, 3, 3) += the weight gradient of conv(x, w) for output gradient dy, by the
+ * adjoint of the same transforms (weight gradients of 3x3 stride-1 convolutions where
+ * unet__winograd_applies). */
+void unet__conv2d_winograd_wgrad(float *dw, const float *dy, const float *x,
+                                 const struct unet__conv2d_dims *d, float *scratch);
+size_t unet__winograd_wgrad_scratch_floats(const struct unet__conv2d_dims *d);
+/* winograd.c's GEMM micro-kernel, for the CPU it runs on: C (8 x width, leading dimension
+ * ldc) = (or += when acc) A^T B over K, A (K, 8) and B (K, width) contiguous, width 16, 32 or
+ * 48.  Also used by the 2x2 stride-2 transposed convolution (conv2d.c). */
+typedef void (*unet__micro_gemm_fn)(const float *A, const float *B, int K, int width, float *C,
+                                    int ldc, bool acc);
+unet__micro_gemm_fn unet__micro_gemm(void);
+/* Tests only (not thread-safe): caps the scratch blocks at about `floats` each so that small
+ * cases run in several output-channel and tile blocks; 0 restores the default. */
+void unet__winograd_set_budget(size_t floats);
+
 /* ---------------------------------------------------------------------------------------
  * ConvTranspose2d (conv2d.c): the adjoint of Conv2d, PyTorch's nn.ConvTranspose2d.
  * x (N, C_in, H_in, W_in), w (C_in, C_out, K_h, K_w), b (C_out) or NULL

@@ -1,0 +1,109 @@
+/* bench_peak.c — the machine's measured float32 FMA peak, the yardstick for bench/run's
+ * "effective GFLOP/s" column.
+ *
+ *     bench_peak [THREADS]      (default: 1 and 2)
+ *
+ * Each thread runs 12 independent FMA chains (enough to cover latency x pipes on current x86
+ * cores) on 256-bit (AVX2+FMA) and, where the CPU has it, 512-bit (AVX-512F) vectors, chosen at
+ * run time with __builtin_cpu_supports.  Prints one line per ISA and thread count:
+ *
+ *     PEAK isa=avx2 threads=2 gflops=...
+ *
+ * Not x86: prints nothing (bench/run then leaves the column out).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+#define CHAINS(OP) OP(0) OP(1) OP(2) OP(3) OP(4) OP(5) OP(6) OP(7) OP(8) OP(9) OP(10) OP(11)
+
+__attribute__((target("avx2,fma"))) static float fma256(long iters) {
+    const __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
+#define DECL(i) __m256 a##i = _mm256_set1_ps((float)(i));
+    CHAINS(DECL)
+#undef DECL
+    for (long k = 0; k < iters; k++) {
+#define STEP(i) a##i = _mm256_fmadd_ps(a##i, m, c);
+        CHAINS(STEP)
+#undef STEP
+    }
+    __m256 s = _mm256_setzero_ps();
+#define SUM(i) s = _mm256_add_ps(s, a##i);
+    CHAINS(SUM)
+#undef SUM
+    float o[8];
+    _mm256_storeu_ps(o, s);
+    return o[0];
+}
+
+__attribute__((target("avx512f"))) static float fma512(long iters) {
+    const __m512 m = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
+#define DECL(i) __m512 a##i = _mm512_set1_ps((float)(i));
+    CHAINS(DECL)
+#undef DECL
+    for (long k = 0; k < iters; k++) {
+#define STEP(i) a##i = _mm512_fmadd_ps(a##i, m, c);
+        CHAINS(STEP)
+#undef STEP
+    }
+    __m512 s = _mm512_setzero_ps();
+#define SUM(i) s = _mm512_add_ps(s, a##i);
+    CHAINS(SUM)
+#undef SUM
+    return _mm512_reduce_add_ps(s);
+}
+
+/* GFLOP/s of `threads` threads each running fn for iters iterations (12 FMAs of `lanes`). */
+static double measure(float (*fn)(long), int lanes, int threads) {
+    const long iters = 20000000;
+    volatile float sink = 0.0f;
+    double best = 0.0;
+    for (int rep = 0; rep < 3; rep++) {
+        double t0 = now();
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+#endif
+        {
+            float r = fn(iters);
+#ifdef _OPENMP
+#pragma omp critical
+#endif
+            sink += r;
+        }
+        double g = (double)threads * iters * 12.0 * lanes * 2.0 / (now() - t0) * 1e-9;
+        if (g > best) best = g;
+    }
+    (void)sink;
+    return best;
+}
+
+int main(int argc, char **argv) {
+    int lo = 1, hi = 2;
+    if (argc > 1) lo = hi = atoi(argv[1]);
+    if (lo < 1) return 2;
+    __builtin_cpu_init();
+    for (int t = lo; t <= hi; t++) {
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+            printf("PEAK isa=avx2 threads=%d gflops=%.1f\n", t, measure(fma256, 8, t));
+        if (__builtin_cpu_supports("avx512f"))
+            printf("PEAK isa=avx512 threads=%d gflops=%.1f\n", t, measure(fma512, 16, t));
+    }
+    return 0;
+}
+#else
+int main(void) {
+    return 0;
+}
+#endif

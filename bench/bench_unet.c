@@ -1,0 +1,164 @@
+/* bench_unet.c — time of the seed U-Net (1 input channel, 2 classes, base 64, depth 4,
+ * BatchNorm, transposed up-convolution) with fixed random weights, one configuration per
+ * process so that the peak RSS (getrusage) is that configuration's alone.
+ *
+ *     bench_unet infer|train SIZE BATCH THREADS RUNS [layers]
+ *
+ * infer: unet_model_forward on a BATCH x 1 x SIZE x SIZE input (eval mode, BatchNorm folded
+ * with the running statistics).  train: unet_train_step (forward in training mode,
+ * cross-entropy loss, backward, Adam update) on random labels.  One warm-up call (it also
+ * plans the memory), then RUNS timed calls.  Prints one machine-readable line:
+ *
+ *     RESULT impl=unet mode=infer size=512 batch=1 threads=2 runs=5 median_s=... min_s=...
+ *            max_s=... rss_mb=... gflop=...
+ *
+ * gflop is the work of one call counted as multiply-adds x 2 of the convolutions (forward;
+ * a training step counts 3x: forward, input gradient, weight gradient), whatever algorithm
+ * computes them.  With "layers", it also prints per-node times (the sum over all timed runs
+ * divided by RUNS; wall clock, or the process's CPU time when UNET_PROF_CPU is set, which is
+ * steadier on a shared machine) as "LAYER name op size channels fwd_ms ... bwd_ms ..." lines.
+ */
+#include "model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static const char *op_name(enum unet__node_op op) {
+    switch (op) {
+    case UNET__NODE_CONV: return "conv";
+    case UNET__NODE_BN: return "bn";
+    case UNET__NODE_POOL: return "pool";
+    case UNET__NODE_CONVT: return "convt";
+    case UNET__NODE_UPSAMPLE: return "upsample";
+    case UNET__NODE_CONCAT: return "concat";
+    case UNET__NODE_DROPOUT: return "dropout";
+    case UNET__NODE_ADD: return "add";
+    case UNET__NODE_CROP: return "crop";
+    }
+    return "?";
+}
+
+static int usage(void) {
+    fprintf(stderr, "usage: bench_unet infer|train SIZE BATCH THREADS RUNS [layers]\n");
+    return 2;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 6) return usage();
+    const char *mode = argv[1];
+    const bool train = strcmp(mode, "train") == 0;
+    if (!train && strcmp(mode, "infer") != 0) return usage();
+    const int size = atoi(argv[2]), batch = atoi(argv[3]), threads = atoi(argv[4]);
+    const int runs = atoi(argv[5]);
+    const bool layers = argc > 6 && strcmp(argv[6], "layers") == 0;
+    if (size < 16 || batch < 1 || threads < 1 || runs < 1) return usage();
+
+    unet_ctx *ctx = unet_ctx_create();
+    unet_model *m = NULL;
+    unet_config cfg = unet_config_default(UNET_ARCH_UNET);
+    if (!ctx || unet_ctx_set_threads(ctx, threads) != UNET_STATUS_OK ||
+        unet_model_create(ctx, &cfg, 1234, &m) != UNET_STATUS_OK) {
+        fprintf(stderr, "bench_unet: %s\n", ctx ? unet_ctx_errmsg(ctx) : "out of memory");
+        return 1;
+    }
+    double flops = 0.0;
+    unet_model_cost(ctx, m, batch, size, size, &flops, NULL);
+    if (train) flops *= 3.0;
+
+    const size_t npix = (size_t)batch * size * size;
+    float   *x = malloc(npix * sizeof *x);
+    float   *logits = malloc(npix * (size_t)cfg.classes * sizeof *logits);
+    int32_t *target = malloc(npix * sizeof *target);
+    double  *t = malloc((size_t)runs * sizeof *t);
+    if (!x || !logits || !target || !t) return 1;
+    struct unet__rng rng;
+    unet__rng_seed(&rng, 42);
+    for (size_t i = 0; i < npix; i++) {
+        x[i] = 2.0f * unet__rng_uniform(&rng) - 1.0f;
+        target[i] = (int32_t)unet__rng_below(&rng, (uint64_t)cfg.classes);
+    }
+    unet_optim opt = unet_optim_default(UNET_OPTIM_ADAM);
+    double *prof = NULL;
+
+    for (int r = -1; r < runs; r++) {
+        if (r == 0 && layers) {
+            /* Per-node timing starts after the warm-up call (which planned the memory). */
+            prof = calloc((size_t)m->n_nodes * 2, sizeof *prof);
+            m->prof = prof;
+            m->prof_cpu = getenv("UNET_PROF_CPU") != NULL;
+        }
+        double t0 = now();
+        unet_status s;
+        if (train) {
+            double loss;
+            s = unet_train_step(ctx, m, &opt, UNET_LOSS_CE, x, target, NULL, batch, size, size,
+                                &loss);
+        } else {
+            s = unet_model_forward(ctx, m, x, batch, size, size, logits);
+        }
+        double dt = now() - t0;
+        if (s != UNET_STATUS_OK) {
+            fprintf(stderr, "bench_unet: %s: %s\n", unet_status_str(s), unet_ctx_errmsg(ctx));
+            return 1;
+        }
+        if (r >= 0) t[r] = dt;
+    }
+    double sum_t = 0.0;
+    for (int r = 0; r < runs; r++) sum_t += t[r];
+    qsort(t, (size_t)runs, sizeof *t, cmp_double);
+    double med = runs % 2 ? t[runs / 2] : 0.5 * (t[runs / 2 - 1] + t[runs / 2]);
+
+    if (prof) {
+        double total = 0.0;
+        for (int i = 0; i < m->n_nodes; i++) total += prof[2 * i] + prof[2 * i + 1];
+        for (int i = 0; i < m->n_nodes; i++) {
+            const struct unet__node *nd = &m->nodes[i];
+            double gf = 0.0;
+            if (nd->op == UNET__NODE_CONV) {
+                const struct unet__conv2d_dims *d = &nd->d.conv;
+                gf = 2.0 * d->N * d->C_out * d->C_in * d->K_h * d->K_w * (double)d->H_out *
+                     d->W_out;
+            } else if (nd->op == UNET__NODE_CONVT) {
+                const struct unet__convt2d_dims *d = &nd->d.convt;
+                gf = 2.0 * d->N * d->C_out * d->C_in * d->K_h * d->K_w * (double)d->H_in * d->W_in;
+            }
+            double fw = prof[2 * i] / runs, bw = prof[2 * i + 1] / runs;
+            printf("LAYER %-36s %-8s %5dx%-5d c=%-5d fwd_ms=%9.2f (%6.1f GFLOP/s) bwd_ms=%9.2f "
+                   "(%6.1f GFLOP/s) share=%4.1f%%\n",
+                   nd->name, op_name(nd->op), m->values[nd->out].h, m->values[nd->out].w,
+                   m->values[nd->out].c, fw * 1e3, fw > 0 ? gf / fw * 1e-9 : 0.0, bw * 1e3,
+                   bw > 0 ? 2 * gf / bw * 1e-9 : 0.0, 100.0 * (fw + bw) * runs / total);
+        }
+        printf("LAYER total %.2f ms of %.2f ms per call\n", total / runs * 1e3, sum_t / runs * 1e3);
+        m->prof = NULL;
+        free(prof);
+    }
+
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("RESULT impl=unet mode=%s size=%d batch=%d threads=%d runs=%d median_s=%.4f "
+           "min_s=%.4f max_s=%.4f rss_mb=%.1f gflop=%.2f\n",
+           mode, size, batch, threads, runs, med, t[0], t[runs - 1], ru.ru_maxrss / 1024.0,
+           flops * 1e-9);
+    free(x);
+    free(logits);
+    free(target);
+    free(t);
+    unet_model_free(m);
+    unet_ctx_free(ctx);
+    return 0;
+}
