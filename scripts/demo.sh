@@ -6,9 +6,9 @@ set -eu
 UNET=${1:-build/unet}
 OUT=runs/demo
 mkdir -p "$OUT"
-echo "== training a U-Net (base 16, depth 4) on 8 ISBI 2012 slices, 300 steps"
+echo "== training a U-Net (base 16, depth 4) on 8 ISBI 2012 slices, 600 steps"
 "$UNET" train --images data/sample/train/images --masks data/sample/train/masks \
-    --out "$OUT/model.safetensors" --base 16 --depth 4 --tile 256 --batch 2 --steps 300 \
+    --out "$OUT/model.safetensors" --base 16 --depth 4 --tile 256 --batch 2 --steps 600 \
     --val-split 0 --seed 1
 echo "== predicting the held-out slice 24"
 "$UNET" predict --model "$OUT/model.safetensors" --input data/sample/test/images \
