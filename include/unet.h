@@ -25,9 +25,15 @@
  *         fprintf(stderr, "error: %s\n", unet_ctx_errmsg(ctx));
  *         return 1;
  *     }
- *     unsigned char *mask = malloc((size_t)img.h * img.w);
- *     unet_predict_opts po = unet_predict_defaults();
- *     if (unet_predict(ctx, m, &img, &po, mask, NULL) != UNET_STATUS_OK) ...
+ *     int K = unet_model_config(m)->classes;
+ *     float *x = malloc(sizeof(float) * img.c * img.h * img.w);
+ *     float *prob = malloc(sizeof(float) * K * img.h * img.w);
+ *     int32_t *mask = malloc(sizeof(int32_t) * img.h * img.w);
+ *     unet_predict_opts po = unet_predict_defaults();      // whole image, tiles when large
+ *     if (unet_image_to_float(ctx, &img, UNET_NORM_AUTO, x) != UNET_STATUS_OK ||
+ *         unet_predict(ctx, m, x, img.h, img.w, &po, prob, NULL, NULL) != UNET_STATUS_OK) ...
+ *     unet_argmax(prob, K, img.h, img.w, po.output, mask);  // class id per pixel
+ *     free(x), free(prob), free(mask);
  *     unet_image_free(&img);
  *     unet_model_free(m);
  *     unet_ctx_free(ctx);
@@ -225,6 +231,9 @@ unet_status unet_predict(unet_ctx *ctx, unet_model *m, const float *image, int h
                          const unet_predict_opts *opts, float *out, unet_progress_fn progress,
                          void *user);
 
+/* Logits (classes, h, w) to probabilities in place: softmax over classes (sigmoid for 1). */
+unet_status unet_probabilities(unet_ctx *ctx, float *out, int classes, int h, int w);
+
 /* The most probable class per pixel of out (classes, h, w) from unet_predict (for 1 class:
  * probability or logit above the 0.5 / 0 threshold). */
 void unet_argmax(const float *out, int classes, int h, int w, unet_output kind, int32_t *labels);
@@ -251,14 +260,16 @@ typedef enum unet_optim_kind {
     UNET_OPTIM_ADAMW
 } unet_optim_kind;
 
+/* Hyperparameters are doubles, like the Python numbers PyTorch computes its updates from (0.9,
+ * not the float 0.899999976), so runs agree with PyTorch to the bit. */
 typedef struct unet_optim {
     unet_optim_kind kind;
-    float           lr;
-    float           momentum;       /* SGD */
+    double          lr;
+    double          momentum;       /* SGD */
     int             nesterov;       /* SGD */
-    float           weight_decay;
-    float           beta1, beta2;   /* Adam */
-    float           eps;            /* Adam */
+    double          weight_decay;
+    double          beta1, beta2;   /* Adam */
+    double          eps;            /* Adam */
 } unet_optim;
 
 /* PyTorch's defaults for each optimizer (lr 0.01 SGD, 0.001 Adam). */
@@ -266,7 +277,7 @@ unet_optim unet_optim_default(unet_optim_kind kind);
 
 /* One training step on a batch: forward in training mode (batch statistics, dropout), loss,
  * backward, optimizer update.  x (n, in_channels, h, w); target (n, out_h, out_w) class ids
- * (-1 = ignored); weight (n, out_h, out_w) per-pixel loss weights or NULL.  *loss_out gets the
+ * 0..classes-1 (0/1 for one class; anything else is UNET_STATUS_ARG), -1 = ignored; weight (n, out_h, out_w) per-pixel loss weights or NULL.  *loss_out gets the
  * loss before the update.  A non-finite loss or gradient returns UNET_STATUS_NUMERIC and leaves
  * the parameters unchanged. */
 unet_status unet_train_step(unet_ctx *ctx, unet_model *m, const unet_optim *opt,
@@ -276,7 +287,8 @@ unet_status unet_train_step(unet_ctx *ctx, unet_model *m, const unet_optim *opt,
 unet_status unet_eval_loss(unet_ctx *ctx, unet_model *m, unet_loss_kind loss, const float *x,
                            const int32_t *target, const float *weight, int n, int h, int w,
                            double *loss_out);
-/* Optimizer steps taken so far (the checkpoint keeps it, for Adam's bias correction). */
+/* Optimizer steps taken with the current optimizer state.  A resumable checkpoint restores it
+ * with the moments; the first step after a plain load starts fresh moments at step 1. */
 long unet_train_steps(const unet_model *m);
 
 /* A resumable training checkpoint: the model exactly as unet_model_save writes it, plus the
@@ -372,6 +384,14 @@ unet_status unet_image_to_float(unet_ctx *ctx, const unet_image *img, unet_norm 
  * UNET_STATUS_ARG.  On failure out is partly written. */
 unet_status unet_mask_to_classes(unet_ctx *ctx, const unet_image *mask, int classes,
                                  const char *name, int32_t *out);
+
+/* The raw values of a one-channel mask as int32 labels (0 = background, other values as
+ * stored: instance ids or class ids).  Values must be integers in 0..2^31-1, else
+ * UNET_STATUS_FORMAT naming `name`, the pixel and the value.  *instances (may be NULL) is set
+ * to 1 when the mask holds more than one distinct non-zero value (an instance label image),
+ * else 0 (a binary mask, or empty). */
+unet_status unet_mask_labels(unet_ctx *ctx, const unet_image *mask, const char *name,
+                             int32_t *labels, int *instances);
 
 /* ---------------------------------------------------------------------------------------
  * Labels and metrics

@@ -111,6 +111,13 @@ void unet__free(void *p) {
     free(p);
 }
 
+char *unet__strdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
 /* ---- arena ---- */
 
 void unet__arena_init(struct unet__arena *a) {
@@ -157,10 +164,6 @@ unet_status unet__arena_commit(unet_ctx *ctx, struct unet__arena *a, const char 
     }
     a->used = 0;
     return UNET_STATUS_OK;
-}
-
-void unet__arena_rewind(struct unet__arena *a) {
-    a->used = 0;
 }
 
 void unet__arena_deinit(struct unet__arena *a) {

@@ -30,7 +30,8 @@ unet_status unet__fail(unet_ctx *ctx, unet_status s, const char *fmt, ...)
 #endif
     ;
 
-/* Bugs in unet itself (never bad input): checked in debug and test builds. */
+/* Bugs in unet itself, never bad input: every input is checked (and reported as a status)
+ * before it reaches an assertion.  Checked in every build unless NDEBUG is defined. */
 #ifdef NDEBUG
 #define UNET_ASSERT(x) ((void)0)
 #else
@@ -57,6 +58,8 @@ bool unet__prod_size(const size_t *factors, int count, size_t *out);
 void *unet__alloc(size_t bytes);
 void *unet__calloc(size_t count, size_t size);
 void unet__free(void *p);
+/* A malloc'd copy of s (free with free()), NULL when out of memory. */
+char *unet__strdup(const char *s);
 
 /* ---- arena: one block per lifetime (parameters, gradients, activations, scratch) ----
  * Planned in two passes: reserve() with base == NULL only counts, then commit() allocates once
@@ -75,7 +78,6 @@ void *unet__arena_bytes(struct unet__arena *a, size_t bytes);
 /* Allocates the counted size and rewinds so the same sequence of reservations can be replayed.
  * name is used in the error message. */
 unet_status unet__arena_commit(unet_ctx *ctx, struct unet__arena *a, const char *name);
-void unet__arena_rewind(struct unet__arena *a);
 void unet__arena_deinit(struct unet__arena *a);
 
 /* ---- threads ---- */

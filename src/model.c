@@ -384,6 +384,7 @@ void unet_model_free(unet_model *m) {
     unet__free(m->grads);
     unet__free(m->opt_m);
     unet__free(m->opt_v);
+    unet__free(m->snapshot);
     free(m->counters);
     free(m->params);
     free(m->nodes);
@@ -834,7 +835,11 @@ static unet_status plan(unet_ctx *ctx, unet_model *m, int n, bool training) {
         float *base = unet__arena_floats(a, values_floats);
         uint8_t *pool_mask = unet__arena_bytes(a, pool_scratch);
         m->fold = fold_floats ? unet__arena_floats(a, fold_floats) : NULL;
+        /* Every pointer is reset: a value that gets no memory in this plan (a fused concat, a
+         * folded convolution's output, the input's gradient) must not keep pointing into the
+         * previous plan's freed block. */
         for (int v = 0; v < NV; v++) {
+            m->values[v].data = m->values[v].grad = NULL;
             m->values[v].data_fw = m->values[v].data_bw = NULL;
             m->values[v].bw_ready = false;
         }
@@ -1112,7 +1117,8 @@ static void recompute_bn_output(unet_model *m, int v, int i) {
  * branching on the sign of every element. */
 static void relu_mask_grad(float *dy, const float *y, size_t n) {
 #pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < n; i++) dy[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+    /* y <= 0, not !(y > 0): a NaN output passes its gradient on, as PyTorch's threshold_backward. */
+    for (size_t i = 0; i < n; i++) dy[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 

@@ -112,6 +112,7 @@ struct unet_model {
 
     /* Training state: gradients and optimizer moments share the parameter block's layout. */
     float              *grads, *opt_m, *opt_v;
+    void               *snapshot;       /* running statistics and counters before a step */
     long                opt_step;
     struct unet__rng    rng;            /* dropout */
     bool                training_mode;  /* batch statistics and dropout on */

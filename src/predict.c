@@ -155,11 +155,19 @@ static unet_status predict_plain(unet_ctx *ctx, unet_model *m, const float *imag
     unet_status s = plan_tiles(ctx, m, h, w, o, &t);
     if (s != UNET_STATUS_OK) return s;
     const int C = m->cfg.in_channels, K = m->cfg.classes;
-    const int B = o->batch < 1 ? 1 : o->batch;
+    const int B = o->batch;
     const int total = t.ny * t.nx;
+    if ((uint64_t)t.T_in * (uint64_t)t.T_in > unet_ctx_max_pixels(ctx))
+        return unet__fail(ctx, UNET_STATUS_ARG,
+                          "predict: a %dx%d tile exceeds the %llu-pixel limit (use a smaller --tile)",
+                          t.T_in, t.T_in, (unsigned long long)unet_ctx_max_pixels(ctx));
     size_t in_tile = (size_t)C * t.T_in * t.T_in, out_tile = (size_t)K * t.T_out * t.T_out;
-    float *x = unet__alloc(sizeof(float) * in_tile * (size_t)B);
-    float *y = unet__alloc(sizeof(float) * out_tile * (size_t)B);
+    size_t fx[3] = {sizeof(float), in_tile, (size_t)B}, fy[3] = {sizeof(float), out_tile, (size_t)B};
+    size_t bx, by;
+    if (!unet__prod_size(fx, 3, &bx) || !unet__prod_size(fy, 3, &by))
+        return unet__fail(ctx, UNET_STATUS_NOMEM, "predict: %d tiles of %d pixels overflow", B, t.T_in);
+    float *x = unet__alloc(bx);
+    float *y = unet__alloc(by);
     if (!x || !y) {
         unet__free(x);
         unet__free(y);
@@ -240,8 +248,12 @@ unet_status unet_predict(unet_ctx *ctx, unet_model *m, const float *image, int h
     if (!m || !image || !out) return unet__fail(ctx, UNET_STATUS_ARG, "predict: NULL argument");
     if (h < 1 || w < 1) return unet__fail(ctx, UNET_STATUS_ARG, "predict: image size %dx%d", h, w);
     unet_predict_opts o = opts ? *opts : unet_predict_defaults();
-    if (o.max_tile < 1) o.max_tile = 1024;
     if (o.overlap < 0) return unet__fail(ctx, UNET_STATUS_ARG, "overlap: %d < 0", o.overlap);
+    if (o.tile < 0 || o.batch < 1 || o.max_tile < 1 ||
+        (o.output != UNET_OUTPUT_PROBABILITIES && o.output != UNET_OUTPUT_LOGITS))
+        return unet__fail(ctx, UNET_STATUS_ARG,
+                          "predict: tile %d (>= 0), max_tile %d (>= 1), batch %d (>= 1), output %d",
+                          o.tile, o.max_tile, o.batch, (int)o.output);
     const int C = m->cfg.in_channels, K = m->cfg.classes;
     const size_t P = (size_t)h * w;
     int done = 0;
@@ -275,6 +287,13 @@ unet_status unet_predict(unet_ctx *ctx, unet_model *m, const float *image, int h
     unet__free(img_t);
     unet__free(out_t);
     return s;
+}
+
+unet_status unet_probabilities(unet_ctx *ctx, float *out, int classes, int h, int w) {
+    if (!out || classes < 1 || classes > UNET_MAX_CLASSES || h < 1 || w < 1)
+        return unet__fail(ctx, UNET_STATUS_ARG, "probabilities: bad arguments");
+    to_probabilities(out, classes, (size_t)h * w);
+    return UNET_STATUS_OK;
 }
 
 void unet_argmax(const float *out, int classes, int h, int w, unet_output kind, int32_t *labels) {

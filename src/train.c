@@ -14,10 +14,10 @@
 #include <string.h>
 
 unet_optim unet_optim_default(unet_optim_kind kind) {
-    unet_optim o = {.kind = kind, .lr = 0.01f, .momentum = 0.0f, .nesterov = 0,
-                    .weight_decay = 0.0f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f};
-    if (kind == UNET_OPTIM_ADAM || kind == UNET_OPTIM_ADAMW) o.lr = 0.001f;
-    if (kind == UNET_OPTIM_ADAMW) o.weight_decay = 0.01f;
+    unet_optim o = {.kind = kind, .lr = 0.01, .momentum = 0.0, .nesterov = 0,
+                    .weight_decay = 0.0, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8};
+    if (kind == UNET_OPTIM_ADAM || kind == UNET_OPTIM_ADAMW) o.lr = 0.001;
+    if (kind == UNET_OPTIM_ADAMW) o.weight_decay = 0.01;
     return o;
 }
 
@@ -40,7 +40,15 @@ static unet_status check_optim(unet_ctx *ctx, const unet_optim *o) {
     return UNET_STATUS_OK;
 }
 
+/* Gradients, moments and the snapshot block, allocated on the first step.  Fresh moments
+ * start a fresh optimizer: its step count restarts at 0 (Adam's bias correction), whatever the
+ * checkpoint's train_steps said; a resumable checkpoint restores moments and step together. */
 static unet_status alloc_state(unet_ctx *ctx, unet_model *m) {
+    if (!m->snapshot) {
+        size_t bytes = m->n_buffers * sizeof(float) + (size_t)m->n_counters * sizeof(int64_t);
+        m->snapshot = unet__alloc(bytes + 64);
+        if (!m->snapshot) return unet__fail(ctx, UNET_STATUS_NOMEM, "training: out of memory");
+    }
     if (m->grads) return UNET_STATUS_OK;
     m->grads = unet__calloc(m->n_weights, sizeof(float));
     m->opt_m = unet__calloc(m->n_weights, sizeof(float));
@@ -51,6 +59,7 @@ static unet_status alloc_state(unet_ctx *ctx, unet_model *m) {
         return unet__fail(ctx, UNET_STATUS_NOMEM, "training: cannot allocate %zu MiB of optimizer state",
                           3 * m->n_weights * sizeof(float) >> 20);
     }
+    m->opt_step = 0;
     return UNET_STATUS_OK;
 }
 
@@ -72,15 +81,29 @@ static double loss_of(const unet_model *m, unet_loss_kind kind, const int32_t *t
     return L;
 }
 
+/* Arguments, the plan, and every target value: class ids 0..classes-1 (0/1 for one class) or
+ * -1 for unlabeled; the losses rely on it. */
 static unet_status check_batch(unet_ctx *ctx, unet_model *m, unet_loss_kind loss, const float *x,
-                               const int32_t *target, const float *weight, int n, int h, int w) {
+                               const int32_t *target, const float *weight, int n, int h, int w,
+                               bool training) {
     if (!m || !x || !target)
         return unet__fail(ctx, UNET_STATUS_ARG, "training: model, images and targets are required");
     if (loss < UNET_LOSS_CE || loss > UNET_LOSS_WCE)
         return unet__fail(ctx, UNET_STATUS_ARG, "loss: unknown kind %d", (int)loss);
     if (loss == UNET_LOSS_WCE && !weight)
         return unet__fail(ctx, UNET_STATUS_ARG, "loss wce: needs a weight map");
-    return unet_model_prepare(ctx, m, n, h, w, 1);
+    unet_status s = unet_model_prepare(ctx, m, n, h, w, training);
+    if (s != UNET_STATUS_OK) return s;
+    const struct unet__value *o = unet__model_output(m);
+    const int32_t top = m->cfg.classes == 1 ? 1 : m->cfg.classes - 1;
+    const size_t count = (size_t)n * o->h * o->w;
+    for (size_t i = 0; i < count; i++)
+        if (target[i] < -1 || target[i] > top)
+            return unet__fail(ctx, UNET_STATUS_ARG,
+                              "target: image %zu, pixel %zu holds %d; expected -1 (unlabeled) or a "
+                              "class id 0..%d",
+                              i / ((size_t)o->h * o->w), i % ((size_t)o->h * o->w), target[i], top);
+    return UNET_STATUS_OK;
 }
 
 /* Index of the parameter that holds weight index i (for messages). */
@@ -97,7 +120,7 @@ unet_status unet_train_step(unet_ctx *ctx, unet_model *m, const unet_optim *opt,
                             unet_loss_kind loss, const float *x, const int32_t *target,
                             const float *weight, int n, int h, int w, double *loss_out) {
     unet_status s = check_optim(ctx, opt);
-    if (s == UNET_STATUS_OK) s = check_batch(ctx, m, loss, x, target, weight, n, h, w);
+    if (s == UNET_STATUS_OK) s = check_batch(ctx, m, loss, x, target, weight, n, h, w, true);
     if (s == UNET_STATUS_OK) s = alloc_state(ctx, m);
     if (s != UNET_STATUS_OK) return s;
     unet__use_threads(unet__threads(ctx));
@@ -105,8 +128,7 @@ unet_status unet_train_step(unet_ctx *ctx, unet_model *m, const unet_optim *opt,
     /* Snapshot of what forward changes besides activations: running statistics, counters and
      * the dropout generator.  Small (a few floats per channel). */
     size_t nb = m->n_buffers * sizeof(float), nc = (size_t)m->n_counters * sizeof(int64_t);
-    unsigned char *snap = malloc(nb + nc + 1);
-    if (!snap) return unet__fail(ctx, UNET_STATUS_NOMEM, "training: out of memory");
+    unsigned char *snap = m->snapshot;
     memcpy(snap, m->buffers, nb);
     memcpy(snap + nb, m->counters, nc);
     struct unet__rng rng0 = m->rng;
@@ -151,24 +173,18 @@ unet_status unet_train_step(unet_ctx *ctx, unet_model *m, const unet_optim *opt,
                                .decoupled = opt->kind == UNET_OPTIM_ADAMW};
         unet__adam_step(m->weights, m->grads, m->opt_m, m->opt_v, m->n_weights, &o, step);
     }
-    free(snap);
     return UNET_STATUS_OK;
 undo:
     memcpy(m->buffers, snap, nb);
     memcpy(m->counters, snap + nb, nc);
     m->rng = rng0;
-    free(snap);
     return s;
 }
 
 unet_status unet_eval_loss(unet_ctx *ctx, unet_model *m, unet_loss_kind loss, const float *x,
                            const int32_t *target, const float *weight, int n, int h, int w,
                            double *loss_out) {
-    if (!m || !x || !target)
-        return unet__fail(ctx, UNET_STATUS_ARG, "eval_loss: model, images and targets are required");
-    if (loss == UNET_LOSS_WCE && !weight)
-        return unet__fail(ctx, UNET_STATUS_ARG, "loss wce: needs a weight map");
-    unet_status s = unet_model_prepare(ctx, m, n, h, w, 0);
+    unet_status s = check_batch(ctx, m, loss, x, target, weight, n, h, w, false);
     if (s != UNET_STATUS_OK) return s;
     unet__use_threads(unet__threads(ctx));
     m->training_mode = false;

@@ -62,7 +62,7 @@ static void golden_variant(const char *name) {
     /* 2. First training-mode pass: logits, CE loss, every parameter gradient.  lr = 0 keeps
      * the weights, so the gradients stay readable in m->grads. */
     unet_optim zero = unet_optim_default(UNET_OPTIM_SGD);
-    zero.lr = 0.0f;
+    zero.lr = 0.0;
     double loss = 0;
     CHECK_STATUS(unet_train_step(ctx, m, &zero, UNET_LOSS_CE, x, t, NULL, N, H, W, &loss),
                  UNET_STATUS_OK);
@@ -90,7 +90,7 @@ static void golden_variant(const char *name) {
     m = NULL;
     CHECK_STATUS(unet_model_load(ctx, path, &m), UNET_STATUS_OK);
     unet_optim sgd = unet_optim_default(UNET_OPTIM_SGD);
-    sgd.lr = 0.02f, sgd.momentum = 0.9f, sgd.weight_decay = 1e-4f;
+    sgd.lr = 0.02, sgd.momentum = 0.9, sgd.weight_decay = 1e-4;
     float *losses = golden_get(st, "sgd.losses", NULL);
     for (int k = 0; k < 10 && m && losses; k++) {
         CHECK_STATUS(unet_train_step(ctx, m, &sgd, UNET_LOSS_CE, x, t, NULL, N, H, W, &loss),
@@ -116,7 +116,7 @@ static void golden_variant(const char *name) {
     m = NULL;
     CHECK_STATUS(unet_model_load(ctx, path, &m), UNET_STATUS_OK);
     unet_optim adam = unet_optim_default(UNET_OPTIM_ADAM);
-    adam.lr = 1e-2f, adam.eps = 1e-4f;
+    adam.lr = 1e-2, adam.eps = 1e-4;
     losses = golden_get(st, "adam.losses", NULL);
     for (int k = 0; k < 10 && m && losses; k++) {
         CHECK_STATUS(unet_train_step(ctx, m, &adam, UNET_LOSS_CE_DICE, x, t, NULL, N, H, W, &loss),
@@ -418,6 +418,67 @@ TEST(bad_checkpoints) {
     unet_ctx_free(ctx);
 }
 
+/* A target that is not a class id is an error naming the pixel, never an abort (the losses
+ * assume valid ids); -1 marks unlabeled pixels. */
+TEST(bad_targets_are_errors) {
+    unet_ctx *ctx = unet_ctx_create();
+    unet_config c = unet_config_default(UNET_ARCH_UNET);
+    c.base = 2, c.depth = 1;
+    unet_model *m = NULL;
+    CHECK_STATUS(unet_model_create(ctx, &c, 1, &m), UNET_STATUS_OK);
+    float x[2 * 8 * 8];
+    int32_t t[2 * 8 * 8];
+    for (int i = 0; i < 128; i++) x[i] = (float)(i % 7) / 7.0f, t[i] = i % 3 == 0 ? -1 : i % 2;
+    unet_optim o = unet_optim_default(UNET_OPTIM_ADAM);
+    double L;
+    CHECK_STATUS(unet_train_step(ctx, m, &o, UNET_LOSS_CE_DICE, x, t, NULL, 2, 8, 8, &L),
+                 UNET_STATUS_OK);
+    t[77] = 7;
+    CHECK_STATUS(unet_train_step(ctx, m, &o, UNET_LOSS_CE, x, t, NULL, 2, 8, 8, &L), UNET_STATUS_ARG);
+    CHECK_STR_CONTAINS(unet_ctx_errmsg(ctx), "pixel 13 holds 7");
+    CHECK_STATUS(unet_eval_loss(ctx, m, UNET_LOSS_CE, x, t, NULL, 2, 8, 8, &L), UNET_STATUS_ARG);
+    t[77] = -2;
+    CHECK_STATUS(unet_train_step(ctx, m, &o, UNET_LOSS_DICE, x, t, NULL, 2, 8, 8, &L), UNET_STATUS_ARG);
+    printf("       %s\n", unet_ctx_errmsg(ctx));
+    CHECK_EQ(unet_train_steps(m), 1); /* the refused steps changed nothing */
+    unet_model_free(m);
+    unet_ctx_free(ctx);
+}
+
+/* A plain checkpoint carries no optimizer moments: training it again starts a fresh optimizer
+ * at step 1 (Adam's bias correction), as a new PyTorch optimizer would. */
+TEST(fresh_optimizer_after_load) {
+    unet_ctx *ctx = unet_ctx_create();
+    unet_config c = unet_config_default(UNET_ARCH_UNET);
+    c.base = 2, c.depth = 1;
+    unet_model *m = NULL;
+    CHECK_STATUS(unet_model_create(ctx, &c, 1, &m), UNET_STATUS_OK);
+    float x[8 * 8];
+    int32_t t[8 * 8];
+    for (int i = 0; i < 64; i++) x[i] = (float)(i % 5), t[i] = i % 2;
+    unet_optim o = unet_optim_default(UNET_OPTIM_ADAM);
+    double L;
+    for (int k = 0; k < 3; k++)
+        CHECK_STATUS(unet_train_step(ctx, m, &o, UNET_LOSS_CE, x, t, NULL, 1, 8, 8, &L), UNET_STATUS_OK);
+    CHECK_EQ(unet_train_steps(m), 3);
+    char dir[] = "/tmp/unet-test-XXXXXX", path[64];
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/m.safetensors", dir);
+    CHECK_STATUS(unet_model_save(ctx, m, path), UNET_STATUS_OK);
+    unet_model *n = NULL;
+    CHECK_STATUS(unet_model_load(ctx, path, &n), UNET_STATUS_OK);
+    if (n) {
+        CHECK_EQ(unet_train_steps(n), 3);
+        CHECK_STATUS(unet_train_step(ctx, n, &o, UNET_LOSS_CE, x, t, NULL, 1, 8, 8, &L), UNET_STATUS_OK);
+        CHECK_EQ(unet_train_steps(n), 1);
+    }
+    unet_model_free(n);
+    unet_model_free(m);
+    unlink(path);
+    rmdir(dir);
+    unet_ctx_free(ctx);
+}
+
 int main(void) {
     RUN(param_counts);
     RUN(output_sizes);
@@ -427,5 +488,7 @@ int main(void) {
     RUN(inference_plan_reuses_memory);
     RUN(checkpoint_round_trip);
     RUN(bad_checkpoints);
+    RUN(bad_targets_are_errors);
+    RUN(fresh_optimizer_after_load);
     return harness_finish();
 }

@@ -65,12 +65,19 @@ static bool parse_int(const char *s, int *out) {
     return true;
 }
 
-static bool parse_float(const char *s, float *out) {
+static bool parse_double(const char *s, double *out) {
     if (!s || !*s) return false;
     char *end;
     errno = 0;
     double v = strtod(s, &end);
     if (*end || errno || !isfinite(v)) return false;
+    *out = v;
+    return true;
+}
+
+static bool parse_float(const char *s, float *out) {
+    double v;
+    if (!parse_double(s, &v) || fabs(v) > 3.4e38) return false;
     *out = (float)v;
     return true;
 }
@@ -84,7 +91,17 @@ bool cli_parse(const char *cmd, const char *synopsis, int argc, char **argv, int
             cli_usage(stdout, cmd, synopsis, opts, n_opts);
             exit(0);
         }
-        if (strncmp(a, "--", 2) != 0 || a[2] == 0) {
+        if (strcmp(a, "--") == 0) { /* the end of the options: the rest is positional */
+            for (i++; i < argc; i++) {
+                if (np >= max_pos || !pos) {
+                    cli_error("%s: unexpected argument '%s' (see unet %s --help)", cmd, argv[i], cmd);
+                    return false;
+                }
+                pos[np++] = argv[i];
+            }
+            break;
+        }
+        if (strncmp(a, "--", 2) != 0) {
             if (np >= max_pos || !pos) {
                 cli_error("%s: unexpected argument '%s' (see unet %s --help)", cmd, a, cmd);
                 return false;
@@ -120,6 +137,7 @@ bool cli_parse(const char *cmd, const char *synopsis, int argc, char **argv, int
         switch (o->kind) {
         case CLI_INT: ok = parse_int(v, o->dst); break;
         case CLI_FLOAT: ok = parse_float(v, o->dst); break;
+        case CLI_DOUBLE: ok = parse_double(v, o->dst); break;
         case CLI_STR: *(const char **)o->dst = v; break;
         case CLI_FLAG: break;
         }

@@ -15,12 +15,12 @@
 enum { CLI_EXIT_FAIL = 1, CLI_EXIT_USAGE = 2 };
 
 /* ---- options ---- */
-enum cli_kind { CLI_FLAG, CLI_INT, CLI_FLOAT, CLI_STR };
+enum cli_kind { CLI_FLAG, CLI_INT, CLI_FLOAT, CLI_DOUBLE, CLI_STR };
 
 struct cli_opt {
     const char   *name;     /* "--tile" */
     enum cli_kind kind;
-    void         *dst;      /* bool*, int*, float*, const char** */
+    void         *dst;      /* bool*, int*, float*, double*, const char** */
     const char   *arg;      /* "N", "DIR", ... for the help text (NULL for flags) */
     const char   *help;
 };

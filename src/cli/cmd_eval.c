@@ -12,52 +12,59 @@
 #include <string.h>
 #include <unistd.h>
 
+/* A mask's class ids (training rules) and, when inst is non-NULL and the mask is an instance
+ * label image, its labels (*inst NULL otherwise).  On failure nothing is left allocated. */
 static bool load_classes(unet_ctx *ctx, const char *path, int classes, int32_t **cls,
                          int32_t **inst, int *h, int *w) {
     unet_image m = {0};
+    *cls = NULL;
+    if (inst) *inst = NULL;
     unet_status s = unet_image_load(ctx, path, 0, &m);
     if (s != UNET_STATUS_OK) {
         cli_lib_error(ctx, s);
         return false;
     }
     size_t P = (size_t)m.h * m.w;
-    *cls = malloc(sizeof(int32_t) * P);
-    if (inst) *inst = malloc(sizeof(int32_t) * P);
-    if (!*cls || (inst && !*inst)) {
+    int mh = m.h, mw = m.w;
+    int32_t *c = malloc(sizeof(int32_t) * P), *l = inst ? malloc(sizeof(int32_t) * P) : NULL;
+    int several = 0;
+    if (!c || (inst && !l)) {
         cli_error("%s: out of memory", path);
+        free(c);
+        free(l);
         unet_image_free(&m);
         return false;
     }
-    s = unet_mask_to_classes(ctx, &m, classes, path, *cls);
+    s = unet_mask_to_classes(ctx, &m, classes, path, c);
+    if (s == UNET_STATUS_OK && inst) s = unet_mask_labels(ctx, &m, path, l, &several);
+    unet_image_free(&m);
     if (s != UNET_STATUS_OK) {
         cli_lib_error(ctx, s);
-        unet_image_free(&m);
+        free(c);
+        free(l);
         return false;
     }
-    if (inst) {
-        /* Keep the raw values when they are instance labels (more than one non-zero id). */
-        int32_t first = 0;
-        bool several = false;
-        for (size_t i = 0; i < P; i++) {
-            double v = m.dtype == UNET_DTYPE_U8 ? ((uint8_t *)m.data)[i]
-                     : m.dtype == UNET_DTYPE_U16 ? ((uint16_t *)m.data)[i]
-                     : m.dtype == UNET_DTYPE_I32 ? ((int32_t *)m.data)[i]
-                                                 : ((float *)m.data)[i];
-            (*inst)[i] = v > 0 && v < 2147483647.0 ? (int32_t)v : 0;
-            if ((*inst)[i]) {
-                if (!first) first = (*inst)[i];
-                else if ((*inst)[i] != first) several = true;
-            }
-        }
-        if (!several) {
-            free(*inst);
-            *inst = NULL;
-        }
+    if (inst && !several) {
+        free(l);
+        l = NULL;
     }
-    *h = m.h;
-    *w = m.w;
-    unet_image_free(&m);
+    *cls = c;
+    if (inst) *inst = l;
+    *h = mh;
+    *w = mw;
     return true;
+}
+
+/* A JSON string: quotes, backslashes and control characters escaped. */
+static void json_str(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+        else if (c < 0x20) fprintf(f, "\\u%04x", c);
+        else fputc(c, f);
+    }
+    fputc('"', f);
 }
 
 static void json_num(FILE *f, double v) {
@@ -113,23 +120,27 @@ int cmd_eval(int argc, char **argv) {
             ok = false;
         }
         if (ok) {
-            /* The prediction's instances, when unet predict --instances wrote them. */
+            /* The prediction's instances, when unet predict --instances wrote them; a file
+             * that is there but cannot be used fails the image. */
             char *stem = cli_stem(tp);
-            size_t len = strlen(stem) + 32;
-            char *iname = malloc(len);
-            if (stem && iname) {
+            size_t len = stem ? strlen(stem) + 32 : 0;
+            char *iname = stem ? malloc(len) : NULL;
+            char *ip = NULL;
+            if (iname) {
                 snprintf(iname, len, "%s_instances.tif", stem);
-                char *ip = cli_join(pred_dir, iname);
+                ip = cli_join(pred_dir, iname);
+            }
+            if (ip && access(ip, R_OK) == 0) {
                 int ih, iw;
                 int32_t *tmp = NULL;
-                if (ip && access(ip, R_OK) == 0 &&
-                    load_classes(ctx, ip, 2, &tmp, &pi, &ih, &iw) && (ih != h || iw != w)) {
-                    free(pi);
-                    pi = NULL;
+                ok = load_classes(ctx, ip, 2, &tmp, &pi, &ih, &iw);
+                if (ok && (ih != h || iw != w)) {
+                    cli_error("%s is %dx%d but the truth %s is %dx%d", ip, iw, ih, tp, w, h);
+                    ok = false;
                 }
                 free(tmp);
-                free(ip);
             }
+            free(ip);
             free(iname);
             free(stem);
         }
@@ -149,7 +160,9 @@ int cmd_eval(int argc, char **argv) {
         double iou = classes == 2 ? mt.iou[1] : mt.mean_iou;
         double dice = classes == 2 ? mt.dice[1] : mt.mean_dice;
         if (json) {
-            fprintf(o, "%s\n  {\"name\": \"%s\", \"pixel_error\": ", n ? "," : "", cli_basename(tp));
+            fprintf(o, "%s\n  {\"name\": ", n ? "," : "");
+            json_str(o, cli_basename(tp));
+            fprintf(o, ", \"pixel_error\": ");
             json_num(o, mt.pixel_error);
             fprintf(o, ", \"iou\": [");
             for (int k = 0; k < classes; k++) fprintf(o, k ? ", " : ""), json_num(o, mt.iou[k]);

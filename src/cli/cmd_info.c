@@ -99,10 +99,12 @@ int cmd_info(int argc, char **argv) {
             next = sizes[k] + 1;
             k++;
         }
-        int step = k > 1 ? sizes[1] - sizes[0] : 0, o0 = 0, tmp;
-        unet_model_output_size(ctx, m, sizes[0], sizes[0], &o0, &tmp);
-        printf("valid tiles    %d, %d, %d, ... (every %d; output = input - %d)\n", sizes[0],
-               sizes[1], sizes[2], step, sizes[0] - o0);
+        if (k >= 3) {
+            int step = sizes[1] - sizes[0], o0 = 0, tmp;
+            unet_model_output_size(ctx, m, sizes[0], sizes[0], &o0, &tmp);
+            printf("valid tiles    %d, %d, %d, ... (every %d; output = input - %d)\n", sizes[0],
+                   sizes[1], sizes[2], step, sizes[0] - o0);
+        }
     }
     if (params) {
         printf("\ntensors (PyTorch state_dict order; * = not trained)\n");

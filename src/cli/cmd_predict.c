@@ -12,6 +12,8 @@
  */
 #include "cli/cli.h"
 
+#include <limits.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,6 +28,24 @@ static bool has_ext(const char *path, const char *ext) {
     if (n < k) return false;
     for (size_t i = 0; i < k; i++)
         if ((path[n - k + i] | 0x20) != (ext[i] | 0x20)) return false;
+    return true;
+}
+
+/* An output path into buf; false (reported) when it does not fit: never a silently cut name. */
+static bool out_name(char *buf, size_t size, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+static bool out_name(char *buf, size_t size, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, size, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= size) {
+        cli_error("output path too long: %.80s...", buf);
+        return false;
+    }
     return true;
 }
 
@@ -52,7 +72,7 @@ static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, con
     int32_t *labels = NULL;
     int c, h, w;
     bool ok = false;
-    char *stem = cli_stem(path), name[1024];
+    char *stem = cli_stem(path), name[4096];
     unet_image mask = {0}, extra = {0};
     if (!stem || !cli_load_image(ctx, path, page, norm, &img, &c, &h, &w)) goto done;
     if (c != cfg->in_channels) {
@@ -61,7 +81,7 @@ static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, con
     }
     const int K = cfg->classes;
     const size_t P = (size_t)h * w;
-    char base[900];
+    char base[2048];
     if (pages > 1) snprintf(base, sizeof base, "%s_p%d", stem, page);
     else snprintf(base, sizeof base, "%s", stem);
     out = malloc(sizeof(float) * P * (size_t)K);
@@ -72,7 +92,7 @@ static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, con
     }
     unet_predict_opts po = unet_predict_defaults();
     po.tile = a->tile;
-    if (a->overlap >= 0) po.overlap = a->overlap;
+    if (a->overlap != INT_MIN) po.overlap = a->overlap; /* the library rejects negatives */
     po.tta = a->tta;
     po.batch = a->batch;
     /* Logits first when asked for (probabilities follow from them exactly, without TTA). */
@@ -83,13 +103,11 @@ static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, con
         goto done;
     }
     if (a->logits) {
-        if (a->tta) {
-            cli_error("--logits and --tta: TTA averages probabilities, not logits");
-            goto done;
-        }
         unet_image li = {.w = w, .h = h, .c = K, .dtype = UNET_DTYPE_F32, .data = out};
-        if (has_ext(a->logits, ".npy")) snprintf(name, sizeof name, "%s", a->logits);
-        else snprintf(name, sizeof name, "%s/%s_logits.npy", a->logits, base);
+        bool fits = has_ext(a->logits, ".npy")
+                        ? out_name(name, sizeof name, "%s", a->logits)
+                        : out_name(name, sizeof name, "%s/%s_logits.npy", a->logits, base);
+        if (!fits) goto done;
         if (!save(ctx, name, &li)) goto done;
     }
     unet_argmax(out, K, h, w, po.output, labels);
@@ -104,10 +122,13 @@ static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, con
     uint8_t *mk = mask.data;
     for (size_t i = 0; i < P; i++)
         mk[i] = (uint8_t)(K <= 2 && !npy ? (labels[i] ? 255 : 0) : labels[i]);
-    snprintf(name, sizeof name, "%s/%s.%s", a->output, base, tif ? "tif" : npy ? "npy" : "png");
+    if (!out_name(name, sizeof name, "%s/%s.%s", a->output, base,
+                  tif ? "tif" : npy ? "npy" : "png"))
+        goto done;
     if (!save(ctx, name, &mask)) goto done;
     if (a->instances) {
         int count;
+        if (!out_name(name, sizeof name, "%s/%s_instances.tif", a->output, base)) goto done;
         int32_t *inst = malloc(sizeof(int32_t) * P);
         s = inst ? unet_instances(ctx, labels, h, w, a->grow, inst, &count) : UNET_STATUS_NOMEM;
         if (s != UNET_STATUS_OK) {
@@ -117,13 +138,11 @@ static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, con
         }
         if (count > 65535) {
             unet_image li = {.w = w, .h = h, .c = 1, .dtype = UNET_DTYPE_I32, .data = inst};
-            snprintf(name, sizeof name, "%s/%s_instances.tif", a->output, base);
             ok = save(ctx, name, &li);
         } else {
             unet_image li = {0};
             ok = unet_image_alloc(ctx, &li, w, h, 1, UNET_DTYPE_U16) == UNET_STATUS_OK;
             for (size_t i = 0; ok && i < P; i++) ((uint16_t *)li.data)[i] = (uint16_t)inst[i];
-            snprintf(name, sizeof name, "%s/%s_instances.tif", a->output, base);
             ok = ok && save(ctx, name, &li);
             unet_image_free(&li);
         }
@@ -134,15 +153,14 @@ static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, con
     if (a->probabilities) {
         if (po.output == UNET_OUTPUT_LOGITS) {
             /* Softmax (sigmoid) of the logits already written. */
-            po.output = UNET_OUTPUT_PROBABILITIES;
-            s = unet_predict(ctx, m, img, h, w, &po, out, NULL, NULL);
+            s = unet_probabilities(ctx, out, K, h, w);
             if (s != UNET_STATUS_OK) {
                 cli_lib_error(ctx, s);
                 goto done;
             }
         }
         unet_image pi = {.w = w, .h = h, .c = K, .dtype = UNET_DTYPE_F32, .data = out};
-        snprintf(name, sizeof name, "%s/%s_prob.tif", a->output, base);
+        if (!out_name(name, sizeof name, "%s/%s_prob.tif", a->output, base)) goto done;
         if (!save(ctx, name, &pi)) goto done;
     }
     if (a->overlay) {
@@ -158,7 +176,7 @@ static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, con
             goto done;
         }
         s = unet_overlay(ctx, img, labels, h, w, extra.data);
-        snprintf(name, sizeof name, "%s/%s_overlay.png", a->output, base);
+        if (!out_name(name, sizeof name, "%s/%s_overlay.png", a->output, base)) goto done;
         if (s != UNET_STATUS_OK) {
             cli_lib_error(ctx, s);
             goto done;
@@ -175,7 +193,7 @@ done:
 }
 
 int cmd_predict(int argc, char **argv) {
-    struct pargs a = {.tile = 0, .overlap = -1, .batch = 1, .grow = 2};
+    struct pargs a = {.tile = 0, .overlap = INT_MIN, .batch = 1, .grow = 2};
     const struct cli_opt opts[] = {
         {"--model", CLI_STR, &a.model, "FILE", "the trained model (.safetensors)"},
         {"--input", CLI_STR, &a.input, "FILE|DIR", "an image, a stack or a folder of images"},

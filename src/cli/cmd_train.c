@@ -35,7 +35,8 @@ struct args {
     const char *arch, *optimizer, *loss, *norm, *augment, *recipe, *max_pixels;
     int         base, depth, classes, epochs, steps, batch, tile, seed, threads, save_every;
     int         separate_gap;
-    float       lr, momentum, weight_decay, val_split, dropout, w0, sigma, save_minutes;
+    double      lr, momentum, weight_decay;     /* NAN: the optimizer's default */
+    float       val_split, dropout, w0, sigma, save_minutes;
     bool        bilinear, no_augment, conv_bias, no_batchnorm, valid, nesterov, separate_cells,
                 quiet;
 };
@@ -47,37 +48,6 @@ static void on_signal(int sig) {
 }
 
 /* ---- masks ---- */
-
-/* Raw mask values as int32 labels (for instances); false with a message on a non-integer. */
-static bool mask_labels(const unet_image *m, const char *path, int32_t *out) {
-    size_t n = (size_t)m->h * m->w;
-    for (size_t i = 0; i < n; i++) {
-        double v;
-        switch (m->dtype) {
-        case UNET_DTYPE_U8: v = ((const uint8_t *)m->data)[i]; break;
-        case UNET_DTYPE_U16: v = ((const uint16_t *)m->data)[i]; break;
-        case UNET_DTYPE_I32: v = ((const int32_t *)m->data)[i]; break;
-        default: v = ((const float *)m->data)[i]; break;
-        }
-        if (!(v >= 0 && v <= 2147483647.0 && v == floor(v))) {
-            cli_error("%s: pixel %zu has value %g; masks hold non-negative integers", path, i, v);
-            return false;
-        }
-        out[i] = (int32_t)v;
-    }
-    return true;
-}
-
-/* More than one distinct non-zero value: an instance label image. */
-static bool has_instances(const int32_t *l, size_t n) {
-    int32_t first = 0;
-    for (size_t i = 0; i < n; i++)
-        if (l[i]) {
-            if (!first) first = l[i];
-            else if (l[i] != first) return true;
-        }
-    return false;
-}
 
 static void samples_free(struct sample *s, int n) {
     for (int i = 0; i < n; i++) {
@@ -157,11 +127,13 @@ static bool load_pairs(unet_ctx *ctx, const struct args *a, const char *dir, con
                        UNET_STATUS_OK) {
                 cli_lib_error(ctx, st);
                 ok = false;
-            } else if (!mask_labels(&m, mp, labels)) {
+            }
+            int inst = 0;
+            if (ok && (st = unet_mask_labels(ctx, &m, mp, labels, &inst)) != UNET_STATUS_OK) {
+                cli_lib_error(ctx, st);
                 ok = false;
             }
             if (ok && (a->separate_cells || want_weights)) {
-                bool inst = has_instances(labels, P);
                 if (!inst) {
                     /* A binary mask: its connected components are the cells. */
                     int count;
@@ -482,8 +454,8 @@ static bool apply_recipe(struct args *a) {
     if (!a->augment) a->augment = "paper";
     if (!a->loss) a->loss = "wce";
     if (!a->optimizer) a->optimizer = "adam";
-    if (a->lr < 0 && strcmp(a->optimizer, "adam") == 0) a->lr = 5e-4f;
-    if (a->momentum < 0 && strcmp(a->optimizer, "sgd") == 0) a->momentum = 0.99f;
+    if (isnan(a->lr) && strcmp(a->optimizer, "adam") == 0) a->lr = 5e-4;
+    if (isnan(a->momentum) && strcmp(a->optimizer, "sgd") == 0) a->momentum = 0.99;
     if (a->batch < 1) a->batch = 1;
     a->separate_cells = true;
     return true;
@@ -491,8 +463,8 @@ static bool apply_recipe(struct args *a) {
 
 int cmd_train(int argc, char **argv) {
     struct args a = {.base = 64, .depth = 4, .classes = 2, .epochs = 10, .steps = 0, .batch = 0,
-                     .tile = 0, .seed = 1, .threads = 0, .lr = -1, .momentum = -1,
-                     .weight_decay = 0, .val_split = 0.1f, .dropout = -1, .w0 = 10, .sigma = 5,
+                     .tile = 0, .seed = 1, .threads = 0, .lr = NAN, .momentum = NAN,
+                     .weight_decay = NAN, .val_split = 0.1f, .dropout = NAN, .w0 = 10, .sigma = 5,
                      .save_every = 0, .save_minutes = 10, .separate_gap = 1};
     const struct cli_opt opts[] = {
         {"--images", CLI_STR, &a.images, "DIR", "training images (.png .tif .npy; stacks: each page)"},
@@ -519,11 +491,11 @@ int cmd_train(int argc, char **argv) {
         {"--steps", CLI_INT, &a.steps, "N", "optimizer steps (instead of --epochs)"},
         {"--batch", CLI_INT, &a.batch, "B", "tiles per step (4; paper recipe 1)"},
         {"--tile", CLI_INT, &a.tile, "T", "input tile side (256; rounded up to a valid size)"},
-        {"--lr", CLI_FLOAT, &a.lr, "LR", "learning rate (adam 1e-3, sgd 1e-2)"},
+        {"--lr", CLI_DOUBLE, &a.lr, "LR", "learning rate (adam 1e-3, sgd 1e-2)"},
         {"--optimizer", CLI_STR, &a.optimizer, "NAME", "adam (default), adamw or sgd"},
-        {"--momentum", CLI_FLOAT, &a.momentum, "M", "SGD momentum (0.9)"},
+        {"--momentum", CLI_DOUBLE, &a.momentum, "M", "SGD momentum (0.9)"},
         {"--nesterov", CLI_FLAG, &a.nesterov, NULL, "Nesterov momentum"},
-        {"--weight-decay", CLI_FLOAT, &a.weight_decay, "W", "weight decay (0)"},
+        {"--weight-decay", CLI_DOUBLE, &a.weight_decay, "W", "weight decay (0; adamw 0.01)"},
         {"--loss", CLI_STR, &a.loss, "NAME", "ce, ce+dice (default), dice, wce (weight map)"},
         {"--w0", CLI_FLOAT, &a.w0, "W", "weight map border weight w0 (10)"},
         {"--sigma", CLI_FLOAT, &a.sigma, "S", "weight map border width sigma in pixels (5)"},
@@ -557,7 +529,11 @@ int cmd_train(int argc, char **argv) {
     if (!a.augment) a.augment = "flips";
     if (!a.loss) a.loss = "ce+dice";
     if (!a.optimizer) a.optimizer = "adam";
-    if (a.batch < 1) a.batch = 4;
+    if (a.batch < 0 || a.tile < 0 || (!isnan(a.dropout) && a.dropout < 0)) {
+        cli_error("train: --batch, --tile and --dropout cannot be negative");
+        return CLI_EXIT_USAGE;
+    }
+    if (a.batch == 0) a.batch = 4;
     unet_loss_kind loss;
     if (strcmp(a.loss, "ce") == 0) loss = UNET_LOSS_CE;
     else if (strcmp(a.loss, "ce+dice") == 0) loss = UNET_LOSS_CE_DICE;
@@ -570,14 +546,15 @@ int cmd_train(int argc, char **argv) {
     unet_optim opt;
     if (strcmp(a.optimizer, "adam") == 0) opt = unet_optim_default(UNET_OPTIM_ADAM);
     else if (strcmp(a.optimizer, "adamw") == 0) opt = unet_optim_default(UNET_OPTIM_ADAMW);
-    else if (strcmp(a.optimizer, "sgd") == 0) opt = unet_optim_default(UNET_OPTIM_SGD), opt.momentum = 0.9f;
+    else if (strcmp(a.optimizer, "sgd") == 0) opt = unet_optim_default(UNET_OPTIM_SGD), opt.momentum = 0.9;
     else {
         cli_error("--optimizer: '%s' (expected adam, adamw or sgd)", a.optimizer);
         return CLI_EXIT_USAGE;
     }
-    if (a.lr >= 0) opt.lr = a.lr;
-    if (a.momentum >= 0) opt.momentum = a.momentum;
-    if (a.weight_decay > 0) opt.weight_decay = a.weight_decay;
+    /* Given values go to the library, which rejects what is out of range. */
+    if (!isnan(a.lr)) opt.lr = a.lr;
+    if (!isnan(a.momentum)) opt.momentum = a.momentum;
+    if (!isnan(a.weight_decay)) opt.weight_decay = a.weight_decay;
     opt.nesterov = a.nesterov;
     unet_augment aug;
     if (strcmp(a.augment, "flips") == 0) aug = unet_augment_default();
@@ -695,6 +672,9 @@ int cmd_train(int argc, char **argv) {
         cli_lib_error(ctx, s);
         goto done;
     }
+    if (m && (a.arch || a.bilinear || a.valid || a.conv_bias || a.no_batchnorm || !isnan(a.dropout)))
+        cli_note("the architecture comes from %s; architecture options are ignored",
+                 a.resume ? a.resume : a.init);
     if (m && unet_model_config(m)->classes != a.classes && !a.resume && a.init)
         cli_note("using the %d classes of %s", unet_model_config(m)->classes, a.init);
     if (m) a.classes = unet_model_config(m)->classes;
@@ -732,7 +712,7 @@ int cmd_train(int argc, char **argv) {
         if (a.conv_bias) c.conv_bias = 1;
         if (a.no_batchnorm) c.batchnorm = 0;
         if (a.valid) c.padding = 0;
-        if (a.dropout >= 0) c.dropout = a.dropout;
+        if (!isnan(a.dropout)) c.dropout = a.dropout;
         s = unet_model_create(ctx, &c, (uint64_t)a.seed, &m);
         if (s != UNET_STATUS_OK) {
             cli_lib_error(ctx, s);
@@ -805,7 +785,7 @@ int cmd_train(int argc, char **argv) {
                 "unet: %ld steps of %d tiles %dx%d -> %dx%d (%ld per epoch), %s lr %g, loss %s, "
                 "augment %s, %d threads\n",
                 unet_arch_name(cfg->arch), shape, unet_model_param_count(m), n_train, n_val, total, a.batch, tile, tile, out_h, out_w, per_epoch, a.optimizer,
-                (double)opt.lr, a.loss, a.augment, unet_ctx_threads(ctx));
+                opt.lr, a.loss, a.augment, unet_ctx_threads(ctx));
         if (rs.have) fprintf(stderr, "unet: resuming at step %ld\n", step);
     }
     struct cli_progress prog;
@@ -855,7 +835,7 @@ int cmd_train(int argc, char **argv) {
         double rate = (double)(step - first_step) * a.batch / elapsed;
         char eta[32];
         cli_duration((double)(total - step) * a.batch / rate, eta, sizeof eta);
-        if (fprintf(log, "%ld,%ld,%.6f,%g,,,,,,%.1f\n", step, epoch, L, (double)opt.lr,
+        if (fprintf(log, "%ld,%ld,%.6f,%g,,,,,,%.1f\n", step, epoch, L, opt.lr,
                     elapsed) < 0)
             log_failed = true;
         if (!a.quiet && prog.tty)
@@ -889,7 +869,7 @@ int cmd_train(int argc, char **argv) {
             }
             if (have_val &&
                 fprintf(log, "%ld,%ld,%.6f,%g,%.6f,%.6f,%.6f,%.6f,%.6f,%.1f\n", step, epoch,
-                        epoch_loss / epoch_steps, (double)opt.lr, vr.loss, vr.dice, vr.iou,
+                        epoch_loss / epoch_steps, opt.lr, vr.loss, vr.dice, vr.iou,
                         vr.pixel_error, vr.rand_error, elapsed) < 0)
                 log_failed = true;
             epoch_loss = 0;

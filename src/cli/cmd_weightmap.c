@@ -44,23 +44,9 @@ int cmd_weightmap(int argc, char **argv) {
     labels = malloc(sizeof(int32_t) * P);
     s = labels ? unet_image_alloc(ctx, &out, m.w, m.h, 1, UNET_DTYPE_F32) : UNET_STATUS_NOMEM;
     if (s != UNET_STATUS_OK) goto fail;
-    int32_t first = 0;
-    bool instances = false;
-    for (size_t i = 0; i < P; i++) {
-        double v = m.dtype == UNET_DTYPE_U8 ? ((uint8_t *)m.data)[i]
-                 : m.dtype == UNET_DTYPE_U16 ? ((uint16_t *)m.data)[i]
-                 : m.dtype == UNET_DTYPE_I32 ? ((int32_t *)m.data)[i]
-                                             : ((float *)m.data)[i];
-        if (!(v >= 0 && v < 2147483647.0 && v == floor(v))) {
-            cli_error("%s: pixel %zu holds %g; a mask holds non-negative integers", mask_path, i, v);
-            goto done;
-        }
-        labels[i] = (int32_t)v;
-        if (labels[i]) {
-            if (!first) first = labels[i];
-            else if (labels[i] != first) instances = true;
-        }
-    }
+    int instances = 0;
+    s = unet_mask_labels(ctx, &m, mask_path, labels, &instances);
+    if (s != UNET_STATUS_OK) goto fail;
     s = unet_weightmap(ctx, labels, m.h, m.w, instances, w0, sigma, wc, out.data);
     if (s != UNET_STATUS_OK) goto fail;
     s = unet_image_save(ctx, out_path, &out);

@@ -37,13 +37,6 @@ unet_status unet_arch_parse(unet_ctx *ctx, const char *name, unet_arch *out) {
                       name ? name : "(null)");
 }
 
-/* A copy of the context's last message, for a new message that wraps it: unet__fail formats
- * straight into the context's buffer, so passing unet_ctx_errmsg(ctx) itself as an argument
- * would read the buffer while it is being overwritten (the detail came out empty). */
-static const char *prior_msg(const unet_ctx *ctx, char *buf, size_t size) {
-    snprintf(buf, size, "%s", unet_ctx_errmsg(ctx));
-    return buf;
-}
 
 static bool parse_int(const char *s, int *out) {
     if (!s || !*s) return false;
@@ -58,10 +51,9 @@ static bool parse_int(const char *s, int *out) {
 static unet_status config_from_meta(unet_ctx *ctx, const struct unet__safetensors *st,
                                     unet_config *c) {
     unet_status s = unet_arch_parse(ctx, unet__st_meta(st, "arch"), &c->arch);
-    char why[1024];
     if (s != UNET_STATUS_OK)
         return unet__fail(ctx, UNET_STATUS_FORMAT, "%s: metadata: %s", st->path,
-                          prior_msg(ctx, why, sizeof why));
+                          unet_ctx_errmsg(ctx));
     *c = unet_config_default(c->arch);
     struct {
         const char *key;
@@ -140,10 +132,9 @@ static unet_status infer_fcn_config(unet_ctx *ctx, const struct unet__safetensor
     c->base = dim_int(c11->shape[0]);
     c->fc_channels = dim_int(fc6->shape[0]);
     c->classes = dim_int(score->shape[0]);
-    char why[1024];
     if (unet_config_check(ctx, c) != UNET_STATUS_OK)
         return unet__fail(ctx, UNET_STATUS_FORMAT, "%s: inferred architecture is invalid: %s",
-                          st->path, prior_msg(ctx, why, sizeof why));
+                          st->path, unet_ctx_errmsg(ctx));
     return UNET_STATUS_OK;
 }
 
@@ -166,10 +157,9 @@ static unet_status infer_config(unet_ctx *ctx, const struct unet__safetensors *s
     c->depth = depth;
     c->up = unet__st_find(st, "up1.up.weight") ? UNET_UP_TRANSPOSE : UNET_UP_BILINEAR;
     c->classes = dim_int(out->shape[0]);
-    char why[1024];
     if (unet_config_check(ctx, c) != UNET_STATUS_OK)
         return unet__fail(ctx, UNET_STATUS_FORMAT, "%s: inferred architecture is invalid: %s",
-                          st->path, prior_msg(ctx, why, sizeof why));
+                          st->path, unet_ctx_errmsg(ctx));
     return UNET_STATUS_OK;
 }
 
@@ -204,9 +194,8 @@ static unet_status load_optimizer(unet_ctx *ctx, const struct unet__safetensors 
         return unet__fail(ctx, UNET_STATUS_NOMEM, "%s: out of memory for the optimizer state", st->path);
     unet_status s = unet__st_read_f32(ctx, st, "optimizer.exp_avg", shape, 1, m->opt_m);
     if (s == UNET_STATUS_OK) s = unet__st_read_f32(ctx, st, "optimizer.exp_avg_sq", shape, 1, m->opt_v);
-    char why[1024];
     if (s != UNET_STATUS_OK)
-        return unet__fail(ctx, s, "%s (not a resumable checkpoint?)", prior_msg(ctx, why, sizeof why));
+        return unet__fail(ctx, s, "%s (not a resumable checkpoint?)", unet_ctx_errmsg(ctx));
     size_t i = first_bad(m->opt_m, m->n_weights, false);
     if (i < m->n_weights)
         return unet__fail(ctx, UNET_STATUS_NUMERIC, "%s: optimizer.exp_avg holds %g at index %zu",
@@ -253,10 +242,9 @@ static unet_status load_st(unet_ctx *ctx, struct unet__safetensors *st, const ch
     unet_status s = unet__st_meta(st, "arch") ? config_from_meta(ctx, st, &cfg)
                                               : infer_config(ctx, st, &cfg);
     if (s != UNET_STATUS_OK) goto fail;
-    char why[1024];
     if (unet_config_check(ctx, &cfg) != UNET_STATUS_OK) {
         s = unet__fail(ctx, UNET_STATUS_FORMAT, "%s: metadata: %s", path,
-                       prior_msg(ctx, why, sizeof why));
+                       unet_ctx_errmsg(ctx));
         goto fail;
     }
     uint64_t need = min_weights(&cfg);
@@ -271,7 +259,7 @@ static unet_status load_st(unet_ctx *ctx, struct unet__safetensors *st, const ch
     s = unet__model_build(ctx, &cfg, &m);
     if (s != UNET_STATUS_OK) {
         unet__fail(ctx, s == UNET_STATUS_NOMEM ? s : UNET_STATUS_FORMAT, "%s: %s", path,
-                   prior_msg(ctx, why, sizeof why));
+                   unet_ctx_errmsg(ctx));
         s = s == UNET_STATUS_NOMEM ? s : UNET_STATUS_FORMAT;
         goto fail;
     }
@@ -462,7 +450,20 @@ static unet_status save(unet_ctx *ctx, const unet_model *m, const char *path, bo
                      (unsigned long long)m->rng.s[2 * i], (unsigned long long)m->rng.s[2 * i + 1]);
         meta[k++] = "rng0", meta[k++] = v[9], meta[k++] = "rng1", meta[k++] = v[10];
     }
-    for (int i = 0; i < 2 * n_extra; i++) meta[k++] = extra[i];
+    for (int i = 0; i < 2 * n_extra; i++) {
+        /* Caller keys may not be NULL nor shadow the architecture and generator keys. */
+        bool reserved = !extra[i] || (i % 2 == 0 && (strcmp(extra[i], "rng0") == 0 ||
+                                                     strcmp(extra[i], "rng1") == 0));
+        for (int j = 0; !reserved && i % 2 == 0 && j < (int)(sizeof fixed / sizeof fixed[0]); j += 2)
+            reserved = strcmp(extra[i], fixed[j]) == 0;
+        if (reserved) {
+            free(e);
+            free(meta);
+            return unet__fail(ctx, UNET_STATUS_ARG, "%s: metadata key %s is NULL or reserved", path,
+                              extra[i] ? extra[i] : "(null)");
+        }
+        meta[k++] = extra[i];
+    }
     unet_status s = unet__st_write(ctx, path, e, n, meta, k / 2);
     free(e);
     free(meta);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 unet_status unet__read_file(unet_ctx *ctx, const char *path, size_t max_bytes,
@@ -45,15 +46,8 @@ unet_status unet__read_file(unet_ctx *ctx, const char *path, size_t max_bytes,
     return UNET_STATUS_OK;
 }
 
-static char *dup_str(const char *s) {
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d) memcpy(d, s, n);
-    return d;
-}
-
 unet_status unet__atomic_begin(unet_ctx *ctx, struct unet__atomic *a, const char *path) {
-    a->path = dup_str(path);
+    a->path = unet__strdup(path);
     size_t n = strlen(path) + 16;
     a->tmp = malloc(n);
     if (!a->path || !a->tmp) {
@@ -62,8 +56,24 @@ unet_status unet__atomic_begin(unet_ctx *ctx, struct unet__atomic *a, const char
         a->path = a->tmp = NULL;
         return unet__fail(ctx, UNET_STATUS_NOMEM, "%s: out of memory", path);
     }
-    snprintf(a->tmp, n, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(a->tmp);
+    /* open(O_CREAT | O_EXCL, 0666) with our own unique suffix, so the kernel applies the umask:
+     * mkstemp makes 0600 files, and reading the umask (umask(0); umask(old)) would change it
+     * for the whole process for a moment, under other threads' feet. */
+    static _Thread_local uint64_t counter;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t seed = ((uint64_t)getpid() << 32) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^
+                    (uint64_t)(uintptr_t)&counter;
+    int fd = -1;
+    for (int attempt = 0; attempt < 64 && fd < 0; attempt++) {
+        uint64_t x = seed + 0x9e3779b97f4a7c15ULL * ++counter;
+        x ^= x >> 31;
+        x *= 0xbf58476d1ce4e5b9ULL;
+        x ^= x >> 29;
+        snprintf(a->tmp, n, "%s.tmp.%06llx", path, (unsigned long long)(x & 0xffffff));
+        fd = open(a->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd < 0 && errno != EEXIST) break;
+    }
     if (fd < 0) {
         unet_status s = unet__fail(ctx, UNET_STATUS_IO, "%s: cannot create a temporary file: %s",
                                    path, strerror(errno));
@@ -72,10 +82,6 @@ unet_status unet__atomic_begin(unet_ctx *ctx, struct unet__atomic *a, const char
         a->path = a->tmp = NULL;
         return s;
     }
-    /* mkstemp makes the file 0600; outputs are ordinary files, so honour the umask. */
-    mode_t mask = umask(0);
-    umask(mask);
-    fchmod(fd, 0666 & ~mask);
     close(fd);
     return UNET_STATUS_OK;
 }
@@ -88,7 +94,7 @@ void unet__atomic_abort(struct unet__atomic *a) {
 }
 
 static void fsync_dir_of(const char *path) {
-    char *dir = dup_str(path);
+    char *dir = unet__strdup(path);
     if (!dir) return;
     char *slash = strrchr(dir, '/');
     const char *d = ".";

@@ -446,3 +446,31 @@ unet_status unet_mask_to_classes(unet_ctx *ctx, const unet_image *mask, int clas
     }
     return UNET_STATUS_OK;
 }
+
+unet_status unet_mask_labels(unet_ctx *ctx, const unet_image *mask, const char *name,
+                             int32_t *labels, int *instances) {
+    if (!name) name = "mask";
+    unet_status s = check_image(ctx, name, mask);
+    if (s != UNET_STATUS_OK) return s;
+    if (!labels) return unet__fail(ctx, UNET_STATUS_ARG, "%s: labels is NULL", name);
+    if (mask->c != 1)
+        return unet__fail(ctx, UNET_STATUS_FORMAT,
+                          "%s: a mask has 1 channel, this image has %d", name, mask->c);
+    size_t n = (size_t)mask->w * mask->h;
+    int32_t first = 0;
+    bool several = false;
+    for (size_t i = 0; i < n; i++) {
+        double v = sample_at(mask, i);
+        if (!(v >= 0 && v <= 2147483647.0 && floor(v) == v))
+            return unet__fail(ctx, UNET_STATUS_FORMAT,
+                              "%s: mask value %g at (x=%zu, y=%zu): labels are integers "
+                              "0..2147483647", name, v, i % (size_t)mask->w, i / (size_t)mask->w);
+        labels[i] = (int32_t)v;
+        if (labels[i]) {
+            if (!first) first = labels[i];
+            else if (labels[i] != first) several = true;
+        }
+    }
+    if (instances) *instances = several;
+    return UNET_STATUS_OK;
+}

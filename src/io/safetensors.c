@@ -71,13 +71,6 @@ void unet__st_close(struct unet__safetensors *st) {
     free(st);
 }
 
-static char *dup_str(const char *s) {
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d) memcpy(d, s, n);
-    return d;
-}
-
 static unet_status parse_entry(unet_ctx *ctx, const char *name, const cJSON *e, size_t data_size,
                                struct unet__st_tensor *t) {
     if (!cJSON_IsObject(e))
@@ -132,7 +125,7 @@ static unet_status parse_entry(unet_ctx *ctx, const char *name, const cJSON *e, 
                           e->string, en - b, dt->valuestring);
     t->offset = (size_t)b;
     t->nbytes = nbytes;
-    t->name = dup_str(e->string);
+    t->name = unet__strdup(e->string);
     if (!t->name) return unet__fail(ctx, UNET_STATUS_NOMEM, "%s: out of memory", name);
     return UNET_STATUS_OK;
 }
@@ -160,7 +153,7 @@ unet_status unet__st_parse(unet_ctx *ctx, const char *name, unsigned char *buf, 
     }
     st->buf = buf;
     st->size = size;
-    st->path = dup_str(name);
+    st->path = unet__strdup(name);
     if (!st->path) {
         s = unet__fail(ctx, UNET_STATUS_NOMEM, "%s: out of memory", name);
         goto fail;
@@ -213,8 +206,8 @@ unet_status unet__st_parse(unet_ctx *ctx, const char *name, unsigned char *buf, 
                                    "%s: __metadata__ values must be strings", name);
                     goto fail;
                 }
-                st->meta[2 * st->meta_count] = dup_str(kv->string);
-                st->meta[2 * st->meta_count + 1] = dup_str(kv->valuestring);
+                st->meta[2 * st->meta_count] = unet__strdup(kv->string);
+                st->meta[2 * st->meta_count + 1] = unet__strdup(kv->valuestring);
                 st->meta_count++;
                 if (!st->meta[2 * st->meta_count - 2] || !st->meta[2 * st->meta_count - 1]) {
                     s = unet__fail(ctx, UNET_STATUS_NOMEM, "%s: out of memory", name);
