@@ -34,6 +34,7 @@ STEPS=${STEPS:-1000}
 STEPS_PAPER=${STEPS_PAPER:-4000}
 OUT=${OUT:-runs/results}
 THREADS=${THREADS:-2}
+SEED=${SEED:-1}
 
 split() { # dataset -> runs/splits/<dataset>/{train,val}/{images,masks} (symlinks)
     d=$1
@@ -69,7 +70,7 @@ for d in $SETS; do
     split "$d"
     s=runs/splits/$d
     common="--images $s/train/images --masks $s/train/masks --val-images $s/val/images \
-            --val-masks $s/val/masks --steps $STEPS --seed 1 --threads $THREADS --quiet"
+            --val-masks $s/val/masks --steps $STEPS --seed $SEED --threads $THREADS --quiet"
 
     r=$OUT/$d/seed-unet; mkdir -p "$r"
     if want seed-unet; then
@@ -86,7 +87,7 @@ for d in $SETS; do
         echo "== $d: seed recipe, PyTorch"
         timed "$r" $PY tools/train_torch.py --images "$s/train/images" --masks "$s/train/masks" \
             --val-images "$s/val/images" --val-masks "$s/val/masks" --out "$r" --base 16 \
-            --depth 4 --tile 256 --batch 2 --steps "$STEPS" --lr 1e-3 --seed 1 --threads "$THREADS"
+            --depth 4 --tile 256 --batch 2 --steps "$STEPS" --lr 1e-3 --seed "$SEED" --threads "$THREADS"
         evaluate "$r" "$s"
     fi
 
