@@ -61,14 +61,16 @@ CLI_SRC  = $(wildcard src/cli/*.c)
 CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC = $(wildcard tests/test_*.c)
 TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+EXAMPLE_SRC = $(wildcard examples/*.c)
+EXAMPLE_BIN = $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
 BENCH_SRC = $(wildcard bench/bench_*.c)
 BENCH_BIN = $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 HDRS     = $(wildcard include/*.h src/*.h src/ops/*.h src/io/*.h tests/*.h)
 
 .PHONY: all deps test asan demo bench golden clean check-tests
 
-# Build the library and the CLI.
-all: $(BUILD)/libunet.a $(BUILD)/unet unet
+# Build the library, the CLI and the examples (programs on the public API only).
+all: $(BUILD)/libunet.a $(BUILD)/unet unet $(EXAMPLE_BIN)
 
 # Install missing Debian packages (no-op when everything is there).
 deps:
@@ -93,6 +95,10 @@ $(BUILD)/tests/%: tests/%.c $(BUILD)/libunet.a $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libunet.a $(LDLIBS)
 
+$(BUILD)/examples/%: examples/%.c $(BUILD)/libunet.a include/unet.h
+	@mkdir -p $(dir $@)
+	$(CC) -Iinclude $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libunet.a $(LDLIBS)
+
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libunet.a $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libunet.a $(LDLIBS)
@@ -101,8 +107,8 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libunet.a $(HDRS)
 test: deps
 	@$(MAKE) --no-print-directory check-tests
 
-check-tests: $(TEST_BIN) $(BUILD)/unet
-	@UNET_BIN=$(BUILD)/unet tests/run.sh $(TEST_BIN)
+check-tests: $(TEST_BIN) $(BUILD)/unet $(EXAMPLE_BIN)
+	@UNET_BIN=$(BUILD)/unet UNET_EXAMPLES=$(BUILD)/examples tests/run.sh $(TEST_BIN)
 
 # The same tests under ASan + UBSan, in their own build directory.
 asan: deps

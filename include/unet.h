@@ -15,7 +15,8 @@
  *   - A unet_ctx carries the thread count and the last error.  It is not shared between
  *     threads; two threads with two contexts and two models share no mutable state.
  *
- * Example: segment one image with a trained model
+ * Example: segment one image with a trained model (examples/segment.c is this example as a
+ * complete program; `make` builds it and a test checks its mask against `unet predict`'s)
  *
  *     unet_ctx *ctx = unet_ctx_create();
  *     unet_model *m = NULL;

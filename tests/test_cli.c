@@ -21,6 +21,8 @@
  */
 #include "harness.h"
 
+#include "model.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -864,6 +866,121 @@ TEST(mask_problems_name_the_file) {
     CHECK_EQ(count_lines(last_err), 1);
 }
 
+static int cmp_float(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* examples/segment.c, the header's example as a program: its mask equals unet predict's for
+ * the same model and image (an odd size: padded by mirroring and cropped back), and its errors
+ * name the file. */
+TEST(api_example_matches_predict) {
+    const char *ex_dir = getenv("UNET_EXAMPLES");
+    if (!ex_dir || !*ex_dir) {
+        printf("       UNET_EXAMPLES is not set (make test sets it); skipped\n");
+        return;
+    }
+    char ex[512], model[512], in[300], outd[300], img_path[600], mine[600], theirs[600];
+    snprintf(ex, sizeof ex, "%s/segment", ex_dir);
+    tmp_path(in, sizeof in, "exin");
+    tmp_path(outd, sizeof outd, "exout");
+    mkdir(in, 0755);
+    mkdir(outd, 0755);
+    /* A 75x61 crop of a training image. */
+    enum { W = 75, H = 61 };
+    snprintf(img_path, sizeof img_path, "%s/images/img1.png", data_dir);
+    unet_image src, crop;
+    CHECK_STATUS(unet_image_load(NULL, img_path, 0, &src), UNET_STATUS_OK);
+    CHECK_STATUS(unet_image_alloc(NULL, &crop, W, H, 1, UNET_DTYPE_U8), UNET_STATUS_OK);
+    if (src.data && crop.data)
+        for (int y = 0; y < H; y++)
+            for (int x = 0; x < W; x++)
+                ((uint8_t *)crop.data)[y * W + x] = ((const uint8_t *)src.data)[(y + 7) * 96 + x + 11];
+    snprintf(img_path, sizeof img_path, "%s/odd.png", in);
+    CHECK_STATUS(unet_image_save(NULL, img_path, &crop), UNET_STATUS_OK);
+    unet_image_free(&src);
+
+    /* A freshly initialised U-Net, its class-1 bias shifted so that the median pixel's logits
+     * tie: about half of the crop is foreground.  (Untrained or briefly trained models predict
+     * one class everywhere, which would make the comparison weak.) */
+    tmp_path(model, sizeof model, "example_model.safetensors");
+    unet_config cfg = unet_config_default(UNET_ARCH_UNET);
+    cfg.base = 4;
+    cfg.depth = 2;
+    static float xf[W * H], logits[2 * W * H], d[W * H];
+    unet_model *m = NULL;
+    unet_predict_opts po = unet_predict_defaults();
+    po.output = UNET_OUTPUT_LOGITS;
+    CHECK_STATUS(unet_image_to_float(NULL, &crop, UNET_NORM_AUTO, xf), UNET_STATUS_OK);
+    unet_image_free(&crop);
+    CHECK_STATUS(unet_model_create(NULL, &cfg, 1, &m), UNET_STATUS_OK);
+    CHECK_STATUS(unet_predict(NULL, m, xf, H, W, &po, logits, NULL, NULL), UNET_STATUS_OK);
+    for (int i = 0; i < W * H; i++) d[i] = logits[W * H + i] - logits[i];
+    qsort(d, W * H, sizeof *d, cmp_float);
+    const struct unet__param *bias = m ? unet__model_find_param(m, "outc.conv.bias") : NULL;
+    CHECK(bias != NULL);
+    if (!bias) {
+        unet_model_free(m);
+        return;
+    }
+    unet__model_param_data(m, bias)[1] -= d[W * H / 2];
+    CHECK_STATUS(unet_model_save(NULL, m, model), UNET_STATUS_OK);
+    unet_model_free(m);
+
+    struct cmd c;
+    snprintf(mine, sizeof mine, "%s/example.png", outd);
+    c.n = 0;
+    c.v[c.n++] = ex;
+    arg(&c, "%s", model);
+    arg(&c, "%s", img_path);
+    arg(&c, "%s", mine);
+    CHECK_RUN(run(&c, 0), 0);
+    cmd_init(&c, "predict");
+    arg(&c, "--model");
+    arg(&c, "%s", model);
+    arg(&c, "--input");
+    arg(&c, "%s", img_path);
+    arg(&c, "--output");
+    arg(&c, "%s", outd);
+    arg(&c, "--quiet");
+    CHECK_RUN(run(&c, 0), 0);
+    snprintf(theirs, sizeof theirs, "%s/odd.png", outd);
+    unet_image a, b;
+    CHECK_STATUS(unet_image_load(NULL, mine, 0, &a), UNET_STATUS_OK);
+    CHECK_STATUS(unet_image_load(NULL, theirs, 0, &b), UNET_STATUS_OK);
+    if (a.data && b.data) {
+        CHECK(a.w == W && a.h == H && b.w == W && b.h == H);
+        size_t fg = 0, diff = 0;
+        for (size_t i = 0; i < W * H; i++) {
+            const uint8_t va = ((const uint8_t *)a.data)[i], vb = ((const uint8_t *)b.data)[i];
+            fg += va != 0;
+            diff += va != vb;
+            CHECK(va == 0 || va == 255);
+        }
+        printf("       example vs predict: %zu of %d pixels differ; foreground %zu\n", diff,
+               W * H, fg);
+        CHECK_EQ(diff, 0);
+        CHECK(fg > W * H / 4 && fg < W * H * 3 / 4); /* both classes, so the comparison means something */
+    }
+    unet_image_free(&a);
+    unet_image_free(&b);
+
+    /* Errors: usage exits 2; a missing model is one line naming it, exit 1, no output. */
+    c.n = 0;
+    c.v[c.n++] = ex;
+    arg(&c, "%s", model);
+    CHECK_RUN(run(&c, 0), 2);
+    c.n = 0;
+    c.v[c.n++] = ex;
+    arg(&c, "%s/no_such_model.safetensors", tmp_dir);
+    arg(&c, "%s", img_path);
+    arg(&c, "%s/never.png", outd);
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "no_such_model.safetensors");
+    CHECK_EQ(count_lines(last_err), 1);
+    CHECK_EQ(count_files(outd, "never"), 0);
+}
+
 int main(void) {
     unet_bin = getenv("UNET_BIN");
     if (!unet_bin || !*unet_bin) {
@@ -896,6 +1013,7 @@ int main(void) {
     RUN(damaged_resume_metadata);
     RUN(predict_folder_keeps_going);
     RUN(mask_problems_name_the_file);
+    RUN(api_example_matches_predict);
     remove_tree(tmp_dir);
     return harness_finish();
 }
