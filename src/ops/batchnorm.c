@@ -17,6 +17,9 @@
  * which loses |mean| * a * 2^-24 when |mean| >> std; subtracting first is one more operation
  * on a memory-bound loop.
  *
+ * The elementwise loops are `omp simd`: vector code with the scalar loop's exact results (no
+ * reduction, no contraction under -std=c11).  The reductions stay scalar in double.
+ *
  * Threads: one `omp parallel for` over channels; a channel's statistics and outputs are
  * computed by one thread, so each thread owns its writes (y, save_*, running_*, dgamma, dbeta
  * and dx of its channels).  y may alias x: a channel is read completely (both passes) before
@@ -89,6 +92,7 @@ static void sum_dy_xmu_f64(const float *dy, const float *x, size_t n, double mea
 
 /* y = (x - mean) * a + b over one plane (y may be x). */
 static void plane_affine(float *y, const float *x, size_t n, float mean, float a, float b) {
+#pragma omp simd
     for (size_t i = 0; i < n; i++)
         y[i] = (x[i] - mean) * a + b;
 }
@@ -173,6 +177,7 @@ void unet__batchnorm_backward(float *dx, float *dgamma, float *dbeta, const floa
             size_t       o = plane_offset(d, n, c);
             float       *dxp = dx + o;
             const float *dyp = dy + o, *xp = x + o;
+#pragma omp simd
             for (size_t i = 0; i < P; i++)
                 dxp[i] += (dyp[i] - gm - (xp[i] - mean) * k) * s;
         }
