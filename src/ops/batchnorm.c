@@ -17,8 +17,8 @@
  * which loses |mean| * a * 2^-24 when |mean| >> std; subtracting first is one more operation
  * on a memory-bound loop.
  *
- * The elementwise loops are `omp simd`: vector code with the scalar loop's exact results (no
- * reduction, no contraction under -std=c11).  The reductions stay scalar in double.
+ * The elementwise loops are `omp simd`: vector code with the scalar loop's exact results (each
+ * element is computed alone, with the same operations).  The reductions stay scalar in double.
  *
  * Threads: one `omp parallel for` over channels; a channel's statistics and outputs are
  * computed by one thread, so each thread owns its writes (y, save_*, running_*, dgamma, dbeta
