@@ -729,18 +729,18 @@ static bool fuses_pool(const unet_model *m, const struct unet__node *nodes,
            !nodes[i + 2].ceil_mode && unet__conv2d_fusable(&nodes[i].d.conv);
 }
 
-/* The lifetimes of activations (and, training, their gradients) on one timeline: forward
- * steps 0..NN, backward steps NN+1.. (backward of node i at NN + 1 + (NN - 1 - i)).
- * Inference: a value lives from its producer to its last consumer, and dropout's output is its
- * input.  Training: activations live through the whole step; a gradient lives from the
- * backward of the value's last consumer (the first to accumulate into it) to the backward of
- * its producer.  iv needs 3 * n_values entries; returns the count. */
 /* Training: is value v a batch-norm output that backward recomputes (recompute_bn_output)? */
 static bool recomputed(const unet_model *m, const struct unet__node *nodes,
                        const struct unet__value *values, int v) {
     return v > 0 && v != m->out_value && nodes[values[v].producer].op == UNET__NODE_BN;
 }
 
+/* The lifetimes of activations (and, training, their gradients) on one timeline: forward
+ * steps 0..NN, backward steps NN+1.. (backward of node i at NN + 1 + (NN - 1 - i)).
+ * Inference: a value lives from its producer to its last consumer, and dropout's output is its
+ * input.  Training: activations live through the whole step; a gradient lives from the
+ * backward of the value's last consumer (the first to accumulate into it) to the backward of
+ * its producer.  iv needs 3 * n_values entries; returns the count. */
 static int lifetimes(const unet_model *m, const struct unet__node *nodes,
                      const struct unet__value *values, int n, bool training, struct interval *iv) {
     const int NV = m->n_values, NN = m->n_nodes;
@@ -969,14 +969,6 @@ static double prof_now(const unet_model *m) {
 
 /* The fused ReLU of a node, in place: y = y < 0 ? 0 : y (NaN and -0 kept, as ops/relu.c),
  * vectorized. */
-static void relu_inplace(float *y, size_t n) {
-#pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < n; i++) y[i] = y[i] < 0.0f ? 0.0f : y[i];
-}
-
-/* Inference: conv node c with batch-norm node bn (+ its ReLU) folded into the epilogue, writing
- * bn's output.  The statistics are folded in double: a = gamma / sqrt(var + eps),
- * shift = beta + (bias - mean) * a. */
 /* Convolution node i into y with epilogue ep; in an inference plan it reads the two inputs of
  * the concat before it when it fuses it. */
 static void conv_run(unet_model *m, int i, float *y, const struct unet__conv_epilogue *ep) {
@@ -990,6 +982,9 @@ static void conv_run(unet_model *m, int i, float *y, const struct unet__conv_epi
     unet__conv2d_forward_ep(y, m->values[c->in].data, P(m, c->w), &c->d.conv, ep, m->scratch);
 }
 
+/* Inference: conv node c with batch-norm node bn (+ its ReLU) folded into the epilogue, writing
+ * bn's output.  The statistics are folded in double: a = gamma / sqrt(var + eps),
+ * shift = beta + (bias - mean) * a. */
 static void conv_bn_forward(unet_model *m, int i) {
     const struct unet__node *c = &m->nodes[i], *bn = &m->nodes[i + 1];
     const int C = c->d.conv.C_out;
@@ -1071,7 +1066,7 @@ const float *unet__model_forward(unet_model *m, const float *x) {
             break;
         }
         }
-        if (nd->relu) relu_inplace(y, numel(m, nd->out));
+        if (nd->relu) unet__relu_forward(y, y, numel(m, nd->out));
         if (m->prof) m->prof[2 * i] += prof_now(m) - t0;
     }
     return m->values[m->out_value].data;
@@ -1115,13 +1110,6 @@ static void recompute_bn_output(unet_model *m, int v, int i) {
 /* dy *= (y > 0): ReLU's backward, in place on a gradient nobody else reads afterwards.  A
  * select rather than a conditional store, so that it vectorizes (`omp simd`) instead of
  * branching on the sign of every element. */
-static void relu_mask_grad(float *dy, const float *y, size_t n) {
-#pragma omp parallel for simd schedule(static)
-    /* y <= 0, not !(y > 0): a NaN output passes its gradient on, as PyTorch's threshold_backward. */
-    for (size_t i = 0; i < n; i++) dy[i] = y[i] <= 0.0f ? 0.0f : dy[i];
-}
-
-
 void unet__model_backward(unet_model *m, const float *dlogits) {
     const int NN = m->n_nodes;
     struct unet__value *out = &m->values[m->out_value];
@@ -1142,7 +1130,7 @@ void unet__model_backward(unet_model *m, const float *dlogits) {
         const float *y = m->values[nd->out].data;
         const float *x = m->values[nd->in].data;
         float *dx = nd->in > 0 ? m->values[nd->in].grad : NULL;
-        if (nd->relu) relu_mask_grad(dy, y, numel(m, nd->out));
+        if (nd->relu) unet__relu_mask_grad(dy, y, numel(m, nd->out));
         switch (nd->op) {
         case UNET__NODE_CONV:
             unet__conv2d_backward(dx, G(m, nd->w), G(m, nd->b), dy, x, P(m, nd->w), &nd->d.conv,

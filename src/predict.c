@@ -155,8 +155,8 @@ static unet_status predict_plain(unet_ctx *ctx, unet_model *m, const float *imag
     unet_status s = plan_tiles(ctx, m, h, w, o, &t);
     if (s != UNET_STATUS_OK) return s;
     const int C = m->cfg.in_channels, K = m->cfg.classes;
-    const int B = o->batch;
     const int total = t.ny * t.nx;
+    const int B = o->batch < total ? o->batch : total; /* buffers for the tiles there are */
     if ((uint64_t)t.T_in * (uint64_t)t.T_in > unet_ctx_max_pixels(ctx))
         return unet__fail(ctx, UNET_STATUS_ARG,
                           "predict: a %dx%d tile exceeds the %llu-pixel limit (use a smaller --tile)",

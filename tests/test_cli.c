@@ -500,7 +500,6 @@ TEST(kill9_then_resume_matches) {
             kill(pid, SIGKILL);
             rc = wait_for(pid);
             if (rc != 0) break;
-            train_args(&c, out, REF_STEPS, cadence[k]);
         }
         CHECK_EQ(rc, 128 + SIGKILL);
         static char rows[MAX_ROWS][48];

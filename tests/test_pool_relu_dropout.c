@@ -106,6 +106,9 @@ static void golden_relu(const struct unet__safetensors *st, int i) {
         if (y_ref[k] == 0.0f) CHECK(signbit(y[k]) == signbit(y_ref[k]));
     unet__relu_forward(x, x, n); /* in place */
     CHECK_TENSOR_NONFINITE("y (in place)", x, y_ref, n, 0, 0);
+    /* The in-place backward of a fused ReLU: dy masked where it stands. */
+    unet__relu_mask_grad(r, y, n);
+    CHECK_TENSOR("dy (masked in place)", r, dx_ref, n, 0, 0);
     free(x), free(y_ref), free(r), free(dx_ref), free(y), free(dx);
 }
 

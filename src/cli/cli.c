@@ -316,7 +316,7 @@ bool cli_parse_max_pixels(const char *s, uint64_t *out) {
     char *end;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
-    if (end == s || *end || errno || v == 0 || s[0] == '-') {
+    if (!isdigit((unsigned char)s[0]) || *end || errno || v == 0) {
         cli_error("--max-pixels: '%s' (expected a positive number of pixels)", s);
         return false;
     }

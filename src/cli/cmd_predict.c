@@ -82,8 +82,9 @@ static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, con
     const int K = cfg->classes;
     const size_t P = (size_t)h * w;
     char base[2048];
-    if (pages > 1) snprintf(base, sizeof base, "%s_p%d", stem, page);
-    else snprintf(base, sizeof base, "%s", stem);
+    if (!(pages > 1 ? out_name(base, sizeof base, "%s_p%d", stem, page)
+                    : out_name(base, sizeof base, "%s", stem)))
+        goto done;
     out = malloc(sizeof(float) * P * (size_t)K);
     labels = malloc(sizeof(int32_t) * P);
     if (!out || !labels) {
@@ -111,8 +112,8 @@ static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, con
         if (!save(ctx, name, &li)) goto done;
     }
     unet_argmax(out, K, h, w, po.output, labels);
-    /* The mask: 0/255 for two classes (visible, and read back as binary), ids otherwise. */
-    /* The mask in the input's format family: TIFF for TIFF, .npy (class ids) for .npy, else PNG. */
+    /* The mask in the input's format family (TIFF for TIFF, .npy for .npy, else PNG): 0/255 for
+     * two classes (visible, and read back as binary), class ids otherwise and in .npy. */
     bool tif = has_ext(path, ".tif") || has_ext(path, ".tiff");
     bool npy = has_ext(path, ".npy");
     if (unet_image_alloc(ctx, &mask, w, h, 1, UNET_DTYPE_U8) != UNET_STATUS_OK) {

@@ -141,7 +141,7 @@ static bool load_pairs(unet_ctx *ctx, const struct args *a, const char *dir, con
                     st = unet_connected_components(ctx, labels, x.h, x.w, 1, 4, labels, &count);
                     if (st != UNET_STATUS_OK) cli_lib_error(ctx, st), ok = false;
                 }
-                if (ok && (a->separate_cells || want_weights)) {
+                if (ok) {
                     /* Touching cells get a background strip between them (the paper's Fig. 3c):
                      * the training target when asked for, and always for the weight map, whose
                      * border term lives on background pixels between cells. */

@@ -493,20 +493,16 @@ struct unet__conv2d_dims unet__convt2d_as_conv(const struct unet__convt2d_dims *
  * with no column buffer, no zeroing and no accumulation.  It runs on the packed micro-kernel
  * of winograd.c: W^T is packed once per call in panels of 8 rows (K_MR), x in panels of up to
  * 48 pixels per thread. */
-enum { K_MR = 8, K_NR = 48 };
+enum { K_MR = UNET__MICRO_MR, K_NR = UNET__MICRO_NR };
 
 static bool convt_is_scatter(const struct unet__convt2d_dims *d) {
     return d->K_h == d->stride_h && d->K_w == d->stride_w && d->pad_h == 0 && d->pad_w == 0 &&
            d->outpad_h == 0 && d->outpad_w == 0;
 }
 
-static int convt_slots(void) {
-    return unet__thread_slots();
-}
-
 static size_t convt_scatter_floats(const struct unet__convt2d_dims *d) {
     size_t rows = (size_t)(d->C_out * d->K_h * d->K_w + K_MR - 1) / K_MR * K_MR;
-    return rows * d->C_in + (size_t)convt_slots() * ((size_t)d->C_in * K_NR + K_MR * K_NR);
+    return rows * d->C_in + (size_t)unet__thread_slots() * ((size_t)d->C_in * K_NR + K_MR * K_NR);
 }
 
 static void convt_scatter_forward(float *y, const float *x, const float *w, const float *b,
@@ -516,7 +512,7 @@ static void convt_scatter_forward(float *y, const float *x, const float *w, cons
     /* Pixel panels run along input rows (never across one), so that a panel's outputs for
      * one kernel row are a run of one output row. */
     const int per_row = (d->W_in + K_NR - 1) / K_NR, panels = d->H_in * per_row;
-    const int slots = convt_slots();
+    const int slots = unet__thread_slots();
     const unet__micro_gemm_fn gemm = unet__micro_gemm();
     float *A = scratch; /* (rows / K_MR, C_in, K_MR): W (C_in, R) by panels of rows */
     float *bufs = A + (size_t)rows * C_in;

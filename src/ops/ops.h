@@ -106,6 +106,7 @@ size_t unet__winograd_wgrad_scratch_floats(const struct unet__conv2d_dims *d);
 /* winograd.c's GEMM micro-kernel, for the CPU it runs on: C (8 x width, leading dimension
  * ldc) = (or += when acc) A^T B over K, A (K, 8) and B (K, width) contiguous, width 16, 32 or
  * 48.  Also used by the 2x2 stride-2 transposed convolution (conv2d.c). */
+enum { UNET__MICRO_MR = 8, UNET__MICRO_NR = 48 }; /* rows of C; the widest width */
 typedef void (*unet__micro_gemm_fn)(const float *A, const float *B, int K, int width, float *C,
                                     int ldc, bool acc);
 unet__micro_gemm_fn unet__micro_gemm(void);
@@ -181,6 +182,8 @@ void unet__batchnorm_backward_ref(float *dx, float *dgamma, float *dbeta, const 
  * ------------------------------------------------------------------------------------- */
 void unet__relu_forward(float *y, const float *x, size_t n);
 void unet__relu_backward(float *dx, const float *dy, const float *y, size_t n);
+/* dy = y <= 0 ? 0 : dy in place (the backward of a ReLU fused into the node that made y). */
+void unet__relu_mask_grad(float *dy, const float *y, size_t n);
 
 /* ---------------------------------------------------------------------------------------
  * MaxPool2d(2, stride 2) (maxpool.c): floor on odd sizes (H_out = H_in / 2) or, in ceil mode

@@ -14,8 +14,8 @@
 /* Below this many elements one thread is faster than a team. */
 #define PARALLEL_MIN ((size_t)1 << 15)
 
-void        unet__relu_forward(float *y, const float *x, size_t n) {
-#pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
+void unet__relu_forward(float *y, const float *x, size_t n) {
+#pragma omp parallel for simd schedule(static) if (n >= PARALLEL_MIN)
     for (size_t i = 0; i < n; i++)
         y[i] = x[i] < 0.0f ? 0.0f : x[i];
 }
@@ -25,4 +25,11 @@ void unet__relu_backward(float *dx, const float *dy, const float *y, size_t n) {
 #pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
     for (size_t i = 0; i < n; i++)
         dx[i] += y[i] <= 0.0f ? 0.0f : dy[i];
+}
+
+void unet__relu_mask_grad(float *dy, const float *y, size_t n) {
+    /* dy = y <= 0 ? 0 : dy: the backward above in place, for a ReLU fused into its producer. */
+#pragma omp parallel for simd schedule(static) if (n >= PARALLEL_MIN)
+    for (size_t i = 0; i < n; i++)
+        dy[i] = y[i] <= 0.0f ? 0.0f : dy[i];
 }

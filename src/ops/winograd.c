@@ -43,8 +43,8 @@
 
 enum {
     LANES = 16,     /* tiles per input/output-transform step */
-    MR = 8,         /* output channels per GEMM micro-tile (rows of a U panel) */
-    NR = 48,        /* tiles per GEMM micro-tile (columns of a V panel; the last may be 16, 32) */
+    MR = UNET__MICRO_MR, /* output channels per GEMM micro-tile (rows of a U panel) */
+    NR = UNET__MICRO_NR, /* tiles per GEMM micro-tile (V panel columns; the last may be 16, 32) */
     WCI = 8,        /* input channels per weight-transform step */
     WL = WCI * MR,  /* weight-transform lanes: (input channel, output channel) pairs */
     KC_DEFAULT = 128 /* input channels per chunk of transformed weights (chunked_products) */
@@ -77,11 +77,8 @@ bool unet__winograd_applies(const struct unet__conv2d_dims *d) {
            d->pad_w <= 2 && d->C_out >= 16;
 }
 
-/* Threads that get their own buffers: unet__thread_slots (the processors OpenMP sees, fixed
+/* Threads that get their own buffers: unet__thread_slots() (the processors OpenMP sees, fixed
  * for the process).  The same number sizes the scratch and caps the team. */
-static int wino_slots(void) {
-    return unet__thread_slots();
-}
 
 struct wino_plan {
     int    tiles_h, tiles_w;    /* 4x4 output tiles per image */
@@ -117,9 +114,9 @@ static struct wino_plan plan_of(const struct unet__conv2d_dims *d) {
 size_t unet__winograd_scratch_floats(const struct unet__conv2d_dims *d) {
     if (!unet__winograd_applies(d)) return 0;
     struct wino_plan p = plan_of(d);
-    size_t u = p.keep_u ? (size_t)p.cop * d->C_in : (size_t)wino_slots() * kc_chunk * MR;
+    size_t u = p.keep_u ? (size_t)p.cop * d->C_in : (size_t)unet__thread_slots() * kc_chunk * MR;
     size_t vm = ((size_t)d->C_in + (size_t)p.cop) * p.tb;
-    size_t vm_own = (size_t)wino_slots() * ((size_t)d->C_in + (size_t)p.cop) * p.tb_own;
+    size_t vm_own = (size_t)unet__thread_slots() * ((size_t)d->C_in + (size_t)p.cop) * p.tb_own;
     return 36 * (u + (vm > vm_own ? vm : vm_own));
 }
 
@@ -1021,7 +1018,7 @@ static void winograd_forward(float *y, const float *x, const float *x2, int c_sp
     UNET_ASSERT(unet__winograd_applies(d));
     const struct wino_kernels *K = pick_kernels();
     const struct wino_args a = {.d = d, .p = plan_of(d), .ep = ep, .x2 = x2, .c_split = c_split};
-    const int C_in = d->C_in, slots = wino_slots(), panels_co = a.p.cop / MR;
+    const int C_in = d->C_in, slots = unet__thread_slots(), panels_co = a.p.cop / MR;
     float *Ubuf = scratch;
     float *V = Ubuf + 36 * (a.p.keep_u ? (size_t)a.p.cop * C_in : (size_t)slots * kc_chunk * MR);
     int team = 1;
@@ -1145,8 +1142,7 @@ void unet__conv2d_winograd_wgrad(float *dw, const float *dy, const float *x,
         const int cob = d->C_out - co0 < wp.cob ? d->C_out - co0 : wp.cob;
         const int cobp = round_up(cob, MR), micro = cobp / MR * cpanels;
         for (size_t t0 = 0; t0 < a.p.tiles; t0 += (size_t)wp.tb) {
-            size_t left = (a.p.tiles - t0 + LANES - 1) / LANES * LANES;
-            const int nt = left < (size_t)wp.tb ? (int)left : wp.tb, groups = nt / LANES;
+            const int nt = block_tiles(&a.p, t0, wp.tb), groups = nt / LANES;
 #pragma omp for schedule(dynamic, 8) nowait
             for (int q = 0; q < ci16 / LANES * groups; q++) K->wx(Xt, x, &a, t0, nt, q);
 #pragma omp for schedule(dynamic, 8)
