@@ -39,6 +39,14 @@ unet_status unet__fail(unet_ctx *ctx, unet_status s, const char *fmt, ...)
 #define UNET_ASSERT(x) assert(x)
 #endif
 
+/* The first element of a[0..n) that is NaN or Inf (or negative when nonneg), or n.
+ * x - x == 0 exactly when x is finite. */
+static inline size_t unet__first_nonfinite(const float *a, size_t n, bool nonneg) {
+    for (size_t i = 0; i < n; i++)
+        if (!(a[i] - a[i] == 0.0f) || (nonneg && a[i] < 0.0f)) return i;
+    return n;
+}
+
 /* ---- overflow-checked size arithmetic: false on overflow, *out untouched ---- */
 static inline bool unet__mul_size(size_t a, size_t b, size_t *out) {
     if (a != 0 && b > SIZE_MAX / a) return false;

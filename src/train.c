@@ -145,23 +145,22 @@ unet_status unet_train_step(unet_ctx *ctx, unet_model *m, const unet_optim *opt,
     }
     memset(m->grads, 0, m->n_weights * sizeof(float));
     unet__model_backward(m, out->grad);
-    for (size_t i = 0; i < m->n_weights; i++)
-        if (!(m->grads[i] - m->grads[i] == 0.0f)) {
-            s = unet__fail(ctx, UNET_STATUS_NUMERIC,
-                           "step %ld: the gradient of %s is not finite; the step was undone",
-                           m->opt_step + 1, param_at(m, i));
-            goto undo;
-        }
+    size_t bad = unet__first_nonfinite(m->grads, m->n_weights, false);
+    if (bad < m->n_weights) {
+        s = unet__fail(ctx, UNET_STATUS_NUMERIC,
+                       "step %ld: the gradient of %s is not finite; the step was undone",
+                       m->opt_step + 1, param_at(m, bad));
+        goto undo;
+    }
     /* Batch statistics of huge (finite) activations can overflow the running variance while
      * the loss stays finite; a checkpoint with such statistics would be refused on load. */
-    for (size_t i = 0; i < m->n_buffers; i++)
-        if (!(m->buffers[i] - m->buffers[i] == 0.0f)) {
-            s = unet__fail(ctx, UNET_STATUS_NUMERIC,
-                           "step %ld: batch-norm running statistics overflowed (activations too "
-                           "large); the step was undone",
-                           m->opt_step + 1);
-            goto undo;
-        }
+    if (unet__first_nonfinite(m->buffers, m->n_buffers, false) < m->n_buffers) {
+        s = unet__fail(ctx, UNET_STATUS_NUMERIC,
+                       "step %ld: batch-norm running statistics overflowed (activations too "
+                       "large); the step was undone",
+                       m->opt_step + 1);
+        goto undo;
+    }
     long step = ++m->opt_step;
     if (opt->kind == UNET_OPTIM_SGD) {
         struct unet__sgd o = {.lr = opt->lr, .momentum = opt->momentum,

@@ -850,6 +850,24 @@ TEST(generated_files_exact) {
 
 /* ---- damage made on the fly ---- */
 
+/* Caller metadata may not shadow a key the save writes, including the keys written only for
+ * FCNs or resumable checkpoints: a U-Net's plain save refuses "fc_channels" and "rng0" too. */
+TEST(reserved_metadata_keys) {
+    unet_model *m = tiny_model(true);
+    CHECK(m != NULL);
+    if (!m) return;
+    char path[512];
+    tmp_path(path, sizeof path, "meta.safetensors");
+    const char *const keys[] = {"arch", "fc_channels", "learn_final_up", "rng1"};
+    for (int i = 0; i < 4; i++) {
+        const char *kv[2] = {keys[i], "1"};
+        CHECK_STATUS(unet_model_save_training(NULL, m, path, kv, 1), UNET_STATUS_ARG);
+    }
+    const char *ok[2] = {"note", "1"};
+    CHECK_STATUS(unet_model_save_training(NULL, m, path, ok, 1), UNET_STATUS_OK);
+    unet_model_free(m);
+}
+
 /* Every cut of a valid checkpoint and of a resumable one, and random byte changes: no crash,
  * cuts always fail, and failures name the file (through the in-memory loader, which the fuzz
  * target uses too, so the file-based loader must agree with it on the full file). */
@@ -1009,6 +1027,7 @@ int main(int argc, char **argv) {
     RUN(committed_corrupt_files);
     RUN(generated_files_exact);
     RUN(checkpoint_truncations_and_mutations);
+    RUN(reserved_metadata_keys);
     RUN(float_to_int64_saturates);
     RUN(wrapped_messages_keep_the_file_name);
     RUN(absurd_but_consistent_dimensions);

@@ -795,7 +795,6 @@ int cmd_train(int argc, char **argv) {
     /* The latest resumable checkpoint: the one resumed from, then each one written. */
     long saved_step = rs.have ? rs.step : -1;
     const char *saved_path = rs.have ? a.resume : NULL;
-    bool log_failed = false;
     if (stop_signal) {
         cli_note("interrupted before the first step; nothing new to save");
         rc = 128 + stop_signal;
@@ -835,9 +834,7 @@ int cmd_train(int argc, char **argv) {
         double rate = (double)(step - first_step) * a.batch / elapsed;
         char eta[32];
         cli_duration((double)(total - step) * a.batch / rate, eta, sizeof eta);
-        if (fprintf(log, "%ld,%ld,%.6f,%g,,,,,,%.1f\n", step, epoch, L, opt.lr,
-                    elapsed) < 0)
-            log_failed = true;
+        fprintf(log, "%ld,%ld,%.6f,%g,,,,,,%.1f\n", step, epoch, L, opt.lr, elapsed);
         if (!a.quiet && prog.tty)
             cli_progress_line(&prog, "epoch %ld/%ld  step %ld/%ld  loss %.4f  %.2f img/s  ETA %s",
                               epoch, (total + per_epoch - 1) / per_epoch, step, total, L, rate, eta);
@@ -867,11 +864,10 @@ int cmd_train(int argc, char **argv) {
                     fprintf(stderr, "epoch %ld  loss %.4f  (%s)\n", epoch, epoch_loss / epoch_steps,
                             cli_duration(elapsed, took, sizeof took));
             }
-            if (have_val &&
+            if (have_val)
                 fprintf(log, "%ld,%ld,%.6f,%g,%.6f,%.6f,%.6f,%.6f,%.6f,%.1f\n", step, epoch,
                         epoch_loss / epoch_steps, opt.lr, vr.loss, vr.dice, vr.iou,
-                        vr.pixel_error, vr.rand_error, elapsed) < 0)
-                log_failed = true;
+                        vr.pixel_error, vr.rand_error, elapsed);
             epoch_loss = 0;
             epoch_steps = 0;
             s = unet_model_save(ctx, m, last_path);
@@ -886,7 +882,8 @@ int cmd_train(int argc, char **argv) {
             }
         }
         bool timed = a.save_minutes > 0 && cli_now() - last_save > 60.0 * a.save_minutes;
-        if (fflush(log) != 0 || ferror(log)) log_failed = true;
+        /* A failed write sets the stream's error flag, which stays set. */
+        const bool log_failed = fflush(log) != 0 || ferror(log);
         if (epoch_end || timed || (a.save_every && step % a.save_every == 0) || stop_signal ||
             log_failed) {
             if (!save_resume(ctx, m, resume_path, step, unet_sampler_position(sampler), best, &a,

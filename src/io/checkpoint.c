@@ -175,11 +175,12 @@ static bool parse_hex64(const char *s, uint64_t *out) {
     return true;
 }
 
-/* The first element of a[0..n) that is NaN or Inf (or negative when nonneg), or n. */
-static size_t first_bad(const float *a, size_t n, bool nonneg) {
-    for (size_t i = 0; i < n; i++)
-        if (!(a[i] - a[i] == 0.0f) || (nonneg && a[i] < 0.0f)) return i;
-    return n;
+/* Is parameter j a batch-norm node's running variance (as the graph records it, whatever its
+ * name)? */
+static bool is_running_var(const unet_model *m, int j) {
+    for (int i = 0; i < m->n_nodes; i++)
+        if (m->nodes[i].op == UNET__NODE_BN && m->nodes[i].rvar == j) return true;
+    return false;
 }
 
 /* The optimizer state of a resumable checkpoint into m (allocated here).  The moments must be
@@ -196,11 +197,11 @@ static unet_status load_optimizer(unet_ctx *ctx, const struct unet__safetensors 
     if (s == UNET_STATUS_OK) s = unet__st_read_f32(ctx, st, "optimizer.exp_avg_sq", shape, 1, m->opt_v);
     if (s != UNET_STATUS_OK)
         return unet__fail(ctx, s, "%s (not a resumable checkpoint?)", unet_ctx_errmsg(ctx));
-    size_t i = first_bad(m->opt_m, m->n_weights, false);
+    size_t i = unet__first_nonfinite(m->opt_m, m->n_weights, false);
     if (i < m->n_weights)
         return unet__fail(ctx, UNET_STATUS_NUMERIC, "%s: optimizer.exp_avg holds %g at index %zu",
                           st->path, (double)m->opt_m[i], i);
-    i = first_bad(m->opt_v, m->n_weights, true);
+    i = unet__first_nonfinite(m->opt_v, m->n_weights, true);
     if (i < m->n_weights)
         return unet__fail(ctx, UNET_STATUS_NUMERIC,
                           "%s: optimizer.exp_avg_sq holds %g at index %zu (must be finite and >= 0)",
@@ -305,11 +306,9 @@ static unet_status load_st(unet_ctx *ctx, struct unet__safetensors *st, const ch
     for (int j = 0; j < m->n_params; j++) {
         const struct unet__param *p = &m->params[j];
         if (p->kind == UNET__PARAM_COUNTER) continue;
-        size_t len = strlen(p->name);
-        bool var = p->kind == UNET__PARAM_BUFFER && len >= 11 &&
-                   strcmp(p->name + len - 11, "running_var") == 0;
+        bool var = is_running_var(m, j);
         const float *d = unet__model_param_data(m, p);
-        size_t i = first_bad(d, p->numel, var);
+        size_t i = unet__first_nonfinite(d, p->numel, var);
         if (i < p->numel) {
             s = unet__fail(ctx, UNET_STATUS_NUMERIC, "%s: %s holds %g at index %zu%s", path,
                            p->name, (double)d[i], i, var ? " (a variance must be >= 0)" : "");
@@ -450,12 +449,15 @@ static unet_status save(unet_ctx *ctx, const unet_model *m, const char *path, bo
                      (unsigned long long)m->rng.s[2 * i], (unsigned long long)m->rng.s[2 * i + 1]);
         meta[k++] = "rng0", meta[k++] = v[9], meta[k++] = "rng1", meta[k++] = v[10];
     }
+    /* Keys written only for some models or saves: reserved for every save all the same. */
+    static const char *const sometimes[] = {"fc_channels", "learn_final_up", "rng0", "rng1"};
     for (int i = 0; i < 2 * n_extra; i++) {
-        /* Caller keys may not be NULL nor shadow the architecture and generator keys. */
-        bool reserved = !extra[i] || (i % 2 == 0 && (strcmp(extra[i], "rng0") == 0 ||
-                                                     strcmp(extra[i], "rng1") == 0));
+        /* Caller keys may not be NULL nor shadow any key this function writes. */
+        bool reserved = !extra[i];
         for (int j = 0; !reserved && i % 2 == 0 && j < (int)(sizeof fixed / sizeof fixed[0]); j += 2)
             reserved = strcmp(extra[i], fixed[j]) == 0;
+        for (int j = 0; !reserved && i % 2 == 0 && j < 4; j++)
+            reserved = strcmp(extra[i], sometimes[j]) == 0;
         if (reserved) {
             free(e);
             free(meta);
