@@ -12,12 +12,16 @@
 #define UNET_TEST_HARNESS_H
 
 #include "internal.h"
+#include "io/file.h"
 #include "io/safetensors.h"
 
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define HARNESS_FN static __attribute__((unused))
 
@@ -269,6 +273,49 @@ HARNESS_FN int golden_ints(const struct unet__safetensors *st, const char *key, 
     for (size_t i = 0; i < count && k < max; i++) out[k++] = (long long)llround(tmp[i]);
     free(tmp);
     return k;
+}
+
+/* ---- temporary files: each test program makes its own tmp_dir and removes it at the end ---- */
+
+static __attribute__((unused)) char tmp_dir[256];
+
+HARNESS_FN const char *tmp_path(char *buf, size_t size, const char *name) {
+    snprintf(buf, size, "%s/%s", tmp_dir, name);
+    return buf;
+}
+
+HARNESS_FN bool write_all(const char *path, const void *data, size_t size) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return false;
+    bool ok = size == 0 || fwrite(data, 1, size, f) == size;
+    return fclose(f) == 0 && ok;
+}
+
+/* The whole file (up to 1 GiB), or NULL; free it. */
+HARNESS_FN unsigned char *read_all(const char *path, size_t *size) {
+    unsigned char *buf = NULL;
+    *size = 0;
+    return unet__read_file(NULL, path, (size_t)1 << 30, &buf, size) == UNET_STATUS_OK ? buf : NULL;
+}
+
+/* Removes dir and everything under it (read-only subdirectories included). */
+HARNESS_FN void remove_tree(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        char p[768];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        struct stat sb;
+        if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+            chmod(p, 0755);
+            remove_tree(p);
+        } else {
+            unlink(p);
+        }
+    }
+    closedir(d);
+    rmdir(dir);
 }
 
 #endif /* UNET_TEST_HARNESS_H */

@@ -36,13 +36,7 @@
 #include <unistd.h>
 
 static const char *unet_bin;
-static char tmp_dir[256];
 static char data_dir[280];      /* images/ and masks/ of the tiny dataset */
-
-static const char *tmp_path(char *buf, size_t size, const char *name) {
-    snprintf(buf, size, "%s/%s", tmp_dir, name);
-    return buf;
-}
 
 static double now(void) {
     struct timespec ts;
@@ -91,26 +85,6 @@ static bool copy_file(const char *from, const char *to) {
     if (a) fclose(a);
     if (b && fclose(b) != 0) ok = false;
     return ok;
-}
-
-static void remove_tree(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char p[768];
-    while ((e = readdir(d))) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        struct stat sb;
-        if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-            chmod(p, 0755);
-            remove_tree(p);
-        } else {
-            unlink(p);
-        }
-    }
-    closedir(d);
-    rmdir(dir);
 }
 
 /* Files in dir whose name contains `part`. */

@@ -29,40 +29,6 @@
 
 #define CORRUPT_DIR "tests/data/corrupt"
 
-static char tmp_dir[256];
-
-static const char *tmp_path(char *buf, size_t size, const char *name) {
-    snprintf(buf, size, "%s/%s", tmp_dir, name);
-    return buf;
-}
-
-static bool write_all(const char *path, const void *data, size_t size) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return false;
-    bool ok = size == 0 || fwrite(data, 1, size, f) == size;
-    return fclose(f) == 0 && ok;
-}
-
-static unsigned char *read_all(const char *path, size_t *size) {
-    unsigned char *buf = NULL;
-    *size = 0;
-    return unet__read_file(NULL, path, (size_t)1 << 30, &buf, size) == UNET_STATUS_OK ? buf : NULL;
-}
-
-static void remove_tree(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char p[512];
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
-            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-            unlink(p);
-        }
-    closedir(d);
-    rmdir(dir);
-}
-
 /* ---- writing the corrupt files ---------------------------------------------------------- */
 
 static int write_failures;

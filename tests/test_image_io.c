@@ -24,28 +24,7 @@
 #include <tiffio.h>
 #include <unistd.h>
 
-static char tmp_dir[256];
-
-static const char *tmp_path(char *buf, size_t size, const char *name) {
-    snprintf(buf, size, "%s/%s", tmp_dir, name);
-    return buf;
-}
-
 /* ---- small helpers ---- */
-
-static unsigned char *read_all(const char *path, size_t *size) {
-    unsigned char *buf = NULL;
-    *size = 0;
-    unet_status s = unet__read_file(NULL, path, (size_t)1 << 30, &buf, size);
-    return s == UNET_STATUS_OK ? buf : NULL;
-}
-
-static bool write_all(const char *path, const void *data, size_t size) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return false;
-    bool ok = fwrite(data, 1, size, f) == size;
-    return fclose(f) == 0 && ok;
-}
 
 static size_t image_bytes(const unet_image *img) {
     return (size_t)img->w * img->h * img->c * unet_dtype_size(img->dtype);
@@ -1682,27 +1661,6 @@ TEST(real_datasets) {
         unet_image_free(&img);
     }
     unet_ctx_free(ctx);
-}
-
-/* ---- temporary directory ---- */
-
-static void remove_tree(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    for (struct dirent *e; (e = readdir(d));) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-        char p[768];
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        struct stat sb;
-        if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-            chmod(p, 0755);
-            remove_tree(p);
-        } else {
-            unlink(p);
-        }
-    }
-    closedir(d);
-    rmdir(dir);
 }
 
 int main(int argc, char **argv) {

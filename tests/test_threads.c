@@ -22,8 +22,6 @@
 #define STEPS 4
 #define SIZE 32
 
-static char tmp_dir[256];
-
 struct job {
     int      id;
     uint64_t seed;
