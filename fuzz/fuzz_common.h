@@ -82,4 +82,17 @@ static inline void fuzz_use_image(unet_ctx *ctx, const unet_image *img) {
     free(cls);
 }
 
+/* The outcome of a loader: an image that is used and freed, or a failure that keeps the
+ * contract and leaves *img zeroed. */
+static inline void fuzz_check_load(unet_ctx *ctx, unet_status s, const char *path,
+                                   unet_image *img) {
+    if (s == UNET_STATUS_OK) {
+        fuzz_use_image(ctx, img);
+        unet_image_free(img);
+    } else {
+        fuzz_check_failure(ctx, s, path);
+        if (img->data) abort();
+    }
+}
+
 #endif /* UNET_FUZZ_COMMON_H */

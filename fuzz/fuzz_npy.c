@@ -17,13 +17,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char path[64];
     fuzz_file(data, size, path);
     unet_image img;
-    unet_status s = unet__npy_load(ctx, path, &img);
-    if (s == UNET_STATUS_OK) {
-        fuzz_use_image(ctx, &img);
-        unet_image_free(&img);
-    } else {
-        fuzz_check_failure(ctx, s, path);
-        if (img.data) abort();
-    }
+    fuzz_check_load(ctx, unet__npy_load(ctx, path, &img), path, &img);
     return 0;
 }

@@ -5,14 +5,7 @@
 
 static void load_page(unet_ctx *ctx, const char *path, int page) {
     unet_image img;
-    unet_status s = unet__tiff_load(ctx, path, page, &img);
-    if (s == UNET_STATUS_OK) {
-        fuzz_use_image(ctx, &img);
-        unet_image_free(&img);
-    } else {
-        fuzz_check_failure(ctx, s, path);
-        if (img.data) abort();
-    }
+    fuzz_check_load(ctx, unet__tiff_load(ctx, path, page, &img), path, &img);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

@@ -157,6 +157,17 @@ static void train_args(struct cmd *c, const char *out, int steps, int save_every
     }
 }
 
+/* unet predict --model model --input input --output output; more options may follow. */
+static void predict_args(struct cmd *c, const char *model, const char *input, const char *output) {
+    cmd_init(c, "predict");
+    arg(c, "--model");
+    arg(c, "%s", model);
+    arg(c, "--input");
+    arg(c, "%s", input);
+    arg(c, "--output");
+    arg(c, "%s", output);
+}
+
 /* Starts the command with stderr (and stdout) into err_path; fsize > 0 sets RLIMIT_FSIZE. */
 static pid_t spawn(const struct cmd *c, const char *err_path, long fsize) {
     fflush(stdout);
@@ -696,13 +707,9 @@ TEST(max_pixels_option) {
     tmp_path(model, sizeof model, "ref/model.safetensors");
     tmp_path(outd, sizeof outd, "maxpx");
     struct cmd c;
-    cmd_init(&c, "predict");
-    arg(&c, "--model");
-    arg(&c, "%s", model);
-    arg(&c, "--input");
-    arg(&c, "%s/images/img0.png", data_dir);
-    arg(&c, "--output");
-    arg(&c, "%s", outd);
+    char img0[512];
+    snprintf(img0, sizeof img0, "%s/images/img0.png", data_dir);
+    predict_args(&c, model, img0, outd);
     arg(&c, "--quiet");
     arg(&c, "--max-pixels");
     arg(&c, "9215");
@@ -731,13 +738,10 @@ TEST(damaged_resume_metadata) {
     CHECK_STR_CONTAINS(last_err, "train.batch='2000000000?X' is not valid");
     CHECK_EQ(count_lines(last_err), 1);
     /* A damaged model for predict: one line naming the file. */
-    cmd_init(&c, "predict");
-    arg(&c, "--model");
-    arg(&c, "tests/data/corrupt/model_nan_weight.safetensors");
-    arg(&c, "--input");
-    arg(&c, "%s/images", data_dir);
-    arg(&c, "--output");
-    arg(&c, "%s/never", tmp_dir);
+    char images[512], never[512];
+    snprintf(images, sizeof images, "%s/images", data_dir);
+    predict_args(&c, "tests/data/corrupt/model_nan_weight.safetensors", images,
+                 tmp_path(never, sizeof never, "never"));
     CHECK_RUN(run(&c, 0), 1);
     CHECK_STR_CONTAINS(last_err, "model_nan_weight.safetensors: inc.double_conv.0.weight holds nan");
     CHECK_EQ(count_lines(last_err), 1);
@@ -770,13 +774,7 @@ TEST(predict_folder_keeps_going) {
     snprintf(keep, sizeof keep, "%s/bad_truncated.png", outd);
     CHECK(copy_file("tests/data/corrupt/image_bad_crc.png", keep));
     struct cmd c;
-    cmd_init(&c, "predict");
-    arg(&c, "--model");
-    arg(&c, "%s", model);
-    arg(&c, "--input");
-    arg(&c, "%s", in);
-    arg(&c, "--output");
-    arg(&c, "%s", outd);
+    predict_args(&c, model, in, outd);
     arg(&c, "--threads");
     arg(&c, "1");
     arg(&c, "--quiet");
@@ -908,13 +906,7 @@ TEST(api_example_matches_predict) {
     arg(&c, "%s", img_path);
     arg(&c, "%s", mine);
     CHECK_RUN(run(&c, 0), 0);
-    cmd_init(&c, "predict");
-    arg(&c, "--model");
-    arg(&c, "%s", model);
-    arg(&c, "--input");
-    arg(&c, "%s", img_path);
-    arg(&c, "--output");
-    arg(&c, "%s", outd);
+    predict_args(&c, model, img_path, outd);
     arg(&c, "--quiet");
     CHECK_RUN(run(&c, 0), 0);
     snprintf(theirs, sizeof theirs, "%s/odd.png", outd);
