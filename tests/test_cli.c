@@ -866,7 +866,8 @@ TEST(api_example_matches_predict) {
     if (src.data && crop.data)
         for (int y = 0; y < H; y++)
             for (int x = 0; x < W; x++)
-                ((uint8_t *)crop.data)[y * W + x] = ((const uint8_t *)src.data)[(y + 7) * 96 + x + 11];
+                ((uint8_t *)crop.data)[y * W + x] =
+                    ((const uint8_t *)src.data)[(y + 7) * 96 + x + 11];
     snprintf(img_path, sizeof img_path, "%s/odd.png", in);
     CHECK_STATUS(unet_image_save(NULL, img_path, &crop), UNET_STATUS_OK);
     unet_image_free(&src);
@@ -925,7 +926,8 @@ TEST(api_example_matches_predict) {
         printf("       example vs predict: %zu of %d pixels differ; foreground %zu\n", diff,
                W * H, fg);
         CHECK_EQ(diff, 0);
-        CHECK(fg > W * H / 4 && fg < W * H * 3 / 4); /* both classes, so the comparison means something */
+        /* Both classes present, so the comparison means something. */
+        CHECK(fg > W * H / 4 && fg < W * H * 3 / 4);
     }
     unet_image_free(&a);
     unet_image_free(&b);
