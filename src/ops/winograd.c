@@ -357,6 +357,24 @@ static ALWAYS_INLINE void gather_patches(float dd[36][LANES], const float *x,
 #include <immintrin.h>
 #define HAVE_X86_DISPATCH 1
 
+/* Permute indices of the row kernels below.  A run of 64 floats in two pairs of vectors holds
+ * 16 tiles of 4 columns: ROW_LO[c] picks column c of tiles 0-7 from the first pair, ROW_HI[c]
+ * that of tiles 8-15 from the second (into lanes 8-15).  PAIR_LO / PAIR_HI interleave two
+ * vectors (a0 b0 a1 b1 ...), low and high halves. */
+static const int ROW_LO[4][16] = {{0, 4, 8, 12, 16, 20, 24, 28}, {1, 5, 9, 13, 17, 21, 25, 29},
+                                  {2, 6, 10, 14, 18, 22, 26, 30}, {3, 7, 11, 15, 19, 23, 27, 31}};
+static const int ROW_HI[4][16] = {{0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 12, 16, 20, 24, 28},
+                                  {0, 0, 0, 0, 0, 0, 0, 0, 1, 5, 9, 13, 17, 21, 25, 29},
+                                  {0, 0, 0, 0, 0, 0, 0, 0, 2, 6, 10, 14, 18, 22, 26, 30},
+                                  {0, 0, 0, 0, 0, 0, 0, 0, 3, 7, 11, 15, 19, 23, 27, 31}};
+static const int PAIR_LO[16] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
+static const int PAIR_HI[16] = {8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+
+/* Lanes [0, last) of 16: a masked load or store that stops at the image border. */
+static inline __mmask16 tail_mask16(int last) {
+    return last >= 16 ? (__mmask16)0xFFFF : last > 0 ? (__mmask16)((1u << last) - 1u) : 0;
+}
+
 /* gather_patches for 16 consecutive tiles of one tile row (the usual case): each patch row of
  * the 16 tiles is one run of 66 input floats, loaded as 5 vectors (masked: the zero padding and
  * the image border) and de-interleaved with permutes instead of 576 scalar loads. */
@@ -364,12 +382,6 @@ __attribute__((target("avx512f"))) static void gather_row16_avx512(float dd[36][
                                                                   const float *xc, int ih0,
                                                                   int iw0, int H, int W,
                                                                   size_t next) {
-    static const int lo[4][16] = {{0, 4, 8, 12, 16, 20, 24, 28}, {1, 5, 9, 13, 17, 21, 25, 29},
-                                  {2, 6, 10, 14, 18, 22, 26, 30}, {3, 7, 11, 15, 19, 23, 27, 31}};
-    static const int hi[4][16] = {{0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 12, 16, 20, 24, 28},
-                                  {0, 0, 0, 0, 0, 0, 0, 0, 1, 5, 9, 13, 17, 21, 25, 29},
-                                  {0, 0, 0, 0, 0, 0, 0, 0, 2, 6, 10, 14, 18, 22, 26, 30},
-                                  {0, 0, 0, 0, 0, 0, 0, 0, 3, 7, 11, 15, 19, 23, 27, 31}};
     __mmask16 mask[5];
     for (int v = 0; v < 5; v++) {
         int first = -iw0 - 16 * v, last = W - iw0 - 16 * v; /* lanes [first, last) are inside */
@@ -392,8 +404,8 @@ __attribute__((target("avx512f"))) static void gather_row16_avx512(float dd[36][
         for (int v = 0; v < 5; v++) r[v] = _mm512_maskz_loadu_ps(mask[v], row + 16 * v);
         __m512 d[4];
         for (int c = 0; c < 4; c++) {
-            __m512 a = _mm512_permutex2var_ps(r[0], _mm512_loadu_si512(lo[c]), r[1]);
-            __m512 b = _mm512_permutex2var_ps(r[2], _mm512_loadu_si512(hi[c]), r[3]);
+            __m512 a = _mm512_permutex2var_ps(r[0], _mm512_loadu_si512(ROW_LO[c]), r[1]);
+            __m512 b = _mm512_permutex2var_ps(r[2], _mm512_loadu_si512(ROW_HI[c]), r[3]);
             d[c] = _mm512_mask_blend_ps(0xFF00, a, b);
             _mm512_storeu_ps(dd[ri * 6 + c], d[c]);
         }
@@ -406,7 +418,6 @@ __attribute__((target("avx512f"))) static void gather_row16_avx512(float dd[36][
         _mm512_storeu_ps(dd[ri * 6 + 5], _mm512_castsi512_ps(c5));
     }
 }
-#endif
 
 /* The inverse for the outputs: the 4x4 results o (16, LANES) of 16 consecutive tiles of one
  * tile row are, per output row, one run of 64 floats: interleaved with permutes and stored
@@ -415,16 +426,13 @@ __attribute__((target("avx512f"))) static void scatter_row16_avx512(float *yc,
                                                                    float o[16][LANES], int oh0,
                                                                    int ow0, int H, int W,
                                                                    bool acc) {
-    static const int lo2[16] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
-    static const int hi2[16] = {8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
     static const int q0[16] = {0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23};
     static const int q1[16] = {8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31};
-    const __m512i ilo = _mm512_loadu_si512(lo2), ihi = _mm512_loadu_si512(hi2);
+    const __m512i ilo = _mm512_loadu_si512(PAIR_LO), ihi = _mm512_loadu_si512(PAIR_HI);
     const __m512i iq0 = _mm512_loadu_si512(q0), iq1 = _mm512_loadu_si512(q1);
     __mmask16 mask[4];
     for (int v = 0; v < 4; v++) {
-        int last = W - ow0 - 16 * v;
-        mask[v] = last >= 16 ? (__mmask16)0xFFFF : last > 0 ? (__mmask16)((1u << last) - 1u) : 0;
+        mask[v] = tail_mask16(W - ow0 - 16 * v);
     }
     const int nh = H - oh0 < 4 ? H - oh0 : 4;
     for (int ri = 0; ri < nh; ri++) {
@@ -454,20 +462,17 @@ __attribute__((target("avx512f"))) static void scatter_row16_avx512(float *yc,
  * (pr, 1) of tile j go to columns 2j and 2j + 1, one run of 32 floats (masked at the border). */
 __attribute__((target("avx512f"))) static void pool_row16_avx512(float *pc, float pm[4][LANES],
                                                                 int ph0, int pw0, int Hp, int Wp) {
-    static const int lo2[16] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
-    static const int hi2[16] = {8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
     __mmask16 mask[2];
     for (int v = 0; v < 2; v++) {
-        int last = Wp - pw0 - 16 * v;
-        mask[v] = last >= 16 ? (__mmask16)0xFFFF : last > 0 ? (__mmask16)((1u << last) - 1u) : 0;
+        mask[v] = tail_mask16(Wp - pw0 - 16 * v);
     }
     for (int pr = 0; pr < 2 && ph0 + pr < Hp; pr++) {
         const __m512 c0 = _mm512_loadu_ps(pm[2 * pr]), c1 = _mm512_loadu_ps(pm[2 * pr + 1]);
         float *row = pc + (size_t)(ph0 + pr) * Wp + pw0;
         _mm512_mask_storeu_ps(row, mask[0],
-                              _mm512_permutex2var_ps(c0, _mm512_loadu_si512(lo2), c1));
+                              _mm512_permutex2var_ps(c0, _mm512_loadu_si512(PAIR_LO), c1));
         _mm512_mask_storeu_ps(row + 16, mask[1],
-                              _mm512_permutex2var_ps(c0, _mm512_loadu_si512(hi2), c1));
+                              _mm512_permutex2var_ps(c0, _mm512_loadu_si512(PAIR_HI), c1));
     }
 }
 
@@ -477,18 +482,9 @@ __attribute__((target("avx512f"))) static void pool_row16_avx512(float *pc, floa
 __attribute__((target("avx512f"))) static void dy_row16_avx512(float yy[16][LANES],
                                                               const float *yc, int oh0, int ow0,
                                                               int H, int W) {
-    static const int lo[4][16] = {{0, 4, 8, 12, 16, 20, 24, 28},
-                                  {1, 5, 9, 13, 17, 21, 25, 29},
-                                  {2, 6, 10, 14, 18, 22, 26, 30},
-                                  {3, 7, 11, 15, 19, 23, 27, 31}};
-    static const int hi[4][16] = {{0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 12, 16, 20, 24, 28},
-                                  {0, 0, 0, 0, 0, 0, 0, 0, 1, 5, 9, 13, 17, 21, 25, 29},
-                                  {0, 0, 0, 0, 0, 0, 0, 0, 2, 6, 10, 14, 18, 22, 26, 30},
-                                  {0, 0, 0, 0, 0, 0, 0, 0, 3, 7, 11, 15, 19, 23, 27, 31}};
     __mmask16 mask[4];
     for (int v = 0; v < 4; v++) {
-        int last = W - ow0 - 16 * v;
-        mask[v] = last >= 16 ? (__mmask16)0xFFFF : last > 0 ? (__mmask16)((1u << last) - 1u) : 0;
+        mask[v] = tail_mask16(W - ow0 - 16 * v);
     }
     for (int ri = 0; ri < 4; ri++) {
         if (oh0 + ri >= H) {
@@ -499,12 +495,13 @@ __attribute__((target("avx512f"))) static void dy_row16_avx512(float yy[16][LANE
         __m512 r[4];
         for (int v = 0; v < 4; v++) r[v] = _mm512_maskz_loadu_ps(mask[v], row + 16 * v);
         for (int c = 0; c < 4; c++) {
-            __m512 a = _mm512_permutex2var_ps(r[0], _mm512_loadu_si512(lo[c]), r[1]);
-            __m512 b = _mm512_permutex2var_ps(r[2], _mm512_loadu_si512(hi[c]), r[3]);
+            __m512 a = _mm512_permutex2var_ps(r[0], _mm512_loadu_si512(ROW_LO[c]), r[1]);
+            __m512 b = _mm512_permutex2var_ps(r[2], _mm512_loadu_si512(ROW_HI[c]), r[3]);
             _mm512_storeu_ps(yy[ri * 4 + c], _mm512_mask_blend_ps(0xFF00, a, b));
         }
     }
 }
+#endif
 
 /* The patches of 16 tiles; fast (AVX-512 copies only) when they are consecutive in one row. */
 static ALWAYS_INLINE void gather_group(float dd[36][LANES], const float *x,
@@ -675,7 +672,7 @@ __attribute__((target("avx512f"))) static void transpose_store_avx512(float *dst
         t[4 + c] = _mm512_shuffle_f32x4(a1, b1, 0x88);
         t[12 + c] = _mm512_shuffle_f32x4(a1, b1, 0xDD);
     }
-    const __mmask16 m = nc >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nc) - 1u);
+    const __mmask16 m = tail_mask16(nc);
     for (int j = 0; j < 16; j++) _mm512_mask_storeu_ps(dst + (size_t)j * ld, m, t[j]);
 }
 #endif
