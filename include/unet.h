@@ -304,6 +304,10 @@ unet_status unet_model_save_training(unet_ctx *ctx, const unet_model *m, const c
 typedef void (*unet_meta_fn)(const char *key, const char *value, void *user);
 unet_status unet_model_load_training(unet_ctx *ctx, const char *path, unet_model **out,
                                      unet_meta_fn meta_fn, void *user);
+/* Whether path is a checkpoint unet wrote (a safetensors file whose metadata says format=unet),
+ * reading only its header: *is_unet = 1 or 0.  A file that cannot be opened or is not a
+ * regular file is UNET_STATUS_IO; anything else that is not such a checkpoint is OK with 0. */
+unet_status unet_model_probe(unet_ctx *ctx, const char *path, int *is_unet);
 
 /* ---------------------------------------------------------------------------------------
  * Images and masks: PNG (libpng), TIFF (libtiff, multi-page stacks) and NumPy .npy
@@ -361,6 +365,12 @@ unet_status unet_image_pages(unet_ctx *ctx, const char *path, int *pages);
  * is UNET_STATUS_ARG and writes nothing; a failed write is UNET_STATUS_IO.
  * Atomic: the previous file at path stays intact until the new one is complete. */
 unet_status unet_image_save(unet_ctx *ctx, const char *path, const unet_image *img);
+/* Every file unet writes (images, models, checkpoints) goes to a temporary TARGET.tmp.PID.XXXXXX
+ * beside it, which is renamed over TARGET once complete; the writer holds a flock on it.  A
+ * process killed mid-write (kill -9) leaves its temporary.  This removes the temporaries of
+ * path (a file name), or all temporaries in path (a directory), whose writer is gone: no
+ * process with that id exists and the lock is free.  Returns the number removed. */
+int unet_remove_stale_temporaries(const char *path);
 
 typedef enum unet_norm {
     UNET_NORM_AUTO = 0,    /* 8-bit /255, 16-bit by percentiles, float and int as they are */

@@ -28,6 +28,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -948,6 +949,218 @@ TEST(api_example_matches_predict) {
     CHECK_EQ(count_files(outd, "never"), 0);
 }
 
+/* ---- issue 19: nothing the user has is lost ---- */
+
+/* Copies the training images into dir (made here), as img0.png ... */
+static void copy_images(const char *dir, int n) {
+    mkdir(dir, 0755);
+    for (int k = 0; k < n; k++) {
+        char from[512], to[700];
+        snprintf(from, sizeof from, "%s/images/img%d.png", data_dir, k);
+        snprintf(to, sizeof to, "%s/img%d.png", dir, k);
+        CHECK(copy_file(from, to));
+    }
+}
+
+/* Runs c, which must be refused as a usage error with a message holding want (and also). */
+static void check_refused(const struct cmd *c, const char *want, const char *also) {
+    CHECK_RUN(run(c, 0), 2);
+    CHECK_STR_CONTAINS(last_err, want);
+    if (also) CHECK_STR_CONTAINS(last_err, also);
+}
+
+/* Every file predict or train writes is checked against what it reads and against the other
+ * outputs before any work: `--output` = `--input` (which used to replace the images with masks,
+ * exit 0), two inputs with one output name, an overlay name that is another input's mask,
+ * --logits naming the input, an output that is a link to an input. */
+TEST(outputs_never_overwrite_inputs) {
+    make_reference();
+    char model[512], d[300], p[1200], q[1600], keep[600];
+    tmp_path(model, sizeof model, "ref/model.safetensors");
+    struct cmd c;
+    /* --output is --input: refused, the images stay byte for byte. */
+    tmp_path(d, sizeof d, "same");
+    copy_images(d, 2);
+    snprintf(keep, sizeof keep, "%s/images/img0.png", data_dir);
+    predict_args(&c, model, d, d);
+    arg(&c, "--quiet");
+    CHECK_RUN(run(&c, 0), 2);
+    CHECK_STR_CONTAINS(last_err, "unet never writes over a file it reads");
+    snprintf(p, sizeof p, "%s/img0.png (the mask of %s/img0.png) is %s/img0.png (an input image)",
+             d, d, d);
+    CHECK_STR_CONTAINS(last_err, p);
+    snprintf(p, sizeof p, "%s/img0.png", d);
+    CHECK(same_bytes(p, keep));
+    /* The same folder spelled another way (a symbolic link to it). */
+    char alias[300];
+    tmp_path(alias, sizeof alias, "same_alias");
+    CHECK_EQ(symlink(d, alias), 0);
+    predict_args(&c, model, d, alias);
+    CHECK_RUN(run(&c, 0), 2);
+    CHECK(same_bytes(p, keep));
+
+    /* Two inputs, one output name: a.png and a.PNG (both masks are a.png). */
+    char in[300], outd[300];
+    tmp_path(in, sizeof in, "two_in");
+    tmp_path(outd, sizeof outd, "two_out");
+    mkdir(in, 0755);
+    snprintf(p, sizeof p, "%s/a.png", in);
+    CHECK(copy_file(keep, p));
+    snprintf(p, sizeof p, "%s/a.PNG", in);
+    CHECK(copy_file(keep, p));
+    predict_args(&c, model, in, outd);
+    CHECK_RUN(run(&c, 0), 2);
+    snprintf(q, sizeof q, "%s/a.png (the mask of %s/a.PNG) and %s/a.png (the mask of %s/a.png) "
+             "are the same file", outd, in, outd, in);
+    CHECK_STR_CONTAINS(last_err, q);
+    CHECK_EQ(count_files(outd, ".png"), 0); /* refused before any work */
+    unlink(p);
+    /* An overlay name that is another input's mask: c.png --overlay and c_overlay.png. */
+    snprintf(p, sizeof p, "%s/a_overlay.png", in);
+    CHECK(copy_file(keep, p));
+    predict_args(&c, model, in, outd);
+    arg(&c, "--overlay");
+    check_refused(&c, "(the overlay of", "are the same file");
+    predict_args(&c, model, in, outd); /* without --overlay both names are free */
+    arg(&c, "--quiet");
+    CHECK_RUN(run(&c, 0), 0);
+
+    /* --logits naming the input. */
+    unet_image img;
+    char npy[700];
+    CHECK_STATUS(unet_image_load(NULL, keep, 0, &img), UNET_STATUS_OK);
+    snprintf(npy, sizeof npy, "%s/x.npy", in);
+    CHECK_STATUS(unet_image_save(NULL, npy, &img), UNET_STATUS_OK);
+    unet_image_free(&img);
+    CHECK(copy_file(npy, p));
+    predict_args(&c, model, npy, outd);
+    arg(&c, "--logits");
+    arg(&c, "%s", npy);
+    CHECK_RUN(run(&c, 0), 2);
+    CHECK_STR_CONTAINS(last_err, "(the logits of");
+    CHECK(same_bytes(npy, p));
+
+    /* An existing output that is a hard link to an input. */
+    snprintf(p, sizeof p, "%s/img1.png", outd);
+    snprintf(q, sizeof q, "%s/img1.png", d);
+    CHECK_EQ(link(q, p), 0);
+    predict_args(&c, model, d, outd);
+    CHECK_RUN(run(&c, 0), 2);
+    CHECK_STR_CONTAINS(last_err, "unet never writes over a file it reads");
+    snprintf(p, sizeof p, "%s/images/img1.png", data_dir);
+    CHECK(same_bytes(q, p));
+}
+
+/* train: --out or --log naming an input, --init = --out, a foreign file at --log (refused;
+ * replaced, never truncated, with --force), --init with --resume. */
+TEST(train_outputs_never_overwrite_inputs) {
+    make_reference();
+    char d[300], out[600], mask[600], keep[600], p[1300], log[600];
+    struct cmd c;
+    tmp_path(d, sizeof d, "train_rule");
+    mkdir(d, 0755);
+    snprintf(mask, sizeof mask, "%s/masks/img2.png", data_dir);
+    snprintf(keep, sizeof keep, "%s/keep.png", d);
+    CHECK(copy_file(mask, keep));
+    /* --out is a mask. */
+    train_args(&c, mask, 2, 0);
+    CHECK_RUN(run(&c, 0), 2);
+    snprintf(p, sizeof p, "%s (--out) is %s (a training mask)", mask, mask);
+    CHECK_STR_CONTAINS(last_err, p);
+    CHECK(same_bytes(mask, keep));
+    /* --log is an image. */
+    snprintf(out, sizeof out, "%s/m.safetensors", d);
+    train_args(&c, out, 2, 0);
+    arg(&c, "--log");
+    arg(&c, "%s/images/img1.png", data_dir);
+    check_refused(&c, "(the training log) is", "(a training image)");
+    CHECK_EQ(count_files(d, "m."), 0); /* nothing written, no lock left */
+    /* --init and --out are one file: the original would be replaced after the first epoch. */
+    char model[600];
+    snprintf(model, sizeof model, "%s/init.safetensors", d);
+    CHECK(copy_file(tmp_path(p, sizeof p, "ref/model.safetensors"), model));
+    train_args(&c, model, 2, 0);
+    arg(&c, "--init");
+    arg(&c, "%s", model);
+    check_refused(&c, "(--out) is", "(--init)");
+    /* --init with --resume: refused, not silently ignored. */
+    train_args(&c, out, 2, 0);
+    arg(&c, "--init");
+    arg(&c, "%s", model);
+    arg(&c, "--resume");
+    arg(&c, "%s", model);
+    check_refused(&c, "--init and --resume exclude each other", NULL);
+    /* A file that is not a unet log at --log: refused; with --force replaced by a new file (a
+     * hard link to the old one keeps its content: it was not truncated). */
+    snprintf(log, sizeof log, "%s/notes.txt", d);
+    FILE *f = fopen(log, "w");
+    if (f) fputs("my notes\n", f), fclose(f);
+    snprintf(p, sizeof p, "%s/notes_link.txt", d);
+    CHECK_EQ(link(log, p), 0);
+    train_args(&c, out, 2, 0);
+    arg(&c, "--log");
+    arg(&c, "%s", log);
+    check_refused(&c, "exists and is not a unet training log", "--force");
+    arg(&c, "--force");
+    CHECK_RUN(run(&c, 0), 0);
+    char *text = read_text(p), *now_log = read_text(log);
+    CHECK(text && strcmp(text, "my notes\n") == 0);
+    CHECK(now_log && strncmp(now_log, "step,", 5) == 0);
+    free(text);
+    free(now_log);
+    /* An --out that is not a unet model (an image named .safetensors): refused. */
+    snprintf(p, sizeof p, "%s/foreign.safetensors", d);
+    CHECK(copy_file(keep, p));
+    train_args(&c, p, 2, 0);
+    check_refused(&c, "exists and is not a checkpoint written by unet", NULL);
+    CHECK(same_bytes(p, keep));
+    /* A directory as --out. */
+    train_args(&c, d, 2, 0);
+    check_refused(&c, "exists and is not a regular file (a directory)", NULL);
+    /* --out and --log in folders that do not exist yet: created (issue 18). */
+    snprintf(out, sizeof out, "%s/new/dir/m.safetensors", d);
+    train_args(&c, out, 2, 0);
+    arg(&c, "--log");
+    arg(&c, "%s/other/logs/m.csv", d);
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK(access(out, R_OK) == 0);
+    snprintf(p, sizeof p, "%s/other/logs/m.csv", d);
+    CHECK(access(p, R_OK) == 0);
+}
+
+/* Outputs that differ only in case are one file where the directory folds case: checked on a
+ * case-folding tmpfs when the kernel has one (root and CONFIG_UNICODE), else skipped. */
+TEST(case_folding_outputs_collide) {
+    make_reference();
+    char fs[300], in[300], model[512], keep[600], p[700];
+    tmp_path(fs, sizeof fs, "casefold");
+    mkdir(fs, 0755);
+    if (mount("tmpfs", fs, "tmpfs", 0, "casefold,size=1m") != 0) {
+        printf("       (no case-folding tmpfs here: %s; skipped)\n", strerror(errno));
+        return;
+    }
+    /* The case-folding attribute applies to empty directories made below the root. */
+    snprintf(p, sizeof p, "%s/out", fs);
+    mkdir(p, 0755);
+    int fd = open(p, O_RDONLY);
+    int attr = 0x40000000; /* FS_CASEFOLD_FL */
+    if (fd >= 0) ioctl(fd, 0x40086602 /* FS_IOC_SETFLAGS */, &attr), close(fd);
+    tmp_path(in, sizeof in, "case_in");
+    mkdir(in, 0755);
+    snprintf(keep, sizeof keep, "%s/images/img0.png", data_dir);
+    snprintf(p, sizeof p, "%s/cell.png", in);
+    CHECK(copy_file(keep, p));
+    snprintf(p, sizeof p, "%s/CELL.png", in);
+    CHECK(copy_file(keep, p));
+    tmp_path(model, sizeof model, "ref/model.safetensors");
+    struct cmd c;
+    snprintf(p, sizeof p, "%s/out", fs);
+    predict_args(&c, model, in, p);
+    CHECK_RUN(run(&c, 0), 2);
+    CHECK_STR_CONTAINS(last_err, "(this directory ignores case)");
+    CHECK_EQ(umount(fs), 0);
+}
+
 int main(void) {
     unet_bin = getenv("UNET_BIN");
     if (!unet_bin || !*unet_bin) {
@@ -981,6 +1194,9 @@ int main(void) {
     RUN(predict_folder_keeps_going);
     RUN(mask_problems_name_the_file);
     RUN(api_example_matches_predict);
+    RUN(outputs_never_overwrite_inputs);
+    RUN(train_outputs_never_overwrite_inputs);
+    RUN(case_folding_outputs_collide);
     remove_tree(tmp_dir);
     return harness_finish();
 }

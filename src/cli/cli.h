@@ -55,6 +55,8 @@ struct cli_files {
 /* The image files (.png .tif .tiff .npy, any case) directly in dir, sorted by name; or, when
  * path is a file, that file alone.  Returns false (message printed) when nothing is found. */
 bool cli_list_images(const char *path, struct cli_files *out);
+/* The same without messages (false when there is nothing to list). */
+bool cli_list_images_quiet(const char *path, struct cli_files *out);
 void cli_files_free(struct cli_files *f);
 bool cli_is_dir(const char *path);
 /* "dir/name" into a malloc'd string. */
@@ -65,8 +67,65 @@ const char *cli_basename(const char *path);
 /* The file in dir whose name equals basename(path), or failing that whose stem matches with any
  * image extension; malloc'd, or NULL. */
 char *cli_find_match(const char *dir, const char *path);
-/* Creates dir (one level) if missing; false with a message on failure. */
+/* Creates dir and its missing parents; false with a message on failure. */
 bool cli_mkdir(const char *dir);
+/* Creates the missing directories above file. */
+bool cli_mkdirs_for(const char *file);
+
+/* ---- the files of a run: the path rule, one writer, the log (guard.c) ----
+ * Before any work a command lists what it reads and writes; cli_uses_check refuses (message
+ * naming both files, exit status returned) an output that is an input or another output (by
+ * device and inode after following links; outputs that do not exist yet by resolved directory
+ * and name, case-insensitively where the directory folds case), and an existing output that is
+ * not a unet file of its kind unless force.  Uses with the same non-zero group may be one file
+ * (--resume and the resumable checkpoint that replaces it). */
+enum cli_out_kind { CLI_OUT_ANY, CLI_OUT_MODEL, CLI_OUT_LOG, CLI_OUT_LOCK };
+struct cli_use {
+    char              *path;
+    const char        *role;    /* "--out", "the mask", ... (static) */
+    const char        *of;      /* the input an output belongs to, or NULL (borrowed) */
+    bool               write;
+    enum cli_out_kind  kind;
+    int                group;
+    bool               exists;  /* set by cli_uses_check */
+    unsigned long long dev, ino;
+    char              *canon;
+};
+struct cli_uses {
+    struct cli_use *u;
+    int             n, cap;
+    bool            oom;
+};
+void cli_uses_read(struct cli_uses *us, const char *path, const char *role, int group);
+/* Every image file of a directory (or the file itself). */
+void cli_uses_read_images(struct cli_uses *us, const char *path, const char *role);
+void cli_uses_write(struct cli_uses *us, const char *path, const char *role, const char *of,
+                    enum cli_out_kind kind, int group);
+/* 0 when the rule holds; else the exit status, the message printed. */
+int cli_uses_check(struct cli_uses *us, bool force);
+void cli_uses_free(struct cli_uses *us);
+
+/* An exclusive advisory lock (flock, never waiting) on path: a lock file (created, empty) or a
+ * directory.  The descriptor, or -1 with a message naming what and path when another process
+ * holds it.  cli_unlock removes remove_path (the lock file; NULL for a directory) first. */
+int cli_lock(const char *path, const char *what);
+void cli_unlock(int fd, const char *remove_path);
+
+/* The files of unet train: creates the missing directories of the outputs, applies the path
+ * rule (inputs: every image of the four folders, --init, --resume), takes the lock on lock
+ * (the output model's lock file), removes temporaries of earlier runs killed mid-write, and
+ * checks that each output's directory takes a new file.  0 with *lock_fd held, or the exit
+ * status (message printed). */
+struct cli_train_files {
+    const char *images, *masks, *val_images, *val_masks, *init, *resume;   /* read */
+    const char *out, *last, *resume_out, *log, *lock;                      /* written */
+};
+int cli_train_guard(const struct cli_train_files *f, bool force, int *lock_fd);
+
+/* The training log for appending (line-buffered): a new file holding header, or when resuming
+ * the existing rows of steps <= step.  Either way the new content goes to a temporary file that
+ * is renamed over path: nothing is truncated.  NULL with a message on failure. */
+FILE *cli_log_open(const char *path, const char *header, bool resume, long step);
 
 /* ---- parsing values ---- */
 bool cli_parse_norm(const char *s, unet_norm *out);

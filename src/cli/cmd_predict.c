@@ -8,7 +8,9 @@
  *   NAME_overlay.png                    the image with the predicted outlines (--overlay)
  *   NAME_logits.npy or --logits FILE    raw logits, float32 (classes, H, W)     (--logits)
  * A file that cannot be read is reported and skipped; the others are still predicted, and the
- * exit status counts the failures.  Outputs are written atomically.
+ * exit status counts the failures.  Outputs are written atomically.  Before any work, no output
+ * may be an input or another output (guard below), and the output folder is locked (flock)
+ * against a second predict writing into it.
  */
 #include "cli/cli.h"
 
@@ -49,6 +51,38 @@ static bool out_name(char *buf, size_t size, const char *fmt, ...) {
     return true;
 }
 
+/* The files written for one image (page), in the order of the header comment. */
+enum { OUT_MASK, OUT_INSTANCES, OUT_PROB, OUT_OVERLAY, OUT_LOGITS, N_OUT };
+static const char *const out_role[N_OUT] = {"the mask", "the instance labels", "the probabilities",
+                                            "the overlay", "the logits"};
+#define OUT_NAME_MAX 4096
+
+/* The names of the outputs of page `page` (of `pages`) of path; "" for an output not asked
+ * for.  False (reported) when a name does not fit. */
+static bool output_names(const struct pargs *a, const char *path, int page, int pages,
+                         char names[N_OUT][OUT_NAME_MAX]) {
+    char *stem = cli_stem(path), base[2048];
+    bool ok = stem && (pages > 1 ? out_name(base, sizeof base, "%s_p%d", stem, page)
+                                 : out_name(base, sizeof base, "%s", stem));
+    free(stem);
+    if (!ok) return false;
+    for (int k = 0; k < N_OUT; k++) names[k][0] = 0;
+    bool tif = has_ext(path, ".tif") || has_ext(path, ".tiff"), npy = has_ext(path, ".npy");
+    ok = out_name(names[OUT_MASK], OUT_NAME_MAX, "%s/%s.%s", a->output, base,
+                  tif ? "tif" : npy ? "npy" : "png");
+    if (ok && a->instances)
+        ok = out_name(names[OUT_INSTANCES], OUT_NAME_MAX, "%s/%s_instances.tif", a->output, base);
+    if (ok && a->probabilities)
+        ok = out_name(names[OUT_PROB], OUT_NAME_MAX, "%s/%s_prob.tif", a->output, base);
+    if (ok && a->overlay)
+        ok = out_name(names[OUT_OVERLAY], OUT_NAME_MAX, "%s/%s_overlay.png", a->output, base);
+    if (ok && a->logits)
+        ok = has_ext(a->logits, ".npy")
+                 ? out_name(names[OUT_LOGITS], OUT_NAME_MAX, "%s", a->logits)
+                 : out_name(names[OUT_LOGITS], OUT_NAME_MAX, "%s/%s_logits.npy", a->logits, base);
+    return ok;
+}
+
 static bool save(unet_ctx *ctx, const char *path, const unet_image *img) {
     unet_status s = unet_image_save(ctx, path, img);
     if (s != UNET_STATUS_OK) {
@@ -72,19 +106,16 @@ static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, con
     int32_t *labels = NULL;
     int c, h, w;
     bool ok = false;
-    char *stem = cli_stem(path), name[4096];
+    static char name[N_OUT][OUT_NAME_MAX];
     unet_image mask = {0}, extra = {0};
-    if (!stem || !cli_load_image(ctx, path, page, norm, &img, &c, &h, &w)) goto done;
+    if (!output_names(a, path, page, pages, name)) goto done;
+    if (!cli_load_image(ctx, path, page, norm, &img, &c, &h, &w)) goto done;
     if (c != cfg->in_channels) {
         cli_error("%s has %d channels; the model takes %d", path, c, cfg->in_channels);
         goto done;
     }
     const int K = cfg->classes;
     const size_t P = (size_t)h * w;
-    char base[2048];
-    if (!(pages > 1 ? out_name(base, sizeof base, "%s_p%d", stem, page)
-                    : out_name(base, sizeof base, "%s", stem)))
-        goto done;
     out = malloc(sizeof(float) * P * (size_t)K);
     labels = malloc(sizeof(int32_t) * P);
     if (!out || !labels) {
@@ -105,16 +136,11 @@ static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, con
     }
     if (a->logits) {
         unet_image li = {.w = w, .h = h, .c = K, .dtype = UNET_DTYPE_F32, .data = out};
-        bool fits = has_ext(a->logits, ".npy")
-                        ? out_name(name, sizeof name, "%s", a->logits)
-                        : out_name(name, sizeof name, "%s/%s_logits.npy", a->logits, base);
-        if (!fits) goto done;
-        if (!save(ctx, name, &li)) goto done;
+        if (!save(ctx, name[OUT_LOGITS], &li)) goto done;
     }
     unet_argmax(out, K, h, w, po.output, labels);
     /* The mask in the input's format family (TIFF for TIFF, .npy for .npy, else PNG): 0/255 for
      * two classes (visible, and read back as binary), class ids otherwise and in .npy. */
-    bool tif = has_ext(path, ".tif") || has_ext(path, ".tiff");
     bool npy = has_ext(path, ".npy");
     if (unet_image_alloc(ctx, &mask, w, h, 1, UNET_DTYPE_U8) != UNET_STATUS_OK) {
         cli_error("%s: out of memory", path);
@@ -123,13 +149,9 @@ static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, con
     uint8_t *mk = mask.data;
     for (size_t i = 0; i < P; i++)
         mk[i] = (uint8_t)(K <= 2 && !npy ? (labels[i] ? 255 : 0) : labels[i]);
-    if (!out_name(name, sizeof name, "%s/%s.%s", a->output, base,
-                  tif ? "tif" : npy ? "npy" : "png"))
-        goto done;
-    if (!save(ctx, name, &mask)) goto done;
+    if (!save(ctx, name[OUT_MASK], &mask)) goto done;
     if (a->instances) {
         int count;
-        if (!out_name(name, sizeof name, "%s/%s_instances.tif", a->output, base)) goto done;
         int32_t *inst = malloc(sizeof(int32_t) * P);
         s = inst ? unet_instances(ctx, labels, h, w, a->grow, inst, &count) : UNET_STATUS_NOMEM;
         if (s != UNET_STATUS_OK) {
@@ -139,12 +161,12 @@ static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, con
         }
         if (count > 65535) {
             unet_image li = {.w = w, .h = h, .c = 1, .dtype = UNET_DTYPE_I32, .data = inst};
-            ok = save(ctx, name, &li);
+            ok = save(ctx, name[OUT_INSTANCES], &li);
         } else {
             unet_image li = {0};
             ok = unet_image_alloc(ctx, &li, w, h, 1, UNET_DTYPE_U16) == UNET_STATUS_OK;
             for (size_t i = 0; ok && i < P; i++) ((uint16_t *)li.data)[i] = (uint16_t)inst[i];
-            ok = ok && save(ctx, name, &li);
+            ok = ok && save(ctx, name[OUT_INSTANCES], &li);
             unet_image_free(&li);
         }
         free(inst);
@@ -161,8 +183,7 @@ static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, con
             }
         }
         unet_image pi = {.w = w, .h = h, .c = K, .dtype = UNET_DTYPE_F32, .data = out};
-        if (!out_name(name, sizeof name, "%s/%s_prob.tif", a->output, base)) goto done;
-        if (!save(ctx, name, &pi)) goto done;
+        if (!save(ctx, name[OUT_PROB], &pi)) goto done;
     }
     if (a->overlay) {
         /* The first channel, min-max stretched for display. */
@@ -177,20 +198,47 @@ static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, con
             goto done;
         }
         s = unet_overlay(ctx, img, labels, h, w, extra.data);
-        if (!out_name(name, sizeof name, "%s/%s_overlay.png", a->output, base)) goto done;
         if (s != UNET_STATUS_OK) {
             cli_lib_error(ctx, s);
             goto done;
         }
-        if (!save(ctx, name, &extra)) goto done;
+        if (!save(ctx, name[OUT_OVERLAY], &extra)) goto done;
     }
     ok = true;
 done:
-    free(stem);
     free(img), free(out), free(labels);
     unet_image_free(&mask);
     unet_image_free(&extra);
     return ok;
+}
+
+/* Before any image is predicted: the path rule over every output of every input (each page of
+ * a stack), then the lock on the output folder and the removal of temporaries that runs killed
+ * mid-write left there.  0 with *lock_fd held, or the exit status (message printed). */
+static int guard(unet_ctx *ctx, const struct pargs *a, const struct cli_files *files, int *lock_fd) {
+    static char names[N_OUT][OUT_NAME_MAX];
+    struct cli_uses us = {0};
+    int rc = 0;
+    cli_uses_read(&us, a->model, "--model", 0);
+    for (int i = 0; i < files->count; i++) cli_uses_read(&us, files->paths[i], "an input image", 0);
+    for (int i = 0; i < files->count && !rc; i++) {
+        int pages = 1;
+        if (unet_image_pages(ctx, files->paths[i], &pages) != UNET_STATUS_OK) continue; /* later */
+        for (int p = 0; p < pages && !rc; p++) {
+            if (!output_names(a, files->paths[i], p, pages, names)) rc = CLI_EXIT_FAIL;
+            for (int k = 0; k < N_OUT && !rc; k++)
+                if (names[k][0])
+                    cli_uses_write(&us, names[k], out_role[k], files->paths[i], CLI_OUT_ANY, 0);
+        }
+    }
+    if (!rc) rc = cli_uses_check(&us, false);
+    cli_uses_free(&us);
+    if (rc) return rc;
+    *lock_fd = cli_lock(a->output, "--output");
+    if (*lock_fd < 0) return CLI_EXIT_FAIL;
+    unet_remove_stale_temporaries(a->output);
+    if (a->logits) unet_remove_stale_temporaries(a->logits);
+    return 0;
 }
 
 int cmd_predict(int argc, char **argv) {
@@ -238,7 +286,7 @@ int cmd_predict(int argc, char **argv) {
     }
     unet_model *m = NULL;
     struct cli_files files = {0};
-    int failed = 0, done = 0;
+    int failed = 0, done = 0, lock_fd = -1, rc = 0;
     unet_status s = unet_model_load(ctx, a.model, &m);
     if (s != UNET_STATUS_OK) {
         cli_lib_error(ctx, s);
@@ -261,6 +309,7 @@ int cmd_predict(int argc, char **argv) {
         failed = 1;
         goto out;
     }
+    if ((rc = guard(ctx, &a, &files, &lock_fd)) != 0) goto out;
     struct cli_progress prog;
     cli_progress_init(&prog);
     for (int i = 0; i < files.count; i++) {
@@ -290,8 +339,9 @@ int cmd_predict(int argc, char **argv) {
         cli_error("%d of %d images failed (see above); %d written to %s", failed, done + failed,
                   done, a.output);
 out:
+    cli_unlock(lock_fd, NULL);
     cli_files_free(&files);
     unet_model_free(m);
     unet_ctx_free(ctx);
-    return failed ? CLI_EXIT_FAIL : 0;
+    return rc ? rc : failed ? CLI_EXIT_FAIL : 0;
 }

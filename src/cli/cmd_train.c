@@ -5,7 +5,9 @@
  *   STEM.last.safetensors     the model after the latest epoch
  *   STEM.resume.safetensors   model + optimizer state + data position, for --resume
  *   STEM.log.csv              one row per step, validation columns at epoch ends
- * where STEM is OUT without ".safetensors".  An epoch is as many steps as it takes to draw about
+ *   STEM.lock                 held (flock) while the run writes; removed at the end
+ * where STEM is OUT without ".safetensors".  Before any work, cli_train_guard checks that no
+ * output is an input or another output, and that existing outputs are unet's (else --force).  An epoch is as many steps as it takes to draw about
  * as many output pixels as the training images hold.  SIGINT/SIGTERM finish the current step,
  * write the resumable checkpoint and exit 130/143; a NaN loss stops the run and leaves the
  * checkpoints of the last good step.  The same seed and thread count give the same losses, also
@@ -14,7 +16,6 @@
 #include "cli/cli.h"
 
 #include <errno.h>
-#include <glob.h>
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
@@ -38,7 +39,7 @@ struct args {
     double      lr, momentum, weight_decay;     /* NAN: the optimizer's default */
     float       val_split, dropout, w0, sigma, save_minutes;
     bool        bilinear, no_augment, conv_bias, no_batchnorm, valid, nesterov, separate_cells,
-                quiet;
+                quiet, force;
 };
 
 static volatile sig_atomic_t stop_signal = 0;
@@ -340,92 +341,6 @@ static bool save_resume(unet_ctx *ctx, unet_model *m, const char *path, long ste
 static const char *LOG_HEADER = "step,epoch,loss,lr,val_loss,val_dice,val_iou,val_pixel_error,"
                                 "val_rand_error,seconds\n";
 
-/* Opens the log for a run: a new file with the header, or, when resuming from `step`, the
- * existing file cut back to the rows of steps <= step.  Rows after the checkpoint were written
- * by the interrupted run (kill -9 between two checkpoints) and are written again by the resumed
- * one; a torn last line is dropped too.  The cut goes through a temporary file and rename, so
- * a crash here leaves the old log or the new one.  Line-buffered: each row reaches the file
- * when it is printed.  NULL with a message on failure. */
-static FILE *open_log(const char *path, bool resume, long step) {
-    FILE *f = NULL;
-    if (resume) f = fopen(path, "r");
-    if (!f) {
-        if (resume && errno != ENOENT) {
-            cli_error("%s: cannot read the log: %s", path, strerror(errno));
-            return NULL;
-        }
-        f = fopen(path, "w");
-        if (!f || fputs(LOG_HEADER, f) == EOF || fflush(f) != 0) {
-            cli_error("%s: cannot write the log: %s", path, strerror(errno));
-            if (f) fclose(f);
-            return NULL;
-        }
-        setvbuf(f, NULL, _IOLBF, 0);
-        return f;
-    }
-    size_t n = strlen(path) + 8;
-    char *tmp = malloc(n);
-    FILE *out = NULL;
-    char *line = NULL;
-    size_t cap = 0;
-    bool ok = tmp != NULL;
-    if (ok) {
-        snprintf(tmp, n, "%s.tmp", path);
-        out = fopen(tmp, "w");
-        ok = out != NULL;
-    }
-    ssize_t len;
-    bool first = true;
-    while (ok && (len = getline(&line, &cap, f)) > 0) {
-        if (line[len - 1] != '\n') break; /* torn by a crash */
-        char *end;
-        long k = strtol(line, &end, 10);
-        bool keep = first ? strncmp(line, "step,", 5) == 0 : end != line && *end == ',' && k <= step;
-        if (first && !keep) ok = fputs(LOG_HEADER, out) != EOF; /* a log without its header */
-        first = false;
-        if (keep && fputs(line, out) == EOF) ok = false;
-    }
-    if (ok && first) ok = fputs(LOG_HEADER, out) != EOF; /* an empty log */
-    free(line);
-    fclose(f);
-    if (out && fclose(out) != 0) ok = false;
-    if (ok && rename(tmp, path) != 0) ok = false;
-    if (!ok) {
-        cli_error("%s: cannot rewrite the log for resuming: %s", path, strerror(errno));
-        if (tmp) remove(tmp);
-        free(tmp);
-        return NULL;
-    }
-    free(tmp);
-    f = fopen(path, "a");
-    if (!f) {
-        cli_error("%s: cannot write the log: %s", path, strerror(errno));
-        return NULL;
-    }
-    setvbuf(f, NULL, _IOLBF, 0);
-    return f;
-}
-
-/* Removes the temporaries "PATH.tmp.XXXXXX" that an earlier run killed in the middle of an
- * atomic write of PATH left behind (they are never read; the file PATH itself is whole). */
-static void remove_stale_temps(const char *path) {
-    size_t n = strlen(path);
-    char *pattern = malloc(2 * n + 16);
-    if (!pattern) return;
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (strchr("*?[\\", path[i])) pattern[k++] = '\\';
-        pattern[k++] = path[i];
-    }
-    memcpy(pattern + k, ".tmp.??????", 12);
-    glob_t g;
-    if (glob(pattern, GLOB_NOSORT, NULL, &g) == 0) {
-        for (size_t i = 0; i < g.gl_pathc; i++) remove(g.gl_pathv[i]);
-        globfree(&g);
-    }
-    free(pattern);
-}
-
 /* a * b into *acc (element counts of the batch buffers); false on overflow. */
 static bool count_mul(size_t *acc, size_t b) {
     if (b != 0 && *acc > SIZE_MAX / b) return false;
@@ -512,6 +427,8 @@ int cmd_train(int argc, char **argv) {
         {"--save-minutes", CLI_FLOAT, &a.save_minutes, "M", "... and at least every M minutes (10)"},
         {"--log", CLI_STR, &a.log, "FILE", "CSV log (STEM.log.csv)"},
         {"--quiet", CLI_FLAG, &a.quiet, NULL, "no progress lines"},
+        {"--force", CLI_FLAG, &a.force, NULL, "replace an existing --out or --log that unet did "
+                                              "not write"},
     };
     const int n_opts = (int)(sizeof opts / sizeof opts[0]);
     if (!cli_parse("train", SYNOPSIS, argc, argv, 2, opts, n_opts, NULL, 0, NULL))
@@ -523,6 +440,11 @@ int cmd_train(int argc, char **argv) {
     }
     if (!!a.val_images != !!a.val_masks) {
         cli_error("train: --val-images and --val-masks go together");
+        return CLI_EXIT_USAGE;
+    }
+    if (a.init && a.resume) {
+        cli_error("train: --init and --resume exclude each other (--resume continues the run "
+                  "of its checkpoint, weights included)");
         return CLI_EXIT_USAGE;
     }
     if (a.no_augment) a.augment = "none";
@@ -595,7 +517,8 @@ int cmd_train(int argc, char **argv) {
     float *x = NULL, *wt = NULL;
     int32_t *tg = NULL;
     FILE *log = NULL;
-    char *stem = NULL, *last_path = NULL, *resume_path = NULL, *log_path = NULL;
+    char *stem = NULL, *last_path = NULL, *resume_path = NULL, *log_path = NULL, *lock_path = NULL;
+    int lock_fd = -1;
     struct resume_state rs = {.best = -1};
     if (!ctx) {
         cli_error("out of memory");
@@ -620,16 +543,23 @@ int cmd_train(int argc, char **argv) {
         last_path = malloc(strlen(stem) + 32);
         resume_path = malloc(strlen(stem) + 32);
         log_path = malloc(strlen(stem) + 32);
-        if (!stem || !last_path || !resume_path || !log_path) {
+        lock_path = malloc(strlen(stem) + 32);
+        if (!stem || !last_path || !resume_path || !log_path || !lock_path) {
             cli_error("out of memory");
             goto done;
         }
         sprintf(last_path, "%s.last.safetensors", stem);
         sprintf(resume_path, "%s.resume.safetensors", stem);
         sprintf(log_path, "%s.log.csv", stem);
-        remove_stale_temps(a.out);
-        remove_stale_temps(last_path);
-        remove_stale_temps(resume_path);
+        sprintf(lock_path, "%s.lock", stem);
+        const struct cli_train_files tf = {a.images, a.masks, a.val_images, a.val_masks, a.init,
+                                           a.resume, a.out, last_path, resume_path,
+                                           a.log ? a.log : log_path, lock_path};
+        int grc = cli_train_guard(&tf, a.force, &lock_fd);
+        if (grc) {
+            rc = grc;
+            goto done;
+        }
     }
 
     /* The model: resumed, initialised from a checkpoint, or new. */
@@ -769,7 +699,7 @@ int cmd_train(int argc, char **argv) {
         goto done;
     }
     const char *lp = a.log ? a.log : log_path;
-    log = open_log(lp, rs.have, rs.step);
+    log = cli_log_open(lp, LOG_HEADER, rs.have, rs.step);
     if (!log) goto done;
 
     {
@@ -928,7 +858,8 @@ done:
     if (a.val_images) samples_free(val, n_val);
     samples_free(all, n_all);
     free(x), free(tg), free(wt);
-    free(stem), free(last_path), free(resume_path), free(log_path);
+    cli_unlock(lock_fd, lock_path);
+    free(stem), free(last_path), free(resume_path), free(log_path), free(lock_path);
     unet_model_free(m);
     unet_ctx_free(ctx);
     return rc;

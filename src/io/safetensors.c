@@ -246,6 +246,32 @@ unet_status unet__st_open(unet_ctx *ctx, const char *path, struct unet__safetens
     return unet__st_parse(ctx, path, buf, size, out);
 }
 
+unet_status unet_model_probe(unet_ctx *ctx, const char *path, int *is_unet) {
+    if (!path || !is_unet) return unet__fail(ctx, UNET_STATUS_ARG, "model_probe: NULL argument");
+    *is_unet = 0;
+    FILE *f;
+    uint64_t size;
+    unet_status s = unet__fopen_regular(ctx, path, &f, &size);
+    if (s != UNET_STATUS_OK) return s;
+    unsigned char len8[8];
+    uint64_t hlen = 0;
+    if (fread(len8, 1, 8, f) == 8)
+        for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | len8[i];
+    char *hdr = hlen >= 2 && hlen <= MAX_HEADER_BYTES && hlen <= size - 8 ? malloc(hlen) : NULL;
+    if (hdr && fread(hdr, 1, (size_t)hlen, f) == hlen) {
+        pthread_mutex_lock(&json_lock);
+        cJSON *root = cJSON_ParseWithLength(hdr, (size_t)hlen);
+        pthread_mutex_unlock(&json_lock);
+        const cJSON *meta = cJSON_GetObjectItemCaseSensitive(root, "__metadata__");
+        const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(meta, "format");
+        *is_unet = cJSON_IsString(fmt) && strcmp(fmt->valuestring, "unet") == 0;
+        cJSON_Delete(root);
+    }
+    free(hdr);
+    fclose(f);
+    return UNET_STATUS_OK;
+}
+
 const struct unet__st_tensor *unet__st_find(const struct unet__safetensors *st, const char *name) {
     int lo = 0, hi = st->count - 1;
     while (lo <= hi) {
