@@ -87,6 +87,13 @@ int unet_ctx_threads(const unet_ctx *ctx);
  * Protects against absurd header sizes in corrupt files. */
 void unet_ctx_set_max_pixels(unet_ctx *ctx, uint64_t max_pixels);
 uint64_t unet_ctx_max_pixels(const unet_ctx *ctx);
+/* Largest decoded image (width * height * channels * bytes per sample) a loader allocates;
+ * default 2^32 bytes (4 GiB).  Besides this budget, a loader refuses an image that its file
+ * cannot hold: uncompressed TIFF strips and .npy data must be there byte for byte, deflate,
+ * LZW and PackBits data cannot expand beyond their codec's largest ratio; only codecs without
+ * such a bound (JPEG, ZSTD, LZMA, ...) rely on the budget alone. */
+void unet_ctx_set_max_image_bytes(unet_ctx *ctx, uint64_t bytes);
+uint64_t unet_ctx_max_image_bytes(const unet_ctx *ctx);
 
 /* ---------------------------------------------------------------------------------------
  * Models
@@ -358,6 +365,11 @@ void unet_image_free(unet_image *img);   /* frees data and zeroes *img; NULL-saf
 unet_status unet_image_load(unet_ctx *ctx, const char *path, int page, unet_image *out);
 /* Number of images in the file (TIFF directories; 1 for PNG and .npy). */
 unet_status unet_image_pages(unet_ctx *ctx, const char *path, int *pages);
+/* Width, height, channels and dtype of one image, from its header only (info->data is NULL,
+ * nothing to free): every check unet_image_load makes before it allocates (the pixel and byte
+ * limits, whether the file can hold the image), so a caller can refuse an image, or budget its
+ * memory, before decoding it. */
+unet_status unet_image_info(unet_ctx *ctx, const char *path, int page, unet_image *info);
 /* Saves by extension (case-insensitive): .png (U8 or U16, 1 or 3 channels), .tif/.tiff (any
  * dtype, deflate-compressed; 1 or 3 channels as one gray or RGB page, any other channel count
  * as one gray page per channel), .npy (any dtype: '|u1' '<u2' '<i4' '<f4'; shape (H, W) when

@@ -35,6 +35,7 @@ unet_ctx *unet_ctx_create(void) {
     if (!ctx) return NULL;
     ctx->threads = unet__default_threads();
     ctx->max_pixels = (uint64_t)1 << 28;
+    ctx->max_image_bytes = (uint64_t)1 << 32;
     return ctx;
 }
 
@@ -64,6 +65,14 @@ void unet_ctx_set_max_pixels(unet_ctx *ctx, uint64_t max_pixels) {
 
 uint64_t unet_ctx_max_pixels(const unet_ctx *ctx) {
     return ctx ? ctx->max_pixels : (uint64_t)1 << 28;
+}
+
+void unet_ctx_set_max_image_bytes(unet_ctx *ctx, uint64_t bytes) {
+    if (ctx) ctx->max_image_bytes = bytes ? bytes : 1;
+}
+
+uint64_t unet_ctx_max_image_bytes(const unet_ctx *ctx) {
+    return ctx ? ctx->max_image_bytes : (uint64_t)1 << 32;
 }
 
 unet_status unet__fail(unet_ctx *ctx, unet_status s, const char *fmt, ...) {

@@ -20,6 +20,7 @@ struct unet_ctx {
     char     errmsg[1024];
     int      threads;
     uint64_t max_pixels;
+    uint64_t max_image_bytes;
 };
 
 /* Records a formatted detail message on ctx (which may be NULL) and returns s, so failures

@@ -20,7 +20,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define HARNESS_FN static __attribute__((unused))
@@ -316,6 +318,22 @@ HARNESS_FN void remove_tree(const char *dir) {
     }
     closedir(d);
     rmdir(dir);
+}
+
+/* Runs fn(arg) in a child process and returns the child's peak resident memory in KiB (its
+ * ru_maxrss, not inflated by what this process touched before), or -1; *code gets fn's
+ * return value (or -1 when the child did not exit normally). */
+HARNESS_FN long child_peak_kb(int (*fn)(void *), void *arg, int *code) {
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) _exit(fn(arg) & 0xff);
+    int st = 0;
+    struct rusage ru;
+    *code = -1;
+    if (pid < 0 || wait4(pid, &st, 0, &ru) != pid) return -1;
+    if (WIFEXITED(st)) *code = WEXITSTATUS(st);
+    return ru.ru_maxrss;
 }
 
 #endif /* UNET_TEST_HARNESS_H */

@@ -191,10 +191,14 @@ static pid_t spawn(const struct cmd *c, const char *err_path, long fsize) {
     return pid;
 }
 
+static long last_peak_kb; /* the peak resident memory of the last child waited for */
+
 /* Exit status, or 128 + signal when the child was killed by one (as a shell reports it). */
 static int wait_for(pid_t pid) {
     int st = 0;
-    if (pid < 0 || waitpid(pid, &st, 0) != pid) return -1;
+    struct rusage ru;
+    if (pid < 0 || wait4(pid, &st, 0, &ru) != pid) return -1;
+    last_peak_kb = ru.ru_maxrss;
     return WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? 128 + WTERMSIG(st) : -1;
 }
 
@@ -1128,6 +1132,55 @@ TEST(train_outputs_never_overwrite_inputs) {
     CHECK(access(p, R_OK) == 0);
 }
 
+/* Files that claim huge images in a few bytes (a 154-byte TIFF of 16384^2 x 4 floats, a
+ * 57-byte PNG of 16384^2 RGB at 16 bits) and a sparse .npy of 4096 channels: predict refuses
+ * each from its header, naming it, and stays small (they used to cost 4.2 GB, 1.6 GB and
+ * 1.3 GB).  --max-memory refuses an image whose estimate is over the budget, with the number. */
+TEST(predict_memory_from_nothing) {
+    make_reference();
+    char model[512], in[300], outd[300], p[700];
+    tmp_path(model, sizeof model, "ref/model.safetensors");
+    tmp_path(in, sizeof in, "forged");
+    tmp_path(outd, sizeof outd, "forged_out");
+    mkdir(in, 0755);
+    snprintf(p, sizeof p, "%s/a.tif", in);
+    CHECK(copy_file("tests/data/corrupt/image_forged_f32x4.tif", p));
+    snprintf(p, sizeof p, "%s/b.png", in);
+    CHECK(copy_file("tests/data/corrupt/image_forged_rgb16.png", p));
+    snprintf(p, sizeof p, "%s/c.npy", in);
+    const char *dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (4096, 256, 256), }";
+    unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, 118, 0};
+    FILE *f = fopen(p, "wb");
+    if (f) {
+        fwrite(pre, 1, 10, f);
+        fprintf(f, "%-117s\n", dict);
+        fclose(f);
+    }
+    CHECK_EQ(truncate(p, 128 + ((off_t)4096 << 18)), 0);
+    struct cmd c;
+    predict_args(&c, model, in, outd);
+    arg(&c, "--quiet");
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "a.tif: TIFF of 16384x16384 with 4 samples of 32 bits needs "
+                                 "4294967296 bytes, but its strips hold 4 bytes");
+    CHECK_STR_CONTAINS(last_err, "b.png: PNG of 16384x16384 needs");
+    CHECK_STR_CONTAINS(last_err, "c.npy has 4096 channels; the model takes 1");
+    CHECK_STR_CONTAINS(last_err, "3 of 3 images failed");
+    printf("       peak memory of predict over the three: %ld KiB\n", last_peak_kb);
+    CHECK(last_peak_kb < 400 << 10);
+    /* The estimate against --max-memory, before loading. */
+    snprintf(p, sizeof p, "%s/images/img0.png", data_dir);
+    predict_args(&c, model, p, outd);
+    arg(&c, "--max-memory");
+    arg(&c, "64K");
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "img0.png: predicting this 96x96 image with 1 channels needs "
+                                 "about");
+    CHECK_STR_CONTAINS(last_err, "over the budget of 64 KiB (--max-memory");
+    snprintf(c.pool[c.n - 1], sizeof c.pool[0], "1x");
+    CHECK_RUN(run(&c, 0), 2);
+}
+
 /* Outputs that differ only in case are one file where the directory folds case: checked on a
  * case-folding tmpfs when the kernel has one (root and CONFIG_UNICODE), else skipped. */
 TEST(case_folding_outputs_collide) {
@@ -1197,6 +1250,7 @@ int main(void) {
     RUN(outputs_never_overwrite_inputs);
     RUN(train_outputs_never_overwrite_inputs);
     RUN(case_folding_outputs_collide);
+    RUN(predict_memory_from_nothing);
     remove_tree(tmp_dir);
     return harness_finish();
 }

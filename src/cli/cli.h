@@ -122,6 +122,20 @@ struct cli_train_files {
 };
 int cli_train_guard(const struct cli_train_files *f, bool force, int *lock_fd);
 
+/* Memory: --max-memory SIZE ("512M", "8G", bytes; K M G T are powers of 1024) into *out, or
+ * false with a message naming opt.  The default budget is the physical memory, or the cgroup
+ * limit when lower.  cli_within_budget prints "WHAT needs about N of memory, over the budget
+ * of M" and returns false when need > budget. */
+bool cli_parse_bytes(const char *opt, const char *s, uint64_t *out);
+uint64_t cli_memory_default(void);
+const char *cli_bytes_str(double bytes, char *buf, size_t size);
+bool cli_within_budget(const char *what, double need, uint64_t budget);
+#define CLI_MAX_MEMORY_HELP "memory budget checked before loading (default: the machine's)"
+/* Train's data estimate, from the image headers only, before anything is loaded: the images
+ * of dirs[0] and dirs[2] kept as floats, the masks of dirs[1] and dirs[3] as class ids (and a
+ * weight map when weights), plus the largest image while it decodes (NULL dirs skipped). */
+bool cli_train_memory(unet_ctx *ctx, const char *const dirs[4], bool weights, uint64_t budget);
+
 /* The training log for appending (line-buffered): a new file holding header, or when resuming
  * the existing rows of steps <= step.  Either way the new content goes to a temporary file that
  * is renamed over path: nothing is truncated.  NULL with a message on failure. */

@@ -20,7 +20,8 @@
 #include <string.h>
 
 struct pargs {
-    const char *model, *input, *output, *logits, *norm, *max_pixels;
+    const char *model, *input, *output, *logits, *norm, *max_pixels, *max_memory;
+    uint64_t    budget;
     int         tile, overlap, threads, batch, grow;
     bool        probabilities, overlay, tta, instances, quiet;
 };
@@ -98,6 +99,39 @@ static int progress_cb(int done, int total, void *user) {
     return 0;
 }
 
+/* The memory predicting page `page` of path takes, from its header, against the budget; and
+ * its channels against the model's.  Both before any pixel is decoded (a sparse .npy of 4096
+ * channels used to be loaded, 1.3 GB, before this was noticed). */
+static bool fits(unet_ctx *ctx, unet_model *m, const struct pargs *a, const char *path, int page) {
+    const unet_config *cfg = unet_model_config(m);
+    unet_image info;
+    unet_status s = unet_image_info(ctx, path, page, &info);
+    if (s != UNET_STATUS_OK) {
+        cli_lib_error(ctx, s);
+        return false;
+    }
+    if (info.c != cfg->in_channels) {
+        cli_error("%s has %d channels; the model takes %d", path, info.c, cfg->in_channels);
+        return false;
+    }
+    const double P = (double)info.w * info.h, C = info.c, K = cfg->classes;
+    int side = info.h > info.w ? info.h : info.w, T = a->tile;
+    if (T <= 0 && unet_model_round_size(ctx, m, side < 1024 ? side : 1024, &T) != UNET_STATUS_OK)
+        T = 1024;
+    size_t act = 0;
+    unet_model_cost(ctx, m, a->batch, T, T, NULL, &act);
+    double need = P * C * (double)unet_dtype_size(info.dtype)  /* the decoded image */
+                  + 4 * C * P + 4 * K * P + 5 * P               /* floats, output, labels, mask */
+                  + (a->instances ? 6 * P : 0) + (a->overlay ? 3 * P : 0) +
+                  (a->tta ? 4 * (C + K) * P : 0) + (double)act +
+                  4.0 * a->batch * (C + K) * (double)T * T      /* tiles in and out */
+                  + 4.0 * (double)unet_model_param_count(m);
+    char what[4200];
+    snprintf(what, sizeof what, "%s: predicting this %dx%d image with %d channels", path, info.w,
+             info.h, info.c);
+    return cli_within_budget(what, need, a->budget);
+}
+
 /* Predicts one image (page) and writes the requested outputs; false on failure (reported). */
 static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, const char *path,
                         int page, int pages, unet_norm norm, struct cli_progress *prog) {
@@ -108,12 +142,8 @@ static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, con
     bool ok = false;
     static char name[N_OUT][OUT_NAME_MAX];
     unet_image mask = {0}, extra = {0};
-    if (!output_names(a, path, page, pages, name)) goto done;
+    if (!output_names(a, path, page, pages, name) || !fits(ctx, m, a, path, page)) goto done;
     if (!cli_load_image(ctx, path, page, norm, &img, &c, &h, &w)) goto done;
-    if (c != cfg->in_channels) {
-        cli_error("%s has %d channels; the model takes %d", path, c, cfg->in_channels);
-        goto done;
-    }
     const int K = cfg->classes;
     const size_t P = (size_t)h * w;
     out = malloc(sizeof(float) * P * (size_t)K);
@@ -259,6 +289,7 @@ int cmd_predict(int argc, char **argv) {
         {"--norm", CLI_STR, &a.norm, "NAME", "auto (default), percentile, max, none"},
         {"--threads", CLI_INT, &a.threads, "T", "threads (all cores)"},
         {"--max-pixels", CLI_STR, &a.max_pixels, "N", CLI_MAX_PIXELS_HELP},
+        {"--max-memory", CLI_STR, &a.max_memory, "SIZE", CLI_MAX_MEMORY_HELP},
         {"--quiet", CLI_FLAG, &a.quiet, NULL, "no progress lines"},
     };
     if (!cli_parse("predict", "--model FILE --input FILE|DIR --output DIR [options]", argc, argv,
@@ -272,6 +303,9 @@ int cmd_predict(int argc, char **argv) {
     if (a.norm && !cli_parse_norm(a.norm, &norm)) return CLI_EXIT_USAGE;
     uint64_t max_pixels = 0;
     if (a.max_pixels && !cli_parse_max_pixels(a.max_pixels, &max_pixels)) return CLI_EXIT_USAGE;
+    a.budget = cli_memory_default();
+    if (a.max_memory && !cli_parse_bytes("--max-memory", a.max_memory, &a.budget))
+        return CLI_EXIT_USAGE;
     if (a.batch < 1 || a.grow < 0 || a.tile < 0) {
         cli_error("predict: --batch >= 1, --grow >= 0, --tile >= 0");
         return CLI_EXIT_USAGE;
@@ -279,6 +313,7 @@ int cmd_predict(int argc, char **argv) {
     unet_ctx *ctx = unet_ctx_create();
     if (!ctx) return CLI_EXIT_FAIL;
     if (max_pixels) unet_ctx_set_max_pixels(ctx, max_pixels);
+    if (a.budget < unet_ctx_max_image_bytes(ctx)) unet_ctx_set_max_image_bytes(ctx, a.budget);
     if (a.threads && unet_ctx_set_threads(ctx, a.threads) != UNET_STATUS_OK) {
         cli_lib_error(ctx, UNET_STATUS_ARG);
         unet_ctx_free(ctx);

@@ -33,7 +33,7 @@ struct sample {
 
 struct args {
     const char *images, *masks, *val_images, *val_masks, *out, *init, *resume, *log;
-    const char *arch, *optimizer, *loss, *norm, *augment, *recipe, *max_pixels;
+    const char *arch, *optimizer, *loss, *norm, *augment, *recipe, *max_pixels, *max_memory;
     int         base, depth, classes, epochs, steps, batch, tile, seed, threads, save_every;
     int         separate_gap;
     double      lr, momentum, weight_decay;     /* NAN: the optimizer's default */
@@ -423,6 +423,7 @@ int cmd_train(int argc, char **argv) {
         {"--seed", CLI_INT, &a.seed, "S", "random seed (1)"},
         {"--threads", CLI_INT, &a.threads, "T", "threads (all cores)"},
         {"--max-pixels", CLI_STR, &a.max_pixels, "N", CLI_MAX_PIXELS_HELP},
+        {"--max-memory", CLI_STR, &a.max_memory, "SIZE", CLI_MAX_MEMORY_HELP},
         {"--save-every", CLI_INT, &a.save_every, "N", "write the resumable checkpoint every N steps"},
         {"--save-minutes", CLI_FLOAT, &a.save_minutes, "M", "... and at least every M minutes (10)"},
         {"--log", CLI_STR, &a.log, "FILE", "CSV log (STEM.log.csv)"},
@@ -490,6 +491,9 @@ int cmd_train(int argc, char **argv) {
     if (a.norm && !cli_parse_norm(a.norm, &norm)) return CLI_EXIT_USAGE;
     uint64_t max_pixels = 0;
     if (a.max_pixels && !cli_parse_max_pixels(a.max_pixels, &max_pixels)) return CLI_EXIT_USAGE;
+    uint64_t budget = cli_memory_default();
+    if (a.max_memory && !cli_parse_bytes("--max-memory", a.max_memory, &budget))
+        return CLI_EXIT_USAGE;
     if (a.epochs < 1 || a.steps < 0 || a.classes < 1 || a.val_split < 0 || a.val_split >= 1 ||
         a.save_every < 0 || a.separate_gap < 1) {
         cli_error("train: --epochs >= 1, --steps >= 0, --classes >= 1, 0 <= --val-split < 1");
@@ -525,6 +529,7 @@ int cmd_train(int argc, char **argv) {
         return CLI_EXIT_FAIL;
     }
     if (max_pixels) unet_ctx_set_max_pixels(ctx, max_pixels);
+    if (budget < unet_ctx_max_image_bytes(ctx)) unet_ctx_set_max_image_bytes(ctx, budget);
     if (a.threads) {
         unet_status s = unet_ctx_set_threads(ctx, a.threads);
         if (s != UNET_STATUS_OK) {
@@ -611,6 +616,8 @@ int cmd_train(int argc, char **argv) {
 
     /* The data. */
     bool weights = loss == UNET_LOSS_WCE;
+    const char *const dirs[4] = {a.images, a.masks, a.val_images, a.val_masks};
+    if (!cli_train_memory(ctx, dirs, weights, budget)) goto done;
     if (!load_pairs(ctx, &a, a.images, a.masks, norm, weights, &all, &n_all, &channels)) goto done;
     if (a.val_images) {
         if (!load_pairs(ctx, &a, a.val_images, a.val_masks, norm, false, &val, &n_val, &channels))

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -291,6 +292,92 @@ bool cli_mkdirs_for(const char *file) {
     if (!dir) cli_error("out of memory");
     free(dir);
     return ok;
+}
+
+/* ---- memory ---- */
+
+bool cli_parse_bytes(const char *opt, const char *s, uint64_t *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    double unit = 1;
+    switch (*end == 0 ? 0 : (*end | 0x20)) {
+    case 'k': unit = 1024.0; end++; break;
+    case 'm': unit = 1048576.0; end++; break;
+    case 'g': unit = 1073741824.0; end++; break;
+    case 't': unit = 1099511627776.0; end++; break;
+    default: break;
+    }
+    if (unit > 1 && (*end | 0x20) == 'i') end++;
+    if (*end && (*end | 0x20) == 'b') end++;
+    v *= unit;
+    if (end == s || *end || errno || !(v >= 1) || v > 1.8e19) {
+        cli_error("%s: '%s' (expected a size such as 512M, 8G or 1000000)", opt, s);
+        return false;
+    }
+    *out = (uint64_t)v;
+    return true;
+}
+
+uint64_t cli_memory_default(void) {
+    long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGE_SIZE);
+    uint64_t phys = pages > 0 && size > 0 ? (uint64_t)pages * (uint64_t)size : (uint64_t)1 << 34;
+    /* A container's limit (cgroup v2) when it is lower: past it the OOM killer ends the run. */
+    FILE *f = fopen("/sys/fs/cgroup/memory.max", "r");
+    unsigned long long cg = 0;
+    if (f) {
+        if (fscanf(f, "%llu", &cg) == 1 && cg > 0 && cg < phys) phys = cg;
+        fclose(f);
+    }
+    return phys;
+}
+
+const char *cli_bytes_str(double b, char *buf, size_t size) {
+    if (b >= 1073741824.0) snprintf(buf, size, "%.1f GiB", b / 1073741824.0);
+    else if (b >= 1048576.0) snprintf(buf, size, "%.1f MiB", b / 1048576.0);
+    else snprintf(buf, size, "%.0f KiB", ceil(b / 1024.0));
+    return buf;
+}
+
+bool cli_within_budget(const char *what, double need, uint64_t budget) {
+    need += 16.0 * 1048576; /* the program itself: code, libraries, thread stacks */
+    if (need <= (double)budget) return true;
+    char a[32], b[32];
+    cli_error("%s needs about %s of memory, over the budget of %s (--max-memory; the default is "
+              "the machine's memory)", what, cli_bytes_str(need, a, sizeof a),
+              cli_bytes_str((double)budget, b, sizeof b));
+    return false;
+}
+
+bool cli_train_memory(unet_ctx *ctx, const char *const dirs[4], bool weights, uint64_t budget) {
+    double keep = 0, largest = 0, largest_px = 0;
+    long n = 0;
+    for (int d = 0; d < 4; d++) {
+        struct cli_files f;
+        if (!dirs[d] || !cli_list_images_quiet(dirs[d], &f)) continue;
+        for (int i = 0; i < f.count; i++) {
+            int pages = 1;
+            if (unet_image_pages(ctx, f.paths[i], &pages) != UNET_STATUS_OK) pages = 0;
+            for (int p = 0; p < pages; p++) {
+                unet_image info;
+                if (unet_image_info(ctx, f.paths[i], p, &info) != UNET_STATUS_OK) continue;
+                double P = (double)info.w * info.h;
+                double decoded = P * info.c * (double)unet_dtype_size(info.dtype);
+                /* Images are kept as floats; masks as class ids (and a weight map). */
+                keep += d % 2 == 0 ? 4.0 * P * info.c : P * (4.0 + (weights ? 4.0 : 0.0));
+                if (decoded > largest) largest = decoded;
+                if (P > largest_px) largest_px = P;
+                n++;
+            }
+        }
+        cli_files_free(&f);
+    }
+    /* While one pair loads: its decoded image and mask (at most the largest decoded image each)
+     * and three int32 maps for labels, separated cells and their work. */
+    double need = keep + 2 * largest + 12 * largest_px;
+    char what[64];
+    snprintf(what, sizeof what, "loading the %ld images and masks", n);
+    return cli_within_budget(what, need, budget);
 }
 
 /* ---- train ---- */

@@ -14,6 +14,7 @@
  * when its dtype needs converting (float64 -> F32, int64 -> I32 with a range check), so the
  * peak memory is the image plus one chunk.
  */
+#include "io/file.h"
 #include "io/image_formats.h"
 
 #include <errno.h>
@@ -22,7 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "npy.c reads little-endian arrays and needs a little-endian host"
@@ -239,19 +239,14 @@ static const char *shape_str(char *buf, size_t size, const struct unet__npy_head
 
 /* ---- reading ---- */
 
-unet_status unet__npy_load(unet_ctx *ctx, const char *path, unet_image *out) {
+unet_status unet__npy_load(unet_ctx *ctx, const char *path, bool pixels, unet_image *out) {
     memset(out, 0, sizeof *out);
-    unet_status s = UNET_STATUS_OK;
     char *hdr = NULL;
     unsigned char *chunk = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return unet__fail(ctx, UNET_STATUS_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        s = unet__fail(ctx, UNET_STATUS_IO, "%s: not a regular file", path);
-        goto done;
-    }
-    uint64_t file_size = (uint64_t)sb.st_size;
+    FILE *f;
+    uint64_t file_size;
+    unet_status s = unet__fopen_regular(ctx, path, &f, &file_size);
+    if (s != UNET_STATUS_OK) return s;
     unsigned char pre[12];
     if (fread(pre, 1, 10, f) != 10 || memcmp(pre, "\x93NUMPY", 6) != 0) {
         s = unet__fail(ctx, UNET_STATUS_FORMAT, "%s: not a .npy file (truncated magic)", path);
@@ -332,6 +327,8 @@ unet_status unet__npy_load(unet_ctx *ctx, const char *path, unet_image *out) {
     uint64_t c = h.ndim == 3 ? (uint64_t)h.shape[0] : 1;
     s = unet__image_create(ctx, path, (uint64_t)h.shape[h.ndim - 1],
                            (uint64_t)h.shape[h.ndim - 2], c, dtypes[t].dtype, out);
+    if (s != UNET_STATUS_OK || !pixels) goto done;
+    s = unet__image_alloc_pixels(ctx, path, out);
     if (s != UNET_STATUS_OK) goto done;
     if (dtypes[t].conv == CONV_COPY) {
         if (fread(out->data, 1, nbytes, f) != nbytes) {
