@@ -158,6 +158,15 @@ static void train_args(struct cmd *c, const char *out, int steps, int save_every
     }
 }
 
+/* train_args on the dataset in dir (dir/images, dir/masks), writing dir/m.safetensors. */
+static void train_on(struct cmd *c, const char *dir, int steps) {
+    char out[512];
+    snprintf(out, sizeof out, "%s/m.safetensors", dir);
+    train_args(c, out, steps, 0);
+    snprintf(c->pool[3], sizeof c->pool[0], "%s/images", dir);
+    snprintf(c->pool[5], sizeof c->pool[0], "%s/masks", dir);
+}
+
 /* unet predict --model model --input input --output output; more options may follow. */
 static void predict_args(struct cmd *c, const char *model, const char *input, const char *output) {
     cmd_init(c, "predict");
@@ -192,12 +201,26 @@ static pid_t spawn(const struct cmd *c, const char *err_path, long fsize) {
 }
 
 static long last_peak_kb; /* the peak resident memory of the last child waited for */
+static double run_timeout_s; /* > 0: a child still running after this long is killed (a hang) */
 
 /* Exit status, or 128 + signal when the child was killed by one (as a shell reports it). */
 static int wait_for(pid_t pid) {
     int st = 0;
     struct rusage ru;
-    if (pid < 0 || wait4(pid, &st, 0, &ru) != pid) return -1;
+    if (pid < 0) return -1;
+    bool alive = run_timeout_s > 0;
+    for (double t0 = now(); alive && now() - t0 < run_timeout_s;) {
+        siginfo_t si = {0};
+        if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0 || si.si_pid == pid)
+            alive = false;
+        else
+            sleep_s(0.01);
+    }
+    if (alive) {
+        printf("  child %d still runs after %.0f s: killed\n", (int)pid, run_timeout_s);
+        kill(pid, SIGKILL);
+    }
+    if (wait4(pid, &st, 0, &ru) != pid) return -1;
     last_peak_kb = ru.ru_maxrss;
     return WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? 128 + WTERMSIG(st) : -1;
 }
@@ -605,11 +628,7 @@ TEST(nan_pixel_names_the_image) {
     CHECK_STATUS(unet_image_save(NULL, p, &img), UNET_STATUS_OK);
     unet_image_free(&img);
     struct cmd c;
-    char out[512];
-    snprintf(out, sizeof out, "%s/m.safetensors", dir);
-    train_args(&c, out, 2, 0);
-    snprintf(c.pool[3], sizeof c.pool[0], "%s/images", dir);
-    snprintf(c.pool[5], sizeof c.pool[0], "%s/masks", dir);
+    train_on(&c, dir, 2);
     CHECK_RUN(run(&c, 0), 1);
     CHECK_STR_CONTAINS(last_err, "img1.npy");
     CHECK_STR_CONTAINS(last_err, "non-finite value nan at channel 0, pixel (y 5, x 7)");
@@ -805,15 +824,11 @@ TEST(predict_folder_keeps_going) {
 TEST(mask_problems_name_the_file) {
     char dir[300], p[600], q[700];
     struct cmd c;
-    char out[512];
     tmp_path(dir, sizeof dir, "masks1");
     CHECK(write_dataset(dir, 2, 32));
     snprintf(p, sizeof p, "%s/masks/img1.png", dir);
     unlink(p);
-    snprintf(out, sizeof out, "%s/m.safetensors", dir);
-    train_args(&c, out, 2, 0);
-    snprintf(c.pool[3], sizeof c.pool[0], "%s/images", dir);
-    snprintf(c.pool[5], sizeof c.pool[0], "%s/masks", dir);
+    train_on(&c, dir, 2);
     CHECK_RUN(run(&c, 0), 1);
     snprintf(q, sizeof q, "unet: error: %s/images/img1.png: no mask with the same name", dir);
     CHECK_STR_CONTAINS(last_err, q);
@@ -1181,6 +1196,43 @@ TEST(predict_memory_from_nothing) {
     CHECK_RUN(run(&c, 0), 2);
 }
 
+/* A FIFO (named pipe) among the images, as a mask, as the model or as the input: never opened
+ * (opening one for reading blocks until a writer comes, which used to hang unet forever);
+ * skipped with a note in a folder, refused naming it otherwise. */
+TEST(fifos_never_block) {
+    make_reference();
+    char model[512], in[300], outd[300], p[700], dir[300];
+    tmp_path(model, sizeof model, "ref/model.safetensors");
+    tmp_path(in, sizeof in, "fifo_in");
+    tmp_path(outd, sizeof outd, "fifo_out");
+    copy_images(in, 2);
+    snprintf(p, sizeof p, "%s/pipe.png", in);
+    CHECK_EQ(mkfifo(p, 0644), 0);
+    run_timeout_s = 20;
+    struct cmd c;
+    predict_args(&c, model, in, outd);
+    arg(&c, "--quiet");
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK_STR_CONTAINS(last_err, "pipe.png: not a regular file (a FIFO, device or socket); skipped");
+    CHECK_EQ(count_files(outd, "img"), 2);
+    predict_args(&c, model, p, outd); /* the FIFO as the input */
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "pipe.png: a FIFO (named pipe), not a regular file: not read");
+    predict_args(&c, p, in, outd); /* ... as the model */
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "pipe.png: a FIFO (named pipe), not a regular file: not read");
+    /* A mask that is a FIFO: training stops naming it. */
+    tmp_path(dir, sizeof dir, "fifo_train");
+    CHECK(write_dataset(dir, 2, 32));
+    snprintf(p, sizeof p, "%s/masks/img1.png", dir);
+    unlink(p);
+    CHECK_EQ(mkfifo(p, 0644), 0);
+    train_on(&c, dir, 2);
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "masks/img1.png: a FIFO (named pipe), not a regular file");
+    run_timeout_s = 0;
+}
+
 /* Outputs that differ only in case are one file where the directory folds case: checked on a
  * case-folding tmpfs when the kernel has one (root and CONFIG_UNICODE), else skipped. */
 TEST(case_folding_outputs_collide) {
@@ -1251,6 +1303,7 @@ int main(void) {
     RUN(train_outputs_never_overwrite_inputs);
     RUN(case_folding_outputs_collide);
     RUN(predict_memory_from_nothing);
+    RUN(fifos_never_block);
     remove_tree(tmp_dir);
     return harness_finish();
 }

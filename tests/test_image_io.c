@@ -1748,6 +1748,30 @@ TEST(save_errors_and_atomicity) {
     unet_ctx_free(ctx);
 }
 
+/* A FIFO is refused at once by every reader (opening it for reading would wait for a writer
+ * forever); alarm() turns a regression into a failure instead of a hang. */
+TEST(fifo_is_not_read) {
+    char path[512];
+    tmp_path(path, sizeof path, "pipe.tif");
+    CHECK_EQ(mkfifo(path, 0644), 0);
+    unet_ctx *ctx = unet_ctx_create();
+    unet_image img;
+    int pages;
+    unet_model *m = NULL;
+    alarm(20);
+    CHECK_STATUS(unet_image_load(ctx, path, 0, &img), UNET_STATUS_IO);
+    CHECK_STR_CONTAINS(unet_ctx_errmsg(ctx), "pipe.tif: a FIFO (named pipe), not a regular file");
+    CHECK_STATUS(unet_image_pages(ctx, path, &pages), UNET_STATUS_IO);
+    CHECK_STATUS(unet_image_info(ctx, path, 0, &img), UNET_STATUS_IO);
+    CHECK_STATUS(unet__tiff_load(ctx, path, 0, true, &img), UNET_STATUS_IO);
+    CHECK_STATUS(unet__png_load(ctx, path, true, &img), UNET_STATUS_IO);
+    CHECK_STATUS(unet__npy_load(ctx, path, true, &img), UNET_STATUS_IO);
+    CHECK_STATUS(unet_model_load(ctx, path, &m), UNET_STATUS_IO);
+    alarm(0);
+    unlink(path);
+    unet_ctx_free(ctx);
+}
+
 TEST(load_errors) {
     unet_ctx *ctx = unet_ctx_create();
     unet_image img;
@@ -1840,6 +1864,7 @@ int main(int argc, char **argv) {
     RUN(size_limits);
     RUN(memory_bounded_by_the_file);
     RUN(save_errors_and_atomicity);
+    RUN(fifo_is_not_read);
     RUN(load_errors);
     RUN(real_datasets);
     remove_tree(tmp_dir);
