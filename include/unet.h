@@ -298,6 +298,10 @@ unet_status unet_eval_loss(unet_ctx *ctx, unet_model *m, unet_loss_kind loss, co
 /* Optimizer steps taken with the current optimizer state.  A resumable checkpoint restores it
  * with the moments; the first step after a plain load starts fresh moments at step 1. */
 long unet_train_steps(const unet_model *m);
+/* The most steps a model's counter (and a checkpoint's train_steps) may hold: 2^40, decades of
+ * training at any speed, far from where step arithmetic could overflow.  A checkpoint beyond
+ * it is UNET_STATUS_FORMAT; a step past it UNET_STATUS_ARG. */
+#define UNET_MAX_STEPS ((long)1 << 40)
 
 /* A resumable training checkpoint: the model exactly as unet_model_save writes it, plus the
  * optimizer state over the flat parameter block ("optimizer.exp_avg", "optimizer.exp_avg_sq";

@@ -120,6 +120,9 @@ unet_status unet_train_step(unet_ctx *ctx, unet_model *m, const unet_optim *opt,
                             unet_loss_kind loss, const float *x, const int32_t *target,
                             const float *weight, int n, int h, int w, double *loss_out) {
     unet_status s = check_optim(ctx, opt);
+    if (s == UNET_STATUS_OK && m && m->opt_step >= UNET_MAX_STEPS)
+        return unet__fail(ctx, UNET_STATUS_ARG, "the step counter is at its limit (%ld steps)",
+                          UNET_MAX_STEPS);
     if (s == UNET_STATUS_OK) s = check_batch(ctx, m, loss, x, target, weight, n, h, w, true);
     if (s == UNET_STATUS_OK) s = alloc_state(ctx, m);
     if (s != UNET_STATUS_OK) return s;

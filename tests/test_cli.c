@@ -523,6 +523,10 @@ TEST(kill9_then_resume_matches) {
                "(every %d)\n", delay, logged < 0 ? 0 : logged, step, cadence[k]);
         CHECK(step >= 0); /* a checkpoint that exists always loads */
         if (logged > 0) CHECK(logged - step <= cadence[k]);
+        if (step == REF_STEPS) { /* killed after its last checkpoint: nothing left to resume */
+            check_same_losses(log);
+            continue;
+        }
         train_args(&c, out, REF_STEPS, cadence[k]);
         if (step > 0) {
             arg(&c, "--resume");
@@ -747,17 +751,22 @@ TEST(max_pixels_option) {
 
 /* A damaged resumable checkpoint: metadata that would size buffers, with a control character
  * in the value; refused with one line. */
-TEST(damaged_resume_metadata) {
-    make_reference();
-    char src[512], bad[512];
+/* train --steps 70 --resume a copy of the reference's resumable checkpoint with metadata
+ * key = value. */
+static void resume_with_meta(struct cmd *c, const char *key, const char *value) {
+    char src[512], bad[512], out[512];
     tmp_path(src, sizeof src, "ref/model.resume.safetensors");
     tmp_path(bad, sizeof bad, "bad_meta.resume.safetensors");
-    CHECK(copy_checkpoint(src, bad, "train.batch", "2000000000\nX", NULL, 0, 0));
+    CHECK(copy_checkpoint(src, bad, key, value, NULL, 0, 0));
+    train_args(c, tmp_path(out, sizeof out, "bad_meta.safetensors"), 70, 0);
+    arg(c, "--resume");
+    arg(c, "%s", bad);
+}
+
+TEST(damaged_resume_metadata) {
+    make_reference();
     struct cmd c;
-    char out[512];
-    train_args(&c, tmp_path(out, sizeof out, "bad_meta.safetensors"), 70, 0);
-    arg(&c, "--resume");
-    arg(&c, "%s", bad);
+    resume_with_meta(&c, "train.batch", "2000000000\nX");
     CHECK_RUN(run(&c, 0), 1);
     CHECK_STR_CONTAINS(last_err, "train.batch='2000000000?X' is not valid");
     CHECK_EQ(count_lines(last_err), 1);
@@ -769,6 +778,25 @@ TEST(damaged_resume_metadata) {
     CHECK_RUN(run(&c, 0), 1);
     CHECK_STR_CONTAINS(last_err, "model_nan_weight.safetensors: inc.double_conv.0.weight holds nan");
     CHECK_EQ(count_lines(last_err), 1);
+}
+
+/* Step counters near INT64_MAX in a resumable checkpoint (the optimizer's train_steps, the
+ * run's train.step): refused when loading, naming the key (one of them used to pass and end
+ * in an assertion, SIGABRT, after a signed overflow). */
+TEST(resume_step_counter_at_the_limit) {
+    make_reference();
+    struct cmd c;
+    resume_with_meta(&c, "train_steps", "9223372036854775806");
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "train_steps='9223372036854775806' is not an integer in "
+                                 "0..1099511627776");
+    resume_with_meta(&c, "train.step", "4611686018427387903");
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "train.step='4611686018427387903' is not valid");
+    resume_with_meta(&c, "train.step", "1099511627776"); /* the limit: loads, past --steps 70 */
+    CHECK_RUN(run(&c, 0), 2);
+    CHECK_STR_CONTAINS(last_err, "is at step 1099511627776 and this run ends at step 70: "
+                                 "nothing to train");
 }
 
 /* predict over a folder with damaged files: each is reported and skipped, the others are
@@ -1296,6 +1324,7 @@ int main(void) {
     RUN(disk_full_keeps_previous_checkpoint);
     RUN(max_pixels_option);
     RUN(damaged_resume_metadata);
+    RUN(resume_step_counter_at_the_limit);
     RUN(predict_folder_keeps_going);
     RUN(mask_problems_name_the_file);
     RUN(api_example_matches_predict);

@@ -135,6 +135,9 @@ bool cli_within_budget(const char *what, double need, uint64_t budget);
  * of dirs[0] and dirs[2] kept as floats, the masks of dirs[1] and dirs[3] as class ids (and a
  * weight map when weights), plus the largest image while it decodes (NULL dirs skipped). */
 bool cli_train_memory(unet_ctx *ctx, const char *const dirs[4], bool weights, uint64_t budget);
+/* ... and the model's: parameters with gradients and moments, activations, batches. */
+bool cli_train_model_memory(unet_ctx *ctx, const unet_model *m, int batch, int tile,
+                            uint64_t budget);
 
 /* The training log for appending (line-buffered): a new file holding header, or when resuming
  * the existing rows of steps <= step.  Either way the new content goes to a temporary file that

@@ -15,6 +15,7 @@
 #include "cli/cli.h"
 
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,13 +119,16 @@ static bool fits(unet_ctx *ctx, unet_model *m, const struct pargs *a, const char
     int side = info.h > info.w ? info.h : info.w, T = a->tile;
     if (T <= 0 && unet_model_round_size(ctx, m, side < 1024 ? side : 1024, &T) != UNET_STATUS_OK)
         T = 1024;
+    /* Batches never hold more tiles than the image has. */
+    double tiles = ceil((double)info.h / T) * ceil((double)info.w / T);
+    int B = (double)a->batch < tiles ? a->batch : (int)tiles;
     size_t act = 0;
-    unet_model_cost(ctx, m, a->batch, T, T, NULL, &act);
+    unet_model_cost(ctx, m, B, T, T, NULL, &act);
     double need = P * C * (double)unet_dtype_size(info.dtype)  /* the decoded image */
                   + 4 * C * P + 4 * K * P + 5 * P               /* floats, output, labels, mask */
                   + (a->instances ? 6 * P : 0) + (a->overlay ? 3 * P : 0) +
                   (a->tta ? 4 * (C + K) * P : 0) + (double)act +
-                  4.0 * a->batch * (C + K) * (double)T * T      /* tiles in and out */
+                  4.0 * B * (C + K) * (double)T * T             /* tiles in and out */
                   + 4.0 * (double)unet_model_param_count(m);
     char what[4200];
     snprintf(what, sizeof what, "%s: predicting this %dx%d image with %d channels", path, info.w,

@@ -285,7 +285,7 @@ static void on_meta(const char *key, const char *value, void *user) {
     static const struct {
         const char *key;
         long        lo, hi;
-    } keys[] = {{"train.step", 0, LONG_MAX / 2}, {"train.sampler", 0, LONG_MAX / 2},
+    } keys[] = {{"train.step", 0, UNET_MAX_STEPS}, {"train.sampler", 0, UNET_MAX_STEPS},
                 {"train.seed", INT_MIN, INT_MAX}, {"train.tile", 1, 65536},
                 {"train.batch", 1, 65536}};
     struct resume_state *r = user;
@@ -673,6 +673,7 @@ int cmd_train(int argc, char **argv) {
         tile = rounded;
     }
     if (s == UNET_STATUS_OK) s = unet_model_output_size(ctx, m, tile, tile, &out_h, &out_w);
+    if (s == UNET_STATUS_OK && !cli_train_model_memory(ctx, m, a.batch, tile, budget)) goto done;
     if (s == UNET_STATUS_OK) s = unet_dataset_create(ctx, channels, &ds);
     for (int i = 0; s == UNET_STATUS_OK && i < n_train; i++)
         s = unet_dataset_add(ctx, ds, all[i].image, all[i].target, all[i].weight, all[i].h,
@@ -689,8 +690,19 @@ int cmd_train(int argc, char **argv) {
     for (int i = 0; i < n_train; i++) train_pixels += (double)all[i].h * all[i].w;
     long per_epoch = (long)ceil(train_pixels / ((double)a.batch * out_h * out_w));
     if (per_epoch < 1) per_epoch = 1;
+    if (per_epoch > UNET_MAX_STEPS / a.epochs) {
+        cli_error("train: %d epochs of %ld steps are over %ld steps", a.epochs, per_epoch,
+                  UNET_MAX_STEPS);
+        goto done;
+    }
     long total = a.steps ? a.steps : (long)a.epochs * per_epoch;
     long step = rs.have ? rs.step : 0;
+    if (step >= total) { /* a resumed run already there: say so instead of claiming a write */
+        cli_error("%s is at step %ld and this run ends at step %ld: nothing to train, %s is not "
+                  "written (give more --steps or --epochs)", a.resume, step, total, a.out);
+        rc = CLI_EXIT_USAGE;
+        goto done;
+    }
     double best = rs.have ? rs.best : -1;
 
     size_t nx = (size_t)a.batch, nt = (size_t)a.batch;

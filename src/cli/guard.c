@@ -380,6 +380,24 @@ bool cli_train_memory(unet_ctx *ctx, const char *const dirs[4], bool weights, ui
     return cli_within_budget(what, need, budget);
 }
 
+bool cli_train_model_memory(unet_ctx *ctx, const unet_model *m, int batch, int tile,
+                            uint64_t budget) {
+    const unet_config *c = unet_model_config(m);
+    size_t act = 0;
+    int oh = tile, ow = tile;
+    unet_model_output_size(ctx, m, tile, tile, &oh, &ow);
+    unet_model_cost(ctx, m, batch, tile, tile, NULL, &act);
+    const double T2 = (double)tile * tile, O2 = (double)oh * ow;
+    /* Weights, gradients and two moments; the activations kept for backward and their
+     * gradients (about 3 times the inference plan); the batch being trained and the sampler's
+     * batches in flight (about 4), each tiles in, targets and weights out. */
+    double need = 16.0 * (double)unet_model_param_count(m) + 3.0 * (double)act +
+                  5.0 * batch * (4.0 * c->in_channels * T2 + 8.0 * O2);
+    char what[96];
+    snprintf(what, sizeof what, "training with batches of %d tiles of %dx%d", batch, tile, tile);
+    return cli_within_budget(what, need, budget);
+}
+
 /* ---- train ---- */
 
 int cli_train_guard(const struct cli_train_files *f, bool force, int *lock_fd) {

@@ -319,10 +319,10 @@ static unet_status load_st(unet_ctx *ctx, struct unet__safetensors *st, const ch
     if (steps) {
         char *end;
         long v = strtol(steps, &end, 10);
-        if (end == steps || *end || v < 0 || v == LONG_MAX) {
+        if (end == steps || *end || v < 0 || v > UNET_MAX_STEPS) {
             s = unet__fail(ctx, UNET_STATUS_FORMAT,
-                           "%s: metadata train_steps='%s' is not a non-negative integer", path,
-                           steps);
+                           "%s: metadata train_steps='%s' is not an integer in 0..%ld", path,
+                           steps, UNET_MAX_STEPS);
             goto fail;
         }
         m->opt_step = v;
