@@ -233,11 +233,17 @@ unet_predict_opts unet_predict_defaults(void);
  * edge is the mirrored image.  With valid convolutions tiles join without seams (the result
  * equals one pass over the mirrored image); with same padding each tile's outer overlap/2 pixels
  * are discarded.  `progress` (may be NULL) is called after each batch of tiles with (done,
- * total, user); a non-zero return stops with UNET_STATUS_INTERRUPTED. */
+ * total, user); a non-zero return stops with UNET_STATUS_INTERRUPTED.  A NaN or Inf in image
+ * is UNET_STATUS_NUMERIC naming the channel and pixel (it would spread silently through every
+ * convolution that sees it); so is an output with no finite value at all (the network
+ * overflowed).  Some non-finite outputs are not an error: count them with
+ * unet_count_nonfinite. */
 typedef int (*unet_progress_fn)(int done, int total, void *user);
 unet_status unet_predict(unet_ctx *ctx, unet_model *m, const float *image, int h, int w,
                          const unet_predict_opts *opts, float *out, unet_progress_fn progress,
                          void *user);
+/* The number of NaN and infinite values among x[0..n). */
+size_t unet_count_nonfinite(const float *x, size_t n);
 
 /* Logits (classes, h, w) to probabilities in place: softmax over classes (sigmoid for 1). */
 unet_status unet_probabilities(unet_ctx *ctx, float *out, int classes, int h, int w);

@@ -242,6 +242,23 @@ static int count_tiles(unet_ctx *ctx, const unet_model *m, int h, int w, const u
     return t.ny * t.nx;
 }
 
+/* An output with no finite value at all is a failure (the model overflowed on this input: huge
+ * input values, or weights that overflow); some non-finite values are the caller's to report
+ * (unet_count_nonfinite). */
+static unet_status check_output(unet_ctx *ctx, const float *out, size_t n) {
+    if (unet_count_nonfinite(out, n) < n) return UNET_STATUS_OK;
+    return unet__fail(ctx, UNET_STATUS_NUMERIC,
+                      "predict: every output value is NaN or infinite (the network overflows on "
+                      "this input: are its values far beyond the range the model was trained "
+                      "on?)");
+}
+
+size_t unet_count_nonfinite(const float *x, size_t n) {
+    size_t k = 0;
+    for (size_t i = 0; x && i < n; i++) k += !(x[i] - x[i] == 0.0f);
+    return k;
+}
+
 unet_status unet_predict(unet_ctx *ctx, unet_model *m, const float *image, int h, int w,
                          const unet_predict_opts *opts, float *out, unet_progress_fn progress,
                          void *user) {
@@ -256,12 +273,20 @@ unet_status unet_predict(unet_ctx *ctx, unet_model *m, const float *image, int h
                           o.tile, o.max_tile, o.batch, (int)o.output);
     const int C = m->cfg.in_channels, K = m->cfg.classes;
     const size_t P = (size_t)h * w;
+    /* A NaN pixel spreads through every convolution that sees it (half the logits of a small
+     * image, a mask of background) without any error: refuse it, saying where. */
+    size_t bad = unet__first_nonfinite(image, (size_t)C * P, false);
+    if (bad < (size_t)C * P)
+        return unet__fail(ctx, UNET_STATUS_NUMERIC,
+                          "predict: the image holds %g at channel %zu, pixel (y %zu, x %zu); "
+                          "replace non-finite values before predicting",
+                          (double)image[bad], bad / P, bad % P / (size_t)w, bad % (size_t)w);
     int done = 0;
     if (!o.tta) {
         int total = count_tiles(ctx, m, h, w, &o);
         unet_status s = predict_plain(ctx, m, image, h, w, &o, out, progress, user, &done, total);
         if (s == UNET_STATUS_OK && o.output == UNET_OUTPUT_PROBABILITIES) to_probabilities(out, K, P);
-        return s;
+        return s == UNET_STATUS_OK ? check_output(ctx, out, (size_t)K * P) : s;
     }
     /* Test-time augmentation: the 8 flips/rotations, each predicted and mapped back; the
      * probabilities (or logits) are averaged. */
@@ -286,7 +311,7 @@ unet_status unet_predict(unet_ctx *ctx, unet_model *m, const float *image, int h
     for (size_t i = 0; i < (size_t)K * P; i++) out[i] *= 0.125f;
     unet__free(img_t);
     unet__free(out_t);
-    return s;
+    return s == UNET_STATUS_OK ? check_output(ctx, out, (size_t)K * P) : s;
 }
 
 unet_status unet_probabilities(unet_ctx *ctx, float *out, int classes, int h, int w) {

@@ -1261,6 +1261,87 @@ TEST(fifos_never_block) {
     run_timeout_s = 0;
 }
 
+/* Writes the w x h crop (at most 96 x 96) of training image 0 as float32 .npy (values /255),
+ * with value v at the first n_bad pixels (n_bad < 0: every pixel). */
+static void write_float_crop(const char *path, int w, int h, int n_bad, float v) {
+    char src[512];
+    snprintf(src, sizeof src, "%s/images/img0.png", data_dir);
+    unet_image a, f;
+    CHECK_STATUS(unet_image_load(NULL, src, 0, &a), UNET_STATUS_OK);
+    CHECK_STATUS(unet_image_alloc(NULL, &f, w, h, 1, UNET_DTYPE_F32), UNET_STATUS_OK);
+    for (int i = 0; a.data && f.data && i < w * h; i++)
+        ((float *)f.data)[i] = n_bad < 0 || i < n_bad
+                                   ? v
+                                   : ((const uint8_t *)a.data)[(i / w) * 96 + i % w] / 255.0f;
+    CHECK_STATUS(unet_image_save(NULL, path, &f), UNET_STATUS_OK);
+    unet_image_free(&a);
+    unet_image_free(&f);
+}
+
+/* Non-finite values in predict: one NaN pixel in a 30x40 image (it used to turn half the
+ * logits into NaN and the mask into background, exit 0) is a warning with the count, and the
+ * pixel is 0 after normalisation: the mask equals that of the image with a 0 there.  An image
+ * of NaN is refused; so is an image of 3e38 (every logit overflows); a checkpoint whose
+ * batch-norm weight of 3e38 folds beyond float range is refused when loading. */
+TEST(predict_nonfinite_values) {
+    make_reference();
+    char model[512], d[300], p[600], q[600], od[400], a_out[700], b_out[700], bad[512];
+    tmp_path(model, sizeof model, "ref/model.safetensors");
+    tmp_path(d, sizeof d, "nonfinite");
+    mkdir(d, 0755);
+    snprintf(p, sizeof p, "%s/nan1.npy", d);
+    write_float_crop(p, 40, 30, 1, NAN);
+    snprintf(q, sizeof q, "%s/zero1.npy", d);
+    write_float_crop(q, 40, 30, 1, 0.0f);
+    struct cmd c;
+    snprintf(od, sizeof od, "%s/o", d);
+    predict_args(&c, model, p, od);
+    arg(&c, "--quiet");
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK_STR_CONTAINS(last_err, "nan1.npy: 1 of 1200 values are NaN or infinite; they are set "
+                                 "to 0 (after normalisation)");
+    predict_args(&c, model, q, od);
+    arg(&c, "--quiet");
+    CHECK_RUN(run(&c, 0), 0);
+    snprintf(a_out, sizeof a_out, "%s/o/nan1.npy", d);
+    snprintf(b_out, sizeof b_out, "%s/o/zero1.npy", d);
+    unet_image ma, mb;
+    CHECK_STATUS(unet_image_load(NULL, a_out, 0, &ma), UNET_STATUS_OK);
+    CHECK_STATUS(unet_image_load(NULL, b_out, 0, &mb), UNET_STATUS_OK);
+    if (ma.data && mb.data) CHECK(memcmp(ma.data, mb.data, 40 * 30) == 0);
+    unet_image_free(&ma);
+    unet_image_free(&mb);
+    /* All NaN; all 3e38. */
+    snprintf(p, sizeof p, "%s/allnan.npy", d);
+    write_float_crop(p, 40, 30, -1, NAN);
+    predict_args(&c, model, p, od);
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "allnan.npy: every value is NaN or infinite: nothing to predict");
+    snprintf(p, sizeof p, "%s/huge.npy", d);
+    write_float_crop(p, 40, 30, -1, 3e38f);
+    predict_args(&c, model, p, od);
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "huge.npy: non-finite value: predict: every output value is NaN "
+                                 "or infinite");
+    /* The top 10 rows of 96 at 3e38: the outputs near them overflow, the others do not. */
+    snprintf(p, sizeof p, "%s/top_huge.npy", d);
+    write_float_crop(p, 96, 96, 960, 3e38f);
+    predict_args(&c, model, p, od);
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK_STR_CONTAINS(last_err, "top_huge.npy: ");
+    CHECK_STR_CONTAINS(last_err, "of 18432 output values are NaN or infinite (the network "
+                                 "overflowed there); those pixels get class 0");
+    /* Batch-norm weights that fold beyond float range. */
+    tmp_path(bad, sizeof bad, "bn_huge.safetensors");
+    const char *gamma[] = {"inc.double_conv.1.weight"};
+    CHECK(copy_checkpoint(model, bad, NULL, NULL, gamma, 1, 3e38f));
+    snprintf(p, sizeof p, "%s/zero1.npy", d);
+    predict_args(&c, bad, p, od);
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "bn_huge.safetensors: inc.double_conv.1 folds to a scale of");
+    CHECK_STR_CONTAINS(last_err, "beyond float range");
+}
+
 /* Outputs that differ only in case are one file where the directory folds case: checked on a
  * case-folding tmpfs when the kernel has one (root and CONFIG_UNICODE), else skipped. */
 TEST(case_folding_outputs_collide) {
@@ -1333,6 +1414,7 @@ int main(void) {
     RUN(case_folding_outputs_collide);
     RUN(predict_memory_from_nothing);
     RUN(fifos_never_block);
+    RUN(predict_nonfinite_values);
     remove_tree(tmp_dir);
     return harness_finish();
 }

@@ -222,6 +222,11 @@ static void write_model_files(const char *dir) {
             model_poke(&f, "inc.double_conv.1.running_mean", 1, NAN));
     VARIANT("model_negative_running_var.safetensors",
             model_poke(&f, "inc.double_conv.4.running_var", 0, -1.0f));
+    /* Finite, but batch-norm folds to a scale of 3e39 for inference (every output Inf). */
+    static const float small_var[2] = {0.01f, 1.0f};
+    VARIANT("model_bn_folds_beyond_float.safetensors",
+            model_poke(&f, "inc.double_conv.1.weight", 0, 3e38f);
+            model_entry(&f, "inc.double_conv.1.running_var")->data = small_var);
     VARIANT("model_unknown_arch.safetensors", model_set_meta(&f, "arch", "resnet50"));
     VARIANT("model_huge_base_metadata.safetensors", model_set_meta(&f, "base", "1024");
             model_set_meta(&f, "depth", "6"));
@@ -688,6 +693,8 @@ static const struct {
      "inc.double_conv.1.running_mean holds nan at index 1"},
     {"model_negative_running_var.safetensors", UNET_STATUS_NUMERIC,
      "inc.double_conv.4.running_var holds -1 at index 0 (a variance must be >= 0)"},
+    {"model_bn_folds_beyond_float.safetensors", UNET_STATUS_NUMERIC,
+     "inc.double_conv.1 folds to a scale of 2.9985e+39 and a shift of 0 at channel 0"},
     {"model_unknown_arch.safetensors", UNET_STATUS_FORMAT, "unknown architecture 'resnet50'"},
     {"model_huge_base_metadata.safetensors", UNET_STATUS_FORMAT, "base 1024 and depth 6 has over"},
     {"model_huge_fcn_metadata.safetensors", UNET_STATUS_FORMAT, "a fcn8s with base 64"},

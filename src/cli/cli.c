@@ -322,6 +322,10 @@ bool cli_mkdir(const char *dir) {
         if (!c) break;
     }
     free(p);
+    if (ok && !cli_is_dir(dir)) {
+        cli_error("%s exists and is not a directory", dir);
+        ok = false;
+    }
     return ok;
 }
 
@@ -411,6 +415,20 @@ void cli_progress_done(struct cli_progress *p) {
 }
 
 /* ---- images ---- */
+
+bool cli_nonfinite_to_zero(const char *path, float *x, size_t n) {
+    size_t k = unet_count_nonfinite(x, n);
+    if (k == 0) return true;
+    if (k == n) {
+        cli_error("%s: every value is NaN or infinite: nothing to predict", path);
+        return false;
+    }
+    cli_note("warning: %s: %zu of %zu values are NaN or infinite; they are set to 0 (after "
+             "normalisation)", path, k, n);
+    for (size_t i = 0; i < n; i++)
+        if (!(x[i] - x[i] == 0.0f)) x[i] = 0.0f;
+    return true;
+}
 
 bool cli_load_image(unet_ctx *ctx, const char *path, int page, unet_norm norm, float **data,
                     int *c, int *h, int *w) {

@@ -177,6 +177,10 @@ const char *cli_duration(double seconds, char *buf, size_t size);
 bool cli_load_image(unet_ctx *ctx, const char *path, int page, unet_norm norm, float **data,
                     int *c, int *h, int *w);
 
+/* Non-finite values in a normalised image (n floats): none, true; all, an error naming path
+ * and false; some, a warning with the count, each set to 0, and true. */
+bool cli_nonfinite_to_zero(const char *path, float *x, size_t n);
+
 /* ---- subcommands ---- */
 int cmd_train(int argc, char **argv);
 int cmd_predict(int argc, char **argv);

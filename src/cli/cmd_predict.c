@@ -147,7 +147,9 @@ static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, con
     static char name[N_OUT][OUT_NAME_MAX];
     unet_image mask = {0}, extra = {0};
     if (!output_names(a, path, page, pages, name) || !fits(ctx, m, a, path, page)) goto done;
-    if (!cli_load_image(ctx, path, page, norm, &img, &c, &h, &w)) goto done;
+    if (!cli_load_image(ctx, path, page, norm, &img, &c, &h, &w) ||
+        !cli_nonfinite_to_zero(path, img, (size_t)c * h * w))
+        goto done;
     const int K = cfg->classes;
     const size_t P = (size_t)h * w;
     out = malloc(sizeof(float) * P * (size_t)K);
@@ -165,9 +167,13 @@ static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, con
     po.output = a->logits && !a->tta ? UNET_OUTPUT_LOGITS : UNET_OUTPUT_PROBABILITIES;
     unet_status s = unet_predict(ctx, m, img, h, w, &po, out, a->quiet ? NULL : progress_cb, prog);
     if (s != UNET_STATUS_OK) {
-        cli_lib_error(ctx, s);
+        cli_error("%s: %s: %s", path, unet_status_str(s), unet_ctx_errmsg(ctx));
         goto done;
     }
+    size_t bad = unet_count_nonfinite(out, P * (size_t)K);
+    if (bad)
+        cli_note("warning: %s: %zu of %zu output values are NaN or infinite (the network "
+                 "overflowed there); those pixels get class 0", path, bad, P * (size_t)K);
     if (a->logits) {
         unet_image li = {.w = w, .h = h, .c = K, .dtype = UNET_DTYPE_F32, .data = out};
         if (!save(ctx, name[OUT_LOGITS], &li)) goto done;

@@ -223,7 +223,8 @@ static bool validate(unet_ctx *ctx, unet_model *m, const struct sample *val, int
         }
         unet_status s = unet_predict(ctx, m, v->image, v->h, v->w, &po, prob, NULL, NULL);
         if (s != UNET_STATUS_OK) {
-            cli_lib_error(ctx, s);
+            cli_error("validation image %s: %s: %s", v->name, unet_status_str(s),
+                      unet_ctx_errmsg(ctx));
             free(prob), free(pred), free(truth);
             return false;
         }

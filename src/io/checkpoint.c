@@ -14,7 +14,9 @@
 #include "io/safetensors.h"
 #include "model.h"
 
+#include <float.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -183,6 +185,38 @@ static bool is_running_var(const unet_model *m, int j) {
     return false;
 }
 
+/* Inference folds each batch-norm into the convolution before it (model.c, conv_bn_forward):
+ * scale a = gamma / sqrt(var + eps), shift = beta + (bias - mean) * a.  Finite weights can
+ * still fold to values beyond float (a weight of 3e38 over a small variance): every output
+ * would then be Inf or NaN, so such a checkpoint is refused, naming the layer and channel. */
+static unet_status check_folded_bn(unet_ctx *ctx, const char *path, const unet_model *m) {
+    for (int i = 0; i < m->n_nodes; i++) {
+        const struct unet__node *bn = &m->nodes[i];
+        if (bn->op != UNET__NODE_BN) continue;
+        const int prod = m->values[bn->in].producer;
+        const struct unet__param *rm = &m->params[bn->rmean];
+        const float *gamma = bn->w >= 0 ? unet__model_param_data(m, &m->params[bn->w]) : NULL;
+        const float *beta = bn->b >= 0 ? unet__model_param_data(m, &m->params[bn->b]) : NULL;
+        const float *bias = prod >= 0 && m->nodes[prod].op == UNET__NODE_CONV && m->nodes[prod].b >= 0
+                                ? unet__model_param_data(m, &m->params[m->nodes[prod].b])
+                                : NULL;
+        const float *mean = unet__model_param_data(m, rm);
+        const float *var = unet__model_param_data(m, &m->params[bn->rvar]);
+        for (size_t c = 0; c < rm->numel; c++) {
+            double a = (gamma ? gamma[c] : 1.0) / sqrt((double)var[c] + 1e-5);
+            double shift = (beta ? beta[c] : 0.0) + ((bias ? bias[c] : 0.0) - mean[c]) * a;
+            if (!(fabs(a) <= FLT_MAX && fabs(shift) <= FLT_MAX))
+                return unet__fail(ctx, UNET_STATUS_NUMERIC,
+                                  "%s: %s folds to a scale of %g and a shift of %g at channel %zu "
+                                  "for inference, beyond float range (weight %g, running variance "
+                                  "%g): every output would be Inf or NaN",
+                                  path, bn->name, a, shift, c, gamma ? (double)gamma[c] : 1.0,
+                                  (double)var[c]);
+        }
+    }
+    return UNET_STATUS_OK;
+}
+
 /* The optimizer state of a resumable checkpoint into m (allocated here).  The moments must be
  * finite and the second moment non-negative: Adam divides by its square root, so a corrupt
  * value would turn every later step into NaN. */
@@ -315,6 +349,8 @@ static unet_status load_st(unet_ctx *ctx, struct unet__safetensors *st, const ch
             goto fail;
         }
     }
+    s = check_folded_bn(ctx, path, m);
+    if (s != UNET_STATUS_OK) goto fail;
     const char *steps = unet__st_meta(st, "train_steps");
     if (steps) {
         char *end;
