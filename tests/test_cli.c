@@ -28,6 +28,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
@@ -1342,6 +1343,86 @@ TEST(predict_nonfinite_values) {
     CHECK_STR_CONTAINS(last_err, "beyond float range");
 }
 
+/* A process id that no process has: a child that has exited and been waited for. */
+static long dead_pid(void) {
+    pid_t pid = fork();
+    if (pid == 0) _exit(0);
+    waitpid(pid, NULL, 0);
+    return (long)pid;
+}
+
+/* Creates the empty file "path.tmp.PID.SUFFIX" (a temporary as unet names them). */
+static void fake_temp(char *out, size_t size, const char *path, long pid, const char *suffix) {
+    snprintf(out, size, "%s.tmp.%ld.%s", path, pid, suffix);
+    FILE *f = fopen(out, "w");
+    if (f) fclose(f);
+}
+
+/* One writer per model: a second train with the same --out while the first runs is refused
+ * (it used to run too, both exiting 0 with their logs interleaved); the first finishes with a
+ * clean log.  A predict into a folder another process has locked is refused.  The stale
+ * temporary sweep removes only temporaries whose writer is gone: of a dead process, unlocked;
+ * never those of a live process, nor a locked one (a writer on another host). */
+TEST(one_writer_per_model) {
+    make_reference();
+    char dir[300], out[512], log[512], err[512], p[1100];
+    tmp_path(dir, sizeof dir, "writers");
+    mkdir(dir, 0755);
+    snprintf(out, sizeof out, "%s/model.safetensors", dir);
+    snprintf(log, sizeof log, "%s/model.log.csv", dir);
+    snprintf(err, sizeof err, "%s/first.txt", dir);
+    /* Temporaries of three owners, next to the checkpoint the runs will write. */
+    char live[800], dead[800], locked[800];
+    fake_temp(live, sizeof live, out, (long)getpid(), "aaaaaa");
+    fake_temp(dead, sizeof dead, out, dead_pid(), "bbbbbb");
+    fake_temp(locked, sizeof locked, out, dead_pid(), "cccccc");
+    int lfd = open(locked, O_RDONLY);
+    CHECK(lfd >= 0 && flock(lfd, LOCK_EX) == 0);
+    struct cmd c;
+    train_args(&c, out, 2 * REF_STEPS, 0);
+    pid_t first = spawn(&c, err, 0);
+    static char rows[MAX_ROWS][48];
+    double t0 = now();
+    while (read_losses(log, rows) < 3 && now() - t0 < 60) sleep_s(0.002);
+    CHECK_RUN(run(&c, 0), 1);
+    snprintf(p, sizeof p, "%s: another unet process is writing it (%s/model.lock is locked)", out,
+             dir);
+    CHECK_STR_CONTAINS(last_err, p);
+    int rc = wait_for(first);
+    char *text = read_text(err);
+    snprintf(last_err, sizeof last_err, "%s", text ? text : "");
+    free(text);
+    CHECK_RUN(rc, 0);
+    int n = read_losses(log, rows);
+    CHECK_EQ(n, 2 * REF_STEPS);
+    for (int i = 0; i < n; i++) CHECK_EQ(strtol(rows[i], NULL, 10), i + 1); /* not interleaved */
+    CHECK(access(live, F_OK) == 0);
+    CHECK(access(dead, F_OK) != 0);
+    CHECK(access(locked, F_OK) == 0);
+    close(lfd);
+    CHECK_EQ(count_files(dir, "model.lock"), 0); /* removed at the end */
+
+    /* predict: the output folder is locked while it writes. */
+    char model[512], outd[300], img[512];
+    tmp_path(model, sizeof model, "ref/model.safetensors");
+    tmp_path(outd, sizeof outd, "writers_out");
+    mkdir(outd, 0755);
+    snprintf(img, sizeof img, "%s/images/img0.png", data_dir);
+    int dfd = open(outd, O_RDONLY | O_DIRECTORY);
+    CHECK(dfd >= 0 && flock(dfd, LOCK_EX) == 0);
+    predict_args(&c, model, img, outd);
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "--output: another unet process is writing it");
+    close(dfd);
+    /* kill -9 during predict leaves a temporary; the next predict into the folder removes it. */
+    char mask[600];
+    snprintf(mask, sizeof mask, "%s/img0.png", outd);
+    fake_temp(dead, sizeof dead, mask, dead_pid(), "dddddd");
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK(access(dead, F_OK) != 0);
+    CHECK_EQ(count_files(outd, ".tmp."), 0);
+}
+
 /* Outputs that differ only in case are one file where the directory folds case: checked on a
  * case-folding tmpfs when the kernel has one (root and CONFIG_UNICODE), else skipped. */
 TEST(case_folding_outputs_collide) {
@@ -1415,6 +1496,7 @@ int main(void) {
     RUN(predict_memory_from_nothing);
     RUN(fifos_never_block);
     RUN(predict_nonfinite_values);
+    RUN(one_writer_per_model);
     remove_tree(tmp_dir);
     return harness_finish();
 }
