@@ -1423,6 +1423,126 @@ TEST(one_writer_per_model) {
     CHECK_EQ(count_files(outd, ".tmp."), 0);
 }
 
+/* Removes the argument `a` from c (the first occurrence). */
+static void drop_arg(struct cmd *c, const char *a) {
+    for (int i = 0; i < c->n; i++)
+        if (strcmp(c->v[i], a) == 0) {
+            for (int k = i; k < c->n; k++) {
+                memcpy(c->pool[k], c->pool[k + 1], sizeof c->pool[0]);
+                c->v[k] = c->v[k + 1] ? c->pool[k] : NULL;
+            }
+            c->n--;
+            return;
+        }
+}
+
+/* The validation row of step `step` in a training log without its last column (the seconds),
+ * into row; false when there is none. */
+static bool val_row(const char *log, long step, char *row, size_t size) {
+    FILE *f = fopen(log, "r");
+    char line[512];
+    bool found = false;
+    while (f && !found && fgets(line, sizeof line, f)) {
+        char *comma = strrchr(line, ',');
+        int commas = 0;
+        for (char *q = line; *q; q++) commas += *q == ',';
+        if (strtol(line, NULL, 10) != step || !comma || commas < 9 || comma[-1] == ',') continue;
+        *comma = 0;
+        snprintf(row, size, "%s", line);
+        found = true;
+    }
+    if (f) fclose(f);
+    return found;
+}
+
+/* Honest endings: a resumed run already past --steps says so (it used to print "wrote X" and
+ * exit 0 without writing X); a bad --log is found before any file is written (no stray
+ * .last/.log files); an error in info exits 1; SIGHUP and SIGPIPE (a closed pipe on stderr)
+ * finish the step and write the resumable checkpoint like SIGTERM; the epoch row after a
+ * resume in the middle of an epoch averages the whole epoch, like the uninterrupted run. */
+TEST(honest_endings) {
+    make_reference();
+    char d[300], out[480], p[400], ck[512];
+    struct cmd c;
+    tmp_path(d, sizeof d, "honest");
+    mkdir(d, 0755);
+    tmp_path(ck, sizeof ck, "ref/model.resume.safetensors");
+    snprintf(out, sizeof out, "%s/b.safetensors", d);
+    train_args(&c, out, 10, 0);
+    arg(&c, "--resume");
+    arg(&c, "%s", ck);
+    check_refused(&c, "is at step 60 and this run ends at step 10: nothing to train", NULL);
+    CHECK(access(out, F_OK) != 0);
+    /* --log below a regular file: refused before anything is written. */
+    snprintf(p, sizeof p, "%s/file.txt", d);
+    CHECK(write_all(p, "x", 1));
+    snprintf(out, sizeof out, "%s/m.safetensors", d);
+    snprintf(c.pool[7], sizeof c.pool[0], "%s", out);
+    snprintf(c.pool[c.n - 2], sizeof c.pool[0], "--log");
+    snprintf(c.pool[c.n - 1], sizeof c.pool[0], "%s/log.csv", p);
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "file.txt exists and is not a directory");
+    CHECK_EQ(count_files(d, "m."), 0);
+    /* info. */
+    cmd_init(&c, "info");
+    arg(&c, "--arch");
+    arg(&c, "unet-paper");
+    arg(&c, "--size");
+    arg(&c, "1048576");
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "unet: error: ");
+
+    /* SIGPIPE: stderr into a pipe that the reader closes after the first line; the next line
+     * (the end of epoch 1, step 18) raises SIGPIPE, and the checkpoint of that step is written. */
+    char ck2[600];
+    snprintf(out, sizeof out, "%s/pipe.safetensors", d);
+    snprintf(ck2, sizeof ck2, "%s/pipe.resume.safetensors", d);
+    train_args(&c, out, REF_STEPS, 0);
+    drop_arg(&c, "--quiet");
+    int fds[2];
+    CHECK_EQ(pipe(fds), 0);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        dup2(fds[1], 2);
+        dup2(fds[1], 1);
+        execv(c.v[0], (char *const *)(uintptr_t)c.v);
+        _exit(127);
+    }
+    close(fds[1]);
+    char ch;
+    while (read(fds[0], &ch, 1) == 1 && ch != '\n') {
+    }
+    close(fds[0]);
+    int rc = wait_for(pid);
+    CHECK_EQ(rc, 128 + SIGPIPE);
+    CHECK_EQ(checkpoint_step(ck2), 18);
+    interrupt_with(SIGHUP, 128 + SIGHUP);
+
+    /* The epoch mean across a resume: run A uninterrupted; run B stops at step 7 (--steps) and
+     * resumes to the same end.  The validation rows of the epoch ends are the same. */
+    char a_out[480], b_out[480], a_log[600], b_log[600], ra[512], rb[512];
+    snprintf(a_out, sizeof a_out, "%s/ea.safetensors", d);
+    snprintf(b_out, sizeof b_out, "%s/eb.safetensors", d);
+    snprintf(a_log, sizeof a_log, "%s/ea.log.csv", d);
+    snprintf(b_log, sizeof b_log, "%s/eb.log.csv", d);
+    train_args(&c, a_out, 28, 0);
+    arg(&c, "--val-split");
+    arg(&c, "0.25");
+    CHECK_RUN(run(&c, 0), 0);
+    snprintf(c.pool[7], sizeof c.pool[0], "%s", b_out);
+    snprintf(c.pool[c.n - 3], sizeof c.pool[0], "7");
+    CHECK_RUN(run(&c, 0), 0);
+    snprintf(c.pool[c.n - 3], sizeof c.pool[0], "28");
+    arg(&c, "--resume");
+    arg(&c, "%s/eb.resume.safetensors", d);
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK(val_row(a_log, 14, ra, sizeof ra) && val_row(b_log, 14, rb, sizeof rb));
+    printf("       epoch 1 uninterrupted: %s\n       epoch 1 resumed at 7:  %s\n", ra, rb);
+    CHECK(strcmp(ra, rb) == 0);
+}
+
 /* Outputs that differ only in case are one file where the directory folds case: checked on a
  * case-folding tmpfs when the kernel has one (root and CONFIG_UNICODE), else skipped. */
 TEST(case_folding_outputs_collide) {
@@ -1497,6 +1617,7 @@ int main(void) {
     RUN(fifos_never_block);
     RUN(predict_nonfinite_values);
     RUN(one_writer_per_model);
+    RUN(honest_endings);
     remove_tree(tmp_dir);
     return harness_finish();
 }

@@ -133,6 +133,14 @@ static void model_set_meta(struct model_file *f, const char *key, const char *va
     f->n_meta++;
 }
 
+/* Appends key = value even when key is there already (JSON lets a key appear twice). */
+static void model_add_meta(struct model_file *f, const char *key, const char *value) {
+    snprintf(f->meta_buf[f->n_meta], sizeof f->meta_buf[0], "%s", value);
+    f->meta[2 * f->n_meta] = key;
+    f->meta[2 * f->n_meta + 1] = f->meta_buf[f->n_meta];
+    f->n_meta++;
+}
+
 static void model_drop(struct model_file *f, const char *name) {
     for (int i = 0; i < f->n; i++)
         if (strcmp(f->e[i].name, name) == 0) {
@@ -228,6 +236,9 @@ static void write_model_files(const char *dir) {
             model_poke(&f, "inc.double_conv.1.weight", 0, 3e38f);
             model_entry(&f, "inc.double_conv.1.running_var")->data = small_var);
     VARIANT("model_unknown_arch.safetensors", model_set_meta(&f, "arch", "resnet50"));
+    VARIANT("model_init_unknown.safetensors", model_set_meta(&f, "init", "xavier"));
+    VARIANT("model_batchnorm_7.safetensors", model_set_meta(&f, "batchnorm", "7"));
+    VARIANT("model_duplicate_meta_key.safetensors", model_add_meta(&f, "depth", "9"));
     VARIANT("model_huge_base_metadata.safetensors", model_set_meta(&f, "base", "1024");
             model_set_meta(&f, "depth", "6"));
     VARIANT("model_huge_fcn_metadata.safetensors", model_set_meta(&f, "arch", "fcn8s");
@@ -355,6 +366,11 @@ static void write_st_files(const char *dir) {
     put_st(dir, "st_duplicate_name.safetensors",
            "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
            "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8);
+    put_st(dir, "st_overlapping_offsets.safetensors",
+           "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+           "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 12);
+    put_st(dir, "st_trailing_bytes.safetensors",
+           "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 16);
     put_st(dir, "st_metadata_not_object.safetensors", "{\"__metadata__\": [1]}", 0);
     put_st(dir, "st_metadata_not_string.safetensors", "{\"__metadata__\": {\"base\": 64}}", 0);
 }
@@ -679,6 +695,9 @@ static const struct {
     {"st_offsets_strings.safetensors", UNET_STATUS_FORMAT, "data_offsets"},
     {"st_size_mismatch.safetensors", UNET_STATUS_FORMAT, "do not match shape and dtype"},
     {"st_duplicate_name.safetensors", UNET_STATUS_FORMAT, "appears twice"},
+    {"st_overlapping_offsets.safetensors", UNET_STATUS_FORMAT,
+     "tensor 'b' starts at data byte 4, where the previous tensor's data still runs"},
+    {"st_trailing_bytes.safetensors", UNET_STATUS_FORMAT, "the tensors hold 8 data bytes, the file 16"},
     {"st_metadata_not_object.safetensors", UNET_STATUS_FORMAT, "__metadata__"},
     {"st_metadata_not_string.safetensors", UNET_STATUS_FORMAT, "__metadata__ values"},
     {"model_missing_tensor.safetensors", UNET_STATUS_FORMAT, "'outc.conv.weight' (2, 2, 1, 1) is missing"},
@@ -696,6 +715,11 @@ static const struct {
     {"model_bn_folds_beyond_float.safetensors", UNET_STATUS_NUMERIC,
      "inc.double_conv.1 folds to a scale of 2.9985e+39 and a shift of 0 at channel 0"},
     {"model_unknown_arch.safetensors", UNET_STATUS_FORMAT, "unknown architecture 'resnet50'"},
+    {"model_init_unknown.safetensors", UNET_STATUS_FORMAT,
+     "metadata init='xavier' (expected 'he' or 'pytorch')"},
+    {"model_batchnorm_7.safetensors", UNET_STATUS_FORMAT, "metadata batchnorm='7' (expected '0' or '1')"},
+    {"model_duplicate_meta_key.safetensors", UNET_STATUS_FORMAT,
+     "__metadata__ key 'depth' appears twice"},
     {"model_huge_base_metadata.safetensors", UNET_STATUS_FORMAT, "base 1024 and depth 6 has over"},
     {"model_huge_fcn_metadata.safetensors", UNET_STATUS_FORMAT, "a fcn8s with base 64"},
     {"model_depth_not_integer.safetensors", UNET_STATUS_FORMAT, "depth='two' is not an integer"},

@@ -266,6 +266,8 @@ struct resume_state {
     int         seed, tile, batch;
     bool        have;
     int         found;          /* bit per key below */
+    double      epoch_loss;     /* the loss summed over the steps of the epoch so far ... */
+    long        epoch_steps;    /* ... and their count (bit 5; older checkpoints lack them) */
     char        bad_key[32];    /* the first key whose value is malformed, and its value */
     char        bad_value[64];
 };
@@ -288,12 +290,13 @@ static void on_meta(const char *key, const char *value, void *user) {
         long        lo, hi;
     } keys[] = {{"train.step", 0, UNET_MAX_STEPS}, {"train.sampler", 0, UNET_MAX_STEPS},
                 {"train.seed", INT_MIN, INT_MAX}, {"train.tile", 1, 65536},
-                {"train.batch", 1, 65536}};
+                {"train.batch", 1, 65536}, {"train.epoch_steps", 0, UNET_MAX_STEPS}};
     struct resume_state *r = user;
-    if (strcmp(key, "train.best") == 0) {
+    if (strcmp(key, "train.best") == 0 || strcmp(key, "train.epoch_loss") == 0) {
         char *end;
-        r->best = strtod(value, &end);
-        if (end == value || *end || !isfinite(r->best)) goto bad;
+        double v = strtod(value, &end);
+        if (end == value || *end || !isfinite(v)) goto bad;
+        *(key[6] == 'b' ? &r->best : &r->epoch_loss) = v;
         return;
     }
     for (int i = 0; i < (int)(sizeof keys / sizeof keys[0]); i++) {
@@ -307,6 +310,7 @@ static void on_meta(const char *key, const char *value, void *user) {
         case 2: r->seed = (int)v; break;
         case 3: r->tile = (int)v; break;
         case 4: r->batch = (int)v; break;
+        case 5: r->epoch_steps = v; break;
         }
         return;
     }
@@ -319,17 +323,21 @@ bad:
 }
 
 static bool save_resume(unet_ctx *ctx, unet_model *m, const char *path, long step, long sampler,
-                        double best, const struct args *a, int tile) {
-    char v[6][32];
+                        double best, const struct args *a, int tile, double epoch_loss,
+                        long epoch_steps) {
+    char v[8][32];
     snprintf(v[0], sizeof v[0], "%ld", step);
     snprintf(v[1], sizeof v[1], "%ld", sampler);
     snprintf(v[2], sizeof v[2], "%.17g", best);
     snprintf(v[3], sizeof v[3], "%d", a->seed);
     snprintf(v[4], sizeof v[4], "%d", tile);
     snprintf(v[5], sizeof v[5], "%d", a->batch);
+    snprintf(v[6], sizeof v[6], "%.17g", epoch_loss);
+    snprintf(v[7], sizeof v[7], "%ld", epoch_steps);
     const char *meta[] = {"train.step", v[0], "train.sampler", v[1], "train.best", v[2],
-                          "train.seed", v[3], "train.tile", v[4], "train.batch", v[5]};
-    unet_status s = unet_model_save_training(ctx, m, path, meta, 6);
+                          "train.seed", v[3], "train.tile", v[4], "train.batch", v[5],
+                          "train.epoch_loss", v[6], "train.epoch_steps", v[7]};
+    unet_status s = unet_model_save_training(ctx, m, path, meta, 8);
     if (s != UNET_STATUS_OK) {
         cli_lib_error(ctx, s);
         return false;
@@ -511,6 +519,9 @@ int cmd_train(int argc, char **argv) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);   /* the terminal closed */
+    sa.sa_flags = 0;                /* writes to a closed pipe keep failing: never kill */
+    sigaction(SIGPIPE, &sa, NULL);  /* `unet train ... | head -1` */
 
     int rc = CLI_EXIT_FAIL;
     unet_ctx *ctx = unet_ctx_create();
@@ -524,6 +535,7 @@ int cmd_train(int argc, char **argv) {
     FILE *log = NULL;
     char *stem = NULL, *last_path = NULL, *resume_path = NULL, *log_path = NULL, *lock_path = NULL;
     int lock_fd = -1;
+    bool out_written = false;   /* --out written (and synced) by this run */
     struct resume_state rs = {.best = -1};
     if (!ctx) {
         cli_error("out of memory");
@@ -582,7 +594,7 @@ int cmd_train(int argc, char **argv) {
                       a.resume);
             goto done;
         }
-        if (s == UNET_STATUS_OK && rs.found != 0x1f) {
+        if (s == UNET_STATUS_OK && (rs.found & 0x1f) != 0x1f) {
             cli_error("%s: resumable checkpoint without train.sampler, train.seed, train.tile or "
                       "train.batch", a.resume);
             goto done;
@@ -742,6 +754,14 @@ int cmd_train(int argc, char **argv) {
     cli_progress_init(&prog);
     double t0 = cli_now(), last_save = t0, epoch_loss = 0;
     long epoch_steps = 0, first_step = step;
+    /* A resume in the middle of an epoch continues its sums, so the epoch's mean loss covers
+     * all its steps (when the checkpoint has them and the epochs are as long as before). */
+    if (rs.have && (rs.found & 0x20) && rs.epoch_steps == step % per_epoch)
+        epoch_loss = rs.epoch_loss, epoch_steps = rs.epoch_steps;
+    else if (rs.have && step % per_epoch)
+        cli_note("the mean loss of epoch %ld covers the steps after the resume only (the "
+                 "checkpoint has no sums for its first %ld steps)", step / per_epoch + 1,
+                 step % per_epoch);
     /* The latest resumable checkpoint: the one resumed from, then each one written. */
     long saved_step = rs.have ? rs.step : -1;
     const char *saved_path = rs.have ? a.resume : NULL;
@@ -818,12 +838,12 @@ int cmd_train(int argc, char **argv) {
                 fprintf(log, "%ld,%ld,%.6f,%g,%.6f,%.6f,%.6f,%.6f,%.6f,%.1f\n", step, epoch,
                         epoch_loss / epoch_steps, opt.lr, vr.loss, vr.dice, vr.iou,
                         vr.pixel_error, vr.rand_error, elapsed);
-            epoch_loss = 0;
-            epoch_steps = 0;
+            if (step % per_epoch == 0) epoch_loss = 0, epoch_steps = 0; /* not at a --steps end */
             s = unet_model_save(ctx, m, last_path);
             if (s == UNET_STATUS_OK && (!have_val || vr.dice > best)) {
                 if (have_val) best = vr.dice;
                 s = unet_model_save(ctx, m, a.out);
+                out_written |= s == UNET_STATUS_OK;
             }
             if (s != UNET_STATUS_OK) {
                 cli_lib_error(ctx, s);
@@ -837,7 +857,7 @@ int cmd_train(int argc, char **argv) {
         if (epoch_end || timed || (a.save_every && step % a.save_every == 0) || stop_signal ||
             log_failed) {
             if (!save_resume(ctx, m, resume_path, step, unet_sampler_position(sampler), best, &a,
-                             tile)) {
+                             tile, epoch_loss, epoch_steps)) {
                 cli_note("stopped at step %ld; %s", step,
                          saved_step >= 0 ? "the previous resumable checkpoint is untouched"
                                          : "no resumable checkpoint was written");
@@ -867,9 +887,13 @@ int cmd_train(int argc, char **argv) {
         double w = 0, wait = 0;
         unet_sampler_times(sampler, &w, &wait);
         char took[32];
-        fprintf(stderr, "unet: done in %s; wrote %s%s (data preparation waited %.1f s)\n",
-                cli_duration(cli_now() - t0, took, sizeof took), a.out,
-                n_val ? " (best on validation)" : "", wait);
+        cli_duration(cli_now() - t0, took, sizeof took);
+        if (out_written)
+            fprintf(stderr, "unet: done in %s; wrote %s%s (data preparation waited %.1f s)\n",
+                    took, a.out, n_val ? " (best on validation)" : "", wait);
+        else /* resumed with a best that no epoch of this run beat */
+            fprintf(stderr, "unet: done in %s; %s not written: no epoch of this run beat the "
+                    "validation Dice %.4f of the model there\n", took, a.out, best);
     }
 done:
     if (log) fclose(log);

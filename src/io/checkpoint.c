@@ -87,6 +87,26 @@ static unet_status config_from_meta(unet_ctx *ctx, const struct unet__safetensor
     return UNET_STATUS_OK;
 }
 
+/* The metadata keys with a fixed set of values: a value outside it is refused, never read as
+ * something else (batchnorm="7" used to mean 7; an unknown init meant PyTorch's). */
+static unet_status check_meta_values(unet_ctx *ctx, const struct unet__safetensors *st) {
+    static const struct {
+        const char *key, *values[3];
+    } known[] = {{"batchnorm", {"0", "1"}},     {"conv_bias", {"0", "1"}},
+                 {"learn_final_up", {"0", "1"}}, {"init", {"he", "pytorch"}},
+                 {"up", {"transpose", "bilinear"}}};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
+        const char *v = unet__st_meta(st, known[i].key);
+        if (!v) continue;
+        bool ok = false;
+        for (int k = 0; k < 3 && known[i].values[k]; k++) ok |= strcmp(v, known[i].values[k]) == 0;
+        if (!ok)
+            return unet__fail(ctx, UNET_STATUS_FORMAT, "%s: metadata %s='%s' (expected '%s' or '%s')",
+                              st->path, known[i].key, v, known[i].values[0], known[i].values[1]);
+    }
+    return UNET_STATUS_OK;
+}
+
 /* A dimension from a file as an int for a configuration; -1 (invalid for every field) when it
  * is beyond any sensible size, so a huge value cannot wrap into a valid-looking one. */
 static int dim_int(int64_t d) {
@@ -274,8 +294,9 @@ static unet_status load_st(unet_ctx *ctx, struct unet__safetensors *st, const ch
                            unet_model **out, bool training, unet_meta_fn meta_fn, void *user) {
     unet_model *m = NULL;
     unet_config cfg;
-    unet_status s = unet__st_meta(st, "arch") ? config_from_meta(ctx, st, &cfg)
-                                              : infer_config(ctx, st, &cfg);
+    unet_status s = check_meta_values(ctx, st);
+    if (s == UNET_STATUS_OK)
+        s = unet__st_meta(st, "arch") ? config_from_meta(ctx, st, &cfg) : infer_config(ctx, st, &cfg);
     if (s != UNET_STATUS_OK) goto fail;
     if (unet_config_check(ctx, &cfg) != UNET_STATUS_OK) {
         s = unet__fail(ctx, UNET_STATUS_FORMAT, "%s: metadata: %s", path,
