@@ -1097,6 +1097,18 @@ TEST(outputs_never_overwrite_inputs) {
     CHECK_STR_CONTAINS(last_err, "unet never writes over a file it reads");
     snprintf(p, sizeof p, "%s/images/img1.png", data_dir);
     CHECK(same_bytes(q, p));
+    /* weightmap and convolutionalize follow the same rule. */
+    static const char *const subs[2][3] = {{"weightmap", "--mask", "--output"},
+                                           {"convolutionalize", "--in", "--out"}};
+    for (int k = 0; k < 2; k++) {
+        cmd_init(&c, subs[k][0]);
+        arg(&c, "%s", subs[k][1]);
+        arg(&c, "%s", k ? model : q);
+        arg(&c, "%s", subs[k][2]);
+        arg(&c, "%s", k ? model : q);
+        check_refused(&c, "unet never writes over a file it reads", subs[k][1]);
+    }
+    CHECK(same_bytes(q, p));
 }
 
 /* train: --out or --log naming an input, --init = --out, a foreign file at --log (refused;

@@ -105,6 +105,11 @@ void cli_uses_write(struct cli_uses *us, const char *path, const char *role, con
 int cli_uses_check(struct cli_uses *us, bool force);
 void cli_uses_free(struct cli_uses *us);
 
+/* The path rule for a command that reads one file and writes one or two (out[1] may be NULL),
+ * after creating the outputs' directories: weightmap, convolutionalize. */
+int cli_guard_io(const char *in, const char *in_role, const char *const out[2],
+                 const char *const out_role[2]);
+
 /* An exclusive advisory lock (flock, never waiting) on path: a lock file (created, empty) or a
  * directory.  The descriptor, or -1 with a message naming what and path when another process
  * holds it.  cli_unlock removes remove_path (the lock file; NULL for a directory) first. */

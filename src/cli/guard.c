@@ -243,6 +243,19 @@ int cli_uses_check(struct cli_uses *us, bool force) {
     return rc;
 }
 
+int cli_guard_io(const char *in, const char *in_role, const char *const out[2],
+                 const char *const out_role[2]) {
+    for (int i = 0; i < 2; i++)
+        if (out[i] && !cli_mkdirs_for(out[i])) return CLI_EXIT_FAIL;
+    struct cli_uses us = {0};
+    cli_uses_read(&us, in, in_role, 0);
+    for (int i = 0; i < 2; i++)
+        if (out[i]) cli_uses_write(&us, out[i], out_role[i], NULL, CLI_OUT_ANY, 0);
+    int rc = cli_uses_check(&us, false);
+    cli_uses_free(&us);
+    return rc;
+}
+
 /* ---- one writer ---- */
 
 int cli_lock(const char *path, const char *what) {
