@@ -139,7 +139,7 @@ clean:
 #                   FUZZ_TARGETS="png tiff" runs a subset.  Not part of make test or CI (minutes).
 # make fuzz-corpus  rewrites the committed seed corpora with fuzz/make_corpus.c.
 # make valgrind     a tiny train + predict under valgrind memcheck (scripts/valgrind.sh).
-FUZZ_TARGETS ?= png tiff npy image safetensors checkpoint
+FUZZ_TARGETS ?= png tiff npy image safetensors checkpoint resume
 FUZZ_SECONDS ?= 60
 FUZZ_DIR      = build/fuzz
 FUZZ_SAN      = -fsanitize=address,undefined -fno-sanitize-recover=undefined

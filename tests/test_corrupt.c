@@ -881,13 +881,15 @@ TEST(checkpoint_truncations_and_mutations) {
     CHECK(b != NULL);
     if (!b) goto done;
     unet_model *got = NULL;
-    CHECK_STATUS(unet__model_load_mem(ctx, "mem.safetensors", b, size, true, &got), UNET_STATUS_OK);
+    CHECK_STATUS(unet__model_load_mem(ctx, "mem.safetensors", b, size, true, NULL, NULL, &got),
+                 UNET_STATUS_OK);
     unet_model_free(got);
     int cut_fail = 0, cuts = 0;
     for (size_t n = 0; n < size; n += n < 600 ? 1 : 97) {
         for (int training = 0; training < 2; training++) {
             got = NULL;
-            unet_status s = unet__model_load_mem(ctx, "cut.safetensors", b, n, training, &got);
+            unet_status s =
+                unet__model_load_mem(ctx, "cut.safetensors", b, n, training, NULL, NULL, &got);
             cuts++;
             if (s != UNET_STATUS_OK && names_file(ctx, s, "cut.safetensors")) cut_fail++;
             else printf("  cut at %zu (training %d): %s: %s\n", n, training, unet_status_str(s),
@@ -909,7 +911,8 @@ TEST(checkpoint_truncations_and_mutations) {
             c[at] = (unsigned char)unet__rng_u64(&r);
         }
         got = NULL;
-        unet_status s = unet__model_load_mem(ctx, "mut.safetensors", c, size, k % 2, &got);
+        unet_status s =
+            unet__model_load_mem(ctx, "mut.safetensors", c, size, k % 2, NULL, NULL, &got);
         if (s == UNET_STATUS_OK) loaded++;
         else if (names_file(ctx, s, "mut.safetensors")) failed++;
         else printf("  mutation %d: %s: %s\n", k, unet_status_str(s), unet_ctx_errmsg(ctx));

@@ -411,7 +411,8 @@ static unet_status load(unet_ctx *ctx, const char *path, unet_model **out, bool 
 }
 
 unet_status unet__model_load_mem(unet_ctx *ctx, const char *name, const void *data, size_t size,
-                                 bool training, unet_model **out) {
+                                 bool training, unet_meta_fn meta_fn, void *user,
+                                 unet_model **out) {
     if (!name || !out || (!data && size)) return unet__fail(ctx, UNET_STATUS_ARG, "model_load: NULL argument");
     *out = NULL;
     unsigned char *buf = malloc(size + 1);
@@ -420,7 +421,7 @@ unet_status unet__model_load_mem(unet_ctx *ctx, const char *name, const void *da
     struct unet__safetensors *st = NULL;
     unet_status s = unet__st_parse(ctx, name, buf, size, &st);
     if (s != UNET_STATUS_OK) return s;
-    s = load_st(ctx, st, name, out, training, NULL, NULL);
+    s = load_st(ctx, st, name, out, training, meta_fn, user);
     unet__st_close(st);
     return s;
 }
