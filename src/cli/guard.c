@@ -365,15 +365,17 @@ bool cli_within_budget(const char *what, double need, uint64_t budget) {
 bool cli_train_memory(unet_ctx *ctx, const char *const dirs[4], bool weights, uint64_t budget) {
     double keep = 0, largest = 0, largest_px = 0;
     long n = 0;
-    for (int d = 0; d < 4; d++) {
+    unet_status s = UNET_STATUS_OK;
+    for (int d = 0; d < 4 && s == UNET_STATUS_OK; d++) {
         struct cli_files f;
         if (!dirs[d] || !cli_list_images_quiet(dirs[d], &f)) continue;
-        for (int i = 0; i < f.count; i++) {
+        for (int i = 0; i < f.count && s == UNET_STATUS_OK; i++) {
             int pages = 1;
-            if (unet_image_pages(ctx, f.paths[i], &pages) != UNET_STATUS_OK) pages = 0;
-            for (int p = 0; p < pages; p++) {
+            s = unet_image_pages(ctx, f.paths[i], &pages);
+            for (int p = 0; p < pages && s == UNET_STATUS_OK; p++) {
                 unet_image info;
-                if (unet_image_info(ctx, f.paths[i], p, &info) != UNET_STATUS_OK) continue;
+                /* A file that fails here would fail to load: say so now. */
+                if ((s = unet_image_info(ctx, f.paths[i], p, &info)) != UNET_STATUS_OK) break;
                 double P = (double)info.w * info.h;
                 double decoded = P * info.c * (double)unet_dtype_size(info.dtype);
                 /* Images are kept as floats; masks as class ids (and a weight map). */
@@ -384,6 +386,10 @@ bool cli_train_memory(unet_ctx *ctx, const char *const dirs[4], bool weights, ui
             }
         }
         cli_files_free(&f);
+    }
+    if (s != UNET_STATUS_OK) {
+        cli_lib_error(ctx, s);
+        return false;
     }
     /* While one pair loads: its decoded image and mask (at most the largest decoded image each)
      * and three int32 maps for labels, separated cells and their work. */
@@ -402,9 +408,10 @@ bool cli_train_model_memory(unet_ctx *ctx, const unet_model *m, int batch, int t
     unet_model_cost(ctx, m, batch, tile, tile, NULL, &act);
     const double T2 = (double)tile * tile, O2 = (double)oh * ow;
     /* Weights, gradients and two moments; the activations kept for backward and their
-     * gradients (about 3 times the inference plan); the batch being trained and the sampler's
-     * batches in flight (about 4), each tiles in, targets and weights out. */
-    double need = 16.0 * (double)unet_model_param_count(m) + 3.0 * (double)act +
+     * gradients (about 6 times the inference plan, measured at base 64, depth 4, 4 x 256^2);
+     * the batch being trained and the sampler's batches in flight (about 4), each tiles in,
+     * targets and weights out. */
+    double need = 16.0 * (double)unet_model_param_count(m) + 6.0 * (double)act +
                   5.0 * batch * (4.0 * c->in_channels * T2 + 8.0 * O2);
     char what[96];
     snprintf(what, sizeof what, "training with batches of %d tiles of %dx%d", batch, tile, tile);
