@@ -16,6 +16,10 @@
  *   - predict over a folder with damaged files writes the others, keeps existing outputs
  *     whole and exits 1 with the count of failures
  *   - missing masks, size mismatches, NaN pixels and damaged checkpoints name the file
+ *   - nothing the user has is lost (issue 19, docs/robustness.md): no output is an input or
+ *     another output; foreign --out/--log need --force; forged headers cost no memory; FIFOs
+ *     never block; step counters near INT64_MAX are refused; non-finite values are reported;
+ *     one writer per model; every ending says what was written
  *
  * Each child's stderr goes to a file in the temporary directory; tests read it back.
  */
