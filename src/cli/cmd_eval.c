@@ -6,6 +6,7 @@
  * components; the prediction's NAME_instances.tif when present, else connected components.
  */
 #include "cli/cli.h"
+#include "cli/report.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -73,7 +74,7 @@ static void json_num(FILE *f, double v) {
 }
 
 int cmd_eval(int argc, char **argv) {
-    const char *pred_dir = NULL, *truth_dir = NULL;
+    const char *pred_dir = NULL, *truth_dir = NULL, *report = NULL, *image_dir = NULL;
     int classes = 2;
     bool json = false;
     const struct cli_opt opts[] = {
@@ -81,6 +82,8 @@ int cmd_eval(int argc, char **argv) {
         {"--truth", CLI_STR, &truth_dir, "DIR", "ground-truth masks with the same names"},
         {"--classes", CLI_INT, &classes, "K", "classes (2)"},
         {"--json", CLI_FLAG, &json, NULL, "print JSON instead of a table"},
+        {"--report", CLI_STR, &report, "FILE", "write an HTML report (docs/report.md)"},
+        {"--images", CLI_STR, &image_dir, "DIR", "the input images, for the report's pictures"},
     };
     if (!cli_parse("eval", "--pred DIR --truth DIR [--classes K] [--json]", argc, argv, 2, opts,
                    (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL))
@@ -100,7 +103,17 @@ int cmd_eval(int argc, char **argv) {
     double sum_px = 0, sum_iou = 0, sum_dice = 0, sum_rand = 0, sum_seg = 0, sum_ap = 0;
     int n_rand = 0, n_seg = 0, n_iou = 0;
     FILE *o = stdout;
-    if (json) fprintf(o, "{\"images\": [");
+    /* --report: the JSON goes to memory for the page (report.c), which prints it or a summary. */
+    char *report_json = NULL;
+    size_t report_len = 0;
+    bool print_json = json;
+    if (report) {
+        json = true;
+        o = open_memstream(&report_json, &report_len);
+        if (!o) cli_error("out of memory for the report"), o = stdout, report = NULL, failed++;
+    }
+    if (json) fprintf(o, "{"), report_eval_dirs_json(o, pred_dir, truth_dir, image_dir, classes);
+    if (json) fprintf(o, "\"images\": [");
     else fprintf(o, "%-28s %9s %8s %8s %9s %7s %7s\n", "image", "pixel err", "IoU", "Dice",
                  "Rand err", "SEG", "AP50");
     for (int i = 0; i < truth.count; i++) {
@@ -211,6 +224,8 @@ int cmd_eval(int argc, char **argv) {
                 classes > 2 ? "es, averaged" : "");
     }
     if (failed) cli_error("%d of %d images could not be scored", failed, truth.count);
+    if (o != stdout && (fclose(o) || report_eval(report, report_json, print_json))) failed++;
+    free(report_json);
     cli_files_free(&truth);
     unet_ctx_free(ctx);
     return failed ? CLI_EXIT_FAIL : 0;

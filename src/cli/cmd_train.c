@@ -12,6 +12,7 @@
  * across an interruption and --resume.
  */
 #include "cli/cli.h"
+#include "cli/report.h"
 
 #include <errno.h>
 #include <glob.h>
@@ -32,7 +33,7 @@ struct sample {
 
 struct args {
     const char *images, *masks, *val_images, *val_masks, *out, *init, *resume, *log;
-    const char *arch, *optimizer, *loss, *norm, *augment, *recipe, *max_pixels;
+    const char *arch, *optimizer, *loss, *norm, *augment, *recipe, *max_pixels, *report;
     int         base, depth, classes, epochs, steps, batch, tile, seed, threads, save_every;
     int         separate_gap;
     double      lr, momentum, weight_decay;     /* NAN: the optimizer's default */
@@ -511,6 +512,7 @@ int cmd_train(int argc, char **argv) {
         {"--save-every", CLI_INT, &a.save_every, "N", "write the resumable checkpoint every N steps"},
         {"--save-minutes", CLI_FLOAT, &a.save_minutes, "M", "... and at least every M minutes (10)"},
         {"--log", CLI_STR, &a.log, "FILE", "CSV log (STEM.log.csv)"},
+        {"--report", CLI_STR, &a.report, "FILE", "write an HTML report at the end (docs/report.md)"},
         {"--quiet", CLI_FLAG, &a.quiet, NULL, "no progress lines"},
     };
     const int n_opts = (int)(sizeof opts / sizeof opts[0]);
@@ -788,6 +790,12 @@ int cmd_train(int argc, char **argv) {
                 opt.lr, a.loss, a.augment, unet_ctx_threads(ctx));
         if (rs.have) fprintf(stderr, "unet: resuming at step %ld\n", step);
     }
+    /* STEM.run.json: the settings for unet report (docs/report.md). */
+    struct report_run run = {argc, argv, a.out, lp, a.images, a.masks, a.val_images, a.val_masks,
+                             a.recipe, a.loss, a.augment, a.val_split, n_train, n_val, a.batch,
+                             tile, out_h, a.seed, unet_ctx_threads(ctx), total, per_epoch,
+                             rs.have ? rs.step : -1, m, &opt, NULL, "", 0};
+    report_run_begin(&run);
     struct cli_progress prog;
     cli_progress_init(&prog);
     double t0 = cli_now(), last_save = t0, epoch_loss = 0;
@@ -921,6 +929,7 @@ int cmd_train(int argc, char **argv) {
                 cli_duration(cli_now() - t0, took, sizeof took), a.out,
                 n_val ? " (best on validation)" : "", wait);
     }
+    if (report_run_end(&run, rc, step, a.report) && rc == 0) rc = CLI_EXIT_FAIL;
 done:
     if (log) fclose(log);
     unet_sampler_free(sampler);
