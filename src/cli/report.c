@@ -10,16 +10,9 @@
  *
  * The page: a "What is missing" box (first, when there is anything to say), a card per run
  * (status, progress, best validation score, model), the curves of every numeric log column
- * against steps or wall-clock time with all runs on each chart, the settings side by side
- * with the values that differ between runs marked, and per evaluation the summary lines for
- * a paper, the per-image values sorted by rank, and a table of every image (sortable,
- * filterable, worst first, 25 rows a page) with its input, prediction and truth pictures.
- *
- * Size.  Pictures get a share of a 18 MB budget: each image may use what is left divided by
- * the images still to come, and its thumbnails shrink by whole factors until they fit, so a
- * page of 1000 images stays under 20 MB and a page of 20 images shows them at full size (up to
- * 512 pixels a side).  Hidden table rows (other pages) cost no decoding in the browser: an
- * input thumbnail is a CSS background, which a browser loads only for a shown element.
+ * against steps or wall-clock time with all runs on each chart (events of an "event" column
+ * marked), the settings side by side with the values that differ between runs marked, and a
+ * section per evaluation (report_eval.c).  It is built in memory and written atomically.
  */
 #include "cli/report.h"
 
@@ -36,7 +29,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define PICTURE_BUDGET (18u << 20)
 #define MAX_INPUT_BYTES ((size_t)1 << 30)
 
 static const char *COLORS[] = {"#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1",
@@ -44,18 +36,23 @@ static const char *COLORS[] = {"#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07
 
 /* ---- the buffer ---- */
 
-void report_write_bytes(struct report_buf *b, const void *p, size_t n) {
-    if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *d = realloc(b->data, cap);
-        if (!d) {
-            b->oom = true;
-            return;
-        }
-        b->data = d, b->cap = cap;
+/* Room for n more bytes and the NUL after them; false (and oom set) when there is none. */
+static bool reserve(struct report_buf *b, size_t n) {
+    if (b->oom) return false;
+    if (b->len + n + 1 <= b->cap) return true;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + n + 1) cap *= 2;
+    char *d = realloc(b->data, cap);
+    if (!d) {
+        b->oom = true;
+        return false;
     }
+    b->data = d, b->cap = cap;
+    return true;
+}
+
+void report_write_bytes(struct report_buf *b, const void *p, size_t n) {
+    if (!reserve(b, n)) return;
     memcpy(b->data + b->len, p, n);
     b->len += n;
     b->data[b->len] = 0;
@@ -65,27 +62,18 @@ void report_puts(struct report_buf *b, const char *s) {
     report_write_bytes(b, s, strlen(s));
 }
 
+/* Formats straight into the buffer: a first pass measures. */
 void report_printf(struct report_buf *b, const char *fmt, ...) {
-    char small[512];
-    va_list ap;
+    va_list ap, again;
     va_start(ap, fmt);
-    int n = vsnprintf(small, sizeof small, fmt, ap);
-    va_end(ap);
-    if (n < 0) return;
-    if ((size_t)n < sizeof small) {
-        report_write_bytes(b, small, (size_t)n);
-        return;
+    va_copy(again, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    if (n >= 0 && reserve(b, (size_t)n)) {
+        vsnprintf(b->data + b->len, (size_t)n + 1, fmt, again);
+        b->len += (size_t)n;
     }
-    char *big = malloc((size_t)n + 1);
-    if (!big) {
-        b->oom = true;
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(again);
     va_end(ap);
-    report_write_bytes(b, big, (size_t)n);
-    free(big);
 }
 
 void report_html(struct report_buf *b, const char *s) {
@@ -149,11 +137,16 @@ bool report_save(const char *path, const void *data, size_t n) {
 
 /* ---- small helpers ---- */
 
-static char *xstrdup(const char *s) {
+char *report_strdup(const char *s) {
     return s ? strdup(s) : NULL;
 }
 
-static bool ends_with(const char *s, const char *suffix) {
+const char *report_json_str(const cJSON *o, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+bool report_ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), k = strlen(suffix);
     return n >= k && strcmp(s + n - k, suffix) == 0;
 }
@@ -161,7 +154,7 @@ static bool ends_with(const char *s, const char *suffix) {
 /* s without suffix (when it ends with it), malloc'd. */
 static char *cut(const char *s, const char *suffix) {
     size_t n = strlen(s);
-    if (ends_with(s, suffix)) n -= strlen(suffix);
+    if (report_ends_with(s, suffix)) n -= strlen(suffix);
     return strndup(s, n);
 }
 
@@ -218,32 +211,22 @@ struct run {
     cJSON          *meta;   /* the model's metadata as a JSON object */
 };
 
-struct eval {
-    char   *source;
-    cJSON  *json;
-    char   *pred_dir, *truth_dir, *image_dir;
-    int     classes, n, n_cols, failed, primary;
-    char  **names, **cols;
-    int    *better;         /* +1 higher is better, -1 lower, 0 a count */
-    double *v;              /* (n, n_cols) */
-};
 
-struct page {
+struct report_page {
     struct run  *runs;
     int          n_runs;
-    struct eval *evals;
-    int          n_evals;
+    struct report_eval **evals;
+    int                  n_evals;
     char       **notes;
     int          n_notes;
     bool         oom;
 };
 
-static void note(struct page *pg, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
-static void note(struct page *pg, const char *fmt, ...) {
+void report_oom(struct report_page *pg) {
+    pg->oom = true;
+}
+
+void report_note(struct report_page *pg, const char *fmt, ...) {
     char buf[1024];
     va_list ap;
     va_start(ap, fmt);
@@ -252,7 +235,7 @@ static void note(struct page *pg, const char *fmt, ...) {
     char **n = realloc(pg->notes, sizeof(char *) * (size_t)(pg->n_notes + 1));
     if (!n || !(n[pg->n_notes] = strdup(buf))) {
         if (n) pg->notes = n;
-        pg->oom = true;
+        report_oom(pg);
         return;
     }
     pg->notes = n;
@@ -266,7 +249,7 @@ static void log_free(struct log_data *l) {
     memset(l, 0, sizeof *l);
 }
 
-static void page_free(struct page *pg) {
+static void page_free(struct report_page *pg) {
     for (int i = 0; i < pg->n_runs; i++) {
         struct run *r = &pg->runs[i];
         free(r->stem), free(r->name), free(r->record_path), free(r->log_path), free(r->model_path);
@@ -274,14 +257,7 @@ static void page_free(struct page *pg) {
         cJSON_Delete(r->meta);
         log_free(&r->log);
     }
-    for (int i = 0; i < pg->n_evals; i++) {
-        struct eval *e = &pg->evals[i];
-        free(e->source), free(e->pred_dir), free(e->truth_dir), free(e->image_dir);
-        cJSON_Delete(e->json);
-        for (int k = 0; k < e->n; k++) free(e->names[k]);
-        for (int k = 0; k < e->n_cols; k++) free(e->cols[k]);
-        free(e->names), free(e->cols), free(e->better), free(e->v);
-    }
+    for (int i = 0; i < pg->n_evals; i++) report_eval_free(pg->evals[i]);
     for (int i = 0; i < pg->n_notes; i++) free(pg->notes[i]);
     free(pg->runs), free(pg->evals), free(pg->notes);
 }
@@ -326,7 +302,7 @@ static int col_index(const struct log_data *l, const char *name) {
 }
 
 /* Parses text (NUL-terminated, modified) into l; notes what is wrong with it under `name`. */
-static bool log_parse(struct page *pg, const char *name, char *text, struct log_data *l) {
+static bool log_parse(struct report_page *pg, const char *name, char *text, struct log_data *l) {
     memset(l, 0, sizeof *l);
     int lines = 0;
     for (char *p = text; *p; p++) lines += *p == '\n';
@@ -338,7 +314,7 @@ static bool log_parse(struct page *pg, const char *name, char *text, struct log_
     next = strchr(line, '\n');
     if (next) *next = 0;
     if (!*line || next == NULL) {
-        note(pg, "%s: the log is empty or has no complete header line (the run may not have "
+        report_note(pg, "%s: the log is empty or has no complete header line (the run may not have "
                  "started its first step yet)", name);
         return false;
     }
@@ -351,7 +327,7 @@ static bool log_parse(struct page *pg, const char *name, char *text, struct log_
     l->time = malloc(sizeof(double) * (size_t)lines);
     if (!l->cols || !l->v || !l->event || !l->time) {
         free(f);
-        pg->oom = true;
+        report_oom(pg);
         return false;
     }
     for (int i = 0; i < nc; i++) {
@@ -359,12 +335,12 @@ static bool log_parse(struct page *pg, const char *name, char *text, struct log_
         c[strcspn(c, "\r")] = 0;
         l->cols[i] = strdup(c);
         l->n_cols++;
-        if (!l->cols[i]) pg->oom = true;
+        if (!l->cols[i]) report_oom(pg);
     }
     int c_step = col_index(l, "step"), c_event = col_index(l, "event");
     int c_sec = col_index(l, "seconds");
     if (c_step < 0) {
-        note(pg, "%s: no 'step' column in the header; not a unet training log", name);
+        report_note(pg, "%s: no 'step' column in the header; not a unet training log", name);
         free(f);
         return false;
     }
@@ -396,7 +372,7 @@ static bool log_parse(struct page *pg, const char *name, char *text, struct log_
             if (!bad++) first_bad = ln;
             continue;
         }
-        if (c_event >= 0 && f[c_event][0] && !(l->event[r] = strdup(f[c_event]))) pg->oom = true;
+        if (c_event >= 0 && f[c_event][0] && !(l->event[r] = strdup(f[c_event]))) report_oom(pg);
         double s = c_sec >= 0 ? l->v[(size_t)r * nc + c_sec] : NAN;
         if (isfinite(s) && s < prev_sec) offset += prev_sec; /* a resumed run starts at 0 */
         if (isfinite(s)) prev_sec = s;
@@ -405,12 +381,12 @@ static bool log_parse(struct page *pg, const char *name, char *text, struct log_
     }
     free(f);
     if (bad)
-        note(pg, "%s: %d line%s could not be read (the first at line %d: a wrong number of "
+        report_note(pg, "%s: %d line%s could not be read (the first at line %d: a wrong number of "
                  "fields or no step)", name, bad, bad > 1 ? "s" : "", first_bad);
     if (torn)
-        note(pg, "%s: the last line is incomplete (the run is writing it, or stopped in the "
+        report_note(pg, "%s: the last line is incomplete (the run is writing it, or stopped in the "
                  "middle of it); it is left out", name);
-    if (l->n_rows == 0) note(pg, "%s: no rows yet (the first step has not finished)", name);
+    if (l->n_rows == 0) report_note(pg, "%s: no rows yet (the first step has not finished)", name);
     return true;
 }
 
@@ -420,20 +396,20 @@ static void on_meta(const char *key, const char *value, void *user) {
     cJSON_AddStringToObject((cJSON *)user, key, value);
 }
 
-static void load_run(struct page *pg, struct run *r) {
+static void load_run(struct report_page *pg, struct run *r) {
     char why[512] = "";
     size_t n;
     if (file_exists(r->record_path)) {
         char *t = read_text(r->record_path, &n, why, sizeof why);
         r->record = t ? cJSON_Parse(t) : NULL;
-        if (!t) note(pg, "%s", why);
+        if (!t) report_note(pg, "%s", why);
         else if (!cJSON_IsObject(r->record))
-            note(pg, "%s: not a valid run record (damaged JSON); settings are not shown",
+            report_note(pg, "%s: not a valid run record (damaged JSON); settings are not shown",
                  r->record_path);
         free(t);
         if (r->record && !cJSON_IsObject(r->record)) cJSON_Delete(r->record), r->record = NULL;
     } else {
-        note(pg, "%s: no run record (written by unet train since version 0.1.0 of the report); "
+        report_note(pg, "%s: no run record (written by unet train since version 0.1.0 of the report); "
                  "the settings are not known", r->record_path);
     }
     /* The log beside the record, else where the record says (unet train --log); the model is
@@ -441,17 +417,17 @@ static void load_run(struct page *pg, struct run *r) {
      * reads its own files. */
     const cJSON *lg = cJSON_GetObjectItemCaseSensitive(r->record, "log");
     if (!file_exists(r->log_path) && cJSON_IsString(lg))
-        free(r->log_path), r->log_path = xstrdup(lg->valuestring);
+        free(r->log_path), r->log_path = report_strdup(lg->valuestring);
 
     struct stat sb;
     if (r->log_path && stat(r->log_path, &sb) == 0) {
         r->log_mtime = (double)sb.st_mtime;
         char *t = read_text(r->log_path, &n, why, sizeof why);
-        if (!t) note(pg, "%s", why);
+        if (!t) report_note(pg, "%s", why);
         else r->have_log = log_parse(pg, r->log_path, t, &r->log);
         free(t);
     } else {
-        note(pg, "%s: the training log is missing; no curves for %s",
+        report_note(pg, "%s: the training log is missing; no curves for %s",
              r->log_path ? r->log_path : "?", r->name);
     }
 
@@ -469,22 +445,22 @@ static void load_run(struct page *pg, struct run *r) {
             r->meta = cJSON_CreateObject();
             if (r->meta) unet_model_metadata(ctx, r->model_path, on_meta, r->meta);
         } else {
-            note(pg, "%s: the model cannot be loaded: %s", r->model_path,
+            report_note(pg, "%s: the model cannot be loaded: %s", r->model_path,
                  ctx ? unet_ctx_errmsg(ctx) : "out of memory");
         }
         unet_model_free(m);
         unet_ctx_free(ctx);
     } else {
-        note(pg, "%s: no model file (yet)", r->model_path ? r->model_path : "?");
+        report_note(pg, "%s: no model file (yet)", r->model_path ? r->model_path : "?");
     }
 }
 
-static void add_run(struct page *pg, const char *stem) {
+static void add_run(struct report_page *pg, const char *stem) {
     for (int i = 0; i < pg->n_runs; i++)
         if (strcmp(pg->runs[i].stem, stem) == 0) return;
     struct run *rs = realloc(pg->runs, sizeof *rs * (size_t)(pg->n_runs + 1));
     if (!rs) {
-        pg->oom = true;
+        report_oom(pg);
         return;
     }
     pg->runs = rs;
@@ -494,7 +470,7 @@ static void add_run(struct page *pg, const char *stem) {
     r->stem = strdup(stem);
     r->record_path = malloc(n), r->log_path = malloc(n), r->model_path = malloc(n);
     if (!r->stem || !r->record_path || !r->log_path || !r->model_path) {
-        pg->oom = true;
+        report_oom(pg);
         pg->n_runs--;
         free(r->stem), free(r->record_path), free(r->log_path), free(r->model_path);
         return;
@@ -504,144 +480,39 @@ static void add_run(struct page *pg, const char *stem) {
     snprintf(r->model_path, n, "%s.safetensors", stem);
 }
 
-/* ---- evaluations ---- */
-
-static int eval_col(struct eval *e, const char *name, bool add) {
-    for (int i = 0; i < e->n_cols; i++)
-        if (strcmp(e->cols[i], name) == 0) return i;
-    if (!add || e->n_cols >= 64) return -1;
-    char *c = strdup(name);
-    if (!c) return -1;
-    e->cols[e->n_cols] = c;
-    const char *lower[] = {"error", "loss", "dist", "false", "_fp", "_fn", "split", "merge"};
-    int b = 1;
-    for (size_t k = 0; k < sizeof lower / sizeof lower[0]; k++)
-        if (strstr(name, lower[k])) b = -1;
-    if (strncmp(name, "objects", 7) == 0 || strncmp(name, "n_", 2) == 0) b = 0;
-    e->better[e->n_cols] = b;
-    return e->n_cols++;
-}
-
-static const char *jstr(const cJSON *o, const char *key) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-/* The per-image values of e->json: numbers, nulls, arrays (per class: index 1 is the
- * foreground of two classes) and objects one level deep, each a column by its key. */
-static bool eval_read(struct page *pg, struct eval *e) {
-    const cJSON *imgs = cJSON_GetObjectItemCaseSensitive(e->json, "images");
-    if (!cJSON_IsArray(imgs)) {
-        note(pg, "%s: not an evaluation (no \"images\" list; made by unet eval --json?)",
-             e->source);
-        return false;
-    }
-    e->pred_dir = xstrdup(jstr(e->json, "pred_dir"));
-    e->truth_dir = xstrdup(jstr(e->json, "truth_dir"));
-    e->image_dir = xstrdup(jstr(e->json, "image_dir"));
-    const cJSON *k = cJSON_GetObjectItemCaseSensitive(e->json, "classes");
-    e->classes = cJSON_IsNumber(k) ? k->valueint : 2;
-    const cJSON *fl = cJSON_GetObjectItemCaseSensitive(e->json, "failed");
-    e->failed = cJSON_IsNumber(fl) ? fl->valueint : 0;
-    int n = cJSON_GetArraySize(imgs);
-    e->names = calloc((size_t)n + 1, sizeof(char *));
-    e->cols = calloc(64, sizeof(char *));
-    e->better = calloc(64, sizeof(int));
-    e->v = malloc(sizeof(double) * 64 * ((size_t)n + 1));
-    if (!e->names || !e->cols || !e->better || !e->v) {
-        pg->oom = true;
-        return false;
-    }
-    for (size_t i = 0; i < 64 * ((size_t)n + 1); i++) e->v[i] = NAN;
-    int skipped = 0;
-    for (const cJSON *im = imgs->child; im; im = im->next) {
-        const char *name = jstr(im, "name");
-        if (!cJSON_IsObject(im) || !name) {
-            skipped++;
-            continue;
-        }
-        int r = e->n;
-        if (!(e->names[r] = strdup(name))) {
-            pg->oom = true;
-            break;
-        }
-        e->n++;
-        for (const cJSON *f = im->child; f; f = f->next) {
-            char key[128];
-            if (!f->string || strcmp(f->string, "name") == 0) continue;
-            if (cJSON_IsNumber(f) || cJSON_IsNull(f)) {
-                int c = eval_col(e, f->string, true);
-                if (c >= 0) e->v[(size_t)r * 64 + c] = cJSON_IsNumber(f) ? f->valuedouble : NAN;
-            } else if (cJSON_IsArray(f) || cJSON_IsObject(f)) {
-                int len = cJSON_GetArraySize(f), idx = 0;
-                for (const cJSON *x = f->child; x; x = x->next, idx++) {
-                    if (cJSON_IsArray(f) && idx == 0 && len > 1) continue; /* background */
-                    if (cJSON_IsArray(f) && len == 2) snprintf(key, sizeof key, "%s", f->string);
-                    else if (cJSON_IsArray(f)) snprintf(key, sizeof key, "%s[%d]", f->string, idx);
-                    else snprintf(key, sizeof key, "%s.%s", f->string, x->string ? x->string : "");
-                    if (!cJSON_IsNumber(x) && !cJSON_IsNull(x)) continue;
-                    int c = eval_col(e, key, true);
-                    if (c >= 0) e->v[(size_t)r * 64 + c] = cJSON_IsNumber(x) ? x->valuedouble : NAN;
-                }
-            }
-        }
-    }
-    if (skipped) note(pg, "%s: %d image entries without a name were left out", e->source, skipped);
-    /* Worst first by Dice, else IoU, SEG, AP, else the first score. */
-    static const char *prefer[] = {"dice", "iou", "seg", "ap50"};
-    e->primary = -1;
-    for (size_t p = 0; p < 4 && e->primary < 0; p++) e->primary = eval_col(e, prefer[p], false);
-    for (int c = 0; c < e->n_cols && e->primary < 0; c++)
-        if (e->better[c]) e->primary = c;
-    return true;
-}
-
-static void add_eval(struct page *pg, const char *source, char *text) {
-    cJSON *j = cJSON_Parse(text);
-    if (!cJSON_IsObject(j)) {
-        note(pg, "%s: not valid JSON (an evaluation record is what unet eval --json prints)",
-             source);
-        cJSON_Delete(j);
-        return;
-    }
-    struct eval *es = realloc(pg->evals, sizeof *es * (size_t)(pg->n_evals + 1));
-    if (!es) {
-        cJSON_Delete(j);
-        pg->oom = true;
-        return;
-    }
-    pg->evals = es;
-    struct eval *e = &es[pg->n_evals++];
-    memset(e, 0, sizeof *e);
-    e->json = j;
-    e->source = xstrdup(source);
-    if (!eval_read(pg, e)) e->n = 0;
-}
-
 /* ---- inputs ---- */
 
 static int cmp_str(const void *a, const void *b) {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static void add_eval_file(struct page *pg, const char *path) {
+static void add_eval(struct report_page *pg, const char *source, const char *json) {
+    struct report_eval *e = report_eval_parse(pg, source, json);
+    struct report_eval **es = e ? realloc(pg->evals, sizeof *es * (size_t)(pg->n_evals + 1)) : NULL;
+    if (e && !es) report_eval_free(e), report_oom(pg);
+    if (!es) return;
+    pg->evals = es;
+    es[pg->n_evals++] = e;
+}
+
+static void add_eval_file(struct report_page *pg, const char *path) {
     char why[512];
     char *t = read_text(path, NULL, why, sizeof why);
-    if (!t) note(pg, "%s", why);
+    if (!t) report_note(pg, "%s", why);
     else add_eval(pg, path, t);
     free(t);
 }
 
-static void add_input(struct page *pg, const char *path) {
+static void add_input(struct report_page *pg, const char *path) {
     struct stat sb;
     if (stat(path, &sb) != 0) {
-        note(pg, "%s: %s", path, strerror(errno));
+        report_note(pg, "%s: %s", path, strerror(errno));
         return;
     }
     if (S_ISDIR(sb.st_mode)) {
         DIR *d = opendir(path);
         if (!d) {
-            note(pg, "%s: cannot list: %s", path, strerror(errno));
+            report_note(pg, "%s: cannot list: %s", path, strerror(errno));
             return;
         }
         char **names = NULL;
@@ -649,8 +520,8 @@ static void add_input(struct page *pg, const char *path) {
         struct dirent *de;
         while ((de = readdir(d))) {
             const char *s = de->d_name;
-            if (!ends_with(s, ".run.json") && !ends_with(s, ".log.csv") &&
-                strcmp(s, "eval.json") != 0 && !ends_with(s, ".eval.json"))
+            if (!report_ends_with(s, ".run.json") && !report_ends_with(s, ".log.csv") &&
+                strcmp(s, "eval.json") != 0 && !report_ends_with(s, ".eval.json"))
                 continue;
             if (n == cap) {
                 cap = cap ? 2 * cap : 16;
@@ -664,10 +535,10 @@ static void add_input(struct page *pg, const char *path) {
         if (names) qsort(names, (size_t)n, sizeof(char *), cmp_str);
         int before = pg->n_runs + pg->n_evals;
         for (int i = 0; i < n; i++) {
-            if (ends_with(names[i], ".json") && !ends_with(names[i], ".run.json")) {
+            if (report_ends_with(names[i], ".json") && !report_ends_with(names[i], ".run.json")) {
                 add_eval_file(pg, names[i]);
             } else {
-                bool log = ends_with(names[i], ".log.csv");
+                bool log = report_ends_with(names[i], ".log.csv");
                 char *stem = cut(names[i], log ? ".log.csv" : ".run.json");
                 if (stem) add_run(pg, stem);
                 free(stem);
@@ -676,32 +547,32 @@ static void add_input(struct page *pg, const char *path) {
         }
         free(names);
         if (pg->n_runs + pg->n_evals == before)
-            note(pg, "%s: no training run (STEM.run.json, STEM.log.csv) or evaluation "
+            report_note(pg, "%s: no training run (STEM.run.json, STEM.log.csv) or evaluation "
                      "(eval.json, NAME.eval.json) in this folder", path);
         return;
     }
     char *stem = NULL;
-    if (ends_with(path, ".run.json")) stem = cut(path, ".run.json");
-    else if (ends_with(path, ".log.csv")) stem = cut(path, ".log.csv");
-    else if (ends_with(path, ".safetensors")) {
+    if (report_ends_with(path, ".run.json")) stem = cut(path, ".run.json");
+    else if (report_ends_with(path, ".log.csv")) stem = cut(path, ".log.csv");
+    else if (report_ends_with(path, ".safetensors")) {
         char *s = cut(path, ".safetensors");
-        stem = s ? cut(s, ends_with(s, ".last") ? ".last" : ".resume") : NULL;
+        stem = s ? cut(s, report_ends_with(s, ".last") ? ".last" : ".resume") : NULL;
         free(s);
-    } else if (ends_with(path, ".json")) {
+    } else if (report_ends_with(path, ".json")) {
         add_eval_file(pg, path);
         return;
     } else {
-        note(pg, "%s: not a run (.run.json, .log.csv, .safetensors), an evaluation (.json) or a "
+        report_note(pg, "%s: not a run (.run.json, .log.csv, .safetensors), an evaluation (.json) or a "
                  "folder of them", path);
         return;
     }
     if (stem) add_run(pg, stem);
-    else pg->oom = true;
+    else report_oom(pg);
     free(stem);
 }
 
 /* Run labels: the stem's file name, with its folder when two runs share it. */
-static void name_runs(struct page *pg) {
+static void name_runs(struct report_page *pg) {
     for (int i = 0; i < pg->n_runs; i++) {
         struct run *r = &pg->runs[i];
         const char *base = cli_basename(r->stem);
@@ -714,9 +585,9 @@ static void name_runs(struct page *pg) {
             for (const char *p = r->stem; p < base - 1; p++)
                 if (*p == '/') label = p + 1;
         }
-        r->name = xstrdup(label);
+        r->name = report_strdup(label);
         r->color = COLORS[i % (sizeof COLORS / sizeof COLORS[0])];
-        if (!r->name) pg->oom = true;
+        if (!r->name) report_oom(pg);
     }
 }
 
@@ -866,7 +737,7 @@ static double rec_num(const struct run *r, const char *section, const char *key)
 
 static const char *status_of(const struct run *r, char *detail, size_t size) {
     detail[0] = 0;
-    const char *s = jstr(r->record, "status");
+    const char *s = report_json_str(r->record, "status");
     double age = (double)time(NULL) - r->log_mtime;
     if (s && strcmp(s, "running") == 0) {
         char a[48];
@@ -891,7 +762,7 @@ static double last_value(const struct log_data *l, int c) {
     return NAN;
 }
 
-static const char *pretty(const char *col, char *buf, size_t size) {
+const char *report_metric_name(const char *col, char *buf, size_t size) {
     static const char *known[][2] = {
         {"loss", "training loss"},     {"lr", "learning rate"},
         {"val_loss", "validation loss"}, {"val_dice", "validation Dice"},
@@ -958,7 +829,7 @@ static void run_card(struct report_buf *b, const struct run *r) {
         }
         if (bi >= 0)
             report_printf(b, "<dt>best</dt><dd>%s %.4f at step %.0f</dd>",
-                          pretty(l->cols[best_c], u, sizeof u),
+                          report_metric_name(l->cols[best_c], u, sizeof u),
                           l->v[(size_t)bi * l->n_cols + best_c],
                           l->v[(size_t)bi * l->n_cols + c_step]);
     }
@@ -975,7 +846,7 @@ static void run_card(struct report_buf *b, const struct run *r) {
         report_printf(b, " <span class=muted>(%s%s)</span>",
                       human_bytes(t, sizeof t, r->model_bytes),
                       r->model_ok ? "" : ", cannot be loaded");
-        const char *sel = jstr(r->meta, "selected");
+        const char *sel = report_json_str(r->meta, "selected");
         if (sel) {
             report_puts(b, "<br><span class=muted>selected:</span> ");
             report_html(b, sel);
@@ -1057,7 +928,7 @@ static const char *event_color(const char *e, bool *line) {
 }
 
 /* Charts of every numeric column that any run logs, all runs on each. */
-static void training_charts(struct report_buf *b, struct page *pg, bool by_time) {
+static void training_charts(struct report_buf *b, struct report_page *pg, bool by_time) {
     const char *cols[64];
     int n_cols = 0;
     for (int i = 0; i < pg->n_runs; i++)
@@ -1100,7 +971,7 @@ static void training_charts(struct report_buf *b, struct page *pg, bool by_time)
             struct xy *s = &xys[nx];
             if (!series_of(r, c, by_time, s)) {
                 xy_free(s);
-                pg->oom = true;
+                report_oom(pg);
                 continue;
             }
             nx++;
@@ -1133,7 +1004,7 @@ static void training_charts(struct report_buf *b, struct page *pg, bool by_time)
         bool lr = strcmp(order[k], "lr") == 0;
         if (any && (!lr || varies)) {
             char title[128], note_text[160] = "";
-            pretty(order[k], title, sizeof title);
+            report_metric_name(order[k], title, sizeof title);
             title[0] = (char)(title[0] >= 'a' && title[0] <= 'z' ? title[0] - 32 : title[0]);
             if (strcmp(order[k], "loss") == 0 && ns > nx)
                 snprintf(note_text, sizeof note_text, "pale: every step; line: smoothed");
@@ -1153,7 +1024,7 @@ static void training_charts(struct report_buf *b, struct page *pg, bool by_time)
     report_puts(b, "</div>");
 }
 
-static void events_list(struct report_buf *b, const struct page *pg) {
+static void events_list(struct report_buf *b, const struct report_page *pg) {
     int total = 0;
     for (int i = 0; i < pg->n_runs; i++)
         for (int row = 0; pg->runs[i].have_log && row < pg->runs[i].log.n_rows; row++)
@@ -1212,11 +1083,11 @@ static void settings_row(struct report_buf *b, const char *label, char (*vals)[5
     report_puts(b, "</tr>");
 }
 
-static void settings(struct report_buf *b, struct page *pg) {
+static void settings(struct report_buf *b, struct report_page *pg) {
     int n = pg->n_runs;
     char(*vals)[512] = malloc(sizeof *vals * (size_t)(n ? n : 1));
     if (!vals) {
-        pg->oom = true;
+        report_oom(pg);
         return;
     }
     report_puts(b, "<section id=settings><h2>Settings</h2><p class=muted>From each run's "
@@ -1312,414 +1183,9 @@ static void settings(struct report_buf *b, struct page *pg) {
     free(vals);
 }
 
-/* ---- the page: evaluations ---- */
-
-struct stats {
-    double mean, sd, median, min, max;
-    int    n;
-};
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* Over the finite values of column c; sd is the sample standard deviation (n - 1). */
-static struct stats stats_of(const struct eval *e, int c, double *sorted) {
-    struct stats s = {NAN, NAN, NAN, NAN, NAN, 0};
-    for (int i = 0; i < e->n; i++) {
-        double v = e->v[(size_t)i * 64 + c];
-        if (isfinite(v)) sorted[s.n++] = v;
-    }
-    if (!s.n) return s;
-    qsort(sorted, (size_t)s.n, sizeof(double), cmp_double);
-    double sum = 0, ss = 0;
-    for (int i = 0; i < s.n; i++) sum += sorted[i];
-    s.mean = sum / s.n;
-    for (int i = 0; i < s.n; i++) ss += (sorted[i] - s.mean) * (sorted[i] - s.mean);
-    s.sd = s.n > 1 ? sqrt(ss / (s.n - 1)) : NAN;
-    s.median = s.n % 2 ? sorted[s.n / 2] : 0.5 * (sorted[s.n / 2 - 1] + sorted[s.n / 2]);
-    s.min = sorted[0], s.max = sorted[s.n - 1];
-    return s;
-}
-
-/* "Dice 0.874 ± 0.052 (mean ± s.d., n = 30 images)" */
-static void paper_line(char *buf, size_t size, const struct eval *e, int c, const struct stats *s) {
-    char name[128], n[96];
-    pretty(e->cols[c], name, sizeof name);
-    if (s->n < e->n)
-        snprintf(n, sizeof n, "n = %d of %d images; the others have no value", s->n, e->n);
-    else
-        snprintf(n, sizeof n, "n = %d image%s", s->n, s->n == 1 ? "" : "s");
-    if (s->n == 0) snprintf(buf, size, "%s: no values (%s)", name, n);
-    else if (s->n == 1) snprintf(buf, size, "%s %.3f (%s)", name, s->mean, n);
-    else
-        snprintf(buf, size, "%s %.3f \xc2\xb1 %.3f (mean \xc2\xb1 s.d., %s)", name, s->mean, s->sd,
-                 n);
-}
-
-/* The folder paths of e resolved: as written, else relative to the record's own folder. */
-static char *resolve(const struct eval *e, const char *dir) {
-    if (!dir) return NULL;
-    if (dir[0] == '/' || cli_is_dir(dir) || !e->source) return strdup(dir);
-    char *base = strdup(e->source);
-    if (!base) return NULL;
-    char *slash = strrchr(base, '/');
-    char *p = NULL;
-    if (slash) {
-        *slash = 0;
-        p = cli_join(base, dir);
-    }
-    free(base);
-    if (p && cli_is_dir(p)) return p;
-    free(p);
-    return strdup(dir);
-}
-
-/* Class ids and instance labels of a mask file, as unet eval reads it; false with a note. */
-static bool load_mask(struct page *pg, unet_ctx *ctx, const char *path, int classes,
-                      int32_t **cls, int32_t **inst, int *h, int *w) {
-    unet_image m = {0};
-    *cls = *inst = NULL;
-    unet_status s = unet_image_load(ctx, path, 0, &m);
-    size_t P = (size_t)m.w * m.h;
-    int several = 0;
-    if (s == UNET_STATUS_OK) {
-        *cls = malloc(sizeof(int32_t) * P), *inst = malloc(sizeof(int32_t) * P);
-        s = *cls && *inst ? unet_mask_to_classes(ctx, &m, classes, path, *cls) : UNET_STATUS_NOMEM;
-    }
-    if (s == UNET_STATUS_OK) s = unet_mask_labels(ctx, &m, path, *inst, &several);
-    if (s == UNET_STATUS_OK && !several) {
-        int count;
-        for (size_t i = 0; i < P; i++) (*inst)[i] = (*cls)[i] != 0;
-        s = unet_connected_components(ctx, *inst, m.h, m.w, 1, 4, *inst, &count);
-    }
-    *h = m.h, *w = m.w;
-    unet_image_free(&m);
-    if (s != UNET_STATUS_OK) {
-        note(pg, "%s", unet_ctx_errmsg(ctx));
-        free(*cls), free(*inst);
-        *cls = *inst = NULL;
-        return false;
-    }
-    return true;
-}
-
-/* The three pictures of image i, made to fit in `budget` bytes of base64. */
-static bool image_views(struct page *pg, unet_ctx *ctx, const struct eval *e, const char *pred_dir,
-                        const char *truth_dir, const char *image_dir, int i, double budget,
-                        double *bytes_per_px, struct report_views *v, char *missing,
-                        size_t missing_size) {
-    missing[0] = 0;
-    char *tp = cli_join(truth_dir, e->names[i]);
-    char *pp = pred_dir ? cli_find_match(pred_dir, e->names[i]) : NULL;
-    char *stem = cli_stem(e->names[i]);
-    char *ip = image_dir ? cli_find_match(image_dir, e->names[i]) : NULL;
-    int32_t *tc = NULL, *ti = NULL, *pc = NULL, *pi = NULL;
-    uint8_t *img = NULL;
-    int h = 0, w = 0, ph = 0, pw = 0, c = 1;
-    bool ok = false;
-    if (!tp || !stem) goto done;
-    if (!pp) {
-        snprintf(missing, missing_size, "no prediction file");
-        goto done;
-    }
-    if (!load_mask(pg, ctx, tp, e->classes, &tc, &ti, &h, &w) ||
-        !load_mask(pg, ctx, pp, e->classes, &pc, &pi, &ph, &pw))
-        goto done;
-    if (ph != h || pw != w) {
-        note(pg, "%s is %dx%d but its truth %s is %dx%d", pp, pw, ph, tp, w, h);
-        goto done;
-    }
-    /* unet predict --instances: the prediction's own instance labels. */
-    size_t n = strlen(stem) + 32;
-    char *iname = malloc(n);
-    char *instp = iname ? (snprintf(iname, n, "%s_instances.tif", stem), cli_join(pred_dir, iname))
-                        : NULL;
-    free(iname);
-    if (instp && access(instp, R_OK) == 0) {
-        int32_t *ic = NULL, *il = NULL;
-        int ih, iw;
-        if (load_mask(pg, ctx, instp, 2, &ic, &il, &ih, &iw) && ih == h && iw == w)
-            free(pi), pi = il, il = NULL;
-        free(ic), free(il);
-    }
-    free(instp);
-    if (ip) {
-        unet_image im = {0};
-        unet_status s = unet_image_load(ctx, ip, 0, &im);
-        if (s == UNET_STATUS_OK && (im.w != w || im.h != h))
-            note(pg, "%s is %dx%d but its masks are %dx%d; shown without it", ip, im.w, im.h, w, h);
-        else if (s == UNET_STATUS_OK) img = report_display_image(ctx, &im, &c);
-        else note(pg, "%s", unet_ctx_errmsg(ctx));
-        unet_image_free(&im);
-    } else if (image_dir) {
-        snprintf(missing, missing_size, "no input image");
-    }
-    struct report_masks m = {pc, tc, pi, ti, h, w, img, c};
-    /* The largest thumbnail (512 pixels a side at most) whose estimated size fits. */
-    int f = (w > h ? w : h) > 512 ? ((w > h ? w : h) + 511) / 512 : 1;
-    double px = (double)w * h;
-    while (f < 64 && px / ((double)f * f) * *bytes_per_px * 4 / 3 > budget) f++;
-    for (int tries = 0; tries < 6; tries++) {
-        if (!report_views_make(&m, f, v)) goto done;
-        double got = (double)(v->input.len + v->pred.len + v->truth.len) * 4 / 3;
-        *bytes_per_px = 0.7 * *bytes_per_px + 0.3 * got * 3 / 4 / ((double)v->w * v->h);
-        if (got <= budget || f >= 64) break;
-        report_views_free(v);
-        f = (int)ceil(f * sqrt(got / budget) * 1.05);
-        if (f > 64) f = 64;
-    }
-    ok = true;
-done:
-    free(tp), free(pp), free(stem), free(ip);
-    free(tc), free(ti), free(pc), free(pi), free(img);
-    return ok;
-}
-
-static void eval_section(struct report_buf *b, struct page *pg, struct eval *e, int index) {
-    char buf[512], t[64];
-    report_printf(b, "<section id=eval%d><h2>Evaluation", index);
-    if (pg->n_evals > 1) report_printf(b, " %d", index + 1);
-    report_puts(b, "</h2><p class=muted>");
-    report_printf(b, "%d image%s", e->n, e->n == 1 ? "" : "s");
-    if (e->pred_dir) {
-        report_puts(b, " &middot; predictions <code>");
-        report_html(b, e->pred_dir);
-        report_puts(b, "</code>");
-    }
-    if (e->truth_dir) {
-        report_puts(b, " &middot; truth <code>");
-        report_html(b, e->truth_dir);
-        report_puts(b, "</code>");
-    }
-    if (e->image_dir) {
-        report_puts(b, " &middot; images <code>");
-        report_html(b, e->image_dir);
-        report_puts(b, "</code>");
-    }
-    report_printf(b, " &middot; %d classes</p>", e->classes);
-
-    /* Summary lines for a paper. */
-    double *sorted = malloc(sizeof(double) * ((size_t)e->n + 1));
-    if (!sorted) {
-        pg->oom = true;
-        report_puts(b, "</section>");
-        return;
-    }
-    report_printf(b, "<h3>Summary <button class=copy data-for=paper%d>copy</button></h3>"
-                     "<pre class=paper id=paper%d>", index, index);
-    for (int c = 0; c < e->n_cols; c++) {
-        if (!e->better[c]) continue;
-        struct stats s = stats_of(e, c, sorted);
-        paper_line(buf, sizeof buf, e, c, &s);
-        report_html(b, buf);
-        report_puts(b, "\n");
-    }
-    report_puts(b, "</pre><table class=stats><tr><th>metric</th><th class=n>mean</th>"
-                   "<th class=n>s.d.</th><th class=n>median</th><th class=n>min</th>"
-                   "<th class=n>max</th><th class=n>n</th><th>each image (&#9670; mean, bar "
-                   "&plusmn; s.d.)</th><th></th></tr>");
-    for (int c = 0; c < e->n_cols; c++) {
-        struct stats s = stats_of(e, c, sorted);
-        double step = e->better[c] ? 1e-4 : 0.1;
-        char v[6][32];
-        double x[5] = {s.mean, s.sd, s.median, s.min, s.max};
-        for (int k = 0; k < 5; k++)
-            if (isfinite(x[k])) report_chart_number(v[k], sizeof v[k], x[k], step);
-            else snprintf(v[k], sizeof v[k], "&ndash;");
-        report_puts(b, "<tr><td>");
-        report_html(b, pretty(e->cols[c], buf, sizeof buf));
-        report_printf(b, "</td><td class=n>%s</td><td class=n>%s</td><td class=n>%s</td>"
-                         "<td class=n>%s</td><td class=n>%s</td><td class=n>%d</td><td>", v[0],
-                      v[1], v[2], v[3], v[4], s.n);
-        report_strip_svg(b, sorted, s.n, s.mean, s.sd);
-        report_printf(b, "</td><td class=muted>%s</td></tr>",
-                      e->better[c] > 0   ? "higher is better"
-                      : e->better[c] < 0 ? "lower is better"
-                                         : "count");
-    }
-    report_puts(b, "</table>");
-    free(sorted);
-
-    /* The images. */
-    char *pred_dir = resolve(e, e->pred_dir), *truth_dir = resolve(e, e->truth_dir);
-    char *image_dir = resolve(e, e->image_dir);
-    bool pictures = pred_dir && truth_dir && cli_is_dir(pred_dir) && cli_is_dir(truth_dir);
-    if (!e->pred_dir || !e->truth_dir)
-        note(pg, "%s: the evaluation does not name its prediction and truth folders (made by an "
-                 "older unet eval?); no pictures", e->source ? e->source : "evaluation");
-    else if (!pictures)
-        note(pg, "%s or %s: folder not found; no pictures", e->pred_dir, e->truth_dir);
-    if (pictures && !e->image_dir)
-        note(pg, "%s: no image folder (unet eval --images DIR); the pictures show the masks "
-                 "without the input images", e->source ? e->source : "evaluation");
-    else if (pictures && !cli_is_dir(image_dir))
-        note(pg, "%s: image folder not found; the pictures show the masks only", e->image_dir);
-    if (image_dir && !cli_is_dir(image_dir)) free(image_dir), image_dir = NULL;
-
-    report_puts(b, "<h3>Images</h3>");
-    if (pictures)
-        report_puts(b, "<div class=legend><span><i style='background:#eb1e2d'></i>false positive "
-                       "(predicted, not in the truth)</span><span><i style='background:#1e64ff'>"
-                       "</i>false negative (missed)</span>"
-                       "<span><i style='background:linear-gradient(90deg,#f5b942,#4fd17a,#b86bf0)"
-                       "'></i>objects: one colour each; a predicted object that matches a true "
-                       "one (IoU &gt; 0.5) has its colour</span>"
-                       "<span class=muted>click the pictures to enlarge</span></div>");
-    report_printf(b, "<div class=pager id=imgs%d-pager><button data-p=first>&laquo;</button>"
-                     "<button data-p=-1>&lsaquo;</button><span class=info></span><button "
-                     "data-p=1>&rsaquo;</button><button data-p=last>&raquo;</button><input "
-                     "placeholder='filter by name'></div>", index);
-    report_printf(b, "<div class=scroll><table class=imgs id=imgs%d><thead><tr><th class=n "
-                     "data-k=0 data-first=1>#</th><th data-k=1 data-first=1>image</th>", index);
-    for (int c = 0; c < e->n_cols; c++) {
-        report_printf(b, "<th class='n m' data-k=%d data-first=%d%s title='", c + 2,
-                      e->better[c] < 0 ? -1 : 1, c == e->primary ? " data-sort" : "");
-        report_html(b, pretty(e->cols[c], buf, sizeof buf));
-        report_puts(b, "'>");
-        /* Long names wrap after their underscores. */
-        for (const char *p = e->cols[c]; *p; p++) {
-            char ch[2] = {*p, 0};
-            report_html(b, ch);
-            if (*p == '_') report_puts(b, "<wbr>");
-        }
-        report_puts(b, "</th>");
-    }
-    report_puts(b, pictures ? "<th>input &middot; prediction &middot; truth</th>" : "");
-    report_puts(b, "</tr></thead><tbody>");
-
-    unet_ctx *ctx = unet_ctx_create();
-    double bytes_per_px = 1.0, used = 0;
-    int no_pred = 0, no_img = 0;
-    struct report_buf no_pred_names = {0}, no_img_names = {0};
-    for (int i = 0; i < e->n; i++) {
-        report_printf(b, "<tr><td class=n data-v=%d>%d</td><td class=nm>", i + 1, i + 1);
-        report_html(b, e->names[i]);
-        report_puts(b, "</td>");
-        for (int c = 0; c < e->n_cols; c++) {
-            double v = e->v[(size_t)i * 64 + c];
-            if (isfinite(v)) {
-                report_chart_number(t, sizeof t, v, e->better[c] ? 1e-4 : 1);
-                report_printf(b, "<td class=n data-v='%.9g'>%s</td>", v, t);
-            } else {
-                report_puts(b, "<td class=n data-v=''>&ndash;</td>");
-            }
-        }
-        if (pictures) {
-            struct report_views v;
-            char missing[64] = "";
-            double budget = (PICTURE_BUDGET - used) / (e->n - i);
-            if (ctx && image_views(pg, ctx, e, pred_dir, truth_dir, image_dir, i, budget,
-                                   &bytes_per_px, &v, missing, sizeof missing)) {
-                size_t before = b->len;
-                /* The input is stored once, as the background of a class all three pictures
-                 * have (a browser decodes it only when a row is shown). */
-                report_printf(b, "<td><div class=trio data-w=%d data-h=%d data-name='", v.w, v.h);
-                report_html(b, e->names[i]);
-                report_puts(b, "'>");
-                if (v.have_input) {
-                    report_printf(b, "<style>.q%d_%d{background-image:url(data:image/png;base64,",
-                                  index, i);
-                    report_base64(b, v.input.data, v.input.len);
-                    report_puts(b, ")}</style>");
-                }
-                /* Shown 150 pixels high (220 wide at most) in the table, small images enlarged. */
-                double s = fmin(150.0 / v.h, 220.0 / v.w);
-                for (int k = 0; k < 3; k++) {
-                    report_printf(b, "<div class='pic q%d_%d' style='width:%.0fpx;height:%.0fpx'>",
-                                  index, i, v.w * s, v.h * s);
-                    const struct report_buf *png = k == 1 ? &v.pred : k == 2 ? &v.truth : NULL;
-                    if (png) {
-                        report_puts(b, "<img alt='' src='data:image/png;base64,");
-                        report_base64(b, png->data, png->len);
-                        report_puts(b, "'>");
-                    } else if (!v.have_input) {
-                        report_puts(b, "<span>no image</span>");
-                    }
-                    report_puts(b, "</div>");
-                }
-                report_puts(b, "</div></td>");
-                used += (double)(b->len - before);
-                if (missing[0]) {
-                    no_img++;
-                    report_puts(&no_img_names, no_img_names.len ? ", " : "");
-                    if (no_img <= 10) report_puts(&no_img_names, e->names[i]);
-                }
-                report_views_free(&v);
-            } else {
-                if (missing[0] && strcmp(missing, "no prediction file") == 0) {
-                    no_pred++;
-                    if (no_pred <= 10) {
-                        report_puts(&no_pred_names, no_pred > 1 ? ", " : "");
-                        report_puts(&no_pred_names, e->names[i]);
-                    }
-                }
-                report_puts(b, "<td class=muted>");
-                report_html(b, missing[0] ? missing : "cannot draw (see the notes above)");
-                report_puts(b, "</td>");
-            }
-        }
-        report_puts(b, "</tr>");
-    }
-    unet_ctx_free(ctx);
-    report_puts(b, "</tbody></table></div>");
-    if (no_pred)
-        note(pg, "%d scored image%s no prediction file in %s any more: %s%s", no_pred,
-             no_pred > 1 ? "s have" : " has", pred_dir, no_pred_names.data,
-             no_pred > 10 ? ", ..." : "");
-    if (no_img)
-        note(pg, "%d image%s no input image in %s: %s%s", no_img, no_img > 1 ? "s have" : " has",
-             image_dir, no_img_names.data, no_img > 10 ? ", ..." : "");
-    report_buf_free(&no_pred_names);
-    report_buf_free(&no_img_names);
-
-    /* Truth masks that were not scored: no prediction, or a file unet eval could not read. */
-    if (pictures) {
-        DIR *d = opendir(truth_dir);
-        int unscored = 0;
-        struct report_buf names = {0};
-        for (struct dirent *de; d && (de = readdir(d));) {
-            const char *s = de->d_name;
-            char *lower = strdup(s);
-            if (!lower) break;
-            for (char *p = lower; *p; p++) *p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
-            bool image = ends_with(lower, ".png") || ends_with(lower, ".tif") ||
-                         ends_with(lower, ".tiff") || ends_with(lower, ".npy");
-            free(lower);
-            if (!image) continue;
-            bool found = false;
-            for (int i = 0; i < e->n && !found; i++) found = strcmp(e->names[i], s) == 0;
-            if (found) continue;
-            char *pp = cli_find_match(pred_dir, s);
-            if (++unscored <= 20) {
-                report_puts(&names, unscored > 1 ? ", " : "");
-                report_puts(&names, s);
-                report_puts(&names, pp ? "" : " (no prediction)");
-            }
-            free(pp);
-        }
-        if (d) closedir(d);
-        if (unscored) {
-            note(pg, "%d truth mask%s in %s %s not scored: %s%s", unscored, unscored > 1 ? "s" : "",
-                 truth_dir, unscored > 1 ? "were" : "was", names.data,
-                 unscored > 20 ? ", ..." : "");
-            report_printf(b, "<p class=muted>Not scored: %d truth mask%s without a usable "
-                             "prediction (listed in the notes at the top).</p>", unscored,
-                          unscored > 1 ? "s" : "");
-        }
-        report_buf_free(&names);
-    } else if (e->failed) {
-        note(pg, "%d image%s could not be scored by unet eval", e->failed,
-             e->failed > 1 ? "s" : "");
-    }
-    free(pred_dir), free(truth_dir), free(image_dir);
-    report_puts(b, "</section>");
-}
-
 /* ---- the page ---- */
 
-static void render(struct report_buf *b, struct page *pg, const char *const *inputs, int n_in,
+static void render(struct report_buf *b, struct report_page *pg, const char *const *inputs, int n_in,
                    const char *out) {
     char when[64];
     time_t now = time(NULL);
@@ -1764,9 +1230,10 @@ static void render(struct report_buf *b, struct page *pg, const char *const *inp
         report_puts(&body, "</section>");
         settings(&body, pg);
     }
-    for (int i = 0; i < pg->n_evals; i++) eval_section(&body, pg, &pg->evals[i], i);
-    if (body.oom) pg->oom = true;
-    if (pg->oom) note(pg, "out of memory: parts of this page are missing");
+    for (int i = 0; i < pg->n_evals; i++)
+        report_eval_section(&body, pg, pg->evals[i], i, pg->n_evals);
+    if (body.oom) report_oom(pg);
+    if (pg->oom) report_note(pg, "out of memory: parts of this page are missing");
 
     if (pg->n_notes) {
         report_printf(b, "<section class=warn id=missing><h2>What is missing</h2><ul>");
@@ -1785,7 +1252,7 @@ static void render(struct report_buf *b, struct page *pg, const char *const *inp
     report_puts(b, "</script></body></html>\n");
 }
 
-static int finish(struct page *pg, const char *const *inputs, int n_in, const char *out) {
+static int finish(struct report_page *pg, const char *const *inputs, int n_in, const char *out) {
     struct report_buf b = {0};
     render(&b, pg, inputs, n_in, out);
     for (int i = 0; i < pg->n_notes; i++) cli_note("note: %s", pg->notes[i]);
@@ -1804,7 +1271,7 @@ static int finish(struct page *pg, const char *const *inputs, int n_in, const ch
 }
 
 int report_write(const char *out, const char *const *inputs, int n_inputs) {
-    struct page pg = {0};
+    struct report_page pg = {0};
     for (int i = 0; i < n_inputs; i++) add_input(&pg, inputs[i]);
     if (pg.n_runs == 0 && pg.n_evals == 0) {
         for (int i = 0; i < pg.n_notes; i++) cli_note("note: %s", pg.notes[i]);
@@ -1822,32 +1289,15 @@ int report_write(const char *out, const char *const *inputs, int n_inputs) {
 
 int report_eval(const char *out, const char *json, bool print_json) {
     if (print_json) fputs(json, stdout);
-    struct page pg = {0};
-    char *text = strdup(json);
-    if (!text) {
-        cli_error("out of memory");
-        return CLI_EXIT_FAIL;
-    }
-    add_eval(&pg, NULL, text);
-    free(text);
-    if (pg.n_evals == 0 || pg.evals[0].n == 0) {
+    struct report_page pg = {0};
+    add_eval(&pg, NULL, json);
+    if (pg.n_evals == 0 || report_eval_images(pg.evals[0]) == 0) {
         for (int i = 0; i < pg.n_notes; i++) cli_note("note: %s", pg.notes[i]);
         cli_error("%s: no image was scored; no report", out);
         page_free(&pg);
         return CLI_EXIT_FAIL;
     }
-    if (!print_json) {
-        struct eval *e = &pg.evals[0];
-        double *sorted = malloc(sizeof(double) * ((size_t)e->n + 1));
-        for (int c = 0; sorted && c < e->n_cols; c++) {
-            if (!e->better[c]) continue;
-            struct stats s = stats_of(e, c, sorted);
-            char line[512];
-            paper_line(line, sizeof line, e, c, &s);
-            printf("%s\n", line);
-        }
-        free(sorted);
-    }
+    if (!print_json) report_eval_summary(pg.evals[0], stdout);
     const char *in[] = {"unet eval"};
     int rc = finish(&pg, in, 1, out);
     page_free(&pg);

@@ -139,6 +139,38 @@ void report_run_begin(struct report_run *r);
  * CLI_EXIT_FAIL when the page could not be written. */
 int report_run_end(struct report_run *r, int rc, long step, const char *report);
 
+/* ---- between the report files ---- */
+
+struct report_page;     /* report.c: what the page holds, and its notes */
+struct report_eval;     /* report_eval.c: one evaluation */
+struct cJSON;
+
+/* A line for the page's "What is missing" box (and stderr). */
+void report_note(struct report_page *pg, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+/* An allocation failed: the page says that parts of it are missing. */
+void report_oom(struct report_page *pg);
+/* "validation Dice" for "val_dice", "pixel error" for "pixel_error", into buf. */
+const char *report_metric_name(const char *col, char *buf, size_t size);
+const char *report_json_str(const struct cJSON *o, const char *key);  /* NULL: not a string */
+bool report_ends_with(const char *s, const char *suffix);
+char *report_strdup(const char *s);                                    /* NULL stays NULL */
+
+/* unet eval's JSON (source names it in notes; NULL: from unet eval itself); NULL with a note
+ * when it is not an evaluation. */
+struct report_eval *report_eval_parse(struct report_page *pg, const char *source,
+                                      const char *json);
+int report_eval_images(const struct report_eval *e);
+/* The evaluation's section: summary, metrics, and the table of images with their pictures. */
+void report_eval_section(struct report_buf *b, struct report_page *pg, struct report_eval *e,
+                         int index, int count);
+/* The summary lines for a paper ("Dice 0.874 +- 0.052 (mean +- s.d., n = 30 images)"). */
+void report_eval_summary(const struct report_eval *e, FILE *f);
+void report_eval_free(struct report_eval *e);
+
 /* ---- writing a report (report.c) ---- */
 
 /* unet report: the page for the inputs (run folders, STEM.run.json, STEM.log.csv, model
