@@ -303,6 +303,22 @@ static void check_drawn(const char *html, const char *name, int h, double min_in
     unet_image_free(&img);
 }
 
+/* The page as the browser has it after its script ran (chromium --dump-dom) into dom;
+ * false when there is no browser (noted) or it failed. */
+static bool dump_dom(const char *html, const char *dom) {
+    if (!browser_ready()) return false;
+    char profile[300];
+    tmp_path(profile, sizeof profile, "chromium-profile");
+    remove_tree(profile);
+    int rc = sh("timeout 120 %s --headless --no-sandbox --disable-gpu --disable-quic "
+                "--no-first-run --disable-background-networking --disable-component-update "
+                "--disable-sync --user-data-dir=%s --dump-dom file://%s > %s", browser_path(),
+                profile, html, dom);
+    if (rc != 0) HARNESS_FAIL_AT(__FILE__, __LINE__, "chromium --dump-dom exit %d:\n%s", rc,
+                                 out_text);
+    return rc == 0;
+}
+
 /* ---- the tests ---- */
 
 static char data_dir[300], run_dir[300], eval_dir[300];
@@ -471,6 +487,65 @@ TEST(log_columns_by_name) {
     free(h);
 }
 
+/* The value (data-v) of cell k of the table row that starts at row, NaN when none. */
+static double cell(const char *row, int k) {
+    const char *end = strstr(row, "</tr>");
+    for (const char *p = row; (p = strstr(p, "<td")) && (!end || p < end); p += 3)
+        if (k-- == 0) {
+            const char *v = strstr(p, "data-v=\"");
+            return v && (!end || v < end) && v < strchr(p, '>') ? atof(v + 8) : NAN;
+        }
+    return NAN;
+}
+
+/* The script sorts the table worst first and shows 25 rows a page: 40 images, 4 different. */
+TEST(table_sorts_and_pages) {
+    char dir[300], html[400], dom[400];
+    tmp_path(dir, sizeof dir, "forty");
+    CHECK(write_set(dir, 4, 32, false));
+    const char *sub[] = {"images", "masks", "pred"};
+    for (int k = 0; k < 3; k++)
+        for (int i = 4; i < 40; i++) {
+            char a[600], b[600];
+            snprintf(a, sizeof a, "%s/%s/im%04d.png", dir, sub[k], i % 4);
+            snprintf(b, sizeof b, "%s/%s/im%04d.png", dir, sub[k], i);
+            CHECK(link(a, b) == 0);
+        }
+    snprintf(html, sizeof html, "%s/r.html", dir);
+    CHECK_SH(sh("%s eval --pred %s/pred --truth %s/masks --report %s", unet_bin, dir, dir, html),
+             0);
+    snprintf(dom, sizeof dom, "%s/dom.html", dir);
+    if (!dump_dom(html, dom)) return;
+    char *d = slurp(dom);
+    const char *dice = d ? strstr(d, ">dice</th>") : NULL;
+    CHECK(dice != NULL);
+    if (!dice) {
+        free(d);
+        return;
+    }
+    /* The dice column's index, from its header cell's data-k. */
+    const char *th = dice;
+    while (th > d && strncmp(th, "<th", 3) != 0) th--;
+    int k = atoi(strstr(th, "data-k=\"") + 8);
+    int shown = 0, hidden = 0, order_ok = 1;
+    double prev = -INFINITY;
+    const char *body = strstr(dice, "<tbody>"), *body_end = body ? strstr(body, "</tbody>") : NULL;
+    for (const char *p = body; p && (p = strstr(p, "<tr")) && p < body_end; p += 3) {
+        bool h = strncmp(p, "<tr hidden", 10) == 0;
+        hidden += h, shown += !h;
+        double v = cell(p, k);
+        if (v < prev) order_ok = 0;
+        prev = v;
+    }
+    printf("       after the script: %d rows shown, %d hidden, dice column %d ascending: %s\n",
+           shown, hidden, k, order_ok ? "yes" : "no");
+    CHECK_EQ(shown, 25);
+    CHECK_EQ(hidden, 15);
+    CHECK(order_ok);
+    CHECK_HAS(d, "page 1 of 2 (40 images)");
+    free(d);
+}
+
 TEST(thousand_images_stay_small) {
     char dir[300], html[400];
     tmp_path(dir, sizeof dir, "thousand");
@@ -548,6 +623,7 @@ int main(void) {
     RUN(runs_and_eval_on_one_page);
     RUN(bad_inputs_are_named);
     RUN(log_columns_by_name);
+    RUN(table_sorts_and_pages);
     RUN(thousand_images_stay_small);
     if (getenv("UNET_TEST_KEEP")) printf("test_report: the pages are in %s\n", tmp_dir);
     else remove_tree(tmp_dir);

@@ -20,5 +20,6 @@ int cmd_report(int argc, char **argv) {
                   "(see unet report --help)");
         return CLI_EXIT_USAGE;
     }
+    if (!report_check_out(out)) return CLI_EXIT_USAGE;
     return report_write(out, pos, npos);
 }

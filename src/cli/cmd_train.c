@@ -795,7 +795,7 @@ int cmd_train(int argc, char **argv) {
                              a.recipe, a.loss, a.augment, a.val_split, n_train, n_val, a.batch,
                              tile, out_h, a.seed, unet_ctx_threads(ctx), total, per_epoch,
                              rs.have ? rs.step : -1, m, &opt, NULL, "", 0};
-    report_run_begin(&run);
+    if (!report_run_begin(&run, a.report)) goto done;
     struct cli_progress prog;
     cli_progress_init(&prog);
     double t0 = cli_now(), last_save = t0, epoch_loss = 0;

@@ -1204,10 +1204,13 @@ static void render(struct report_buf *b, struct report_page *pg, const char *con
         report_html(b, inputs[i]);
     }
     report_puts(b, "</div></header><nav>");
-    if (pg->n_runs)
-        report_puts(b, "<a href='#training'>Training</a><a href='#settings'>Settings</a>");
-    for (int i = 0; i < pg->n_evals; i++)
-        report_printf(b, "<a href='#eval%d'>Evaluation%s</a>", i, pg->n_evals > 1 ? "" : "");
+    if (pg->n_runs) report_puts(b, "<a href='#training'>Training</a>");
+    for (int i = 0; i < pg->n_evals; i++) {
+        report_printf(b, "<a href='#eval%d'>Evaluation", i);
+        if (pg->n_evals > 1) report_printf(b, " %d", i + 1);
+        report_puts(b, "</a>");
+    }
+    if (pg->n_runs) report_puts(b, "<a href='#settings'>Settings</a>");
     report_puts(b, "</nav><main>");
 
     /* The sections first (they add notes), then the notes box in front of them. */
@@ -1228,10 +1231,10 @@ static void render(struct report_buf *b, struct report_page *pg, const char *con
             events_list(&body, pg);
         }
         report_puts(&body, "</section>");
-        settings(&body, pg);
     }
     for (int i = 0; i < pg->n_evals; i++)
         report_eval_section(&body, pg, pg->evals[i], i, pg->n_evals);
+    if (pg->n_runs) settings(&body, pg); /* the details last */
     if (body.oom) report_oom(pg);
     if (pg->oom) report_note(pg, "out of memory: parts of this page are missing");
 
@@ -1270,6 +1273,13 @@ static int finish(struct report_page *pg, const char *const *inputs, int n_in, c
     return rc;
 }
 
+bool report_check_out(const char *out) {
+    if (report_ends_with(out, ".html") || report_ends_with(out, ".htm")) return true;
+    cli_error("report: %s: the page's name must end in .html (so that it never replaces a log, "
+              "a record or a model)", out);
+    return false;
+}
+
 int report_write(const char *out, const char *const *inputs, int n_inputs) {
     struct report_page pg = {0};
     for (int i = 0; i < n_inputs; i++) add_input(&pg, inputs[i]);
@@ -1289,6 +1299,7 @@ int report_write(const char *out, const char *const *inputs, int n_inputs) {
 
 int report_eval(const char *out, const char *json, bool print_json) {
     if (print_json) fputs(json, stdout);
+    if (!report_check_out(out)) return CLI_EXIT_FAIL;
     struct report_page pg = {0};
     add_eval(&pg, NULL, json);
     if (pg.n_evals == 0 || report_eval_images(pg.evals[0]) == 0) {

@@ -131,8 +131,9 @@ struct report_run {
 
 /* Writes STEM.run.json (STEM: model without ".safetensors") with status "running": the
  * settings, the data, the machine and the start time.  A failure to write is a note, never
- * an error: the record helps the report, the run does not need it. */
-void report_run_begin(struct report_run *r);
+ * an error: the record helps the report, the run does not need it.  Returns false (with a
+ * message) only when report, the page unet train --report will write, is not a .html name. */
+bool report_run_begin(struct report_run *r, const char *report);
 /* Rewrites it with the ending: status "finished" (rc 0), "interrupted" (rc > 128) or "failed",
  * the last step and the end time; then, when report is not NULL, writes the report page for
  * this run there (unet train --report).  Frees what begin allocated.  Returns 0, or
@@ -164,7 +165,9 @@ char *report_strdup(const char *s);                                    /* NULL s
 struct report_eval *report_eval_parse(struct report_page *pg, const char *source,
                                       const char *json);
 int report_eval_images(const struct report_eval *e);
-/* The evaluation's section: summary, metrics, and the table of images with their pictures. */
+/* The evaluation's section: summary, metrics, and the table of images with their pictures.
+ * The evaluations of a page (count) share REPORT_PICTURE_BYTES for their pictures. */
+#define REPORT_PICTURE_BYTES (18.0 * 1048576)
 void report_eval_section(struct report_buf *b, struct report_page *pg, struct report_eval *e,
                          int index, int count);
 /* The summary lines for a paper ("Dice 0.874 +- 0.052 (mean +- s.d., n = 30 images)"). */
@@ -172,6 +175,10 @@ void report_eval_summary(const struct report_eval *e, FILE *f);
 void report_eval_free(struct report_eval *e);
 
 /* ---- writing a report (report.c) ---- */
+
+/* A page's name must end in .html or .htm, so that a slip never replaces a log, a record or a
+ * model; false with a message otherwise. */
+bool report_check_out(const char *out);
 
 /* unet report: the page for the inputs (run folders, STEM.run.json, STEM.log.csv, model
  * files, eval records) written atomically to out.  Problems with the inputs go into the page

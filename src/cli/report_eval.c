@@ -25,7 +25,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define PICTURE_BUDGET (18u << 20)
 
 struct report_eval {
     char   *source;
@@ -455,7 +454,7 @@ void report_eval_section(struct report_buf *b, struct report_page *pg, struct re
         if (pictures) {
             struct report_views v;
             char missing[64] = "";
-            double budget = (PICTURE_BUDGET - used) / (e->n - i);
+            double budget = (REPORT_PICTURE_BYTES / count - used) / (e->n - i);
             if (ctx && image_views(pg, ctx, e, pred_dir, truth_dir, image_dir, i, budget,
                                    &bytes_per_px, &v, missing, sizeof missing)) {
                 size_t before = b->len;

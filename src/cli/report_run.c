@@ -129,14 +129,14 @@ static cJSON *data(const struct report_run *r) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "images", r->images);
     cJSON_AddStringToObject(o, "masks", r->masks);
-    cJSON_AddNumberToObject(o, "train_images", r->n_train);
     if (r->val_images) {
         cJSON_AddStringToObject(o, "val_images", r->val_images);
         cJSON_AddStringToObject(o, "val_masks", r->val_masks);
     } else {
         cJSON_AddNumberToObject(o, "val_split", round(r->val_split * 1e6) / 1e6);
     }
-    cJSON_AddNumberToObject(o, "val_images_count", r->n_val);
+    cJSON_AddNumberToObject(o, "training_count", r->n_train);
+    cJSON_AddNumberToObject(o, "validation_count", r->n_val);
     return o;
 }
 
@@ -175,18 +175,20 @@ static void write_record(struct report_run *r, const char *status, long step) {
     free(text);
 }
 
-void report_run_begin(struct report_run *r) {
+bool report_run_begin(struct report_run *r, const char *report) {
+    if (report && !report_check_out(report)) return false;
     size_t n = strlen(r->model);
     const char *suf = ".safetensors";
     size_t k = strlen(suf);
     if (n > k && strcmp(r->model + n - k, suf) == 0) n -= k;
     r->path = malloc(n + 16);
-    if (!r->path) return;
+    if (!r->path) return true;
     memcpy(r->path, r->model, n);
     strcpy(r->path + n, ".run.json");
     r->t0 = cli_now();
     iso_now(r->started, sizeof r->started);
     write_record(r, "running", -1);
+    return true;
 }
 
 int report_run_end(struct report_run *r, int rc, long step, const char *report) {
