@@ -402,6 +402,26 @@ TEST(runs_and_eval_on_one_page) {
     check_drawn(html, "all.png", 1000, 0.05, 40, 0xf28e2b, 8, 300);
 }
 
+/* SIGINT in the middle of a run: the record says "interrupted" with the last step, and the
+ * --report page is written all the same. */
+TEST(interrupted_run_says_so) {
+    char dir[300], more[1200], p[400];
+    tmp_path(dir, sizeof dir, "stopped");
+    snprintf(more, sizeof more,
+             "--steps 100000 --report %s/r.html & p=$!; i=0; while [ \"$(cat %s/model.log.csv "
+             "2>/dev/null | wc -l)\" -lt 4 ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; "
+             "kill -INT $p; wait $p", dir, dir);
+    CHECK_SH(train(dir, more), 130);
+    snprintf(p, sizeof p, "%s/model.run.json", dir);
+    char *r = slurp(p);
+    CHECK_HAS(r, "\"status\":\t\"interrupted\"", "\"last_step\":");
+    free(r);
+    snprintf(p, sizeof p, "%s/r.html", dir);
+    char *h = page(p);
+    CHECK_HAS(h, "badge interrupted", "of 100000");
+    free(h);
+}
+
 /* Copies run_dir's files to dir. */
 static void copy_run(const char *dir) {
     CHECK_SH(sh("rm -rf %s && mkdir -p %s && cp %s/model.* %s/", dir, dir, run_dir, dir), 0);
@@ -621,6 +641,7 @@ int main(void) {
     RUN(model_metadata_api);
     RUN(eval_report_draws);
     RUN(runs_and_eval_on_one_page);
+    RUN(interrupted_run_says_so);
     RUN(bad_inputs_are_named);
     RUN(log_columns_by_name);
     RUN(table_sorts_and_pages);

@@ -790,12 +790,6 @@ int cmd_train(int argc, char **argv) {
                 opt.lr, a.loss, a.augment, unet_ctx_threads(ctx));
         if (rs.have) fprintf(stderr, "unet: resuming at step %ld\n", step);
     }
-    /* STEM.run.json: the settings for unet report (docs/report.md). */
-    struct report_run run = {argc, argv, a.out, lp, a.images, a.masks, a.val_images, a.val_masks,
-                             a.recipe, a.loss, a.augment, a.val_split, n_train, n_val, a.batch,
-                             tile, out_h, a.seed, unet_ctx_threads(ctx), total, per_epoch,
-                             rs.have ? rs.step : -1, m, &opt, NULL, "", 0};
-    if (!report_run_begin(&run, a.report)) goto done;
     struct cli_progress prog;
     cli_progress_init(&prog);
     double t0 = cli_now(), last_save = t0, epoch_loss = 0;
@@ -808,6 +802,12 @@ int cmd_train(int argc, char **argv) {
         rc = 128 + stop_signal;
         goto done;
     }
+    /* STEM.run.json: the settings for unet report (docs/report.md). */
+    struct report_run run = {argc, argv, a.out, lp, a.images, a.masks, a.val_images, a.val_masks,
+                             a.recipe, a.loss, a.augment, a.val_split, n_train, n_val, a.batch,
+                             tile, out_h, a.seed, unet_ctx_threads(ctx), total, per_epoch,
+                             rs.have ? rs.step : -1, m, &opt, {0}};
+    if (!report_run_begin(&run, a.report)) goto done;
     rc = 0;
     while (step < total) {
         s = unet_sampler_next(ctx, sampler, x, tg, wt);

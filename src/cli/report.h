@@ -123,10 +123,11 @@ struct report_run {
     long              steps, per_epoch, resumed_at;     /* resumed_at: -1 for a fresh run */
     const unet_model *m;
     const unet_optim *opt;
-    /* kept by report_run_begin for the end */
-    char             *path;                 /* STEM.run.json */
-    char              started[40];
-    double            t0;
+    struct {                                /* kept by report_run_begin for the end */
+        char  *path;                        /* STEM.run.json */
+        char   started[40];
+        double t0;
+    } kept;
 };
 
 /* Writes STEM.run.json (STEM: model without ".safetensors") with status "running": the

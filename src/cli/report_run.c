@@ -155,23 +155,23 @@ static void write_record(struct report_run *r, const char *status, long step) {
     cJSON_AddItemToObject(root, "data", data(r));
     cJSON *t = cJSON_AddObjectToObject(root, "time");
     if (t) {
-        cJSON_AddStringToObject(t, "started", r->started);
+        cJSON_AddStringToObject(t, "started", r->kept.started);
         if (r->resumed_at >= 0)
             cJSON_AddNumberToObject(t, "resumed_at_step", (double)r->resumed_at);
         if (step >= 0) {
             char now[40];
             iso_now(now, sizeof now);
             cJSON_AddStringToObject(t, "ended", now);
-            cJSON_AddNumberToObject(t, "seconds", round((cli_now() - r->t0) * 10) / 10);
+            cJSON_AddNumberToObject(t, "seconds", round((cli_now() - r->kept.t0) * 10) / 10);
             cJSON_AddNumberToObject(t, "last_step", (double)step);
         }
     }
     cJSON_AddItemToObject(root, "machine", machine(r));
     char *text = cJSON_Print(root);
     cJSON_Delete(root);
-    if (!text || !report_save(r->path, text, strlen(text)))
+    if (!text || !report_save(r->kept.path, text, strlen(text)))
         cli_note("note: %s could not be written; the report will lack the run's settings",
-                 r->path);
+                 r->kept.path);
     free(text);
 }
 
@@ -181,22 +181,22 @@ bool report_run_begin(struct report_run *r, const char *report) {
     const char *suf = ".safetensors";
     size_t k = strlen(suf);
     if (n > k && strcmp(r->model + n - k, suf) == 0) n -= k;
-    r->path = malloc(n + 16);
-    if (!r->path) return true;
-    memcpy(r->path, r->model, n);
-    strcpy(r->path + n, ".run.json");
-    r->t0 = cli_now();
-    iso_now(r->started, sizeof r->started);
+    r->kept.path = malloc(n + 16);
+    if (!r->kept.path) return true;
+    memcpy(r->kept.path, r->model, n);
+    strcpy(r->kept.path + n, ".run.json");
+    r->kept.t0 = cli_now();
+    iso_now(r->kept.started, sizeof r->kept.started);
     write_record(r, "running", -1);
     return true;
 }
 
 int report_run_end(struct report_run *r, int rc, long step, const char *report) {
-    if (!r->path) return 0;
+    if (!r->kept.path) return 0;
     write_record(r, rc == 0 ? "finished" : rc > 128 ? "interrupted" : "failed", step);
-    const char *in[] = {r->path};
+    const char *in[] = {r->kept.path};
     int out = report ? report_write(report, in, 1) : 0;
-    free(r->path);
-    r->path = NULL;
+    free(r->kept.path);
+    r->kept.path = NULL;
     return out;
 }
