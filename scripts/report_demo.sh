@@ -4,13 +4,14 @@
 # Two short runs on ISBI 2012 slices 00..19 that differ in their recipe (Adam 1e-3 with
 # CE + Dice, the seed recipe; SGD 0.05 with momentum 0.9 and plain CE), validated on slices
 # 20..24; the first run's model segments the five validation slices, unet eval scores them,
-# and one page shows the runs and the evaluation.  About 8 minutes on 2 cores.
+# and one page shows the runs and the evaluation.  About 10 minutes on 2 busy cores.
 # Writes runs/report-demo/ and, with SHOT=1, the screenshot docs/images/report.png.
 set -eu
 DATA=${1:?usage: scripts/report_demo.sh DATA_DIR}
 UNET=${UNET:-./unet}
 OUT=${OUT:-runs/report-demo}
-STEPS=${STEPS:-400}
+STEPS=${STEPS:-200}
+BASE=${BASE:-8}
 
 mkdir -p "$OUT/adam" "$OUT/sgd" "$OUT/split/train/images" "$OUT/split/train/masks" \
     "$OUT/split/val/images" "$OUT/split/val/masks"
@@ -22,7 +23,7 @@ for f in "$DATA"/isbi2012/train/images/*.png; do
 done
 common="--images $OUT/split/train/images --masks $OUT/split/train/masks
         --val-images $OUT/split/val/images --val-masks $OUT/split/val/masks
-        --base 16 --depth 4 --tile 256 --batch 2 --steps $STEPS --seed 1 --threads 2 --quiet"
+        --base $BASE --depth 4 --tile 256 --batch 2 --steps $STEPS --seed 1 --threads 2 --quiet"
 # shellcheck disable=SC2086
 "$UNET" train $common --out "$OUT/adam/model.safetensors"
 # shellcheck disable=SC2086

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #define MAX_INPUT_BYTES ((size_t)1 << 30)
+#define MAX_CHART_RUNS 16
 
 static const char *COLORS[] = {"#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1",
                                "#76b7b2", "#edc948", "#9c755f", "#ff9da7", "#bab0ac"};
@@ -315,7 +316,7 @@ static bool log_parse(struct report_page *pg, const char *name, char *text, stru
     if (next) *next = 0;
     if (!*line || next == NULL) {
         report_note(pg, "%s: the log is empty or has no complete header line (the run may not have "
-                 "started its first step yet)", name);
+                        "started its first step yet)", name);
         return false;
     }
     char **f = malloc(sizeof(char *) * 256);
@@ -382,10 +383,10 @@ static bool log_parse(struct report_page *pg, const char *name, char *text, stru
     free(f);
     if (bad)
         report_note(pg, "%s: %d line%s could not be read (the first at line %d: a wrong number of "
-                 "fields or no step)", name, bad, bad > 1 ? "s" : "", first_bad);
+                        "fields or no step)", name, bad, bad > 1 ? "s" : "", first_bad);
     if (torn)
         report_note(pg, "%s: the last line is incomplete (the run is writing it, or stopped in the "
-                 "middle of it); it is left out", name);
+                        "middle of it); it is left out", name);
     if (l->n_rows == 0) report_note(pg, "%s: no rows yet (the first step has not finished)", name);
     return true;
 }
@@ -405,12 +406,12 @@ static void load_run(struct report_page *pg, struct run *r) {
         if (!t) report_note(pg, "%s", why);
         else if (!cJSON_IsObject(r->record))
             report_note(pg, "%s: not a valid run record (damaged JSON); settings are not shown",
-                 r->record_path);
+                        r->record_path);
         free(t);
         if (r->record && !cJSON_IsObject(r->record)) cJSON_Delete(r->record), r->record = NULL;
     } else {
-        report_note(pg, "%s: no run record (written by unet train since version 0.1.0 of the report); "
-                 "the settings are not known", r->record_path);
+        report_note(pg, "%s: no run record (an older unet train, or the log of another "
+                        "program); the settings are not known", r->record_path);
     }
     /* The log beside the record, else where the record says (unet train --log); the model is
      * always STEM.safetensors (the record is named after it), so a copied or moved run folder
@@ -428,7 +429,7 @@ static void load_run(struct report_page *pg, struct run *r) {
         free(t);
     } else {
         report_note(pg, "%s: the training log is missing; no curves for %s",
-             r->log_path ? r->log_path : "?", r->name);
+                    r->log_path ? r->log_path : "?", r->name);
     }
 
     if (r->model_path && stat(r->model_path, &sb) == 0) {
@@ -446,7 +447,7 @@ static void load_run(struct report_page *pg, struct run *r) {
             if (r->meta) unet_model_metadata(ctx, r->model_path, on_meta, r->meta);
         } else {
             report_note(pg, "%s: the model cannot be loaded: %s", r->model_path,
-                 ctx ? unet_ctx_errmsg(ctx) : "out of memory");
+                        ctx ? unet_ctx_errmsg(ctx) : "out of memory");
         }
         unet_model_free(m);
         unet_ctx_free(ctx);
@@ -548,7 +549,7 @@ static void add_input(struct report_page *pg, const char *path) {
         free(names);
         if (pg->n_runs + pg->n_evals == before)
             report_note(pg, "%s: no training run (STEM.run.json, STEM.log.csv) or evaluation "
-                     "(eval.json, NAME.eval.json) in this folder", path);
+                            "(eval.json, NAME.eval.json) in this folder", path);
         return;
     }
     char *stem = NULL;
@@ -562,8 +563,8 @@ static void add_input(struct report_page *pg, const char *path) {
         add_eval_file(pg, path);
         return;
     } else {
-        report_note(pg, "%s: not a run (.run.json, .log.csv, .safetensors), an evaluation (.json) or a "
-                 "folder of them", path);
+        report_note(pg, "%s: not a run (.run.json, .log.csv, .safetensors), an evaluation "
+                        "(.json) or a folder of them", path);
         return;
     }
     if (stem) add_run(pg, stem);
@@ -959,12 +960,12 @@ static void training_charts(struct report_buf *b, struct report_page *pg, bool b
     }
     report_printf(b, "<div class='charts %s'>", by_time ? "bytime" : "bystep");
     for (int k = 0; k < n; k++) {
-        struct chart_series ser[2 * 16];
-        struct xy xys[16];
+        struct chart_series ser[2 * MAX_CHART_RUNS];
+        struct xy xys[MAX_CHART_RUNS];
         struct chart_mark *marks = NULL;
         int ns = 0, nx = 0, nm = 0;
         bool any = false, varies = false;
-        for (int i = 0; i < pg->n_runs && nx < 16; i++) {
+        for (int i = 0; i < pg->n_runs && nx < MAX_CHART_RUNS; i++) {
             struct run *r = &pg->runs[i];
             int c = r->have_log ? col_index(&r->log, order[k]) : -1;
             if (c < 0) continue;
@@ -1185,8 +1186,8 @@ static void settings(struct report_buf *b, struct report_page *pg) {
 
 /* ---- the page ---- */
 
-static void render(struct report_buf *b, struct report_page *pg, const char *const *inputs, int n_in,
-                   const char *out) {
+static void render(struct report_buf *b, struct report_page *pg, const char *const *inputs,
+                   int n_in, const char *out) {
     char when[64];
     time_t now = time(NULL);
     struct tm tm;
@@ -1292,6 +1293,8 @@ int report_write(const char *out, const char *const *inputs, int n_inputs) {
     }
     name_runs(&pg);
     for (int i = 0; i < pg.n_runs; i++) load_run(&pg, &pg.runs[i]);
+    if (pg.n_runs > MAX_CHART_RUNS)
+        report_note(&pg, "%d runs: the charts show the first %d", pg.n_runs, MAX_CHART_RUNS);
     int rc = finish(&pg, inputs, n_inputs, out);
     page_free(&pg);
     return rc;

@@ -196,16 +196,40 @@ static void legend(struct report_buf *b, const struct chart *c) {
     report_puts(b, "</g>");
 }
 
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The 1st and 99th percentiles of s's finite values (left as they are when it has none or
+ * memory runs out). */
+static void robust_range(const struct chart_series *s, double *lo, double *hi) {
+    double *v = malloc(sizeof(double) * (size_t)(s->n ? s->n : 1));
+    int n = 0;
+    for (int i = 0; v && i < s->n; i++)
+        if (isfinite(s->y[i])) v[n++] = s->y[i];
+    if (n > 0) {
+        qsort(v, (size_t)n, sizeof(double), cmp_double);
+        *lo = v[(size_t)n / 100], *hi = v[(size_t)(n - 1) - (size_t)n / 100];
+    }
+    free(v);
+}
+
 void report_chart_svg(struct report_buf *b, const struct chart *c) {
-    /* Domains from the finite values (positive ones for a log axis). */
+    /* Domains from the finite values (positive ones for a log axis).  A faint series (every
+     * step's loss under its smoothed line) counts from its 1st to its 99th percentile, so a
+     * few spikes run off the top instead of flattening the curve (TensorBoard does the same). */
     double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY, ypos = INFINITY;
     int max_n = 0;
     for (int k = 0; k < c->n_series; k++) {
         const struct chart_series *s = &c->series[k];
         if (s->n > max_n) max_n = s->n;
+        double lo = -INFINITY, hi = INFINITY;
+        if (s->style == CHART_FAINT) robust_range(s, &lo, &hi);
         for (int i = 0; i < s->n; i++) {
             if (!isfinite(s->x[i]) || !isfinite(s->y[i])) continue;
             x0 = fmin(x0, s->x[i]), x1 = fmax(x1, s->x[i]);
+            if (s->y[i] < lo || s->y[i] > hi) continue;
             y0 = fmin(y0, s->y[i]), y1 = fmax(y1, s->y[i]);
             if (s->y[i] > 0) ypos = fmin(ypos, s->y[i]);
         }

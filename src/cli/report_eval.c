@@ -59,7 +59,7 @@ static bool eval_read(struct report_page *pg, struct report_eval *e) {
     const cJSON *imgs = cJSON_GetObjectItemCaseSensitive(e->json, "images");
     if (!cJSON_IsArray(imgs)) {
         report_note(pg, "%s: not an evaluation (no \"images\" list; made by unet eval --json?)",
-             e->source);
+                    e->source);
         return false;
     }
     e->pred_dir = report_strdup(report_json_str(e->json, "pred_dir"));
@@ -112,7 +112,8 @@ static bool eval_read(struct report_page *pg, struct report_eval *e) {
             }
         }
     }
-    if (skipped) report_note(pg, "%s: %d image entries without a name were left out", e->source, skipped);
+    if (skipped)
+        report_note(pg, "%s: %d image entries without a name were left out", e->source, skipped);
     /* Worst first by Dice, else IoU, SEG, AP, else the first score. */
     static const char *prefer[] = {"dice", "iou", "seg", "ap50"};
     e->primary = -1;
@@ -188,7 +189,8 @@ static struct stats stats_of(const struct report_eval *e, int c, double *sorted)
 }
 
 /* "Dice 0.874 ± 0.052 (mean ± s.d., n = 30 images)" */
-static void paper_line(char *buf, size_t size, const struct report_eval *e, int c, const struct stats *s) {
+static void paper_line(char *buf, size_t size, const struct report_eval *e, int c,
+                       const struct stats *s) {
     char name[128], n[96];
     report_metric_name(e->cols[c], name, sizeof name);
     if (s->n < e->n)
@@ -250,10 +252,10 @@ static bool load_mask(struct report_page *pg, unet_ctx *ctx, const char *path, i
 }
 
 /* The three pictures of image i, made to fit in `budget` bytes of base64. */
-static bool image_views(struct report_page *pg, unet_ctx *ctx, const struct report_eval *e, const char *pred_dir,
-                        const char *truth_dir, const char *image_dir, int i, double budget,
-                        double *bytes_per_px, struct report_views *v, char *missing,
-                        size_t missing_size) {
+static bool image_views(struct report_page *pg, unet_ctx *ctx, const struct report_eval *e,
+                        const char *pred_dir, const char *truth_dir, const char *image_dir, int i,
+                        double budget, double *bytes_per_px, struct report_views *v,
+                        char *missing, size_t missing_size) {
     missing[0] = 0;
     char *tp = cli_join(truth_dir, e->names[i]);
     char *pp = pred_dir ? cli_find_match(pred_dir, e->names[i]) : NULL;
@@ -293,7 +295,8 @@ static bool image_views(struct report_page *pg, unet_ctx *ctx, const struct repo
         unet_image im = {0};
         unet_status s = unet_image_load(ctx, ip, 0, &im);
         if (s == UNET_STATUS_OK && (im.w != w || im.h != h))
-            report_note(pg, "%s is %dx%d but its masks are %dx%d; shown without it", ip, im.w, im.h, w, h);
+            report_note(pg, "%s is %dx%d but its masks are %dx%d; shown without it", ip, im.w,
+                        im.h, w, h);
         else if (s == UNET_STATUS_OK) img = report_display_image(ctx, &im, &c);
         else report_note(pg, "%s", unet_ctx_errmsg(ctx));
         unet_image_free(&im);
@@ -392,15 +395,17 @@ void report_eval_section(struct report_buf *b, struct report_page *pg, struct re
     char *image_dir = resolve(e, e->image_dir);
     bool pictures = pred_dir && truth_dir && cli_is_dir(pred_dir) && cli_is_dir(truth_dir);
     if (!e->pred_dir || !e->truth_dir)
-        report_note(pg, "%s: the evaluation does not name its prediction and truth folders (made by an "
-                 "older unet eval?); no pictures", e->source ? e->source : "evaluation");
+        report_note(pg, "%s: the evaluation does not name its prediction and truth folders "
+                        "(made by an older unet eval?); no pictures",
+                    e->source ? e->source : "evaluation");
     else if (!pictures)
         report_note(pg, "%s or %s: folder not found; no pictures", e->pred_dir, e->truth_dir);
     if (pictures && !e->image_dir)
         report_note(pg, "%s: no image folder (unet eval --images DIR); the pictures show the masks "
-                 "without the input images", e->source ? e->source : "evaluation");
+                        "without the input images", e->source ? e->source : "evaluation");
     else if (pictures && !cli_is_dir(image_dir))
-        report_note(pg, "%s: image folder not found; the pictures show the masks only", e->image_dir);
+        report_note(pg, "%s: image folder not found; the pictures show the masks only",
+                    e->image_dir);
     if (image_dir && !cli_is_dir(image_dir)) free(image_dir), image_dir = NULL;
 
     report_puts(b, "<h3>Images</h3>");
@@ -511,11 +516,12 @@ void report_eval_section(struct report_buf *b, struct report_page *pg, struct re
     report_puts(b, "</tbody></table></div>");
     if (no_pred)
         report_note(pg, "%d scored image%s no prediction file in %s any more: %s%s", no_pred,
-             no_pred > 1 ? "s have" : " has", pred_dir, no_pred_names.data,
-             no_pred > 10 ? ", ..." : "");
+                    no_pred > 1 ? "s have" : " has", pred_dir, no_pred_names.data,
+                    no_pred > 10 ? ", ..." : "");
     if (no_img)
-        report_note(pg, "%d image%s no input image in %s: %s%s", no_img, no_img > 1 ? "s have" : " has",
-             image_dir, no_img_names.data, no_img > 10 ? ", ..." : "");
+        report_note(pg, "%d image%s no input image in %s: %s%s", no_img,
+                    no_img > 1 ? "s have" : " has", image_dir, no_img_names.data,
+                    no_img > 10 ? ", ..." : "");
     report_buf_free(&no_pred_names);
     report_buf_free(&no_img_names);
 
@@ -546,9 +552,9 @@ void report_eval_section(struct report_buf *b, struct report_page *pg, struct re
         }
         if (d) closedir(d);
         if (unscored) {
-            report_note(pg, "%d truth mask%s in %s %s not scored: %s%s", unscored, unscored > 1 ? "s" : "",
-                 truth_dir, unscored > 1 ? "were" : "was", names.data,
-                 unscored > 20 ? ", ..." : "");
+            report_note(pg, "%d truth mask%s in %s %s not scored: %s%s", unscored,
+                        unscored > 1 ? "s" : "", truth_dir, unscored > 1 ? "were" : "was",
+                        names.data, unscored > 20 ? ", ..." : "");
             report_printf(b, "<p class=muted>Not scored: %d truth mask%s without a usable "
                              "prediction (listed in the notes at the top).</p>", unscored,
                           unscored > 1 ? "s" : "");
@@ -556,7 +562,7 @@ void report_eval_section(struct report_buf *b, struct report_page *pg, struct re
         report_buf_free(&names);
     } else if (e->failed) {
         report_note(pg, "%d image%s could not be scored by unet eval", e->failed,
-             e->failed > 1 ? "s" : "");
+                    e->failed > 1 ? "s" : "");
     }
     free(pred_dir), free(truth_dir), free(image_dir);
     report_puts(b, "</section>");
