@@ -4,7 +4,8 @@
 # Two short runs on ISBI 2012 slices 00..19 that differ in their recipe (Adam 1e-3 with
 # CE + Dice, the seed recipe; SGD 0.05 with momentum 0.9 and plain CE), validated on slices
 # 20..24; the first run's model segments the five validation slices, unet eval scores them,
-# and one page shows the runs and the evaluation.  About 10 minutes on 2 busy cores.
+# and one page shows the runs and the evaluation.  2 to 10 minutes on 2 cores (2m17s and 8m31s
+# for the two runs of docs/images/report.png, on a machine shared with other jobs).
 # Writes runs/report-demo/ and, with SHOT=1, the screenshot docs/images/report.png.
 set -eu
 DATA=${1:?usage: scripts/report_demo.sh DATA_DIR}

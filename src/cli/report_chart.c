@@ -158,7 +158,7 @@ static void path(struct report_buf *b, const struct chart_series *s, const struc
 static double text_width(const char *s) {
     int n = 0;
     for (; *s; s++) n += ((unsigned char)*s & 0xc0) != 0x80;
-    return n * 6.4;
+    return n * 6.7;
 }
 
 /* The legend above the plot, right-aligned: one entry per named series (the first 6), in rows
@@ -181,7 +181,7 @@ static void legend(struct report_buf *b, const struct chart *c) {
     int row = 0;
     report_puts(b, "<g class=legend>");
     for (int k = n - 1; k >= 0; k--) {
-        double w = 22 + text_width(names[k]) + 12;
+        double w = 22 + text_width(names[k]) + 16;
         if (x - w < left && x < right && row == 0) x = right, row = 1;
         x -= w;
         double y = 16 + 15 * row;
