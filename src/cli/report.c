@@ -302,12 +302,25 @@ static int col_index(const struct log_data *l, const char *name) {
     return -1;
 }
 
+/* Room for one more row; false when memory runs out.  Rows grow by doubling, so memory follows
+ * the rows kept, not the lines of a damaged file. */
+static bool log_grow(struct log_data *l, int *cap) {
+    if (l->n_rows < *cap) return true;
+    int n = *cap ? 2 * *cap : 1024;
+    double *v = realloc(l->v, sizeof(double) * (size_t)n * (size_t)l->n_cols);
+    if (v) l->v = v;
+    char **e = realloc(l->event, sizeof(char *) * (size_t)n);
+    if (e) l->event = e;
+    double *t = realloc(l->time, sizeof(double) * (size_t)n);
+    if (t) l->time = t;
+    if (!v || !e || !t) return false;
+    *cap = n;
+    return true;
+}
+
 /* Parses text (NUL-terminated, modified) into l; notes what is wrong with it under `name`. */
 static bool log_parse(struct report_page *pg, const char *name, char *text, struct log_data *l) {
     memset(l, 0, sizeof *l);
-    int lines = 0;
-    for (char *p = text; *p; p++) lines += *p == '\n';
-    lines++;
     char *end = text + strlen(text);
     bool torn = end > text && end[-1] != '\n';
     char *line = text, *next;
@@ -323,10 +336,7 @@ static bool log_parse(struct report_page *pg, const char *name, char *text, stru
     if (!f) return false;
     int nc = csv_split(line, f, 256);
     l->cols = calloc((size_t)nc, sizeof(char *));
-    l->v = malloc(sizeof(double) * (size_t)nc * (size_t)lines);
-    l->event = calloc((size_t)lines, sizeof(char *));
-    l->time = malloc(sizeof(double) * (size_t)lines);
-    if (!l->cols || !l->v || !l->event || !l->time) {
+    if (!l->cols) {
         free(f);
         report_oom(pg);
         return false;
@@ -345,7 +355,7 @@ static bool log_parse(struct report_page *pg, const char *name, char *text, stru
         free(f);
         return false;
     }
-    int bad = 0, first_bad = 0;
+    int bad = 0, first_bad = 0, cap = 0;
     double offset = 0, prev_sec = -1;
     for (int ln = 2; next && (line = next + 1) < end; ln++) {
         next = strchr(line, '\n');
@@ -363,7 +373,12 @@ static bool log_parse(struct report_page *pg, const char *name, char *text, stru
             if (!bad++) first_bad = ln;
             continue;
         }
+        if (!log_grow(l, &cap)) {
+            report_oom(pg);
+            break;
+        }
         int r = l->n_rows;
+        l->event[r] = NULL;
         for (int k = 0; k < nc; k++) {
             char *e;
             double v = strtod(f[k], &e);

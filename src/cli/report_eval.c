@@ -25,6 +25,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#define MAX_COLS 64             /* metrics per image; more are left out */
+#define MAX_SHRINK 64           /* the smallest thumbnail: 1/64 of the image's side */
+
 
 struct report_eval {
     char   *source;
@@ -33,14 +36,14 @@ struct report_eval {
     int     classes, n, n_cols, failed, primary;
     char  **names, **cols;
     int    *better;         /* +1 higher is better, -1 lower, 0 a count */
-    double *v;              /* (n, 64) */
+    double *v;              /* (n, MAX_COLS) */
 };
 
 
 static int eval_col(struct report_eval *e, const char *name, bool add) {
     for (int i = 0; i < e->n_cols; i++)
         if (strcmp(e->cols[i], name) == 0) return i;
-    if (!add || e->n_cols >= 64) return -1;
+    if (!add || e->n_cols >= MAX_COLS) return -1;
     char *c = strdup(name);
     if (!c) return -1;
     e->cols[e->n_cols] = c;
@@ -67,18 +70,23 @@ static bool eval_read(struct report_page *pg, struct report_eval *e) {
     e->image_dir = report_strdup(report_json_str(e->json, "image_dir"));
     const cJSON *k = cJSON_GetObjectItemCaseSensitive(e->json, "classes");
     e->classes = cJSON_IsNumber(k) ? k->valueint : 2;
+    if (e->classes < 2 || e->classes > UNET_MAX_CLASSES) {
+        report_note(pg, "%s: classes %d is not 2..%d; the pictures use 2", e->source, e->classes,
+                    UNET_MAX_CLASSES);
+        e->classes = 2;
+    }
     const cJSON *fl = cJSON_GetObjectItemCaseSensitive(e->json, "failed");
     e->failed = cJSON_IsNumber(fl) ? fl->valueint : 0;
     int n = cJSON_GetArraySize(imgs);
     e->names = calloc((size_t)n + 1, sizeof(char *));
-    e->cols = calloc(64, sizeof(char *));
-    e->better = calloc(64, sizeof(int));
-    e->v = malloc(sizeof(double) * 64 * ((size_t)n + 1));
+    e->cols = calloc(MAX_COLS, sizeof(char *));
+    e->better = calloc(MAX_COLS, sizeof(int));
+    e->v = malloc(sizeof(double) * MAX_COLS * ((size_t)n + 1));
     if (!e->names || !e->cols || !e->better || !e->v) {
         report_oom(pg);
         return false;
     }
-    for (size_t i = 0; i < 64 * ((size_t)n + 1); i++) e->v[i] = NAN;
+    for (size_t i = 0; i < MAX_COLS * ((size_t)n + 1); i++) e->v[i] = NAN;
     int skipped = 0;
     for (const cJSON *im = imgs->child; im; im = im->next) {
         const char *name = report_json_str(im, "name");
@@ -97,7 +105,7 @@ static bool eval_read(struct report_page *pg, struct report_eval *e) {
             if (!f->string || strcmp(f->string, "name") == 0) continue;
             if (cJSON_IsNumber(f) || cJSON_IsNull(f)) {
                 int c = eval_col(e, f->string, true);
-                if (c >= 0) e->v[(size_t)r * 64 + c] = cJSON_IsNumber(f) ? f->valuedouble : NAN;
+                if (c >= 0) e->v[(size_t)r * MAX_COLS + c] = cJSON_IsNumber(f) ? f->valuedouble : NAN;
             } else if (cJSON_IsArray(f) || cJSON_IsObject(f)) {
                 int len = cJSON_GetArraySize(f), idx = 0;
                 for (const cJSON *x = f->child; x; x = x->next, idx++) {
@@ -107,7 +115,7 @@ static bool eval_read(struct report_page *pg, struct report_eval *e) {
                     else snprintf(key, sizeof key, "%s.%s", f->string, x->string ? x->string : "");
                     if (!cJSON_IsNumber(x) && !cJSON_IsNull(x)) continue;
                     int c = eval_col(e, key, true);
-                    if (c >= 0) e->v[(size_t)r * 64 + c] = cJSON_IsNumber(x) ? x->valuedouble : NAN;
+                    if (c >= 0) e->v[(size_t)r * MAX_COLS + c] = cJSON_IsNumber(x) ? x->valuedouble : NAN;
                 }
             }
         }
@@ -139,7 +147,7 @@ struct report_eval *report_eval_parse(struct report_page *pg, const char *source
         return NULL;
     }
     e->json = j;
-    e->source = report_strdup(source);
+    e->source = strdup(source ? source : "unet eval");
     if (!eval_read(pg, e)) e->n = 0;
     return e;
 }
@@ -173,7 +181,7 @@ static int cmp_double(const void *a, const void *b) {
 static struct stats stats_of(const struct report_eval *e, int c, double *sorted) {
     struct stats s = {NAN, NAN, NAN, NAN, NAN, 0};
     for (int i = 0; i < e->n; i++) {
-        double v = e->v[(size_t)i * 64 + c];
+        double v = e->v[(size_t)i * MAX_COLS + c];
         if (isfinite(v)) sorted[s.n++] = v;
     }
     if (!s.n) return s;
@@ -304,18 +312,18 @@ static bool image_views(struct report_page *pg, unet_ctx *ctx, const struct repo
         snprintf(missing, missing_size, "no input image");
     }
     struct report_masks m = {pc, tc, pi, ti, h, w, img, c};
-    /* The largest thumbnail (512 pixels a side at most) whose estimated size fits. */
-    int f = (w > h ? w : h) > 512 ? ((w > h ? w : h) + 511) / 512 : 1;
+    /* The largest thumbnail (512 pixels a side at most) whose estimated size fits, then
+     * smaller ones while the real size does not (a few tries; the last one stays). */
+    int side = w > h ? w : h, f = side > 512 ? (side + 511) / 512 : 1;
     double px = (double)w * h;
-    while (f < 64 && px / ((double)f * f) * *bytes_per_px * 4 / 3 > budget) f++;
-    for (int tries = 0; tries < 6; tries++) {
+    while (f < MAX_SHRINK && px / ((double)f * f) * *bytes_per_px * 4 / 3 > budget) f++;
+    for (int tries = 0;; tries++) {
         if (!report_views_make(&m, f, v)) goto done;
         double got = (double)(v->input.len + v->pred.len + v->truth.len) * 4 / 3;
         *bytes_per_px = 0.7 * *bytes_per_px + 0.3 * got * 3 / 4 / ((double)v->w * v->h);
-        if (got <= budget || f >= 64) break;
+        if (got <= budget || f >= MAX_SHRINK || tries == 5) break;
         report_views_free(v);
-        f = (int)ceil(f * sqrt(got / budget) * 1.05);
-        if (f > 64) f = 64;
+        f = (int)fmin(MAX_SHRINK, ceil(f * sqrt(got / budget) * 1.05));
     }
     ok = true;
 done:
@@ -397,12 +405,12 @@ void report_eval_section(struct report_buf *b, struct report_page *pg, struct re
     if (!e->pred_dir || !e->truth_dir)
         report_note(pg, "%s: the evaluation does not name its prediction and truth folders "
                         "(made by an older unet eval?); no pictures",
-                    e->source ? e->source : "evaluation");
+                    e->source);
     else if (!pictures)
         report_note(pg, "%s or %s: folder not found; no pictures", e->pred_dir, e->truth_dir);
     if (pictures && !e->image_dir)
         report_note(pg, "%s: no image folder (unet eval --images DIR); the pictures show the masks "
-                        "without the input images", e->source ? e->source : "evaluation");
+                        "without the input images", e->source);
     else if (pictures && !cli_is_dir(image_dir))
         report_note(pg, "%s: image folder not found; the pictures show the masks only",
                     e->image_dir);
@@ -448,7 +456,7 @@ void report_eval_section(struct report_buf *b, struct report_page *pg, struct re
         report_html(b, e->names[i]);
         report_puts(b, "</td>");
         for (int c = 0; c < e->n_cols; c++) {
-            double v = e->v[(size_t)i * 64 + c];
+            double v = e->v[(size_t)i * MAX_COLS + c];
             if (isfinite(v)) {
                 report_chart_number(t, sizeof t, v, e->better[c] ? 1e-4 : 1);
                 report_printf(b, "<td class=n data-v='%.9g'>%s</td>", v, t);
