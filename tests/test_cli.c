@@ -10,7 +10,7 @@
  *     never leaves a torn checkpoint, loses at most --save-every steps, and --resume gives
  *     exactly the per-step losses of an uninterrupted run with the same seed and threads
  *   - SIGINT / SIGTERM: exit 130 / 143 with the resume hint, and the resumed run matches too
- *   - a diverging run (NaN loss) stops naming the step; the last checkpoint stays loadable
+ *   - a diverging run (NaN loss) rolls back, then stops naming the cause with exit 3
  *   - a write failure (RLIMIT_FSIZE, which binds root too, unlike a read-only directory) is a
  *     clear error and leaves the previous checkpoint byte for byte
  *   - predict over a folder with damaged files writes the others, keeps existing outputs
@@ -557,16 +557,18 @@ TEST(sigterm_exit_143_and_resume) {
 }
 
 /* Training that turns non-finite: 4 good steps (checkpoint every 2), then the output layer of
- * the checkpoint is set to 3.4e38 (finite, so it loads): the next step's logits overflow and
- * its loss is NaN.  The run stops naming that step, exits 1, and the checkpoint it resumed
- * from stays as it was and loads. */
-TEST(nan_loss_stops_with_the_step) {
-    char dir[300], out[512], ck[512], bad[512], saved[600];
+ * the checkpoint is set to 3.4e38 (finite, so it loads): every step's logits overflow and the
+ * loss is NaN.  Each NaN step rolls back to the state the run started from with half the
+ * learning rate; after the third rollback the run stops with exit 3 naming the cause, and the
+ * checkpoint it resumed from stays as it was. */
+TEST(nan_loss_rolls_back_then_stops) {
+    char dir[300], out[512], ck[512], bad[512], saved[600], log[512];
     mkdir(tmp_path(dir, sizeof dir, "nan"), 0755);
     snprintf(out, sizeof out, "%s/model.safetensors", dir);
     snprintf(ck, sizeof ck, "%s/model.resume.safetensors", dir);
     snprintf(bad, sizeof bad, "%s/huge.resume.safetensors", dir);
     snprintf(saved, sizeof saved, "%s/saved.safetensors", dir);
+    snprintf(log, sizeof log, "%s/model.log.csv", dir);
     struct cmd c;
     train_args(&c, out, 4, 2);
     CHECK_RUN(run(&c, 0), 0);
@@ -576,14 +578,18 @@ TEST(nan_loss_stops_with_the_step) {
     train_args(&c, out, 20, 2);
     arg(&c, "--resume");
     arg(&c, "%s", bad);
-    CHECK_RUN(run(&c, 0), 1);
-    CHECK_STR_CONTAINS(last_err, "non-finite value: step 5: the loss is");
-    char want[700];
-    snprintf(want, sizeof want, "stopped at step 5; %s (step 4) is intact", bad);
-    CHECK_STR_CONTAINS(last_err, want);
+    CHECK_RUN(run(&c, 0), 3);
+    CHECK_STR_CONTAINS(last_err, "warning: step 5: the loss is NaN; rolled back to step 4 with the "
+                                 "learning rate x0.5");
+    CHECK_STR_CONTAINS(last_err, "error: training diverged: the loss is NaN, after 3 rollbacks to "
+                                 "the last good state (step 4); stopped at step 8 of 20");
     CHECK(same_bytes(bad, saved));
-    CHECK_EQ(checkpoint_step(bad), 4);
-    CHECK_EQ(checkpoint_step(ck), 4);
+    CHECK_EQ(checkpoint_step(ck), 8);
+    char *text = read_text(log);
+    CHECK_STR_CONTAINS(text, "\n5,1,nan,0.001,,,,,,");
+    CHECK_STR_CONTAINS(text, ",rollback:nonfinite;to=4;lr=0.0005\n");
+    CHECK_STR_CONTAINS(text, ",diverged:nonfinite;to=4\n");
+    free(text);
 }
 
 /* A NaN pixel in a float image is refused before training, naming the image. */
@@ -972,7 +978,7 @@ int main(void) {
     RUN(kill9_then_resume_matches);
     RUN(sigint_exit_130_and_resume);
     RUN(sigterm_exit_143_and_resume);
-    RUN(nan_loss_stops_with_the_step);
+    RUN(nan_loss_rolls_back_then_stops);
     RUN(nan_pixel_names_the_image);
     RUN(write_failure_keeps_previous_checkpoint);
     RUN(disk_full_keeps_previous_checkpoint);
