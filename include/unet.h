@@ -740,9 +740,13 @@ unet_guard_event unet_guard_observe_validation(unet_guard *g, const unet_step_st
 /* "loss spike: median of the last 10 steps 0.73 > 0.28 + 3 x MAD 0.05 and > 2 x 0.28"; "" when
  * nothing was detected.  Valid until the next call on g. */
 const char *unet_guard_detail(const unet_guard *g);
-/* 1 when the recent steps look good enough to be a rollback target: below half the spike
- * thresholds, no blow-up or collapse under way. */
+/* 1 when nothing says the run is going wrong: the recent steps are below half the spike and
+ * blow-up thresholds (the blow-up judged on the steps since the last rollback) and no
+ * collapse is under way.  A model may be saved as the last one. */
 int unet_guard_healthy(const unet_guard *g);
+/* 1 when healthy with evidence: also at least `window` steps since the start or the last
+ * rollback.  A state to snapshot as the rollback target. */
+int unet_guard_trusted(const unet_guard *g);
 /* Copies m's training state as the last good state, reached at `step` (the caller's count). */
 unet_status unet_guard_snapshot(unet_ctx *ctx, unet_guard *g, const unet_model *m, long step);
 /* Returns m (and the guard's statistics) to the last good state, multiplies the learning-rate

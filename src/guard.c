@@ -48,6 +48,7 @@ struct stats {
     int    classes;
     double pred[UNET_MAX_CLASSES], truth[UNET_MAX_CLASSES], acc;
     int    armed_train, armed_val;  /* the model has shown that it learned */
+    long   fresh;                   /* steps since the last rollback (or the start) */
 };
 
 struct unet_guard {
@@ -247,6 +248,7 @@ unet_guard_event unet_guard_observe(unet_guard *g, unet_status s, const unet_ste
     c->loss[c->head] = L;
     c->head = (c->head + 1) % RING;
     if (c->n < RING) c->n++;
+    c->fresh++;
     if (st->baseline > 0 && isfinite(st->baseline)) {
         double r = st->loss / st->baseline;
         c->ratio[c->ratio_head] = r > FLT_MAX ? FLT_MAX : (float)r;
@@ -320,18 +322,30 @@ unet_guard_event unet_guard_observe_validation(unet_guard *g, const unet_step_st
 int unet_guard_healthy(const unet_guard *g) {
     if (!g) return 1;
     if (!g->o.detect) return 1;
+    const struct stats *c = &g->cur;
     struct loss_view v = view(g);
-    if (v.blowup_ready && v.ratio > 0.5 * g->o.blowup) return 0;
+    /* The blow-up ratio over the steps since the last rollback (up to a window): right after
+     * one, older steps say nothing about the state. */
+    int k = c->fresh < c->n_ratio ? (int)c->fresh : c->n_ratio;
+    if (k >= 1) {
+        float buf[MAX_WINDOW], tmp[MAX_WINDOW];
+        for (int i = 0; i < k; i++) buf[i] = c->ratio[((c->ratio_head - 1 - i) % g->o.window + g->o.window) % g->o.window];
+        if (median(tmp, buf, k) > 0.5 * g->o.blowup) return 0;
+    }
     if (v.spike_ready && v.recent > v.ref + 0.5 * g->o.spike_mads * v.mad &&
         v.recent > (1.0 + 0.5 * (g->o.spike_ratio - 1.0)) * v.ref)
         return 0;
-    const struct stats *c = &g->cur;
     double p, t;
-    int k;
+    int cls;
     if (c->armed_train && c->avg_steps >= g->o.window &&
-        collapsed(g, c->pred, c->truth, c->classes, &p, &t, &k))
+        collapsed(g, c->pred, c->truth, c->classes, &p, &t, &cls))
         return 0;
     return 1;
+}
+
+int unet_guard_trusted(const unet_guard *g) {
+    if (!g || !g->o.detect) return 1;
+    return g->cur.fresh >= g->o.window && unet_guard_healthy(g);
 }
 
 /* ---- snapshot and rollback ---- */
@@ -399,6 +413,7 @@ unet_status unet_guard_rollback(unet_ctx *ctx, unet_guard *g, unet_model *m) {
         m->ema_updates = g->has_ema ? g->ema_updates : 0;
     }
     g->cur = g->saved;
+    g->cur.fresh = 0;
     g->rollbacks++;
     g->lr_scale *= g->o.lr_factor;
     if (g->rollbacks > g->o.max_rollbacks)
@@ -454,8 +469,8 @@ char *unet_guard_state(const unet_guard *g) {
     /* Only the losses a test can still read: the window and the history before it. */
     int n = c->n < g->o.window + g->o.history ? c->n : g->o.window + g->o.history;
     last_losses(c, n, 0, buf);
-    put(&t, "v1 scale=%.17g rollbacks=%d armed=%d,%d avg_steps=%ld acc=%.17g loss=", g->lr_scale,
-        g->rollbacks, c->armed_train, c->armed_val, c->avg_steps, c->acc);
+    put(&t, "v1 scale=%.17g rollbacks=%d armed=%d,%d avg_steps=%ld fresh=%ld acc=%.17g loss=",
+        g->lr_scale, g->rollbacks, c->armed_train, c->armed_val, c->avg_steps, c->fresh, c->acc);
     for (int i = 0; i < n; i++) put(&t, "%s%.9g", i ? "," : "", (double)buf[i]);
     put(&t, " ratio=");
     for (int i = 0; i < c->n_ratio; i++) put(&t, "%s%.9g", i ? "," : "", (double)c->ratio[i]);
@@ -508,6 +523,8 @@ unet_status unet_guard_set_state(unet_ctx *ctx, unet_guard *g, const char *state
     if (ok) c.armed_train = (int)one[0], c.armed_val = (int)one[1];
     ok = ok && numbers(state, "avg_steps", one, 1) == 1 && one[0] >= 0 && one[0] < 1e15;
     if (ok) c.avg_steps = (long)one[0];
+    ok = ok && numbers(state, "fresh", one, 1) == 1 && one[0] >= 0 && one[0] < 1e15;
+    if (ok) c.fresh = (long)one[0];
     ok = ok && numbers(state, "acc", one, 1) == 1 && one[0] >= 0 && one[0] <= 1;
     if (ok) c.acc = one[0];
     int n = ok ? numbers(state, "loss", v, RING) : -1;

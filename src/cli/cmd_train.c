@@ -270,7 +270,7 @@ static bool hold_back(unet_ctx *ctx, const struct args *a, int channels, struct 
         free(t);
         for (int i = 0; i < n; i++) *n_val += held[i];
         if (!ok) cli_error("out of memory");
-        else if (!a->quiet)
+        else
             cli_note("holding back %d of %d images for validation (--val-split %g)%s", *n_val, n,
                      (double)a->val_split,
                      n > 1 && (*all)[0].file == (*all)[n - 1].file ? ": the last pages of the stack"
@@ -287,7 +287,7 @@ static bool hold_back(unet_ctx *ctx, const struct args *a, int channels, struct 
             if (ok) (*n_all)++, (*n_val)++;
         }
         if (!ok) cli_error("out of memory");
-        else if (!a->quiet)
+        else
             cli_note("holding back the bottom %.0f%% of the rows of %s for validation (too few "
                      "images to hold back whole ones)",
                      100.0 * a->val_split, n == 1 ? "the image" : bands == n ? "every image" : "some images");
@@ -1278,7 +1278,7 @@ int cmd_train(int argc, char **argv) {
         }
         /* The last good state: at validation and every --snapshot-every steps. */
         if (!rolled_back && (epoch_end || step % a.snapshot_every == 0) &&
-            unet_guard_healthy(guard)) {
+            unet_guard_trusted(guard)) {
             s = unet_guard_snapshot(ctx, guard, m, step);
             if (s != UNET_STATUS_OK) {
                 cli_lib_error(ctx, s);
@@ -1338,7 +1338,10 @@ int cmd_train(int argc, char **argv) {
         if (selected[0]) cli_note("%s: %s", a.out, selected);
         else if (rs.have && access(a.out, F_OK) == 0)
             cli_note("%s: the best model before the resume", a.out);
-        else cli_note("%s was not written: no validation improved before the divergence", a.out);
+        else
+            cli_note("%s was not written: %s", a.out,
+                     n_val ? "no validation improved before the divergence"
+                           : "no epoch ended before it in a state the divergence guard trusted");
         cli_note("to continue: the same command with --resume %s and a lower --lr, --clip N or "
                  "a higher --max-rollbacks",
                  resume_path);
