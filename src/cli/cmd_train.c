@@ -1,15 +1,25 @@
 /* cmd_train.c — unet train: a folder of images and masks to a trained model.
  *
- * Files written, all atomically (temporary file, fsync, rename):
- *   OUT                       the best model on the validation images (the last one without them)
- *   STEM.last.safetensors     the model after the latest epoch
- *   STEM.resume.safetensors   model + optimizer state + data position, for --resume
- *   STEM.log.csv              one row per step, validation columns at epoch ends
+ * Files written, all atomically (temporary file, fsync, rename), each model with its
+ * `selected` metadata ("best val_dice=0.9310 step=1200", "last step=4000"):
+ *   OUT                       the model with the best validation Dice (mean over the foreground
+ *                             classes; the first of equals); without validation data the last
+ *   STEM.last.safetensors     the model after the latest epoch where the divergence guard saw
+ *                             nothing wrong
+ *   STEM.resume.safetensors   model + optimizer state + moving average + data position + the
+ *                             epoch's partial sums + the guard's statistics, for --resume
+ *   STEM.log.csv              one row per step (lr, grad_norm, event), validation rows at epoch
+ *                             ends
  * where STEM is OUT without ".safetensors".  An epoch is as many steps as it takes to draw about
- * as many output pixels as the training images hold.  SIGINT/SIGTERM finish the current step,
- * write the resumable checkpoint and exit 130/143; a NaN loss stops the run and leaves the
- * checkpoints of the last good step.  The same seed and thread count give the same losses, also
- * across an interruption and --resume.
+ * as many output pixels as the training images hold.  The loop is the library's guarded
+ * training (docs/training.md): learning rate = base * schedule * the guard's scale;
+ * unet_train_step_ex (clipping, summed loss, moving average); unet_guard_observe on every
+ * step and validation; on a NaN, a loss spike or blow-up or a collapse to one class, a rollback
+ * to the last good state in memory with half the learning rate, up to --max-rollbacks, then
+ * exit 3 with the last good state written as the last model.  --minutes ends the run cleanly.
+ * SIGINT/SIGTERM/SIGHUP/SIGPIPE finish the current step, write the resumable checkpoint and
+ * exit 128 + signal.  The same seed and thread count give the same losses, also across an
+ * interruption and --resume.
  */
 #include "cli/cli.h"
 

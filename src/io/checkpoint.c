@@ -5,7 +5,9 @@
  * safetensors.torch.save_file) and the architecture as __metadata__ strings:
  *     format=unet arch=unet|unet-paper|fcn8s.. in_channels classes base depth
  *     up=transpose|bilinear conv_bias batchnorm padding dropout init train_steps
- * and, for FCN only, fc_channels learn_final_up.
+ * and, for FCN only, fc_channels learn_final_up; a caller may add keys (unet train's `selected`),
+ * and every key of a loaded file is kept on the model (unet_model_meta).  A resumable checkpoint
+ * adds optimizer.* tensors (the moments, and the moving average with ema_decay, ema_updates).
  * A checkpoint converted from PyTorch has no metadata; the architecture is then inferred from
  * the names and shapes (see infer_config) and every tensor is still checked against it.
  * Loading is strict, like load_state_dict(strict=True): a missing, unexpected, misshapen or
