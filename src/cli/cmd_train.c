@@ -278,13 +278,12 @@ static bool hold_back(unet_ctx *ctx, const struct args *a, int channels, struct 
                 if (held[i] == pass) t[k++] = (*all)[i];
         if (ok) memcpy(*all, t, sizeof *t * (size_t)n);
         free(t);
-        for (int i = 0; i < n; i++) *n_val += held[i];
+        bool one_stack = true;
+        for (int i = 0; i < n; i++) *n_val += held[i], one_stack &= file[i] == file[0];
         if (!ok) cli_error("out of memory");
         else
             cli_note("holding back %d of %d images for validation (--val-split %g)%s", *n_val, n,
-                     (double)a->val_split,
-                     n > 1 && (*all)[0].file == (*all)[n - 1].file ? ": the last pages of the stack"
-                                                                   : "");
+                     (double)a->val_split, one_stack ? ": the last pages of the stack" : "");
     } else if (ok && kind == 2) {
         int bands = 0;
         for (int i = 0; i < n; i++) bands += band[i] > 0;
@@ -300,7 +299,8 @@ static bool hold_back(unet_ctx *ctx, const struct args *a, int channels, struct 
         else
             cli_note("holding back the bottom %.0f%% of the rows of %s for validation (too few "
                      "images to hold back whole ones)",
-                     100.0 * a->val_split, n == 1 ? "the image" : bands == n ? "every image" : "some images");
+                     100.0 * a->val_split,
+                     n == 1 ? "the image" : bands == n ? "every image" : "some images");
     } else if (ok) {
         cli_note("warning: no validation data: %s too small to hold back %.0f%% of %s rows "
                  "(at least %d rows each side); %s will be the last model, not the best.  Give "
@@ -430,7 +430,8 @@ static void on_meta(const char *key, const char *value, void *user) {
         char *end;
         double v = strtod(value, &end);
         if (end == value || *end || !isfinite(v)) goto bad;
-        *(key[6] == 'b' ? &r->best : &r->epoch_loss) = v;
+        if (strcmp(key, "train.best") == 0) r->best = v;
+        else r->epoch_loss = v;
         return;
     }
     if (strcmp(key, "train.epoch_steps") == 0) {
@@ -608,7 +609,6 @@ static const char *SYNOPSIS = "--images DIR --masks DIR --out MODEL.safetensors 
 
 /* --recipe paper-sgd's learning rate for the loss summed over the output tile
  * (docs/training.md, "The paper's SGD", has the measurements). */
-#define PAPER_SGD_LR 1e-7
 #define PAPER_SGD_LR_TEXT "1e-7"
 
 static bool apply_recipe(struct args *a) {
@@ -633,7 +633,7 @@ static bool apply_recipe(struct args *a) {
     if (isnan(a->lr) && strcmp(a->optimizer, "adam") == 0) a->lr = 5e-4;
     if (isnan(a->momentum) && strcmp(a->optimizer, "sgd") == 0) a->momentum = 0.99;
     if (sgd && !a->loss_reduction) a->loss_reduction = "sum";
-    if (sgd && isnan(a->lr)) a->lr = PAPER_SGD_LR;
+    if (sgd && isnan(a->lr)) a->lr = strtod(PAPER_SGD_LR_TEXT, NULL);
     if (a->batch < 1) a->batch = 1;
     a->separate_cells = true;
     return true;
@@ -727,10 +727,13 @@ int cmd_train(int argc, char **argv) {
     const struct cli_opt opts[] = {
         {"--images", CLI_STR, &a.images, "DIR", "training images (.png .tif .npy; stacks: each page)"},
         {"--masks", CLI_STR, &a.masks, "DIR", "masks with the same file names"},
-        {"--out", CLI_STR, &a.out, "FILE", "the model to write (.safetensors)"},
+        {"--out", CLI_STR, &a.out, "FILE", "the model to write (.safetensors): the best by "
+                                          "validation Dice (without validation the last); "
+                                          "STEM.last.safetensors beside it"},
         {"--val-images", CLI_STR, &a.val_images, "DIR", "validation images (else --val-split)"},
         {"--val-masks", CLI_STR, &a.val_masks, "DIR", "validation masks"},
-        {"--val-split", CLI_FLOAT, &a.val_split, "F", "fraction of images held out (0.1)"},
+        {"--val-split", CLI_FLOAT, &a.val_split, "F", "fraction held out for validation (0.1; "
+                                                      "1-3 images: a band of each; 0: none)"},
         {"--recipe", CLI_STR, &a.recipe, "NAME", "seed, paper = --arch unet-paper --augment paper "
                                                "--loss wce --separate-cells --batch 1 --optimizer "
                                                "adam --lr 5e-4; paper-sgd = the same with "
