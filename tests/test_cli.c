@@ -1192,6 +1192,16 @@ TEST(resume_edges) {
     unlink(out);
     CHECK_RUN(run(&c, 0), 0);
     CHECK(access(out, F_OK) != 0);
+    /* Damaged guard statistics are refused with one line naming the file. */
+    char bad[600];
+    snprintf(bad, sizeof bad, "%s/bad_guard.resume.safetensors", f.dir);
+    CHECK(copy_checkpoint(ck, bad, "train.guard", "v1 scale=7", NULL, 0, 0));
+    train_args(&c, out, 8, 2);
+    arg(&c, "--resume");
+    arg(&c, "%s", bad);
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "bad_guard.resume.safetensors: metadata train.guard is not valid");
+    CHECK_EQ(count_lines(last_err), 1);
 }
 
 /* The held-back set without --val-images: a band of each of 1-3 images, a warning when the

@@ -1099,7 +1099,12 @@ int cmd_train(int argc, char **argv) {
         cli_note("continuing the checkpoint's moving average of the weights (--ema %g)",
                  unet_model_ema_decay(m));
     if (s == UNET_STATUS_OK) s = unet_guard_create(ctx, &guard_opts, &guard);
-    if (s == UNET_STATUS_OK && rs.guard) s = unet_guard_set_state(ctx, guard, rs.guard);
+    if (s == UNET_STATUS_OK && rs.guard &&
+        (s = unet_guard_set_state(ctx, guard, rs.guard)) != UNET_STATUS_OK) {
+        cli_error("%s: metadata train.guard is not valid (a damaged resumable checkpoint?): %s",
+                  a.resume, unet_ctx_errmsg(ctx));
+        goto done;
+    }
     /* The first rollback target: the state training starts from. */
     if (s == UNET_STATUS_OK) s = unet_guard_snapshot(ctx, guard, m, step);
     if (s != UNET_STATUS_OK) {
