@@ -580,6 +580,21 @@ unet_status unet_sampler_seek(unet_ctx *ctx, unet_sampler *s, long k);
 void unet_sampler_times(const unet_sampler *s, double *work_seconds, double *wait_seconds);
 void unet_sampler_free(unet_sampler *s);
 
+/* ---------------------------------------------------------------------------------------
+ * Export (docs/export.md)
+ * ------------------------------------------------------------------------------------- */
+
+/* Writes the model as an ONNX file (IR 7, opset 13) for inference, atomically: input "input"
+ * (N, in_channels, H, W) float32 normalised as unet predict normalises, output "logits" or,
+ * with UNET_OUTPUT_PROBABILITIES, "probabilities" (softmax over the classes; sigmoid for one
+ * class), (N, classes, H_out, W_out).  N, H and W are dynamic: pads and crops that depend on
+ * the size are computed in the graph, so the file runs at every size unet_model_forward
+ * accepts.  Batch-norm is kept as BatchNormalization with the running statistics (not folded),
+ * dropout is left out, initializers carry the checkpoint's tensor names.  One forward pass: the
+ * overlap-tile strategy and test-time augmentation of unet_predict are not in the graph. */
+unet_status unet_export_onnx(unet_ctx *ctx, const unet_model *m, const char *path,
+                             unet_output output);
+
 #ifdef __cplusplus
 }
 #endif
