@@ -175,6 +175,7 @@ python: deps lib
 
 python-ext: $(BUILD)/libunet.a
 	@cd python && UNET_LIB=$(abspath $(BUILD))/libunet.a UNET_LINK="$(LDFLAGS) $(LDLIBS)" \
+	  UNET_CFLAGS="$(WARN)$(if $(filter 1,$(WERROR)), -Werror)" \
 	  CC="$(CC)" LDSHARED="$(CC) -shared" $(PYTHON) setup.py -q build \
 	  --build-base $(abspath $(BUILD))/python-build --build-lib $(abspath $(BUILD))/python \
 	  >$(abspath $(BUILD))/python-build.log 2>&1 || { cat $(abspath $(BUILD))/python-build.log; exit 1; }

@@ -7,7 +7,8 @@ The extension is the CPython C API over the C library, linked statically: it bui
 with the repository's Makefile (`make lib`), then links it with the flags the Makefile prints
 (`make -s link-flags`: OpenBLAS, libpng, libtiff, cJSON, OpenMP), so the installed package
 does not depend on the checkout.  The Makefile's own test build sets UNET_LIB and UNET_LINK to
-the library and flags of its build directory instead (make BUILD=... NO_BLAS=1 ...).
+the library and flags of its build directory instead (make BUILD=... NO_BLAS=1 ...), and
+UNET_CFLAGS to the project's warning flags (-Werror with WERROR=1).
 """
 import os
 import re
@@ -35,6 +36,7 @@ class BuildUnet(build_ext):
                                            "link-flags"], text=True).splitlines()
             lib, link = out[0].strip(), out[1].strip()
         for ext in self.extensions:
+            ext.extra_compile_args += shlex.split(os.environ.get("UNET_CFLAGS", ""))
             ext.extra_objects = [lib]
             ext.extra_link_args = shlex.split(link)
             ext.depends = [lib, os.path.join(ROOT, "include", "unet.h")]
