@@ -71,6 +71,7 @@ def test_onnx_matches_unet(exported, name, unet_mod):
     for ref, got in pairs:
         assert got.shape == ref.shape
         err = float(np.abs(got - ref).max())
+        print(f"{name} {ref.shape}: max |ORT - unet| = {err:.2g} (max |logit| {np.abs(ref).max():.2g})")
         assert err <= TOL, f"{name} {ref.shape}: max |ORT - unet| = {err:.3g}"
         assert float(np.abs(ref).max()) > 0.1  # logits of some size, not a vanishing network
 
