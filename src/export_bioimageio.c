@@ -286,19 +286,28 @@ struct geometry {
     int halo;           /* output pixels a consumer discards on each side (0: none) */
 };
 
+/* The smallest valid input side >= from (unet_model_round_size looks a limited way ahead, so
+ * this asks again further on, up to 4096). */
+static unet_status first_valid(unet_ctx *ctx, unet_model *m, int from, int *out) {
+    unet_status s = UNET_STATUS_ARG;
+    for (int at = from; at <= 4096 && s != UNET_STATUS_OK; at += 64)
+        s = unet_model_round_size(ctx, m, at, out);
+    return s;
+}
+
 /* Valid sizes of m as bioimage.io can state them, or UNET_STATUS_ARG naming what cannot be. */
 static unet_status geometry_of(unet_ctx *ctx, unet_model *m, struct geometry *g) {
     int step = 1, probe = 0, oh = 0, ow = 0;
     for (int i = 0; i < m->n_nodes; i++)
         if (m->nodes[i].op == UNET__NODE_POOL) step *= 2;
-    unet_status s = unet_model_round_size(ctx, m, 64, &probe);
+    unet_status s = first_valid(ctx, m, 64, &probe);
     if (s == UNET_STATUS_OK) s = unet_model_output_size(ctx, m, probe, probe, &oh, &ow);
     if (s != UNET_STATUS_OK) return s;
     const bool same = oh == probe;
     /* unet predict's default overlap (64) halved and rounded up to the pooling step: the
      * margin it discards around each tile of a same-padding network (predict.c). */
     g->halo = same ? (32 + step - 1) / step * step : 0;
-    s = unet_model_round_size(ctx, m, same ? 2 * g->halo + step : 1, &g->min);
+    s = first_valid(ctx, m, same ? 2 * g->halo + step : 1, &g->min);
     if (s != UNET_STATUS_OK) return s;
     g->step = step;
     for (int k = 0; k <= 4; k++) {

@@ -576,11 +576,16 @@ unet_status unet_export_onnx(unet_ctx *ctx, const unet_model *m, const char *pat
         return unet__fail(ctx, UNET_STATUS_ARG, "export_onnx: NULL %s", m ? "path" : "model");
     if (output != UNET_OUTPUT_LOGITS && output != UNET_OUTPUT_PROBABILITIES)
         return unet__fail(ctx, UNET_STATUS_ARG, "export_onnx: unknown output kind %d", (int)output);
-    /* Does the output keep the input's size?  Probed at the smallest valid tile. */
-    int probe = 0, oh = 0, ow = 0;
-    unet_status s = unet_model_round_size(ctx, m, 64, &probe);
-    if (s == UNET_STATUS_OK) s = unet_model_output_size(ctx, m, probe, probe, &oh, &ow);
-    if (s != UNET_STATUS_OK) return s;
+    /* Does the output keep the input's size?  Probed at a valid tile near 64 (quietly: a
+     * network without one there, e.g. an FCN with conv1_1 padding 1, just gets unnamed
+     * output dimensions). */
+    int probe = 0, oh = -1, ow = -1;
+    unet_ctx *quiet = unet_ctx_create();
+    if (unet_model_round_size(quiet, m, 64, &probe) != UNET_STATUS_OK ||
+        unet_model_output_size(quiet, m, probe, probe, &oh, &ow) != UNET_STATUS_OK)
+        oh = ow = -1;
+    unet_ctx_free(quiet);
+    unet_status s = UNET_STATUS_OK;
     struct graph g = {.m = m, .doc = "U-Net / FCN exported by unet (docs/export.md); input: "
                                      "images normalised as unet predict does"};
     struct unet__atomic at = {0};
