@@ -18,7 +18,7 @@ int cmd_export(int argc, char **argv) {
         {"--onnx", CLI_STR, &onnx, "FILE.onnx", "write the model as ONNX (opset 13)"},
         {"--probabilities", CLI_FLAG, &probabilities, NULL,
          "ONNX output: softmax probabilities instead of logits"},
-        {"--bioimageio", CLI_STR, &bio, "DIR|FILE.zip", "write a bioimage.io model package"},
+        {"--bioimageio", CLI_STR, &bio, "PATH", "write a bioimage.io package: folder or .zip"},
         {"--sample", CLI_STR, &bo.sample, "IMAGE", "bioimage.io: test input and cover (required)"},
         {"--name", CLI_STR, &bo.name, "TEXT", "bioimage.io: model name (5-128 characters)"},
         {"--description", CLI_STR, &bo.description, "TEXT", "bioimage.io: one-paragraph summary"},
