@@ -108,6 +108,7 @@ int cmd_eval(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_weightmap(int argc, char **argv);
 int cmd_convolutionalize(int argc, char **argv);
+int cmd_export(int argc, char **argv);
 int cmd_report(int argc, char **argv);
 
 #endif /* UNET_CLI_H */
