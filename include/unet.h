@@ -304,11 +304,6 @@ unet_status unet_model_save_training(unet_ctx *ctx, const unet_model *m, const c
 typedef void (*unet_meta_fn)(const char *key, const char *value, void *user);
 unet_status unet_model_load_training(unet_ctx *ctx, const char *path, unet_model **out,
                                      unet_meta_fn meta_fn, void *user);
-/* Calls fn with every __metadata__ pair of a checkpoint (the architecture keys, unet train's
- * "train.*" keys, anything a caller saved) without building the model.  The file is read and
- * its header checked as unet_model_load does: a damaged file is UNET_STATUS_FORMAT or
- * UNET_STATUS_IO naming it, and then fn is not called. */
-unet_status unet_model_metadata(unet_ctx *ctx, const char *path, unet_meta_fn fn, void *user);
 
 /* ---------------------------------------------------------------------------------------
  * Images and masks: PNG (libpng), TIFF (libtiff, multi-page stacks) and NumPy .npy

@@ -12,7 +12,8 @@
 #include <stdbool.h>
 #include <stdio.h>
 
-enum { CLI_EXIT_FAIL = 1, CLI_EXIT_USAGE = 2 };
+/* 3: unet train stopped a run that kept diverging after its rollbacks (docs/training.md). */
+enum { CLI_EXIT_FAIL = 1, CLI_EXIT_USAGE = 2, CLI_EXIT_DIVERGED = 3 };
 
 /* ---- options ---- */
 enum cli_kind { CLI_FLAG, CLI_INT, CLI_FLOAT, CLI_DOUBLE, CLI_STR };

@@ -66,9 +66,6 @@ static void on_sigpipe(int sig) {
     if (!stop_signal) stop_signal = sig;
 }
 
-/* Exit status of a run that diverged beyond its rollbacks (docs/training.md). */
-#define CLI_EXIT_DIVERGED 3
-
 /* Rows a validation band and the training part it is cut from must each keep at least. */
 #define MIN_BAND_ROWS 16
 

@@ -31,6 +31,7 @@
 
 #define MAX_INPUT_BYTES ((size_t)1 << 30)
 #define MAX_CHART_RUNS 16
+#define MAX_MARKS 40            /* events of a kind a run may mark; more are only counted */
 
 static const char *COLORS[] = {"#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1",
                                "#76b7b2", "#edc948", "#9c755f", "#ff9da7", "#bab0ac"};
@@ -198,6 +199,11 @@ struct log_data {
     double *v;          /* (n_rows, n_cols), NaN where empty or not a number */
     char  **event;      /* (n_rows): the event column's text, or NULL */
     double *time;       /* (n_rows): seconds, made continuous across resumed runs */
+    struct {            /* the kinds of events ("rollback" of "rollback:spike;to=120") */
+        char name[24];
+        int  count;
+    } kinds[8];
+    int n_kinds;
 };
 
 struct run {
@@ -302,6 +308,43 @@ static int col_index(const struct log_data *l, const char *name) {
     return -1;
 }
 
+/* The word an event starts with: "rollback" of "rollback:spike;to=120;lr=5e-4". */
+static void event_kind(const char *e, char *kind, size_t size) {
+    size_t n = strcspn(e, ":;=, ");
+    snprintf(kind, size, "%.*s", (int)(n < size ? n : size - 1), e);
+}
+
+static int kind_index(const struct log_data *l, const char *kind) {
+    for (int k = 0; k < l->n_kinds; k++)
+        if (strcmp(l->kinds[k].name, kind) == 0) return k;
+    return -1;
+}
+
+/* Counts the events of each kind (the first 8 kinds; later ones count as the last). */
+static void count_kinds(struct log_data *l) {
+    for (int row = 0; row < l->n_rows; row++) {
+        if (!l->event[row]) continue;
+        char kind[24];
+        event_kind(l->event[row], kind, sizeof kind);
+        int k = kind_index(l, kind);
+        if (k < 0 && l->n_kinds < 8) {
+            k = l->n_kinds++;
+            snprintf(l->kinds[k].name, sizeof l->kinds[k].name, "%s", kind);
+        }
+        l->kinds[k < 0 ? 7 : k].count++;
+    }
+}
+
+/* Whether the event of row is marked on the charts: not when its kind happens more than
+ * MAX_MARKS times (unet train --clip logs a clip at every step it clips). */
+static bool marked(const struct log_data *l, int row) {
+    char kind[24];
+    if (!l->event[row]) return false;
+    event_kind(l->event[row], kind, sizeof kind);
+    int k = kind_index(l, kind);
+    return k >= 0 && l->kinds[k].count <= MAX_MARKS;
+}
+
 /* Room for one more row; false when memory runs out.  Rows grow by doubling, so memory follows
  * the rows kept, not the lines of a damaged file. */
 static bool log_grow(struct log_data *l, int *cap) {
@@ -403,14 +446,11 @@ static bool log_parse(struct report_page *pg, const char *name, char *text, stru
         report_note(pg, "%s: the last line is incomplete (the run is writing it, or stopped in the "
                         "middle of it); it is left out", name);
     if (l->n_rows == 0) report_note(pg, "%s: no rows yet (the first step has not finished)", name);
+    count_kinds(l);
     return true;
 }
 
 /* ---- runs ---- */
-
-static void on_meta(const char *key, const char *value, void *user) {
-    cJSON_AddStringToObject((cJSON *)user, key, value);
-}
 
 static void load_run(struct report_page *pg, struct run *r) {
     char why[512] = "";
@@ -458,8 +498,12 @@ static void load_run(struct report_page *pg, struct run *r) {
             r->model_ok = true;
             r->cfg = *unet_model_config(m);
             r->params = unet_model_param_count(m);
+            /* What the checkpoint says of itself beyond its architecture. */
+            static const char *keys[] = {"selected", "train_steps", "unet_version", "format"};
             r->meta = cJSON_CreateObject();
-            if (r->meta) unet_model_metadata(ctx, r->model_path, on_meta, r->meta);
+            for (size_t k = 0; r->meta && k < sizeof keys / sizeof keys[0]; k++)
+                if (unet_model_meta(m, keys[k]))
+                    cJSON_AddStringToObject(r->meta, keys[k], unet_model_meta(m, keys[k]));
         } else {
             report_note(pg, "%s: the model cannot be loaded: %s", r->model_path,
                         ctx ? unet_ctx_errmsg(ctx) : "out of memory");
@@ -467,7 +511,7 @@ static void load_run(struct report_page *pg, struct run *r) {
         unet_model_free(m);
         unet_ctx_free(ctx);
     } else {
-        report_note(pg, "%s: no model file (yet)", r->model_path ? r->model_path : "?");
+        report_note(pg, "%s: no model file (the run has not written one)", r->model_path ? r->model_path : "?");
     }
 }
 
@@ -639,7 +683,8 @@ static const char *const CSS[] = {
     ".badge{display:inline-block;padding:0 8px;border-radius:10px;font-size:12px;",
     "font-weight:600;vertical-align:1px;margin-left:6px}",
     ".finished{background:#dcfce7;color:#166534}.running{background:#dbeafe;color:#1e40af}",
-    ".interrupted{background:#fef3c7;color:#92400e}.failed{background:#fee2e2;color:#991b1b}",
+    ".interrupted{background:#fef3c7;color:#92400e}.failed,.diverged{background:#fee2e2;"
+    "color:#991b1b}",
     ".unknown{background:#eef0f3;color:#475467}",
     ".toolbar{margin:4px 0 10px;font-size:13px}",
     ".seg{display:inline-flex;border:1px solid #cfd4dc;border-radius:6px;overflow:hidden;",
@@ -764,9 +809,9 @@ static const char *status_of(const struct run *r, char *detail, size_t size) {
                                : "");
         return "running";
     }
-    if (s && (strcmp(s, "finished") == 0 || strcmp(s, "interrupted") == 0 ||
-              strcmp(s, "failed") == 0))
-        return s;
+    static const char *endings[] = {"finished", "interrupted", "diverged", "failed"};
+    for (size_t i = 0; s && i < sizeof endings / sizeof endings[0]; i++)
+        if (strcmp(s, endings[i]) == 0) return endings[i];
     snprintf(detail, size, "no run record: the ending is not known");
     return "unknown";
 }
@@ -1006,7 +1051,7 @@ static void training_charts(struct report_buf *b, struct report_page *pg, bool b
             const struct log_data *l = &r->log;
             int c_step = col_index(l, "step");
             for (int row = 0; row < l->n_rows; row++) {
-                if (!l->event[row]) continue;
+                if (!marked(l, row)) continue;
                 struct chart_mark *nmk = realloc(marks, sizeof *marks * (size_t)(nm + 1));
                 if (!nmk) break;
                 marks = nmk;
@@ -1040,32 +1085,42 @@ static void training_charts(struct report_buf *b, struct report_page *pg, bool b
     report_puts(b, "</div>");
 }
 
+/* The events of the logs: how many of each kind per run, and a table of the marked ones. */
 static void events_list(struct report_buf *b, const struct report_page *pg) {
-    int total = 0;
+    int total = 0, rows = 0;
     for (int i = 0; i < pg->n_runs; i++)
-        for (int row = 0; pg->runs[i].have_log && row < pg->runs[i].log.n_rows; row++)
-            total += pg->runs[i].log.event[row] != NULL;
+        for (int k = 0; pg->runs[i].have_log && k < pg->runs[i].log.n_kinds; k++)
+            total += pg->runs[i].log.kinds[k].count;
     if (!total) return;
-    report_printf(b, "<details><summary>%d event%s in the log%s (marks on the top edge of the "
-                     "charts; red: rollback or divergence)</summary><table><tr><th>run</th>"
-                     "<th class=n>step</th><th>event</th></tr>", total, total > 1 ? "s" : "",
+    report_printf(b, "<details><summary>%d event%s in the log%s: ", total, total > 1 ? "s" : "",
                   pg->n_runs > 1 ? "s" : "");
-    int shown = 0;
+    for (int i = 0, first = 1; i < pg->n_runs; i++) {
+        const struct log_data *l = &pg->runs[i].log;
+        for (int k = 0; pg->runs[i].have_log && k < l->n_kinds; k++, first = 0) {
+            report_puts(b, first ? "" : ", ");
+            if (pg->n_runs > 1) report_html(b, pg->runs[i].name), report_puts(b, " ");
+            report_html(b, l->kinds[k].name);
+            report_printf(b, " %d", l->kinds[k].count);
+        }
+    }
+    report_printf(b, " (the marks on the top edge of the charts; red: rollback or divergence; "
+                     "a kind logged over %d times is only counted)</summary><table><tr>"
+                     "<th>run</th><th class=n>step</th><th>event</th></tr>", MAX_MARKS);
     for (int i = 0; i < pg->n_runs; i++) {
         const struct log_data *l = &pg->runs[i].log;
         int c_step = pg->runs[i].have_log ? col_index(l, "step") : -1;
-        for (int row = 0; c_step >= 0 && row < l->n_rows && shown < 500; row++) {
-            if (!l->event[row]) continue;
+        for (int row = 0; c_step >= 0 && row < l->n_rows; row++) {
+            if (!marked(l, row)) continue;
             report_puts(b, "<tr><td>");
             report_html(b, pg->runs[i].name);
             report_printf(b, "</td><td class=n>%.0f</td><td class=mono>",
                           l->v[(size_t)row * l->n_cols + c_step]);
             report_html(b, l->event[row]);
             report_puts(b, "</td></tr>");
-            shown++;
+            rows++;
         }
     }
-    if (shown < total) report_printf(b, "<tr><td colspan=3>... %d more</td></tr>", total - shown);
+    if (!rows) report_puts(b, "<tr><td colspan=3 class=muted>none marked</td></tr>");
     report_puts(b, "</table></details>");
 }
 

@@ -193,7 +193,11 @@ bool report_run_begin(struct report_run *r, const char *report) {
 
 int report_run_end(struct report_run *r, int rc, long step, const char *report) {
     if (!r->kept.path) return 0;
-    write_record(r, rc == 0 ? "finished" : rc > 128 ? "interrupted" : "failed", step);
+    write_record(r, rc == 0                   ? "finished"
+                    : rc == CLI_EXIT_DIVERGED ? "diverged"
+                    : rc > 128                ? "interrupted"
+                                              : "failed",
+                 step);
     const char *in[] = {r->kept.path};
     int out = report ? report_write(report, in, 1) : 0;
     free(r->kept.path);

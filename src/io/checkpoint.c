@@ -443,16 +443,6 @@ unet_status unet_model_load_training(unet_ctx *ctx, const char *path, unet_model
     return load(ctx, path, out, true, meta_fn, user);
 }
 
-unet_status unet_model_metadata(unet_ctx *ctx, const char *path, unet_meta_fn fn, void *user) {
-    if (!path || !fn) return unet__fail(ctx, UNET_STATUS_ARG, "model_metadata: NULL argument");
-    struct unet__safetensors *st = NULL;
-    unet_status s = unet__st_open(ctx, path, &st);
-    if (s != UNET_STATUS_OK) return s;
-    for (int i = 0; i < st->meta_count; i++) fn(st->meta[2 * i], st->meta[2 * i + 1], user);
-    unet__st_close(st);
-    return UNET_STATUS_OK;
-}
-
 static unet_status save(unet_ctx *ctx, const unet_model *m, const char *path, bool training,
                         const char *const *extra, int n_extra) {
     if (!m || !path) return unet__fail(ctx, UNET_STATUS_ARG, "model_save: NULL argument");
