@@ -488,7 +488,10 @@ TEST(log_columns_by_name) {
     /* Another column order, an extra column, events (one with a comma, quoted), a bad row. */
     fprintf(f, "epoch,step,seconds,loss,grad_norm,lr,val_dice,event\n");
     for (int k = 1; k <= 300; k++) {
-        const char *ev = k == 120 ? "rollback:lr=5e-4" : k == 200 ? "\"best val_dice=0.9,x\"" : "";
+        const char *ev = k == 120   ? "rollback:lr=5e-4"
+                         : k == 200 ? "\"best val_dice=0.9,x\""
+                         : k > 230  ? "clip:norm=2"
+                                    : "";
         fprintf(f, "%d,%d,%.1f,%.4f,%.3f,%g,%s,%s\n", 1 + k / 100, k, k * 0.5,
                 1.0 / (1 + 0.02 * k), 2.0 + (k % 7), k < 120 ? 1e-3 : 5e-4,
                 k % 100 == 0 ? "0.8" : "", ev);
@@ -501,8 +504,10 @@ TEST(log_columns_by_name) {
     if (!h) return;
     CHECK_HAS(h, ">Grad norm<", ">Learning rate<", "rollback:lr=5e-4", "best val_dice=0.9,x",
               "1 line could not be read (the first at line 52", "no run record");
-    /* Two events on each of the 4 charts (loss, val_dice, grad_norm, lr), by step and time. */
+    /* Two events on each of the 4 charts (loss, val_dice, grad_norm, lr), by step and time;
+     * the 70 clips are counted, not marked. */
     CHECK_EQ(count(h, "<g class=ev>"), 2 * 4 * 2);
+    CHECK_HAS(h, "rollback 1, best 1, clip 70");
     free(h);
 }
 
