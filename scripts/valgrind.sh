@@ -1,7 +1,7 @@
 #!/bin/sh
-# make valgrind (and CI): a tiny train + resume + predict + eval + report under valgrind memcheck.  Fails on any
-# invalid read or write, use of uninitialised memory, bad free, or definitely lost block
-# (--errors-for-leak-kinds=definite).  "Still reachable" blocks (the OpenMP runtime's and
+# make valgrind (and CI): a tiny train + resume + predict + eval + report under valgrind memcheck.
+# Fails on any invalid read or write, use of uninitialised memory, bad free, or definitely lost
+# block (--errors-for-leak-kinds=definite).  "Still reachable" blocks (the OpenMP runtime's and
 # OpenBLAS's buffers, which live until exit by design) and "possibly lost" ones (thread stacks)
 # are not errors; scripts/valgrind.supp names the few library-internal reports that are not
 # unet's (see docs/robustness.md).

@@ -475,6 +475,16 @@ TEST(bad_inputs_are_named) {
     CHECK_HAS(out_text, "no_such_run: No such file or directory", "nothing to report");
     CHECK(access(html, F_OK) != 0);
     CHECK_SH(sh("%s report --out %s", unet_bin, html), 2);
+    /* A page name that is not .html never replaces a log or a model: refused up front. */
+    snprintf(p, sizeof p, "%s/model.log.csv", run_dir);
+    CHECK_SH(sh("%s report %s --out %s", unet_bin, run_dir, p), 2);
+    CHECK_HAS(out_text, "must end in .html");
+    CHECK_SH(sh("%s eval --pred %s/pred --truth %s/masks --report %s", unet_bin, eval_dir,
+                eval_dir, p), 2);
+    snprintf(html, sizeof html, "%s/model.log.csv", run_dir);
+    char *kept = slurp(html);
+    CHECK_HAS(kept, "step,");
+    free(kept);
 }
 
 TEST(log_columns_by_name) {

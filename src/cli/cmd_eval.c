@@ -85,9 +85,11 @@ int cmd_eval(int argc, char **argv) {
         {"--report", CLI_STR, &report, "FILE", "write an HTML report (docs/report.md)"},
         {"--images", CLI_STR, &image_dir, "DIR", "the input images, for the report's pictures"},
     };
-    if (!cli_parse("eval", "--pred DIR --truth DIR [--classes K] [--json]", argc, argv, 2, opts,
+    if (!cli_parse("eval", "--pred DIR --truth DIR [--classes K] [--json] [--report FILE.html "
+                           "[--images DIR]]", argc, argv, 2, opts,
                    (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL))
         return CLI_EXIT_USAGE;
+    if (report && !report_check_out(report)) return CLI_EXIT_USAGE;
     if (!pred_dir || !truth_dir) {
         cli_error("eval: --pred and --truth are required");
         return CLI_EXIT_USAGE;

@@ -10,6 +10,8 @@
  *                             epoch's partial sums + the guard's statistics, for --resume
  *   STEM.log.csv              one row per step (lr, grad_norm, event), validation rows at epoch
  *                             ends
+ *   STEM.run.json             the settings, data, machine and ending, for unet report
+ *                             (--report FILE writes its page at the end; docs/report.md)
  * where STEM is OUT without ".safetensors".  An epoch is as many steps as it takes to draw about
  * as many output pixels as the training images hold.  The loop is the library's guarded
  * training (docs/training.md): learning rate = base * schedule * the guard's scale;
