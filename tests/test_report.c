@@ -172,34 +172,40 @@ static int b64(int c) {
     return c == '+' ? 62 : c == '/' ? 63 : -1;
 }
 
-/* Decodes up to `max` embedded PNGs and loads each with unet's reader; returns how many
- * loaded, *total the number found. */
-static int check_pngs(const char *html, int max, int *total) {
-    const char *tag = "data:image/png;base64,";
+/* The embedded PNG that starts at p (after "base64,"), decoded and loaded with unet's
+ * reader (a palette image comes back as RGB, its transparency dropped). */
+static bool load_embedded(const char *p, unet_image *img) {
+    size_t n = 0;
+    while (b64(p[n]) >= 0) n++;
+    unsigned char *bin = malloc(n);
+    size_t k = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; bin && i < n; i++) {
+        acc = acc << 6 | (uint32_t)b64(p[i]);
+        if ((bits += 6) >= 8) bin[k++] = (unsigned char)(acc >> (bits -= 8));
+    }
     char path[300];
     tmp_path(path, sizeof path, "embedded.png");
+    bool ok = bin && write_all(path, bin, k) &&
+              unet_image_load(NULL, path, 0, img) == UNET_STATUS_OK;
+    free(bin);
+    return ok;
+}
+
+static const char *PNG_TAG = "data:image/png;base64,";
+
+/* Loads up to `max` embedded PNGs; returns how many loaded, *total the number found. */
+static int check_pngs(const char *html, int max, int *total) {
     int good = 0;
     *total = 0;
-    for (const char *p = html; (p = strstr(p, tag)); (*total)++) {
-        p += strlen(tag);
-        size_t n = 0;
-        while (b64(p[n]) >= 0 || p[n] == '=') n++;
-        if (*total >= max) continue;
-        unsigned char *bin = malloc(n);
-        size_t k = 0;
-        uint32_t acc = 0;
-        int bits = 0;
-        for (size_t i = 0; bin && i < n && p[i] != '='; i++) {
-            acc = acc << 6 | (uint32_t)b64(p[i]);
-            if ((bits += 6) >= 8) bin[k++] = (unsigned char)(acc >> (bits -= 8));
-        }
+    for (const char *p = html; (p = strstr(p, PNG_TAG)); (*total)++) {
+        p += strlen(PNG_TAG);
         unet_image img;
-        if (bin && write_all(path, bin, k) &&
-            unet_image_load(NULL, path, 0, &img) == UNET_STATUS_OK) {
+        if (*total < max && load_embedded(p, &img)) {
             good += img.w > 0 && img.h > 0;
             unet_image_free(&img);
         }
-        free(bin);
     }
     return good;
 }
@@ -376,6 +382,33 @@ TEST(eval_report_draws) {
     CHECK_EQ(total, 5 * 3 - 1);                    /* one image has no input picture */
     CHECK_EQ(good, total);
     CHECK_EQ(count(h, "<tr><td class=n data-v="), 5);
+    /* The first row's pictures: input, prediction, truth.  Where both overlays draw an object
+     * (not black, not an error colour), a matched predicted object has its true object's
+     * colour: most such pixels agree (random colours would agree on about 1 in 40). */
+    const char *row = strstr(h, "<tr><td class=n data-v=");
+    const char *pp = row ? strstr(strstr(row, PNG_TAG) + 1, PNG_TAG) : NULL;
+    const char *tp = pp ? strstr(pp + 1, PNG_TAG) : NULL;
+    unet_image pred, truth;
+    if (pp && tp && load_embedded(pp + strlen(PNG_TAG), &pred)) {
+        if (load_embedded(tp + strlen(PNG_TAG), &truth)) {
+            size_t P = (size_t)pred.w * pred.h, both = 0, same = 0;
+            const uint8_t *a = pred.data, *t = truth.data;
+            for (size_t i = 0; pred.c == 3 && truth.c == 3 && i < P; i++) {
+                bool pa = a[i] | a[P + i] | a[2 * P + i], ta = t[i] | t[P + i] | t[2 * P + i];
+                bool err = (a[i] == 235 && a[P + i] == 30) || (a[i] == 30 && a[P + i] == 100);
+                if (!pa || !ta || err) continue;
+                both++;
+                same += a[i] == t[i] && a[P + i] == t[P + i] && a[2 * P + i] == t[2 * P + i];
+            }
+            printf("       object colours agree on %zu of %zu pixels\n", same, both);
+            CHECK(both > 100);
+            CHECK(same > both * 8 / 10);
+            unet_image_free(&truth);
+        }
+        unet_image_free(&pred);
+    } else {
+        CHECK(!"the first row has no pictures");
+    }
     free(h);
     /* The JSON names its folders, so unet report reads it later. */
     CHECK_SH(sh("%s eval --pred %s/pred --truth %s/masks --images %s/images --json > %s/eval.json",

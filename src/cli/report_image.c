@@ -1,5 +1,5 @@
 /* report_image.c — the pictures of an evaluation: an input thumbnail and two transparent
- * overlays, as PNG files in memory.
+ * overlays, as PNG files in memory (png.c's writer into an open_memstream file).
  *
  * The overlays are palette PNGs with per-entry alpha (tRNS): each object a pale fill and an
  * opaque outline in its own colour, and on the prediction's overlay the error pixels: false
@@ -41,16 +41,16 @@ static bool png_encode(struct report_buf *out, const uint8_t *px, int w, int h, 
     size_t n = 0;
     FILE *f = open_memstream(&mem, &n);
     unet_ctx *ctx = unet_ctx_create();
-    unet_status s = f && ctx ? unet__png_write_rows(ctx, f, "report picture", px, w, h, channels,
-                                                    pal, N_PAL)
-                             : UNET_STATUS_NOMEM;
-    if (f && fclose(f) != 0 && s == UNET_STATUS_OK) s = UNET_STATUS_NOMEM;
-    if (s == UNET_STATUS_OK) report_write_bytes(out, mem, n);
-    else if (ctx) cli_lib_error(ctx, s);
+    unet_status s = UNET_STATUS_NOMEM;
+    if (f && ctx)
+        s = unet__png_write_rows(ctx, f, "report picture", px, w, h, channels, pal, N_PAL);
+    bool closed = f && fclose(f) == 0;
+    if (s == UNET_STATUS_OK && closed) report_write_bytes(out, mem, n);
+    else if (s != UNET_STATUS_OK && s != UNET_STATUS_NOMEM) cli_lib_error(ctx, s);
     else cli_error("report: out of memory for a picture");
     free(mem);
     unet_ctx_free(ctx);
-    return s == UNET_STATUS_OK && !out->oom;
+    return s == UNET_STATUS_OK && closed && !out->oom;
 }
 
 /* ---- colours ---- */
