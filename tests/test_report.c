@@ -435,8 +435,9 @@ TEST(runs_and_eval_on_one_page) {
 }
 
 /* SIGINT in the middle of a run: the record says "interrupted" with the last step, and the
- * --report page is written all the same. */
-TEST(interrupted_run_says_so) {
+ * --report page is written all the same.  A run that diverges past its rollbacks (lr 100,
+ * exit 3) says "diverged", with its rollbacks as red dashed lines. */
+TEST(endings_are_named) {
     char dir[300], more[1200], p[400];
     tmp_path(dir, sizeof dir, "stopped");
     snprintf(more, sizeof more,
@@ -451,6 +452,13 @@ TEST(interrupted_run_says_so) {
     snprintf(p, sizeof p, "%s/r.html", dir);
     char *h = page(p);
     CHECK_HAS(h, "badge interrupted", "of 100000");
+    free(h);
+    tmp_path(dir, sizeof dir, "diverged");
+    snprintf(more, sizeof more, "--lr 100 --steps 200 --report %s/r.html", dir);
+    CHECK_SH(train(dir, more), 3);
+    snprintf(p, sizeof p, "%s/r.html", dir);
+    h = page(p);
+    CHECK_HAS(h, "badge diverged", "rollback:", "stroke='#d62728' stroke-dasharray");
     free(h);
 }
 
@@ -498,6 +506,12 @@ TEST(bad_inputs_are_named) {
     snprintf(p, sizeof p, "%s/model.log.csv", dir);
     unlink(p);
     report_notes(dir, "the training log is missing", NULL);
+    /* An evaluation that does not name its folders: the metrics, no pictures. */
+    char old[600];
+    snprintf(old, sizeof old, "%s/old.eval.json", dir);
+    CHECK(write_all(old, "{\"images\": [{\"name\": \"a.png\", \"dice\": [0.5, 0.9]}]}", 52));
+    report_notes(dir, "does not name its prediction and truth folders", "Dice 0.900 (n = 1 image)");
+    unlink(old);
     /* An empty log (the run has not finished a step yet). */
     CHECK(write_all(p, "", 0));
     report_notes(dir, "the log is empty", NULL);
@@ -667,7 +681,7 @@ int main(void) {
     RUN(train_report_draws);
     RUN(eval_report_draws);
     RUN(runs_and_eval_on_one_page);
-    RUN(interrupted_run_says_so);
+    RUN(endings_are_named);
     RUN(bad_inputs_are_named);
     RUN(log_columns_by_name);
     RUN(table_sorts_and_pages);

@@ -781,6 +781,8 @@ static const char *const JS[] = {
     "cap.className='cap';cap.textContent=t.dataset.name+'  \\u2014  input \\u00b7 prediction ",
     "\\u00b7 truth';lb.appendChild(cap);lb.classList.add('on')}});",
     "if(lb)lb.onclick=function(){lb.classList.remove('on')};",
+    "document.addEventListener('keydown',function(e){if(e.key=='Escape'&&lb)"
+    "lb.classList.remove('on')});",
     "})();",
     NULL};
 
