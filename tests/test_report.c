@@ -3,18 +3,23 @@
  *
  *   - a tiny training run with --report, predictions and unet eval --report: each page is
  *     self-contained (no http(s) reference; every src= and url() a data: URI or a fragment;
- *     no <link>, @import, frames or objects) and every embedded PNG loads with unet's reader
+ *     no <link>, @import, frames or objects) and every embedded PNG loads with unet's reader;
+ *     a matched predicted object has its true object's colour in the pictures
  *   - headless Chromium (Debian's chromium; scripts/deps.sh installs it when missing) draws
  *     each page: the screenshot is not blank (share of non-white pixels, distinct colours) and
- *     shows the first run's curve colour, and for the evaluation the false-positive red
- *   - two runs on one page: both in the legend, differing settings marked
- *   - bad input: a missing log, a torn log, a run still in progress, a damaged run record
- *     and model, a missing prediction and a missing input image: the page says what is
- *     missing and the command does not fail; nothing to report at all is an error
+ *     shows the first run's curve colour, and for the evaluation the false-positive red;
+ *     its --dump-dom shows the page's script sorting the table worst first, 25 rows a page
+ *   - two runs and an evaluation on one page: both runs in the legend, differing settings
+ *     marked
+ *   - endings: SIGINT gives "interrupted", a divergence past the rollbacks "diverged"
+ *   - bad input: a missing, empty or torn log, a run still in progress, a damaged run record
+ *     and model, a missing prediction and a missing input image, an evaluation that does not
+ *     name its folders: the page says what is missing and the command does not fail; nothing
+ *     to report at all is an error, and a page name that is not .html a usage error
  *   - log columns are found by name: a log with "event" and extra columns (a newer unet)
- *     draws its events and the extra column
+ *     draws its events and the extra column; a kind of event logged 70 times is counted
  *   - 1000 images of noise (the worst case for PNG) stay under 20 MB
- *
+
  * UNET_TEST_NO_BROWSER=1 skips the screenshots with a note (for machines without chromium);
  * otherwise a missing browser is a failure.  UNET_TEST_KEEP=1 keeps the pages and screenshots
  * (the last line says where).
