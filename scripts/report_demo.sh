@@ -39,6 +39,7 @@ if [ "${SHOT:-0}" = 1 ]; then
     profile=$(mktemp -d)
     chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
         --disable-background-networking --disable-component-update --disable-sync \
+        --disable-dev-shm-usage \
         --hide-scrollbars --user-data-dir="$profile" --screenshot=docs/images/report.png \
         --window-size=1280,2300 "file://$(realpath "$OUT/report.html")" 2>/dev/null
     rm -rf "$profile"

@@ -258,6 +258,19 @@ static bool browser_ready(void) {
     return false;
 }
 
+/* Runs headless Chromium on the page with args (a screenshot, a DOM dump): as root without the
+ * sandbox, no GPU, none of its network features, no /dev/shm (small in containers), a fresh
+ * profile each time.  Returns its exit status. */
+static int chromium(const char *args, const char *html) {
+    char profile[300];
+    tmp_path(profile, sizeof profile, "chromium-profile");
+    remove_tree(profile);
+    return sh("timeout 120 %s --headless --no-sandbox --disable-gpu --disable-quic --no-first-run "
+              "--disable-background-networking --disable-component-update --disable-sync "
+              "--disable-dev-shm-usage --user-data-dir=%s %s file://%s", browser_path(), profile,
+              args, html);
+}
+
 /* Pixels of the picture (3, h, w) within tol of the colour rgb (0xRRGGBB) in each channel. */
 static size_t pixels_like(const unet_image *img, uint32_t rgb, int tol) {
     size_t P = (size_t)img->w * img->h, n = 0;
@@ -276,16 +289,12 @@ static size_t pixels_like(const unet_image *img, uint32_t rgb, int tol) {
 static void check_drawn(const char *html, const char *name, int h, double min_ink, int min_colors,
                         uint32_t rgb, int tol, size_t min_like) {
     if (!browser_ready()) return;
-    char profile[300], png[300];
-    tmp_path(profile, sizeof profile, "chromium-profile");
+    char png[300], args[400];
     tmp_path(png, sizeof png, name);
-    remove_tree(profile);
     unlink(png);
     double t0 = now();
-    int rc = sh("timeout 120 %s --headless --no-sandbox --disable-gpu --disable-quic "
-                "--no-first-run --disable-background-networking --disable-component-update "
-                "--disable-sync --hide-scrollbars --user-data-dir=%s --screenshot=%s "
-                "--window-size=1280,%d file://%s", browser_path(), profile, png, h, html);
+    snprintf(args, sizeof args, "--hide-scrollbars --screenshot=%s --window-size=1280,%d", png, h);
+    int rc = chromium(args, html);
     unet_image img;
     if (rc != 0 || unet_image_load(NULL, png, 0, &img) != UNET_STATUS_OK) {
         HARNESS_FAIL_AT(__FILE__, __LINE__, "chromium exit %d, no screenshot:\n%s", rc, out_text);
@@ -317,13 +326,9 @@ static void check_drawn(const char *html, const char *name, int h, double min_in
  * false when there is no browser (noted) or it failed. */
 static bool dump_dom(const char *html, const char *dom) {
     if (!browser_ready()) return false;
-    char profile[300];
-    tmp_path(profile, sizeof profile, "chromium-profile");
-    remove_tree(profile);
-    int rc = sh("timeout 120 %s --headless --no-sandbox --disable-gpu --disable-quic "
-                "--no-first-run --disable-background-networking --disable-component-update "
-                "--disable-sync --user-data-dir=%s --dump-dom file://%s > %s", browser_path(),
-                profile, html, dom);
+    char args[400];
+    snprintf(args, sizeof args, "--dump-dom > %s", dom);
+    int rc = chromium(args, html);
     if (rc != 0) HARNESS_FAIL_AT(__FILE__, __LINE__, "chromium --dump-dom exit %d:\n%s", rc,
                                  out_text);
     return rc == 0;
