@@ -326,7 +326,7 @@ static void check_drawn(const char *html, const char *name, int h, double min_in
  * false when there is no browser (noted) or it failed. */
 static bool dump_dom(const char *html, const char *dom) {
     if (!browser_ready()) return false;
-    char args[400];
+    char args[600];
     snprintf(args, sizeof args, "--dump-dom > %s", dom);
     int rc = chromium(args, html);
     if (rc != 0) HARNESS_FAIL_AT(__FILE__, __LINE__, "chromium --dump-dom exit %d:\n%s", rc,
