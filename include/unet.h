@@ -555,27 +555,32 @@ typedef enum unet_instance_method {
 typedef struct unet_instance_opts {
     unet_instance_method method;
     int grow;       /* steps the cells take back over class 0 or 2 (the separation strip): 2 */
-    int erode;      /* watershed: seeds are class-1 pixels more than this many pixels (chessboard
-                     * distance) from any other pixel: 2 */
-    int min_size;   /* objects of fewer pixels are removed (0 keeps all): 64 */
-    float seed_threshold; /* watershed with prob: seeds only where prob > this (0.5) */
+    int erode;      /* watershed: seeds are sure cell pixels more than this many pixels
+                     * (chessboard distance) from any other pixel: 8 */
+    int min_size;   /* objects of fewer pixels are removed (0 keeps all): 256 */
+    float seed_threshold; /* watershed with prob: sure cell pixels have prob > this: 0.8 */
 } unet_instance_opts;
 
 /* The defaults above, method watershed. */
 unet_instance_opts unet_instance_defaults(void);
 
 /* A predicted class map (class 1 = cell, 0 background, 2 the border class of a 3-class model)
- * -> instance labels 1..n (*count = n).  Method CC: unet_instances(grow) (its numbering).  Method watershed: the class-1 pixels deeper than `erode` form the
- * seeds (each 4-connected piece one seed; a class-1 component without any such pixel is a seed
- * as a whole), which flood (unet_watershed) the class-1 pixels and those within `grow`
- * 4-neighbour steps of them through class 0 or 2, in the order of 1 - prob (prob: the cells'
- * probability, h * w, e.g. plane 1 of unet_predict's probabilities; NULL: the chessboard depth
- * in the cells instead), so touching cells that the network joined by a thin bridge are split
- * where it is least sure, numbered in raster order of their first pixel.  Both methods then
- * remove objects of fewer than min_size pixels (and renumber, keeping the order).
+ * -> instance labels 1..n (*count = n).  Method CC: unet_instances(grow) (its numbering).
+ * Method watershed: seeds are the sure cell pixels (class 1 with prob > seed_threshold; every
+ * class-1 pixel when prob is NULL) deeper than `erode` among them (chessboard distance), each
+ * 4-connected piece one seed.  In a class-1 component without such a deep pixel, each piece of
+ * sure pixels of at least min_size pixels seeds its deepest pixels instead (so small touching
+ * cells still get a seed each), and a component left without any seed is a seed as a whole.
+ * The seeds flood (unet_watershed) the class-1 pixels and those within `grow` 4-neighbour steps
+ * of them through class 0 or 2, in the order of 1 - prob (prob: the cells' probability, h * w,
+ * e.g. plane 1 of unet_predict's probabilities; NULL: the negative chessboard depth in the
+ * cells, the step count outside), so touching cells that the network joined by a bridge are
+ * split where it is least sure; objects numbered in raster order of their first pixel.  Both
+ * methods then remove objects of fewer than min_size pixels (and renumber, keeping the order).
  * Deterministic, O(n log n).  labels may be classes_map itself.  UNET_STATUS_ARG: NULL
  * classes_map, opts, labels or count, h or w <= 0, h * w > INT32_MAX, an unknown method,
- * negative grow, erode or min_size, a non-finite prob; UNET_STATUS_NOMEM. */
+ * negative grow, erode or min_size, seed_threshold outside [0, 1), a non-finite prob;
+ * UNET_STATUS_NOMEM. */
 unet_status unet_segment_instances(unet_ctx *ctx, const int32_t *classes_map, const float *prob,
                                    int h, int w, const unet_instance_opts *opts, int32_t *labels,
                                    int *count);

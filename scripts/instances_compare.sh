@@ -58,18 +58,24 @@ for d in dic-c2dh-hela fluo-n2dh-gowt1; do
 done
 
 # Instances from the same model and the same probabilities: connected components (the previous
-# method), the watershed with its defaults, and the watershed's two main knobs around them.
+# method), the watershed with its defaults (--erode 8 --seed-threshold 0.8), and its two main
+# knobs around them.
 # name: predict options
 configs() {
-    echo "cc:--instance-method cc"
+    echo "cc:--instance-method cc --min-size 0"                # exactly the previous output
+    echo "cc-min256:--instance-method cc"                      # plus the fragment removal
     echo "watershed:--instance-method watershed"
-    for e in 2 8; do
-        for t in 0.5 0.8; do echo "ws-e$e-t$t:--instance-method watershed --erode $e --seed-threshold $t"; done
+    for e in 2 8 16; do
+        for t in 0.5 0.8; do
+            [ "$e$t" = 80.8 ] && continue # the defaults
+            echo "ws-e$e-t$t:--instance-method watershed --erode $e --seed-threshold $t"
+        done
     done
 }
 
-mean_of() { # key eval.json -> the value in the "mean" object
-    sed -n 's/.*"mean": {\(.*\)/\1/p' "$2" | sed -n "s/.*\"$1\": \([^,}]*\).*/\1/p"
+mean_of() { # key eval.json -> the value in the "mean" object (not in its "prob" part)
+    sed -n 's/.*"mean": {\(.*\)/\1/p' "$2" | sed 's/, "prob".*//' |
+        sed -n "s/.*\"$1\": \([^,}]*\).*/\1/p"
 }
 
 summary=$OUT/summary.txt
@@ -78,8 +84,7 @@ for d in dic-c2dh-hela fluo-n2dh-gowt1; do
     r=$OUT/$d
     printf '\n%s (held out: %s; model: %s steps, %s s)\n' "$d" "$(held "$d")" "$STEPS" \
         "$(cat "$r/time.txt" 2>/dev/null || echo '?')" >> "$summary"
-    printf '%-14s %9s %9s %9s %13s %9s\n' method SEG SEG_ctc AP50 "objects p/t" "V_rand" \
-        >> "$summary"
+    printf '%-14s %9s %9s %9s %13s\n' method SEG SEG_ctc AP50 "objects p/t" >> "$summary"
     configs | while IFS=: read -r name opts; do
         # shellcheck disable=SC2086
         "$UNET" predict --model "$r/model.safetensors" --input "$r/val/images" \
@@ -87,12 +92,11 @@ for d in dic-c2dh-hela fluo-n2dh-gowt1; do
         "$UNET" eval --pred "$r/pred-$name" --truth "$r/val/masks" --prob --json > "$r/eval-$name.json"
         "$UNET" eval --pred "$r/pred-$name" --truth "$r/val/masks" --prob > "$r/eval-$name.txt"
         npred=$(grep -o '"objects_pred": [0-9]*' "$r/eval-$name.json" | awk '{s += $2} END {print s}')
-        printf '%-14s %9s %9s %9s %13s %9s\n' "$name" "$(mean_of seg "$r/eval-$name.json")" \
+        printf '%-14s %9s %9s %9s %13s\n' "$name" "$(mean_of seg "$r/eval-$name.json")" \
             "$(mean_of seg_ctc "$r/eval-$name.json")" "$(mean_of ap50 "$r/eval-$name.json")" \
-            "$npred/$(mean_of objects_true "$r/eval-$name.json")" \
-            "$(mean_of v_rand "$r/eval-$name.json")" >> "$summary"
+            "$npred/$(mean_of objects_true "$r/eval-$name.json")" >> "$summary"
     done
 done
 cat "$summary"
 echo "(SEG: mean of the images' SEG; SEG_ctc: over all reference objects, as the CTC; AP50 at IoU 0.5;"
-echo " objects p/t: predicted / reference objects; V_rand: ISBI 2012 score of the mask, thinned; results in $OUT)"
+echo " objects p/t: predicted / reference objects; eval-*.txt also hold V_rand/V_info; results in $OUT)"

@@ -16,8 +16,11 @@
  * paper's recipe predicts them, with the separation strip between touching cells) eroded by
  * `erode` pixels (a square of side 2 erode + 1: the chessboard distance to the nearest
  * non-cell pixel of the image must exceed erode), which cuts the thin bridges the network left
- * between touching cells; each 4-connected piece is a seed.  A cell component that erosion
- * removes entirely is a seed as a whole, so small cells are not lost.  The seeds then flood the
+ * between touching cells; each 4-connected piece is a seed.  In a cell component that erosion
+ * would leave without a seed, each piece of sure pixels keeps its deepest pixels instead
+ * (depth > D - 1, D its greatest depth: the erosion adapts to small cells, and two small
+ * touching cells still get a seed each; a piece under min_size pixels gives none there), and a
+ * cell component without any seed is a seed as a whole, so small cells are not lost.  The seeds then flood the
  * cells and the pixels within `grow` steps of them (4-neighbour steps through class 0 or 2, as
  * unet_instances gives back the separation strip) in the order of the elevation 1 - p(cell):
  * the strip between two cells, where the network is least sure, is flooded last and split
@@ -163,8 +166,8 @@ unet_status unet__watershed_ref(unet_ctx *ctx, const float *elevation, const int
 }
 
 unet_instance_opts unet_instance_defaults(void) {
-    unet_instance_opts o = {.method = UNET_INSTANCES_WATERSHED, .grow = 2, .erode = 2,
-                            .min_size = 64, .seed_threshold = 0.5f};
+    unet_instance_opts o = {.method = UNET_INSTANCES_WATERSHED, .grow = 2, .erode = 8,
+                            .min_size = 256, .seed_threshold = 0.8f};
     return o;
 }
 
@@ -241,17 +244,18 @@ unet_status unet_segment_instances(unet_ctx *ctx, const int32_t *classes_map, co
                               "is not finite", i, i / (size_t)w, i % (size_t)w);
     }
 
-    /* Scratch: a (n int32): depth, then cell components; b (n int32): markers; elev (n float);
-     * region (n bytes); queue (n int32); size, id (n + 2 each). */
-    int32_t       *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b);
+    /* Scratch: a (n int32): depth, then steps; b (n int32): markers; c (n int32): cell
+     * components; elev (n float); region (n bytes); queue (n int32); size, id (n + 2 each). */
+    int32_t       *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b),
+                  *c = malloc(n * sizeof *c);
     float         *elev = malloc(n * sizeof *elev);
     unsigned char *region = malloc(n);
     int32_t       *queue = malloc(n * sizeof *queue);
-    uint32_t      *size = malloc((n + 2) * sizeof *size);
+    uint32_t      *size = malloc((n + 2) * sizeof *size), *area = malloc((n + 2) * sizeof *area);
     int32_t       *id = malloc((n + 2) * sizeof *id);
     int            k = 0;
     unet_status    st = UNET_STATUS_OK;
-    if (!a || !b || !elev || !region || !queue || !size || !id) {
+    if (!a || !b || !c || !elev || !region || !queue || !size || !area || !id) {
         st = unet__fail(ctx, UNET_STATUS_NOMEM, "segment_instances: %dx%d pixels", h, w);
         goto done;
     }
@@ -263,27 +267,41 @@ unet_status unet_segment_instances(unet_ctx *ctx, const int32_t *classes_map, co
         goto done;
     }
 
-    /* Seeds: the 4-connected pieces of the sure cell pixels (class 1, prob > seed_threshold)
-     * deeper than erode in them. */
+    /* Seeds: the sure cell pixels (class 1, prob > seed_threshold) deeper than erode in them;
+     * in a cell component where none is that deep, the deepest pixels of each of its pieces of
+     * sure pixels (depth > D - 1, D the piece's greatest depth), so small touching cells joined
+     * by a bridge shallower than their centres still get a seed each; a cell component without
+     * sure pixels is a seed as a whole.  Each 4-connected piece of seed pixels is a seed. */
+    int sure = 0, cells = 0, seeds = 0;
     for (size_t i = 0; i < n; i++)
         b[i] = classes_map[i] == 1 && (!prob || prob[i] > opts->seed_threshold);
     chessboard_depth(b, h, w, a);
+    st = unet_connected_components(ctx, b, h, w, 1, 4, queue, &sure);
+    if (st == UNET_STATUS_OK) st = unet_connected_components(ctx, classes_map, h, w, 1, 4, c, &cells);
+    if (st != UNET_STATUS_OK) goto done;
+    memset(size, 0, (size_t)(sure + 1) * sizeof *size); /* greatest depth per piece */
+    memset(id, 0, (size_t)(cells + 1) * sizeof *id);    /* 1: the component has a deep pixel */
     for (size_t i = 0; i < n; i++) {
         elev[i] = prob ? 1.0f - prob[i] : (float)-a[i];
-        b[i] = a[i] > opts->erode;
+        if (queue[i] && (uint32_t)a[i] > size[queue[i]]) size[queue[i]] = (uint32_t)a[i];
+        if (a[i] > opts->erode) id[c[i]] = 1;
     }
-    int seeds = 0, cells = 0;
+    /* Pieces under min_size pixels give no seed of their own (noise in the probabilities). */
+    memset(area, 0, (size_t)(sure + 1) * sizeof *area);
+    for (size_t i = 0; i < n; i++) area[queue[i]]++;
+    for (size_t i = 0; i < n; i++)
+        b[i] = queue[i] && a[i] > (id[c[i]] ? opts->erode : (int32_t)size[queue[i]] - 1) &&
+               (id[c[i]] || area[queue[i]] >= (uint32_t)opts->min_size);
     st = unet_connected_components(ctx, b, h, w, 1, 4, b, &seeds);
-    if (st == UNET_STATUS_OK) st = unet_connected_components(ctx, classes_map, h, w, 1, 4, a, &cells);
     if (st != UNET_STATUS_OK) goto done;
     /* A cell component without a seed is a seed of its own (labels after the seeds'). */
     memset(id, 0, (size_t)(cells + 1) * sizeof *id);
     for (size_t i = 0; i < n; i++)
-        if (b[i]) id[a[i]] = 1;
+        if (b[i]) id[c[i]] = 1;
     int32_t next = seeds;
-    for (int32_t c = 1; c <= cells; c++) id[c] = id[c] ? 0 : ++next;
+    for (int32_t k2 = 1; k2 <= cells; k2++) id[k2] = id[k2] ? 0 : ++next;
     for (size_t i = 0; i < n; i++)
-        if (a[i] && id[a[i]]) b[i] = id[a[i]];
+        if (c[i] && id[c[i]]) b[i] = id[c[i]];
 
     /* The region: the cells and up to grow 4-neighbour steps from them through class 0 or 2. */
     size_t head = 0, tail = 0;
@@ -309,6 +327,6 @@ unet_status unet_segment_instances(unet_ctx *ctx, const int32_t *classes_map, co
     if (st == UNET_STATUS_OK) keep_large(labels, n, next, opts->min_size, true, size, id, count);
 
 done:
-    free(a), free(b), free(elev), free(region), free(queue), free(size), free(id);
+    free(a), free(b), free(c), free(elev), free(region), free(queue), free(size), free(area), free(id);
     return st;
 }
