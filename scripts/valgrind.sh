@@ -56,7 +56,7 @@ run 0 train $T --out "$work/m.safetensors" --steps 4 --save-every 2
 run 0 train $T --out "$work/m.safetensors" --steps 6 --resume "$work/m.resume.safetensors"
 run 1 predict --model "$work/m.safetensors" --input "$work/in" --output "$work/out" --threads 2 \
     --probabilities --instances --overlay --quiet
-run 0 eval --pred "$work/out" --truth "$work/truth"
+run 0 eval --pred "$work/out" --truth "$work/truth" --prob
 run 0 eval --pred "$work/out" --truth "$work/truth" --images "$work/in" --report "$work/eval.html"
 run 0 report "$work" --out "$work/report.html"
 run 1 train $T --out "$work/x.safetensors" --init tests/data/corrupt/model_truncated.safetensors
