@@ -569,7 +569,7 @@ TEST(log_columns_by_name) {
     CHECK_SH(sh("%s report %s --out %s", unet_bin, p, html), 0);
     char *h = page(html);
     if (!h) return;
-    CHECK_HAS(h, ">Grad norm<", ">Learning rate<", "rollback:lr=5e-4", "best val_dice=0.9,x",
+    CHECK_HAS(h, ">Gradient norm<", ">Learning rate<", "rollback:lr=5e-4", "best val_dice=0.9,x",
               "1 line could not be read (the first at line 52", "no run record");
     /* Two events on each of the 4 charts (loss, val_dice, grad_norm, lr), by step and time;
      * the 70 clips are counted, not marked. */

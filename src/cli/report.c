@@ -833,7 +833,14 @@ const char *report_metric_name(const char *col, char *buf, size_t size) {
         {"val_rand_error", "validation Rand error"}, {"dice", "Dice"}, {"iou", "IoU"},
         {"seg", "SEG"}, {"ap50", "AP50"}, {"pixel_error", "pixel error"},
         {"rand_error", "Rand error"}, {"objects_true", "objects (truth)"},
-        {"objects_pred", "objects (predicted)"}, {"v_rand", "V_rand"}, {"v_info", "V_info"}};
+        {"objects_pred", "objects (predicted)"}, {"v_rand", "V_rand"}, {"v_info", "V_info"},
+        {"grad_norm", "gradient norm"},
+        {"prob.v_rand_at_05", "V_rand of the probabilities at 0.5"},
+        {"prob.v_info_at_05", "V_info of the probabilities at 0.5"},
+        {"prob.best_v_rand", "best V_rand of the probabilities"},
+        {"prob.best_v_info", "best V_info of the probabilities"},
+        {"prob.best_v_rand_threshold", "threshold of the best V_rand"},
+        {"prob.best_v_info_threshold", "threshold of the best V_info"}};
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
         if (strcmp(col, known[i][0]) == 0) {
             snprintf(buf, size, "%s", known[i][1]);

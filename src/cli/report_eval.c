@@ -51,7 +51,8 @@ static int eval_col(struct report_eval *e, const char *name, bool add) {
     int b = 1;
     for (size_t k = 0; k < sizeof lower / sizeof lower[0]; k++)
         if (strstr(name, lower[k])) b = -1;
-    if (strncmp(name, "objects", 7) == 0 || strncmp(name, "n_", 2) == 0) b = 0;
+    /* Counts and thresholds: shown, not scored. */
+    if (!strncmp(name, "objects", 7) || !strncmp(name, "n_", 2) || strstr(name, "threshold")) b = 0;
     e->better[e->n_cols] = b;
     return e->n_cols++;
 }
@@ -212,6 +213,26 @@ static void paper_line(char *buf, size_t size, const struct report_eval *e, int 
                  n);
 }
 
+/* The summary lines of every score, and the Cell Tracking Challenge's SEG over all reference
+ * objects when unet eval gave it (its "mean" object), as text. */
+static void summary_lines(const struct report_eval *e, struct report_buf *out) {
+    double *sorted = malloc(sizeof(double) * ((size_t)e->n + 1));
+    char line[512];
+    for (int c = 0; sorted && c < e->n_cols; c++) {
+        if (!e->better[c]) continue;
+        struct stats s = stats_of(e, c, sorted);
+        paper_line(line, sizeof line, e, c, &s);
+        report_printf(out, "%s\n", line);
+    }
+    free(sorted);
+    const cJSON *mean = cJSON_GetObjectItemCaseSensitive(e->json, "mean");
+    const cJSON *seg = cJSON_GetObjectItemCaseSensitive(mean, "seg_ctc");
+    const cJSON *objects = cJSON_GetObjectItemCaseSensitive(mean, "objects_true");
+    if (cJSON_IsNumber(seg) && cJSON_IsNumber(objects))
+        report_printf(out, "SEG %.3f (Cell Tracking Challenge: over all %d reference objects)\n",
+                      seg->valuedouble, objects->valueint);
+}
+
 /* The folder paths of e resolved: as written, else relative to the record's own folder. */
 static char *resolve(const struct report_eval *e, const char *dir) {
     if (!dir) return NULL;
@@ -332,6 +353,71 @@ done:
     return ok;
 }
 
+/* What the table's picture cells share: the budget spent so far and what was missing. */
+struct gallery {
+    struct report_page       *pg;
+    unet_ctx                 *ctx;
+    const struct report_eval *e;
+    const char               *pred_dir, *truth_dir, *image_dir;
+    int                       index;            /* the evaluation's, for CSS class names */
+    double                    budget, bytes_per_px, used;
+    int                       no_pred, no_img;
+    struct report_buf         no_pred_names, no_img_names;   /* the first 10 of each */
+};
+
+static void add_name(struct report_buf *names, int count, const char *name) {
+    if (count > 10) return;
+    report_puts(names, count > 1 ? ", " : "");
+    report_puts(names, name);
+}
+
+/* The cell with image i's pictures: input, prediction and truth side by side.  The input is
+ * stored once, as the background of a CSS class the three pictures share (a browser decodes it
+ * only when the row is shown). */
+static void picture_cell(struct report_buf *b, struct gallery *g, int i) {
+    struct report_views v;
+    char missing[64] = "";
+    double budget = (g->budget - g->used) / (g->e->n - i);
+    if (!g->ctx || !image_views(g->pg, g->ctx, g->e, g->pred_dir, g->truth_dir, g->image_dir, i,
+                                budget, &g->bytes_per_px, &v, missing, sizeof missing)) {
+        if (strcmp(missing, "no prediction file") == 0)
+            add_name(&g->no_pred_names, ++g->no_pred, g->e->names[i]);
+        report_puts(b, "<td class=muted>");
+        report_html(b, missing[0] ? missing : "cannot draw (see the notes above)");
+        report_puts(b, "</td>");
+        return;
+    }
+    if (missing[0]) add_name(&g->no_img_names, ++g->no_img, g->e->names[i]);
+    size_t before = b->len;
+    report_printf(b, "<td><div class=trio data-w=%d data-h=%d data-name='", v.w, v.h);
+    report_html(b, g->e->names[i]);
+    report_puts(b, "'>");
+    if (v.have_input) {
+        report_printf(b, "<style>.q%d_%d{background-image:url(data:image/png;base64,", g->index,
+                      i);
+        report_base64(b, v.input.data, v.input.len);
+        report_puts(b, ")}</style>");
+    }
+    /* Shown 150 pixels high (220 wide at most) in the table, small images enlarged. */
+    double s = fmin(150.0 / v.h, 220.0 / v.w);
+    for (int k = 0; k < 3; k++) {
+        report_printf(b, "<div class='pic q%d_%d' style='width:%.0fpx;height:%.0fpx'>", g->index,
+                      i, v.w * s, v.h * s);
+        const struct report_buf *png = k == 1 ? &v.pred : k == 2 ? &v.truth : NULL;
+        if (png) {
+            report_puts(b, "<img alt='' src='data:image/png;base64,");
+            report_base64(b, png->data, png->len);
+            report_puts(b, "'>");
+        } else if (!v.have_input) {
+            report_puts(b, "<span>no image</span>");
+        }
+        report_puts(b, "</div>");
+    }
+    report_puts(b, "</div></td>");
+    g->used += (double)(b->len - before);
+    report_views_free(&v);
+}
+
 void report_eval_section(struct report_buf *b, struct report_page *pg, struct report_eval *e,
                          int index, int count) {
     char buf[512], t[64];
@@ -365,13 +451,10 @@ void report_eval_section(struct report_buf *b, struct report_page *pg, struct re
     }
     report_printf(b, "<h3>Summary <button class=copy data-for=paper%d>copy</button></h3>"
                      "<pre class=paper id=paper%d>", index, index);
-    for (int c = 0; c < e->n_cols; c++) {
-        if (!e->better[c]) continue;
-        struct stats s = stats_of(e, c, sorted);
-        paper_line(buf, sizeof buf, e, c, &s);
-        report_html(b, buf);
-        report_puts(b, "\n");
-    }
+    struct report_buf lines = {0};
+    summary_lines(e, &lines);
+    report_html(b, lines.data);
+    report_buf_free(&lines);
     report_puts(b, "</pre><table class=stats><tr><th>metric</th><th class=n>mean</th>"
                    "<th class=n>s.d.</th><th class=n>median</th><th class=n>min</th>"
                    "<th class=n>max</th><th class=n>n</th><th>each image (&#9670; mean, bar "
@@ -391,9 +474,10 @@ void report_eval_section(struct report_buf *b, struct report_page *pg, struct re
                       v[1], v[2], v[3], v[4], s.n);
         report_strip_svg(b, sorted, s.n, s.mean, s.sd);
         report_printf(b, "</td><td class=muted>%s</td></tr>",
-                      e->better[c] > 0   ? "higher is better"
-                      : e->better[c] < 0 ? "lower is better"
-                                         : "count");
+                      e->better[c] > 0            ? "higher is better"
+                      : e->better[c] < 0          ? "lower is better"
+                      : strstr(e->cols[c], "thr") ? "threshold"
+                                                  : "count");
     }
     report_puts(b, "</table>");
     free(sorted);
@@ -430,9 +514,10 @@ void report_eval_section(struct report_buf *b, struct report_page *pg, struct re
                      "data-p=1>&rsaquo;</button><button data-p=last>&raquo;</button><input "
                      "placeholder='filter by name'></div>", index);
     report_printf(b, "<div class=scroll><table class=imgs id=imgs%d><thead><tr><th class=n "
-                     "data-k=0 data-first=1>#</th><th data-k=1 data-first=1>image</th>", index);
-    for (int c = 0; c < e->n_cols; c++) {
-        report_printf(b, "<th class='n m' data-k=%d data-first=%d%s title='", c + 2,
+                     "data-k=0 data-first=1>#</th><th data-k=1 data-first=1>image</th>%s", index,
+                  pictures ? "<th>input &middot; prediction &middot; truth</th>" : "");
+    for (int c = 0, k0 = pictures ? 3 : 2; c < e->n_cols; c++) {
+        report_printf(b, "<th class='n m' data-k=%d data-first=%d%s title='", c + k0,
                       e->better[c] < 0 ? -1 : 1, c == e->primary ? " data-sort" : "");
         report_html(b, report_metric_name(e->cols[c], buf, sizeof buf));
         report_puts(b, "'>");
@@ -444,94 +529,36 @@ void report_eval_section(struct report_buf *b, struct report_page *pg, struct re
         }
         report_puts(b, "</th>");
     }
-    report_puts(b, pictures ? "<th>input &middot; prediction &middot; truth</th>" : "");
     report_puts(b, "</tr></thead><tbody>");
 
-    unet_ctx *ctx = unet_ctx_create();
-    double bytes_per_px = 1.0, used = 0;
-    int no_pred = 0, no_img = 0;
-    struct report_buf no_pred_names = {0}, no_img_names = {0};
+    struct gallery g = {pg, unet_ctx_create(), e, pred_dir, truth_dir, image_dir, index,
+                        REPORT_PICTURE_BYTES / count, 1.0, 0, 0, 0, {0}, {0}};
     for (int i = 0; i < e->n; i++) {
         report_printf(b, "<tr><td class=n data-v=%d>%d</td><td class=nm>", i + 1, i + 1);
         report_html(b, e->names[i]);
         report_puts(b, "</td>");
+        if (pictures) picture_cell(b, &g, i);
         for (int c = 0; c < e->n_cols; c++) {
             double v = e->v[(size_t)i * MAX_COLS + c];
-            if (isfinite(v)) {
-                report_chart_number(t, sizeof t, v, e->better[c] ? 1e-4 : 1);
-                report_printf(b, "<td class=n data-v='%.9g'>%s</td>", v, t);
-            } else {
-                report_puts(b, "<td class=n data-v=''>&ndash;</td>");
-            }
-        }
-        if (pictures) {
-            struct report_views v;
-            char missing[64] = "";
-            double budget = (REPORT_PICTURE_BYTES / count - used) / (e->n - i);
-            if (ctx && image_views(pg, ctx, e, pred_dir, truth_dir, image_dir, i, budget,
-                                   &bytes_per_px, &v, missing, sizeof missing)) {
-                size_t before = b->len;
-                /* The input is stored once, as the background of a class all three pictures
-                 * have (a browser decodes it only when a row is shown). */
-                report_printf(b, "<td><div class=trio data-w=%d data-h=%d data-name='", v.w, v.h);
-                report_html(b, e->names[i]);
-                report_puts(b, "'>");
-                if (v.have_input) {
-                    report_printf(b, "<style>.q%d_%d{background-image:url(data:image/png;base64,",
-                                  index, i);
-                    report_base64(b, v.input.data, v.input.len);
-                    report_puts(b, ")}</style>");
-                }
-                /* Shown 150 pixels high (220 wide at most) in the table, small images enlarged. */
-                double s = fmin(150.0 / v.h, 220.0 / v.w);
-                for (int k = 0; k < 3; k++) {
-                    report_printf(b, "<div class='pic q%d_%d' style='width:%.0fpx;height:%.0fpx'>",
-                                  index, i, v.w * s, v.h * s);
-                    const struct report_buf *png = k == 1 ? &v.pred : k == 2 ? &v.truth : NULL;
-                    if (png) {
-                        report_puts(b, "<img alt='' src='data:image/png;base64,");
-                        report_base64(b, png->data, png->len);
-                        report_puts(b, "'>");
-                    } else if (!v.have_input) {
-                        report_puts(b, "<span>no image</span>");
-                    }
-                    report_puts(b, "</div>");
-                }
-                report_puts(b, "</div></td>");
-                used += (double)(b->len - before);
-                if (missing[0]) {
-                    no_img++;
-                    report_puts(&no_img_names, no_img_names.len ? ", " : "");
-                    if (no_img <= 10) report_puts(&no_img_names, e->names[i]);
-                }
-                report_views_free(&v);
-            } else {
-                if (missing[0] && strcmp(missing, "no prediction file") == 0) {
-                    no_pred++;
-                    if (no_pred <= 10) {
-                        report_puts(&no_pred_names, no_pred > 1 ? ", " : "");
-                        report_puts(&no_pred_names, e->names[i]);
-                    }
-                }
-                report_puts(b, "<td class=muted>");
-                report_html(b, missing[0] ? missing : "cannot draw (see the notes above)");
-                report_puts(b, "</td>");
-            }
+            if (!isfinite(v)) report_puts(b, "<td class=n data-v=''>&ndash;</td>");
+            else if (e->better[c]) report_chart_number(t, sizeof t, v, 1e-4);
+            else snprintf(t, sizeof t, "%.4g", v); /* counts, thresholds */
+            if (isfinite(v)) report_printf(b, "<td class=n data-v='%.9g'>%s</td>", v, t);
         }
         report_puts(b, "</tr>");
     }
-    unet_ctx_free(ctx);
+    unet_ctx_free(g.ctx);
     report_puts(b, "</tbody></table></div>");
-    if (no_pred)
-        report_note(pg, "%d scored image%s no prediction file in %s any more: %s%s", no_pred,
-                    no_pred > 1 ? "s have" : " has", pred_dir, no_pred_names.data,
-                    no_pred > 10 ? ", ..." : "");
-    if (no_img)
-        report_note(pg, "%d image%s no input image in %s: %s%s", no_img,
-                    no_img > 1 ? "s have" : " has", image_dir, no_img_names.data,
-                    no_img > 10 ? ", ..." : "");
-    report_buf_free(&no_pred_names);
-    report_buf_free(&no_img_names);
+    if (g.no_pred)
+        report_note(pg, "%d scored image%s no prediction file in %s any more: %s%s", g.no_pred,
+                    g.no_pred > 1 ? "s have" : " has", pred_dir, g.no_pred_names.data,
+                    g.no_pred > 10 ? ", ..." : "");
+    if (g.no_img)
+        report_note(pg, "%d image%s no input image in %s: %s%s", g.no_img,
+                    g.no_img > 1 ? "s have" : " has", image_dir, g.no_img_names.data,
+                    g.no_img > 10 ? ", ..." : "");
+    report_buf_free(&g.no_pred_names);
+    report_buf_free(&g.no_img_names);
 
     /* Truth masks that were not scored: no prediction, or a file unet eval could not read. */
     if (pictures) {
@@ -577,13 +604,8 @@ void report_eval_section(struct report_buf *b, struct report_page *pg, struct re
 }
 
 void report_eval_summary(const struct report_eval *e, FILE *f) {
-    double *sorted = malloc(sizeof(double) * ((size_t)e->n + 1));
-    for (int c = 0; sorted && c < e->n_cols; c++) {
-        if (!e->better[c]) continue;
-        struct stats s = stats_of(e, c, sorted);
-        char line[512];
-        paper_line(line, sizeof line, e, c, &s);
-        fprintf(f, "%s\n", line);
-    }
-    free(sorted);
+    struct report_buf lines = {0};
+    summary_lines(e, &lines);
+    if (lines.data) fputs(lines.data, f);
+    report_buf_free(&lines);
 }
