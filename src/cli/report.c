@@ -148,6 +148,13 @@ const char *report_json_str(const cJSON *o, const char *key) {
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
+const char *report_time(char *buf, size_t size, const char *fmt, time_t t) {
+    struct tm tm;
+    localtime_r(&t, &tm);
+    strftime(buf, size, fmt, &tm);
+    return buf;
+}
+
 bool report_ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), k = strlen(suffix);
     return n >= k && strcmp(s + n - k, suffix) == 0;
@@ -1222,12 +1229,9 @@ static void settings(struct report_buf *b, struct report_page *pg) {
             char t[64];
             if (row == 0) snprintf(v, 512, "%s", r->model_path);
             else if (row == 1) snprintf(v, 512, "%s", human_bytes(t, sizeof t, r->model_bytes));
-            else if (row == 2) {
-                time_t mt = (time_t)r->model_mtime;
-                struct tm tm;
-                localtime_r(&mt, &tm);
-                strftime(v, 512, "%Y-%m-%d %H:%M:%S", &tm);
-            } else if (row == 3 && r->model_ok) {
+            else if (row == 2)
+                report_time(v, 512, "%Y-%m-%d %H:%M:%S", (time_t)r->model_mtime);
+            else if (row == 3 && r->model_ok) {
                 char depth[32] = "";
                 if (r->cfg.arch == UNET_ARCH_UNET || r->cfg.arch == UNET_ARCH_UNET_PAPER)
                     snprintf(depth, sizeof depth, ", depth %d", r->cfg.depth);
@@ -1268,10 +1272,7 @@ static void settings(struct report_buf *b, struct report_page *pg) {
 static void render(struct report_buf *b, struct report_page *pg, const char *const *inputs,
                    int n_in, const char *out) {
     char when[64];
-    time_t now = time(NULL);
-    struct tm tm;
-    localtime_r(&now, &tm);
-    strftime(when, sizeof when, "%Y-%m-%d %H:%M", &tm);
+    report_time(when, sizeof when, "%Y-%m-%d %H:%M", time(NULL));
     report_puts(b, "<!doctype html><html lang=en><head><meta charset=utf-8><meta name=viewport "
                    "content='width=device-width,initial-scale=1'><title>unet report: ");
     report_html(b, cli_basename(out));

@@ -18,6 +18,7 @@
 #include "cli/cli.h"
 
 #include <stdint.h>
+#include <time.h>
 
 /* ---- the page buffer ---- */
 
@@ -159,6 +160,8 @@ void report_oom(struct report_page *pg);
 const char *report_metric_name(const char *col, char *buf, size_t size);
 const char *report_json_str(const struct cJSON *o, const char *key);  /* NULL: not a string */
 bool report_ends_with(const char *s, const char *suffix);
+/* Local time t formatted by strftime's fmt into buf. */
+const char *report_time(char *buf, size_t size, const char *fmt, time_t t);
 char *report_strdup(const char *s);                                    /* NULL stays NULL */
 
 /* unet eval's JSON (source names it in notes; NULL: from unet eval itself); NULL with a note

@@ -22,13 +22,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static void iso_now(char *buf, size_t size) {
-    time_t t = time(NULL);
-    struct tm tm;
-    localtime_r(&t, &tm);
-    strftime(buf, size, "%Y-%m-%dT%H:%M:%S%z", &tm);
-}
-
 /* The first "model name" line of /proc/cpuinfo, or "". */
 static void cpu_name(char *buf, size_t size) {
     buf[0] = 0;
@@ -160,7 +153,7 @@ static void write_record(struct report_run *r, const char *status, long step) {
             cJSON_AddNumberToObject(t, "resumed_at_step", (double)r->resumed_at);
         if (step >= 0) {
             char now[40];
-            iso_now(now, sizeof now);
+            report_time(now, sizeof now, "%Y-%m-%dT%H:%M:%S%z", time(NULL));
             cJSON_AddStringToObject(t, "ended", now);
             cJSON_AddNumberToObject(t, "seconds", round((cli_now() - r->kept.t0) * 10) / 10);
             cJSON_AddNumberToObject(t, "last_step", (double)step);
@@ -186,7 +179,7 @@ bool report_run_begin(struct report_run *r, const char *report) {
     memcpy(r->kept.path, r->model, n);
     strcpy(r->kept.path + n, ".run.json");
     r->kept.t0 = cli_now();
-    iso_now(r->kept.started, sizeof r->kept.started);
+    report_time(r->kept.started, sizeof r->kept.started, "%Y-%m-%dT%H:%M:%S%z", time(NULL));
     write_record(r, "running", -1);
     return true;
 }
