@@ -71,13 +71,9 @@ unet_status unet_separate_cells(unet_ctx *ctx, const int32_t *labels, int h, int
     if (!labels || !target)
         return unet__fail(ctx, UNET_STATUS_ARG, "separate_cells: labels and target must not be "
                                                 "NULL");
-    if (h <= 0 || w <= 0)
-        return unet__fail(ctx, UNET_STATUS_ARG, "separate_cells: size %dx%d (h x w) must be "
-                                                "positive", h, w);
-    size_t n;
-    if (!unet__mul_size((size_t)h, (size_t)w, &n) || n > (size_t)INT32_MAX)
-        return unet__fail(ctx, UNET_STATUS_ARG, "separate_cells: %dx%d pixels exceed the int32 "
-                                                "range", h, w);
+    size_t      n = 0;
+    unet_status size_st = unet__check_label_size(ctx, "separate_cells", h, w, &n);
+    if (size_st != UNET_STATUS_OK) return size_st;
     if (gap < 0)
         return unet__fail(ctx, UNET_STATUS_ARG, "separate_cells: gap must be >= 0, got %d", gap);
     if (classes != 2 && classes != 3)
@@ -168,13 +164,9 @@ unet_status unet_instances(unet_ctx *ctx, const int32_t *classes_map, int h, int
     if (!classes_map || !labels || !count)
         return unet__fail(ctx, UNET_STATUS_ARG, "instances: classes_map, labels and count must "
                                                 "not be NULL");
-    if (h <= 0 || w <= 0)
-        return unet__fail(ctx, UNET_STATUS_ARG, "instances: size %dx%d (h x w) must be positive",
-                          h, w);
-    size_t n;
-    if (!unet__mul_size((size_t)h, (size_t)w, &n) || n > (size_t)INT32_MAX)
-        return unet__fail(ctx, UNET_STATUS_ARG, "instances: %dx%d pixels exceed the int32 range",
-                          h, w);
+    size_t      n = 0;
+    unet_status size_st = unet__check_label_size(ctx, "instances", h, w, &n);
+    if (size_st != UNET_STATUS_OK) return size_st;
     if (grow < 0)
         return unet__fail(ctx, UNET_STATUS_ARG, "instances: grow must be >= 0, got %d", grow);
 

@@ -139,4 +139,25 @@ double unet__rng_normal(struct unet__rng *r);          /* N(0, 1), Box-Muller */
 /* Uniform integer in [0, n). */
 uint64_t unet__rng_below(struct unet__rng *r, uint64_t n);
 
+/* ---- metrics and instances (metrics.c, watershed.c, cells.c) ---- */
+/* An image size for label work: h, w > 0 (else "<fn>: size HxW (h x w) must be positive") and
+ * h * w <= INT32_MAX (else "... exceed the int32 range"), both UNET_STATUS_ARG; *n = h * w. */
+static inline unet_status unet__check_label_size(unet_ctx *ctx, const char *fn, int h, int w,
+                                                 size_t *n) {
+    if (h <= 0 || w <= 0)
+        return unet__fail(ctx, UNET_STATUS_ARG, "%s: size %dx%d (h x w) must be positive", fn,
+                          h, w);
+    if (!unet__mul_size((size_t)h, (size_t)w, n) || *n > (size_t)INT32_MAX)
+        return unet__fail(ctx, UNET_STATUS_ARG, "%s: %dx%d pixels exceed the int32 range", fn,
+                          h, w);
+    return UNET_STATUS_OK;
+}
+/* The proposal of unet_vscores at threshold th, thinned as Fiji thins it: objects > 0,
+ * watershed lines 0 (for tests). */
+unet_status unet__thin_proposal(unet_ctx *ctx, const float *prob, int h, int w, double th,
+                                int32_t *labels);
+/* unet_watershed with the queue's minimum found by a linear scan, O(n^2): the definition. */
+unet_status unet__watershed_ref(unet_ctx *ctx, const float *elevation, const int32_t *markers,
+                                const unsigned char *mask, int h, int w, int32_t *labels);
+
 #endif /* UNET_INTERNAL_H */

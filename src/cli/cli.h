@@ -12,7 +12,8 @@
 #include <stdbool.h>
 #include <stdio.h>
 
-enum { CLI_EXIT_FAIL = 1, CLI_EXIT_USAGE = 2 };
+/* 3: unet train stopped a run that kept diverging after its rollbacks (docs/training.md). */
+enum { CLI_EXIT_FAIL = 1, CLI_EXIT_USAGE = 2, CLI_EXIT_DIVERGED = 3 };
 
 /* ---- options ---- */
 enum cli_kind { CLI_FLAG, CLI_INT, CLI_FLOAT, CLI_DOUBLE, CLI_STR };
@@ -123,7 +124,7 @@ void cli_unlock(int fd, const char *remove_path);
  * status (message printed). */
 struct cli_train_files {
     const char *images, *masks, *val_images, *val_masks, *init, *resume;   /* read */
-    const char *out, *last, *resume_out, *log, *lock;                      /* written */
+    const char *out, *last, *resume_out, *log, *lock, *run_json, *report; /* written */
 };
 int cli_train_guard(const struct cli_train_files *f, bool force, int *lock_fd);
 
@@ -193,5 +194,7 @@ int cmd_eval(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_weightmap(int argc, char **argv);
 int cmd_convolutionalize(int argc, char **argv);
+int cmd_export(int argc, char **argv);
+int cmd_report(int argc, char **argv);
 
 #endif /* UNET_CLI_H */

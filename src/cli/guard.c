@@ -422,9 +422,10 @@ bool cli_train_model_memory(unet_ctx *ctx, const unet_model *m, int batch, int t
 
 int cli_train_guard(const struct cli_train_files *f, bool force, int *lock_fd) {
     *lock_fd = -1;
-    const char *outs[] = {f->out, f->last, f->resume_out, f->log, f->lock};
-    for (int i = 0; i < 5; i++)
-        if (!cli_mkdirs_for(outs[i])) return CLI_EXIT_FAIL;
+    const char *outs[] = {f->out, f->last, f->resume_out, f->log, f->lock, f->run_json,
+                          f->report};
+    for (int i = 0; i < 7; i++)
+        if (outs[i] && !cli_mkdirs_for(outs[i])) return CLI_EXIT_FAIL;
     struct cli_uses us = {0};
     cli_uses_read_images(&us, f->images, "a training image");
     cli_uses_read_images(&us, f->masks, "a training mask");
@@ -439,6 +440,8 @@ int cli_train_guard(const struct cli_train_files *f, bool force, int *lock_fd) {
     cli_uses_write(&us, f->resume_out, "the resumable checkpoint", NULL, CLI_OUT_MODEL, 1);
     cli_uses_write(&us, f->log, "the training log", NULL, CLI_OUT_LOG, 0);
     cli_uses_write(&us, f->lock, "the lock file", NULL, CLI_OUT_LOCK, 0);
+    cli_uses_write(&us, f->run_json, "the run record", NULL, CLI_OUT_ANY, 0);
+    cli_uses_write(&us, f->report, "--report", NULL, CLI_OUT_ANY, 0);
     int rc = cli_uses_check(&us, force);
     cli_uses_free(&us);
     if (rc) return rc;
@@ -499,9 +502,12 @@ FILE *cli_log_open(const char *path, const char *header, bool resume, long step)
         char *end;
         long k = strtol(line, &end, 10);
         bool keep = first ? strncmp(line, "step,", 5) == 0 : end != line && *end == ',' && k <= step;
-        if (first && !keep) ok = fputs(header, out) != EOF; /* a log without its header */
+        /* The header is always today's (an older one may lack columns); a log without one gets
+         * it too. */
+        bool old_header = first && keep;
+        if (first) ok = fputs(header, out) != EOF;
         first = false;
-        if (keep && fputs(line, out) == EOF) ok = false;
+        if (keep && !old_header && fputs(line, out) == EOF) ok = false;
     }
     if (ok && first) ok = fputs(header, out) != EOF; /* a new or empty log */
     free(line);

@@ -14,6 +14,8 @@
 
 #include "internal.h"
 
+#include <stdio.h>
+
 /* Validates an image size read from a header and describes it in *out (data NULL):
  * UNET_STATUS_FORMAT naming path when w, h or c is < 1 or over INT_MAX, when w * h is over
  * unet_ctx_max_pixels or the decoded bytes over unet_ctx_max_image_bytes.  *out is zeroed on
@@ -29,6 +31,12 @@ unet_status unet__png_load(unet_ctx *ctx, const char *path, bool pixels, unet_im
 /* U8 or U16 with 1 or 3 channels (checked by the caller). */
 unet_status unet__png_save(unet_ctx *ctx, const char *path, const char *tmp,
                            const unet_image *img);
+/* An 8-bit PNG to the open file f (name labels messages): rows of interleaved samples
+ * (channels 1 gray or 3 RGB) or, channels 0, palette indices with pal's n_pal RGBA entries
+ * (alpha through tRNS).  For pictures made in memory (unet report's thumbnails and overlays:
+ * f from open_memstream).  UNET_STATUS_ARG for bad arguments, IO when libpng fails. */
+unet_status unet__png_write_rows(unet_ctx *ctx, FILE *f, const char *name, const uint8_t *px,
+                                 int w, int h, int channels, const uint8_t (*pal)[4], int n_pal);
 
 /* TIFF (libtiff): page is the directory index (0 = first). */
 unet_status unet__tiff_load(unet_ctx *ctx, const char *path, int page, bool pixels,
@@ -42,6 +50,10 @@ unet_status unet__tiff_save(unet_ctx *ctx, const char *path, const char *tmp,
 unet_status unet__npy_load(unet_ctx *ctx, const char *path, bool pixels, unet_image *out);
 unet_status unet__npy_save(unet_ctx *ctx, const char *path, const char *tmp,
                            const unet_image *img);
+/* Any C-order shape of ndim (1..8) dimensions: what unet__npy_save writes for (H, W) and
+ * (C, H, W), e.g. (N, C, H, W) test tensors of a bioimage.io package. */
+unet_status unet__npy_save_nd(unet_ctx *ctx, const char *path, const char *tmp, unet_dtype dtype,
+                              int ndim, const int64_t *shape, const void *data);
 
 /* The .npy header parser on its own (a fuzz target can call it on arbitrary bytes): parses the
  * dictionary text `hdr` (hlen bytes, the part after the length field).  On success fills the
