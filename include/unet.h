@@ -968,18 +968,6 @@ unet_status unet_guard_set_state(unet_ctx *ctx, unet_guard *g, const char *state
 unet_status unet_holdout_plan(unet_ctx *ctx, int n, const int *file, const int *rows,
                               double fraction, int min_rows, uint64_t seed, int *kind, int *held,
                               int *band_rows);
-/* The rows a held-back band and the training part it is cut from each keep at least (unet
- * train's min_rows). */
-#define UNET_HOLDOUT_MIN_ROWS 16
-/* The plan applied to a dataset: of ds's images (file[i]: the file image i came from, or NULL),
- * the held-back images (kind 1) or the bottom bands of them (kind 2, named "NAME[rows a-b]",
- * without weight maps) move to a new set *val, in their order; an image that gives a band keeps
- * the rows above it.  *val is NULL when nothing is held back (kind 0).  No sampler of ds may
- * exist (the images move).  On failure ds is unchanged and *val NULL. */
-unet_status unet_dataset_holdout(unet_ctx *ctx, unet_dataset *ds, const int *file,
-                                 double fraction, int min_rows, uint64_t seed, int *kind,
-                                 unet_dataset **val);
-
 /* ---------------------------------------------------------------------------------------
  * The training loop: `unet train` as one library call (docs/training.md)
  *
@@ -1031,6 +1019,31 @@ unet_target_opts unet_target_defaults(void);
  * on failure target and weight are partly written. */
 unet_status unet_mask_to_target(unet_ctx *ctx, const unet_image *mask, const unet_target_opts *o,
                                 const char *name, int32_t *target, float *weight);
+
+/* An image (as stored, c = the set's channels) and its mask (1 channel, the same size) into ds
+ * as unet train adds them: the image normalised by unet_image_to_float (norm), the mask made
+ * a target (and weight map) by unet_mask_to_target (o); then unet_dataset_add (name: NULL is
+ * "image <i>").  Another channel count or mask size is UNET_STATUS_FORMAT ("a.png is 64x64 but
+ * its mask b.png is 63x64").  _file loads page `page` of both files first (name NULL: the image
+ * file's path); its messages name the files. */
+unet_status unet_dataset_add_image(unet_ctx *ctx, unet_dataset *ds, const unet_image *image,
+                                   const unet_image *mask, unet_norm norm,
+                                   const unet_target_opts *o, const char *name);
+unet_status unet_dataset_add_file(unet_ctx *ctx, unet_dataset *ds, const char *image,
+                                  const char *mask, int page, unet_norm norm,
+                                  const unet_target_opts *o, const char *name);
+
+/* The rows a held-back band and the training part it is cut from each keep at least (unet
+ * train's min_rows). */
+#define UNET_HOLDOUT_MIN_ROWS 16
+/* The plan applied to a dataset: of ds's images (file[i]: the file image i came from, or NULL),
+ * the held-back images (kind 1) or the bottom bands of them (kind 2, named "NAME[rows a-b]",
+ * without weight maps) move to a new set *val, in their order; an image that gives a band keeps
+ * the rows above it.  *val is NULL when nothing is held back (kind 0).  No sampler of ds may
+ * exist (the images move).  On failure ds is unchanged and *val NULL. */
+unet_status unet_dataset_holdout(unet_ctx *ctx, unet_dataset *ds, const int *file,
+                                 double fraction, int min_rows, uint64_t seed, int *kind,
+                                 unet_dataset **val);
 
 /* The model's flat blocks, for data-parallel training: the parameters (the block the optimizer
  * updates), their gradients (NULL before the first training step) and the batch-norm running

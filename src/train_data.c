@@ -1,10 +1,10 @@
-/* train_data.c — training data as `unet train` makes it: targets (and weight maps) from masks,
- * the held-back validation set cut from a dataset, and the command line's names of losses,
+/* train_data.c — training data as `unet train` makes it: images with targets (and weight maps)
+ * from masks, the held-back validation set cut from a dataset, and the command line's names of losses,
  * optimizers and augmentations.
  *
  * These were the CLI's until the training loop became a library call (trainer.c): the Python
- * package trains on numpy arrays and must make the same targets and hold back the same images
- * as `unet train` does from files, so both call these.  The held-back images move from one
+ * package trains on numpy arrays or folders and must make the same training set and hold back
+ * the same images as `unet train` does from files, so both call these.  The held-back images move from one
  * set to the other (pointer moves, no copy): a band is the only new buffer, and the image it is
  * cut from closes up in place.
  */
@@ -99,6 +99,60 @@ unet_status unet_mask_to_target(unet_ctx *ctx, const unet_image *mask, const une
     free(sep);
     free(labels);
     return st;
+}
+
+/* ---- images with their masks ---- */
+
+/* image (c, h, w, as stored) normalised and mask made a target, added to ds as name; what and
+ * mask_what name them in messages (file paths, or "images[3]"). */
+static unet_status add_pair(unet_ctx *ctx, unet_dataset *ds, const unet_image *image,
+                            const unet_image *mask, unet_norm norm, const unet_target_opts *o,
+                            const char *name, const char *what, const char *mask_what) {
+    if (image->c != ds->channels)
+        return unet__fail(ctx, UNET_STATUS_FORMAT, "%s has %d channels, the other images %d", what,
+                          image->c, ds->channels);
+    if (mask->h != image->h || mask->w != image->w || mask->c != 1)
+        return unet__fail(ctx, UNET_STATUS_FORMAT, "%s is %dx%d but its mask %s is %dx%d%s", what,
+                          image->w, image->h, mask_what, mask->w, mask->h,
+                          mask->c != 1 ? " with several channels" : "");
+    const size_t P = (size_t)image->h * image->w;
+    float *x = malloc(sizeof(float) * P * (size_t)image->c);
+    int32_t *target = malloc(sizeof(int32_t) * P);
+    float *weight = o->weights ? malloc(sizeof(float) * P) : NULL;
+    unet_status s = x && target && (weight || !o->weights)
+                        ? unet_image_to_float(ctx, image, norm, x)
+                        : unet__fail(ctx, UNET_STATUS_NOMEM, "out of memory loading %s", what);
+    if (s == UNET_STATUS_OK) s = unet_mask_to_target(ctx, mask, o, mask_what, target, weight);
+    if (s == UNET_STATUS_OK)
+        s = unet_dataset_add(ctx, ds, x, target, weight, image->h, image->w, name);
+    free(x), free(target), free(weight);
+    return s;
+}
+
+unet_status unet_dataset_add_image(unet_ctx *ctx, unet_dataset *ds, const unet_image *image,
+                                   const unet_image *mask, unet_norm norm,
+                                   const unet_target_opts *o, const char *name) {
+    if (!ds || !image || !mask || !o || !image->data || !mask->data)
+        return unet__fail(ctx, UNET_STATUS_ARG, "dataset_add_image: NULL argument");
+    char what[64], mask_what[80];
+    if (!name) snprintf(what, sizeof what, "image %d", ds->count);
+    snprintf(mask_what, sizeof mask_what, "the mask of %.60s", name ? name : what);
+    return add_pair(ctx, ds, image, mask, norm, o, name ? name : what, name ? name : what,
+                    mask_what);
+}
+
+unet_status unet_dataset_add_file(unet_ctx *ctx, unet_dataset *ds, const char *image,
+                                  const char *mask, int page, unet_norm norm,
+                                  const unet_target_opts *o, const char *name) {
+    if (!ds || !image || !mask || !o)
+        return unet__fail(ctx, UNET_STATUS_ARG, "dataset_add_file: NULL argument");
+    unet_image img = {0}, m = {0};
+    unet_status s = unet_image_load(ctx, image, page, &img);
+    if (s == UNET_STATUS_OK) s = unet_image_load(ctx, mask, page, &m);
+    if (s == UNET_STATUS_OK) s = add_pair(ctx, ds, &img, &m, norm, o, name ? name : image, image, mask);
+    unet_image_free(&img);
+    unet_image_free(&m);
+    return s;
 }
 
 /* ---- the held-back set ---- */

@@ -71,16 +71,8 @@ static void load_sets(unet_ctx *ctx, unet_dataset **train, unet_dataset **val) {
         snprintf(p, sizeof p, "%s/images/img%d.png", data_dir, k);
         snprintf(q, sizeof q, "%s/masks/img%d.png", data_dir, k);
         snprintf(name, sizeof name, "img%d.png", k);
-        unet_image img = {0}, mask = {0};
-        CHECK_STATUS(unet_image_load(ctx, p, 0, &img), UNET_STATUS_OK);
-        CHECK_STATUS(unet_image_load(ctx, q, 0, &mask), UNET_STATUS_OK);
-        float x[SIDE * SIDE];
-        int32_t t[SIDE * SIDE];
-        CHECK_STATUS(unet_image_to_float(ctx, &img, UNET_NORM_AUTO, x), UNET_STATUS_OK);
-        CHECK_STATUS(unet_mask_to_target(ctx, &mask, &to, q, t, NULL), UNET_STATUS_OK);
-        CHECK_STATUS(unet_dataset_add(ctx, *train, x, t, NULL, SIDE, SIDE, name), UNET_STATUS_OK);
-        unet_image_free(&img);
-        unet_image_free(&mask);
+        CHECK_STATUS(unet_dataset_add_file(ctx, *train, p, q, 0, UNET_NORM_AUTO, &to, name),
+                     UNET_STATUS_OK);
         file[k] = k;
     }
     CHECK_STATUS(unet_dataset_holdout(ctx, *train, file, 0.25, UNET_HOLDOUT_MIN_ROWS, 3, &kind,
@@ -419,6 +411,107 @@ TEST(bad_options_name_the_option) {
     fixture_free(&f);
 }
 
+/* ---- the data as unet train makes it ---- */
+
+/* Two touching cells in an instance mask: separated by a background strip (the border class
+ * with 3 classes), weighted there by the paper's map; a mismatched mask or image is refused
+ * naming it. */
+TEST(masks_become_targets) {
+    enum { H = 12, W = 16 };
+    unet_image mask = {0}, image = {0}, small = {0};
+    CHECK_STATUS(unet_image_alloc(NULL, &mask, W, H, 1, UNET_DTYPE_U8), UNET_STATUS_OK);
+    CHECK_STATUS(unet_image_alloc(NULL, &image, W, H, 2, UNET_DTYPE_U8), UNET_STATUS_OK);
+    CHECK_STATUS(unet_image_alloc(NULL, &small, W, H - 1, 1, UNET_DTYPE_U8), UNET_STATUS_OK);
+    uint8_t *mk = mask.data;
+    for (int y = 2; y < 9; y++)
+        for (int x = 2; x < 14; x++) mk[y * W + x] = x < 8 ? 1 : 2;   /* cells meet at x 7|8 */
+    int32_t target[H * W];
+    float weight[H * W];
+    unet_target_opts to = unet_target_defaults();
+    CHECK_STATUS(unet_mask_to_target(NULL, &mask, &to, "m", target, NULL), UNET_STATUS_OK);
+    CHECK_EQ(target[5 * W + 7], 1);                 /* plain: both cells foreground */
+    to.separate_cells = 1, to.weights = 1, to.classes = 3;
+    CHECK_STATUS(unet_mask_to_target(NULL, &mask, &to, "m", target, weight), UNET_STATUS_OK);
+    CHECK_EQ(target[5 * W + 7], 2);                 /* the border class between them */
+    CHECK_EQ(target[5 * W + 4], 1);
+    CHECK_EQ(target[0], 0);
+    CHECK(weight[5 * W + 7] > 5 * weight[0]);       /* w0 = 10 on the strip */
+    unet_dataset *ds = NULL;
+    CHECK_STATUS(unet_dataset_create(NULL, 1, &ds), UNET_STATUS_OK);
+    to = unet_target_defaults();
+    unet_ctx *ctx = unet_ctx_create();
+    CHECK_STATUS(unet_dataset_add_image(ctx, ds, &image, &mask, UNET_NORM_AUTO, &to, "two.png"),
+                 UNET_STATUS_FORMAT);
+    CHECK_STR_CONTAINS(unet_ctx_errmsg(ctx), "two.png has 2 channels, the other images 1");
+    image.c = 1;
+    CHECK_STATUS(unet_dataset_add_image(ctx, ds, &image, &small, UNET_NORM_AUTO, &to, "a.png"),
+                 UNET_STATUS_FORMAT);
+    CHECK_STR_CONTAINS(unet_ctx_errmsg(ctx), "a.png is 16x12 but its mask the mask of a.png is 16x11");
+    CHECK_STATUS(unet_dataset_add_image(ctx, ds, &image, &mask, UNET_NORM_AUTO, &to, NULL),
+                 UNET_STATUS_OK);
+    const char *name = NULL;
+    const int32_t *t = NULL;
+    unet_dataset_get(ds, 0, NULL, &t, NULL, NULL, NULL, &name);
+    CHECK(name && strcmp(name, "image 0") == 0);
+    CHECK(t && t[5 * W + 9] == 1);
+    unet_dataset_free(ds);
+    unet_image_free(&mask), unet_image_free(&image), unet_image_free(&small);
+    unet_ctx_free(ctx);
+}
+
+/* The held-back set moves images: whole ones (in order, the rest closing up), or the bottom
+ * band of each (the kept rows' channel planes closing up in place). */
+TEST(holdout_moves_images_and_bands) {
+    enum { C = 2, H = 80, W = 6 };
+    float x[C * H * W];
+    int32_t t[H * W];
+    unet_dataset *ds = NULL, *val = NULL;
+    CHECK_STATUS(unet_dataset_create(NULL, C, &ds), UNET_STATUS_OK);
+    for (int k = 0; k < 2; k++) {
+        for (int i = 0; i < C * H * W; i++) x[i] = (float)(1000 * k + i);
+        for (int i = 0; i < H * W; i++) t[i] = i % 2;
+        CHECK_STATUS(unet_dataset_add(NULL, ds, x, t, NULL, H, W, k ? "b" : "a"), UNET_STATUS_OK);
+    }
+    int kind = -1;
+    CHECK_STATUS(unet_dataset_holdout(NULL, ds, NULL, 0.2, UNET_HOLDOUT_MIN_ROWS, 1, &kind, &val),
+                 UNET_STATUS_OK);
+    CHECK_EQ(kind, 2);
+    CHECK_EQ(unet_dataset_count(ds), 2);
+    CHECK_EQ(unet_dataset_count(val), 2);
+    for (int k = 0; k < 2 && unet_dataset_count(val) == 2; k++) {
+        const float *img, *band;
+        const int32_t *bt;
+        const char *name;
+        int h, w, bh;
+        unet_dataset_get(ds, k, &img, NULL, NULL, &h, &w, NULL);
+        unet_dataset_get(val, k, &band, &bt, NULL, &bh, NULL, &name);
+        CHECK_EQ(h, 64);
+        CHECK_EQ(bh, 16);
+        CHECK_STR_CONTAINS(name, k ? "b[rows 64-79]" : "a[rows 64-79]");
+        /* Channel 1's first kept pixel, and its band's first pixel. */
+        CHECK_EQ(img[64 * W], (float)(1000 * k + H * W));
+        CHECK_EQ(band[16 * W], (float)(1000 * k + H * W + 64 * W));
+        CHECK_EQ(band[0], (float)(1000 * k + 64 * W));
+        CHECK_EQ(bt[1], (64 * W + 1) % 2);
+    }
+    unet_dataset_free(val);
+    /* Five images, two from one file: a seeded shuffle holds back ceil(0.2 x 5) = 1. */
+    for (int k = 0; k < 3; k++)
+        CHECK_STATUS(unet_dataset_add(NULL, ds, x, t, NULL, H, W, "c"), UNET_STATUS_OK);
+    const int file[5] = {0, 1, 2, 2, 3};
+    CHECK_STATUS(unet_dataset_holdout(NULL, ds, file, 0.2, UNET_HOLDOUT_MIN_ROWS, 1, &kind, &val),
+                 UNET_STATUS_OK);
+    CHECK_EQ(kind, 1);
+    CHECK_EQ(unet_dataset_count(ds), 4);
+    CHECK_EQ(unet_dataset_count(val), 1);
+    unet_dataset_free(val);
+    CHECK_STATUS(unet_dataset_holdout(NULL, ds, NULL, 0, UNET_HOLDOUT_MIN_ROWS, 1, &kind, &val),
+                 UNET_STATUS_ARG);
+    CHECK(val == NULL);
+    CHECK_EQ(unet_dataset_count(ds), 4);
+    unet_dataset_free(ds);
+}
+
 /* ---- data-parallel seams ---- */
 
 /* Shards of a batch are its slices, with and without worker threads and after a seek. */
@@ -655,6 +748,8 @@ int main(void) {
     RUN(stop_and_resume_equals_uninterrupted);
     RUN(stop_before_the_first_step);
     RUN(bad_options_name_the_option);
+    RUN(masks_become_targets);
+    RUN(holdout_moves_images_and_bands);
     RUN(sampler_shards_are_slices);
     RUN(grad_hook_sees_every_step);
     RUN(data_parallel_seams);
