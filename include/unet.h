@@ -1075,8 +1075,8 @@ typedef struct unet_train_opts {
                                      * run validates, writes and ends (OK); 0: none */
     int             snapshot_every; /* keep the last good state every N steps and at validation
                                      * (100) */
-    long            save_every;     /* write the resumable checkpoint every N steps (0: at epoch
-                                     * ends, stops and ...) */
+    long            save_every;     /* the resumable checkpoint: at every epoch end and stop,
+                                     * every N steps (0: not by steps) ... */
     double          save_minutes;   /* ... and at least every M minutes (10; 0: not by time) */
     int             resume;         /* 1: continue the run in m's metadata (unet_train_resume) */
     /* Files, each written atomically; NULL: not written. */

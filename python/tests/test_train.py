@@ -164,3 +164,17 @@ def test_errors(unet_mod, tmp_path):
     with pytest.raises(FileExistsError, match="force=True"):
         unet_mod.train(images, masks, tmp_path / "mine.safetensors", **quick)
     assert (tmp_path / "mine.safetensors").read_text() == "my notes"
+
+
+def test_holdout_plan_as_unet_train(unet_mod):
+    """The plan unet.train and unet train apply: bands of 1-3 images, whole images otherwise,
+    the last pages of one stack."""
+    p = unet_mod.holdout_plan([96, 96], val_split=0.2)
+    assert p["kind"] == "bands" and p["band_rows"] == [19, 19] and p["held"] == []
+    assert unet_mod.holdout_plan([40, 40], val_split=0.1)["kind"] == "none"
+    p = unet_mod.holdout_plan([48] * 6, val_split=0.1, files=[0] * 6)
+    assert p["kind"] == "images" and p["held"] == [5]
+    p = unet_mod.holdout_plan([512] * 8, val_split=0.1, seed=3)
+    assert p["kind"] == "images" and len(p["held"]) == 1
+    with pytest.raises(unet_mod.ArgumentError, match="fraction"):
+        unet_mod.holdout_plan([10], val_split=1.5)

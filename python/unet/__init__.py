@@ -33,7 +33,8 @@ from ._core import (  # noqa: F401  (the exception classes are part of the API)
 )
 
 __version__ = _core.version
-__all__ = ["load", "create", "train", "evaluate", "imread", "image_pages", "Model", "Error",
+__all__ = ["load", "create", "train", "holdout_plan", "evaluate", "imread", "image_pages",
+           "Model", "Error",
            "ArgumentError", "FileError", "FormatError", "NoMemoryError", "NumericError",
            "ShapeError", "StoppedError"]
 
@@ -434,6 +435,19 @@ def _recipe(name, o):
     if o["batch"] is None:
         o["batch"] = 1
     o["separate_cells"] = True
+
+
+def holdout_plan(rows, val_split=0.1, seed=1, files=None, min_rows=16):
+    """Which images `unet train` (and unet.train) holds back for validation when no validation
+    set is given (unet_holdout_plan, docs/training.md "The held-back set"): rows are the images'
+    heights, files the file each image came from (pages of one stack share it; None: each its
+    own).  Returns a dict: kind ("none", "images" or "bands"), held (the indices of the images
+    held back whole), band_rows (per image, the bottom rows held back; 0: none)."""
+    rows = [int(r) for r in rows]
+    f = None if files is None else [int(x) for x in files]
+    kind, held, band = _core.holdout_plan(rows, f, float(val_split), int(min_rows), int(seed))
+    return {"kind": ("none", "images", "bands")[kind],
+            "held": [i for i, h in enumerate(held) if h], "band_rows": band}
 
 
 def _stem(out):

@@ -55,6 +55,7 @@ CORE_HIDDEN PyObject *core_dataset(PyObject *mod, PyObject *args);
 CORE_HIDDEN PyObject *core_load_training(PyObject *mod, PyObject *args);
 CORE_HIDDEN PyObject *core_log_header(PyObject *mod, PyObject *unused);
 CORE_HIDDEN PyObject *core_probe(PyObject *mod, PyObject *args);
+CORE_HIDDEN PyObject *core_holdout_plan(PyObject *mod, PyObject *args);
 CORE_HIDDEN int train_add_types(PyObject *mod);
 
 #define TRAIN_MODEL_METHODS                                                                    \
@@ -65,6 +66,7 @@ CORE_HIDDEN int train_add_types(PyObject *mod);
     {"dataset", core_dataset, METH_VARARGS, "dataset(channels) -> an empty training set"},    \
     {"load_training", core_load_training, METH_VARARGS, "a resumable checkpoint -> Model"},   \
     {"log_header", core_log_header, METH_NOARGS, "the training log's header line"},          \
-    {"probe", core_probe, METH_VARARGS, "whether a file is a checkpoint unet wrote"},
+    {"probe", core_probe, METH_VARARGS, "whether a file is a checkpoint unet wrote"},       \
+    {"holdout_plan", core_holdout_plan, METH_VARARGS, "unet_holdout_plan"},
 
 #endif /* UNET_PY_CORE_H */

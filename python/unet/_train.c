@@ -454,6 +454,51 @@ PyObject *model_resume_info(ModelObject *self, PyObject *args) {
     return r;
 }
 
+/* holdout_plan(rows, files, fraction, min_rows, seed) -> (kind, held, band_rows): rows and
+ * files lists of ints (files may be None), as unet_holdout_plan plans it. */
+PyObject *core_holdout_plan(PyObject *mod, PyObject *args) {
+    (void)mod;
+    PyObject *rows_obj, *files_obj;
+    double fraction;
+    int min_rows;
+    unsigned long long seed;
+    if (!PyArg_ParseTuple(args, "O!OdiK:holdout_plan", &PyList_Type, &rows_obj, &files_obj,
+                          &fraction, &min_rows, &seed))
+        return NULL;
+    const Py_ssize_t n = PyList_GET_SIZE(rows_obj);
+    if (n > INT_MAX / 4 || (files_obj != Py_None &&
+                            (!PyList_Check(files_obj) || PyList_GET_SIZE(files_obj) != n)))
+        return PyErr_Format(PyExc_ValueError, "holdout_plan: files must be None or a list of "
+                                              "%zd ints", n);
+    int *buf = PyMem_Malloc(sizeof(int) * (size_t)(4 * n + 1));
+    if (!buf) return PyErr_NoMemory();
+    int *rows = buf, *file = buf + n, *held = buf + 2 * n, *band = buf + 3 * n, kind = 0;
+    for (Py_ssize_t i = 0; i < n && !PyErr_Occurred(); i++) {
+        rows[i] = (int)PyLong_AsLong(PyList_GET_ITEM(rows_obj, i));
+        if (files_obj != Py_None) file[i] = (int)PyLong_AsLong(PyList_GET_ITEM(files_obj, i));
+    }
+    PyObject *r = NULL;
+    unet_ctx *ctx = PyErr_Occurred() ? NULL : unet_ctx_create();
+    if (ctx) {
+        unet_status s = unet_holdout_plan(ctx, (int)n, files_obj == Py_None ? NULL : file, rows,
+                                          fraction, min_rows, (uint64_t)seed, &kind, held, band);
+        PyObject *h = s == UNET_STATUS_OK ? PyList_New(n) : NULL;
+        PyObject *b = h ? PyList_New(n) : NULL;
+        for (Py_ssize_t i = 0; b && i < n; i++) {
+            PyList_SET_ITEM(h, i, PyBool_FromLong(held[i]));
+            PyList_SET_ITEM(b, i, PyLong_FromLong(band[i]));
+        }
+        if (b) r = Py_BuildValue("(iNN)", kind, h, b);
+        else if (s != UNET_STATUS_OK) raise_status(ctx, s);
+        else Py_XDECREF(h);
+    } else if (!PyErr_Occurred()) {
+        PyErr_NoMemory();
+    }
+    unet_ctx_free(ctx);
+    PyMem_Free(buf);
+    return r;
+}
+
 PyObject *core_log_header(PyObject *mod, PyObject *unused) {
     (void)mod, (void)unused;
     return PyUnicode_FromString(unet_train_log_header());
