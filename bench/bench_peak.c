@@ -13,16 +13,11 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
+#include "bench.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -71,7 +66,7 @@ static double measure(float (*fn)(long), int lanes, int threads) {
     volatile float sink = 0.0f;
     double best = 0.0;
     for (int rep = 0; rep < 3; rep++) {
-        double t0 = now();
+        double t0 = bench_now();
 #ifdef _OPENMP
 #pragma omp parallel num_threads(threads)
 #endif
@@ -82,7 +77,7 @@ static double measure(float (*fn)(long), int lanes, int threads) {
 #endif
             sink += r;
         }
-        double g = (double)threads * iters * 12.0 * lanes * 2.0 / (now() - t0) * 1e-9;
+        double g = (double)threads * iters * 12.0 * lanes * 2.0 / (bench_now() - t0) * 1e-9;
         if (g > best) best = g;
     }
     (void)sink;
