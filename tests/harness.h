@@ -11,7 +11,7 @@
 #ifndef UNET_TEST_HARNESS_H
 #define UNET_TEST_HARNESS_H
 
-#include "internal.h"
+#include "cpu.h"
 #include "io/file.h"
 #include "io/safetensors.h"
 

@@ -29,6 +29,7 @@
  * GEMMs split output blocks (gemm.c), bias sums split output channels: each thread owns its
  * writes and the result is the same for any thread count.
  */
+#include "cpu.h"
 #include "ops/ops.h"
 
 #include <limits.h>
@@ -319,15 +320,15 @@ static void direct_portable(float *y, const float *x, const float *w,
                             const struct unet__conv_epilogue *ep, long long q) {
     direct_rows(y, x, w, d, ep, q);
 }
-#if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("avx2,fma"))) static void direct_avx2(float *y, const float *x,
+#ifdef UNET__X86
+UNET__TARGET_AVX2 static void direct_avx2(float *y, const float *x,
                                                             const float *w,
                                                             const struct unet__conv2d_dims *d,
                                                             const struct unet__conv_epilogue *ep,
                                                             long long q) {
     direct_rows(y, x, w, d, ep, q);
 }
-__attribute__((target("avx512f"))) static void direct_avx512(float *y, const float *x,
+UNET__TARGET_AVX512 static void direct_avx512(float *y, const float *x,
                                                              const float *w,
                                                              const struct unet__conv2d_dims *d,
                                                              const struct unet__conv_epilogue *ep,
@@ -339,7 +340,7 @@ __attribute__((target("avx512f"))) static void direct_avx512(float *y, const flo
 static void conv_direct(float *y, const float *x, const float *w, const struct unet__conv2d_dims *d,
                         const struct unet__conv_epilogue *ep) {
     direct_fn f = direct_portable;
-#if defined(__x86_64__) && defined(__GNUC__)
+#ifdef UNET__X86
     if (unet__cpu_has(UNET__CPU_AVX512)) f = direct_avx512;
     else if (unet__cpu_has(UNET__CPU_AVX2)) f = direct_avx2;
 #endif

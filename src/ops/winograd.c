@@ -37,6 +37,7 @@
  * w'[ci][co] = w[co][ci] rotated by 180 degrees and padding 2 - pad (unet__winograd_dims_data);
  * the weight gradient uses the adjoint transforms (unet__conv2d_winograd_wgrad, at the end).
  */
+#include "cpu.h"
 #include "ops/ops.h"
 
 #include <string.h>
@@ -353,9 +354,8 @@ static ALWAYS_INLINE void gather_patches(float dd[36][LANES], const float *x,
  * tiles from q % groups * LANES (those past the last tile are zero).  V[k] is stored in panels
  * of NR tiles (panel_offset), the order the GEMM micro-kernel reads it.  Patches are gathered
  * with the zero padding applied on the fly. */
-#if defined(__x86_64__) && defined(__GNUC__)
+#ifdef UNET__X86
 #include <immintrin.h>
-#define HAVE_X86_DISPATCH 1
 
 /* Permute indices of the row kernels below.  A run of 64 floats in two pairs of vectors holds
  * 16 tiles of 4 columns: ROW_LO[c] picks column c of tiles 0-7 from the first pair, ROW_HI[c]
@@ -378,7 +378,7 @@ static inline __mmask16 tail_mask16(int last) {
 /* gather_patches for 16 consecutive tiles of one tile row (the usual case): each patch row of
  * the 16 tiles is one run of 66 input floats, loaded as 5 vectors (masked: the zero padding and
  * the image border) and de-interleaved with permutes instead of 576 scalar loads. */
-__attribute__((target("avx512f"))) static void gather_row16_avx512(float dd[36][LANES],
+UNET__TARGET_AVX512 static void gather_row16_avx512(float dd[36][LANES],
                                                                   const float *xc, int ih0,
                                                                   int iw0, int H, int W,
                                                                   size_t next) {
@@ -422,7 +422,7 @@ __attribute__((target("avx512f"))) static void gather_row16_avx512(float dd[36][
 /* The inverse for the outputs: the 4x4 results o (16, LANES) of 16 consecutive tiles of one
  * tile row are, per output row, one run of 64 floats: interleaved with permutes and stored
  * (masked at the right border; added when acc) instead of 256 scalar stores. */
-__attribute__((target("avx512f"))) static void scatter_row16_avx512(float *yc,
+UNET__TARGET_AVX512 static void scatter_row16_avx512(float *yc,
                                                                    float o[16][LANES], int oh0,
                                                                    int ow0, int H, int W,
                                                                    bool acc) {
@@ -460,7 +460,7 @@ __attribute__((target("avx512f"))) static void scatter_row16_avx512(float *yc,
 
 /* The pooled 2x2 of 16 consecutive tiles of one tile row: per pooled row, windows (pr, 0) and
  * (pr, 1) of tile j go to columns 2j and 2j + 1, one run of 32 floats (masked at the border). */
-__attribute__((target("avx512f"))) static void pool_row16_avx512(float *pc, float pm[4][LANES],
+UNET__TARGET_AVX512 static void pool_row16_avx512(float *pc, float pm[4][LANES],
                                                                 int ph0, int pw0, int Hp, int Wp) {
     __mmask16 mask[2];
     for (int v = 0; v < 2; v++) {
@@ -479,7 +479,7 @@ __attribute__((target("avx512f"))) static void pool_row16_avx512(float *pc, floa
 /* The 4x4 output-gradient tiles of 16 consecutive tiles of one tile row: per tile row, one run
  * of 64 floats (masked at the border; rows past H are zero), de-interleaved into the 4 columns
  * with the same permutes as gather_row16_avx512. */
-__attribute__((target("avx512f"))) static void dy_row16_avx512(float yy[16][LANES],
+UNET__TARGET_AVX512 static void dy_row16_avx512(float yy[16][LANES],
                                                               const float *yc, int oh0, int ow0,
                                                               int H, int W) {
     __mmask16 mask[4];
@@ -506,7 +506,7 @@ __attribute__((target("avx512f"))) static void dy_row16_avx512(float yy[16][LANE
 /* The patches of 16 tiles; fast (AVX-512 copies only) when they are consecutive in one row. */
 static ALWAYS_INLINE void gather_group(float dd[36][LANES], const float *x,
                                        const struct wino_args *a, int ci, size_t t0, bool fast) {
-#ifdef HAVE_X86_DISPATCH
+#ifdef UNET__X86
     const size_t tpi = (size_t)a->p.tiles_h * a->p.tiles_w;
     if (fast && t0 + LANES <= a->p.tiles &&
         (int)(t0 % tpi % a->p.tiles_w) + LANES <= a->p.tiles_w) {
@@ -555,7 +555,7 @@ static ALWAYS_INLINE void pool_tiles(float *pool, float o[16][LANES], const stru
             pm[w][j] = m;
         }
     }
-#ifdef HAVE_X86_DISPATCH
+#ifdef UNET__X86
     if (fast && t0 + LANES <= a->p.tiles &&
         (int)(t0 % (size_t)tpi % a->p.tiles_w) + LANES <= a->p.tiles_w) {
         const int n = (int)(t0 / (size_t)tpi), r = (int)(t0 % (size_t)tpi);
@@ -600,7 +600,7 @@ static ALWAYS_INLINE void output_group(float *y, const float *M, const struct wi
             o[k][j] = relu && v < 0.0f ? 0.0f : v;
         }
     if (ep && ep->pool) pool_tiles(ep->pool, o, a, t0 + (size_t)g0, co, fast);
-#ifdef HAVE_X86_DISPATCH
+#ifdef UNET__X86
     const size_t tg = t0 + (size_t)g0;
     if (fast && tg + LANES <= a->p.tiles &&
         (int)(tg % (size_t)tpi % a->p.tiles_w) + LANES <= a->p.tiles_w) {
@@ -642,8 +642,8 @@ static inline int ci16_of(const struct unet__conv2d_dims *d) {
 /* dst[j ld + c] = src[c stride + j] for the 16 tiles j and the nc (8 or 16) channels c: the
  * transposition from the transforms' lanes (tiles) to the micro-kernel's rows (tiles of
  * channels).  AVX-512: a 16 x 16 register transpose; otherwise element by element. */
-#ifdef HAVE_X86_DISPATCH
-__attribute__((target("avx512f"))) static void transpose_store_avx512(float *dst, size_t ld,
+#ifdef UNET__X86
+UNET__TARGET_AVX512 static void transpose_store_avx512(float *dst, size_t ld,
                                                                      const float *src,
                                                                      size_t stride, int nc) {
     __m512 r[16], t[16];
@@ -679,7 +679,7 @@ __attribute__((target("avx512f"))) static void transpose_store_avx512(float *dst
 
 static ALWAYS_INLINE void transpose_store(float *dst, size_t ld, const float *src, size_t stride,
                                           int nc, bool fast) {
-#ifdef HAVE_X86_DISPATCH
+#ifdef UNET__X86
     if (fast) {
         transpose_store_avx512(dst, ld, src, stride, nc);
         return;
@@ -725,7 +725,7 @@ static ALWAYS_INLINE void wgrad_dy_group(float *Dt, const float *dy, const struc
     float z[MR][36][LANES]; /* (channel, k, tile) */
     for (int c = 0; c < MR; c++) {
         float yy[16][LANES];
-#ifdef HAVE_X86_DISPATCH
+#ifdef UNET__X86
         const size_t tg = t0 + (size_t)g0;
         if (fast && c0 + c < cob && tg + LANES <= a->p.tiles &&
             (int)(tg % (size_t)tpi % a->p.tiles_w) + LANES <= a->p.tiles_w) {
@@ -789,7 +789,7 @@ static void gemm_portable(const float *A, const float *B, int K, int width, floa
         }
 }
 
-#ifdef HAVE_X86_DISPATCH
+#ifdef UNET__X86
 /* 8 rows x NV zmm columns: per k, NV loads of B, 8 broadcasts of A, 8 NV FMAs (24
  * accumulators for the full 48-wide panel).  Written out with macros: with arrays and loops the
  * compiler keeps the accumulators in memory. */
@@ -820,7 +820,7 @@ static void gemm_portable(const float *A, const float *B, int K, int width, floa
 #define Z_LOAD2 Z_LOAD1 const __m512 b1 = _mm512_loadu_ps(B + 16);
 #define Z_LOAD3 Z_LOAD2 const __m512 b2 = _mm512_loadu_ps(B + 32);
 #define AVX512_KERNEL(NV)                                                                       \
-    __attribute__((target("avx512f"))) static void gemm_avx512_##NV(                           \
+    UNET__TARGET_AVX512 static void gemm_avx512_##NV(                           \
         const float *A, const float *B, int K, float *C, int ldc, bool acc) {                   \
         ROWS8(Z_DECL##NV)                                                                       \
         for (int k = 0; k < K; k++, A += MR, B += 16 * NV) {                                    \
@@ -833,7 +833,7 @@ AVX512_KERNEL(1)
 AVX512_KERNEL(2)
 AVX512_KERNEL(3)
 
-__attribute__((target("avx512f"))) static void gemm_avx512(const float *A, const float *B, int K,
+UNET__TARGET_AVX512 static void gemm_avx512(const float *A, const float *B, int K,
                                                            int width, float *C, int ldc, bool acc) {
     if (width == 48) gemm_avx512_3(A, B, K, C, ldc, acc);
     else if (width == 32) gemm_avx512_2(A, B, K, C, ldc, acc);
@@ -864,7 +864,7 @@ __attribute__((target("avx512f"))) static void gemm_avx512(const float *A, const
 #define Y_LOAD2 const __m256 b0 = _mm256_loadu_ps(B), b1 = _mm256_loadu_ps(B + 8);
 #define Y_LOAD3 Y_LOAD2 const __m256 b2 = _mm256_loadu_ps(B + 16);
 #define AVX2_KERNEL(NV)                                                                         \
-    __attribute__((target("avx2,fma"))) static void gemm_avx2_##NV(                            \
+    UNET__TARGET_AVX2 static void gemm_avx2_##NV(                            \
         const float *A, const float *B, int K, int ldb, float *C, int ldc, bool acc) {          \
         ROWS4(Y_DECL##NV)                                                                       \
         for (int k = 0; k < K; k++, A += MR, B += ldb) {                                        \
@@ -876,7 +876,7 @@ __attribute__((target("avx512f"))) static void gemm_avx512(const float *A, const
 AVX2_KERNEL(2)
 AVX2_KERNEL(3)
 
-__attribute__((target("avx2,fma"))) static void gemm_avx2(const float *A, const float *B, int K,
+UNET__TARGET_AVX2 static void gemm_avx2(const float *A, const float *B, int K,
                                                           int width, float *C, int ldc, bool acc) {
     const int step = width == 48 ? 24 : 16;
     for (int r = 0; r < MR; r += 4)
@@ -932,13 +932,13 @@ struct wino_kernels {
         wx_##SUFFIX,      wdy_##SUFFIX,   wout_##SUFFIX};
 
 WINO_KERNELS(portable, , false)
-#ifdef HAVE_X86_DISPATCH
-WINO_KERNELS(avx2, __attribute__((target("avx2,fma"))), false)
-WINO_KERNELS(avx512, __attribute__((target("avx512f"))), true)
+#ifdef UNET__X86
+WINO_KERNELS(avx2, UNET__TARGET_AVX2, false)
+WINO_KERNELS(avx512, UNET__TARGET_AVX512, true)
 #endif
 
 static const struct wino_kernels *pick_kernels(void) {
-#ifdef HAVE_X86_DISPATCH
+#ifdef UNET__X86
     if (unet__cpu_has(UNET__CPU_AVX512)) return &kernels_avx512;
     if (unet__cpu_has(UNET__CPU_AVX2)) return &kernels_avx2;
 #endif
