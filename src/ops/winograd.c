@@ -94,6 +94,29 @@ static int round_up(int x, int m) {
     return (x + m - 1) / m * m;
 }
 
+/* The tile geometry, in one place.  Tiles are numbered image by image, row by row: tile t is
+ * in image n at tile row r / tiles_w, tile column r % tiles_w (r = t mod tiles per image); its
+ * 4x4 outputs start at (oh0, ow0) = 4 (tile row, tile column), its 6x6 input patch at
+ * (oh0 - pad_h, ow0 - pad_w), and its 2x2 pooled outputs (a fused max-pool) at
+ * (oh0 / 2, ow0 / 2). */
+struct wino_tile {
+    int n, oh0, ow0;
+};
+
+static inline struct wino_tile tile_at(const struct wino_plan *p, size_t t) {
+    const size_t per_image = (size_t)p->tiles_h * p->tiles_w;
+    const int    r = (int)(t % per_image);
+    return (struct wino_tile){(int)(t / per_image), r / p->tiles_w * 4, r % p->tiles_w * 4};
+}
+
+/* Whether the LANES tiles from t0 all exist and lie in one tile row: their outputs are then
+ * runs of 4 LANES consecutive pixels (the AVX-512 row kernels). */
+static inline bool row_of_lanes(const struct wino_plan *p, size_t t0) {
+    const size_t per_image = (size_t)p->tiles_h * p->tiles_w;
+    return t0 + LANES <= p->tiles &&
+           (int)(t0 % per_image % (size_t)p->tiles_w) + LANES <= p->tiles_w;
+}
+
 static struct wino_plan plan_of(const struct unet__conv2d_dims *d) {
     struct wino_plan p;
     p.tiles_h = (d->H_out + 3) / 4;
@@ -322,16 +345,15 @@ static ALWAYS_INLINE void gather_patches(float dd[36][LANES], const float *x,
                                          const struct wino_args *a, int ci, size_t t0) {
     const struct unet__conv2d_dims *d = a->d;
     const int H = d->H_in, W = d->W_in;
-    const int tpi = a->p.tiles_h * a->p.tiles_w;
     for (int j = 0; j < LANES; j++) {
         size_t t = t0 + j;
         if (t >= a->p.tiles) {
             for (int k = 0; k < 36; k++) dd[k][j] = 0.0f;
             continue;
         }
-        int n = (int)(t / (size_t)tpi), r = (int)(t % (size_t)tpi);
-        int ih0 = r / a->p.tiles_w * 4 - d->pad_h, iw0 = r % a->p.tiles_w * 4 - d->pad_w;
-        const float *xc = in_plane(a, x, n, ci);
+        const struct wino_tile tl = tile_at(&a->p, t);
+        const int ih0 = tl.oh0 - d->pad_h, iw0 = tl.ow0 - d->pad_w;
+        const float *xc = in_plane(a, x, tl.n, ci);
         if (ih0 >= 0 && iw0 >= 0 && ih0 + 6 <= H && iw0 + 6 <= W) {
             for (int ri = 0; ri < 6; ri++) {
                 const float *row = xc + (size_t)(ih0 + ri) * W + iw0;
@@ -507,15 +529,11 @@ UNET__TARGET_AVX512 static void dy_row16_avx512(float yy[16][LANES],
 static ALWAYS_INLINE void gather_group(float dd[36][LANES], const float *x,
                                        const struct wino_args *a, int ci, size_t t0, bool fast) {
 #ifdef UNET__X86
-    const size_t tpi = (size_t)a->p.tiles_h * a->p.tiles_w;
-    if (fast && t0 + LANES <= a->p.tiles &&
-        (int)(t0 % tpi % a->p.tiles_w) + LANES <= a->p.tiles_w) {
+    if (fast && row_of_lanes(&a->p, t0)) {
         const struct unet__conv2d_dims *d = a->d;
-        const int n = (int)(t0 / tpi), r = (int)(t0 % tpi);
-        const float *xc = in_plane(a, x, n, ci);
-        gather_row16_avx512(dd, xc, r / a->p.tiles_w * 4 - d->pad_h,
-                            r % a->p.tiles_w * 4 - d->pad_w, d->H_in, d->W_in,
-                            (size_t)d->H_in * d->W_in);
+        const struct wino_tile tl = tile_at(&a->p, t0);
+        gather_row16_avx512(dd, in_plane(a, x, tl.n, ci), tl.oh0 - d->pad_h, tl.ow0 - d->pad_w,
+                            d->H_in, d->W_in, (size_t)d->H_in * d->W_in);
         return;
     }
 #else
@@ -543,7 +561,7 @@ static ALWAYS_INLINE void input_group(float *V, const float *x, const struct win
 static ALWAYS_INLINE void pool_tiles(float *pool, float o[16][LANES], const struct wino_args *a,
                                      size_t t0, int co, bool fast) {
     const struct unet__conv2d_dims *d = a->d;
-    const int Hp = d->H_out / 2, Wp = d->W_out / 2, tpi = a->p.tiles_h * a->p.tiles_w;
+    const int Hp = d->H_out / 2, Wp = d->W_out / 2;
     float pm[4][LANES]; /* window (pr, q) = 2 pr + q of each tile */
     for (int w = 0; w < 4; w++) {
         const int k = 8 * (w / 2) + 2 * (w % 2);
@@ -556,11 +574,10 @@ static ALWAYS_INLINE void pool_tiles(float *pool, float o[16][LANES], const stru
         }
     }
 #ifdef UNET__X86
-    if (fast && t0 + LANES <= a->p.tiles &&
-        (int)(t0 % (size_t)tpi % a->p.tiles_w) + LANES <= a->p.tiles_w) {
-        const int n = (int)(t0 / (size_t)tpi), r = (int)(t0 % (size_t)tpi);
-        pool_row16_avx512(pool + ((size_t)n * d->C_out + co) * Hp * Wp, pm, r / a->p.tiles_w * 2,
-                          r % a->p.tiles_w * 2, Hp, Wp);
+    if (fast && row_of_lanes(&a->p, t0)) {
+        const struct wino_tile tl = tile_at(&a->p, t0);
+        pool_row16_avx512(pool + ((size_t)tl.n * d->C_out + co) * Hp * Wp, pm, tl.oh0 / 2,
+                          tl.ow0 / 2, Hp, Wp);
         return;
     }
 #else
@@ -569,9 +586,9 @@ static ALWAYS_INLINE void pool_tiles(float *pool, float o[16][LANES], const stru
     for (int j = 0; j < LANES; j++) {
         size_t t = t0 + j;
         if (t >= a->p.tiles) break;
-        int n = (int)(t / (size_t)tpi), r = (int)(t % (size_t)tpi);
-        int ph0 = r / a->p.tiles_w * 2, pw0 = r % a->p.tiles_w * 2;
-        float *pc = pool + ((size_t)n * d->C_out + co) * Hp * Wp;
+        const struct wino_tile tl = tile_at(&a->p, t);
+        const int ph0 = tl.oh0 / 2, pw0 = tl.ow0 / 2;
+        float *pc = pool + ((size_t)tl.n * d->C_out + co) * Hp * Wp;
         for (int pr = 0; pr < 2 && ph0 + pr < Hp; pr++)
             for (int q = 0; q < 2 && pw0 + q < Wp; q++)
                 pc[(size_t)(ph0 + pr) * Wp + pw0 + q] = pm[2 * pr + q][j];
@@ -585,7 +602,7 @@ static ALWAYS_INLINE void output_group(float *y, const float *M, const struct wi
     const struct unet__conv2d_dims   *d = a->d;
     const struct unet__conv_epilogue *ep = a->ep;
     const int C_out = d->C_out, H = d->H_out, W = d->W_out;
-    const int tpi = a->p.tiles_h * a->p.tiles_w, groups = nt / LANES;
+    const int groups = nt / LANES;
     const int co = q / groups, g0 = q % groups * LANES;
     float m[36][LANES], o[16][LANES];
     for (int k = 0; k < 36; k++)
@@ -601,12 +618,10 @@ static ALWAYS_INLINE void output_group(float *y, const float *M, const struct wi
         }
     if (ep && ep->pool) pool_tiles(ep->pool, o, a, t0 + (size_t)g0, co, fast);
 #ifdef UNET__X86
-    const size_t tg = t0 + (size_t)g0;
-    if (fast && tg + LANES <= a->p.tiles &&
-        (int)(tg % (size_t)tpi % a->p.tiles_w) + LANES <= a->p.tiles_w) {
-        const int n = (int)(tg / (size_t)tpi), r = (int)(tg % (size_t)tpi);
-        scatter_row16_avx512(y + ((size_t)n * C_out + co) * H * W, o, r / a->p.tiles_w * 4,
-                             r % a->p.tiles_w * 4, H, W, acc);
+    if (fast && row_of_lanes(&a->p, t0 + (size_t)g0)) {
+        const struct wino_tile tl = tile_at(&a->p, t0 + (size_t)g0);
+        scatter_row16_avx512(y + ((size_t)tl.n * C_out + co) * H * W, o, tl.oh0, tl.ow0, H, W,
+                             acc);
         return;
     }
 #else
@@ -615,12 +630,11 @@ static ALWAYS_INLINE void output_group(float *y, const float *M, const struct wi
     for (int j = 0; j < LANES; j++) {
         size_t t = t0 + (size_t)g0 + j;
         if (t >= a->p.tiles) break;
-        int n = (int)(t / (size_t)tpi), r = (int)(t % (size_t)tpi);
-        int oh0 = r / a->p.tiles_w * 4, ow0 = r % a->p.tiles_w * 4;
-        int nh = H - oh0 < 4 ? H - oh0 : 4, nw = W - ow0 < 4 ? W - ow0 : 4;
-        float *yc = y + ((size_t)n * C_out + co) * H * W;
+        const struct wino_tile tl = tile_at(&a->p, t);
+        int nh = H - tl.oh0 < 4 ? H - tl.oh0 : 4, nw = W - tl.ow0 < 4 ? W - tl.ow0 : 4;
+        float *yc = y + ((size_t)tl.n * C_out + co) * H * W;
         for (int ri = 0; ri < nh; ri++) {
-            float *row = yc + (size_t)(oh0 + ri) * W + ow0;
+            float *row = yc + (size_t)(tl.oh0 + ri) * W + tl.ow0;
             if (acc)
                 for (int cj = 0; cj < nw; cj++) row[cj] += o[ri * 4 + cj][j];
             else
@@ -720,18 +734,15 @@ static ALWAYS_INLINE void wgrad_dy_group(float *Dt, const float *dy, const struc
                                          int co0, int cob, size_t t0, int nt, int q, bool fast) {
     const struct unet__conv2d_dims *d = a->d;
     const int H = d->H_out, W = d->W_out, groups = nt / LANES, cobp = round_up(cob, MR);
-    const int tpi = a->p.tiles_h * a->p.tiles_w;
     const int c0 = q / groups * MR, g0 = q % groups * LANES;
     float z[MR][36][LANES]; /* (channel, k, tile) */
     for (int c = 0; c < MR; c++) {
         float yy[16][LANES];
 #ifdef UNET__X86
-        const size_t tg = t0 + (size_t)g0;
-        if (fast && c0 + c < cob && tg + LANES <= a->p.tiles &&
-            (int)(tg % (size_t)tpi % a->p.tiles_w) + LANES <= a->p.tiles_w) {
-            const int n = (int)(tg / (size_t)tpi), r = (int)(tg % (size_t)tpi);
-            dy_row16_avx512(yy, dy + ((size_t)n * d->C_out + co0 + c0 + c) * H * W,
-                            r / a->p.tiles_w * 4, r % a->p.tiles_w * 4, H, W);
+        if (fast && c0 + c < cob && row_of_lanes(&a->p, t0 + (size_t)g0)) {
+            const struct wino_tile tl = tile_at(&a->p, t0 + (size_t)g0);
+            dy_row16_avx512(yy, dy + ((size_t)tl.n * d->C_out + co0 + c0 + c) * H * W, tl.oh0,
+                            tl.ow0, H, W);
             grad_transform(z[c], yy);
             continue;
         }
@@ -740,13 +751,12 @@ static ALWAYS_INLINE void wgrad_dy_group(float *Dt, const float *dy, const struc
         for (int j = 0; j < LANES && c0 + c < cob; j++) {
             size_t t = t0 + (size_t)g0 + j;
             if (t >= a->p.tiles) break;
-            int n = (int)(t / (size_t)tpi), r = (int)(t % (size_t)tpi);
-            int oh0 = r / a->p.tiles_w * 4, ow0 = r % a->p.tiles_w * 4;
-            int nh = H - oh0 < 4 ? H - oh0 : 4, nw = W - ow0 < 4 ? W - ow0 : 4;
-            const float *yc = dy + ((size_t)n * d->C_out + co0 + c0 + c) * H * W;
+            const struct wino_tile tl = tile_at(&a->p, t);
+            int nh = H - tl.oh0 < 4 ? H - tl.oh0 : 4, nw = W - tl.ow0 < 4 ? W - tl.ow0 : 4;
+            const float *yc = dy + ((size_t)tl.n * d->C_out + co0 + c0 + c) * H * W;
             for (int ri = 0; ri < nh; ri++)
                 for (int cj = 0; cj < nw; cj++)
-                    yy[ri * 4 + cj][j] = yc[(size_t)(oh0 + ri) * W + ow0 + cj];
+                    yy[ri * 4 + cj][j] = yc[(size_t)(tl.oh0 + ri) * W + tl.ow0 + cj];
         }
         grad_transform(z[c], yy);
     }
