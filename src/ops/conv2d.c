@@ -226,16 +226,6 @@ static void conv_backward_weight_gemm(float *dw, const float *dy, const float *x
     }
 }
 
-static void bias_add(float *y, const float *b, int N, int C, size_t P) {
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int n = 0; n < N; n++)
-        for (int c = 0; c < C; c++) {
-            float *yc = y + ((size_t)n * C + c) * P;
-            const float bc = b[c];
-            for (size_t p = 0; p < P; p++) yc[p] += bc;
-        }
-}
-
 /* db[c] += sum over the batch and pixels of dy[n, c]; summed in double per channel. */
 static void bias_backward(float *db, const float *dy, int N, int C, size_t P) {
 #pragma omp parallel for schedule(static)
@@ -251,19 +241,13 @@ static void bias_backward(float *db, const float *dy, int N, int C, size_t P) {
 
 /* ---- Conv2d ---- */
 
-/* The epilogue as a separate pass after the GEMM path (Winograd applies it in its output
- * transform).  Accumulating GEMMs (beta = 1) only support a shift. */
+/* The epilogue as a separate pass after the GEMM path (the direct path applies it per row,
+ * Winograd in its output transform).  After an accumulating GEMM (beta = 1) it can only be a
+ * shift: y += conv + shift. */
 static void epilogue_pass(float *y, const struct unet__conv_epilogue *ep, int N, int C, size_t P) {
 #pragma omp parallel for collapse(2) schedule(static)
     for (int n = 0; n < N; n++)
-        for (int c = 0; c < C; c++) {
-            float *yc = y + ((size_t)n * C + c) * P;
-            const float a = ep->scale ? ep->scale[c] : 1.0f, b = ep->shift ? ep->shift[c] : 0.0f;
-            for (size_t p = 0; p < P; p++) {
-                float v = yc[p] * a + b;
-                yc[p] = ep->relu && v < 0.0f ? 0.0f : v; /* NaN and -0 kept, as relu.c */
-            }
-        }
+        for (int c = 0; c < C; c++) unet__epilogue_apply(y + ((size_t)n * C + c) * P, P, ep, c);
 }
 
 /* ---- direct convolution for very few input channels (U-Net's first layer) ----
@@ -302,14 +286,7 @@ direct_rows(float *y, const float *x, const float *w, const struct unet__conv2d_
                 for (int ow = lo; ow < hi; ow++) yr[ow] += wv * xr[ow + shift];
             }
         }
-    const float a = ep && ep->scale ? ep->scale[co] : 1.0f;
-    const float b = ep && ep->shift ? ep->shift[co] : 0.0f;
-    const bool  relu = ep && ep->relu;
-#pragma omp simd
-    for (int ow = 0; ow < d->W_out; ow++) {
-        float v = yr[ow] * a + b;
-        yr[ow] = relu && v < 0.0f ? 0.0f : v;
-    }
+    unet__epilogue_apply(yr, (size_t)d->W_out, ep, co);
 }
 
 typedef void (*direct_fn)(float *y, const float *x, const float *w,
@@ -364,16 +341,11 @@ void unet__conv2d_forward_ep(float *y, const float *x, const float *w,
         unet__conv2d_winograd(y, x, w, false, d, ep, scratch);
         return;
     }
-    const size_t P = (size_t)d->H_out * d->W_out;
-    if (ep && ep->accumulate) {
-        UNET_ASSERT(!ep->scale && !ep->relu);
-        conv_forward_gemm(y, x, w, d, scratch, 1.0f);
-        if (ep->shift) bias_add(y, ep->shift, d->N, d->C_out, P);
-        return;
-    }
-    conv_forward_gemm(y, x, w, d, scratch, 0.0f);
-    if (ep && (ep->scale || ep->relu)) epilogue_pass(y, ep, d->N, d->C_out, P);
-    else if (ep && ep->shift) bias_add(y, ep->shift, d->N, d->C_out, P);
+    const bool acc = ep && ep->accumulate;
+    UNET_ASSERT(!acc || (!ep->scale && !ep->relu));
+    conv_forward_gemm(y, x, w, d, scratch, acc ? 1.0f : 0.0f);
+    if (ep && (ep->scale || ep->shift || ep->relu))
+        epilogue_pass(y, ep, d->N, d->C_out, (size_t)d->H_out * d->W_out);
 }
 
 bool unet__conv2d_fusable(const struct unet__conv2d_dims *d) {
@@ -592,7 +564,8 @@ void unet__convt2d_forward(float *y, const float *x, const float *w, const float
     struct unet__conv2d_dims c = unet__convt2d_as_conv(d);
     memset(y, 0, sizeof(float) * (size_t)d->N * d->C_out * d->H_out * d->W_out);
     conv_backward_data_gemm(y, x, w, &c, scratch);
-    if (b) bias_add(y, b, d->N, d->C_out, (size_t)d->H_out * d->W_out);
+    struct unet__conv_epilogue ep = {.shift = b};
+    if (b) epilogue_pass(y, &ep, d->N, d->C_out, (size_t)d->H_out * d->W_out);
 }
 
 void unet__convt2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,

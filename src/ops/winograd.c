@@ -556,8 +556,7 @@ static ALWAYS_INLINE void input_group(float *V, const float *x, const struct win
 
 /* The epilogue's pooled copy of 16 tiles of channel co: each 4x4 tile holds whole 2x2 windows
  * (tiles start at multiples of 4); windows past H_out / 2, W_out / 2 (floor mode) are dropped.
- * maxpool.c's window semantics, as selects over the 16 lanes: the first maximum in row-major
- * order wins, NaN propagates. */
+ * maxpool.c's window (unet__maxpool_window), over the 16 lanes. */
 static ALWAYS_INLINE void pool_tiles(float *pool, float o[16][LANES], const struct wino_args *a,
                                      size_t t0, int co, bool fast) {
     const struct unet__conv2d_dims *d = a->d;
@@ -566,11 +565,8 @@ static ALWAYS_INLINE void pool_tiles(float *pool, float o[16][LANES], const stru
     for (int w = 0; w < 4; w++) {
         const int k = 8 * (w / 2) + 2 * (w % 2);
         for (int j = 0; j < LANES; j++) {
-            float m = o[k][j], b = o[k + 1][j], c = o[k + 4][j], e = o[k + 5][j];
-            m = b > m || b != b ? b : m;
-            m = c > m || c != c ? c : m;
-            m = e > m || e != e ? e : m;
-            pm[w][j] = m;
+            uint8_t arg; /* unused */
+            pm[w][j] = unet__maxpool_window(o[k][j], o[k + 1][j], o[k + 4][j], o[k + 5][j], &arg);
         }
     }
 #ifdef UNET__X86
@@ -608,14 +604,8 @@ static ALWAYS_INLINE void output_group(float *y, const float *M, const struct wi
     for (int k = 0; k < 36; k++)
         memcpy(m[k], M + ((size_t)k * a->p.cop + co) * nt + g0, sizeof m[k]);
     output_transform(o, m);
-    const float scale = ep && ep->scale ? ep->scale[co] : 1.0f;
-    const float shift = ep && ep->shift ? ep->shift[co] : 0.0f;
-    const bool  relu = ep && ep->relu, acc = ep && ep->accumulate;
-    for (int k = 0; k < 16; k++)
-        for (int j = 0; j < LANES; j++) {
-            float v = o[k][j] * scale + shift;
-            o[k][j] = relu && v < 0.0f ? 0.0f : v;
-        }
+    const bool acc = ep && ep->accumulate;
+    unet__epilogue_apply(&o[0][0], 16 * LANES, ep, co);
     if (ep && ep->pool) pool_tiles(ep->pool, o, a, t0 + (size_t)g0, co, fast);
 #ifdef UNET__X86
     if (fast && row_of_lanes(&a->p, t0 + (size_t)g0)) {
