@@ -29,8 +29,7 @@
  * GEMMs split output blocks (gemm.c), bias sums split output channels: each thread owns its
  * writes and the result is the same for any thread count.
  */
-#include "cpu.h"
-#include "ops/ops.h"
+#include "ops/kernels.h"
 
 #include <limits.h>
 #include <string.h>
@@ -289,44 +288,35 @@ direct_rows(float *y, const float *x, const float *w, const struct unet__conv2d_
     unet__epilogue_apply(yr, (size_t)d->W_out, ep, co);
 }
 
-typedef void (*direct_fn)(float *y, const float *x, const float *w,
-                          const struct unet__conv2d_dims *d, const struct unet__conv_epilogue *ep,
-                          long long q);
-static void direct_portable(float *y, const float *x, const float *w,
-                            const struct unet__conv2d_dims *d,
-                            const struct unet__conv_epilogue *ep, long long q) {
+void unet__conv2d_direct_rows_portable(float *y, const float *x, const float *w,
+                                       const struct unet__conv2d_dims   *d,
+                                       const struct unet__conv_epilogue *ep, long long q) {
     direct_rows(y, x, w, d, ep, q);
 }
 #ifdef UNET__X86
-UNET__TARGET_AVX2 static void direct_avx2(float *y, const float *x,
-                                                            const float *w,
-                                                            const struct unet__conv2d_dims *d,
-                                                            const struct unet__conv_epilogue *ep,
-                                                            long long q) {
+UNET__TARGET_AVX2 void unet__conv2d_direct_rows_avx2(float *y, const float *x, const float *w,
+                                                     const struct unet__conv2d_dims   *d,
+                                                     const struct unet__conv_epilogue *ep,
+                                                     long long q) {
     direct_rows(y, x, w, d, ep, q);
 }
-UNET__TARGET_AVX512 static void direct_avx512(float *y, const float *x,
-                                                             const float *w,
-                                                             const struct unet__conv2d_dims *d,
-                                                             const struct unet__conv_epilogue *ep,
-                                                             long long q) {
+UNET__TARGET_AVX512 void unet__conv2d_direct_rows_avx512(float *y, const float *x, const float *w,
+                                                         const struct unet__conv2d_dims   *d,
+                                                         const struct unet__conv_epilogue *ep,
+                                                         long long q) {
     direct_rows(y, x, w, d, ep, q);
 }
 #endif
 
 static void conv_direct(float *y, const float *x, const float *w, const struct unet__conv2d_dims *d,
                         const struct unet__conv_epilogue *ep) {
-    direct_fn f = direct_portable;
-#ifdef UNET__X86
-    if (unet__cpu_has(UNET__CPU_AVX512)) f = direct_avx512;
-    else if (unet__cpu_has(UNET__CPU_AVX2)) f = direct_avx2;
-#endif
+    const unet__conv2d_rows_fn rows_fn = unet__kernels_pick(UNET__PRECISION_F32)->direct_rows;
     const long long rows = (long long)d->N * d->C_out * d->H_out;
     /* Small layers stay on the calling thread (a team costs more than ~1M multiply-adds). */
     const bool par = (double)rows * d->W_out * d->C_in * d->K_h * d->K_w >= (double)(1 << 20);
     (void)par;
 #pragma omp parallel for schedule(dynamic, 16) if (par)
-    for (long long q = 0; q < rows; q++) f(y, x, w, d, ep, q);
+    for (long long q = 0; q < rows; q++) rows_fn(y, x, w, d, ep, q);
 }
 
 void unet__conv2d_forward_ep(float *y, const float *x, const float *w,
@@ -486,7 +476,7 @@ static void convt_scatter_forward(float *y, const float *x, const float *w, cons
      * one kernel row are a run of one output row. */
     const int per_row = (d->W_in + K_NR - 1) / K_NR, panels = d->H_in * per_row;
     const int slots = unet__thread_slots();
-    const unet__micro_gemm_fn gemm = unet__micro_gemm();
+    const unet__micro_gemm_fn gemm = unet__kernels_pick(UNET__PRECISION_F32)->micro_gemm;
     float *A = scratch; /* (rows / K_MR, C_in, K_MR): W (C_in, R) by panels of rows */
     float *bufs = A + (size_t)rows * C_in;
     int team = 1;

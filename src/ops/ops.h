@@ -80,6 +80,21 @@ void unet__conv2d_forward_ep(float *y, const float *x, const float *w,
                              const struct unet__conv2d_dims *d,
                              const struct unet__conv_epilogue *ep, float *scratch);
 
+/* The direct convolution for few input channels (conv2d.c), one output row q = (n, co, oh) with
+ * its epilogue, compiled per instruction set; ops/kernels.h picks the copy. */
+typedef void (*unet__conv2d_rows_fn)(float *y, const float *x, const float *w,
+                                     const struct unet__conv2d_dims   *d,
+                                     const struct unet__conv_epilogue *ep, long long q);
+void unet__conv2d_direct_rows_portable(float *y, const float *x, const float *w,
+                                       const struct unet__conv2d_dims   *d,
+                                       const struct unet__conv_epilogue *ep, long long q);
+void unet__conv2d_direct_rows_avx2(float *y, const float *x, const float *w,
+                                   const struct unet__conv2d_dims   *d,
+                                   const struct unet__conv_epilogue *ep, long long q);
+void unet__conv2d_direct_rows_avx512(float *y, const float *x, const float *w,
+                                     const struct unet__conv2d_dims   *d,
+                                     const struct unet__conv_epilogue *ep, long long q);
+
 /* Whether the forward of d runs by Winograd, which can read a concatenation's two inputs
  * (unet__conv2d_forward_cat) and write a pooled copy (epilogue pool). */
 bool unet__conv2d_fusable(const struct unet__conv2d_dims *d);
@@ -119,13 +134,13 @@ struct unet__conv2d_dims unet__winograd_dims_data(const struct unet__conv2d_dims
 void unet__conv2d_winograd_wgrad(float *dw, const float *dy, const float *x,
                                  const struct unet__conv2d_dims *d, float *scratch);
 size_t unet__winograd_wgrad_scratch_floats(const struct unet__conv2d_dims *d);
-/* winograd.c's GEMM micro-kernel, for the CPU it runs on: C (8 x width, leading dimension
- * ldc) = (or += when acc) A^T B over K, A (K, 8) and B (K, width) contiguous, width 16, 32 or
- * 48.  Also used by the 2x2 stride-2 transposed convolution (conv2d.c). */
+/* The GEMM micro-kernel (winograd_<isa>.c; ops/kernels.h picks the copy for the CPU): C (8 x
+ * width, leading dimension ldc) = (or += when acc) A^T B over K, A (K, 8) and B (K, width)
+ * contiguous, width 16, 32 or 48.  Winograd's products and the 2x2 stride-2 transposed
+ * convolution (conv2d.c) run on it. */
 enum { UNET__MICRO_MR = 8, UNET__MICRO_NR = 48 }; /* rows of C; the widest width */
 typedef void (*unet__micro_gemm_fn)(const float *A, const float *B, int K, int width, float *C,
                                     int ldc, bool acc);
-unet__micro_gemm_fn unet__micro_gemm(void);
 /* Tests only (not thread-safe): caps the scratch blocks at about `floats` each so that small
  * cases run in several output-channel and tile blocks; 0 restores the default. */
 void unet__winograd_set_budget(size_t floats);
