@@ -17,8 +17,10 @@
  * (half of the activations of a conv-BN-ReLU network) is not kept: backward recomputes it from
  * the stored convolution output and the saved mean and rstd, one cheap element-wise pass, into
  * a buffer that lives only as long as its gradient.  Inference does not form a concatenation
- * that only feeds a convolution: the convolution reads its two inputs (fuses_cat); and a
- * max-pool after a folded conv-BN-ReLU is written by the convolution's epilogue (fuses_pool).
+ * that only feeds a convolution: the convolution reads its two inputs; and a max-pool after a
+ * folded conv-BN-ReLU is written by the convolution's epilogue.  Which nodes are fused is
+ * decided once per plan (plan_fusion) and recorded on the nodes (struct unet__fusion): the
+ * memory planner and the forward pass read that record.
  *
  * Fusion.  ReLU is a flag on the conv or batch-norm node before it, applied in place; its
  * backward masks the incoming gradient in place (dy *= y > 0) before the node's own backward.
@@ -722,11 +724,36 @@ static bool fuses_cat(const unet_model *m, const struct unet__node *nodes,
 /* Inference: does conv node i, folding batch-norm i + 1, also write the output of max-pool node
  * i + 2 (floor mode) that reads the batch-norm's output?  Then the pool is the convolution's
  * epilogue too and the batch-norm output is not read back for it. */
-static bool fuses_pool(const unet_model *m, const struct unet__node *nodes,
-                       const struct unet__value *values, int i) {
-    return folds_bn(m, nodes, values, i) && i + 2 < m->n_nodes &&
-           nodes[i + 2].op == UNET__NODE_POOL && nodes[i + 2].in == nodes[i + 1].out &&
-           !nodes[i + 2].ceil_mode && unet__conv2d_fusable(&nodes[i].d.conv);
+static bool fuses_pool(const unet_model *m, const struct unet__node *nodes, int i) {
+    return i + 2 < m->n_nodes && nodes[i + 2].op == UNET__NODE_POOL &&
+           nodes[i + 2].in == nodes[i + 1].out && !nodes[i + 2].ceil_mode &&
+           unet__conv2d_fusable(&nodes[i].d.conv);
+}
+
+/* The fusion plan (model.h, struct unet__fusion) of every node, decided here once: nothing
+ * for training; for inference, batch-norms folded into their convolutions, pools written by
+ * their epilogues, concats read in place, dropouts as the identity.  last_use must be
+ * computed. */
+static void plan_fusion(const unet_model *m, struct unet__node *nodes,
+                        const struct unet__value *values, bool training) {
+    for (int i = 0; i < m->n_nodes; i++)
+        nodes[i].fuse = (struct unet__fusion){.into = -1, .bn = -1, .pool = -1, .cat = -1};
+    if (training) return;
+    for (int i = 0; i < m->n_nodes; i++) {
+        struct unet__node *nd = &nodes[i];
+        nd->fuse.alias = nd->op == UNET__NODE_DROPOUT;
+        if (fuses_cat(m, nodes, values, i)) {
+            nd->fuse.into = i + 1;
+            nodes[i + 1].fuse.cat = i;
+        }
+        if (!folds_bn(m, nodes, values, i)) continue;
+        nd->fuse.bn = i + 1;
+        nodes[i + 1].fuse.into = i;
+        if (fuses_pool(m, nodes, i)) {
+            nd->fuse.pool = i + 2;
+            nodes[i + 2].fuse.into = i;
+        }
+    }
 }
 
 /* Training: is value v a batch-norm output that backward recomputes (recompute_bn_output)? */
@@ -747,9 +774,11 @@ static int lifetimes(const unet_model *m, const struct unet__node *nodes,
     int k = 0;
     for (int v = 1; v < NV; v++) {
         const struct unet__value *x = &values[v];
-        if (!training && nodes[x->producer].op == UNET__NODE_DROPOUT) continue;
-        if (!training && folds_bn(m, nodes, values, x->producer)) continue; /* never written */
-        if (!training && fuses_cat(m, nodes, values, x->producer)) continue; /* never formed */
+        const struct unet__fusion *f = &nodes[x->producer].fuse;
+        if (f->alias) continue;             /* a dropout's output is its input */
+        if (f->bn >= 0) continue;           /* a folding convolution's output: never written */
+        if (nodes[x->producer].op == UNET__NODE_CONCAT && f->into >= 0)
+            continue;                       /* a concat read in place: never formed */
         iv[k].size = round16((size_t)n * x->c * x->h * x->w);
         if (training && recomputed(m, nodes, values, v)) {
             /* The forward copy, from its producer to its last reader; the backward copy below. */
@@ -759,27 +788,21 @@ static int lifetimes(const unet_model *m, const struct unet__node *nodes,
             k++;
             continue;
         }
-        iv[k].start = training ? 0 : x->producer;
-        /* A folded batch-norm's output is written by its convolution, one step earlier, while
-         * the convolution's input is still being read. */
-        if (!training && nodes[x->producer].op == UNET__NODE_BN && x->producer > 0 &&
-            folds_bn(m, nodes, values, x->producer - 1))
-            iv[k].start = x->producer - 1;
-        if (!training && nodes[x->producer].op == UNET__NODE_POOL && x->producer > 1 &&
-            fuses_pool(m, nodes, values, x->producer - 2))
-            iv[k].start = x->producer - 2; /* likewise a fused pool's output */
+        /* The output of a folded batch-norm or a fused pool is written by the convolution that
+         * runs it, earlier, while the convolution's input is still being read. */
+        iv[k].start = training ? 0 : f->into >= 0 ? f->into : x->producer;
         iv[k].end = training ? 2 * NN + 1 : x->last_use;
         iv[k].id = v;
-        if (!training) /* a dropout's output, being its input, extends the input's life */
-            for (int i = 0; i < NN; i++)
-                if (nodes[i].op == UNET__NODE_DROPOUT && nodes[i].in == v &&
-                    values[nodes[i].out].last_use > iv[k].end)
-                    iv[k].end = values[nodes[i].out].last_use;
-        if (!training) /* a fused concat's inputs are read by the convolution after it */
-            for (int i = 0; i < NN; i++)
-                if ((nodes[i].in == v || nodes[i].in2 == v) && iv[k].end < i + 1 &&
-                    fuses_cat(m, nodes, values, i))
-                    iv[k].end = i + 1;
+        for (int i = 0; i < NN; i++) {
+            const struct unet__fusion *g = &nodes[i].fuse;
+            /* A dropout's output, being its input, extends the input's life. */
+            if (g->alias && nodes[i].in == v && values[nodes[i].out].last_use > iv[k].end)
+                iv[k].end = values[nodes[i].out].last_use;
+            /* A fused concat's inputs are read by the convolution that runs it. */
+            if (nodes[i].op == UNET__NODE_CONCAT && g->into > iv[k].end &&
+                (nodes[i].in == v || nodes[i].in2 == v))
+                iv[k].end = g->into;
+        }
         k++;
     }
     if (training) {
@@ -808,16 +831,15 @@ static unet_status plan(unet_ctx *ctx, unet_model *m, int n, bool training) {
     struct interval *iv = calloc((size_t)NV * 3 + 1, sizeof *iv);
     if (!iv) return unet__fail(ctx, UNET_STATUS_NOMEM, "plan: out of memory");
     compute_last_use(m, m->nodes, m->values);
+    plan_fusion(m, m->nodes, m->values, training);
     int k = lifetimes(m, m->nodes, m->values, n, training, iv);
     size_t values_floats = place_intervals(iv, k);
 
     /* Inference: the scale and shift of the batch-norm being folded. */
     size_t fold_floats = 0;
-    if (!training)
-        for (int i = 0; i < NN; i++)
-            if (folds_bn(m, m->nodes, m->values, i) &&
-                2 * round16((size_t)m->nodes[i].c_out) > fold_floats)
-                fold_floats = 2 * round16((size_t)m->nodes[i].c_out);
+    for (int i = 0; i < NN; i++)
+        if (m->nodes[i].fuse.bn >= 0 && 2 * round16((size_t)m->nodes[i].c_out) > fold_floats)
+            fold_floats = 2 * round16((size_t)m->nodes[i].c_out);
 
     /* Inference: pools share one argmax buffer (nobody reads it back). */
     size_t pool_scratch = 0;
@@ -871,12 +893,10 @@ static unet_status plan(unet_ctx *ctx, unet_model *m, int n, bool training) {
             if (s != UNET_STATUS_OK) break;
         }
     }
-    if (s == UNET_STATUS_OK && !training) {
-        /* Dropout outputs are their inputs in inference. */
+    if (s == UNET_STATUS_OK) /* dropout outputs are their inputs in inference */
         for (int i = 0; i < NN; i++)
-            if (m->nodes[i].op == UNET__NODE_DROPOUT)
+            if (m->nodes[i].fuse.alias)
                 m->values[m->nodes[i].out].data = m->values[m->nodes[i].in].data;
-    }
     free(iv);
     return s;
 }
@@ -967,38 +987,38 @@ static double prof_now(const unet_model *m) {
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
-/* The fused ReLU of a node, in place: y = y < 0 ? 0 : y (NaN and -0 kept, as ops/relu.c),
- * vectorized. */
-/* Convolution node i into y with epilogue ep; in an inference plan it reads the two inputs of
- * the concat before it when it fuses it. */
-static void conv_run(unet_model *m, int i, float *y, const struct unet__conv_epilogue *ep) {
-    const struct unet__node *c = &m->nodes[i];
-    if (i > 0 && !m->plan_training && fuses_cat(m, m->nodes, m->values, i - 1)) {
-        const struct unet__node *cat = &m->nodes[i - 1];
+/* Convolution node i, as its fusion record says (inference plans): with a folded batch-norm
+ * (+ its ReLU) in the epilogue it writes the batch-norm's output, and with a fused pool the
+ * pool's output too; after a fused concat it reads the concat's two inputs.  The statistics
+ * are folded in double: a = gamma / sqrt(var + eps), shift = beta + (bias - mean) * a, from
+ * the running statistics of the moment (a few floats per channel, so weights changed by
+ * training are always seen). */
+static void conv_forward(unet_model *m, int i) {
+    const struct unet__node   *c = &m->nodes[i];
+    struct unet__conv_epilogue ep = {.shift = P(m, c->b)};
+    float                     *y = m->values[c->out].data;
+    if (c->fuse.bn >= 0) {
+        const struct unet__node *bn = &m->nodes[c->fuse.bn];
+        const int                C = c->d.conv.C_out;
+        float *scale = m->fold, *shift = m->fold + round16((size_t)C);
+        const float *gamma = P(m, bn->w), *beta = P(m, bn->b), *bias = P(m, c->b);
+        const float *mean = Bf(m, bn->rmean), *var = Bf(m, bn->rvar);
+        for (int co = 0; co < C; co++) {
+            double a = (gamma ? gamma[co] : 1.0) / sqrt((double)var[co] + (double)bn->d.bn.eps);
+            scale[co] = (float)a;
+            shift[co] = (float)((beta ? beta[co] : 0.0) + ((bias ? bias[co] : 0.0) - mean[co]) * a);
+        }
+        ep = (struct unet__conv_epilogue){.scale = scale, .shift = shift, .relu = bn->relu};
+        if (c->fuse.pool >= 0) ep.pool = m->values[m->nodes[c->fuse.pool].out].data;
+        y = m->values[bn->out].data;
+    }
+    if (c->fuse.cat >= 0) {
+        const struct unet__node *cat = &m->nodes[c->fuse.cat];
         unet__conv2d_forward_cat(y, m->values[cat->in].data, m->values[cat->in2].data,
-                                 m->values[cat->in].c, P(m, c->w), &c->d.conv, ep, m->scratch);
+                                 m->values[cat->in].c, P(m, c->w), &c->d.conv, &ep, m->scratch);
         return;
     }
-    unet__conv2d_forward_ep(y, m->values[c->in].data, P(m, c->w), &c->d.conv, ep, m->scratch);
-}
-
-/* Inference: conv node c with batch-norm node bn (+ its ReLU) folded into the epilogue, writing
- * bn's output.  The statistics are folded in double: a = gamma / sqrt(var + eps),
- * shift = beta + (bias - mean) * a. */
-static void conv_bn_forward(unet_model *m, int i) {
-    const struct unet__node *c = &m->nodes[i], *bn = &m->nodes[i + 1];
-    const int C = c->d.conv.C_out;
-    float *scale = m->fold, *shift = m->fold + round16((size_t)C);
-    const float *gamma = P(m, bn->w), *beta = P(m, bn->b), *bias = P(m, c->b);
-    const float *mean = Bf(m, bn->rmean), *var = Bf(m, bn->rvar);
-    for (int co = 0; co < C; co++) {
-        double a = (gamma ? gamma[co] : 1.0) / sqrt((double)var[co] + (double)bn->d.bn.eps);
-        scale[co] = (float)a;
-        shift[co] = (float)((beta ? beta[co] : 0.0) + ((bias ? bias[co] : 0.0) - mean[co]) * a);
-    }
-    struct unet__conv_epilogue ep = {.scale = scale, .shift = shift, .relu = bn->relu};
-    if (fuses_pool(m, m->nodes, m->values, i)) ep.pool = m->values[m->nodes[i + 2].out].data;
-    conv_run(m, i, m->values[bn->out].data, &ep);
+    unet__conv2d_forward_ep(y, m->values[c->in].data, P(m, c->w), &c->d.conv, &ep, m->scratch);
 }
 
 const float *unet__model_forward(unet_model *m, const float *x) {
@@ -1006,21 +1026,16 @@ const float *unet__model_forward(unet_model *m, const float *x) {
     memcpy(&m->values[0].data, &x, sizeof x);
     const bool train = m->training_mode;
     for (int i = 0; i < m->n_nodes; i++) {
-        double t0 = m->prof ? prof_now(m) : 0.0;
         struct unet__node *nd = &m->nodes[i];
+        /* A folded batch-norm (and its ReLU), a fused pool, a concat read in place: their
+         * convolution ran them (conv_forward). */
+        if (nd->fuse.into >= 0) continue;
+        double t0 = m->prof ? prof_now(m) : 0.0;
         const float *in = m->values[nd->in].data;
         float *y = m->values[nd->out].data;
         switch (nd->op) {
         case UNET__NODE_CONV:
-            if (!train && m->fold && folds_bn(m, m->nodes, m->values, i)) {
-                conv_bn_forward(m, i);
-                i++; /* the batch-norm (and its ReLU) ran in the epilogue */
-                if (m->prof) m->prof[2 * i - 2] += prof_now(m) - t0;
-                continue;
-            } else {
-                struct unet__conv_epilogue ep = {.shift = P(m, nd->b)};
-                conv_run(m, i, y, &ep);
-            }
+            conv_forward(m, i);
             break;
         case UNET__NODE_CONVT:
             unet__convt2d_forward(y, in, P(m, nd->w), P(m, nd->b), &nd->d.convt, m->scratch);
@@ -1037,16 +1052,12 @@ const float *unet__model_forward(unet_model *m, const float *x) {
             }
             break;
         case UNET__NODE_POOL:
-            /* Fused into the convolution two nodes back (inference plans): already written. */
-            if (!train && m->fold && i > 1 && fuses_pool(m, m->nodes, m->values, i - 2)) break;
             unet__maxpool2_forward(y, nd->mask, in, &nd->d.pool);
             break;
         case UNET__NODE_UPSAMPLE:
             unet__upsample_bilinear_forward(y, in, &nd->d.up);
             break;
         case UNET__NODE_CONCAT:
-            /* Fused into the next convolution (inference plans): nothing to form. */
-            if (!m->plan_training && fuses_cat(m, m->nodes, m->values, i)) break;
             unet__concat_forward(y, in, m->values[nd->in2].data, &nd->d.cat);
             break;
         case UNET__NODE_DROPOUT:
@@ -1221,6 +1232,7 @@ unet_status unet_model_cost(unet_ctx *ctx, const unet_model *m, int n, int h, in
             goto done;
         }
         compute_last_use(m, nodes, values);
+        plan_fusion(m, nodes, values, false);
         int k = lifetimes(m, nodes, values, n, false, iv);
         *act_bytes = place_intervals(iv, k) * sizeof(float);
     }

@@ -42,6 +42,18 @@ enum unet__node_op {
     UNET__NODE_CROP,        /* place(in) to a given size (FCN's final crop) */
 };
 
+/* The inference fusion plan of a node: made once per plan by unet_model_prepare (plan_fusion,
+ * model_plan.c), then read by the forward pass and the memory planner, which never ask again.
+ * A training plan fuses nothing: every field is -1 or false. */
+struct unet__fusion {
+    int  into;      /* BN, POOL, CONCAT: the convolution that runs this node in its kernel */
+    int  bn;        /* CONV: the batch-norm node folded (with its ReLU) into its epilogue; the
+                     * convolution writes that node's output and its own output has no memory */
+    int  pool;      /* CONV (folding bn): the floor-mode max-pool node its epilogue also writes */
+    int  cat;       /* CONV: the concat node whose two inputs it reads in place (never formed) */
+    bool alias;     /* DROPOUT: the identity, its output is its input's memory */
+};
+
 struct unet__node {
     enum unet__node_op op;
     char               name[64];        /* module path, e.g. "down1.maxpool_conv.1.double_conv.0" */
@@ -70,6 +82,7 @@ struct unet__node {
     } d;
     float   *save_mean, *save_rstd;     /* bn, training */
     uint8_t *mask;                      /* pool argmax or dropout mask, training */
+    struct unet__fusion fuse;           /* inference plans: what runs inside what */
 };
 
 struct unet__value {
