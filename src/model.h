@@ -165,6 +165,21 @@ unet_status unet__model_build(unet_ctx *ctx, const unet_config *cfg, unet_model 
 const struct unet__param *unet__model_find_param(const unet_model *m, const char *name);
 /* Pointer to a parameter's data (weights or buffers block); NULL for counters. */
 float *unet__model_param_data(const unet_model *m, const struct unet__param *p);
+
+/* ---- planning (model_plan.c; unet_model_prepare is public) ---- */
+/* Frees the memory plan (activations, scratch); the model is unplanned after it. */
+void unet__model_plan_free(unet_model *m);
+/* n rounded up to 16 floats (64 bytes): the unit the plan places buffers in. */
+static inline size_t unet__round16(size_t n) {
+    return (n + 15) & ~(size_t)15;
+}
+/* Floats of value v for a batch of n. */
+static inline size_t unet__value_floats(const unet_model *m, int v, int n) {
+    const struct unet__value *x = &m->values[v];
+    return (size_t)n * x->c * x->h * x->w;
+}
+
+/* ---- running (model_run.c) ---- */
 /* Forward over the planned batch: x (n, in_channels, h, w) -> returns the output value's data. */
 const float *unet__model_forward(unet_model *m, const float *x);
 /* Backward from dlogits (n, classes, out_h, out_w): accumulates parameter gradients into
