@@ -305,13 +305,9 @@ void unet__init_conv_pytorch(unet_model *m, const struct unet__node *nd, struct 
     }
 }
 
-static void init_params(unet_model *m, uint64_t seed) {
-    struct unet__rng rng;
-    unet__rng_seed(&rng, seed);
-    if (m->cfg.arch >= UNET_ARCH_FCN32S) {
-        unet__init_fcn(m, &rng);
-        return;
-    }
+/* U-Net: batch-norms at the identity (gamma 1, beta 0, running statistics 0 and 1), convolutions
+ * by He et al. or PyTorch's defaults (cfg.init). */
+static void init_unet(unet_model *m, struct unet__rng *rng) {
     for (int i = 0; i < m->n_nodes; i++) {
         const struct unet__node *nd = &m->nodes[i];
         if (nd->op == UNET__NODE_BN) {
@@ -337,12 +333,83 @@ static void init_params(unet_model *m, uint64_t seed) {
                               ? (double)w->shape[1] * w->shape[2] * w->shape[3]
                               : (double)w->shape[0] * (double)(nd->k * nd->k) / (nd->stride * nd->stride);
             double std = sqrt(2.0 / (n_in < 1.0 ? 1.0 : n_in));
-            for (size_t j = 0; j < w->numel; j++) wd[j] = (float)(std * unet__rng_normal(&rng));
+            for (size_t j = 0; j < w->numel; j++) wd[j] = (float)(std * unet__rng_normal(rng));
             if (bd) memset(bd, 0, nb * sizeof(float));
         } else {
-            unet__init_conv_pytorch(m, nd, &rng);
+            unet__init_conv_pytorch(m, nd, rng);
         }
     }
+}
+
+/* ---------------------------------------------------------------------------------------
+ * The U-Net family: a checkpoint's configuration from its tensors, the size bound
+ * ------------------------------------------------------------------------------------- */
+
+static int shape_of(const struct unet__shapes *t, const char *name, int64_t shape[4]) {
+    return t->find(t->src, name, shape);
+}
+
+static bool has(const struct unet__shapes *t, const char *fmt, int k) {
+    char    name[128];
+    int64_t shape[4];
+    snprintf(name, sizeof name, fmt, k);
+    return shape_of(t, name, shape) >= 0;
+}
+
+static bool claims_unet(const struct unet__shapes *t) {
+    return has(t, "inc.double_conv.0.weight", 0);
+}
+
+/* Infers a U-Net configuration from a state_dict without metadata (a PyTorch checkpoint):
+ *   in_channels, base     inc.double_conv.0.weight (base, in, 3, 3)
+ *   batchnorm             inc.double_conv.1.weight exists (else conv, ReLU, conv, ReLU)
+ *   conv_bias             inc.double_conv.0.bias exists
+ *   depth                 the largest K with downK.maxpool_conv.1.double_conv.0.weight
+ *   up                    up1.up.weight exists: transposed; else bilinear
+ *   classes               outc.conv.weight (classes, base, 1, 1)
+ * With BatchNorm the padding is "same" (milesial); without, the paper's valid convolutions.
+ * The padding cannot be seen in the weights: add metadata to say otherwise. */
+static unet_status infer_unet(unet_ctx *ctx, const struct unet__shapes *t, unet_config *c) {
+    int64_t inc[4], out[4];
+    if (shape_of(t, "inc.double_conv.0.weight", inc) != 4 ||
+        shape_of(t, "outc.conv.weight", out) != 4)
+        return unet__fail(ctx, UNET_STATUS_FORMAT,
+                          "%s: no unet metadata and no U-Net tensors (inc.double_conv.0.weight, "
+                          "outc.conv.weight): not a U-Net checkpoint",
+                          t->path);
+    bool bn = has(t, "inc.double_conv.1.weight", 0);
+    *c = unet_config_default(bn ? UNET_ARCH_UNET : UNET_ARCH_UNET_PAPER);
+    c->in_channels = unet__dim_int(inc[1]);
+    c->base = unet__dim_int(inc[0]);
+    c->conv_bias = has(t, "inc.double_conv.0.bias", 0);
+    int depth = 0;
+    while (depth < 16 && has(t, "down%d.maxpool_conv.1.double_conv.0.weight", depth + 1)) depth++;
+    c->depth = depth;
+    c->up = has(t, "up1.up.weight", 0) ? UNET_UP_TRANSPOSE : UNET_UP_BILINEAR;
+    c->classes = unet__dim_int(out[0]);
+    if (unet_config_check(ctx, c) != UNET_STATUS_OK)
+        return unet__fail(ctx, UNET_STATUS_FORMAT, "%s: inferred architecture is invalid: %s",
+                          t->path, unet_ctx_errmsg(ctx));
+    return UNET_STATUS_OK;
+}
+
+/* The deepest double convolution starts with a 3x3 convolution from base 2^(depth-1) channels
+ * to at least as many (base <= 1024, depth <= 8: nothing overflows). */
+static uint64_t min_weights_unet(const unet_config *c) {
+    uint64_t ch = (uint64_t)c->base << (c->depth - 1);
+    return 9 * ch * ch;
+}
+
+const struct unet__family unet__unet_family = {build_unet, init_unet, claims_unet, infer_unet,
+                                               min_weights_unet};
+
+const struct unet__family *unet__family_of(unet_arch arch) {
+    return arch >= UNET_ARCH_FCN32S ? &unet__fcn_family : &unet__unet_family;
+}
+
+unet_status unet__config_infer(unet_ctx *ctx, const struct unet__shapes *t, unet_config *c) {
+    if (unet__fcn_family.claims(t)) return unet__fcn_family.infer(ctx, t, c);
+    return unet__unet_family.infer(ctx, t, c);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -373,8 +440,7 @@ unet_status unet__model_build(unet_ctx *ctx, const unet_config *cfg, unet_model 
     if (!m) return unet__fail(ctx, UNET_STATUS_NOMEM, "model: out of memory");
     m->cfg = *cfg;
     struct unet__builder B = {.m = m};
-    if (cfg->arch == UNET_ARCH_UNET || cfg->arch == UNET_ARCH_UNET_PAPER) build_unet(&B);
-    else unet__build_fcn(&B);
+    unet__family_of(cfg->arch)->build(&B);
     if (B.oom) {
         unet_model_free(m);
         return unet__fail(ctx, UNET_STATUS_NOMEM, "model: out of memory building the graph");
@@ -400,7 +466,9 @@ unet_status unet_model_create(unet_ctx *ctx, const unet_config *cfg, uint64_t se
     if (!out) return unet__fail(ctx, UNET_STATUS_ARG, "unet_model_create: out is NULL");
     unet_status s = unet__model_build(ctx, cfg, out);
     if (s != UNET_STATUS_OK) return s;
-    init_params(*out, seed);
+    struct unet__rng rng;
+    unet__rng_seed(&rng, seed);
+    unet__family_of(cfg->arch)->init(*out, &rng);
     unet__rng_seed(&(*out)->rng, seed ^ 0x5eed5eed5eedULL);
     return UNET_STATUS_OK;
 }

@@ -12,6 +12,7 @@
 #define UNET_TEST_HARNESS_H
 
 #include "cpu.h"
+#include "io/checkpoint.h"
 #include "io/file.h"
 #include "io/safetensors.h"
 
