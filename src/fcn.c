@@ -259,9 +259,6 @@ static unet_status infer_fcn(unet_ctx *ctx, const struct unet__shapes *t, unet_c
     c->base = unet__dim_int(c11[0]);
     c->fc_channels = unet__dim_int(fc6[0]);
     c->classes = unet__dim_int(score[0]);
-    if (unet_config_check(ctx, c) != UNET_STATUS_OK)
-        return unet__fail(ctx, UNET_STATUS_FORMAT, "%s: inferred architecture is invalid: %s",
-                          t->path, unet_ctx_errmsg(ctx));
     return UNET_STATUS_OK;
 }
 

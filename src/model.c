@@ -387,9 +387,6 @@ static unet_status infer_unet(unet_ctx *ctx, const struct unet__shapes *t, unet_
     c->depth = depth;
     c->up = has(t, "up1.up.weight", 0) ? UNET_UP_TRANSPOSE : UNET_UP_BILINEAR;
     c->classes = unet__dim_int(out[0]);
-    if (unet_config_check(ctx, c) != UNET_STATUS_OK)
-        return unet__fail(ctx, UNET_STATUS_FORMAT, "%s: inferred architecture is invalid: %s",
-                          t->path, unet_ctx_errmsg(ctx));
     return UNET_STATUS_OK;
 }
 
@@ -408,8 +405,13 @@ const struct unet__family *unet__family_of(unet_arch arch) {
 }
 
 unet_status unet__config_infer(unet_ctx *ctx, const struct unet__shapes *t, unet_config *c) {
-    if (unet__fcn_family.claims(t)) return unet__fcn_family.infer(ctx, t, c);
-    return unet__unet_family.infer(ctx, t, c);
+    const struct unet__family *f = unet__fcn_family.claims(t) ? &unet__fcn_family
+                                                              : &unet__unet_family;
+    unet_status s = f->infer(ctx, t, c);
+    if (s == UNET_STATUS_OK && unet_config_check(ctx, c) != UNET_STATUS_OK)
+        s = unet__fail(ctx, UNET_STATUS_FORMAT, "%s: inferred architecture is invalid: %s",
+                       t->path, unet_ctx_errmsg(ctx));
+    return s;
 }
 
 /* ---------------------------------------------------------------------------------------

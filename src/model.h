@@ -179,7 +179,8 @@ struct unet__family {
     /* The parameters' initial values (unet_model_create), from rng. */
     void (*init)(unet_model *m, struct unet__rng *rng);
     /* Whether a checkpoint without metadata holds this family's tensors, and its configuration
-     * then (UNET_STATUS_FORMAT naming the file when the tensors do not make a valid one). */
+     * then (UNET_STATUS_FORMAT naming the file when a tensor it needs is missing; whether the
+     * result is valid is unet__config_infer's check). */
     bool (*claims)(const struct unet__shapes *t);
     unet_status (*infer)(unet_ctx *ctx, const struct unet__shapes *t, unet_config *c);
     /* A lower bound on the trainable parameters of c (checked by unet_config_check), from its
