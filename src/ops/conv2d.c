@@ -371,34 +371,23 @@ void unet__conv2d_backward(float *dx, float *dw, float *db, const float *dy, con
     conv_backward_data_gemm(dx, dy, w, d, scratch);
 }
 
-void unet__conv2d_forward_ref(float *y, const float *x, const float *w, const float *b,
-                              const struct unet__conv2d_dims *d) {
+/* The definition of the convolution d and its gradients, the one naive loop nest every _ref
+ * below runs: output pixel o = (n, co, oh, ow) by output pixel, tap (ci, kh, kw) by tap, leaving
+ * out the taps whose input pixel i = (n, ci, oh s - pad + kh, ow s - pad + kw) lies in the zero
+ * padding; k = (co, ci, kh, kw) indexes the weight.
+ *     y[o]   = (y_acc ? y[o] : 0) + (b ? b[co] : 0) + sum_taps x[i] w[k]   (summed in double)
+ *     dx[i] += dy[o] w[k],   dw[k] += dy[o] x[i],   db[co] += dy[o]
+ * Any of y, dx, dw, db may be NULL (and x, dy when nothing reads them). */
+static void conv_ref(float *y, bool y_acc, float *dx, float *dw, float *db, const float *x,
+                     const float *w, const float *b, const float *dy,
+                     const struct unet__conv2d_dims *d) {
     for (int n = 0; n < d->N; n++)
         for (int co = 0; co < d->C_out; co++)
             for (int oh = 0; oh < d->H_out; oh++)
                 for (int ow = 0; ow < d->W_out; ow++) {
-                    double acc = b ? b[co] : 0.0;
-                    for (int ci = 0; ci < d->C_in; ci++)
-                        for (int kh = 0; kh < d->K_h; kh++)
-                            for (int kw = 0; kw < d->K_w; kw++) {
-                                int ih = oh * d->stride_h - d->pad_h + kh;
-                                int iw = ow * d->stride_w - d->pad_w + kw;
-                                if (ih < 0 || ih >= d->H_in || iw < 0 || iw >= d->W_in) continue;
-                                acc += (double)x[(((size_t)n * d->C_in + ci) * d->H_in + ih) * d->W_in + iw] *
-                                       w[(((size_t)co * d->C_in + ci) * d->K_h + kh) * d->K_w + kw];
-                            }
-                    y[(((size_t)n * d->C_out + co) * d->H_out + oh) * d->W_out + ow] = (float)acc;
-                }
-}
-
-void unet__conv2d_backward_ref(float *dx, float *dw, float *db, const float *dy, const float *x,
-                               const float *w, const struct unet__conv2d_dims *d) {
-    /* Inverts y[n,co,oh,ow] = b[co] + sum x[n,ci,ih,iw] w[co,ci,kh,kw] term by term. */
-    for (int n = 0; n < d->N; n++)
-        for (int co = 0; co < d->C_out; co++)
-            for (int oh = 0; oh < d->H_out; oh++)
-                for (int ow = 0; ow < d->W_out; ow++) {
-                    float g = dy[(((size_t)n * d->C_out + co) * d->H_out + oh) * d->W_out + ow];
+                    const size_t o = (((size_t)n * d->C_out + co) * d->H_out + oh) * d->W_out + ow;
+                    const float  g = dy ? dy[o] : 0.0f;
+                    double       acc = (y && y_acc ? y[o] : 0.0) + (b ? b[co] : 0.0);
                     if (db) db[co] += g;
                     for (int ci = 0; ci < d->C_in; ci++)
                         for (int kh = 0; kh < d->K_h; kh++)
@@ -406,12 +395,26 @@ void unet__conv2d_backward_ref(float *dx, float *dw, float *db, const float *dy,
                                 int ih = oh * d->stride_h - d->pad_h + kh;
                                 int iw = ow * d->stride_w - d->pad_w + kw;
                                 if (ih < 0 || ih >= d->H_in || iw < 0 || iw >= d->W_in) continue;
-                                size_t xi = (((size_t)n * d->C_in + ci) * d->H_in + ih) * d->W_in + iw;
-                                size_t wi = (((size_t)co * d->C_in + ci) * d->K_h + kh) * d->K_w + kw;
-                                if (dx) dx[xi] += g * w[wi];
-                                if (dw) dw[wi] += g * x[xi];
+                                size_t i = ((size_t)n * d->C_in + ci) * d->H_in + ih;
+                                size_t k = ((size_t)co * d->C_in + ci) * d->K_h + kh;
+                                i = i * d->W_in + iw, k = k * d->K_w + kw;
+                                if (y) acc += (double)x[i] * w[k];
+                                if (dx) dx[i] += g * w[k];
+                                if (dw) dw[k] += g * x[i];
                             }
+                    if (y) y[o] = (float)acc;
                 }
+}
+
+void unet__conv2d_forward_ref(float *y, const float *x, const float *w, const float *b,
+                              const struct unet__conv2d_dims *d) {
+    conv_ref(y, false, NULL, NULL, NULL, x, w, b, NULL, d);
+}
+
+void unet__conv2d_backward_ref(float *dx, float *dw, float *db, const float *dy, const float *x,
+                               const float *w, const struct unet__conv2d_dims *d) {
+    /* Inverts y[n,co,oh,ow] = b[co] + sum x[n,ci,ih,iw] w[co,ci,kh,kw] term by term. */
+    conv_ref(NULL, false, dx, dw, db, x, w, NULL, dy, d);
 }
 
 /* ---- ConvTranspose2d: the same kernels, transposed ---- */
@@ -568,55 +571,33 @@ void unet__convt2d_backward(float *dx, float *dw, float *db, const float *dy, co
     if (dx) conv_forward_gemm(dx, dy, w, &c, scratch, 1.0f);
 }
 
+/* The transposed convolution's definitions are the convolution's with input and output
+ * swapped (unet__convt2d_as_conv): y = A^T x is the input-gradient sum of A with x in the role
+ * of dy, and its input gradient dx = A dy the forward sum of A on dy; only the bias terms run
+ * over the transposed convolution's own output channels. */
+static void convt_bias_ref(float *y, float *db, const float *b, const float *dy,
+                           const struct unet__convt2d_dims *d) {
+    const size_t P = (size_t)d->H_out * d->W_out;
+    for (int n = 0; n < d->N; n++)
+        for (int co = 0; co < d->C_out; co++)
+            for (size_t p = 0; p < P; p++) {
+                const size_t o = ((size_t)n * d->C_out + co) * P + p;
+                if (y) y[o] += b[co];
+                if (db) db[co] += dy[o];
+            }
+}
+
 void unet__convt2d_forward_ref(float *y, const float *x, const float *w, const float *b,
                                const struct unet__convt2d_dims *d) {
-    /* Direct scatter definition: every input pixel spreads its kernel over the output. */
-    size_t ny = (size_t)d->N * d->C_out * d->H_out * d->W_out;
-    for (size_t i = 0; i < ny; i++) y[i] = 0.0f;
-    for (int n = 0; n < d->N; n++)
-        for (int ci = 0; ci < d->C_in; ci++)
-            for (int ih = 0; ih < d->H_in; ih++)
-                for (int iw = 0; iw < d->W_in; iw++) {
-                    float v = x[(((size_t)n * d->C_in + ci) * d->H_in + ih) * d->W_in + iw];
-                    for (int co = 0; co < d->C_out; co++)
-                        for (int kh = 0; kh < d->K_h; kh++)
-                            for (int kw = 0; kw < d->K_w; kw++) {
-                                int oh = ih * d->stride_h - d->pad_h + kh;
-                                int ow = iw * d->stride_w - d->pad_w + kw;
-                                if (oh < 0 || oh >= d->H_out || ow < 0 || ow >= d->W_out) continue;
-                                y[(((size_t)n * d->C_out + co) * d->H_out + oh) * d->W_out + ow] +=
-                                    v * w[(((size_t)ci * d->C_out + co) * d->K_h + kh) * d->K_w + kw];
-                            }
-                }
-    if (b)
-        for (int n = 0; n < d->N; n++)
-            for (int co = 0; co < d->C_out; co++)
-                for (size_t p = 0; p < (size_t)d->H_out * d->W_out; p++)
-                    y[((size_t)n * d->C_out + co) * d->H_out * d->W_out + p] += b[co];
+    const struct unet__conv2d_dims c = unet__convt2d_as_conv(d);
+    memset(y, 0, sizeof(float) * (size_t)d->N * d->C_out * d->H_out * d->W_out);
+    conv_ref(NULL, false, y, NULL, NULL, NULL, w, NULL, x, &c);
+    if (b) convt_bias_ref(y, NULL, b, NULL, d);
 }
 
 void unet__convt2d_backward_ref(float *dx, float *dw, float *db, const float *dy, const float *x,
                                 const float *w, const struct unet__convt2d_dims *d) {
-    for (int n = 0; n < d->N; n++)
-        for (int ci = 0; ci < d->C_in; ci++)
-            for (int ih = 0; ih < d->H_in; ih++)
-                for (int iw = 0; iw < d->W_in; iw++) {
-                    size_t xi = (((size_t)n * d->C_in + ci) * d->H_in + ih) * d->W_in + iw;
-                    for (int co = 0; co < d->C_out; co++)
-                        for (int kh = 0; kh < d->K_h; kh++)
-                            for (int kw = 0; kw < d->K_w; kw++) {
-                                int oh = ih * d->stride_h - d->pad_h + kh;
-                                int ow = iw * d->stride_w - d->pad_w + kw;
-                                if (oh < 0 || oh >= d->H_out || ow < 0 || ow >= d->W_out) continue;
-                                float g = dy[(((size_t)n * d->C_out + co) * d->H_out + oh) * d->W_out + ow];
-                                size_t wi = (((size_t)ci * d->C_out + co) * d->K_h + kh) * d->K_w + kw;
-                                if (dx) dx[xi] += g * w[wi];
-                                if (dw) dw[wi] += g * x[xi];
-                            }
-                }
-    if (db)
-        for (int n = 0; n < d->N; n++)
-            for (int co = 0; co < d->C_out; co++)
-                for (size_t p = 0; p < (size_t)d->H_out * d->W_out; p++)
-                    db[co] += dy[((size_t)n * d->C_out + co) * d->H_out * d->W_out + p];
+    const struct unet__conv2d_dims c = unet__convt2d_as_conv(d);
+    conv_ref(dx, true, NULL, dw, NULL, dy, w, NULL, x, &c);
+    if (db) convt_bias_ref(NULL, db, NULL, dy, d);
 }
