@@ -122,23 +122,24 @@ static bool small_work(const struct unet__conv2d_dims *d, const struct wino_plan
     return 36.0 * p->cop * d->C_in * (double)p->tiles < PARALLEL_MIN_MACS;
 }
 
-/* The products of one tile block (V, M of nt tiles) for output-channel panel cp: M[k] rows
- * [cp MR, cp MR + MR) = U[k] V[k] over the block's tile panels. */
-static void block_products(const struct unet__kernels *K, const struct wino_args *a,
-                           const float *U, const float *V, float *M, int cp, int nt) {
+/* The products of one tile block (V, M of nt tiles) for output-channel panel cp and input
+ * channels [ci0, ci0 + kc): M[k] rows [cp MR, cp MR + MR) (+)= U[k] V[k] over the block's tile
+ * panels, U (36, kc, MR); the first chunk (ci0 = 0) overwrites M. */
+static void products(const struct unet__kernels *K, const struct wino_args *a, const float *U,
+                     int ci0, int kc, const float *V, float *M, int cp, int nt) {
     const int C_in = a->d->C_in;
     for (int k = 0; k < 36; k++) {
-        const float *Uk = U + (size_t)k * C_in * MR;
+        const float *Uk = U + (size_t)k * kc * MR;
         float *Mk = M + ((size_t)k * a->p.cop + (size_t)cp * MR) * nt;
         for (int tile = 0; tile < nt; tile += NR) {
             int width;
             const float *Vp = V + (size_t)k * C_in * nt + panel_offset(C_in, nt, tile, &width);
-            K->micro_gemm(Uk, Vp, C_in, width, Mk + tile, nt, false);
+            K->micro_gemm(Uk, Vp + (size_t)ci0 * width, kc, width, Mk + tile, nt, ci0 > 0);
         }
     }
 }
 
-/* block_products for weights too large to keep: the panel's weights are transformed KC input
+/* The products for weights too large to keep: the panel's weights are transformed KC input
  * channels at a time into the thread's buffer (36 x KC x MR floats, cache-resident) and each
  * chunk's products are accumulated into M right away, so the 4x larger transformed weights
  * never go through memory. */
@@ -149,15 +150,7 @@ static void chunked_products(const struct unet__kernels *K, const struct wino_ar
         const int kc = C_in - ci0 < kc_chunk ? C_in - ci0 : kc_chunk;
         for (int g = ci0; g < ci0 + kc; g += WCI)
             K->winograd->weights(Uc, w, flip, a, cp, g, kc, ci0);
-        for (int k = 0; k < 36; k++) {
-            const float *Uk = Uc + (size_t)k * kc * MR;
-            float *Mk = M + ((size_t)k * a->p.cop + (size_t)cp * MR) * nt;
-            for (int tile = 0; tile < nt; tile += NR) {
-                int width;
-                const float *Vp = V + (size_t)k * C_in * nt + panel_offset(C_in, nt, tile, &width);
-                K->micro_gemm(Uk, Vp + (size_t)ci0 * width, kc, width, Mk + tile, nt, ci0 > 0);
-            }
-        }
+        products(K, a, Uc, ci0, kc, V, M, cp, nt);
     }
 }
 
@@ -216,7 +209,7 @@ static void winograd_forward(float *y, const float *x, const float *x2, int c_sp
                 const int nt = block_tiles(&a.p, t0, a.p.tb_own), groups = nt / LANES;
                 for (int q = 0; q < C_in * groups; q++) W->input(Vme, x, &a, t0, nt, q);
                 for (int cp = 0; cp < panels_co; cp++)
-                    block_products(K, &a, Ubuf + (size_t)cp * 36 * C_in * MR, Vme, Mme, cp, nt);
+                    products(K, &a, Ubuf + (size_t)cp * 36 * C_in * MR, 0, C_in, Vme, Mme, cp, nt);
                 for (int q = 0; q < d->C_out * groups; q++) W->output(y, Mme, &a, t0, nt, q);
             }
         } else {
@@ -236,7 +229,7 @@ static void winograd_forward(float *y, const float *x, const float *x2, int c_sp
                     if (t0 == 0)
                         for (int ci0 = 0; ci0 < C_in; ci0 += WCI)
                             W->weights(U, w, flip, &a, cp, ci0, C_in, 0);
-                    block_products(K, &a, U, V, M, cp, nt);
+                    products(K, &a, U, 0, C_in, V, M, cp, nt);
                 }
 #pragma omp for schedule(dynamic, 8)
                 for (int q = 0; q < d->C_out * groups; q++) W->output(y, M, &a, t0, nt, q);

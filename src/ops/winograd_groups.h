@@ -20,133 +20,109 @@
 #error "define WINO_TARGET, WINO_KERNELS and WINO_AVX512 before including winograd_groups.h"
 #endif
 
-/* ---- the three transforms, each on LANES independent columns ---- */
+/* ---- the transforms, each on `lanes` independent columns ----
+ * Each 2-D transform X -> T X T^T is its 1-D transform T applied twice (TWO_SIDED): down the
+ * columns of X (n_in x n_in, row-major) into t = T X (n_out x n_in), then along the rows of t.
+ * A 1-D transform reads its n_in inputs at x, x + sx, ... and writes its n_out outputs at y,
+ * y + sy, ..., each a run of `lanes` floats. */
+
+#define TWO_SIDED(T, n_in, n_out, lanes, out, in)                                              \
+    do {                                                                                       \
+        float t_[(n_out) * (n_in) * (lanes)];                                                  \
+        for (int c_ = 0; c_ < (n_in); c_++)                                                    \
+            T(t_ + c_ * (lanes), (n_in) * (lanes), (in) + c_ * (lanes), (n_in) * (lanes));     \
+        for (int r_ = 0; r_ < (n_out); r_++)                                                   \
+            T((out) + r_ * (n_out) * (lanes), (lanes), t_ + r_ * (n_in) * (lanes), (lanes));   \
+    } while (0)
+
+/* G (6x3), on the WL (input channel, output channel) lanes of the weight transform. */
+static ALWAYS_INLINE void g_1d(float *y, size_t sy, const float *x, size_t sx) {
+    for (int j = 0; j < WL; j++) {
+        float g0 = x[j], g1 = x[sx + j], g2 = x[2 * sx + j];
+        y[j] = g0 * (1.0f / 4);
+        y[sy + j] = (g0 + g1 + g2) * (-1.0f / 6);
+        y[2 * sy + j] = (g0 - g1 + g2) * (-1.0f / 6);
+        y[3 * sy + j] = g0 * (1.0f / 24) + g1 * (1.0f / 12) + g2 * (1.0f / 6);
+        y[4 * sy + j] = g0 * (1.0f / 24) - g1 * (1.0f / 12) + g2 * (1.0f / 6);
+        y[5 * sy + j] = g2;
+    }
+}
+
+/* B^T (6x6). */
+static ALWAYS_INLINE void bt_1d(float *y, size_t sy, const float *x, size_t sx) {
+    for (int j = 0; j < LANES; j++) {
+        float d0 = x[j], d1 = x[sx + j], d2 = x[2 * sx + j];
+        float d3 = x[3 * sx + j], d4 = x[4 * sx + j], d5 = x[5 * sx + j];
+        y[j] = 4.0f * d0 - 5.0f * d2 + d4;
+        y[sy + j] = -4.0f * (d1 + d2) + (d3 + d4);
+        y[2 * sy + j] = 4.0f * (d1 - d2) + (d4 - d3);
+        y[3 * sy + j] = 2.0f * (d3 - d1) + (d4 - d2);
+        y[4 * sy + j] = 2.0f * (d1 - d3) + (d4 - d2);
+        y[5 * sy + j] = 4.0f * d1 - 5.0f * d3 + d5;
+    }
+}
+
+/* A^T (4x6). */
+static ALWAYS_INLINE void at_1d(float *y, size_t sy, const float *x, size_t sx) {
+    for (int j = 0; j < LANES; j++) {
+        float m0 = x[j], m1 = x[sx + j], m2 = x[2 * sx + j];
+        float m3 = x[3 * sx + j], m4 = x[4 * sx + j], m5 = x[5 * sx + j];
+        float s12 = m1 + m2, d12 = m1 - m2, s34 = m3 + m4, d34 = m3 - m4;
+        y[j] = m0 + s12 + s34;
+        y[sy + j] = d12 + 2.0f * d34;
+        y[2 * sy + j] = s12 + 4.0f * s34;
+        y[3 * sy + j] = d12 + 8.0f * d34 + m5;
+    }
+}
+
+/* A (6x4), the adjoint of A^T: the weight gradient's transform of the output gradient. */
+static ALWAYS_INLINE void a_1d(float *y, size_t sy, const float *x, size_t sx) {
+    for (int j = 0; j < LANES; j++) {
+        float y0 = x[j], y1 = x[sx + j], y2 = x[2 * sx + j], y3 = x[3 * sx + j];
+        float s02 = y0 + y2, s13 = y1 + y3, q = y0 + 4.0f * y2, r = 2.0f * y1 + 8.0f * y3;
+        y[j] = y0;
+        y[sy + j] = s02 + s13;
+        y[2 * sy + j] = s02 - s13;
+        y[3 * sy + j] = q + r;
+        y[4 * sy + j] = q - r;
+        y[5 * sy + j] = y3;
+    }
+}
+
+/* G^T (3x6), the adjoint of G: the weight gradient from the 6x6 sums. */
+static ALWAYS_INLINE void gt_1d(float *y, size_t sy, const float *x, size_t sx) {
+    for (int j = 0; j < LANES; j++) {
+        float m0 = x[j], m1 = x[sx + j], m2 = x[2 * sx + j];
+        float m3 = x[3 * sx + j], m4 = x[4 * sx + j], m5 = x[5 * sx + j];
+        y[j] = m0 * (1.0f / 4) - (m1 + m2) * (1.0f / 6) + (m3 + m4) * (1.0f / 24);
+        y[sy + j] = (m2 - m1) * (1.0f / 6) + (m3 - m4) * (1.0f / 12);
+        y[2 * sy + j] = (m3 + m4 - m1 - m2) * (1.0f / 6) + m5;
+    }
+}
 
 /* u (36, WL) = G g G^T for g (9, WL). */
 static ALWAYS_INLINE void kernel_transform(float u[36][WL], float g[9][WL]) {
-    float t[6][3][WL];      /* G g: (6, 3) */
-    for (int c = 0; c < 3; c++)
-        for (int j = 0; j < WL; j++) {
-            float g0 = g[c][j], g1 = g[3 + c][j], g2 = g[6 + c][j];
-            t[0][c][j] = g0 * (1.0f / 4);
-            t[1][c][j] = (g0 + g1 + g2) * (-1.0f / 6);
-            t[2][c][j] = (g0 - g1 + g2) * (-1.0f / 6);
-            t[3][c][j] = g0 * (1.0f / 24) + g1 * (1.0f / 12) + g2 * (1.0f / 6);
-            t[4][c][j] = g0 * (1.0f / 24) - g1 * (1.0f / 12) + g2 * (1.0f / 6);
-            t[5][c][j] = g2;
-        }
-    for (int r = 0; r < 6; r++)
-        for (int j = 0; j < WL; j++) {
-            float g0 = t[r][0][j], g1 = t[r][1][j], g2 = t[r][2][j];
-            u[r * 6 + 0][j] = g0 * (1.0f / 4);
-            u[r * 6 + 1][j] = (g0 + g1 + g2) * (-1.0f / 6);
-            u[r * 6 + 2][j] = (g0 - g1 + g2) * (-1.0f / 6);
-            u[r * 6 + 3][j] = g0 * (1.0f / 24) + g1 * (1.0f / 12) + g2 * (1.0f / 6);
-            u[r * 6 + 4][j] = g0 * (1.0f / 24) - g1 * (1.0f / 12) + g2 * (1.0f / 6);
-            u[r * 6 + 5][j] = g2;
-        }
+    TWO_SIDED(g_1d, 3, 6, WL, &u[0][0], &g[0][0]);
 }
 
 /* v (36, LANES) = B^T d B for d (36, LANES), both row-major 6x6. */
 static ALWAYS_INLINE void input_transform(float v[36][LANES], float d[36][LANES]) {
-    float t[36][LANES];     /* B^T d */
-    for (int c = 0; c < 6; c++)
-        for (int j = 0; j < LANES; j++) {
-            float d0 = d[c][j], d1 = d[6 + c][j], d2 = d[12 + c][j];
-            float d3 = d[18 + c][j], d4 = d[24 + c][j], d5 = d[30 + c][j];
-            t[c][j] = 4.0f * d0 - 5.0f * d2 + d4;
-            t[6 + c][j] = -4.0f * (d1 + d2) + (d3 + d4);
-            t[12 + c][j] = 4.0f * (d1 - d2) + (d4 - d3);
-            t[18 + c][j] = 2.0f * (d3 - d1) + (d4 - d2);
-            t[24 + c][j] = 2.0f * (d1 - d3) + (d4 - d2);
-            t[30 + c][j] = 4.0f * d1 - 5.0f * d3 + d5;
-        }
-    for (int r = 0; r < 6; r++)
-        for (int j = 0; j < LANES; j++) {
-            float d0 = t[r * 6][j], d1 = t[r * 6 + 1][j], d2 = t[r * 6 + 2][j];
-            float d3 = t[r * 6 + 3][j], d4 = t[r * 6 + 4][j], d5 = t[r * 6 + 5][j];
-            v[r * 6 + 0][j] = 4.0f * d0 - 5.0f * d2 + d4;
-            v[r * 6 + 1][j] = -4.0f * (d1 + d2) + (d3 + d4);
-            v[r * 6 + 2][j] = 4.0f * (d1 - d2) + (d4 - d3);
-            v[r * 6 + 3][j] = 2.0f * (d3 - d1) + (d4 - d2);
-            v[r * 6 + 4][j] = 2.0f * (d1 - d3) + (d4 - d2);
-            v[r * 6 + 5][j] = 4.0f * d1 - 5.0f * d3 + d5;
-        }
+    TWO_SIDED(bt_1d, 6, 6, LANES, &v[0][0], &d[0][0]);
 }
 
 /* o (16, LANES) = A^T m A for m (36, LANES): row-major 4x4 from 6x6. */
 static ALWAYS_INLINE void output_transform(float o[16][LANES], float m[36][LANES]) {
-    float t[4][6][LANES];   /* A^T m */
-    for (int c = 0; c < 6; c++)
-        for (int j = 0; j < LANES; j++) {
-            float m0 = m[c][j], m1 = m[6 + c][j], m2 = m[12 + c][j];
-            float m3 = m[18 + c][j], m4 = m[24 + c][j], m5 = m[30 + c][j];
-            float s12 = m1 + m2, d12 = m1 - m2, s34 = m3 + m4, d34 = m3 - m4;
-            t[0][c][j] = m0 + s12 + s34;
-            t[1][c][j] = d12 + 2.0f * d34;
-            t[2][c][j] = s12 + 4.0f * s34;
-            t[3][c][j] = d12 + 8.0f * d34 + m5;
-        }
-    for (int r = 0; r < 4; r++)
-        for (int j = 0; j < LANES; j++) {
-            float m0 = t[r][0][j], m1 = t[r][1][j], m2 = t[r][2][j];
-            float m3 = t[r][3][j], m4 = t[r][4][j], m5 = t[r][5][j];
-            float s12 = m1 + m2, d12 = m1 - m2, s34 = m3 + m4, d34 = m3 - m4;
-            o[r * 4 + 0][j] = m0 + s12 + s34;
-            o[r * 4 + 1][j] = d12 + 2.0f * d34;
-            o[r * 4 + 2][j] = s12 + 4.0f * s34;
-            o[r * 4 + 3][j] = d12 + 8.0f * d34 + m5;
-        }
+    TWO_SIDED(at_1d, 6, 4, LANES, &o[0][0], &m[0][0]);
 }
 
-/* The weight gradient's transforms (see "Weight gradient" below). */
-
-/* z (36, LANES) = A y A^T for a 4x4 output-gradient tile y (16, LANES); A = (A^T)^T is 6x4. */
+/* z (36, LANES) = A y A^T for a 4x4 output-gradient tile y (16, LANES). */
 static ALWAYS_INLINE void grad_transform(float z[36][LANES], float y[16][LANES]) {
-    float t[6][4][LANES];   /* A y */
-    for (int c = 0; c < 4; c++)
-        for (int j = 0; j < LANES; j++) {
-            float y0 = y[c][j], y1 = y[4 + c][j], y2 = y[8 + c][j], y3 = y[12 + c][j];
-            float s02 = y0 + y2, s13 = y1 + y3, q = y0 + 4.0f * y2, r = 2.0f * y1 + 8.0f * y3;
-            t[0][c][j] = y0;
-            t[1][c][j] = s02 + s13;
-            t[2][c][j] = s02 - s13;
-            t[3][c][j] = q + r;
-            t[4][c][j] = q - r;
-            t[5][c][j] = y3;
-        }
-    for (int r6 = 0; r6 < 6; r6++)
-        for (int j = 0; j < LANES; j++) {
-            float y0 = t[r6][0][j], y1 = t[r6][1][j], y2 = t[r6][2][j], y3 = t[r6][3][j];
-            float s02 = y0 + y2, s13 = y1 + y3, q = y0 + 4.0f * y2, r = 2.0f * y1 + 8.0f * y3;
-            z[r6 * 6 + 0][j] = y0;
-            z[r6 * 6 + 1][j] = s02 + s13;
-            z[r6 * 6 + 2][j] = s02 - s13;
-            z[r6 * 6 + 3][j] = q + r;
-            z[r6 * 6 + 4][j] = q - r;
-            z[r6 * 6 + 5][j] = y3;
-        }
+    TWO_SIDED(a_1d, 4, 6, LANES, &z[0][0], &y[0][0]);
 }
 
 /* o (9, LANES) = G^T m G for m (36, LANES): the 3x3 weight gradient from the 6x6 sums. */
 static ALWAYS_INLINE void wgrad_transform(float o[9][LANES], float m[36][LANES]) {
-    float t[3][6][LANES];   /* G^T m */
-    for (int c = 0; c < 6; c++)
-        for (int j = 0; j < LANES; j++) {
-            float m0 = m[c][j], m1 = m[6 + c][j], m2 = m[12 + c][j];
-            float m3 = m[18 + c][j], m4 = m[24 + c][j], m5 = m[30 + c][j];
-            t[0][c][j] = m0 * (1.0f / 4) - (m1 + m2) * (1.0f / 6) + (m3 + m4) * (1.0f / 24);
-            t[1][c][j] = (m2 - m1) * (1.0f / 6) + (m3 - m4) * (1.0f / 12);
-            t[2][c][j] = (m3 + m4 - m1 - m2) * (1.0f / 6) + m5;
-        }
-    for (int r = 0; r < 3; r++)
-        for (int j = 0; j < LANES; j++) {
-            float m0 = t[r][0][j], m1 = t[r][1][j], m2 = t[r][2][j];
-            float m3 = t[r][3][j], m4 = t[r][4][j], m5 = t[r][5][j];
-            o[r * 3 + 0][j] = m0 * (1.0f / 4) - (m1 + m2) * (1.0f / 6) + (m3 + m4) * (1.0f / 24);
-            o[r * 3 + 1][j] = (m2 - m1) * (1.0f / 6) + (m3 - m4) * (1.0f / 12);
-            o[r * 3 + 2][j] = (m3 + m4 - m1 - m2) * (1.0f / 6) + m5;
-        }
+    TWO_SIDED(gt_1d, 6, 3, LANES, &o[0][0], &m[0][0]);
 }
 
 /* ---- one group of LANES columns of each pass ---- */
