@@ -23,29 +23,18 @@
  * Configuration
  * ------------------------------------------------------------------------------------- */
 
+/* The seed U-Net (milesial/Pytorch-UNet); the paper's (valid convolutions with biases, no
+ * BatchNorm, dropout 0.5, He initialisation); the reference VGG16 FCN (fcn.c: biased convs
+ * without BatchNorm, conv1_1 padded by 100, dropout 0.5 after fc6 and fc7, a fixed bilinear
+ * final upsampling; depth is informational, five pools). */
 unet_config unet_config_default(unet_arch arch) {
-    unet_config c = {
-        .arch = arch, .in_channels = 1, .classes = 2, .base = 64, .depth = 4,
-        .up = UNET_UP_TRANSPOSE, .conv_bias = 0, .batchnorm = 1, .padding = 1,
-        .dropout = 0.0f, .init = UNET_INIT_PYTORCH,
+    const bool paper = arch == UNET_ARCH_UNET_PAPER, fcn = arch >= UNET_ARCH_FCN32S;
+    const unet_config c = {
+        .arch = arch, .in_channels = 1, .classes = 2, .base = 64, .depth = fcn ? 5 : 4,
+        .up = UNET_UP_TRANSPOSE, .conv_bias = paper || fcn, .batchnorm = !(paper || fcn),
+        .padding = fcn ? 100 : paper ? 0 : 1, .dropout = paper || fcn ? 0.5f : 0.0f,
+        .init = paper ? UNET_INIT_HE : UNET_INIT_PYTORCH,
     };
-    if (arch == UNET_ARCH_UNET_PAPER) {
-        c.conv_bias = 1;
-        c.batchnorm = 0;
-        c.padding = 0;
-        c.dropout = 0.5f;
-        c.init = UNET_INIT_HE;
-    }
-    if (arch >= UNET_ARCH_FCN32S) {
-        /* The reference VGG16 FCN (fcn.c): biased convs without BatchNorm, conv1_1 padded by
-         * 100, dropout 0.5 after fc6 and fc7, a fixed bilinear final upsampling.  depth is
-         * informational (five pools). */
-        c.depth = 5;
-        c.conv_bias = 1;
-        c.batchnorm = 0;
-        c.padding = 100;
-        c.dropout = 0.5f;
-    }
     return c;
 }
 

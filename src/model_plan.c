@@ -28,6 +28,13 @@
  * Shapes
  * ------------------------------------------------------------------------------------- */
 
+/* The dims of a convolution or transposed-convolution node (the two structs share these fields)
+ * on a batch of n inputs x; the derived output size is left to the type's dims_init. */
+#define LAYER_DIMS(type, nd, x, n)                                                             \
+    ((type){.N = (n), .C_in = (x)->c, .H_in = (x)->h, .W_in = (x)->w, .C_out = (nd)->c_out,     \
+            .K_h = (nd)->k, .K_w = (nd)->k, .stride_h = (nd)->stride, .stride_w = (nd)->stride, \
+            .pad_h = (nd)->pad, .pad_w = (nd)->pad})
+
 /* Propagates per-image shapes from an n x in_channels x h x w input through nodes/values
  * (the model's own arrays, or copies) and fills each node's dims. */
 static unet_status propagate(unet_ctx *ctx, const unet_model *m, struct unet__node *nodes,
@@ -41,26 +48,16 @@ static unet_status propagate(unet_ctx *ctx, const unet_model *m, struct unet__no
         struct unet__value *y = &values[nd->out];
         unet_status s = UNET_STATUS_OK;
         switch (nd->op) {
-        case UNET__NODE_CONV: {
-            struct unet__conv2d_dims d = {.N = n, .C_in = x->c, .H_in = x->h, .W_in = x->w,
-                                          .C_out = nd->c_out, .K_h = nd->k, .K_w = nd->k,
-                                          .stride_h = nd->stride, .stride_w = nd->stride,
-                                          .pad_h = nd->pad, .pad_w = nd->pad};
-            s = unet__conv2d_dims_init(ctx, &d, nd->name);
-            nd->d.conv = d;
-            y->c = d.C_out, y->h = d.H_out, y->w = d.W_out;
+        case UNET__NODE_CONV:
+            nd->d.conv = LAYER_DIMS(struct unet__conv2d_dims, nd, x, n);
+            s = unet__conv2d_dims_init(ctx, &nd->d.conv, nd->name);
+            y->c = nd->d.conv.C_out, y->h = nd->d.conv.H_out, y->w = nd->d.conv.W_out;
             break;
-        }
-        case UNET__NODE_CONVT: {
-            struct unet__convt2d_dims d = {.N = n, .C_in = x->c, .H_in = x->h, .W_in = x->w,
-                                           .C_out = nd->c_out, .K_h = nd->k, .K_w = nd->k,
-                                           .stride_h = nd->stride, .stride_w = nd->stride,
-                                           .pad_h = nd->pad, .pad_w = nd->pad};
-            s = unet__convt2d_dims_init(ctx, &d, nd->name);
-            nd->d.convt = d;
-            y->c = d.C_out, y->h = d.H_out, y->w = d.W_out;
+        case UNET__NODE_CONVT:
+            nd->d.convt = LAYER_DIMS(struct unet__convt2d_dims, nd, x, n);
+            s = unet__convt2d_dims_init(ctx, &nd->d.convt, nd->name);
+            y->c = nd->d.convt.C_out, y->h = nd->d.convt.H_out, y->w = nd->d.convt.W_out;
             break;
-        }
         case UNET__NODE_BN:
             nd->d.bn = (struct unet__bn_dims){.N = n, .C = x->c, .H = x->h, .W = x->w,
                                               .eps = 1e-5f, .momentum = 0.1f};

@@ -12,12 +12,29 @@
 
 #include "internal.h"
 
+#include <string.h>
+
 /* Validates an image size read from a header and allocates a zeroed image: UNET_STATUS_FORMAT
  * naming path when w, h or c is < 1 or over INT_MAX, when w * h is over unet_ctx_max_pixels
  * or the byte size overflows; UNET_STATUS_NOMEM when the allocation fails.  *out is zeroed
  * on failure. */
 unet_status unet__image_create(unet_ctx *ctx, const char *path, uint64_t w, uint64_t h,
                                uint64_t c, unet_dtype dtype, unet_image *out);
+
+/* An integer sample of size bytes (1 to 8, little-endian like the host; sign-extended when
+ * is_signed) as an int32: false when it does not fit.  The .npy and TIFF readers' one integer
+ * conversion. */
+static inline bool unet__int_sample(const unsigned char *x, size_t size, bool is_signed,
+                                    int32_t *out) {
+    uint64_t u = 0;
+    memcpy(&u, x, size);
+    if (is_signed && size < 8 && (u >> (8 * size - 1) & 1)) u |= ~(uint64_t)0 << (8 * size);
+    int64_t v;
+    memcpy(&v, &u, sizeof v); /* the two's complement bits: no implementation-defined cast */
+    if ((!is_signed && u > INT32_MAX) || v < INT32_MIN || v > INT32_MAX) return false;
+    *out = (int32_t)v;
+    return true;
+}
 
 /* PNG (libpng): 8/16-bit, gray, gray+alpha, RGB, RGBA, palette; alpha is dropped. */
 unet_status unet__png_load(unet_ctx *ctx, const char *path, unet_image *out);
