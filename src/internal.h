@@ -61,6 +61,9 @@ static inline bool unet__add_size(size_t a, size_t b, size_t *out) {
 }
 /* n0 * n1 * ... for `count` factors; false on overflow. */
 bool unet__prod_size(const size_t *factors, int count, size_t *out);
+/* The size of an h x w map given to function `what`: UNET_STATUS_ARG (message "what: size ...")
+ * unless both are positive and h * w fits int32, which is then *n. */
+unet_status unet__map_size(unet_ctx *ctx, const char *what, int h, int w, size_t *n);
 
 /* Aligned allocation for tensors (64 bytes, one cache line / AVX-512 vector).
  * unet__alloc returns NULL on failure or when bytes == 0 is asked; free with unet__free. */
