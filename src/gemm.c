@@ -11,6 +11,11 @@
  * it is built without USE_LOCKING and its buffer pool races, which showed as wrong results.)  With NO_BLAS=1 the same
  * blocks go to a portable cache-blocked loop.  unet__sgemm_ref is the definition both are
  * tested against.
+ *
+ * Contract (internal.h): row-major C (M x N) = alpha op(A) op(B) + beta C, like cblas_sgemm.
+ * Tested (tests/test_conv.c, gemm_vs_ref) against unet__sgemm_ref with random transposes, beta
+ * 0 and 1 and odd sizes (one large enough to split over threads), in the BLAS build and in the
+ * NO_BLAS build (CI runs both).
  */
 #include "internal.h"
 

@@ -14,6 +14,13 @@
  * plane, so in backward the same split also gives each thread its own gradient planes.
  * The alternative, materialising the padded or cropped map and then copying it, costs a buffer
  * per skip connection and a second pass for no gain.
+ *
+ * Contract (ops.h): float32 NCHW planes; concat y (N, C_a + C_b, H, W) from a, b (N, C, H_a/b,
+ * W_a/b) placed by struct unet__place; add_place y (N, C, H, W) = a + place(b), y may alias a;
+ * crop y (N, C, H, W) = place(x).  Forward overwrites, backward accumulates.  Tested
+ * (tests/test_upsample_concat.c) against unet__concat_forward_ref and element-wise
+ * definitions, against PyTorch (golden upsample_concat: centre crop, F.pad, FCN's crop-and-add)
+ * and by finite differences.
  */
 #include "ops/ops.h"
 

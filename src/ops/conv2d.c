@@ -28,6 +28,14 @@
  * im2col: the input already is the column matrix.  Threads: im2col and col2im split channels,
  * GEMMs split output blocks (gemm.c), bias sums split output channels: each thread owns its
  * writes and the result is the same for any thread count.
+ *
+ * Contract (ops.h): Conv2d x (N, C_in, H_in, W_in), w (C_out, C_in, K_h, K_w) -> y (N, C_out,
+ * H_out, W_out); ConvTranspose2d w (C_in, C_out, K_h, K_w); float32 NCHW, contiguous; forward
+ * overwrites (or applies struct unet__conv_epilogue), backward accumulates.  Tested
+ * (tests/test_conv.c) against the one naive loop nest (conv_ref, behind the four _ref
+ * functions) on odd sizes, strides and paddings, every instruction set's direct and scatter
+ * kernels, PyTorch (golden conv, convt: tools/golden/conv.py), finite differences and the
+ * adjoint identity.
  */
 #include "ops/kernels.h"
 

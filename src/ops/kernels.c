@@ -1,4 +1,8 @@
-/* kernels.c — the kernel table (kernels.h) and the pick. */
+/* kernels.c — the kernel table (kernels.h) and the pick: rows best first, so the first row of
+ * the asked precision whose instruction set the CPU has (under the UNET_CPU cap) wins.
+ * Tested by tests/test_kernels.c (each cap picks its row, in-process and through UNET_CPU;
+ * every row's micro-kernel against the naive product); each row's Winograd passes and direct
+ * convolution are tested at their level by test_winograd.c and test_conv.c. */
 #include "ops/kernels.h"
 #include "ops/winograd.h"
 

@@ -13,6 +13,12 @@
  *
  * Threads: both directions split the N*C planes; each thread owns its planes of y, argmax
  * and dx.
+ *
+ * Contract (ops.h): x (N, C, H_in, W_in) -> y, argmax (N, C, H_out, W_out), float32 NCHW and one
+ * byte per output; forward overwrites y and argmax, backward accumulates into dx.  The window
+ * rule is unet__maxpool_window (ops.h), which Winograd's fused pool also applies.  Tested
+ * (tests/test_pool_relu_dropout.c) against unet__maxpool2_forward_ref on odd sizes, ties, NaN and
+ * -inf, against PyTorch (golden pool_relu) and by finite differences away from ties.
  */
 #include "ops/ops.h"
 
