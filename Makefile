@@ -7,6 +7,7 @@
 #   make demo       train a small U-Net on data/sample, predict a held-out slice, print its score
 #   make bench      benchmarks (never part of make test)
 #   make golden     regenerate tests/golden/*.safetensors with PyTorch (needs python3-torch)
+#   make python     install the Python package (python/, docs/python.md) with pip
 #   make clean
 #
 # Options: CC=clang, NO_OMP=1 (no OpenMP), NO_BLAS=1 (built-in GEMM instead of OpenBLAS),
@@ -20,7 +21,8 @@ WARN     = -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes -Wmissing-proto
            -Wcast-qual -Wpointer-arith
 OPT     ?= -O2 -g
 SAN     ?=
-CFLAGS  += $(OPT) $(SAN) -std=c11 $(WARN)
+# -fPIC: the Python extension (python/) links libunet.a into a shared object.
+CFLAGS  += $(OPT) $(SAN) -std=c11 $(WARN) -fPIC
 LDFLAGS += $(SAN)
 CPPFLAGS += -Iinclude -Isrc -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L
 LDLIBS  += -lpng -ltiff -lcjson -lm -lpthread
@@ -67,7 +69,8 @@ BENCH_SRC = $(wildcard bench/bench_*.c)
 BENCH_BIN = $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 HDRS     = $(wildcard include/*.h src/*.h src/ops/*.h src/io/*.h tests/*.h)
 
-.PHONY: all deps test asan demo bench golden clean check-tests
+.PHONY: all deps test asan demo bench golden clean check-tests FORCE lib link-flags python python-ext \
+        check-python
 
 # Build the library, the CLI and the examples (programs on the public API only).
 all: $(BUILD)/libunet.a $(BUILD)/unet unet $(EXAMPLE_BIN)
@@ -76,9 +79,19 @@ all: $(BUILD)/libunet.a $(BUILD)/unet unet $(EXAMPLE_BIN)
 deps:
 	@scripts/deps.sh
 
-$(BUILD)/%.o: %.c $(HDRS)
+# Objects depend on the flags they were compiled with ($(BUILD)/.cflags changes only when the
+# flags do), so a build directory made with other flags (e.g. before -fPIC) is rebuilt.
+$(BUILD)/.cflags: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(CC) $(CPPFLAGS) $(CFLAGS)' | cmp -s - $@ || echo '$(CC) $(CPPFLAGS) $(CFLAGS)' >$@
+
+FORCE:
+
+$(BUILD)/%.o: %.c $(HDRS) $(BUILD)/.cflags
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+lib: $(BUILD)/libunet.a
 
 $(BUILD)/libunet.a: $(LIB_OBJ)
 	@rm -f $@
@@ -107,8 +120,21 @@ $(BUILD)/bench/%: bench/%.c bench/bench.h $(BUILD)/libunet.a $(HDRS)
 test: deps
 	@$(MAKE) --no-print-directory check-tests
 
-check-tests: $(TEST_BIN) $(BUILD)/unet $(EXAMPLE_BIN)
-	@UNET_BIN=$(BUILD)/unet UNET_EXAMPLES=$(BUILD)/examples tests/run.sh $(TEST_BIN)
+# The Python package's tests (tests/python.sh: pytest, ONNX and bioimage.io checks) run in every
+# build but the sanitizer ones, where python3 itself would need the sanitizer runtime preloaded;
+# there they are reported as not run, never skipped silently.
+ifeq ($(SAN),)
+PY_CHECK = tests/python.sh
+PY_DEP   = python-ext
+else
+PY_CHECK =
+PY_DEP   =
+endif
+
+check-tests: $(TEST_BIN) $(BUILD)/unet $(EXAMPLE_BIN) $(PY_DEP)
+	@$(if $(SAN),echo "note: the Python package's tests (tests/python.sh) do not run under $(SAN)";) \
+	  UNET_BIN=$(BUILD)/unet UNET_EXAMPLES=$(BUILD)/examples UNET_PYTHONPATH=$(BUILD)/python \
+	  PYTHON=$(PYTHON) tests/run.sh $(TEST_BIN) $(PY_CHECK)
 
 # The same tests under ASan + UBSan, in their own build directory.
 asan: deps
@@ -129,7 +155,33 @@ golden:
 	$(PYTHON) tools/make_golden.py tests/golden
 
 clean:
-	rm -rf build unet
+	rm -rf build unet python/build python/unet.egg-info
+
+# ---- The Python package (python/, docs/python.md) -------------------------------------------
+# python/setup.py builds the extension unet._core over libunet.a: `make python` installs it with
+# pip (PIP_FLAGS, default --break-system-packages for Debian 12's system python3; see
+# docs/python.md for a virtual environment).  python-ext builds it into $(BUILD)/python for the
+# tests, with this build's library and flags (CC is also the extension's compiler, so a clang
+# build links clang's OpenMP runtime).  link-flags prints the library's path and link flags,
+# which setup.py reads when pip runs it.
+PIP_FLAGS ?= --break-system-packages
+
+link-flags:
+	@echo $(abspath $(BUILD))/libunet.a
+	@echo $(LDFLAGS) $(LDLIBS)
+
+python: deps lib
+	$(PYTHON) -m pip install --no-build-isolation --no-index $(PIP_FLAGS) ./python
+
+python-ext: $(BUILD)/libunet.a
+	@cd python && UNET_LIB=$(abspath $(BUILD))/libunet.a UNET_LINK="$(LDFLAGS) $(LDLIBS)" \
+	  UNET_CFLAGS="$(WARN)$(if $(filter 1,$(WERROR)), -Werror)" \
+	  CC="$(CC)" LDSHARED="$(CC) -shared" $(PYTHON) setup.py -q build \
+	  --build-base $(abspath $(BUILD))/python-build --build-lib $(abspath $(BUILD))/python \
+	  >$(abspath $(BUILD))/python-build.log 2>&1 || { cat $(abspath $(BUILD))/python-build.log; exit 1; }
+
+check-python: python-ext $(BUILD)/unet
+	@UNET_BIN=$(BUILD)/unet UNET_PYTHONPATH=$(BUILD)/python PYTHON=$(PYTHON) tests/python.sh
 
 # ---- Fuzzing and robustness (docs/robustness.md) -------------------------------------------
 # make fuzz         builds the libFuzzer targets fuzz/fuzz_<target>.c with clang (ASan + UBSan,

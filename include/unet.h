@@ -580,6 +580,49 @@ unet_status unet_sampler_seek(unet_ctx *ctx, unet_sampler *s, long k);
 void unet_sampler_times(const unet_sampler *s, double *work_seconds, double *wait_seconds);
 void unet_sampler_free(unet_sampler *s);
 
+/* ---------------------------------------------------------------------------------------
+ * Export (docs/export.md)
+ * ------------------------------------------------------------------------------------- */
+
+/* Writes the model as an ONNX file (IR 7, opset 13) for inference, atomically: input "input"
+ * (N, in_channels, H, W) float32 normalised as unet predict normalises, output "logits" or,
+ * with UNET_OUTPUT_PROBABILITIES, "probabilities" (softmax over the classes; sigmoid for one
+ * class), (N, classes, H_out, W_out).  N, H and W are dynamic: pads and crops that depend on
+ * the size are computed in the graph, so the file runs at every size unet_model_forward
+ * accepts.  Batch-norm is kept as BatchNormalization with the running statistics (not folded),
+ * dropout is left out, initializers carry the checkpoint's tensor names.  One forward pass: the
+ * overlap-tile strategy and test-time augmentation of unet_predict are not in the graph. */
+unet_status unet_export_onnx(unet_ctx *ctx, const unet_model *m, const char *path,
+                             unet_output output);
+
+/* A bioimage.io model package (model spec 0.5.3): what goes into its description. */
+typedef struct unet_bioimageio_opts {
+    const char *sample;           /* an image file (PNG, TIFF, .npy) with the model's channels:
+                                   * a centre crop of it is the test input and the cover */
+    const char *name;             /* 5..128 letters, digits, spaces and _-(); NULL: generated */
+    const char *description;      /* up to 1024 characters; NULL: generated */
+    const char *authors;          /* names separated by ';' */
+    const char *license;          /* an SPDX identifier */
+    const char *training_data;    /* free text for the README (NULL: "not stated") */
+    const char *training_command; /* the command that trained the model, for the README */
+    int         checkpoint;       /* 1: attach model.safetensors, the model as unet loads it */
+} unet_bioimageio_opts;
+
+/* Authors "unknown", license CC-BY-4.0, the checkpoint attached, nothing else set. */
+unet_bioimageio_opts unet_bioimageio_defaults(void);
+
+/* Writes a bioimage.io model package to path: a new folder, or a zip file when path ends in
+ * .zip (written atomically; an existing folder is never replaced).  It holds rdf.yaml (inputs
+ * and outputs with their axes and valid sizes, the preprocessing that matches unet's
+ * normalisation of the sample's dtype: scale_linear 1/255 for 8-bit, scale_range 1..99.8 %
+ * for 16-bit, none for float and int32), weights.onnx (unet_export_onnx with probabilities),
+ * test_input.npy (a centre crop of the sample as stored, (1, C, H, W), at most 512 pixels a
+ * side), test_output.npy (unet's probabilities for it), cover.png, README.md (the model, the
+ * training data and command given, validation, limits) and, when asked, model.safetensors.
+ * docs/export.md lists what the description cannot express. */
+unet_status unet_export_bioimageio(unet_ctx *ctx, unet_model *m, const char *path,
+                                   const unet_bioimageio_opts *opts);
+
 #ifdef __cplusplus
 }
 #endif

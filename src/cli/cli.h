@@ -108,5 +108,6 @@ int cmd_eval(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_weightmap(int argc, char **argv);
 int cmd_convolutionalize(int argc, char **argv);
+int cmd_export(int argc, char **argv);
 
 #endif /* UNET_CLI_H */

@@ -16,6 +16,7 @@ static const struct {
     {"info", cmd_info, "architecture, parameters, FLOPs and memory of a model"},
     {"weightmap", cmd_weightmap, "the paper's border weight map of a mask"},
     {"convolutionalize", cmd_convolutionalize, "turn a VGG classifier into an FCN"},
+    {"export", cmd_export, "write a model as ONNX or as a bioimage.io model package"},
 };
 
 static void usage(FILE *f) {

@@ -53,6 +53,10 @@ unet_status unet__tiff_save(unet_ctx *ctx, const char *path, const char *tmp,
 unet_status unet__npy_load(unet_ctx *ctx, const char *path, unet_image *out);
 unet_status unet__npy_save(unet_ctx *ctx, const char *path, const char *tmp,
                            const unet_image *img);
+/* Any C-order shape of ndim (1..8) dimensions: what unet__npy_save writes for (H, W) and
+ * (C, H, W), e.g. (N, C, H, W) test tensors of a bioimage.io package. */
+unet_status unet__npy_save_nd(unet_ctx *ctx, const char *path, const char *tmp, unet_dtype dtype,
+                              int ndim, const int64_t *shape, const void *data);
 
 /* The .npy header parser on its own (a fuzz target can call it on arbitrary bytes): parses the
  * dictionary text `hdr` (hlen bytes, the part after the length field).  On success fills the

@@ -354,19 +354,25 @@ done:
 
 unet_status unet__npy_save(unet_ctx *ctx, const char *path, const char *tmp,
                            const unet_image *img) {
-    const char *descr = img->dtype == UNET_DTYPE_U8    ? "|u1"
-                        : img->dtype == UNET_DTYPE_U16 ? "<u2"
-                        : img->dtype == UNET_DTYPE_I32 ? "<i4"
-                                                       : "<f4";
-    char hdr[256];
-    int n;
-    if (img->c == 1)
-        n = snprintf(hdr, sizeof hdr, "{'descr': '%s', 'fortran_order': False, 'shape': (%d, %d), }",
-                     descr, img->h, img->w);
-    else
-        n = snprintf(hdr, sizeof hdr,
-                     "{'descr': '%s', 'fortran_order': False, 'shape': (%d, %d, %d), }", descr,
-                     img->c, img->h, img->w);
+    const int64_t shape[3] = {img->c, img->h, img->w};
+    return img->c == 1 ? unet__npy_save_nd(ctx, path, tmp, img->dtype, 2, shape + 1, img->data)
+                       : unet__npy_save_nd(ctx, path, tmp, img->dtype, 3, shape, img->data);
+}
+
+unet_status unet__npy_save_nd(unet_ctx *ctx, const char *path, const char *tmp, unet_dtype dtype,
+                              int ndim, const int64_t *shape, const void *data) {
+    const char *descr = dtype == UNET_DTYPE_U8    ? "|u1"
+                        : dtype == UNET_DTYPE_U16 ? "<u2"
+                        : dtype == UNET_DTYPE_I32 ? "<i4"
+                                                  : "<f4";
+    char hdr[256], dims[160] = "";
+    size_t bytes = unet_dtype_size(dtype);
+    for (int d = 0, k = 0; d < ndim && d < UNET__NPY_MAX_DIMS; d++) {
+        k += snprintf(dims + k, sizeof dims - (size_t)k, "%s%lld", d ? ", " : "", (long long)shape[d]);
+        bytes *= (size_t)shape[d];
+    }
+    int n = snprintf(hdr, sizeof hdr, "{'descr': '%s', 'fortran_order': False, 'shape': (%s%s), }",
+                     descr, dims, ndim == 1 ? "," : "");
     /* Pad with spaces so that magic + length + header + '\n' is a multiple of 64, as numpy does
      * (it keeps the data aligned for memory mapping). */
     size_t len = (size_t)n;
@@ -374,13 +380,12 @@ unet_status unet__npy_save(unet_ctx *ctx, const char *path, const char *tmp,
     hdr[len++] = '\n';
     unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(len & 0xff),
                              (unsigned char)(len >> 8)};
-    size_t bytes = (size_t)img->w * img->h * img->c * unet_dtype_size(img->dtype);
     FILE *f = fopen(tmp, "wb");
     if (!f)
         return unet__fail(ctx, UNET_STATUS_IO, "%s: cannot open %s: %s", path, tmp,
                           strerror(errno));
     bool ok = fwrite(pre, 1, sizeof pre, f) == sizeof pre && fwrite(hdr, 1, len, f) == len &&
-              fwrite(img->data, 1, bytes, f) == bytes;
+              fwrite(data, 1, bytes, f) == bytes;
     int err = errno;
     if (fclose(f) != 0 && ok) {
         ok = false;
