@@ -268,5 +268,5 @@ static uint64_t min_weights_fcn(const unet_config *c) {
     return 49 * fc * 8 * (uint64_t)c->base;
 }
 
-const struct unet__family unet__fcn_family = {build_fcn, init_fcn, claims_fcn, infer_fcn,
-                                              min_weights_fcn};
+const struct unet__family unet__fcn_family = {build_fcn, init_fcn,        claims_fcn,
+                                              infer_fcn, min_weights_fcn, true};

@@ -17,7 +17,7 @@
  * 0 and 1 and odd sizes (one large enough to split over threads), in the BLAS build and in the
  * NO_BLAS build (CI runs both).
  */
-#include "internal.h"
+#include "gemm.h"
 
 #include <string.h>
 

@@ -1,8 +1,8 @@
 /* internal.h — declarations shared inside the library (prefix unet__), never installed.
  *
- * The context, error reporting, overflow-checked size arithmetic, the arena, the GEMM
- * entry point and the OpenMP helpers.  Ops are declared in ops/ops.h, CPU features in cpu.h,
- * file formats in the headers of io/.
+ * The context, error reporting, overflow-checked size arithmetic, the arena, the OpenMP
+ * helpers and the random numbers (core.c).  Each other module declares its functions in the
+ * header beside it: gemm.h, cpu.h, model.h, ops/ops.h, the headers of io/.
  */
 #ifndef UNET_INTERNAL_H
 #define UNET_INTERNAL_H
@@ -101,24 +101,6 @@ void unet__use_threads(int n);
  * processors OpenMP reports at the first call (at most 64), fixed for the process's lifetime so
  * that a plan made earlier always has room for the team of a later call. */
 int unet__thread_slots(void);
-
-/* ---- GEMM ----
- * C (M x N) = alpha * op(A) (M x K) * op(B) (K x N) + beta * C, row-major, like cblas_sgemm.
- * Splits the work over the current OpenMP team size (unet__use_threads) by row or column
- * blocks of C, each block a single-threaded BLAS call, so every element of C is computed by
- * one thread in one fixed order: the result does not depend on the number of threads.
- * Must not be called from inside a parallel region. */
-void unet__sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
-                 const float *A, int lda, const float *B, int ldb, float beta,
-                 float *C, int ldc);
-/* The same product, single-threaded, safe inside a parallel region. */
-void unet__sgemm_serial(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
-                        const float *A, int lda, const float *B, int ldb, float beta,
-                        float *C, int ldc);
-/* Naive triple loop: the definition the fast paths are tested against. */
-void unet__sgemm_ref(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
-                     const float *A, int lda, const float *B, int ldb, float beta,
-                     float *C, int ldc);
 
 /* ---- random numbers: seeded, reproducible, per-object state (never global) ---- */
 struct unet__rng {

@@ -23,6 +23,24 @@
  * Configuration
  * ------------------------------------------------------------------------------------- */
 
+static const char *arch_names[] = {"unet", "unet-paper", "fcn32s", "fcn16s", "fcn8s"};
+
+const char *unet_arch_name(unet_arch a) {
+    if ((int)a < 0 || (size_t)a >= sizeof arch_names / sizeof arch_names[0]) return "?";
+    return arch_names[a];
+}
+
+unet_status unet_arch_parse(unet_ctx *ctx, const char *name, unet_arch *out) {
+    for (size_t i = 0; name && i < sizeof arch_names / sizeof arch_names[0]; i++)
+        if (strcmp(name, arch_names[i]) == 0) {
+            *out = (unet_arch)i;
+            return UNET_STATUS_OK;
+        }
+    return unet__fail(ctx, UNET_STATUS_ARG,
+                      "unknown architecture '%s' (expected unet, unet-paper, fcn32s, fcn16s, fcn8s)",
+                      name ? name : "(null)");
+}
+
 /* The seed U-Net (milesial/Pytorch-UNet); the paper's (valid convolutions with biases, no
  * BatchNorm, dropout 0.5, He initialisation); the reference VGG16 FCN (fcn.c: biased convs
  * without BatchNorm, conv1_1 padded by 100, dropout 0.5 after fc6 and fc7, a fixed bilinear
@@ -386,8 +404,8 @@ static uint64_t min_weights_unet(const unet_config *c) {
     return 9 * ch * ch;
 }
 
-const struct unet__family unet__unet_family = {build_unet, init_unet, claims_unet, infer_unet,
-                                               min_weights_unet};
+const struct unet__family unet__unet_family = {build_unet,       init_unet, claims_unet,
+                                               infer_unet,       min_weights_unet, false};
 
 const struct unet__family *unet__family_of(unet_arch arch) {
     return arch >= UNET_ARCH_FCN32S ? &unet__fcn_family : &unet__unet_family;

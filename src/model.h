@@ -187,6 +187,8 @@ struct unet__family {
      * largest layer: the loader refuses a small file that claims a huge network before it
      * allocates the parameter block. */
     uint64_t (*min_weights)(const unet_config *c);
+    /* Whether cfg.fc_channels and cfg.learn_final_up apply (a checkpoint carries them). */
+    bool fc_config;
 };
 extern const struct unet__family unet__unet_family; /* model.c: unet, unet-paper */
 extern const struct unet__family unet__fcn_family;  /* fcn.c: fcn32s, fcn16s, fcn8s */

@@ -20,25 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *arch_names[] = {"unet", "unet-paper", "fcn32s", "fcn16s", "fcn8s"};
-
-const char *unet_arch_name(unet_arch a) {
-    if ((int)a < 0 || (size_t)a >= sizeof arch_names / sizeof arch_names[0]) return "?";
-    return arch_names[a];
-}
-
-unet_status unet_arch_parse(unet_ctx *ctx, const char *name, unet_arch *out) {
-    for (size_t i = 0; name && i < sizeof arch_names / sizeof arch_names[0]; i++)
-        if (strcmp(name, arch_names[i]) == 0) {
-            *out = (unet_arch)i;
-            return UNET_STATUS_OK;
-        }
-    return unet__fail(ctx, UNET_STATUS_ARG,
-                      "unknown architecture '%s' (expected unet, unet-paper, fcn32s, fcn16s, fcn8s)",
-                      name ? name : "(null)");
-}
-
-
 static bool parse_int(const char *s, int *out) {
     if (!s || !*s) return false;
     char *end;
@@ -374,7 +355,7 @@ static unet_status save(unet_ctx *ctx, const unet_model *m, const char *path, bo
     };
     int k = (int)(sizeof fixed / sizeof fixed[0]);
     memcpy(meta, fixed, sizeof fixed);
-    if (c->arch >= UNET_ARCH_FCN32S) { /* FCN-only keys: U-Net checkpoints do not carry them */
+    if (unet__family_of(c->arch)->fc_config) { /* FCN's keys: U-Net checkpoints lack them */
         snprintf(v[11], sizeof v[11], "%d", c->fc_channels);
         meta[k++] = "fc_channels", meta[k++] = v[11];
         meta[k++] = "learn_final_up", meta[k++] = c->learn_final_up ? "1" : "0";

@@ -14,6 +14,7 @@
 #ifndef UNET_OPS_H
 #define UNET_OPS_H
 
+#include "gemm.h"
 #include "internal.h"
 
 /* ---------------------------------------------------------------------------------------
