@@ -623,6 +623,204 @@ unet_bioimageio_opts unet_bioimageio_defaults(void);
 unet_status unet_export_bioimageio(unet_ctx *ctx, unet_model *m, const char *path,
                                    const unet_bioimageio_opts *opts);
 
+/* ---------------------------------------------------------------------------------------
+ * Training that cannot silently fail: learning-rate schedules, gradient clipping, the summed
+ * loss, a moving average of the weights, the divergence guard and the held-back set
+ * (docs/training.md).  The training loop of `unet train` is these calls in order:
+ *     lr = lr0 * unet_schedule_factor(&sched, step) * unet_guard_lr_scale(guard);
+ *     unet_train_step_ex(...)  ->  unet_guard_observe(...)  ->  on an event unet_guard_rollback,
+ *     at validation unet_guard_observe_validation, and unet_guard_snapshot at good moments.
+ * ------------------------------------------------------------------------------------- */
+
+typedef enum unet_schedule_kind {
+    UNET_SCHEDULE_CONSTANT = 0,
+    UNET_SCHEDULE_COSINE,   /* (1 + cos(pi t / T)) / 2: CosineAnnealingLR(T_max = T, eta_min = 0) */
+    UNET_SCHEDULE_POLY,     /* (1 - t / T)^power: nnU-Net's poly_lr; PolynomialLR(T, power) */
+    UNET_SCHEDULE_STEP      /* gamma^(milestones reached): MultiStepLR(floor(f_i T), gamma) */
+} unet_schedule_kind;
+
+#define UNET_MAX_MILESTONES 8
+
+typedef struct unet_schedule {
+    unet_schedule_kind kind;
+    long   total;           /* T: the run's steps (>= 1) */
+    long   warmup;          /* W >= 0: the factor is multiplied by (t + 1) / W while t < W (torch's
+                             * LinearLR(start_factor 1/W, total_iters W - 1) chained with the
+                             * decay, as ChainedScheduler does) */
+    double power;           /* poly: 0.9 */
+    double gamma;           /* step: 0.1 */
+    int    n_milestones;    /* step: 1..UNET_MAX_MILESTONES fractions of T, increasing, in (0, 1) */
+    double milestones[UNET_MAX_MILESTONES];
+} unet_schedule;
+
+/* kind over total steps, no warm-up, power 0.9, gamma 0.1, milestones 0.5 and 0.75. */
+unet_schedule unet_schedule_default(unet_schedule_kind kind, long total);
+/* "constant", "cosine", "poly", "step" -> kind; UNET_STATUS_ARG naming the word otherwise. */
+unet_status unet_schedule_parse(unet_ctx *ctx, const char *name, unet_schedule_kind *out);
+const char *unet_schedule_name(unet_schedule_kind kind);
+/* UNET_STATUS_ARG naming the bad field. */
+unet_status unet_schedule_check(unet_ctx *ctx, const unet_schedule *s);
+/* The factor multiplying the base learning rate at step t (0-based: the (t+1)-th update), the
+ * value torch.optim.lr_scheduler gives after t scheduler steps; t is clamped to [0, T]. */
+double unet_schedule_factor(const unet_schedule *s, long t);
+
+typedef enum unet_reduction {
+    UNET_REDUCTION_MEAN = 0,    /* cross entropy averaged over the labeled pixels of the batch */
+    UNET_REDUCTION_SUM          /* summed over each output tile's labeled pixels and averaged over
+                                 * the batch: Caffe's SoftmaxWithLoss with normalize: false, the
+                                 * loss the paper's SGD (momentum 0.99) was tuned for.  Equal to
+                                 * the mean times (labeled pixels / batch).  CE and WCE only. */
+} unet_reduction;
+
+typedef struct unet_step_opts {
+    unet_loss_kind loss;
+    unet_reduction reduction;
+    double         clip_norm;   /* > 0: PyTorch's clip_grad_norm_(max_norm = clip_norm): with n the
+                                 * global L2 norm of all gradients, each is multiplied by
+                                 * min(1, clip_norm / (n + 1e-6)) before the update; 0: off */
+} unet_step_opts;
+
+/* What one step did.  The class counts are over the labeled output pixels of the batch
+ * (target >= 0), the prediction the argmax of the logits (one class: logit > 0). */
+typedef struct unet_step_stats {
+    double  loss;               /* the loss before the update */
+    double  grad_norm;          /* global L2 norm of the gradients before clipping (NaN when the
+                                 * step stopped before the gradient) */
+    double  lr;                 /* the learning rate of the update */
+    double  baseline;           /* the loss a uniform prediction (all logits equal) would get on
+                                 * the same batch: log(K) (log 2 for one class) times the mean
+                                 * weight, plus the soft Dice of probabilities 1/K (1/2) */
+    int     clipped;            /* 1 when clipping scaled the gradients down */
+    int     classes;            /* entries used in pred and truth (2 for a one-class model) */
+    int64_t pred[UNET_MAX_CLASSES], truth[UNET_MAX_CLASSES];
+    int64_t correct;            /* labeled pixels predicted right */
+} unet_step_stats;
+
+unet_step_opts unet_step_defaults(unet_loss_kind loss);    /* mean, no clipping */
+
+/* unet_train_step with the options above and the step's statistics (stats may be NULL).
+ * unet_train_step(..., loss, ...) is this with unet_step_defaults(loss).  A non-finite loss or
+ * gradient (before clipping) is UNET_STATUS_NUMERIC and leaves the parameters unchanged;
+ * stats->loss and grad_norm then tell which. */
+unet_status unet_train_step_ex(unet_ctx *ctx, unet_model *m, const unet_optim *opt,
+                               const unet_step_opts *so, const float *x, const int32_t *target,
+                               const float *weight, int n, int h, int w, unet_step_stats *stats);
+
+/* An exponential moving average of the weights, updated after every training step:
+ *     d = min(decay, (1 + u) / (10 + u))        (u = updates so far; TensorFlow's num_updates)
+ *     avg = avg + (1 - d) (weight - avg)         (float32, one fused multiply-add)
+ * The batch-norm running means and variances are averaged the same way (as timm's ModelEmaV3);
+ * num_batches_tracked is not averaged.  Enabling copies the current weights into the average;
+ * decay 0 turns it off and frees it; otherwise 0 < decay < 1 (UNET_STATUS_ARG).  A resumable
+ * checkpoint carries the average (optimizer.ema, optimizer.ema_buffers; metadata ema_decay and
+ * ema_updates) and unet_model_load_training restores it. */
+unet_status unet_model_ema_enable(unet_ctx *ctx, unet_model *m, double decay);
+double unet_model_ema_decay(const unet_model *m);      /* 0 when off */
+long unet_model_ema_updates(const unet_model *m);
+/* Exchanges the weights and running statistics with the average's (call again to swap back):
+ * validate or save the averaged model between two calls.  UNET_STATUS_ARG when it is off. */
+unet_status unet_model_ema_swap(unet_ctx *ctx, unet_model *m);
+
+/* unet_model_save with extra metadata pairs (meta: key, value, ...; keys the architecture uses
+ * are refused), e.g. "selected" = "best val_dice=0.9310 step=1200". */
+unet_status unet_model_save_meta(unet_ctx *ctx, const unet_model *m, const char *path,
+                                 const char *const *meta, int n_meta);
+/* A metadata value of the file the model was loaded from; NULL when absent or not loaded. */
+const char *unet_model_meta(const unet_model *m, const char *key);
+
+/* The divergence guard.  It watches each step and each validation and reports
+ *   NONFINITE  the step's loss or gradient was NaN or Inf;
+ *   SPIKE      the median loss of the last `window` steps is above both
+ *              ref + spike_mads * MAD and spike_ratio * ref, where ref and MAD (scaled by 1.4826)
+ *              are the median and median absolute deviation of up to `history` steps before
+ *              them (armed once 20 such steps exist);
+ *   BLOWUP     over the last `window` steps the median of loss / baseline (the loss of a
+ *              uniform prediction on the same batch) is above blowup: a model far worse than
+ *              knowing nothing, at any loss scale;
+ *   COLLAPSE   the prediction is nearly one class while the truth is not: that class takes
+ *              >= collapse_share of the predicted pixels but <= collapse_truth of the true
+ *              ones, once the model has shown it learned (an accuracy at least halfway from
+ *              always predicting the commonest true class to perfect).  Training: moving
+ *              averages of the step statistics (weight 1/window); validation: its totals.
+ * It keeps the last good state in memory (unet_guard_snapshot: weights, batch-norm statistics,
+ * optimizer moments and step, dropout generator, moving average, and its own statistics) and
+ * unet_guard_rollback returns the model to it and multiplies the learning-rate scale by
+ * lr_factor. */
+typedef enum unet_guard_event {
+    UNET_GUARD_NONE = 0,
+    UNET_GUARD_NONFINITE,
+    UNET_GUARD_SPIKE,
+    UNET_GUARD_BLOWUP,
+    UNET_GUARD_COLLAPSE
+} unet_guard_event;
+
+typedef struct unet_guard_opts {
+    int    detect;          /* 1: all of the above; 0: non-finite values only */
+    int    max_rollbacks;   /* rollbacks allowed (3); the next detection ends the run */
+    double lr_factor;       /* learning-rate scale factor per rollback (0.5), in (0, 1] */
+    int    window;          /* recent steps (10), 1..100 */
+    int    history;         /* reference steps (200), 20..1000 */
+    double spike_mads;      /* 3 */
+    double spike_ratio;     /* 2 */
+    double blowup;          /* 5 */
+    double collapse_share;  /* 0.95 */
+    double collapse_truth;  /* 0.8 */
+} unet_guard_opts;
+
+typedef struct unet_guard unet_guard;
+
+unet_guard_opts unet_guard_defaults(void);
+/* "nonfinite", "spike", "blowup", "collapse" ("none"). */
+const char *unet_guard_event_name(unet_guard_event e);
+unet_status unet_guard_create(unet_ctx *ctx, const unet_guard_opts *o, unet_guard **out);
+void unet_guard_free(unet_guard *g);
+/* One step: its status (UNET_STATUS_NUMERIC is NONFINITE; other failures are not the guard's
+ * business and give NONE) and statistics.  The event's explanation is unet_guard_detail. */
+unet_guard_event unet_guard_observe(unet_guard *g, unet_status s, const unet_step_stats *st);
+/* One validation, its totals in a unet_step_stats: loss and baseline (BLOWUP when the loss is
+ * over blowup times the baseline), classes, pred, truth and correct (COLLAPSE). */
+unet_guard_event unet_guard_observe_validation(unet_guard *g, const unet_step_stats *val);
+/* "loss spike: median of the last 10 steps 0.73 > 0.28 + 3 x MAD 0.05 and > 2 x 0.28"; "" when
+ * nothing was detected.  Valid until the next call on g. */
+const char *unet_guard_detail(const unet_guard *g);
+/* 1 when nothing says the run is going wrong: the recent steps are below half the spike and
+ * blow-up thresholds (the blow-up judged on the steps since the last rollback) and no
+ * collapse is under way.  A model may be saved as the last one. */
+int unet_guard_healthy(const unet_guard *g);
+/* 1 when healthy with evidence: also at least `window` steps since the start or the last
+ * rollback.  A state to snapshot as the rollback target. */
+int unet_guard_trusted(const unet_guard *g);
+/* Copies m's training state as the last good state, reached at `step` (the caller's count). */
+unet_status unet_guard_snapshot(unet_ctx *ctx, unet_guard *g, const unet_model *m, long step);
+/* Returns m (and the guard's statistics) to the last good state, multiplies the learning-rate
+ * scale by lr_factor and counts the rollback.  When that count exceeds max_rollbacks the model
+ * is still restored and the result is UNET_STATUS_NUMERIC ("diverged ..."): stop training.
+ * UNET_STATUS_ARG when no snapshot was taken. */
+unet_status unet_guard_rollback(unet_ctx *ctx, unet_guard *g, unet_model *m);
+double unet_guard_lr_scale(const unet_guard *g);
+int unet_guard_rollbacks(const unet_guard *g);
+long unet_guard_snapshot_step(const unet_guard *g);     /* -1: none */
+/* The guard's statistics, scale and count as one line of text (for a resumable checkpoint's
+ * metadata; malloc'd, NULL when out of memory), and back.  A malformed line is
+ * UNET_STATUS_FORMAT and leaves g unchanged. */
+char *unet_guard_state(const unet_guard *g);
+unet_status unet_guard_set_state(unet_ctx *ctx, unet_guard *g, const char *state);
+
+/* The held-back validation set when no validation images are given: of n images (pages of a
+ * stack count as images; file[i] numbers the file image i comes from, or NULL), with
+ * 0 < fraction < 1:
+ *   n >= 4: ceil(fraction n) whole images, at most n - 1: the last pages when all images are
+ *           pages of one stack (adjacent slices are near copies: one contiguous block leaks
+ *           least), else a seeded shuffle;
+ *   n 1..3: a band of every image: its bottom max(1, round(fraction h)) rows, when the image
+ *           keeps at least min_rows rows for training and gives at least min_rows (else none).
+ * held[i] = 1 for a held-back image (n >= 4); *band_rows = rows of image i to hold back
+ * (n <= 3; 0 when too small).  rows[i] is image i's height.  *kind says which: 0 nothing,
+ * 1 images, 2 bands. */
+unet_status unet_holdout_plan(unet_ctx *ctx, int n, const int *file, const int *rows,
+                              double fraction, int min_rows, uint64_t seed, int *kind, int *held,
+                              int *band_rows);
+
 #ifdef __cplusplus
 }
 #endif

@@ -434,6 +434,9 @@ void unet_model_free(unet_model *m) {
     unet__free(m->opt_m);
     unet__free(m->opt_v);
     unet__free(m->snapshot);
+    unet__free(m->ema_w);
+    unet__free(m->ema_b);
+    free(m->meta);
     free(m->counters);
     free(m->params);
     free(m->nodes);

@@ -129,6 +129,15 @@ struct unet_model {
     long                opt_step;
     struct unet__rng    rng;            /* dropout */
     bool                training_mode;  /* batch statistics and dropout on */
+    /* The moving average of the weights (ema_w, n_weights) and of the running statistics
+     * (ema_b, n_buffers), NULL when off (ema.c). */
+    float              *ema_w, *ema_b;
+    double              ema_decay;
+    long                ema_updates;
+    /* The __metadata__ pairs of the file the model was loaded from: meta[2 i] = key,
+     * meta[2 i + 1] = value, one malloc'd block (checkpoint.c); NULL otherwise. */
+    char              **meta;
+    int                 n_meta;
     /* Optional per-node profile (bench/bench_unet.c): when non-NULL, forward adds node i's
      * seconds to prof[2 i] and backward to prof[2 i + 1] (wall clock, or the process's CPU time
      * when prof_cpu: steadier on a shared machine).  Owned by the caller. */
@@ -228,5 +237,7 @@ const float *unet__model_forward(unet_model *m, const float *x);
 void unet__model_backward(unet_model *m, const float *dlogits);
 /* The output value (logits) of the planned batch. */
 const struct unet__value *unet__model_output(const unet_model *m);
+/* One update of the moving average after an optimizer step (ema.c); nothing when it is off. */
+void unet__model_ema_step(unet_model *m);
 
 #endif /* UNET_MODEL_H */

@@ -64,21 +64,78 @@ static unet_status alloc_state(unet_ctx *ctx, unet_model *m) {
 }
 
 /* The loss of the output value against target; when dlogits is non-NULL it receives the
- * gradient (overwritten).  Pixels with target < 0 are ignored by the cross-entropy terms. */
-static double loss_of(const unet_model *m, unet_loss_kind kind, const int32_t *target,
-                      const float *weight, float *dlogits) {
+ * gradient (overwritten).  Pixels with target < 0 are ignored by the cross-entropy terms.  The
+ * summed reduction scales the mean (and its gradient) by labeled pixels / batch. */
+static double loss_of(const unet_model *m, unet_loss_kind kind, unet_reduction red,
+                      const int32_t *target, const float *weight, float *dlogits) {
     const struct unet__value *o = unet__model_output(m);
     struct unet__loss_dims d = {.N = m->plan_n, .C = o->c, .H = o->h, .W = o->w};
     if (dlogits) memset(dlogits, 0, sizeof(float) * (size_t)d.N * d.C * d.H * d.W);
+    float scale = 1.0f;
+    if (red == UNET_REDUCTION_SUM) {
+        const size_t count = (size_t)d.N * d.H * d.W;
+        size_t labeled = 0;
+        for (size_t i = 0; i < count; i++) labeled += target[i] >= 0;
+        scale = (float)((double)labeled / d.N);
+    }
     double L = 0.0;
     if (kind != UNET_LOSS_DICE) {
         const float *wmap = weight;
-        L += d.C == 1 ? unet__bce_logits(dlogits, 1.0f, o->data, target, wmap, &d)
-                      : unet__softmax_ce(dlogits, 1.0f, o->data, target, wmap, -1, &d);
+        L += d.C == 1 ? unet__bce_logits(dlogits, scale, o->data, target, wmap, &d)
+                      : unet__softmax_ce(dlogits, scale, o->data, target, wmap, -1, &d);
+        L *= scale;
     }
     if (kind == UNET_LOSS_CE_DICE || kind == UNET_LOSS_DICE)
         L += unet__dice_loss(dlogits, 1.0f, o->data, target, 1e-6f, &d);
     return L;
+}
+
+/* Class counts of the prediction (argmax of the logits; one class: logit > 0) and of the truth
+ * over the labeled pixels, for the divergence guard's collapse test, and the loss a uniform
+ * prediction would get on the batch (its blow-up test): with probabilities 1/K everywhere
+ * (1/2 for one class) the cross entropy is log K times each pixel's weight, and the soft Dice
+ * has I_c = Y_c / K and S_c = labeled / K (loss.c's sums). */
+static void class_counts(const unet_model *m, unet_loss_kind kind, unet_reduction red,
+                         const int32_t *target, const float *weight, unet_step_stats *st) {
+    const struct unet__value *o = unet__model_output(m);
+    const int C = o->c, K = C == 1 ? 2 : C;
+    const size_t HW = (size_t)o->h * o->w;
+    double wsum = 0;
+    st->classes = K;
+    for (int n = 0; n < m->plan_n; n++) {
+        const float *x = o->data + (size_t)n * C * HW;
+        const int32_t *t = target + (size_t)n * HW;
+        for (size_t p = 0; p < HW; p++) {
+            if (t[p] < 0) continue;
+            wsum += weight && kind != UNET_LOSS_DICE ? weight[(size_t)n * HW + p] : 1.0;
+            int best = 0;
+            if (C == 1) best = x[p] > 0.0f;
+            else
+                for (int c = 1; c < C; c++)
+                    if (x[(size_t)c * HW + p] > x[(size_t)best * HW + p]) best = c;
+            st->pred[best]++;
+            st->truth[t[p]]++;
+            st->correct += best == t[p];
+        }
+    }
+    int64_t labeled = 0;
+    for (int c = 0; c < K; c++) labeled += st->truth[c];
+    double L = 0;
+    if (kind != UNET_LOSS_DICE && labeled > 0)
+        L += log((double)K) * wsum / (red == UNET_REDUCTION_SUM ? m->plan_n : (double)labeled);
+    if (kind == UNET_LOSS_CE_DICE || kind == UNET_LOSS_DICE) {
+        const double eps = 1e-6f, q = 1.0 / K;
+        double dice = 0;
+        if (C == 1) {
+            dice = (2 * q * st->truth[1] + eps) / (q * labeled + st->truth[1] + eps);
+        } else {
+            for (int c = 0; c < C; c++)
+                dice += (2 * q * st->truth[c] + eps) / (q * labeled + st->truth[c] + eps);
+            dice /= C;
+        }
+        L += 1.0 - dice;
+    }
+    st->baseline = L;
 }
 
 /* Arguments, the plan, and every target value: class ids 0..classes-1 (0/1 for one class) or
@@ -116,14 +173,39 @@ static const char *param_at(const unet_model *m, size_t i) {
     return "?";
 }
 
-unet_status unet_train_step(unet_ctx *ctx, unet_model *m, const unet_optim *opt,
-                            unet_loss_kind loss, const float *x, const int32_t *target,
-                            const float *weight, int n, int h, int w, double *loss_out) {
+unet_step_opts unet_step_defaults(unet_loss_kind loss) {
+    unet_step_opts o = {.loss = loss, .reduction = UNET_REDUCTION_MEAN, .clip_norm = 0.0};
+    return o;
+}
+
+static unet_status check_step_opts(unet_ctx *ctx, const unet_step_opts *so) {
+    if (!so) return unet__fail(ctx, UNET_STATUS_ARG, "training: step options are NULL");
+    if (so->reduction != UNET_REDUCTION_MEAN && so->reduction != UNET_REDUCTION_SUM)
+        return unet__fail(ctx, UNET_STATUS_ARG, "loss reduction: unknown kind %d", (int)so->reduction);
+    if (so->reduction == UNET_REDUCTION_SUM && so->loss != UNET_LOSS_CE && so->loss != UNET_LOSS_WCE)
+        return unet__fail(ctx, UNET_STATUS_ARG,
+                          "loss reduction sum: only for the cross-entropy losses (ce, wce); Dice is "
+                          "a ratio over the batch");
+    if (!(so->clip_norm >= 0.0 && so->clip_norm < 1e30))
+        return unet__fail(ctx, UNET_STATUS_ARG, "clip: expected a finite norm >= 0, got %g",
+                          so->clip_norm);
+    return UNET_STATUS_OK;
+}
+
+unet_status unet_train_step_ex(unet_ctx *ctx, unet_model *m, const unet_optim *opt,
+                               const unet_step_opts *so, const float *x, const int32_t *target,
+                               const float *weight, int n, int h, int w, unet_step_stats *stats) {
+    unet_step_stats local;
+    unet_step_stats *st = stats ? stats : &local;
+    memset(st, 0, sizeof *st);
+    st->loss = st->grad_norm = NAN;
     unet_status s = check_optim(ctx, opt);
-    if (s == UNET_STATUS_OK) s = check_batch(ctx, m, loss, x, target, weight, n, h, w, true);
+    if (s == UNET_STATUS_OK) s = check_step_opts(ctx, so);
+    if (s == UNET_STATUS_OK) s = check_batch(ctx, m, so->loss, x, target, weight, n, h, w, true);
     if (s == UNET_STATUS_OK) s = alloc_state(ctx, m);
     if (s != UNET_STATUS_OK) return s;
     unet__use_threads(unet__threads(ctx));
+    st->lr = opt->lr;
 
     /* Snapshot of what forward changes besides activations: running statistics, counters and
      * the dropout generator.  Small (a few floats per channel). */
@@ -136,8 +218,9 @@ unet_status unet_train_step(unet_ctx *ctx, unet_model *m, const unet_optim *opt,
     m->training_mode = true;
     unet__model_forward(m, x);
     struct unet__value *out = &m->values[m->out_value];
-    double L = loss_of(m, loss, target, weight, out->grad);
-    if (loss_out) *loss_out = L;
+    double L = loss_of(m, so->loss, so->reduction, target, weight, out->grad);
+    st->loss = L;
+    class_counts(m, so->loss, so->reduction, target, weight, st);
     if (!isfinite(L)) {
         s = unet__fail(ctx, UNET_STATUS_NUMERIC, "step %ld: the loss is %g; the step was undone",
                        m->opt_step + 1, L);
@@ -145,11 +228,18 @@ unet_status unet_train_step(unet_ctx *ctx, unet_model *m, const unet_optim *opt,
     }
     memset(m->grads, 0, m->n_weights * sizeof(float));
     unet__model_backward(m, out->grad);
-    size_t bad = unet__first_nonfinite(m->grads, m->n_weights, false);
-    if (bad < m->n_weights) {
+    /* The norm before clipping; not finite exactly when some gradient is not (the squares of
+     * finite floats cannot overflow a double sum). */
+    bool clipped = false;
+    st->grad_norm = so->clip_norm > 0.0
+                        ? unet__clip_grad_norm(m->grads, m->n_weights, so->clip_norm, &clipped)
+                        : unet__l2_norm(m->grads, m->n_weights);
+    st->clipped = clipped;
+    if (!isfinite(st->grad_norm)) {
+        size_t bad = unet__first_nonfinite(m->grads, m->n_weights, false);
         s = unet__fail(ctx, UNET_STATUS_NUMERIC,
                        "step %ld: the gradient of %s is not finite; the step was undone",
-                       m->opt_step + 1, param_at(m, bad));
+                       m->opt_step + 1, param_at(m, bad < m->n_weights ? bad : 0));
         goto undo;
     }
     /* Batch statistics of huge (finite) activations can overflow the running variance while
@@ -172,11 +262,22 @@ unet_status unet_train_step(unet_ctx *ctx, unet_model *m, const unet_optim *opt,
                                .decoupled = opt->kind == UNET_OPTIM_ADAMW};
         unet__adam_step(m->weights, m->grads, m->opt_m, m->opt_v, m->n_weights, &o, step);
     }
+    unet__model_ema_step(m);
     return UNET_STATUS_OK;
 undo:
     memcpy(m->buffers, snap, nb);
     memcpy(m->counters, snap + nb, nc);
     m->rng = rng0;
+    return s;
+}
+
+unet_status unet_train_step(unet_ctx *ctx, unet_model *m, const unet_optim *opt,
+                            unet_loss_kind loss, const float *x, const int32_t *target,
+                            const float *weight, int n, int h, int w, double *loss_out) {
+    unet_step_opts so = unet_step_defaults(loss);
+    unet_step_stats st;
+    unet_status s = unet_train_step_ex(ctx, m, opt, &so, x, target, weight, n, h, w, &st);
+    if (loss_out) *loss_out = st.loss;
     return s;
 }
 
@@ -188,7 +289,7 @@ unet_status unet_eval_loss(unet_ctx *ctx, unet_model *m, unet_loss_kind loss, co
     unet__use_threads(unet__threads(ctx));
     m->training_mode = false;
     unet__model_forward(m, x);
-    double L = loss_of(m, loss, target, weight, NULL);
+    double L = loss_of(m, loss, UNET_REDUCTION_MEAN, target, weight, NULL);
     if (loss_out) *loss_out = L;
     return UNET_STATUS_OK;
 }

@@ -10,7 +10,7 @@
  *     never leaves a torn checkpoint, loses at most --save-every steps, and --resume gives
  *     exactly the per-step losses of an uninterrupted run with the same seed and threads
  *   - SIGINT / SIGTERM: exit 130 / 143 with the resume hint, and the resumed run matches too
- *   - a diverging run (NaN loss) stops naming the step; the last checkpoint stays loadable
+ *   - a diverging run (NaN loss) rolls back, then stops naming the cause with exit 3
  *   - a write failure (RLIMIT_FSIZE, which binds root too, unlike a read-only directory) is a
  *     clear error and leaves the previous checkpoint byte for byte
  *   - predict over a folder with damaged files writes the others, keeps existing outputs
@@ -271,35 +271,48 @@ static bool write_dataset(const char *dir, int n_images, int S) {
 
 #define MAX_ROWS 512
 
-/* The per-step rows of a training log as "step,loss" strings (validation rows skipped). */
-static int read_losses(const char *log, char rows[][48]) {
+/* Rows of a training log, one string each: the step rows as "step,loss", or the validation
+ * rows (val_loss given) with every column but `seconds`; rows is max strings of width chars. */
+static int read_rows(const char *log, bool validation, char *rows, size_t width, int max) {
     FILE *f = fopen(log, "r");
     if (!f) return -1;
     char line[512];
     int n = 0;
     bool header = true;
-    while (fgets(line, sizeof line, f) && n < MAX_ROWS) {
+    while (fgets(line, sizeof line, f) && n < max) {
         if (header) {
             header = false;
             continue;
         }
-        char *fields[10];
+        line[strcspn(line, "\n")] = 0;
+        char *fields[16];
         int k = 0;
-        for (char *t = line; k < 10; k++) {
-            fields[k] = t;
+        for (char *t = line; k < 16;) {
+            fields[k++] = t;
             char *c = strchr(t, ',');
-            if (!c) {
-                k++;
-                break;
-            }
+            if (!c) break;
             *c = 0;
             t = c + 1;
         }
-        if (k < 5 || fields[4][0]) continue; /* a validation row */
-        snprintf(rows[n++], sizeof rows[0], "%s,%s", fields[0], fields[2]);
+        if (k < 5 || !fields[4][0] != !validation) continue;
+        char *row = rows + (size_t)n++ * width;
+        if (!validation) {
+            snprintf(row, width, "%s,%s", fields[0], fields[2]);
+            continue;
+        }
+        row[0] = 0;
+        for (int i = 0; i < k; i++)
+            if (i != 9) {
+                size_t len = strlen(row);
+                snprintf(row + len, width - len, "%s%s", i ? "," : "", fields[i]);
+            }
     }
     fclose(f);
     return n;
+}
+
+static int read_losses(const char *log, char rows[][48]) {
+    return read_rows(log, false, rows[0], sizeof rows[0], MAX_ROWS);
 }
 
 struct meta_probe {
@@ -557,16 +570,18 @@ TEST(sigterm_exit_143_and_resume) {
 }
 
 /* Training that turns non-finite: 4 good steps (checkpoint every 2), then the output layer of
- * the checkpoint is set to 3.4e38 (finite, so it loads): the next step's logits overflow and
- * its loss is NaN.  The run stops naming that step, exits 1, and the checkpoint it resumed
- * from stays as it was and loads. */
-TEST(nan_loss_stops_with_the_step) {
-    char dir[300], out[512], ck[512], bad[512], saved[600];
+ * the checkpoint is set to 3.4e38 (finite, so it loads): every step's logits overflow and the
+ * loss is NaN.  Each NaN step rolls back to the state the run started from with half the
+ * learning rate; after the third rollback the run stops with exit 3 naming the cause, and the
+ * checkpoint it resumed from stays as it was. */
+TEST(nan_loss_rolls_back_then_stops) {
+    char dir[300], out[512], ck[512], bad[512], saved[600], log[512];
     mkdir(tmp_path(dir, sizeof dir, "nan"), 0755);
     snprintf(out, sizeof out, "%s/model.safetensors", dir);
     snprintf(ck, sizeof ck, "%s/model.resume.safetensors", dir);
     snprintf(bad, sizeof bad, "%s/huge.resume.safetensors", dir);
     snprintf(saved, sizeof saved, "%s/saved.safetensors", dir);
+    snprintf(log, sizeof log, "%s/model.log.csv", dir);
     struct cmd c;
     train_args(&c, out, 4, 2);
     CHECK_RUN(run(&c, 0), 0);
@@ -576,14 +591,18 @@ TEST(nan_loss_stops_with_the_step) {
     train_args(&c, out, 20, 2);
     arg(&c, "--resume");
     arg(&c, "%s", bad);
-    CHECK_RUN(run(&c, 0), 1);
-    CHECK_STR_CONTAINS(last_err, "non-finite value: step 5: the loss is");
-    char want[700];
-    snprintf(want, sizeof want, "stopped at step 5; %s (step 4) is intact", bad);
-    CHECK_STR_CONTAINS(last_err, want);
+    CHECK_RUN(run(&c, 0), 3);
+    CHECK_STR_CONTAINS(last_err, "warning: step 5: the loss is NaN; rolled back to step 4 with the "
+                                 "learning rate x0.5");
+    CHECK_STR_CONTAINS(last_err, "error: training diverged: the loss is NaN, after 3 rollbacks to "
+                                 "the last good state (step 4); stopped at step 8 of 20");
     CHECK(same_bytes(bad, saved));
-    CHECK_EQ(checkpoint_step(bad), 4);
-    CHECK_EQ(checkpoint_step(ck), 4);
+    CHECK_EQ(checkpoint_step(ck), 8);
+    char *text = read_text(log);
+    CHECK_STR_CONTAINS(text, "\n5,1,nan,0.001,,,,,,");
+    CHECK_STR_CONTAINS(text, ",rollback:nonfinite;to=4;lr=0.0005\n");
+    CHECK_STR_CONTAINS(text, ",diverged:nonfinite;to=4\n");
+    free(text);
 }
 
 /* A NaN pixel in a float image is refused before training, naming the image. */
@@ -948,6 +967,315 @@ TEST(api_example_matches_predict) {
     CHECK_EQ(count_files(outd, "never"), 0);
 }
 
+/* ---- guarded training (docs/training.md) ---- */
+
+/* The `selected` metadata of a model file, or "" when it has none or does not load. */
+static void selected_of(const char *path, char *buf, size_t size) {
+    unet_model *m = NULL;
+    buf[0] = 0;
+    if (unet_model_load(NULL, path, &m) == UNET_STATUS_OK && unet_model_meta(m, "selected"))
+        snprintf(buf, size, "%s", unet_model_meta(m, "selected"));
+    unet_model_free(m);
+}
+
+/* A run's folder under tmp_dir and its files: model.safetensors, model.last.safetensors,
+ * model.resume.safetensors, model.log.csv. */
+struct run_files {
+    char dir[300], out[512], last[512], ck[512], log[512];
+};
+
+static void run_files(struct run_files *f, const char *name) {
+    mkdir(tmp_path(f->dir, sizeof f->dir, name), 0755);
+    snprintf(f->out, sizeof f->out, "%s/model.safetensors", f->dir);
+    snprintf(f->last, sizeof f->last, "%s/model.last.safetensors", f->dir);
+    snprintf(f->ck, sizeof f->ck, "%s/model.resume.safetensors", f->dir);
+    snprintf(f->log, sizeof f->log, "%s/model.log.csv", f->dir);
+}
+
+static int read_val_rows(const char *log, char rows[][256], int max) {
+    return read_rows(log, true, rows[0], sizeof rows[0], max);
+}
+
+/* An absurd learning rate (Adam, lr 100): the guard catches it, rolls back to the state the
+ * run started from with half the rate, and past --max-rollbacks stops with exit 3, the event
+ * in the log's `event` column and on stderr, and the last good state as the last model.  With
+ * a rollback factor that brings the rate back to sense, the same run recovers and ends 0. */
+TEST(forced_divergence_is_caught) {
+    struct run_files f, g;
+    char sel[256];
+    run_files(&f, "diverge");
+    struct cmd c;
+    train_args(&c, f.out, 60, 0);
+    arg(&c, "--lr");
+    arg(&c, "100");
+    arg(&c, "--max-rollbacks");
+    arg(&c, "1");
+    CHECK_RUN(run(&c, 0), 3);
+    CHECK_STR_CONTAINS(last_err, "rolled back to step 0 with the learning rate x0.5 (now 50)");
+    CHECK_STR_CONTAINS(last_err, "unet: error: training diverged: ");
+    CHECK_STR_CONTAINS(last_err, "after 1 rollback to the last good state (step 0)");
+    CHECK_STR_CONTAINS(last_err, "hold the last good state (step 0)");
+    char *text = read_text(f.log);
+    CHECK_STR_CONTAINS(text, ",rollback:");
+    CHECK_STR_CONTAINS(text, ";to=0;lr=50\n");
+    CHECK_STR_CONTAINS(text, ",diverged:");
+    free(text);
+    selected_of(f.last, sel, sizeof sel);
+    CHECK_STR_CONTAINS(sel, "last good step=0");
+    /* OUT, when an epoch ended before the divergence, is a model the guard trusted. */
+    if (access(f.out, F_OK) == 0) {
+        selected_of(f.out, sel, sizeof sel);
+        CHECK_STR_CONTAINS(sel, "last step=");
+    }
+    printf("       %s", strstr(last_err, "unet: error") ? strstr(last_err, "unet: error") : last_err);
+
+    run_files(&g, "recover");
+    train_args(&c, g.out, 36, 0);
+    arg(&c, "--lr");
+    arg(&c, "100");
+    arg(&c, "--rollback-lr");
+    arg(&c, "1e-5");
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK_STR_CONTAINS(last_err, "rolled back to step 0 with the learning rate x1e-05 (now 0.001)");
+    text = read_text(g.log);
+    int rollbacks = 0;
+    for (const char *p = text; p && (p = strstr(p, ",rollback:")); p++) rollbacks++;
+    CHECK_EQ(rollbacks, 1);
+    CHECK_STR_CONTAINS(text, "\n36,2,");
+    free(text);
+    selected_of(g.out, sel, sizeof sel);
+    CHECK_STR_CONTAINS(sel, "last step=36");
+}
+
+/* With validation, OUT is the best validation Dice (the first of equals) and says so; the last
+ * model says it is the last; info and predict print which one they load (predict --quiet
+ * says nothing). */
+TEST(best_and_last_are_selected) {
+    struct run_files f;
+    char sel[256], want[256];
+    run_files(&f, "best");
+    struct cmd c;
+    train_args(&c, f.out, 50, 0);
+    snprintf(c.pool[17], sizeof c.pool[0], "0.25"); /* --val-split */
+    CHECK(strcmp(c.v[16], "--val-split") == 0);
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK_STR_CONTAINS(last_err, "holding back 1 of 4 images for validation");
+    static char rows[16][256];
+    int n = read_val_rows(f.log, rows, 16);
+    CHECK_EQ(n, 4); /* 14 steps per epoch: 14, 28, 42 and the end */
+    double best = -1;
+    long best_step = -1;
+    for (int i = 0; i < n; i++) {
+        long step = strtol(rows[i], NULL, 10);
+        const char *p = rows[i];
+        for (int k = 0; k < 5; k++) p = strchr(p, ',') + 1;
+        double dice = strtod(p, NULL);
+        if (dice > best) best = dice, best_step = step;
+        bool marked = strstr(rows[i], ",best:val_dice=") != NULL;
+        CHECK_EQ(marked, best_step == step);
+    }
+    selected_of(f.out, sel, sizeof sel);
+    snprintf(want, sizeof want, "best val_dice=%.4f step=%ld", best, best_step);
+    CHECK_STR_CONTAINS(sel, want);
+    selected_of(f.last, sel, sizeof sel);
+    CHECK_STR_CONTAINS(sel, "last step=50");
+    CHECK_STR_CONTAINS(last_err, want);
+    printf("       OUT: %s; last: %s\n", want, sel);
+    cmd_init(&c, "info");
+    arg(&c, "%s", f.out);
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK_STR_CONTAINS(last_err, "selected       best val_dice=");
+    char img[512], pout[512];
+    snprintf(img, sizeof img, "%s/images/img0.png", data_dir);
+    predict_args(&c, f.out, img, tmp_path(pout, sizeof pout, "best_pred"));
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK_STR_CONTAINS(last_err, want);
+    arg(&c, "--quiet");
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK_EQ(strlen(last_err), 0);
+}
+
+/* --minutes: the budget ends the run after the step in flight, which is validated and written
+ * as best and last; exit 0 with a line that says so. */
+TEST(minutes_budget_stops_cleanly) {
+    struct run_files f;
+    char sel[256];
+    run_files(&f, "budget");
+    struct cmd c;
+    train_args(&c, f.out, 100000, 0);
+    snprintf(c.pool[17], sizeof c.pool[0], "0.25"); /* --val-split */
+    arg(&c, "--minutes");
+    arg(&c, "0.00001");
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK_STR_CONTAINS(last_err, "the time budget of 1e-05 minutes ended the run at step 1 of 100000");
+    selected_of(f.out, sel, sizeof sel);
+    CHECK_STR_CONTAINS(sel, "best val_dice=");
+    CHECK_STR_CONTAINS(sel, " step=1");
+    selected_of(f.last, sel, sizeof sel);
+    CHECK_STR_CONTAINS(sel, "last step=1");
+    CHECK_EQ(checkpoint_step(f.ck), 1);
+}
+
+/* Interrupted in the middle of an epoch and resumed: the epoch rows (mean loss over the whole
+ * epoch, validation) and the saved models, moving average included, are those of the run
+ * that was never interrupted. */
+TEST(resume_keeps_epoch_sums_and_ema) {
+    struct run_files r, f;
+    char err[512];
+    run_files(&r, "ema_ref");
+    run_files(&f, "ema_int");
+    snprintf(err, sizeof err, "%s/stderr.txt", f.dir);
+    struct cmd c;
+    train_args(&c, r.out, 30, 0);
+    snprintf(c.pool[17], sizeof c.pool[0], "0.25");
+    arg(&c, "--ema");
+    arg(&c, "0.9");
+    CHECK_RUN(run(&c, 0), 0);
+    train_args(&c, f.out, 30, 0);
+    snprintf(c.pool[17], sizeof c.pool[0], "0.25");
+    arg(&c, "--ema");
+    arg(&c, "0.9");
+    pid_t pid = spawn(&c, err, 0);
+    static char rows[MAX_ROWS][48];
+    double t0 = now();
+    while (read_losses(f.log, rows) < 3 && now() - t0 < 60) sleep_s(0.002);
+    kill(pid, SIGTERM);
+    CHECK_EQ(wait_for(pid), 143);
+    long step = checkpoint_step(f.ck);
+    printf("       interrupted at step %ld of 30 (epochs of 14 steps)\n", step);
+    arg(&c, "--resume");
+    arg(&c, "%s", f.ck);
+    CHECK_RUN(run(&c, 0), 0);
+    static char want_rows[16][256], got_rows[16][256];
+    int n_ref = read_val_rows(r.log, want_rows, 16), n = read_val_rows(f.log, got_rows, 16);
+    CHECK_EQ(n_ref, 3);
+    CHECK_EQ(n, n_ref);
+    for (int i = 0; i < n && i < n_ref; i++)
+        if (strcmp(want_rows[i], got_rows[i]) != 0)
+            HARNESS_FAIL_AT(__FILE__, __LINE__, "epoch row %d: resumed '%s', uninterrupted '%s'", i,
+                            got_rows[i], want_rows[i]);
+    if (!same_bytes(r.out, f.out)) HARNESS_FAIL_AT(__FILE__, __LINE__, "OUT differs after the resume");
+    if (!same_bytes(r.last, f.last))
+        HARNESS_FAIL_AT(__FILE__, __LINE__, "the last model differs after the resume");
+    char sel[256];
+    selected_of(f.last, sel, sizeof sel);
+    CHECK_STR_CONTAINS(sel, "last step=30 ema=0.9");
+}
+
+/* Ends of a run that issue 19 found dishonest: --init with --resume is a usage error; a
+ * resumed run already at its last step trains nothing, writes nothing and says so. */
+TEST(resume_edges) {
+    struct run_files f;
+    char keep[600];
+    run_files(&f, "edges");
+    snprintf(keep, sizeof keep, "%s/keep.safetensors", f.dir);
+    const char *out = f.out, *ck = f.ck;
+    struct cmd c;
+    train_args(&c, out, 4, 2);
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK(copy_file(out, keep));
+    train_args(&c, out, 4, 2);
+    arg(&c, "--resume");
+    arg(&c, "%s", ck);
+    arg(&c, "--init");
+    arg(&c, "%s", out);
+    CHECK_RUN(run(&c, 0), 2);
+    CHECK_STR_CONTAINS(last_err, "--init and --resume exclude each other");
+    CHECK_EQ(count_lines(last_err), 1);
+    train_args(&c, out, 4, 2);
+    arg(&c, "--resume");
+    arg(&c, "%s", ck);
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK_STR_CONTAINS(last_err, "is at step 4 and the run has 4 steps: nothing to train, nothing written");
+    CHECK(strstr(last_err, "wrote") == NULL);
+    CHECK(same_bytes(out, keep));
+    unlink(out);
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK(access(out, F_OK) != 0);
+    /* Damaged guard statistics are refused with one line naming the file. */
+    char bad[600];
+    snprintf(bad, sizeof bad, "%s/bad_guard.resume.safetensors", f.dir);
+    CHECK(copy_checkpoint(ck, bad, "train.guard", "v1 scale=7", NULL, 0, 0));
+    train_args(&c, out, 8, 2);
+    arg(&c, "--resume");
+    arg(&c, "%s", bad);
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "bad_guard.resume.safetensors: metadata train.guard is not valid");
+    CHECK_EQ(count_lines(last_err), 1);
+}
+
+/* The held-back set without --val-images: a band of each of 1-3 images, a warning when the
+ * images are too small for one, the last pages of a stack. */
+TEST(held_back_set) {
+    char dir[300], out[512], p[600];
+    struct cmd c;
+    for (int k = 1; k <= 3; k++) {
+        snprintf(dir, sizeof dir, "%s/hold%d", tmp_dir, k);
+        CHECK(write_dataset(dir, k, 96));
+        snprintf(out, sizeof out, "%s/m.safetensors", dir);
+        train_args(&c, out, 2, 0);
+        snprintf(c.pool[3], sizeof c.pool[0], "%s/images", dir);
+        snprintf(c.pool[5], sizeof c.pool[0], "%s/masks", dir);
+        snprintf(c.pool[17], sizeof c.pool[0], "0.2");
+        CHECK_RUN(run(&c, 0), 0);
+        CHECK_STR_CONTAINS(last_err, "holding back the bottom 20% of the rows of");
+        snprintf(p, sizeof p, "on %d images, validating on %d", k, k);
+        CHECK_STR_CONTAINS(last_err, p);
+    }
+    snprintf(dir, sizeof dir, "%s/hold_small", tmp_dir);
+    CHECK(write_dataset(dir, 2, 40));
+    snprintf(out, sizeof out, "%s/m.safetensors", dir);
+    train_args(&c, out, 2, 0);
+    snprintf(c.pool[3], sizeof c.pool[0], "%s/images", dir);
+    snprintf(c.pool[5], sizeof c.pool[0], "%s/masks", dir);
+    snprintf(c.pool[17], sizeof c.pool[0], "0.1");
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK_STR_CONTAINS(last_err, "warning: no validation data: the images are too small");
+    /* A 6-page stack: its last page. */
+    snprintf(dir, sizeof dir, "%s/hold_stack", tmp_dir);
+    CHECK(write_dataset(dir, 6, 48));
+    unet_image stack, mstack;
+    CHECK_STATUS(unet_image_alloc(NULL, &stack, 48, 48, 6, UNET_DTYPE_U8), UNET_STATUS_OK);
+    CHECK_STATUS(unet_image_alloc(NULL, &mstack, 48, 48, 6, UNET_DTYPE_U8), UNET_STATUS_OK);
+    for (int k = 0; k < 6; k++) {
+        unet_image a, b;
+        snprintf(p, sizeof p, "%s/images/img%d.png", dir, k);
+        CHECK_STATUS(unet_image_load(NULL, p, 0, &a), UNET_STATUS_OK);
+        unlink(p);
+        snprintf(p, sizeof p, "%s/masks/img%d.png", dir, k);
+        CHECK_STATUS(unet_image_load(NULL, p, 0, &b), UNET_STATUS_OK);
+        unlink(p);
+        if (a.data && b.data) {
+            memcpy((uint8_t *)stack.data + k * 48 * 48, a.data, 48 * 48);
+            memcpy((uint8_t *)mstack.data + k * 48 * 48, b.data, 48 * 48);
+        }
+        unet_image_free(&a);
+        unet_image_free(&b);
+    }
+    snprintf(p, sizeof p, "%s/images/stack.tif", dir);
+    CHECK_STATUS(unet_image_save(NULL, p, &stack), UNET_STATUS_OK);
+    snprintf(p, sizeof p, "%s/masks/stack.tif", dir);
+    CHECK_STATUS(unet_image_save(NULL, p, &mstack), UNET_STATUS_OK);
+    unet_image_free(&stack);
+    unet_image_free(&mstack);
+    snprintf(out, sizeof out, "%s/m.safetensors", dir);
+    train_args(&c, out, 2, 0);
+    snprintf(c.pool[3], sizeof c.pool[0], "%s/images", dir);
+    snprintf(c.pool[5], sizeof c.pool[0], "%s/masks", dir);
+    snprintf(c.pool[17], sizeof c.pool[0], "0.1");
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK_STR_CONTAINS(last_err, "holding back 1 of 6 images for validation (--val-split 0.1): the "
+                                 "last pages of the stack");
+}
+
+TEST(sighup_exit_129_and_resume) {
+    interrupt_with(SIGHUP, 129);
+}
+
+TEST(sigpipe_exit_141_and_resume) {
+    interrupt_with(SIGPIPE, 141);
+}
+
 int main(void) {
     unet_bin = getenv("UNET_BIN");
     if (!unet_bin || !*unet_bin) {
@@ -972,7 +1300,7 @@ int main(void) {
     RUN(kill9_then_resume_matches);
     RUN(sigint_exit_130_and_resume);
     RUN(sigterm_exit_143_and_resume);
-    RUN(nan_loss_stops_with_the_step);
+    RUN(nan_loss_rolls_back_then_stops);
     RUN(nan_pixel_names_the_image);
     RUN(write_failure_keeps_previous_checkpoint);
     RUN(disk_full_keeps_previous_checkpoint);
@@ -981,6 +1309,14 @@ int main(void) {
     RUN(predict_folder_keeps_going);
     RUN(mask_problems_name_the_file);
     RUN(api_example_matches_predict);
+    RUN(forced_divergence_is_caught);
+    RUN(best_and_last_are_selected);
+    RUN(minutes_budget_stops_cleanly);
+    RUN(resume_keeps_epoch_sums_and_ema);
+    RUN(resume_edges);
+    RUN(held_back_set);
+    RUN(sighup_exit_129_and_resume);
+    RUN(sigpipe_exit_141_and_resume);
     remove_tree(tmp_dir);
     return harness_finish();
 }

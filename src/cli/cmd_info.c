@@ -72,6 +72,8 @@ int cmd_info(int argc, char **argv) {
                c->dropout > 0 ? ", dropout at the end of the contracting path" : "");
     }
     printf("parameters     %zu\n", unet_model_param_count(m));
+    const char *selected = unet_model_meta(m, "selected");
+    if (selected) printf("selected       %s (the model unet train kept)\n", selected);
     int r = h;
     int oh, ow;
     if (unet_model_round_size(ctx, m, h, &r) == UNET_STATUS_OK && r != h)

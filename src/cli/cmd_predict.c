@@ -245,6 +245,9 @@ int cmd_predict(int argc, char **argv) {
         unet_ctx_free(ctx);
         return CLI_EXIT_FAIL;
     }
+    /* Which model of a training run this is (unet train writes "best ..." or "last ..."). */
+    const char *selected = unet_model_meta(m, "selected");
+    if (selected && !a.quiet) cli_note("model %s: %s", a.model, selected);
     if (!cli_mkdir(a.output) || !cli_list_images(a.input, &files)) {
         unet_model_free(m);
         unet_ctx_free(ctx);

@@ -1,15 +1,25 @@
 /* cmd_train.c — unet train: a folder of images and masks to a trained model.
  *
- * Files written, all atomically (temporary file, fsync, rename):
- *   OUT                       the best model on the validation images (the last one without them)
- *   STEM.last.safetensors     the model after the latest epoch
- *   STEM.resume.safetensors   model + optimizer state + data position, for --resume
- *   STEM.log.csv              one row per step, validation columns at epoch ends
+ * Files written, all atomically (temporary file, fsync, rename), each model with its
+ * `selected` metadata ("best val_dice=0.9310 step=1200", "last step=4000"):
+ *   OUT                       the model with the best validation Dice (mean over the foreground
+ *                             classes; the first of equals); without validation data the last
+ *   STEM.last.safetensors     the model after the latest epoch where the divergence guard saw
+ *                             nothing wrong
+ *   STEM.resume.safetensors   model + optimizer state + moving average + data position + the
+ *                             epoch's partial sums + the guard's statistics, for --resume
+ *   STEM.log.csv              one row per step (lr, grad_norm, event), validation rows at epoch
+ *                             ends
  * where STEM is OUT without ".safetensors".  An epoch is as many steps as it takes to draw about
- * as many output pixels as the training images hold.  SIGINT/SIGTERM finish the current step,
- * write the resumable checkpoint and exit 130/143; a NaN loss stops the run and leaves the
- * checkpoints of the last good step.  The same seed and thread count give the same losses, also
- * across an interruption and --resume.
+ * as many output pixels as the training images hold.  The loop is the library's guarded
+ * training (docs/training.md): learning rate = base * schedule * the guard's scale;
+ * unet_train_step_ex (clipping, summed loss, moving average); unet_guard_observe on every
+ * step and validation; on a NaN, a loss spike or blow-up or a collapse to one class, a rollback
+ * to the last good state in memory with half the learning rate, up to --max-rollbacks, then
+ * exit 3 with the last good state written as the last model.  --minutes ends the run cleanly.
+ * SIGINT/SIGTERM/SIGHUP/SIGPIPE finish the current step, write the resumable checkpoint and
+ * exit 128 + signal.  The same seed and thread count give the same losses, also across an
+ * interruption and --resume.
  */
 #include "cli/cli.h"
 
@@ -21,6 +31,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct sample {
     char    *name;
@@ -28,17 +39,20 @@ struct sample {
     int32_t *target;    /* (h, w) class ids */
     float   *weight;    /* (h, w) or NULL */
     int      h, w;
+    int      file;      /* index of the file it came from (pages of a stack share it) */
 };
 
 struct args {
     const char *images, *masks, *val_images, *val_masks, *out, *init, *resume, *log;
     const char *arch, *optimizer, *loss, *norm, *augment, *recipe, *max_pixels;
+    const char *schedule, *milestones, *loss_reduction;
     int         base, depth, classes, epochs, steps, batch, tile, seed, threads, save_every;
-    int         separate_gap;
+    int         separate_gap, warmup, max_rollbacks, snapshot_every;
     double      lr, momentum, weight_decay;     /* NAN: the optimizer's default */
+    double      clip, ema, rollback_lr, minutes;
     float       val_split, dropout, w0, sigma, save_minutes;
     bool        bilinear, no_augment, conv_bias, no_batchnorm, valid, nesterov, separate_cells,
-                quiet;
+                quiet, no_guard;
 };
 
 static volatile sig_atomic_t stop_signal = 0;
@@ -46,6 +60,16 @@ static volatile sig_atomic_t stop_signal = 0;
 static void on_signal(int sig) {
     stop_signal = sig;
 }
+
+static void on_sigpipe(int sig) {
+    if (!stop_signal) stop_signal = sig;
+}
+
+/* Exit status of a run that diverged beyond its rollbacks (docs/training.md). */
+#define CLI_EXIT_DIVERGED 3
+
+/* Rows a validation band and the training part it is cut from must each keep at least. */
+#define MIN_BAND_ROWS 16
 
 /* ---- masks ---- */
 
@@ -92,7 +116,7 @@ static bool load_pairs(unet_ctx *ctx, const struct args *a, const char *dir, con
             break;
         }
         for (int p = 0; p < pages && ok; p++) {
-            struct sample x = {0};
+            struct sample x = {.file = f};
             int c;
             if (!cli_load_image(ctx, ip, p, norm, &x.image, &c, &x.h, &x.w)) {
                 ok = false;
@@ -197,11 +221,114 @@ static bool load_pairs(unet_ctx *ctx, const struct args *a, const char *dir, con
     return true;
 }
 
+/* ---- the held-back set ---- */
+
+/* The bottom `rows` rows of s as a new sample (no weight map: validation does not use it), and
+ * s cut to the rows above them. */
+static bool split_band(struct sample *s, int channels, int rows, struct sample *band) {
+    const int h = s->h - rows, w = s->w;
+    const size_t keep = (size_t)h * w, cut = (size_t)rows * w;
+    *band = (struct sample){.h = rows, .w = w, .file = s->file};
+    band->image = malloc(sizeof(float) * cut * (size_t)channels);
+    band->target = malloc(sizeof(int32_t) * cut);
+    size_t n = strlen(s->name) + 48;
+    band->name = malloc(n);
+    if (!band->image || !band->target || !band->name) {
+        free(band->image), free(band->target), free(band->name);
+        return false;
+    }
+    snprintf(band->name, n, "%s[rows %d-%d]", s->name, h, s->h - 1);
+    for (int c = 0; c < channels; c++) {
+        const float *plane = s->image + (size_t)c * s->h * w;
+        memcpy(band->image + (size_t)c * cut, plane + keep, sizeof(float) * cut);
+        /* The kept planes close up: plane c moves to c * keep (memmove: they overlap). */
+        memmove(s->image + (size_t)c * keep, plane, sizeof(float) * keep);
+    }
+    memcpy(band->target, s->target + keep, sizeof(int32_t) * cut);
+    s->h = h;
+    return true;
+}
+
+/* --val-split without --val-images: the library's plan (whole images, the last pages of a
+ * stack, or a band of each of 1-3 images), applied to the loaded samples.  The held-back
+ * samples end up at the end of *all (in their order), *n_val of them; a warning says when
+ * nothing could be held back. */
+static bool hold_back(unet_ctx *ctx, const struct args *a, int channels, struct sample **all,
+                      int *n_all, int *n_val) {
+    const int n = *n_all;
+    *n_val = 0;
+    int *file = malloc(sizeof(int) * (size_t)n * 4 + 1);
+    if (!file) {
+        cli_error("out of memory");
+        return false;
+    }
+    int *rows = file + n, *held = file + 2 * n, *band = file + 3 * n, kind = 0;
+    for (int i = 0; i < n; i++) file[i] = (*all)[i].file, rows[i] = (*all)[i].h;
+    unet_status s = unet_holdout_plan(ctx, n, file, rows, a->val_split, MIN_BAND_ROWS,
+                                      (uint64_t)a->seed, &kind, held, band);
+    bool ok = s == UNET_STATUS_OK;
+    if (!ok) cli_lib_error(ctx, s);
+    if (ok && kind == 1) {
+        /* Stable partition: training images first, held-back ones last. */
+        struct sample *t = malloc(sizeof *t * (size_t)n);
+        ok = t != NULL;
+        int k = 0;
+        for (int pass = 0; ok && pass < 2; pass++)
+            for (int i = 0; i < n; i++)
+                if (held[i] == pass) t[k++] = (*all)[i];
+        if (ok) memcpy(*all, t, sizeof *t * (size_t)n);
+        free(t);
+        bool one_stack = true;
+        for (int i = 0; i < n; i++) *n_val += held[i], one_stack &= file[i] == file[0];
+        if (!ok) cli_error("out of memory");
+        else
+            cli_note("holding back %d of %d images for validation (--val-split %g)%s", *n_val, n,
+                     (double)a->val_split, one_stack ? ": the last pages of the stack" : "");
+    } else if (ok && kind == 2) {
+        int bands = 0;
+        for (int i = 0; i < n; i++) bands += band[i] > 0;
+        struct sample *grown = realloc(*all, sizeof **all * (size_t)(n + bands));
+        ok = grown != NULL;
+        if (ok) *all = grown;
+        for (int i = 0; ok && i < n; i++) {
+            if (!band[i]) continue;
+            ok = split_band(&(*all)[i], channels, band[i], &(*all)[*n_all]);
+            if (ok) (*n_all)++, (*n_val)++;
+        }
+        if (!ok) cli_error("out of memory");
+        else
+            cli_note("holding back the bottom %.0f%% of the rows of %s for validation (too few "
+                     "images to hold back whole ones)",
+                     100.0 * a->val_split,
+                     n == 1 ? "the image" : bands == n ? "every image" : "some images");
+    } else if (ok) {
+        cli_note("warning: no validation data: %s too small to hold back %.0f%% of %s rows "
+                 "(at least %d rows each side); %s will be the last model, not the best.  Give "
+                 "--val-images and --val-masks for a validation set",
+                 n == 1 ? "the image is" : "the images are", 100.0 * a->val_split,
+                 n == 1 ? "its" : "their", MIN_BAND_ROWS, a->out);
+    }
+    free(file);
+    return ok;
+}
+
 /* ---- validation ---- */
 
+/* Means over the validation images; dice and iou are the foreground's (the mean over classes
+ * 1..K-1 when K > 2; an image where a class is absent from truth and prediction counts 1 for
+ * it).  The counts, over the labeled pixels, are for the divergence guard's collapse test. */
 struct val_result {
-    double loss, dice, iou, pixel_error, rand_error;
+    double  loss, dice, iou, pixel_error, rand_error;
+    int64_t pred[UNET_MAX_CLASSES], truth[UNET_MAX_CLASSES], correct;
 };
+
+/* The foreground mean of per-class scores (NaN: class absent from both, counts 1). */
+static double foreground_mean(const double *score, int K) {
+    if (K <= 2) return isnan(score[1]) ? 1.0 : score[1];
+    double sum = 0;
+    for (int c = 1; c < K; c++) sum += isnan(score[c]) ? 1.0 : score[c];
+    return sum / (K - 1);
+}
 
 static bool validate(unet_ctx *ctx, unet_model *m, const struct sample *val, int n, int classes,
                      struct val_result *r) {
@@ -238,7 +365,13 @@ static bool validate(unet_ctx *ctx, unet_model *m, const struct sample *val, int
         }
         r->loss += counted ? L / counted : 0;
         unet_argmax(prob, K, v->h, v->w, UNET_OUTPUT_PROBABILITIES, pred);
-        for (size_t p = 0; p < P; p++) truth[p] = v->target[p] < 0 ? 0 : v->target[p];
+        for (size_t p = 0; p < P; p++) {
+            truth[p] = v->target[p] < 0 ? 0 : v->target[p];
+            if (v->target[p] < 0) continue;
+            r->pred[pred[p]]++;
+            r->truth[truth[p]]++;
+            r->correct += pred[p] == truth[p];
+        }
         unet_metrics mt;
         s = unet_evaluate(ctx, pred, truth, NULL, NULL, v->h, v->w, K < 2 ? 2 : K, &mt);
         free(prob), free(pred), free(truth);
@@ -246,8 +379,8 @@ static bool validate(unet_ctx *ctx, unet_model *m, const struct sample *val, int
             cli_lib_error(ctx, s);
             return false;
         }
-        r->dice += isnan(mt.dice[1]) ? 1.0 : mt.dice[1];
-        r->iou += isnan(mt.iou[1]) ? 1.0 : mt.iou[1];
+        r->dice += foreground_mean(mt.dice, K < 2 ? 2 : K);
+        r->iou += foreground_mean(mt.iou, K < 2 ? 2 : K);
         r->pixel_error += mt.pixel_error;
         if (!isnan(mt.rand_error)) r->rand_error += mt.rand_error, rand_n++;
     }
@@ -266,6 +399,11 @@ struct resume_state {
     int         found;          /* bit per key below */
     char        bad_key[32];    /* the first key whose value is malformed, and its value */
     char        bad_value[64];
+    /* Optional (older checkpoints lack them): the epoch's partial loss sum and step count, and
+     * the divergence guard's statistics (malloc'd). */
+    double      epoch_loss;
+    long        epoch_steps;
+    char       *guard;
 };
 
 /* A whole-string integer in [lo, hi]. */
@@ -288,10 +426,21 @@ static void on_meta(const char *key, const char *value, void *user) {
                 {"train.seed", INT_MIN, INT_MAX}, {"train.tile", 1, 65536},
                 {"train.batch", 1, 65536}};
     struct resume_state *r = user;
-    if (strcmp(key, "train.best") == 0) {
+    if (strcmp(key, "train.best") == 0 || strcmp(key, "train.epoch_loss") == 0) {
         char *end;
-        r->best = strtod(value, &end);
-        if (end == value || *end || !isfinite(r->best)) goto bad;
+        double v = strtod(value, &end);
+        if (end == value || *end || !isfinite(v)) goto bad;
+        if (strcmp(key, "train.best") == 0) r->best = v;
+        else r->epoch_loss = v;
+        return;
+    }
+    if (strcmp(key, "train.epoch_steps") == 0) {
+        if (!meta_long(value, 0, LONG_MAX / 2, &r->epoch_steps)) goto bad;
+        return;
+    }
+    if (strcmp(key, "train.guard") == 0) {
+        free(r->guard);
+        r->guard = strdup(value);
         return;
     }
     for (int i = 0; i < (int)(sizeof keys / sizeof keys[0]); i++) {
@@ -316,18 +465,36 @@ bad:
     }
 }
 
+/* The loop's state that a resumed run needs besides the model: the epoch's partial sums and
+ * the divergence guard's statistics. */
+struct loop_state {
+    double            epoch_loss;
+    long              epoch_steps;
+    const unet_guard *guard;
+};
+
 static bool save_resume(unet_ctx *ctx, unet_model *m, const char *path, long step, long sampler,
-                        double best, const struct args *a, int tile) {
-    char v[6][32];
+                        double best, const struct args *a, int tile, const struct loop_state *ls) {
+    char v[8][32];
     snprintf(v[0], sizeof v[0], "%ld", step);
     snprintf(v[1], sizeof v[1], "%ld", sampler);
     snprintf(v[2], sizeof v[2], "%.17g", best);
     snprintf(v[3], sizeof v[3], "%d", a->seed);
     snprintf(v[4], sizeof v[4], "%d", tile);
     snprintf(v[5], sizeof v[5], "%d", a->batch);
+    snprintf(v[6], sizeof v[6], "%.17g", ls->epoch_loss);
+    snprintf(v[7], sizeof v[7], "%ld", ls->epoch_steps);
+    char *guard = unet_guard_state(ls->guard);
+    if (!guard) {
+        cli_error("out of memory writing %s", path);
+        return false;
+    }
     const char *meta[] = {"train.step", v[0], "train.sampler", v[1], "train.best", v[2],
-                          "train.seed", v[3], "train.tile", v[4], "train.batch", v[5]};
-    unet_status s = unet_model_save_training(ctx, m, path, meta, 6);
+                          "train.seed", v[3], "train.tile", v[4], "train.batch", v[5],
+                          "train.epoch_loss", v[6], "train.epoch_steps", v[7],
+                          "train.guard", guard};
+    unet_status s = unet_model_save_training(ctx, m, path, meta, 9);
+    free(guard);
     if (s != UNET_STATUS_OK) {
         cli_lib_error(ctx, s);
         return false;
@@ -338,7 +505,7 @@ static bool save_resume(unet_ctx *ctx, unet_model *m, const char *path, long ste
 /* ---- the CSV log ---- */
 
 static const char *LOG_HEADER = "step,epoch,loss,lr,val_loss,val_dice,val_iou,val_pixel_error,"
-                                "val_rand_error,seconds\n";
+                                "val_rand_error,seconds,grad_norm,event\n";
 
 /* Opens the log for a run: a new file with the header, or, when resuming from `step`, the
  * existing file cut back to the rows of steps <= step.  Rows after the checkpoint were written
@@ -381,9 +548,12 @@ static FILE *open_log(const char *path, bool resume, long step) {
         char *end;
         long k = strtol(line, &end, 10);
         bool keep = first ? strncmp(line, "step,", 5) == 0 : end != line && *end == ',' && k <= step;
-        if (first && !keep) ok = fputs(LOG_HEADER, out) != EOF; /* a log without its header */
+        /* The header is always today's (an older one may lack columns); a log without one gets
+         * it too. */
+        bool header = first && keep;
+        if (first) ok = fputs(LOG_HEADER, out) != EOF;
         first = false;
-        if (keep && fputs(line, out) == EOF) ok = false;
+        if (keep && !header && fputs(line, out) == EOF) ok = false;
     }
     if (ok && first) ok = fputs(LOG_HEADER, out) != EOF; /* an empty log */
     free(line);
@@ -437,45 +607,138 @@ static bool count_mul(size_t *acc, size_t b) {
 
 static const char *SYNOPSIS = "--images DIR --masks DIR --out MODEL.safetensors [options]";
 
+/* --recipe paper-sgd's learning rate for the loss summed over the output tile
+ * (docs/training.md, "The paper's SGD", has the measurements). */
+#define PAPER_SGD_LR_TEXT "1e-7"
+
 static bool apply_recipe(struct args *a) {
     if (!a->recipe) return true;
     if (strcmp(a->recipe, "seed") == 0) return true;
-    if (strcmp(a->recipe, "paper") != 0) {
-        cli_error("--recipe: '%s' (expected seed or paper)", a->recipe);
+    bool sgd = strcmp(a->recipe, "paper-sgd") == 0;
+    if (strcmp(a->recipe, "paper") != 0 && !sgd) {
+        cli_error("--recipe: '%s' (expected seed, paper or paper-sgd)", a->recipe);
         return false;
     }
     /* Ronneberger et al. 2015: valid convolutions without BatchNorm, elastic deformation,
      * the border-weighted loss with separated cells, batch 1.  The paper's optimizer, SGD with
      * momentum 0.99, was tuned for Caffe's summed loss; with unet's mean loss it oscillated on
      * ISBI 2012 (lr 0.005: validation Dice 0.86, 0.88, 0.79, 0.08 over 400 steps), while Adam
-     * 5e-4 trained steadily (docs/results.md).  --optimizer sgd --momentum 0.99 gives the
-     * paper's. */
+     * 5e-4 trained steadily (docs/results.md).  paper-sgd is the paper's optimizer as the paper
+     * ran it: SGD, momentum 0.99, the loss summed over the output tile, and a learning rate for
+     * that sum (docs/training.md, "The paper's SGD"). */
     if (!a->arch) a->arch = "unet-paper";
     if (!a->augment) a->augment = "paper";
     if (!a->loss) a->loss = "wce";
-    if (!a->optimizer) a->optimizer = "adam";
+    if (!a->optimizer) a->optimizer = sgd ? "sgd" : "adam";
     if (isnan(a->lr) && strcmp(a->optimizer, "adam") == 0) a->lr = 5e-4;
     if (isnan(a->momentum) && strcmp(a->optimizer, "sgd") == 0) a->momentum = 0.99;
+    if (sgd && !a->loss_reduction) a->loss_reduction = "sum";
+    if (sgd && isnan(a->lr)) a->lr = strtod(PAPER_SGD_LR_TEXT, NULL);
     if (a->batch < 1) a->batch = 1;
     a->separate_cells = true;
     return true;
+}
+
+/* ---- guarded training ---- */
+
+/* The cross entropy of a uniform prediction over K classes. */
+static double uniform_ce(int K) {
+    return log((double)K);
+}
+
+/* " ema=0.999" when the saved and validated weights are the moving average, else "". */
+static const char *ema_note(const unet_model *m) {
+    static char buf[40];
+    double d = unet_model_ema_decay(m);
+    if (d > 0) snprintf(buf, sizeof buf, " ema=%g", d);
+    else buf[0] = 0;
+    return buf;
+}
+
+/* Writes the model that validation sees (the moving average when kept) with its `selected`
+ * metadata, which predict and info print. */
+static unet_status save_selected(unet_ctx *ctx, unet_model *m, const char *path,
+                                 const char *selected) {
+    const char *meta[] = {"selected", selected};
+    bool ema = unet_model_ema_decay(m) > 0;
+    unet_status s = ema ? unet_model_ema_swap(ctx, m) : UNET_STATUS_OK;
+    if (s != UNET_STATUS_OK) return s;
+    s = unet_model_save_meta(ctx, m, path, meta, 1);
+    if (ema) unet_model_ema_swap(ctx, m);
+    return s;
+}
+
+/* Validation of the model that would be saved (the moving average when kept). */
+static bool validate_model(unet_ctx *ctx, unet_model *m, const struct sample *val, int n,
+                           int classes, struct val_result *r) {
+    bool ema = unet_model_ema_decay(m) > 0;
+    if (ema && unet_model_ema_swap(ctx, m) != UNET_STATUS_OK) return false;
+    bool ok = validate(ctx, m, val, n, classes, r);
+    if (ema) unet_model_ema_swap(ctx, m);
+    return ok;
+}
+
+/* A detected divergence at `step`: back to the last good state with a lower learning rate,
+ * said on stderr and in the log's event column.  False when the rollbacks are used up (the
+ * model is back at the last good state all the same; the caller stops). */
+static bool recover(unet_ctx *ctx, unet_guard *g, unet_model *m, long step, double lr_sched,
+                    const char *what, char *event, size_t size) {
+    char detail[400];
+    snprintf(detail, sizeof detail, "%s", unet_guard_detail(g));
+    unet_status s = unet_guard_rollback(ctx, g, m);
+    double lr = lr_sched * unet_guard_lr_scale(g);
+    if (s != UNET_STATUS_OK) {
+        snprintf(event, size, "diverged:%s;to=%ld", what, unet_guard_snapshot_step(g));
+        return false;
+    }
+    snprintf(event, size, "rollback:%s;to=%ld;lr=%.3g", what, unet_guard_snapshot_step(g), lr);
+    cli_note("warning: step %ld: %s; rolled back to step %ld with the learning rate x%g (now "
+             "%.3g), rollback %d",
+             step, detail, unet_guard_snapshot_step(g), unet_guard_lr_scale(g), lr,
+             unet_guard_rollbacks(g));
+    return true;
+}
+
+/* "0.5,0.75" -> fractions; false with a message when malformed. */
+static bool parse_milestones(const char *text, unet_schedule *s) {
+    s->n_milestones = 0;
+    const char *p = text;
+    for (;;) {
+        char *end;
+        double v = strtod(p, &end);
+        if (end == p || s->n_milestones == UNET_MAX_MILESTONES) break;
+        s->milestones[s->n_milestones++] = v;
+        if (*end == 0) return true;
+        if (*end != ',') break;
+        p = end + 1;
+    }
+    cli_error("--milestones: '%s' (expected up to %d fractions of the run, e.g. 0.5,0.75)", text,
+              UNET_MAX_MILESTONES);
+    return false;
 }
 
 int cmd_train(int argc, char **argv) {
     struct args a = {.base = 64, .depth = 4, .classes = 2, .epochs = 10, .steps = 0, .batch = 0,
                      .tile = 0, .seed = 1, .threads = 0, .lr = NAN, .momentum = NAN,
                      .weight_decay = NAN, .val_split = 0.1f, .dropout = NAN, .w0 = 10, .sigma = 5,
-                     .save_every = 0, .save_minutes = 10, .separate_gap = 1};
+                     .save_every = 0, .save_minutes = 10, .separate_gap = 1, .clip = 0,
+                     .ema = 0, .rollback_lr = 0.5, .minutes = 0, .max_rollbacks = 3,
+                     .snapshot_every = 100};
     const struct cli_opt opts[] = {
         {"--images", CLI_STR, &a.images, "DIR", "training images (.png .tif .npy; stacks: each page)"},
         {"--masks", CLI_STR, &a.masks, "DIR", "masks with the same file names"},
-        {"--out", CLI_STR, &a.out, "FILE", "the model to write (.safetensors)"},
+        {"--out", CLI_STR, &a.out, "FILE", "the model to write (.safetensors): the best by "
+                                          "validation Dice (without validation the last); "
+                                          "STEM.last.safetensors beside it"},
         {"--val-images", CLI_STR, &a.val_images, "DIR", "validation images (else --val-split)"},
         {"--val-masks", CLI_STR, &a.val_masks, "DIR", "validation masks"},
-        {"--val-split", CLI_FLOAT, &a.val_split, "F", "fraction of images held out (0.1)"},
-        {"--recipe", CLI_STR, &a.recipe, "seed|paper", "presets: the paper's = --arch unet-paper "
-                                                      "--augment paper --loss wce --separate-cells "
-                                                      "--batch 1 --optimizer adam --lr 5e-4"},
+        {"--val-split", CLI_FLOAT, &a.val_split, "F", "fraction held out for validation (0.1; "
+                                                      "1-3 images: a band of each; 0: none)"},
+        {"--recipe", CLI_STR, &a.recipe, "NAME", "seed, paper = --arch unet-paper --augment paper "
+                                               "--loss wce --separate-cells --batch 1 --optimizer "
+                                               "adam --lr 5e-4; paper-sgd = the same with "
+                                               "--optimizer sgd --momentum 0.99 --loss-reduction "
+                                               "sum --lr " PAPER_SGD_LR_TEXT},
         {"--arch", CLI_STR, &a.arch, "NAME", "unet (default), unet-paper, fcn32s, fcn16s, fcn8s"},
         {"--base", CLI_INT, &a.base, "N", "channels of the first level (64)"},
         {"--depth", CLI_INT, &a.depth, "N", "pooling steps (4)"},
@@ -496,7 +759,18 @@ int cmd_train(int argc, char **argv) {
         {"--momentum", CLI_DOUBLE, &a.momentum, "M", "SGD momentum (0.9)"},
         {"--nesterov", CLI_FLAG, &a.nesterov, NULL, "Nesterov momentum"},
         {"--weight-decay", CLI_DOUBLE, &a.weight_decay, "W", "weight decay (0; adamw 0.01)"},
+        {"--schedule", CLI_STR, &a.schedule, "NAME", "learning rate over the run: constant "
+                                                     "(default), cosine, poly ((1-t/T)^0.9), step "
+                                                     "(x0.1 at --milestones)"},
+        {"--warmup", CLI_INT, &a.warmup, "N", "linear learning-rate warm-up over N steps (0)"},
+        {"--milestones", CLI_STR, &a.milestones, "F,F", "--schedule step: fractions of the run "
+                                                        "(0.5,0.75)"},
+        {"--clip", CLI_DOUBLE, &a.clip, "N", "clip the gradients' global L2 norm to N (0: off)"},
+        {"--ema", CLI_DOUBLE, &a.ema, "DECAY", "validate and save a moving average of the weights "
+                                               "(e.g. 0.999; 0: off)"},
         {"--loss", CLI_STR, &a.loss, "NAME", "ce, ce+dice (default), dice, wce (weight map)"},
+        {"--loss-reduction", CLI_STR, &a.loss_reduction, "NAME", "mean (default) or sum over each "
+                                                                 "output tile (ce, wce)"},
         {"--w0", CLI_FLOAT, &a.w0, "W", "weight map border weight w0 (10)"},
         {"--sigma", CLI_FLOAT, &a.sigma, "S", "weight map border width sigma in pixels (5)"},
         {"--separate-cells", CLI_FLAG, &a.separate_cells, NULL,
@@ -508,6 +782,16 @@ int cmd_train(int argc, char **argv) {
         {"--seed", CLI_INT, &a.seed, "S", "random seed (1)"},
         {"--threads", CLI_INT, &a.threads, "T", "threads (all cores)"},
         {"--max-pixels", CLI_STR, &a.max_pixels, "N", CLI_MAX_PIXELS_HELP},
+        {"--minutes", CLI_DOUBLE, &a.minutes, "M", "time budget: stop after M minutes with the "
+                                                   "best and last models (exit 0)"},
+        {"--max-rollbacks", CLI_INT, &a.max_rollbacks, "N", "divergence: roll back to the last "
+                                                            "good state up to N times, then stop "
+                                                            "with exit 3 (3)"},
+        {"--rollback-lr", CLI_DOUBLE, &a.rollback_lr, "F", "learning-rate factor per rollback (0.5)"},
+        {"--snapshot-every", CLI_INT, &a.snapshot_every, "N", "keep the last good state every N "
+                                                             "steps and at validation (100)"},
+        {"--no-guard", CLI_FLAG, &a.no_guard, NULL, "no spike, blow-up or collapse detection (NaN "
+                                                    "and Inf still roll back)"},
         {"--save-every", CLI_INT, &a.save_every, "N", "write the resumable checkpoint every N steps"},
         {"--save-minutes", CLI_FLOAT, &a.save_minutes, "M", "... and at least every M minutes (10)"},
         {"--log", CLI_STR, &a.log, "FILE", "CSV log (STEM.log.csv)"},
@@ -573,10 +857,57 @@ int cmd_train(int argc, char **argv) {
         cli_error("train: --epochs >= 1, --steps >= 0, --classes >= 1, 0 <= --val-split < 1");
         return CLI_EXIT_USAGE;
     }
+    if (a.init && a.resume) {
+        cli_error("train: --init and --resume exclude each other (a resumed run continues its "
+                  "own weights)");
+        return CLI_EXIT_USAGE;
+    }
+    /* The guarded-training options, checked by the library's own rules. */
+    unet_step_opts step_opts = unet_step_defaults(loss);
+    if (a.loss_reduction && strcmp(a.loss_reduction, "sum") == 0) {
+        step_opts.reduction = UNET_REDUCTION_SUM;
+    } else if (a.loss_reduction && strcmp(a.loss_reduction, "mean") != 0) {
+        cli_error("--loss-reduction: '%s' (expected mean or sum)", a.loss_reduction);
+        return CLI_EXIT_USAGE;
+    }
+    unet_schedule sched = unet_schedule_default(UNET_SCHEDULE_CONSTANT, 1);
+    unet_guard_opts guard_opts = unet_guard_defaults();
+    {
+        unet_ctx *pc = unet_ctx_create();
+        unet_status ps = UNET_STATUS_OK;
+        if (a.schedule) ps = unet_schedule_parse(pc, a.schedule, &sched.kind);
+        step_opts.clip_norm = a.clip;
+        sched.warmup = a.warmup;
+        guard_opts.max_rollbacks = a.max_rollbacks;
+        guard_opts.lr_factor = a.rollback_lr;
+        guard_opts.detect = !a.no_guard;
+        unet_guard *probe = NULL;
+        if (ps == UNET_STATUS_OK) ps = unet_guard_create(pc, &guard_opts, &probe);
+        unet_guard_free(probe);
+        bool ok = ps == UNET_STATUS_OK;
+        if (!ok) cli_error("train: %s", pc ? unet_ctx_errmsg(pc) : "out of memory");
+        unet_ctx_free(pc);
+        if (!ok || (a.milestones && !parse_milestones(a.milestones, &sched))) return CLI_EXIT_USAGE;
+        if (!(a.clip >= 0) || !(a.ema == 0 || (a.ema > 0 && a.ema < 1)) || !(a.minutes >= 0) ||
+            a.warmup < 0 || a.snapshot_every < 1) {
+            cli_error("train: --clip >= 0, 0 <= --ema < 1, --minutes >= 0, --warmup >= 0, "
+                      "--snapshot-every >= 1");
+            return CLI_EXIT_USAGE;
+        }
+        if (step_opts.reduction == UNET_REDUCTION_SUM && loss != UNET_LOSS_CE &&
+            loss != UNET_LOSS_WCE) {
+            cli_error("train: --loss-reduction sum is for --loss ce or wce (Dice is a ratio over "
+                      "the batch)");
+            return CLI_EXIT_USAGE;
+        }
+    }
 
-    /* SIGINT/SIGTERM from here on: finish the current step, write the resumable checkpoint,
-     * exit 128 + signal.  SA_RESETHAND: a second signal ends the process at once (the files on
-     * disk are whole either way: every write is atomic). */
+    /* SIGINT/SIGTERM/SIGHUP from here on: finish the current step, write the resumable
+     * checkpoint, exit 128 + signal.  SA_RESETHAND: a second signal ends the process at once
+     * (the files on disk are whole either way: every write is atomic).  SIGPIPE (stderr into a
+     * pipe whose reader left, `unet train ... 2>&1 | head`) does the same, but stays caught:
+     * every later message raises it again, and those must not kill the run before the
+     * checkpoint is written (the writes fail with EPIPE instead). */
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -584,6 +915,10 @@ int cmd_train(int argc, char **argv) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    sa.sa_handler = on_sigpipe;
+    sa.sa_flags = 0;
+    sigaction(SIGPIPE, &sa, NULL);
 
     int rc = CLI_EXIT_FAIL;
     unet_ctx *ctx = unet_ctx_create();
@@ -597,6 +932,7 @@ int cmd_train(int argc, char **argv) {
     FILE *log = NULL;
     char *stem = NULL, *last_path = NULL, *resume_path = NULL, *log_path = NULL;
     struct resume_state rs = {.best = -1};
+    unet_guard *guard = NULL;
     if (!ctx) {
         cli_error("out of memory");
         return CLI_EXIT_FAIL;
@@ -685,19 +1021,11 @@ int cmd_train(int argc, char **argv) {
     if (a.val_images) {
         if (!load_pairs(ctx, &a, a.val_images, a.val_masks, norm, false, &val, &n_val, &channels))
             goto done;
-    } else if (a.val_split > 0 && n_all >= 2) {
-        /* A seeded shuffle picks the held-out images. */
-        n_val = (int)ceil(a.val_split * n_all);
-        if (n_val >= n_all) n_val = n_all - 1;
-        uint64_t r = (uint64_t)a.seed * 0x9e3779b97f4a7c15ULL + 12345;
-        for (int i = n_all - 1; i > 0; i--) {
-            r = r * 6364136223846793005ULL + 1442695040888963407ULL;
-            int j = (int)((r >> 33) % (uint64_t)(i + 1));
-            struct sample t = all[i];
-            all[i] = all[j];
-            all[j] = t;
-        }
+    } else if (a.val_split > 0) {
+        if (!hold_back(ctx, &a, channels, &all, &n_all, &n_val)) goto done;
         val = all + (n_all - n_val);
+    } else if (!a.quiet) {
+        cli_note("no validation (--val-split 0): %s will be the last model", a.out);
     }
     int n_train = a.val_images ? n_all : n_all - n_val;
     if (!m) {
@@ -755,6 +1083,35 @@ int cmd_train(int argc, char **argv) {
     long total = a.steps ? a.steps : (long)a.epochs * per_epoch;
     long step = rs.have ? rs.step : 0;
     double best = rs.have ? rs.best : -1;
+    if (step >= total) {
+        /* Nothing to train: say so, and claim no file. */
+        cli_note("%s is at step %ld and the run has %ld steps: nothing to train, nothing written "
+                 "(raise --steps or --epochs to continue it)",
+                 a.resume, step, total);
+        rc = 0;
+        goto done;
+    }
+    sched.total = total;
+    s = unet_schedule_check(ctx, &sched);
+    if (s == UNET_STATUS_OK && a.ema > 0 && unet_model_ema_decay(m) == 0)
+        s = unet_model_ema_enable(ctx, m, a.ema);
+    else if (s == UNET_STATUS_OK && unet_model_ema_decay(m) != a.ema)
+        cli_note("continuing the checkpoint's moving average of the weights (--ema %g)",
+                 unet_model_ema_decay(m));
+    if (s == UNET_STATUS_OK) s = unet_guard_create(ctx, &guard_opts, &guard);
+    if (s == UNET_STATUS_OK && rs.guard &&
+        (s = unet_guard_set_state(ctx, guard, rs.guard)) != UNET_STATUS_OK) {
+        cli_error("%s: metadata train.guard is not valid (a damaged resumable checkpoint?): %s",
+                  a.resume, unet_ctx_errmsg(ctx));
+        goto done;
+    }
+    /* The first rollback target: the state training starts from. */
+    if (s == UNET_STATUS_OK) s = unet_guard_snapshot(ctx, guard, m, step);
+    if (s != UNET_STATUS_OK) {
+        cli_lib_error(ctx, s);
+        rc = s == UNET_STATUS_ARG ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
+        goto done;
+    }
 
     size_t nx = (size_t)a.batch, nt = (size_t)a.batch;
     bool fits = count_mul(&nx, (size_t)channels) && count_mul(&nx, (size_t)tile) &&
@@ -772,6 +1129,7 @@ int cmd_train(int argc, char **argv) {
     log = open_log(lp, rs.have, rs.step);
     if (!log) goto done;
 
+    const double lr0 = opt.lr;
     {
         double flops = 0;
         unet_model_cost(ctx, m, a.batch, tile, tile, &flops, NULL);
@@ -782,99 +1140,164 @@ int cmd_train(int argc, char **argv) {
             snprintf(shape, sizeof shape, "VGG base %d", cfg->base);
         fprintf(stderr,
                 "unet: training %s (%s, %zu parameters) on %d images, validating on %d\n"
-                "unet: %ld steps of %d tiles %dx%d -> %dx%d (%ld per epoch), %s lr %g, loss %s, "
-                "augment %s, %d threads\n",
-                unet_arch_name(cfg->arch), shape, unet_model_param_count(m), n_train, n_val, total, a.batch, tile, tile, out_h, out_w, per_epoch, a.optimizer,
-                opt.lr, a.loss, a.augment, unet_ctx_threads(ctx));
-        if (rs.have) fprintf(stderr, "unet: resuming at step %ld\n", step);
+                "unet: %ld steps of %d tiles %dx%d -> %dx%d (%ld per epoch), %s lr %g (%s%s), "
+                "loss %s%s, augment %s, %d threads\n",
+                unet_arch_name(cfg->arch), shape, unet_model_param_count(m), n_train, n_val,
+                total, a.batch, tile, tile, out_h, out_w, per_epoch, a.optimizer, lr0,
+                unet_schedule_name(sched.kind), sched.warmup ? ", warm-up" : "", a.loss,
+                step_opts.reduction == UNET_REDUCTION_SUM ? " summed" : "", a.augment,
+                unet_ctx_threads(ctx));
+        if (rs.have)
+            fprintf(stderr, "unet: resuming at step %ld%s\n", step,
+                    unet_guard_rollbacks(guard) ? " (with the learning rate of its rollbacks)" : "");
     }
     struct cli_progress prog;
     cli_progress_init(&prog);
-    double t0 = cli_now(), last_save = t0, epoch_loss = 0;
-    long epoch_steps = 0, first_step = step;
+    double t0 = cli_now(), last_save = t0;
+    /* The epoch's loss sum and step count (a resumed run continues its checkpoint's). */
+    struct loop_state ls = {.epoch_loss = rs.epoch_loss, .epoch_steps = rs.epoch_steps,
+                            .guard = guard};
+    long first_step = step;
     /* The latest resumable checkpoint: the one resumed from, then each one written. */
     long saved_step = rs.have ? rs.step : -1;
-    const char *saved_path = rs.have ? a.resume : NULL;
+    char selected[128] = "";    /* what this run last wrote to OUT */
     if (stop_signal) {
         cli_note("interrupted before the first step; nothing new to save");
         rc = 128 + stop_signal;
         goto done;
     }
     rc = 0;
+    bool diverged = false, budget_over = false;
     while (step < total) {
+        opt.lr = lr0 * unet_schedule_factor(&sched, step) * unet_guard_lr_scale(guard);
         s = unet_sampler_next(ctx, sampler, x, tg, wt);
         if (s != UNET_STATUS_OK) {
             cli_lib_error(ctx, s);
             rc = CLI_EXIT_FAIL;
             break;
         }
-        double L;
-        s = unet_train_step(ctx, m, &opt, loss, x, tg, wt, a.batch, tile, tile, &L);
-        if (s == UNET_STATUS_NUMERIC) {
-            cli_lib_error(ctx, s);
-            if (saved_step >= 0)
-                cli_note("stopped at step %ld; %s (step %ld) is intact: resume from it with a "
-                         "lower --lr, or check the data", step + 1, saved_path, saved_step);
-            else
-                cli_note("stopped at step %ld, before any checkpoint was written; lower --lr or "
-                         "check the data", step + 1);
-            rc = CLI_EXIT_FAIL;
-            break;
-        }
-        if (s != UNET_STATUS_OK) {
+        unet_step_stats st;
+        s = unet_train_step_ex(ctx, m, &opt, &step_opts, x, tg, wt, a.batch, tile, tile, &st);
+        if (s != UNET_STATUS_OK && s != UNET_STATUS_NUMERIC) {
             cli_lib_error(ctx, s);
             rc = CLI_EXIT_FAIL;
             break;
         }
         step++;
-        epoch_loss += L;
-        epoch_steps++;
+        char event[192] = "";
+        bool rolled_back = false;
+        unet_guard_event ev = unet_guard_observe(guard, s, &st);
+        if (ev != UNET_GUARD_NONE) {
+            rolled_back = true;
+            cli_progress_done(&prog);
+            diverged = !recover(ctx, guard, m, step, lr0 * unet_schedule_factor(&sched, step),
+                                unet_guard_event_name(ev), event, sizeof event);
+        } else if (st.clipped) {
+            snprintf(event, sizeof event, "clip:norm=%.4g", st.grad_norm);
+        }
+        if (isfinite(st.loss)) ls.epoch_loss += st.loss;
+        ls.epoch_steps++;
         long epoch = (step - 1) / per_epoch + 1;
         double elapsed = cli_now() - t0;
         double rate = (double)(step - first_step) * a.batch / elapsed;
         char eta[32];
         cli_duration((double)(total - step) * a.batch / rate, eta, sizeof eta);
-        fprintf(log, "%ld,%ld,%.6f,%g,,,,,,%.1f\n", step, epoch, L, opt.lr, elapsed);
+        /* NaN as "nan", never "-nan" (the sign of a NaN is noise). */
+        fprintf(log, "%ld,%ld,%.6f,%g,,,,,,%.1f,%.6g,%s\n", step, epoch,
+                isnan(st.loss) ? NAN : st.loss, opt.lr, elapsed,
+                isnan(st.grad_norm) ? NAN : st.grad_norm, event);
+        if (diverged) {
+            rc = CLI_EXIT_DIVERGED;
+            break;
+        }
         if (!a.quiet && prog.tty)
             cli_progress_line(&prog, "epoch %ld/%ld  step %ld/%ld  loss %.4f  %.2f img/s  ETA %s",
-                              epoch, (total + per_epoch - 1) / per_epoch, step, total, L, rate, eta);
+                              epoch, (total + per_epoch - 1) / per_epoch, step, total, st.loss,
+                              rate, eta);
         /* Not a terminal (a log file): a plain line every tenth of an epoch. */
         long every = per_epoch >= 20 ? per_epoch / 10 : per_epoch;
         if (!a.quiet && !prog.tty && step % every == 0 && step % per_epoch != 0)
             fprintf(stderr, "step %ld/%ld  epoch %ld  loss %.4f  %.2f img/s  ETA %s\n", step,
-                    total, epoch, L, rate, eta);
-        bool epoch_end = step % per_epoch == 0 || step == total;
+                    total, epoch, st.loss, rate, eta);
+        budget_over = a.minutes > 0 && elapsed >= 60.0 * a.minutes && step < total;
+        bool epoch_end = step % per_epoch == 0 || step == total || budget_over;
         if (epoch_end) {
+            s = UNET_STATUS_OK;
             struct val_result vr = {0};
             bool have_val = n_val > 0;
-            if (have_val && !validate(ctx, m, val, n_val, cfg->classes, &vr)) {
+            if (have_val && !validate_model(ctx, m, val, n_val, cfg->classes, &vr)) {
                 rc = CLI_EXIT_FAIL;
                 break;
             }
+            if (have_val) {
+                /* The validation's loss is the plain cross entropy: log K for a uniform
+                 * prediction. */
+                unet_step_stats vs = {.loss = vr.loss, .classes = cfg->classes < 2 ? 2 : cfg->classes,
+                                      .correct = vr.correct};
+                vs.baseline = uniform_ce(vs.classes);
+                memcpy(vs.pred, vr.pred, sizeof vs.pred);
+                memcpy(vs.truth, vr.truth, sizeof vs.truth);
+                ev = unet_guard_observe_validation(guard, &vs);
+            } else {
+                ev = UNET_GUARD_NONE;
+            }
             cli_progress_done(&prog);
+            double mean_loss = ls.epoch_steps ? ls.epoch_loss / ls.epoch_steps : NAN;
             if (!a.quiet) {
                 char took[32];
                 if (have_val)
                     fprintf(stderr,
                             "epoch %ld  loss %.4f  val loss %.4f  dice %.4f  iou %.4f  pixel err "
                             "%.4f  rand err %.4f  (%s)\n",
-                            epoch, epoch_loss / epoch_steps, vr.loss, vr.dice, vr.iou,
-                            vr.pixel_error, vr.rand_error, cli_duration(elapsed, took, sizeof took));
+                            epoch, mean_loss, vr.loss, vr.dice, vr.iou, vr.pixel_error,
+                            vr.rand_error, cli_duration(elapsed, took, sizeof took));
                 else
-                    fprintf(stderr, "epoch %ld  loss %.4f  (%s)\n", epoch, epoch_loss / epoch_steps,
+                    fprintf(stderr, "epoch %ld  loss %.4f  (%s)\n", epoch, mean_loss,
                             cli_duration(elapsed, took, sizeof took));
             }
-            if (have_val)
-                fprintf(log, "%ld,%ld,%.6f,%g,%.6f,%.6f,%.6f,%.6f,%.6f,%.1f\n", step, epoch,
-                        epoch_loss / epoch_steps, opt.lr, vr.loss, vr.dice, vr.iou,
-                        vr.pixel_error, vr.rand_error, elapsed);
-            epoch_loss = 0;
-            epoch_steps = 0;
-            s = unet_model_save(ctx, m, last_path);
-            if (s == UNET_STATUS_OK && (!have_val || vr.dice > best)) {
-                if (have_val) best = vr.dice;
-                s = unet_model_save(ctx, m, a.out);
+            event[0] = 0;
+            bool good = ev == UNET_GUARD_NONE && unet_guard_healthy(guard);
+            if (ev != UNET_GUARD_NONE) {
+                rolled_back = true;
+                diverged = !recover(ctx, guard, m, step, lr0 * unet_schedule_factor(&sched, step),
+                                    unet_guard_event_name(ev), event, sizeof event);
+            } else if (have_val && vr.dice > best) {
+                best = vr.dice;
+                snprintf(selected, sizeof selected, "best val_dice=%.4f step=%ld%s", vr.dice, step,
+                         ema_note(m));
+                snprintf(event, sizeof event, "best:val_dice=%.4f", vr.dice);
+                s = save_selected(ctx, m, a.out, selected);
             }
+            if (have_val)
+                fprintf(log, "%ld,%ld,%.6f,%g,%.6f,%.6f,%.6f,%.6f,%.6f,%.1f,,%s\n", step, epoch,
+                        mean_loss, opt.lr, vr.loss, vr.dice, vr.iou, vr.pixel_error,
+                        vr.rand_error, elapsed, event);
+            ls.epoch_loss = 0;
+            ls.epoch_steps = 0;
+            if (diverged) {
+                rc = CLI_EXIT_DIVERGED;
+                break;
+            }
+            /* The last model (and OUT without validation): only a state the guard trusts. */
+            if (s == UNET_STATUS_OK && good) {
+                char last[96];
+                snprintf(last, sizeof last, "last step=%ld%s", step, ema_note(m));
+                s = save_selected(ctx, m, last_path, last);
+                if (s == UNET_STATUS_OK && !have_val) {
+                    snprintf(selected, sizeof selected, "%s", last);
+                    s = save_selected(ctx, m, a.out, last);
+                }
+            }
+            if (s != UNET_STATUS_OK) {
+                cli_lib_error(ctx, s);
+                rc = CLI_EXIT_FAIL;
+                break;
+            }
+        }
+        /* The last good state: at validation and every --snapshot-every steps. */
+        if (!rolled_back && (epoch_end || step % a.snapshot_every == 0) &&
+            unet_guard_trusted(guard)) {
+            s = unet_guard_snapshot(ctx, guard, m, step);
             if (s != UNET_STATUS_OK) {
                 cli_lib_error(ctx, s);
                 rc = CLI_EXIT_FAIL;
@@ -887,7 +1310,7 @@ int cmd_train(int argc, char **argv) {
         if (epoch_end || timed || (a.save_every && step % a.save_every == 0) || stop_signal ||
             log_failed) {
             if (!save_resume(ctx, m, resume_path, step, unet_sampler_position(sampler), best, &a,
-                             tile)) {
+                             tile, &ls)) {
                 cli_note("stopped at step %ld; %s", step,
                          saved_step >= 0 ? "the previous resumable checkpoint is untouched"
                                          : "no resumable checkpoint was written");
@@ -895,7 +1318,6 @@ int cmd_train(int argc, char **argv) {
                 break;
             }
             saved_step = step;
-            saved_path = resume_path;
             last_save = cli_now();
         }
         if (log_failed) {
@@ -911,15 +1333,52 @@ int cmd_train(int argc, char **argv) {
             rc = 128 + stop_signal;
             break;
         }
+        if (budget_over) break;
     }
     cli_progress_done(&prog);
+    if (diverged) {
+        /* The model is back at the last good state: keep it as the last model and as the
+         * resumable checkpoint, so nothing diverged is left as a result. */
+        char why[600], last[96];
+        snprintf(why, sizeof why, "%s", unet_ctx_errmsg(ctx));
+        snprintf(last, sizeof last, "last good step=%ld%s", unet_guard_snapshot_step(guard),
+                 ema_note(m));
+        s = save_selected(ctx, m, last_path, last);
+        if (s == UNET_STATUS_OK)
+            s = save_resume(ctx, m, resume_path, step, unet_sampler_position(sampler), best, &a,
+                            tile, &ls) ? UNET_STATUS_OK : UNET_STATUS_IO;
+        cli_error("%s; stopped at step %ld of %ld", why, step, total);
+        if (s == UNET_STATUS_OK)
+            cli_note("%s and the resumable checkpoint %s hold the last good state (step %ld)",
+                     last_path, resume_path, unet_guard_snapshot_step(guard));
+        else if (s != UNET_STATUS_IO)
+            cli_lib_error(ctx, s);
+        if (selected[0]) cli_note("%s: %s", a.out, selected);
+        else if (rs.have && access(a.out, F_OK) == 0)
+            cli_note("%s: the best model before the resume", a.out);
+        else
+            cli_note("%s was not written: %s", a.out,
+                     n_val ? "no validation improved before the divergence"
+                           : "no epoch ended before it in a state the divergence guard trusted");
+        cli_note("to continue: the same command with --resume %s and a lower --lr, --clip N or "
+                 "a higher --max-rollbacks",
+                 resume_path);
+    }
     if (rc == 0) {
         double w = 0, wait = 0;
         unet_sampler_times(sampler, &w, &wait);
         char took[32];
-        fprintf(stderr, "unet: done in %s; wrote %s%s (data preparation waited %.1f s)\n",
-                cli_duration(cli_now() - t0, took, sizeof took), a.out,
-                n_val ? " (best on validation)" : "", wait);
+        if (budget_over)
+            fprintf(stderr, "unet: the time budget of %g minutes ended the run at step %ld of %ld\n",
+                    a.minutes, step, total);
+        if (selected[0])
+            fprintf(stderr, "unet: done in %s; wrote %s (%s) (data preparation waited %.1f s)\n",
+                    cli_duration(cli_now() - t0, took, sizeof took), a.out, selected, wait);
+        else
+            fprintf(stderr, "unet: done in %s; %s was not written by this run (%s)\n",
+                    cli_duration(cli_now() - t0, took, sizeof took), a.out,
+                    n_val ? "no validation improved on the checkpoint's best"
+                          : "no epoch ended in a state the divergence guard trusted");
     }
 done:
     if (log) fclose(log);
@@ -930,6 +1389,8 @@ done:
     free(x), free(tg), free(wt);
     free(stem), free(last_path), free(resume_path), free(log_path);
     unet_model_free(m);
+    unet_guard_free(guard);
+    free(rs.guard);
     unet_ctx_free(ctx);
     return rc;
 }

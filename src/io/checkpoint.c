@@ -5,7 +5,9 @@
  * safetensors.torch.save_file) and the architecture as __metadata__ strings:
  *     format=unet arch=unet|unet-paper|fcn8s.. in_channels classes base depth
  *     up=transpose|bilinear conv_bias batchnorm padding dropout init train_steps
- * and, for FCN only, fc_channels learn_final_up.
+ * and, for FCN only, fc_channels learn_final_up; a caller may add keys (unet train's `selected`),
+ * and every key of a loaded file is kept on the model (unet_model_meta).  A resumable checkpoint
+ * adds optimizer.* tensors (the moments, and the moving average with ema_decay, ema_updates).
  * A checkpoint converted from PyTorch has no metadata; the architecture is then inferred from
  * the names and shapes by the network families (unet__config_infer, model.h) and every tensor
  * is still checked against it.
@@ -16,6 +18,7 @@
 #include "io/safetensors.h"
 
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,6 +138,67 @@ static bool is_running_var(const unet_model *m, int j) {
     return false;
 }
 
+/* The moving average of a resumable checkpoint (ema.c), when it has one: metadata ema_decay
+ * (0 < d < 1) and ema_updates (>= 0), tensors optimizer.ema (the weights' layout) and
+ * optimizer.ema_buffers (the running statistics'; absent without batch-norm), finite. */
+static unet_status load_ema(unet_ctx *ctx, const struct unet__safetensors *st, unet_model *m) {
+    const char *dv = unet__st_meta(st, "ema_decay"), *uv = unet__st_meta(st, "ema_updates");
+    if (!dv && !uv) return UNET_STATUS_OK;
+    char *end = NULL;
+    double decay = dv ? strtod(dv, &end) : NAN;
+    if (!dv || end == dv || *end || !(decay > 0 && decay < 1))
+        return unet__fail(ctx, UNET_STATUS_FORMAT, "%s: metadata ema_decay='%s' is not in (0, 1)",
+                          st->path, dv ? dv : "(missing)");
+    long updates = uv ? strtol(uv, &end, 10) : -1;
+    if (!uv || end == uv || *end || updates < 0 || updates == LONG_MAX)
+        return unet__fail(ctx, UNET_STATUS_FORMAT,
+                          "%s: metadata ema_updates='%s' is not a non-negative integer", st->path,
+                          uv ? uv : "(missing)");
+    unet_status s = unet_model_ema_enable(ctx, m, decay);
+    if (s != UNET_STATUS_OK) return s;
+    int64_t shape[1] = {(int64_t)m->n_weights};
+    s = unet__st_read_f32(ctx, st, "optimizer.ema", shape, 1, m->ema_w);
+    if (s == UNET_STATUS_OK && m->n_buffers) {
+        shape[0] = (int64_t)m->n_buffers;
+        s = unet__st_read_f32(ctx, st, "optimizer.ema_buffers", shape, 1, m->ema_b);
+    }
+    if (s != UNET_STATUS_OK) return s;
+    size_t i = unet__first_nonfinite(m->ema_w, m->n_weights, false);
+    if (i < m->n_weights)
+        return unet__fail(ctx, UNET_STATUS_NUMERIC, "%s: optimizer.ema holds %g at index %zu",
+                          st->path, (double)m->ema_w[i], i);
+    i = unet__first_nonfinite(m->ema_b, m->n_buffers, false);
+    if (i < m->n_buffers)
+        return unet__fail(ctx, UNET_STATUS_NUMERIC, "%s: optimizer.ema_buffers holds %g at index %zu",
+                          st->path, (double)m->ema_b[i], i);
+    m->ema_updates = updates;
+    return UNET_STATUS_OK;
+}
+
+/* A copy of the file's metadata pairs on the model, one block (unet_model_meta). */
+static unet_status keep_meta(unet_ctx *ctx, const struct unet__safetensors *st, unet_model *m) {
+    size_t bytes = sizeof(char *) * 2 * (size_t)st->meta_count;
+    for (int i = 0; i < 2 * st->meta_count; i++) bytes += strlen(st->meta[i]) + 1;
+    m->meta = malloc(bytes ? bytes : 1);
+    if (!m->meta) return unet__fail(ctx, UNET_STATUS_NOMEM, "%s: out of memory", st->path);
+    char *p = (char *)(m->meta + 2 * st->meta_count);
+    for (int i = 0; i < 2 * st->meta_count; i++) {
+        size_t k = strlen(st->meta[i]) + 1;
+        memcpy(p, st->meta[i], k);
+        m->meta[i] = p;
+        p += k;
+    }
+    m->n_meta = st->meta_count;
+    return UNET_STATUS_OK;
+}
+
+const char *unet_model_meta(const unet_model *m, const char *key) {
+    if (!m || !key) return NULL;
+    for (int i = 0; i < m->n_meta; i++)
+        if (strcmp(m->meta[2 * i], key) == 0) return m->meta[2 * i + 1];
+    return NULL;
+}
+
 /* The optimizer state of a resumable checkpoint into m (allocated here).  The moments must be
  * finite and the second moment non-negative: Adam divides by its square root, so a corrupt
  * value would turn every later step into NaN. */
@@ -165,7 +229,7 @@ static unet_status load_optimizer(unet_ctx *ctx, const struct unet__safetensors 
         return unet__fail(ctx, UNET_STATUS_FORMAT, "%s: metadata rng0/rng1 missing or malformed",
                           st->path);
     memcpy(m->rng.s, w, sizeof w);
-    return UNET_STATUS_OK;
+    return load_ema(ctx, st, m);
 }
 
 /* A resumable checkpoint's optimizer state, read by load_optimizer (the parameters' reading
@@ -240,6 +304,8 @@ static unet_status load_st(unet_ctx *ctx, struct unet__safetensors *st, const ch
         m->opt_step = v;
     }
     unet__rng_seed(&m->rng, 0x5eed5eed5eedULL);
+    s = keep_meta(ctx, st, m);
+    if (s != UNET_STATUS_OK) goto fail;
     if (training) {
         s = load_optimizer(ctx, st, m);
         if (s != UNET_STATUS_OK) goto fail;
@@ -302,9 +368,11 @@ static unet_status save(unet_ctx *ctx, const unet_model *m, const char *path, bo
         return unet__fail(ctx, UNET_STATUS_ARG, "%s: no optimizer state yet (no training step)", path);
     if (n_extra < 0 || (n_extra > 0 && !extra))
         return unet__fail(ctx, UNET_STATUS_ARG, "%s: bad metadata list", path);
-    int n = m->n_params + (training ? 2 : 0);
+    const bool ema = training && m->ema_w;
+    const int n_ema = ema ? (m->n_buffers ? 2 : 1) : 0;
+    int n = m->n_params + (training ? 2 + n_ema : 0);
     struct unet__st_entry *e = calloc((size_t)n, sizeof *e);
-    const char **meta = calloc(2 * (size_t)(18 + n_extra), sizeof *meta);
+    const char **meta = calloc(2 * (size_t)(20 + n_extra), sizeof *meta);
     if (!e || !meta) {
         free(e);
         free(meta);
@@ -324,19 +392,20 @@ static unet_status save(unet_ctx *ctx, const unet_model *m, const char *path, bo
         }
     }
     if (training) {
-        const char *names[2] = {"optimizer.exp_avg", "optimizer.exp_avg_sq"};
-        const float *data[2] = {m->opt_m, m->opt_v};
-        for (int k = 0; k < 2; k++) {
+        const char *names[4] = {"optimizer.exp_avg", "optimizer.exp_avg_sq", "optimizer.ema",
+                                "optimizer.ema_buffers"};
+        const float *data[4] = {m->opt_m, m->opt_v, m->ema_w, m->ema_b};
+        for (int k = 0; k < 2 + n_ema; k++) {
             struct unet__st_entry *t = &e[m->n_params + k];
             t->name = names[k];
             t->dtype = UNET__DTYPE_F32;
             t->ndim = 1;
-            t->shape[0] = (int64_t)m->n_weights;
+            t->shape[0] = (int64_t)(k == 3 ? m->n_buffers : m->n_weights);
             t->data = data[k];
         }
     }
     const unet_config *c = &m->cfg;
-    char v[12][40];
+    char v[14][40];
     snprintf(v[0], sizeof v[0], "%d", c->in_channels);
     snprintf(v[1], sizeof v[1], "%d", c->classes);
     snprintf(v[2], sizeof v[2], "%d", c->base);
@@ -367,14 +436,21 @@ static unet_status save(unet_ctx *ctx, const unet_model *m, const char *path, bo
                      (unsigned long long)m->rng.s[2 * i], (unsigned long long)m->rng.s[2 * i + 1]);
         meta[k++] = "rng0", meta[k++] = v[9], meta[k++] = "rng1", meta[k++] = v[10];
     }
+    if (ema) {
+        snprintf(v[12], sizeof v[12], "%.17g", m->ema_decay);
+        snprintf(v[13], sizeof v[13], "%ld", m->ema_updates);
+        meta[k++] = "ema_decay", meta[k++] = v[12], meta[k++] = "ema_updates", meta[k++] = v[13];
+    }
     /* Keys written only for some models or saves: reserved for every save all the same. */
-    static const char *const sometimes[] = {"fc_channels", "learn_final_up", "rng0", "rng1"};
+    static const char *const sometimes[] = {"fc_channels", "learn_final_up", "rng0", "rng1",
+                                            "ema_decay", "ema_updates"};
+    const int n_sometimes = (int)(sizeof sometimes / sizeof sometimes[0]);
     for (int i = 0; i < 2 * n_extra; i++) {
         /* Caller keys may not be NULL nor shadow any key this function writes. */
         bool reserved = !extra[i];
         for (int j = 0; !reserved && i % 2 == 0 && j < (int)(sizeof fixed / sizeof fixed[0]); j += 2)
             reserved = strcmp(extra[i], fixed[j]) == 0;
-        for (int j = 0; !reserved && i % 2 == 0 && j < 4; j++)
+        for (int j = 0; !reserved && i % 2 == 0 && j < n_sometimes; j++)
             reserved = strcmp(extra[i], sometimes[j]) == 0;
         if (reserved) {
             free(e);
@@ -392,6 +468,11 @@ static unet_status save(unet_ctx *ctx, const unet_model *m, const char *path, bo
 
 unet_status unet_model_save(unet_ctx *ctx, const unet_model *m, const char *path) {
     return save(ctx, m, path, false, NULL, 0);
+}
+
+unet_status unet_model_save_meta(unet_ctx *ctx, const unet_model *m, const char *path,
+                                 const char *const *meta, int n_meta) {
+    return save(ctx, m, path, false, meta, n_meta);
 }
 
 unet_status unet_model_save_training(unet_ctx *ctx, const unet_model *m, const char *path,

@@ -368,4 +368,17 @@ struct unet__adam {
 void unet__adam_step(float *p, const float *g, float *m, float *v, size_t n,
                      const struct unet__adam *o, long step);
 
+/* Gradient-norm clipping, torch.nn.utils.clip_grad_norm_ (norm_type 2) over one flat block.
+ * unet__l2_norm: sqrt(sum g^2), the squares summed in double over fixed blocks of the index range
+ * (bounds from n alone) and the block sums added in order, so the result does not depend on the
+ * thread count.  unet__clip_grad_norm: coef = max_norm / (norm + 1e-6) in float32, as torch's
+ * tensor arithmetic rounds it; when coef < 1 every g[i] *= coef (torch multiplies by
+ * min(coef, 1), and by 1.0 exactly otherwise).  Returns the norm before clipping; *clipped
+ * (may be NULL) is set to whether g changed.  A non-finite norm changes nothing. */
+double unet__l2_norm(const float *g, size_t n);
+double unet__clip_grad_norm(float *g, size_t n, double max_norm, bool *clipped);
+
+/* The moving average of the weights (ema.c): avg[i] = fmaf(1 - decay, x[i] - avg[i], avg[i]). */
+void unet__ema_update(float *avg, const float *x, size_t n, double decay);
+
 #endif /* UNET_OPS_H */

@@ -107,3 +107,51 @@ void unet__adam_step(float *p, const float *g, float *m, float *v, size_t n,
         v[i] = vi;
     }
 }
+
+/* ---- gradient-norm clipping ---- */
+
+#define NORM_BLOCK 8192
+#define NORM_MAX_BLOCKS 1024
+
+double unet__l2_norm(const float *g, size_t n) {
+    /* Blocks of at least NORM_BLOCK elements, at most NORM_MAX_BLOCKS of them. */
+    size_t nb = (n + NORM_BLOCK - 1) / NORM_BLOCK;
+    if (nb > NORM_MAX_BLOCKS) nb = NORM_MAX_BLOCKS;
+    if (nb < 1) nb = 1;
+    double part[NORM_MAX_BLOCKS];
+    const ptrdiff_t nblocks = (ptrdiff_t)nb;
+#pragma omp parallel for schedule(static)
+    for (ptrdiff_t b = 0; b < nblocks; b++) {
+        size_t lo = (size_t)((unsigned long long)n * (size_t)b / nb);
+        size_t hi = (size_t)((unsigned long long)n * (size_t)(b + 1) / nb);
+        double s = 0.0;
+        for (size_t i = lo; i < hi; i++) s += (double)g[i] * (double)g[i];
+        part[b] = s;
+    }
+    double total = 0.0;
+    for (size_t b = 0; b < nb; b++) total += part[b];
+    return sqrt(total);
+}
+
+/* torch 1.13, torch/nn/utils/clip_grad.py:
+ *     total_norm = torch.norm(torch.stack([torch.norm(g, 2) for g in grads]), 2)
+ *     clip_coef = max_norm / (total_norm + 1e-6)
+ *     clip_coef_clamped = torch.clamp(clip_coef, max=1.0)
+ *     for g in grads: g.mul_(clip_coef_clamped)
+ * total_norm is a float32 tensor, so the coefficient is float32 arithmetic, and Tensor.__rdiv__
+ * is reciprocal(self) * other: 1 / (norm + 1e-6) rounded, then times max_norm rounded. */
+double unet__clip_grad_norm(float *g, size_t n, double max_norm, bool *clipped) {
+    const double norm = unet__l2_norm(g, n);
+    if (clipped) *clipped = false;
+    if (!isfinite(norm)) return norm;
+    const float nf = (float)norm;
+    const float denom = nf + 1e-6f;
+    const float inv = 1.0f / denom;
+    const float coef = inv * (float)max_norm;
+    if (!(coef < 1.0f)) return norm;
+    const ptrdiff_t len = (ptrdiff_t)n;
+#pragma omp parallel for schedule(static)
+    for (ptrdiff_t i = 0; i < len; i++) g[i] = g[i] * coef;
+    if (clipped) *clipped = true;
+    return norm;
+}
