@@ -50,15 +50,25 @@ static void sliding_extreme(bool max, const int32_t *in, size_t stride, int n, i
     }
 }
 
+/* The checks both entry points start with: the pointers (`pointers`, false when one named in
+ * `names` is NULL), the h x w size (*n = h * w) and a radius that must not be negative. */
+static unet_status check_args(unet_ctx *ctx, const char *what, bool pointers, const char *names,
+                              int h, int w, const char *radius_name, int radius, size_t *n) {
+    if (!pointers)
+        return unet__fail(ctx, UNET_STATUS_ARG, "%s: %s must not be NULL", what, names);
+    unet_status s = unet__map_size(ctx, what, h, w, n);
+    if (s == UNET_STATUS_OK && radius < 0)
+        s = unet__fail(ctx, UNET_STATUS_ARG, "%s: %s must be >= 0, got %d", what, radius_name,
+                       radius);
+    return s;
+}
+
 unet_status unet_separate_cells(unet_ctx *ctx, const int32_t *labels, int h, int w, int gap,
                                 int classes, int32_t *target) {
-    if (!labels || !target)
-        return unet__fail(ctx, UNET_STATUS_ARG, "separate_cells: labels and target must not be "
-                                                "NULL");
     size_t n;
-    if (unet__map_size(ctx, "separate_cells", h, w, &n) != UNET_STATUS_OK) return UNET_STATUS_ARG;
-    if (gap < 0)
-        return unet__fail(ctx, UNET_STATUS_ARG, "separate_cells: gap must be >= 0, got %d", gap);
+    if (check_args(ctx, "separate_cells", labels && target, "labels and target", h, w, "gap", gap,
+                   &n) != UNET_STATUS_OK)
+        return UNET_STATUS_ARG;
     if (classes != 2 && classes != 3)
         return unet__fail(ctx, UNET_STATUS_ARG, "separate_cells: classes must be 2 or 3, got %d",
                           classes);
@@ -144,13 +154,10 @@ static int32_t grown_label(const int32_t *labels, int h, int w, size_t i) {
 
 unet_status unet_instances(unet_ctx *ctx, const int32_t *classes_map, int h, int w, int grow,
                            int32_t *labels, int *count) {
-    if (!classes_map || !labels || !count)
-        return unet__fail(ctx, UNET_STATUS_ARG, "instances: classes_map, labels and count must "
-                                                "not be NULL");
     size_t n;
-    if (unet__map_size(ctx, "instances", h, w, &n) != UNET_STATUS_OK) return UNET_STATUS_ARG;
-    if (grow < 0)
-        return unet__fail(ctx, UNET_STATUS_ARG, "instances: grow must be >= 0, got %d", grow);
+    if (check_args(ctx, "instances", classes_map && labels && count,
+                   "classes_map, labels and count", h, w, "grow", grow, &n) != UNET_STATUS_OK)
+        return UNET_STATUS_ARG;
 
     /* Which pixels may be grown into, taken before labels (possibly classes_map itself) is
      * overwritten. */

@@ -428,20 +428,12 @@ unet_status unet__config_infer(unet_ctx *ctx, const struct unet__shapes *t, unet
 void unet_model_free(unet_model *m) {
     if (!m) return;
     unet__model_plan_free(m);
-    unet__free(m->weights);
-    unet__free(m->buffers);
-    unet__free(m->grads);
-    unet__free(m->opt_m);
-    unet__free(m->opt_v);
-    unet__free(m->snapshot);
-    unet__free(m->ema_w);
-    unet__free(m->ema_b);
-    free(m->meta);
-    free(m->counters);
-    free(m->params);
-    free(m->nodes);
-    free(m->values);
-    free(m);
+    /* The aligned blocks (unet__alloc), then the malloc'd ones. */
+    void *blocks[] = {m->weights, m->buffers, m->grads,    m->opt_m,
+                      m->opt_v,   m->snapshot, m->ema_w, m->ema_b};
+    for (size_t i = 0; i < sizeof blocks / sizeof blocks[0]; i++) unet__free(blocks[i]);
+    void *arrays[] = {m->meta, m->counters, m->params, m->nodes, m->values, m};
+    for (size_t i = 0; i < sizeof arrays / sizeof arrays[0]; i++) free(arrays[i]);
 }
 
 unet_status unet__model_build(unet_ctx *ctx, const unet_config *cfg, unet_model **out) {
