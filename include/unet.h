@@ -435,11 +435,48 @@ typedef struct unet_metrics {
  * most one can), else 0; mean over truth objects.  Per image: averaging over a stack is the caller's choice.
  * Errors: UNET_STATUS_ARG for NULL pred/truth/out, h or w <= 0, h * w > INT32_MAX, classes
  * outside [2, UNET_MAX_CLASSES], a class id outside [0, classes) or a negative instance label
- * (the message names the array and the pixel); UNET_STATUS_NOMEM.  Uses about 37 bytes of
+ * (the message names the array and the pixel); UNET_STATUS_NOMEM.  Uses about 42 bytes of
  * scratch per pixel, freed before returning.  *out is written only on success. */
 unet_status unet_evaluate(unet_ctx *ctx, const int32_t *pred, const int32_t *truth,
                           const int32_t *pred_inst, const int32_t *truth_inst, int h, int w,
                           int classes, unet_metrics *out);
+
+/* The ISBI 2012 challenge's final scores (Arganda-Carreras et al. 2015, Front. Neuroanat.
+ * 9:142), as its Fiji script computes them, of a probability map against the truth; 1 is
+ * perfect, the challenge's errors are 1 - V.  At each threshold t the proposal's objects are
+ * the 4-connected components of {prob > t} ("cells"; for ISBI prob is the probability of
+ * non-membrane, the masks' 255); with thin != 0 (the challenge's "after thinning", its final
+ * version) the proposal background is first flooded from the cells by Fiji's watershed
+ * (Vincent-Soille, 4-connectivity, its exact visiting order), leaving one-pixel lines where two
+ * floods meet.  The truth's objects are the 4-connected components of truth != 0, or with
+ * truth_instances != 0 its labels (any ids, a label of several blobs being one object).  Only
+ * pixels where the truth is foreground count, and a proposal background pixel among them is an
+ * object of its own.  Rand: split = sum c_ij^2 / sum a_i^2 (the truth's pairs kept together),
+ * merge = sum c_ij^2 / sum b_j^2 (the proposal's pairs that are right), V_rand their harmonic
+ * mean; Info: split = I(T;P) / H(P), merge = I(T;P) / H(T), V_info their harmonic mean
+ * (src/metrics.c has the formulas, the edge cases and Fiji's code they follow).  Without
+ * thinning V_rand is the foreground-restricted Rand F-score: 1 - unet_evaluate's rand_error
+ * when prob is the class map (0/1) and t = 0.  One unet_vscore per threshold, in the order
+ * given; the challenge's are unet_vscore_thresholds' (it took the best over them, for the mean
+ * over a stack's slices).  No truth foreground: every score NaN.  UNET_STATUS_ARG: NULL
+ * pointers, h or w <= 0, h * w > INT32_MAX, n_thresholds < 1, a threshold or prob value not
+ * finite, a negative truth label (the message names the pixel); UNET_STATUS_NOMEM.  About 45
+ * bytes of scratch per pixel; O(pixels) per threshold. */
+#define UNET_VSCORE_THRESHOLDS 11
+
+typedef struct unet_vscore {
+    double threshold;
+    double v_rand, v_rand_split, v_rand_merge;
+    double v_info, v_info_split, v_info_merge;
+    int    n_pred;                      /* objects of the proposal (after thinning) */
+} unet_vscore;
+
+/* The challenge's thresholds 0.0, 0.1, ..., 1.0, made as Fiji's loop makes them (t += 0.1, so
+ * the fourth is 0.30000000000000004 and the last 0.9999999999999999). */
+void unet_vscore_thresholds(double t[UNET_VSCORE_THRESHOLDS]);
+unet_status unet_vscores(unet_ctx *ctx, const float *prob, const int32_t *truth,
+                         int truth_instances, int h, int w, int thin, const double *thresholds,
+                         int n_thresholds, unet_vscore *out);
 
 /* ---------------------------------------------------------------------------------------
  * The paper's border weight map and separated-cell targets (Ronneberger et al., Eq. 2, Fig. 3)
@@ -495,6 +532,58 @@ unet_status unet_separate_cells(unet_ctx *ctx, const int32_t *labels, int h, int
  * h * w > INT32_MAX, grow < 0 (labels and *count untouched); UNET_STATUS_NOMEM. */
 unet_status unet_instances(unet_ctx *ctx, const int32_t *classes_map, int h, int w, int grow,
                            int32_t *labels, int *count);
+
+/* Seeded (marker-controlled) watershed: labels = markers (0 = none, any positive id), then the
+ * unlabelled pixels inside mask (NULL: everywhere) are flooded from the markers through
+ * 4-neighbours in the order of elevation (NULL: all equal), as skimage.segmentation.watershed
+ * does with connectivity 1; markers outside the mask are dropped.  Deterministic: the marker pixels enter a priority queue in raster
+ * order; the pixel with the lowest (elevation, time it entered the queue) leaves it, and its
+ * unlabelled neighbours in the mask (up, left, right, down) take its label then and enter the
+ * queue; so ties go to the pixel queued first and a plateau is shared by distance from the
+ * seeds.  Pixels the floods cannot reach stay 0.  O(n log n), 16 bytes of scratch per pixel.
+ * labels may be markers itself.  UNET_STATUS_ARG: NULL markers or labels, h or w <= 0,
+ * h * w > INT32_MAX, a negative marker or a non-finite elevation (the message names the pixel);
+ * UNET_STATUS_NOMEM. */
+unet_status unet_watershed(unet_ctx *ctx, const float *elevation, const int32_t *markers,
+                           const unsigned char *mask, int h, int w, int32_t *labels);
+
+typedef enum unet_instance_method {
+    UNET_INSTANCES_CC = 0,      /* unet_instances: components of class 1, grown back */
+    UNET_INSTANCES_WATERSHED    /* seeds from the eroded class-1 interiors, then a watershed */
+} unet_instance_method;
+
+typedef struct unet_instance_opts {
+    unet_instance_method method;
+    int grow;       /* steps the cells take back over class 0 or 2 (the separation strip): 2 */
+    int erode;      /* watershed: seeds are sure cell pixels more than this many pixels
+                     * (chessboard distance) from any other pixel: 8 */
+    int min_size;   /* objects of fewer pixels are removed (0 keeps all): 256 */
+    float seed_threshold; /* watershed with prob: sure cell pixels have prob > this: 0.8 */
+} unet_instance_opts;
+
+/* The defaults above, method watershed. */
+unet_instance_opts unet_instance_defaults(void);
+
+/* A predicted class map (class 1 = cell, 0 background, 2 the border class of a 3-class model)
+ * -> instance labels 1..n (*count = n).  Method CC: unet_instances(grow) (its numbering).
+ * Method watershed: seeds are the sure cell pixels (class 1 with prob > seed_threshold; every
+ * class-1 pixel when prob is NULL) deeper than `erode` among them (chessboard distance), each
+ * 4-connected piece one seed.  In a class-1 component without such a deep pixel, each piece of
+ * sure pixels of at least min_size pixels seeds its deepest pixels instead (so small touching
+ * cells still get a seed each), and a component left without any seed is a seed as a whole.
+ * The seeds flood (unet_watershed) the class-1 pixels and those within `grow` 4-neighbour steps
+ * of them through class 0 or 2, in the order of 1 - prob (prob: the cells' probability, h * w,
+ * e.g. plane 1 of unet_predict's probabilities; NULL: the negative chessboard depth in the
+ * cells, the step count outside), so touching cells that the network joined by a bridge are
+ * split where it is least sure; objects numbered in raster order of their first pixel.  Both
+ * methods then remove objects of fewer than min_size pixels (and renumber, keeping the order).
+ * Deterministic, O(n log n).  labels may be classes_map itself.  UNET_STATUS_ARG: NULL
+ * classes_map, opts, labels or count, h or w <= 0, h * w > INT32_MAX, an unknown method,
+ * negative grow, erode or min_size, seed_threshold outside [0, 1), a non-finite prob;
+ * UNET_STATUS_NOMEM. */
+unet_status unet_segment_instances(unet_ctx *ctx, const int32_t *classes_map, const float *prob,
+                                   int h, int w, const unet_instance_opts *opts, int32_t *labels,
+                                   int *count);
 
 /* ---------------------------------------------------------------------------------------
  * Training data: images in memory, random tiles, augmentation

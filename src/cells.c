@@ -56,7 +56,7 @@ static unet_status check_args(unet_ctx *ctx, const char *what, bool pointers, co
                               int h, int w, const char *radius_name, int radius, size_t *n) {
     if (!pointers)
         return unet__fail(ctx, UNET_STATUS_ARG, "%s: %s must not be NULL", what, names);
-    unet_status s = unet__map_size(ctx, what, h, w, n);
+    unet_status s = unet__check_label_size(ctx, what, h, w, n);
     if (s == UNET_STATUS_OK && radius < 0)
         s = unet__fail(ctx, UNET_STATUS_ARG, "%s: %s must be >= 0, got %d", what, radius_name,
                        radius);

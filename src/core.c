@@ -90,16 +90,6 @@ bool unet__prod_size(const size_t *factors, int count, size_t *out) {
     return true;
 }
 
-unet_status unet__map_size(unet_ctx *ctx, const char *what, int h, int w, size_t *n) {
-    if (h <= 0 || w <= 0)
-        return unet__fail(ctx, UNET_STATUS_ARG, "%s: size %dx%d (h x w) must be positive", what,
-                          h, w);
-    if (!unet__mul_size((size_t)h, (size_t)w, n) || *n > (size_t)INT32_MAX)
-        return unet__fail(ctx, UNET_STATUS_ARG, "%s: %dx%d pixels exceed the int32 range", what,
-                          h, w);
-    return UNET_STATUS_OK;
-}
-
 /* ---- allocation ---- */
 
 void *unet__alloc(size_t bytes) {

@@ -61,9 +61,6 @@ static inline bool unet__add_size(size_t a, size_t b, size_t *out) {
 }
 /* n0 * n1 * ... for `count` factors; false on overflow. */
 bool unet__prod_size(const size_t *factors, int count, size_t *out);
-/* The size of an h x w map given to function `what`: UNET_STATUS_ARG (message "what: size ...")
- * unless both are positive and h * w fits int32, which is then *n. */
-unet_status unet__map_size(unet_ctx *ctx, const char *what, int h, int w, size_t *n);
 
 /* Aligned allocation for tensors (64 bytes, one cache line / AVX-512 vector).
  * unet__alloc returns NULL on failure or when bytes == 0 is asked; free with unet__free. */
@@ -112,5 +109,26 @@ float unet__rng_uniform(struct unet__rng *r);          /* [0, 1) */
 double unet__rng_normal(struct unet__rng *r);          /* N(0, 1), Box-Muller */
 /* Uniform integer in [0, n). */
 uint64_t unet__rng_below(struct unet__rng *r, uint64_t n);
+
+/* ---- metrics and instances (metrics.c, watershed.c, cells.c) ---- */
+/* An image size for label work: h, w > 0 (else "<fn>: size HxW (h x w) must be positive") and
+ * h * w <= INT32_MAX (else "... exceed the int32 range"), both UNET_STATUS_ARG; *n = h * w. */
+static inline unet_status unet__check_label_size(unet_ctx *ctx, const char *fn, int h, int w,
+                                                 size_t *n) {
+    if (h <= 0 || w <= 0)
+        return unet__fail(ctx, UNET_STATUS_ARG, "%s: size %dx%d (h x w) must be positive", fn,
+                          h, w);
+    if (!unet__mul_size((size_t)h, (size_t)w, n) || *n > (size_t)INT32_MAX)
+        return unet__fail(ctx, UNET_STATUS_ARG, "%s: %dx%d pixels exceed the int32 range", fn,
+                          h, w);
+    return UNET_STATUS_OK;
+}
+/* The proposal of unet_vscores at threshold th, thinned as Fiji thins it: objects > 0,
+ * watershed lines 0 (for tests). */
+unet_status unet__thin_proposal(unet_ctx *ctx, const float *prob, int h, int w, double th,
+                                int32_t *labels);
+/* unet_watershed with the queue's minimum found by a linear scan, O(n^2): the definition. */
+unet_status unet__watershed_ref(unet_ctx *ctx, const float *elevation, const int32_t *markers,
+                                const unsigned char *mask, int h, int w, int32_t *labels);
 
 #endif /* UNET_INTERNAL_H */

@@ -967,6 +967,57 @@ TEST(api_example_matches_predict) {
     CHECK_EQ(count_files(outd, "never"), 0);
 }
 
+/* unet eval --prob: the ISBI 2012 scores of NAME_prob.tif beside those of the mask, thinned and
+ * not (the 1 x 7 row of test_metrics' vscores_hand: thinned, every score 1; unthinned V_rand
+ * 7/8; below the gap's 0.2f everything is one cell, and 0.2f = 0.20000000298 > 0.2 since Fiji
+ * compares the float pixel as a double, so the best threshold is the first that separates,
+ * 0.30000000000000004, printed 0.3), the CTC's pooled SEG, and a missing NAME_prob.tif failing
+ * its image.  Also predict's --instance-method takes only its two names. */
+TEST(eval_prob_scores) {
+    char pd[300], td[300], p[600];
+    tmp_path(pd, sizeof pd, "evpred");
+    tmp_path(td, sizeof td, "evtruth");
+    mkdir(pd, 0755);
+    mkdir(td, 0755);
+    const uint8_t truth[7] = {255, 255, 255, 0, 255, 255, 255}, mask[7] = {255, 255, 0, 0, 255, 255, 255};
+    const float   pr[7] = {.9f, .9f, .2f, .2f, .9f, .9f, .9f};
+    float         planes[14];
+    for (int i = 0; i < 7; i++) planes[i] = 1 - pr[i], planes[7 + i] = pr[i];
+    unet_image t = {.w = 7, .h = 1, .c = 1, .dtype = UNET_DTYPE_U8, .data = (void *)(uintptr_t)truth};
+    unet_image m = {.w = 7, .h = 1, .c = 1, .dtype = UNET_DTYPE_U8, .data = (void *)(uintptr_t)mask};
+    unet_image pi = {.w = 7, .h = 1, .c = 2, .dtype = UNET_DTYPE_F32, .data = planes};
+    CHECK_STATUS(unet_image_save(NULL, tmp_path(p, sizeof p, "evtruth/row.png"), &t), UNET_STATUS_OK);
+    CHECK_STATUS(unet_image_save(NULL, tmp_path(p, sizeof p, "evpred/row.png"), &m), UNET_STATUS_OK);
+    CHECK_STATUS(unet_image_save(NULL, tmp_path(p, sizeof p, "evpred/row_prob.tif"), &pi),
+                 UNET_STATUS_OK);
+    struct cmd c;
+    for (int thin = 1; thin >= 0; thin--) {
+        cmd_init(&c, "eval");
+        arg(&c, "--pred");
+        arg(&c, "%s", pd);
+        arg(&c, "--truth");
+        arg(&c, "%s", td);
+        arg(&c, "--prob");
+        arg(&c, "--json");
+        if (!thin) arg(&c, "--no-thin");
+        CHECK_RUN(run(&c, 0), 0);
+        CHECK_STR_CONTAINS(last_err, thin ? "\"v_rand\": 1," : "\"v_rand\": 0.875,");
+        CHECK_STR_CONTAINS(last_err, thin ? "\"v_rand_at_05\": 1," : "\"v_rand_at_05\": 0.875,");
+        CHECK_STR_CONTAINS(last_err, "\"best_v_rand_threshold\": 0.3,");
+        CHECK_STR_CONTAINS(last_err, "\"seg_ctc\": ");
+        CHECK_STR_CONTAINS(last_err, thin ? "\"thinned\": true" : "\"thinned\": false");
+    }
+    remove(tmp_path(p, sizeof p, "evpred/row_prob.tif"));
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "row_prob.tif");
+    cmd_init(&c, "predict");
+    for (int k = 0; k < 3; k++) arg(&c, k == 0 ? "--model" : k == 1 ? "--input" : "--output"), arg(&c, "x");
+    arg(&c, "--instance-method");
+    arg(&c, "voronoi");
+    CHECK_RUN(run(&c, 0), 2);
+    CHECK_STR_CONTAINS(last_err, "voronoi");
+}
+
 /* ---- guarded training (docs/training.md) ---- */
 
 /* The `selected` metadata of a model file, or "" when it has none or does not load. */
@@ -1309,6 +1360,7 @@ int main(void) {
     RUN(predict_folder_keeps_going);
     RUN(mask_problems_name_the_file);
     RUN(api_example_matches_predict);
+    RUN(eval_prob_scores);
     RUN(forced_divergence_is_caught);
     RUN(best_and_last_are_selected);
     RUN(minutes_budget_stops_cleanly);

@@ -202,7 +202,8 @@ class Model:
         threads: OpenMP threads (None: all cores).
         Returns the class ids (H, W) uint8; with probabilities, instances or logits, a tuple
         (classes, then in this order those asked for: probabilities (K, H, W) float32,
-        instances (H, W) int32 labels 1..n (grown over `grow` pixels, as --grow), logits
+        instances (H, W) int32 labels 1..n (as `unet predict --instances`: the seeded watershed
+        with its defaults, grown over `grow` pixels as --grow), logits
         (K, H, W) float32).  A stack gives each with a leading N.
         """
         if norm not in _NORMS:

@@ -301,6 +301,33 @@ static PyObject *raise_nonfinite(const char *what, const float *x, Py_ssize_t i,
                         what, v, i / image, i % image / plane, i % plane / w, i % w);
 }
 
+/* Instance labels as unet predict --instances makes them (unet_segment_instances with its
+ * defaults and `grow`): the watershed floods by the cells' probability (plane 1, or the only
+ * plane), made from logits exactly as the CLI does (unet_probabilities). */
+static unet_status instances(unet_ctx *ctx, const int32_t *cls, const float *out, int K, int h,
+                             int w, unet_output output, int grow, int32_t *inst, int *count,
+                             bool *nomem) {
+    const size_t P = (size_t)h * w;
+    float *tmp = NULL;
+    unet_status s = UNET_STATUS_OK;
+    if (output == UNET_OUTPUT_LOGITS) {
+        tmp = PyMem_RawMalloc((size_t)K * P * sizeof(float));
+        if (!tmp) {
+            *nomem = true;
+            return UNET_STATUS_NOMEM;
+        }
+        memcpy(tmp, out, (size_t)K * P * sizeof(float));
+        s = unet_probabilities(ctx, tmp, K, h, w);
+        out = tmp;
+    }
+    unet_instance_opts io = unet_instance_defaults();
+    io.grow = grow;
+    if (s == UNET_STATUS_OK)
+        s = unet_segment_instances(ctx, cls, out + (K > 1 ? P : 0), h, w, &io, inst, count);
+    PyMem_RawFree(tmp);
+    return s;
+}
+
 /* predict(image, dtype, c, h, w, norm, out, output, labels, instances, grow, tile, overlap,
  *         tta, batch, threads)
  * image: c * h * w samples of dtype (a unet_dtype); out: classes * h * w float32, receives
@@ -374,7 +401,8 @@ static PyObject *model_predict(ModelObject *self, PyObject *args) {
             unet_argmax(out.buf, cfg->classes, h, w, (unet_output)output, cls);
             uint8_t *l8 = lab.buf;
             for (size_t i = 0; i < P; i++) l8[i] = (uint8_t)cls[i];
-            if (inst.obj) s = unet_instances(self->ctx, cls, h, w, grow, inst.buf, &count);
+            if (inst.obj) s = instances(self->ctx, cls, out.buf, cfg->classes, h, w,
+                                        (unet_output)output, grow, inst.buf, &count, &nomem);
         }
     }
     PyMem_RawFree(conv);

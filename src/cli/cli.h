@@ -12,7 +12,8 @@
 #include <stdbool.h>
 #include <stdio.h>
 
-enum { CLI_EXIT_FAIL = 1, CLI_EXIT_USAGE = 2 };
+/* 3: unet train stopped a run that kept diverging after its rollbacks (docs/training.md). */
+enum { CLI_EXIT_FAIL = 1, CLI_EXIT_USAGE = 2, CLI_EXIT_DIVERGED = 3 };
 
 /* ---- options ---- */
 enum cli_kind { CLI_FLAG, CLI_INT, CLI_FLOAT, CLI_DOUBLE, CLI_STR };
@@ -109,5 +110,6 @@ int cmd_info(int argc, char **argv);
 int cmd_weightmap(int argc, char **argv);
 int cmd_convolutionalize(int argc, char **argv);
 int cmd_export(int argc, char **argv);
+int cmd_report(int argc, char **argv);
 
 #endif /* UNET_CLI_H */

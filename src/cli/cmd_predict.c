@@ -3,7 +3,7 @@
  * For each input NAME.ext (each page of a stack: NAME_pN) it writes to --output:
  *   NAME.png (.tif for TIFF input,      the class mask: 0/255 for two classes, class ids for more
  *   .npy for .npy input)                (.npy: always class ids)
- *   NAME_instances.tif                  16-bit instance labels            (--instances)
+ *   NAME_instances.tif                  16-bit instance labels (--instances; watershed or cc)
  *   NAME_prob.tif                       float probabilities, one page per class (--probabilities)
  *   NAME_overlay.png                    the image with the predicted outlines (--overlay)
  *   NAME_logits.npy or --logits FILE    raw logits, float32 (classes, H, W)     (--logits)
@@ -18,8 +18,9 @@
 #include <string.h>
 
 struct pargs {
-    const char *model, *input, *output, *logits, *norm, *max_pixels;
-    int         tile, overlap, threads, batch, grow;
+    const char *model, *input, *output, *logits, *norm, *max_pixels, *instance_method;
+    int         tile, overlap, threads, batch, grow, erode, min_size;
+    float       seed_threshold;
     bool        probabilities, overlay, tta, instances, quiet;
 };
 
@@ -130,8 +131,22 @@ static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, con
     if (a->instances) {
         int count;
         if (!out_name(name, sizeof name, "%s/%s_instances.tif", a->output, base)) goto done;
+        /* The watershed floods by the cells' probability (plane 1; the only plane for one
+         * class); logits, already written, become probabilities here. */
+        if (po.output == UNET_OUTPUT_LOGITS) {
+            if ((s = unet_probabilities(ctx, out, K, h, w)) != UNET_STATUS_OK) {
+                cli_lib_error(ctx, s);
+                goto done;
+            }
+            po.output = UNET_OUTPUT_PROBABILITIES;
+        }
+        unet_instance_opts io = {strcmp(a->instance_method, "cc") == 0 ? UNET_INSTANCES_CC
+                                                                        : UNET_INSTANCES_WATERSHED,
+                                 a->grow, a->erode, a->min_size, a->seed_threshold};
         int32_t *inst = malloc(sizeof(int32_t) * P);
-        s = inst ? unet_instances(ctx, labels, h, w, a->grow, inst, &count) : UNET_STATUS_NOMEM;
+        s = !inst ? UNET_STATUS_NOMEM
+                  : unet_segment_instances(ctx, labels, out + (K > 1 ? P : 0), h, w, &io, inst,
+                                           &count);
         if (s != UNET_STATUS_OK) {
             free(inst);
             cli_lib_error(ctx, s);
@@ -194,7 +209,11 @@ done:
 }
 
 int cmd_predict(int argc, char **argv) {
-    struct pargs a = {.tile = 0, .overlap = INT_MIN, .batch = 1, .grow = 2};
+    const unet_instance_opts idef = unet_instance_defaults();
+    struct pargs a = {.tile = 0, .overlap = INT_MIN, .batch = 1, .grow = idef.grow,
+                      .erode = idef.erode, .min_size = idef.min_size,
+                      .seed_threshold = idef.seed_threshold,
+                      .instance_method = "watershed"};
     const struct cli_opt opts[] = {
         {"--model", CLI_STR, &a.model, "FILE", "the trained model (.safetensors)"},
         {"--input", CLI_STR, &a.input, "FILE|DIR", "an image, a stack or a folder of images"},
@@ -203,6 +222,12 @@ int cmd_predict(int argc, char **argv) {
         {"--overlay", CLI_FLAG, &a.overlay, NULL, "also write NAME_overlay.png"},
         {"--instances", CLI_FLAG, &a.instances, NULL, "also write 16-bit instance labels"},
         {"--grow", CLI_INT, &a.grow, "N", "grow instances back over N border pixels (2)"},
+        {"--instance-method", CLI_STR, &a.instance_method, "NAME",
+         "watershed (default: seeds from the eroded cells) or cc (connected components)"},
+        {"--erode", CLI_INT, &a.erode, "N", "watershed seeds: cells eroded by N pixels (8)"},
+        {"--min-size", CLI_INT, &a.min_size, "N", "remove instances under N pixels (256)"},
+        {"--seed-threshold", CLI_FLOAT, &a.seed_threshold, "P",
+         "watershed seeds: cells with probability above P (0.8)"},
         {"--logits", CLI_STR, &a.logits, "FILE.npy|DIR", "raw logits (classes, H, W) float32"},
         {"--tile", CLI_INT, &a.tile, "T", "input tile side (default: whole image up to 1024)"},
         {"--overlap", CLI_INT, &a.overlap, "O", "output overlap between tiles (64)"},
@@ -224,8 +249,15 @@ int cmd_predict(int argc, char **argv) {
     if (a.norm && !cli_parse_norm(a.norm, &norm)) return CLI_EXIT_USAGE;
     uint64_t max_pixels = 0;
     if (a.max_pixels && !cli_parse_max_pixels(a.max_pixels, &max_pixels)) return CLI_EXIT_USAGE;
-    if (a.batch < 1 || a.grow < 0 || a.tile < 0) {
-        cli_error("predict: --batch >= 1, --grow >= 0, --tile >= 0");
+    if (a.batch < 1 || a.grow < 0 || a.tile < 0 || a.erode < 0 || a.min_size < 0 ||
+        !(a.seed_threshold >= 0 && a.seed_threshold < 1)) {
+        cli_error("predict: --batch >= 1, --grow, --erode, --min-size, --tile >= 0, "
+                  "0 <= --seed-threshold < 1");
+        return CLI_EXIT_USAGE;
+    }
+    if (strcmp(a.instance_method, "cc") != 0 && strcmp(a.instance_method, "watershed") != 0) {
+        cli_error("predict: --instance-method: '%s' (expected watershed or cc)",
+                  a.instance_method);
         return CLI_EXIT_USAGE;
     }
     unet_ctx *ctx = unet_ctx_create();

@@ -10,6 +10,8 @@
  *                             epoch's partial sums + the guard's statistics, for --resume
  *   STEM.log.csv              one row per step (lr, grad_norm, event), validation rows at epoch
  *                             ends
+ *   STEM.run.json             the settings, data, machine and ending, for unet report
+ *                             (--report FILE writes its page at the end; docs/report.md)
  * where STEM is OUT without ".safetensors".  An epoch is as many steps as it takes to draw about
  * as many output pixels as the training images hold.  The loop is the library's guarded
  * training (docs/training.md): learning rate = base * schedule * the guard's scale;
@@ -22,6 +24,7 @@
  * interruption and --resume.
  */
 #include "cli/cli.h"
+#include "cli/report.h"
 
 #include <errno.h>
 #include <glob.h>
@@ -44,7 +47,7 @@ struct sample {
 
 struct args {
     const char *images, *masks, *val_images, *val_masks, *out, *init, *resume, *log;
-    const char *arch, *optimizer, *loss, *norm, *augment, *recipe, *max_pixels;
+    const char *arch, *optimizer, *loss, *norm, *augment, *recipe, *max_pixels, *report;
     const char *schedule, *milestones, *loss_reduction;
     int         base, depth, classes, epochs, steps, batch, tile, seed, threads, save_every;
     int         separate_gap, warmup, max_rollbacks, snapshot_every;
@@ -64,9 +67,6 @@ static void on_signal(int sig) {
 static void on_sigpipe(int sig) {
     if (!stop_signal) stop_signal = sig;
 }
-
-/* Exit status of a run that diverged beyond its rollbacks (docs/training.md). */
-#define CLI_EXIT_DIVERGED 3
 
 /* Rows a validation band and the training part it is cut from must each keep at least. */
 #define MIN_BAND_ROWS 16
@@ -795,6 +795,7 @@ int cmd_train(int argc, char **argv) {
         {"--save-every", CLI_INT, &a.save_every, "N", "write the resumable checkpoint every N steps"},
         {"--save-minutes", CLI_FLOAT, &a.save_minutes, "M", "... and at least every M minutes (10)"},
         {"--log", CLI_STR, &a.log, "FILE", "CSV log (STEM.log.csv)"},
+        {"--report", CLI_STR, &a.report, "FILE", "write an HTML report at the end (docs/report.md)"},
         {"--quiet", CLI_FLAG, &a.quiet, NULL, "no progress lines"},
     };
     const int n_opts = (int)(sizeof opts / sizeof opts[0]);
@@ -1166,6 +1167,12 @@ int cmd_train(int argc, char **argv) {
         rc = 128 + stop_signal;
         goto done;
     }
+    /* STEM.run.json: the settings for unet report (docs/report.md). */
+    struct report_run run = {argc, argv, a.out, lp, a.images, a.masks, a.val_images, a.val_masks,
+                             a.recipe, a.loss, a.augment, a.val_split, n_train, n_val, a.batch,
+                             tile, out_h, a.seed, unet_ctx_threads(ctx), total, per_epoch,
+                             rs.have ? rs.step : -1, m, &opt, {0}};
+    if (!report_run_begin(&run, a.report)) goto done;
     rc = 0;
     bool diverged = false, budget_over = false;
     while (step < total) {
@@ -1380,6 +1387,7 @@ int cmd_train(int argc, char **argv) {
                     n_val ? "no validation improved on the checkpoint's best"
                           : "no epoch ended in a state the divergence guard trusted");
     }
+    if (report_run_end(&run, rc, step, a.report) && rc == 0) rc = CLI_EXIT_FAIL;
 done:
     if (log) fclose(log);
     unet_sampler_free(sampler);

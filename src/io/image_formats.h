@@ -12,6 +12,7 @@
 
 #include "internal.h"
 
+#include <stdio.h>
 #include <string.h>
 
 /* Validates an image size read from a header and allocates a zeroed image: UNET_STATUS_FORMAT
@@ -41,6 +42,12 @@ unet_status unet__png_load(unet_ctx *ctx, const char *path, unet_image *out);
 /* U8 or U16 with 1 or 3 channels (checked by the caller). */
 unet_status unet__png_save(unet_ctx *ctx, const char *path, const char *tmp,
                            const unet_image *img);
+/* An 8-bit PNG to the open file f (name labels messages): rows of interleaved samples
+ * (channels 1 gray or 3 RGB) or, channels 0, palette indices with pal's n_pal RGBA entries
+ * (alpha through tRNS).  For pictures made in memory (unet report's thumbnails and overlays:
+ * f from open_memstream).  UNET_STATUS_ARG for bad arguments, IO when libpng fails. */
+unet_status unet__png_write_rows(unet_ctx *ctx, FILE *f, const char *name, const uint8_t *px,
+                                 int w, int h, int channels, const uint8_t (*pal)[4], int n_pal);
 
 /* TIFF (libtiff): page is the directory index (0 = first). */
 unet_status unet__tiff_load(unet_ctx *ctx, const char *path, int page, unet_image *out);

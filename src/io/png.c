@@ -120,54 +120,99 @@ unet_status unet__png_load(unet_ctx *ctx, const char *path, unet_image *out) {
     return UNET_STATUS_OK;
 }
 
+/* What to write: a planar unet_image (img), or 8-bit rows of interleaved samples (px,
+ * channels 1 or 3) or palette indices (channels 0, pal: n_pal RGBA entries). */
+struct png_pixels {
+    const unet_image *img;
+    const uint8_t    *px;
+    int               w, h, channels, n_pal;
+    const uint8_t (*pal)[4];
+};
+
 static unet_status write_body(png_structp png, png_infop info, struct png_job *j,
-                              const unet_image *img) {
+                              const struct png_pixels *p) {
     if (setjmp(png_jmpbuf(png)))
         return unet__fail(j->ctx, UNET_STATUS_IO, "%s: writing the PNG failed: %s", j->path,
                           j->msg);
     png_init_io(png, j->f);
     png_set_user_limits(png, 0x7fffffff, 0x7fffffff);
-    int depth = img->dtype == UNET_DTYPE_U16 ? 16 : 8;
-    png_set_IHDR(png, info, (png_uint_32)img->w, (png_uint_32)img->h, depth,
-                 img->c == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE,
-                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    const unet_image *img = p->img;
+    int depth = img && img->dtype == UNET_DTYPE_U16 ? 16 : 8, c = img ? img->c : p->channels;
+    png_set_IHDR(png, info, (png_uint_32)(img ? img->w : p->w), (png_uint_32)(img ? img->h : p->h),
+                 depth, c == 3 ? PNG_COLOR_TYPE_RGB : c == 0 ? PNG_COLOR_TYPE_PALETTE
+                                                             : PNG_COLOR_TYPE_GRAY,
+                 PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    if (c == 0) {
+        png_color rgb[256];
+        png_byte alpha[256];
+        for (int i = 0; i < p->n_pal; i++)
+            rgb[i].red = p->pal[i][0], rgb[i].green = p->pal[i][1], rgb[i].blue = p->pal[i][2],
+            alpha[i] = p->pal[i][3];
+        png_set_PLTE(png, info, rgb, p->n_pal);
+        png_set_tRNS(png, info, alpha, p->n_pal, NULL);
+        png_set_filter(png, 0, PNG_FILTER_NONE); /* the best filter for palette images */
+    }
     png_write_info(png, info);
+    if (!img) { /* rows as they are */
+        size_t row = (size_t)p->w * (size_t)(c ? c : 1);
+        for (int y = 0; y < p->h; y++) png_write_row(png, p->px + (size_t)y * row);
+        png_write_end(png, NULL);
+        return UNET_STATUS_OK;
+    }
     if (depth == 16) png_set_swap(png);
-    size_t w = (size_t)img->w, plane = w * (size_t)img->h, c = (size_t)img->c;
+    size_t w = (size_t)img->w, plane = w * (size_t)img->h, nc = (size_t)img->c;
     size_t bs = (size_t)depth / 8;
-    j->buf = malloc(w * c * bs);
+    j->buf = malloc(w * nc * bs);
     if (!j->buf)
         return unet__fail(j->ctx, UNET_STATUS_NOMEM, "%s: cannot allocate a PNG row", j->path);
     const unsigned char *src = img->data;
     for (size_t y = 0; y < (size_t)img->h; y++) {
         for (size_t x = 0; x < w; x++)
-            for (size_t ch = 0; ch < c; ch++)
-                memcpy(j->buf + (x * c + ch) * bs, src + (ch * plane + y * w + x) * bs, bs);
+            for (size_t ch = 0; ch < nc; ch++)
+                memcpy(j->buf + (x * nc + ch) * bs, src + (ch * plane + y * w + x) * bs, bs);
         png_write_row(png, j->buf);
     }
     png_write_end(png, NULL);
     return UNET_STATUS_OK;
 }
 
-unet_status unet__png_save(unet_ctx *ctx, const char *path, const char *tmp,
-                           const unet_image *img) {
+/* Writes p to the open file f (name labels messages). */
+static unet_status write_file(unet_ctx *ctx, FILE *f, const char *name,
+                              const struct png_pixels *p) {
     struct png_job j;
     memset(&j, 0, sizeof j);
     j.ctx = ctx;
-    j.path = path;
-    j.f = fopen(tmp, "wb");
-    if (!j.f)
-        return unet__fail(ctx, UNET_STATUS_IO, "%s: cannot open %s: %s", path, tmp,
-                          strerror(errno));
+    j.path = name;
+    j.f = f;
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &j, on_error, on_warning);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     unet_status s = UNET_STATUS_NOMEM;
-    if (png && info) s = write_body(png, info, &j, img);
-    else unet__fail(ctx, s, "%s: cannot create the libpng writer", path);
+    if (png && info) s = write_body(png, info, &j, p);
+    else unet__fail(ctx, s, "%s: cannot create the libpng writer", name);
     png_destroy_write_struct(&png, &info);
     free(j.buf);
-    if (fclose(j.f) != 0 && s == UNET_STATUS_OK)
+    return s;
+}
+
+unet_status unet__png_save(unet_ctx *ctx, const char *path, const char *tmp,
+                           const unet_image *img) {
+    FILE *f = fopen(tmp, "wb");
+    if (!f)
+        return unet__fail(ctx, UNET_STATUS_IO, "%s: cannot open %s: %s", path, tmp,
+                          strerror(errno));
+    struct png_pixels p = {.img = img};
+    unet_status s = write_file(ctx, f, path, &p);
+    if (fclose(f) != 0 && s == UNET_STATUS_OK)
         s = unet__fail(ctx, UNET_STATUS_IO, "%s: writing the PNG failed: %s", path,
                        strerror(errno));
     return s;
+}
+
+unet_status unet__png_write_rows(unet_ctx *ctx, FILE *f, const char *name, const uint8_t *px,
+                                 int w, int h, int channels, const uint8_t (*pal)[4], int n_pal) {
+    if (!f || !px || w < 1 || h < 1 || (channels != 0 && channels != 1 && channels != 3) ||
+        (channels == 0 && (!pal || n_pal < 1 || n_pal > 256)))
+        return unet__fail(ctx, UNET_STATUS_ARG, "%s: png_write_rows: bad arguments", name);
+    struct png_pixels p = {NULL, px, w, h, channels, n_pal, pal};
+    return write_file(ctx, f, name, &p);
 }
