@@ -65,7 +65,7 @@ static unet_status check_args(unet_ctx *ctx, const char *what, bool pointers, co
 
 unet_status unet_separate_cells(unet_ctx *ctx, const int32_t *labels, int h, int w, int gap,
                                 int classes, int32_t *target) {
-    size_t n;
+    size_t n = 0;
     if (check_args(ctx, "separate_cells", labels && target, "labels and target", h, w, "gap", gap,
                    &n) != UNET_STATUS_OK)
         return UNET_STATUS_ARG;
@@ -154,7 +154,7 @@ static int32_t grown_label(const int32_t *labels, int h, int w, size_t i) {
 
 unet_status unet_instances(unet_ctx *ctx, const int32_t *classes_map, int h, int w, int grow,
                            int32_t *labels, int *count) {
-    size_t n;
+    size_t n = 0;
     if (check_args(ctx, "instances", classes_map && labels && count,
                    "classes_map, labels and count", h, w, "grow", grow, &n) != UNET_STATUS_OK)
         return UNET_STATUS_ARG;
