@@ -54,9 +54,7 @@ static void sliding_extreme(bool max, const int32_t *in, size_t stride, int n, i
  * `names` is NULL), the h x w size (*n = h * w) and a radius that must not be negative. */
 static unet_status check_args(unet_ctx *ctx, const char *what, bool pointers, const char *names,
                               int h, int w, const char *radius_name, int radius, size_t *n) {
-    if (!pointers)
-        return unet__fail(ctx, UNET_STATUS_ARG, "%s: %s must not be NULL", what, names);
-    unet_status s = unet__check_label_size(ctx, what, h, w, n);
+    unet_status s = unet__check_label_args(ctx, what, pointers, names, h, w, n);
     if (s == UNET_STATUS_OK && radius < 0)
         s = unet__fail(ctx, UNET_STATUS_ARG, "%s: %s must be >= 0, got %d", what, radius_name,
                        radius);

@@ -123,6 +123,13 @@ static inline unet_status unet__check_label_size(unet_ctx *ctx, const char *fn, 
                           h, w);
     return UNET_STATUS_OK;
 }
+/* The checks a label-map entry point starts with: pointers false (one of the arguments named in
+ * `names` is NULL) is "<fn>: <names> must not be NULL"; then unet__check_label_size. */
+static inline unet_status unet__check_label_args(unet_ctx *ctx, const char *fn, bool pointers,
+                                                 const char *names, int h, int w, size_t *n) {
+    if (!pointers) return unet__fail(ctx, UNET_STATUS_ARG, "%s: %s must not be NULL", fn, names);
+    return unet__check_label_size(ctx, fn, h, w, n);
+}
 /* The proposal of unet_vscores at threshold th, thinned as Fiji thins it: objects > 0,
  * watershed lines 0 (for tests). */
 unet_status unet__thin_proposal(unet_ctx *ctx, const float *prob, int h, int w, double th,
