@@ -49,6 +49,7 @@ struct slot {
 
 /* Per-thread buffers for one sample. */
 struct scratch {
+    struct unet__arena block;  /* the buffers below, one allocation */
     float *sy, *sx;     /* (in_h, in_w) source coordinates */
     float *lattice;     /* unet__aug_coords_scratch floats */
     float *disp;        /* (2, grid, grid) elastic displacements */
@@ -229,21 +230,24 @@ static void *worker_main(void *arg) {
 /* ---- create / free ---- */
 
 static void scratch_free(struct scratch *sc) {
-    unet__free(sc->sy);
-    unet__free(sc->sx);
-    unet__free(sc->lattice);
-    unet__free(sc->disp);
+    unet__arena_deinit(&sc->block);
     memset(sc, 0, sizeof *sc);
 }
 
 static bool scratch_init(struct scratch *sc, const struct unet_sampler *s) {
     const size_t n = (size_t)s->in_h * s->in_w;   /* <= MAX_WINDOW^2: no overflow */
     const int G = s->aug.elastic ? s->aug.elastic_grid : 0;
-    sc->sy = unet__alloc(n * sizeof(float));
-    sc->sx = unet__alloc(n * sizeof(float));
-    sc->lattice = G ? unet__alloc(unet__aug_coords_scratch(s->in_w, G) * sizeof(float)) : NULL;
-    sc->disp = G ? unet__alloc(2 * (size_t)G * G * sizeof(float)) : NULL;
-    return sc->sy && sc->sx && (!G || (sc->lattice && sc->disp));
+    unet__arena_init(&sc->block);
+    for (int pass = 0; pass < 2; pass++) {  /* count, allocate once, then hand out */
+        sc->sy = unet__arena_floats(&sc->block, n);
+        sc->sx = unet__arena_floats(&sc->block, n);
+        const size_t lattice = G ? unet__aug_coords_scratch(s->in_w, G) : 0;
+        sc->lattice = G ? unet__arena_floats(&sc->block, lattice) : NULL;
+        sc->disp = G ? unet__arena_floats(&sc->block, 2 * (size_t)G * G) : NULL;
+        if (pass == 0 && unet__arena_commit(NULL, &sc->block, "sampler scratch") != UNET_STATUS_OK)
+            return false;
+    }
+    return true;
 }
 
 void unet_sampler_free(unet_sampler *s) {
