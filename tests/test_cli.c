@@ -1574,6 +1574,19 @@ TEST(case_folding_outputs_collide) {
     CHECK_EQ(umount(fs), 0);
 }
 
+/* Folders pd and td (tmp_dir/pred_name, tmp_dir/truth_name, made here) and c set to
+ * `unet eval --pred pd --truth td`. */
+static void eval_args(struct cmd *c, char pd[300], char td[300], const char *pred_name,
+                      const char *truth_name) {
+    mkdir(tmp_path(pd, 300, pred_name), 0755);
+    mkdir(tmp_path(td, 300, truth_name), 0755);
+    cmd_init(c, "eval");
+    arg(c, "--pred");
+    arg(c, "%s", pd);
+    arg(c, "--truth");
+    arg(c, "%s", td);
+}
+
 /* unet eval --prob: the ISBI 2012 scores of NAME_prob.tif beside those of the mask, thinned and
  * not (the 1 x 7 row of test_metrics' vscores_hand: thinned, every score 1; unthinned V_rand
  * 7/8; below the gap's 0.2f everything is one cell, and 0.2f = 0.20000000298 > 0.2 since Fiji
@@ -1582,10 +1595,8 @@ TEST(case_folding_outputs_collide) {
  * its image.  Also predict's --instance-method takes only its two names. */
 TEST(eval_prob_scores) {
     char pd[300], td[300], p[600];
-    tmp_path(pd, sizeof pd, "evpred");
-    tmp_path(td, sizeof td, "evtruth");
-    mkdir(pd, 0755);
-    mkdir(td, 0755);
+    struct cmd c;
+    eval_args(&c, pd, td, "evpred", "evtruth");
     const uint8_t truth[7] = {255, 255, 255, 0, 255, 255, 255}, mask[7] = {255, 255, 0, 0, 255, 255, 255};
     const float   pr[7] = {.9f, .9f, .2f, .2f, .9f, .9f, .9f};
     float         planes[14];
@@ -1597,13 +1608,8 @@ TEST(eval_prob_scores) {
     CHECK_STATUS(unet_image_save(NULL, tmp_path(p, sizeof p, "evpred/row.png"), &m), UNET_STATUS_OK);
     CHECK_STATUS(unet_image_save(NULL, tmp_path(p, sizeof p, "evpred/row_prob.tif"), &pi),
                  UNET_STATUS_OK);
-    struct cmd c;
     for (int thin = 1; thin >= 0; thin--) {
-        cmd_init(&c, "eval");
-        arg(&c, "--pred");
-        arg(&c, "%s", pd);
-        arg(&c, "--truth");
-        arg(&c, "%s", td);
+        eval_args(&c, pd, td, "evpred", "evtruth");
         arg(&c, "--prob");
         arg(&c, "--json");
         if (!thin) arg(&c, "--no-thin");
@@ -1623,6 +1629,42 @@ TEST(eval_prob_scores) {
     arg(&c, "voronoi");
     CHECK_RUN(run(&c, 0), 2);
     CHECK_STR_CONTAINS(last_err, "voronoi");
+}
+
+/* unet eval reads a prediction's NAME_instances.tif once, for its labels, and uses them as
+ * they are, however many objects they hold: two blobs labelled 1 are one predicted object
+ * (the connected components of the mask would be two), an empty file is no object, two
+ * labels are two; the truth, a binary mask, is its connected components.  A file of another
+ * size fails its image, naming it. */
+TEST(eval_instances_file) {
+    char pd[300], td[300], p[600];
+    struct cmd c;
+    eval_args(&c, pd, td, "evipred", "evitruth");
+    arg(&c, "--json");
+    const uint8_t  mask[7] = {255, 255, 0, 0, 0, 255, 255};
+    const uint16_t one[7] = {1, 1, 0, 0, 0, 1, 1}, two[7] = {1, 1, 0, 0, 0, 2, 2}, none[7] = {0};
+    unet_image m = {.w = 7, .h = 1, .c = 1, .dtype = UNET_DTYPE_U8, .data = (void *)(uintptr_t)mask};
+    CHECK_STATUS(unet_image_save(NULL, tmp_path(p, sizeof p, "evitruth/row.png"), &m), UNET_STATUS_OK);
+    CHECK_STATUS(unet_image_save(NULL, tmp_path(p, sizeof p, "evipred/row.png"), &m), UNET_STATUS_OK);
+    CHECK_RUN(run(&c, 0), 0); /* no instances file: connected components on both sides */
+    CHECK_STR_CONTAINS(last_err, "\"objects_true\": 2, \"objects_pred\": 2");
+    const uint16_t *labels[3] = {one, two, none};
+    const char *want[3] = {"\"objects_true\": 2, \"objects_pred\": 1",
+                           "\"objects_true\": 2, \"objects_pred\": 2",
+                           "\"objects_true\": 2, \"objects_pred\": 0"};
+    tmp_path(p, sizeof p, "evipred/row_instances.tif");
+    for (int k = 0; k < 3; k++) {
+        unet_image im = {.w = 7, .h = 1, .c = 1, .dtype = UNET_DTYPE_U16,
+                         .data = (void *)(uintptr_t)labels[k]};
+        CHECK_STATUS(unet_image_save(NULL, p, &im), UNET_STATUS_OK);
+        CHECK_RUN(run(&c, 0), 0);
+        CHECK_STR_CONTAINS(last_err, want[k]);
+    }
+    unet_image wide = {.w = 6, .h = 1, .c = 1, .dtype = UNET_DTYPE_U16,
+                       .data = (void *)(uintptr_t)two};
+    CHECK_STATUS(unet_image_save(NULL, p, &wide), UNET_STATUS_OK);
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "row_instances.tif is 6x1 but the truth");
 }
 
 /* ---- guarded training (docs/training.md) ---- */
@@ -1977,6 +2019,7 @@ int main(void) {
     RUN(one_writer_per_model);
     RUN(honest_endings);
     RUN(eval_prob_scores);
+    RUN(eval_instances_file);
     RUN(forced_divergence_is_caught);
     RUN(best_and_last_are_selected);
     RUN(minutes_budget_stops_cleanly);
