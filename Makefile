@@ -108,6 +108,9 @@ $(BUILD)/tests/%: tests/%.c $(BUILD)/libunet.a $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libunet.a $(LDLIBS)
 
+# test_options compiles the CLI's option parser in (src/cli/ is not part of the library).
+$(BUILD)/tests/test_options: src/cli/options.c src/cli/cli.c
+
 $(BUILD)/examples/%: examples/%.c $(BUILD)/libunet.a include/unet.h
 	@mkdir -p $(dir $@)
 	$(CC) -Iinclude $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libunet.a $(LDLIBS)

@@ -1667,6 +1667,56 @@ TEST(eval_instances_file) {
     CHECK_STR_CONTAINS(last_err, "row_instances.tif is 6x1 but the truth");
 }
 
+/* The commands on option tables (src/cli/options.h): --help lists each default from the
+ * table, the defaults reach the command, a range and a choice are refused in one line. */
+TEST(option_tables) {
+    static const char *helps[][3] = {
+        {"eval", "--classes K", "classes (2)"},
+        {"report", "--out FILE", "the page to write (.html)"},
+        {"export", "--onnx FILE.onnx", "bioimage.io: license (CC-BY-4.0)"},
+        {"info", "--size HxW", "image size for FLOPs and memory (512x512)"},
+        {"weightmap", "--wc balance|none", "class-balancing term (balance)"},
+        {"convolutionalize", "--arch NAME", "fcn32s, fcn16s or fcn8s (fcn32s)"},
+    };
+    struct cmd c;
+    for (size_t i = 0; i < sizeof helps / sizeof helps[0]; i++) {
+        char usage[64];
+        cmd_init(&c, helps[i][0]);
+        arg(&c, "--help");
+        CHECK_RUN(run(&c, 0), 0);
+        snprintf(usage, sizeof usage, "usage: unet %s ", helps[i][0]);
+        const char *want[3] = {usage, helps[i][1], helps[i][2]};
+        for (int k = 0; k < 3; k++) CHECK_STR_CONTAINS(last_err, want[k]);
+    }
+    static const char *info_defaults[] = {"architecture   unet (", "in 1, classes 2, base 64\n",
+                                          "depth          4 ",
+                                          "input          512x512 -> output 512x512\n"};
+    cmd_init(&c, "info");
+    CHECK_RUN(run(&c, 0), 0);
+    for (int k = 0; k < 4; k++) CHECK_STR_CONTAINS(last_err, info_defaults[k]);
+    arg(&c, "--base=8");
+    arg(&c, "--size=64");
+    CHECK_RUN(run(&c, 0), 0);
+    const char *info_set[] = {"base 8\n", "input          64x64 -> output 64x64\n"};
+    for (int k = 0; k < 2; k++) CHECK_STR_CONTAINS(last_err, info_set[k]);
+    static const char *refused[][8] = {
+        {"eval", "--pred", "a", "--truth", "b", "--classes", "65", "eval: --classes must be 2..64"},
+        {"weightmap", "--mask", "a", "--output", "b", "--wc", "nope",
+         "--wc: 'nope' (expected balance or none)"},
+        {"convolutionalize", "--in", "a", "--out", "b", "--classes", "x",
+         "convolutionalize: --classes: 'x' is not a valid integer"},
+        {"export", "m.safetensors", "--onnx", NULL, NULL, NULL, NULL,
+         "export: --onnx needs a value (FILE.onnx)"},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        cmd_init(&c, NULL);
+        for (int k = 0; k < 7 && refused[i][k]; k++) arg(&c, "%s", refused[i][k]);
+        CHECK_RUN(run(&c, 0), 2);
+        CHECK_STR_CONTAINS(last_err, refused[i][7]);
+        CHECK_EQ(count_lines(last_err), 1);
+    }
+}
+
 /* ---- guarded training (docs/training.md) ---- */
 
 /* The `selected` metadata of a model file, or "" when it has none or does not load. */
@@ -2020,6 +2070,7 @@ int main(void) {
     RUN(honest_endings);
     RUN(eval_prob_scores);
     RUN(eval_instances_file);
+    RUN(option_tables);
     RUN(forced_divergence_is_caught);
     RUN(best_and_last_are_selected);
     RUN(minutes_budget_stops_cleanly);

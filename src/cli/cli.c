@@ -43,112 +43,23 @@ void cli_note(const char *fmt, ...) {
     va_end(ap);
 }
 
-/* ---- options ---- */
-
-void cli_usage(FILE *f, const char *cmd, const char *synopsis, const struct cli_opt *opts, int n) {
-    fprintf(f, "usage: unet %s %s\n\noptions:\n", cmd, synopsis);
-    for (int i = 0; i < n; i++) {
-        char left[64];
-        snprintf(left, sizeof left, "%s%s%s", opts[i].name, opts[i].arg ? " " : "",
-                 opts[i].arg ? opts[i].arg : "");
-        fprintf(f, "  %-24s %s\n", left, opts[i].help);
-    }
-}
-
-static bool parse_int(const char *s, int *out) {
-    if (!s || !*s) return false;
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (*end || errno || v < -2147483647L || v > 2147483647L) return false;
-    *out = (int)v;
-    return true;
-}
-
-static bool parse_double(const char *s, double *out) {
-    if (!s || !*s) return false;
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (*end || errno || !isfinite(v)) return false;
-    *out = v;
-    return true;
-}
-
-static bool parse_float(const char *s, float *out) {
-    double v;
-    if (!parse_double(s, &v) || fabs(v) > 3.4e38) return false;
-    *out = (float)v;
-    return true;
-}
+/* ---- options: the older rows of train and predict (cli.h), on options.c's parser ---- */
 
 bool cli_parse(const char *cmd, const char *synopsis, int argc, char **argv, int first,
                const struct cli_opt *opts, int n_opts, const char **pos, int max_pos, int *n_pos) {
-    int np = 0;
-    for (int i = first; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            cli_usage(stdout, cmd, synopsis, opts, n_opts);
-            exit(0);
-        }
-        if (strcmp(a, "--") == 0) { /* the end of the options: the rest is positional */
-            for (i++; i < argc; i++) {
-                if (np >= max_pos || !pos) {
-                    cli_error("%s: unexpected argument '%s' (see unet %s --help)", cmd, argv[i], cmd);
-                    return false;
-                }
-                pos[np++] = argv[i];
-            }
-            break;
-        }
-        if (strncmp(a, "--", 2) != 0) {
-            if (np >= max_pos || !pos) {
-                cli_error("%s: unexpected argument '%s' (see unet %s --help)", cmd, a, cmd);
-                return false;
-            }
-            pos[np++] = a;
-            continue;
-        }
-        /* --name=value is accepted too. */
-        const char *eq = strchr(a, '=');
-        size_t len = eq ? (size_t)(eq - a) : strlen(a);
-        int k;
-        for (k = 0; k < n_opts; k++)
-            if (strlen(opts[k].name) == len && strncmp(opts[k].name, a, len) == 0) break;
-        if (k == n_opts) {
-            cli_error("%s: unknown option '%.*s' (see unet %s --help)", cmd, (int)len, a, cmd);
-            return false;
-        }
-        const struct cli_opt *o = &opts[k];
-        if (o->kind == CLI_FLAG) {
-            if (eq) {
-                cli_error("%s: %s takes no value", cmd, o->name);
-                return false;
-            }
-            *(bool *)o->dst = true;
-            continue;
-        }
-        const char *v = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
-        if (!v) {
-            cli_error("%s: %s needs a value (%s)", cmd, o->name, o->arg ? o->arg : "value");
-            return false;
-        }
-        bool ok = true;
-        switch (o->kind) {
-        case CLI_INT: ok = parse_int(v, o->dst); break;
-        case CLI_FLOAT: ok = parse_float(v, o->dst); break;
-        case CLI_DOUBLE: ok = parse_double(v, o->dst); break;
-        case CLI_STR: *(const char **)o->dst = v; break;
-        case CLI_FLAG: break;
-        }
-        if (!ok) {
-            cli_error("%s: %s: '%s' is not a valid %s", cmd, o->name, v,
-                      o->kind == CLI_INT ? "integer" : "number");
-            return false;
-        }
+    (void)first; /* always 2: argv[1] is the command */
+    struct cli_option *t = calloc((size_t)n_opts + 1, sizeof *t);
+    if (!t) {
+        cli_error("%s: out of memory", cmd);
+        return false;
     }
-    if (n_pos) *n_pos = np;
-    return true;
+    for (int i = 0; i < n_opts; i++)
+        t[i] = (struct cli_option){opts[i].name, opts[i].kind, opts[i].dst, opts[i].arg,
+                                   opts[i].help, .def = NULL};
+    const struct cli_command c = {cmd, synopsis, t, n_opts};
+    bool ok = cli_options_parse(&c, argc, argv, pos, max_pos, n_pos);
+    free(t);
+    return ok;
 }
 
 /* ---- files ---- */

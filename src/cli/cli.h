@@ -8,6 +8,7 @@
 #define UNET_CLI_H
 
 #include "unet.h"
+#include "cli/options.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -15,9 +16,12 @@
 /* 3: unet train stopped a run that kept diverging after its rollbacks (docs/training.md). */
 enum { CLI_EXIT_FAIL = 1, CLI_EXIT_USAGE = 2, CLI_EXIT_DIVERGED = 3 };
 
-/* ---- options ---- */
-enum cli_kind { CLI_FLAG, CLI_INT, CLI_FLOAT, CLI_DOUBLE, CLI_STR };
-
+/* ---- options ----
+ * Commands declare their options in a table (options.h: struct cli_option, cli_options_parse).
+ * train and predict still use the older five-field rows below, parsed by the same code;
+ * moving them is mechanical: `struct cli_opt` -> `struct cli_option`, ".help = " before each
+ * row's help (and ".def = " where the help names a default), cli_parse -> cli_options_parse
+ * with a struct cli_command; then this block goes. */
 struct cli_opt {
     const char   *name;     /* "--tile" */
     enum cli_kind kind;
@@ -26,12 +30,9 @@ struct cli_opt {
     const char   *help;
 };
 
-/* Parses argv[first..] against opts; positional arguments go to pos (up to max_pos, count in
- * *n_pos; pos may be NULL when none are allowed).  Prints the error and returns false on an
- * unknown option, a missing or malformed value.  "--help" prints the usage and exits 0. */
+/* cli_options_parse over opts (no defaults, no ranges); first must be 2. */
 bool cli_parse(const char *cmd, const char *synopsis, int argc, char **argv, int first,
                const struct cli_opt *opts, int n_opts, const char **pos, int max_pos, int *n_pos);
-void cli_usage(FILE *f, const char *cmd, const char *synopsis, const struct cli_opt *opts, int n_opts);
 
 /* ---- messages ---- */
 /* "unet: error: <formatted>" on stderr. */

@@ -160,32 +160,31 @@ static void json_prob(FILE *f, const double *thr, const double *vr, const double
 
 int cmd_eval(int argc, char **argv) {
     const char *pred_dir = NULL, *truth_dir = NULL, *report = NULL, *image_dir = NULL;
-    int classes = 2;
+    int classes;
     bool json = false, prob = false, no_thin = false;
-    const struct cli_opt opts[] = {
-        {"--pred", CLI_STR, &pred_dir, "DIR", "predicted masks (unet predict's output)"},
-        {"--truth", CLI_STR, &truth_dir, "DIR", "ground-truth masks with the same names"},
-        {"--classes", CLI_INT, &classes, "K", "classes (2)"},
+    const struct cli_option opts[] = {
+        {"--pred", CLI_STR, &pred_dir, "DIR", .help = "predicted masks (unet predict's output)"},
+        {"--truth", CLI_STR, &truth_dir, "DIR", .help = "ground-truth masks with the same names"},
+        {"--classes", CLI_INT, &classes, "K", .help = "classes", .def = "2", .lo = 2,
+         .hi = UNET_MAX_CLASSES},
         {"--prob", CLI_FLAG, &prob, NULL,
-         "also score NAME_prob.tif (predict --probabilities): ISBI 2012 V_rand, V_info over "
-         "thresholds 0.0..1.0"},
+         .help = "also score NAME_prob.tif (predict --probabilities): ISBI 2012 V_rand, V_info "
+                 "over thresholds 0.0..1.0"},
         {"--no-thin", CLI_FLAG, &no_thin, NULL,
-         "V_rand, V_info without the challenge's border thinning"},
-        {"--json", CLI_FLAG, &json, NULL, "print JSON instead of a table"},
-        {"--report", CLI_STR, &report, "FILE", "write an HTML report (docs/report.md)"},
-        {"--images", CLI_STR, &image_dir, "DIR", "the input images, for the report's pictures"},
+         .help = "V_rand, V_info without the challenge's border thinning"},
+        {"--json", CLI_FLAG, &json, NULL, .help = "print JSON instead of a table"},
+        {"--report", CLI_STR, &report, "FILE", .help = "write an HTML report (docs/report.md)"},
+        {"--images", CLI_STR, &image_dir, "DIR",
+         .help = "the input images, for the report's pictures"},
     };
-    if (!cli_parse("eval", "--pred DIR --truth DIR [--classes K] [--prob] [--no-thin] [--json] "
-                           "[--report FILE.html [--images DIR]]",
-                   argc, argv, 2, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL))
-        return CLI_EXIT_USAGE;
+    const struct cli_command cmd = {"eval", "--pred DIR --truth DIR [--classes K] [--prob] "
+                                            "[--no-thin] [--json] [--report FILE.html "
+                                            "[--images DIR]]",
+                                    opts, CLI_COUNT(opts)};
+    if (!cli_options_parse(&cmd, argc, argv, NULL, 0, NULL)) return CLI_EXIT_USAGE;
     if (report && !report_check_out(report)) return CLI_EXIT_USAGE;
     if (!pred_dir || !truth_dir) {
         cli_error("eval: --pred and --truth are required");
-        return CLI_EXIT_USAGE;
-    }
-    if (classes < 2 || classes > UNET_MAX_CLASSES) {
-        cli_error("eval: --classes must be 2..%d", UNET_MAX_CLASSES);
         return CLI_EXIT_USAGE;
     }
     struct cli_files truth;
