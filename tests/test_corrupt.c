@@ -749,7 +749,7 @@ static const struct {
     {"image_npy_big_endian.npy", UNET_STATUS_FORMAT, "dtype '>f4' is not supported"},
     {"image_npy_object_dtype.npy", UNET_STATUS_FORMAT, "dtype '|O' is not supported"},
     {"image_npy_structured_dtype.npy", UNET_STATUS_FORMAT, "simple dtype string"},
-    {"image_npy_1d.npy", UNET_STATUS_FORMAT, "shape (4,) is not (H, W) or (C, H, W)"},
+    {"image_npy_1d.npy", UNET_STATUS_FORMAT, "shape (4,) is not (H, W), (C, H, W) or (H, W, C)"},
     {"image_npy_4d.npy", UNET_STATUS_FORMAT, "shape (1, 1, 2, 2)"},
     {"image_npy_version9.npy", UNET_STATUS_FORMAT, "version 9.0 is not supported"},
     {"image_npy_unknown_key.npy", UNET_STATUS_FORMAT, "unknown key"},

@@ -1769,8 +1769,8 @@ TEST(fifo_is_not_read) {
     CHECK_STATUS(unet_image_pages(ctx, path, &pages), UNET_STATUS_IO);
     CHECK_STATUS(unet_image_info(ctx, path, 0, &img), UNET_STATUS_IO);
     CHECK_STATUS(unet__tiff_load(ctx, path, 0, true, &img), UNET_STATUS_IO);
-    CHECK_STATUS(unet__png_load(ctx, path, true, &img), UNET_STATUS_IO);
-    CHECK_STATUS(unet__npy_load(ctx, path, true, &img), UNET_STATUS_IO);
+    CHECK_STATUS(unet__png_load(ctx, path, false, true, &img), UNET_STATUS_IO);
+    CHECK_STATUS(unet__npy_load(ctx, path, 0, UNET_CHANNEL_AXIS_AUTO, true, &img), UNET_STATUS_IO);
     CHECK_STATUS(unet_model_load(ctx, path, &m), UNET_STATUS_IO);
     alarm(0);
     unlink(path);

@@ -50,7 +50,7 @@ struct sample {
 struct args {
     const char *images, *masks, *val_images, *val_masks, *out, *init, *resume, *log;
     const char *arch, *optimizer, *loss, *norm, *augment, *recipe, *max_pixels, *report;
-    const char *max_memory;
+    const char *max_memory, *channel_axis, *channels;
     const char *schedule, *milestones, *loss_reduction;
     int         base, depth, classes, epochs, steps, batch, tile, seed, threads, save_every;
     int         separate_gap, warmup, max_rollbacks, snapshot_every;
@@ -88,7 +88,7 @@ static void samples_free(struct sample *s, int n) {
 
 /* Loads every image of dir (each page of a stack) with its mask from masks. */
 static bool load_pairs(unet_ctx *ctx, const struct args *a, const char *dir, const char *masks,
-                       unet_norm norm, bool want_weights, struct sample **out, int *n_out,
+                       struct cli_input *in, bool want_weights, struct sample **out, int *n_out,
                        int *channels) {
     struct cli_files files;
     if (!cli_list_images(dir, &files)) return false;
@@ -97,21 +97,14 @@ static bool load_pairs(unet_ctx *ctx, const struct args *a, const char *dir, con
     bool ok = true;
     for (int f = 0; f < files.count && ok; f++) {
         const char *ip = files.paths[f];
-        char *mp = cli_find_match(masks, ip);
-        if (!mp) {
-            cli_error("%s: no mask with the same name in %s", ip, masks);
-            ok = false;
-            break;
-        }
+        char *mp = cli_find_mask(masks, ip);
         int pages = 0, mpages = 0;
-        unet_status st = unet_image_pages(ctx, ip, &pages);
-        if (st == UNET_STATUS_OK) st = unet_image_pages(ctx, mp, &mpages);
-        if (st != UNET_STATUS_OK) {
-            cli_lib_error(ctx, st);
+        if (!mp || !cli_image_pages(ctx, in, ip, &pages) || !cli_image_pages(ctx, in, mp, &mpages)) {
             free(mp);
             ok = false;
             break;
         }
+        unet_status st;
         if (pages != mpages) {
             cli_error("%s has %d pages but its mask %s has %d", ip, pages, mp, mpages);
             free(mp);
@@ -121,21 +114,20 @@ static bool load_pairs(unet_ctx *ctx, const struct args *a, const char *dir, con
         for (int p = 0; p < pages && ok; p++) {
             struct sample x = {.file = f};
             int c;
-            if (!cli_load_image(ctx, ip, p, norm, &x.image, &c, &x.h, &x.w)) {
+            if (!cli_load_image(ctx, in, ip, p, &x.image, &c, &x.h, &x.w)) {
                 ok = false;
                 break;
             }
             if (*channels == 0) *channels = c;
             if (c != *channels) {
-                cli_error("%s has %d channels, the other images %d", ip, c, *channels);
+                cli_error("%s has %d channels, the other images %d%s", ip, c, *channels,
+                          in->channels ? "" : " (--channels gray or --channels N makes them alike)");
                 free(x.image);
                 ok = false;
                 break;
             }
             unet_image m = {0};
-            st = unet_image_load(ctx, mp, p, &m);
-            if (st != UNET_STATUS_OK) {
-                cli_lib_error(ctx, st);
+            if (!cli_load_mask(ctx, in, mp, p, &m)) {
                 free(x.image);
                 ok = false;
                 break;
@@ -694,6 +686,8 @@ int cmd_train(int argc, char **argv) {
                                                    "paper (+ elastic, rotation, shift, gray), none"},
         {"--no-augment", CLI_FLAG, &a.no_augment, NULL, "same as --augment none"},
         {"--norm", CLI_STR, &a.norm, "NAME", "auto (default), percentile, max, none"},
+        {"--channel-axis", CLI_STR, &a.channel_axis, "AXIS", CLI_CHANNEL_AXIS_HELP},
+        {"--channels", CLI_STR, &a.channels, "SPEC", CLI_CHANNELS_HELP " (saved with the model)"},
         {"--seed", CLI_INT, &a.seed, "S", "random seed (1)"},
         {"--threads", CLI_INT, &a.threads, "T", "threads (all cores)"},
         {"--max-pixels", CLI_STR, &a.max_pixels, "N", CLI_MAX_PIXELS_HELP},
@@ -767,8 +761,8 @@ int cmd_train(int argc, char **argv) {
         cli_error("--augment: '%s' (expected flips, paper or none)", a.augment);
         return CLI_EXIT_USAGE;
     }
-    unet_norm norm = UNET_NORM_AUTO;
-    if (a.norm && !cli_parse_norm(a.norm, &norm)) return CLI_EXIT_USAGE;
+    struct cli_input in;
+    if (!cli_input_parse(&in, a.channel_axis, a.channels, a.norm, true)) return CLI_EXIT_USAGE;
     uint64_t max_pixels = 0;
     if (a.max_pixels && !cli_parse_max_pixels(a.max_pixels, &max_pixels)) return CLI_EXIT_USAGE;
     uint64_t budget = cli_memory_default();
@@ -953,9 +947,11 @@ int cmd_train(int argc, char **argv) {
     bool weights = loss == UNET_LOSS_WCE;
     const char *const dirs[4] = {a.images, a.masks, a.val_images, a.val_masks};
     if (!cli_train_memory(ctx, dirs, weights, budget)) goto done;
-    if (!load_pairs(ctx, &a, a.images, a.masks, norm, weights, &all, &n_all, &channels)) goto done;
+    if (m && !cli_input_from_model(&in, m, a.resume ? a.resume : a.init, a.resume != NULL, a.quiet))
+        goto done;
+    if (!load_pairs(ctx, &a, a.images, a.masks, &in, weights, &all, &n_all, &channels)) goto done;
     if (a.val_images) {
-        if (!load_pairs(ctx, &a, a.val_images, a.val_masks, norm, false, &val, &n_val, &channels))
+        if (!load_pairs(ctx, &a, a.val_images, a.val_masks, &in, false, &val, &n_val, &channels))
             goto done;
     } else if (a.val_split > 0) {
         if (!hold_back(ctx, &a, channels, &all, &n_all, &n_val)) goto done;
@@ -989,6 +985,7 @@ int cmd_train(int argc, char **argv) {
         cli_error("the images have %d channels but the model takes %d", channels, cfg->in_channels);
         goto done;
     }
+    if (!cli_input_done(ctx, &in, m, a.masks)) goto done;
 
     /* Tiles: rounded up to a size the network accepts. */
     int tile = a.tile;
