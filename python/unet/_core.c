@@ -619,6 +619,15 @@ static PyObject *core_imread(PyObject *mod, PyObject *args) {
     return r;
 }
 
+/* v as a Python int when s is OK, else the library's error; frees ctx (may be NULL: out of
+ * memory). */
+static PyObject *int_or_raise(unet_ctx *ctx, unet_status s, long v) {
+    PyObject *r = !ctx ? PyErr_NoMemory() : s == UNET_STATUS_OK ? PyLong_FromLong(v)
+                                                                : raise_status(ctx, s);
+    unet_ctx_free(ctx);
+    return r;
+}
+
 /* image_pages(path, channel_axis) -> pages in the file */
 static PyObject *core_image_pages(PyObject *mod, PyObject *args) {
     (void)mod;
@@ -635,34 +644,27 @@ static PyObject *core_image_pages(PyObject *mod, PyObject *args) {
     int pages = 0;
     unet_status s = unet_image_pages_with(ctx, PyBytes_AS_STRING(path_obj), &o, &pages);
     Py_DECREF(path_obj);
-    PyObject *r = s == UNET_STATUS_OK ? PyLong_FromLong(pages) : raise_status(ctx, s);
-    unet_ctx_free(ctx);
-    return r;
+    return int_or_raise(ctx, s, pages);
 }
 
 /* channel_axis(shape, channel_axis) -> the channel axis of an array of that shape (2 or 3
  * dimensions) under unet's rule (unet_channel_axis_of), or -1 for none. */
 static PyObject *core_channel_axis(PyObject *mod, PyObject *args) {
     (void)mod;
-    long long d[3] = {0, 0, 0};
     int code, axis = -1;
     PyObject *shape;
     if (!PyArg_ParseTuple(args, "Oi:channel_axis", &shape, &code)) return NULL;
     if (!PyTuple_Check(shape) || PyTuple_GET_SIZE(shape) < 2 || PyTuple_GET_SIZE(shape) > 3)
         return PyErr_Format(PyExc_ValueError, "channel_axis: expected a shape of 2 or 3 dimensions");
     int ndim = (int)PyTuple_GET_SIZE(shape);
-    int64_t s64[3];
+    int64_t dims[3];
     for (int i = 0; i < ndim; i++) {
-        d[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(shape, i));
-        if (d[i] == -1 && PyErr_Occurred()) return NULL;
-        s64[i] = d[i];
+        dims[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(shape, i));
+        if (dims[i] == -1 && PyErr_Occurred()) return NULL;
     }
     unet_ctx *ctx = unet_ctx_create();
-    if (!ctx) return PyErr_NoMemory();
-    unet_status s = unet_channel_axis_of(ctx, ndim, s64, code, &axis);
-    PyObject *r = s == UNET_STATUS_OK ? PyLong_FromLong(axis) : raise_status(ctx, s);
-    unet_ctx_free(ctx);
-    return r;
+    unet_status s = ctx ? unet_channel_axis_of(ctx, ndim, dims, code, &axis) : UNET_STATUS_NOMEM;
+    return int_or_raise(ctx, s, axis);
 }
 
 /* channels_count(spec, c, name) -> the channels spec gives an image of c (unet_channels_count). */
@@ -672,11 +674,8 @@ static PyObject *core_channels_count(PyObject *mod, PyObject *args) {
     int c, out = 0;
     if (!PyArg_ParseTuple(args, "sis:channels_count", &spec, &c, &name)) return NULL;
     unet_ctx *ctx = unet_ctx_create();
-    if (!ctx) return PyErr_NoMemory();
-    unet_status s = unet_channels_count(ctx, spec, c, name, &out);
-    PyObject *r = s == UNET_STATUS_OK ? PyLong_FromLong(out) : raise_status(ctx, s);
-    unet_ctx_free(ctx);
-    return r;
+    unet_status s = ctx ? unet_channels_count(ctx, spec, c, name, &out) : UNET_STATUS_NOMEM;
+    return int_or_raise(ctx, s, out);
 }
 
 /* select_channels(image, dtype, c, h, w, spec, name) -> (bytearray, c): the planar samples

@@ -31,6 +31,7 @@ struct png_job {
     const char    *path;        /* for messages */
     bool           indices;     /* a palette image gives its indices, not its colours */
     char           msg[256];    /* libpng's error message */
+    int            err;         /* errno when libpng failed (a write's reason), or 0 */
     FILE          *f;
     unet_image     img;         /* the result while reading */
     unsigned char *buf;         /* interleaved pixels (reading RGB) or one row (writing) */
@@ -39,6 +40,7 @@ struct png_job {
 
 static void on_error(png_structp png, png_const_charp msg) {
     struct png_job *j = png_get_error_ptr(png);
+    j->err = errno;
     snprintf(j->msg, sizeof j->msg, "%s", msg ? msg : "unknown libpng error");
     png_longjmp(png, 1);
 }
@@ -215,8 +217,8 @@ struct png_pixels {
 static unet_status write_body(png_structp png, png_infop info, struct png_job *j,
                               const struct png_pixels *p) {
     if (setjmp(png_jmpbuf(png)))
-        return unet__fail(j->ctx, UNET_STATUS_IO, "%s: writing the PNG failed: %s", j->path,
-                          j->msg);
+        return unet__fail(j->ctx, UNET_STATUS_IO, "%s: writing the PNG failed (%s): %s", j->path,
+                          j->err ? strerror(j->err) : "libpng", j->msg);
     png_init_io(png, j->f);
     png_set_user_limits(png, 0x7fffffff, 0x7fffffff);
     const unet_image *img = p->img;
@@ -267,6 +269,7 @@ static unet_status write_file(unet_ctx *ctx, FILE *f, const char *name,
     j.ctx = ctx;
     j.path = name;
     j.f = f;
+    errno = 0;
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &j, on_error, on_warning);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     unet_status s = UNET_STATUS_NOMEM;

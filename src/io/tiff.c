@@ -22,6 +22,7 @@
 #include "io/file.h"
 #include "io/image_formats.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -407,6 +408,15 @@ unet_status unet__tiff_pages(unet_ctx *ctx, const char *path, int *pages) {
 
 /* ---- writing ---- */
 
+/* A failed write: the system's reason (a full disk, a file size limit) when there is one, and
+ * libtiff's message. */
+static unet_status write_failed(unet_ctx *ctx, const char *path, const char *what,
+                                const struct tiff_err *e) {
+    int err = errno;
+    return unet__fail(ctx, UNET_STATUS_IO, "%s: writing %s failed (%s): %s", path, what,
+                      err ? strerror(err) : "libtiff", err_text(e));
+}
+
 unet_status unet__tiff_save(unet_ctx *ctx, const char *path, const char *tmp,
                             const unet_image *img) {
     size_t w = (size_t)img->w, h = (size_t)img->h, plane = w * h;
@@ -464,15 +474,15 @@ unet_status unet__tiff_save(unet_ctx *ctx, const char *path, const char *tmp,
                         memcpy(buf + (i * (size_t)spp + (size_t)ch) * bs,
                                src + ((size_t)ch * plane + y0 * w + i) * bs, bs);
             }
+            errno = 0;
             if (TIFFWriteEncodedStrip(tif, (uint32_t)strip, buf, (tmsize_t)(rows * row_bytes)) < 0) {
-                s = unet__fail(ctx, UNET_STATUS_IO, "%s: writing the TIFF failed: %s", path,
-                               err_text(&e));
+                s = write_failed(ctx, path, "the TIFF", &e);
                 goto done;
             }
         }
+        errno = 0;
         if (!TIFFWriteDirectory(tif)) {
-            s = unet__fail(ctx, UNET_STATUS_IO, "%s: writing the TIFF directory failed: %s", path,
-                           err_text(&e));
+            s = write_failed(ctx, path, "the TIFF directory", &e);
             goto done;
         }
     }
