@@ -2040,6 +2040,10 @@ TEST(channel_options) {
     CHECK(strcmp(model_key(model, "channels"), "gray") == 0);
     CHECK(strcmp(model_key(model, "in_channels"), "1") == 0);
     CHECK(strcmp(model_key(model, "channel_axis"), "") == 0);
+    cmd_init(&c, "info");
+    arg(&c, "%s", model);
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK_STR_CONTAINS(last_err, "layout         --channel-axis auto --channels gray");
     snprintf(out, sizeof out, "%s/o3", dir);
     predict_args(&c, model, p, out);
     CHECK_RUN(run(&c, 0), 0);
@@ -2550,6 +2554,37 @@ TEST(two_processes_one_folder) {
     CHECK_EQ(count_files(dir, ".lock"), 0);
 }
 
+/* --save-minutes for cluster schedulers (docs/training.md): a job killed without warning (the
+ * SIGKILL after a scheduler's grace period) loses at most M minutes of work.  Killed in its
+ * first epoch (18 steps) after 6 logged steps, a run with --save-minutes 0.0001 (6 ms) has a
+ * resumable checkpoint of a step it logged; with the default (10 minutes) it has none yet. */
+TEST(save_minutes_bounds_a_hard_kill) {
+    char dir[300], out[512], ck[512], log[512], err[512];
+    mkdir(tmp_path(dir, sizeof dir, "save_minutes"), 0755);
+    static char rows[MAX_ROWS][48];
+    for (int timed = 1; timed >= 0; timed--) {
+        snprintf(out, sizeof out, "%s/m%d.safetensors", dir, timed);
+        snprintf(ck, sizeof ck, "%s/m%d.resume.safetensors", dir, timed);
+        snprintf(log, sizeof log, "%s/m%d.log.csv", dir, timed);
+        snprintf(err, sizeof err, "%s/err%d.txt", dir, timed);
+        struct cmd c;
+        train_args(&c, out, 200, 0);
+        if (timed) opt(&c, "--save-minutes", "0.0001");
+        pid_t pid = spawn(&c, err, 0);
+        double t0 = now();
+        while (read_losses(log, rows) < 6 && now() - t0 < 60) sleep_s(0.001);
+        kill(pid, SIGKILL);
+        CHECK_EQ(wait_for(pid), 128 + SIGKILL);
+        int logged = read_losses(log, rows);
+        long step = access(ck, F_OK) == 0 ? checkpoint_step(ck) : 0;
+        printf("       --save-minutes %s: killed after %d steps; resumable checkpoint at step %ld\n",
+               timed ? "0.0001" : "10 (default)", logged, step);
+        CHECK(logged < 18); /* still in the first epoch, whose end also writes one */
+        if (timed) CHECK(step >= 1 && step <= logged);
+        else CHECK_EQ(step, 0);
+    }
+}
+
 int main(void) {
     unet_bin = getenv("UNET_BIN");
     if (!unet_bin || !*unet_bin) {
@@ -2607,6 +2642,7 @@ int main(void) {
     RUN(full_disk_log_and_report);
     RUN(read_only_outputs);
     RUN(two_processes_one_folder);
+    RUN(save_minutes_bounds_a_hard_kill);
     remove_tree(tmp_dir);
     return harness_finish();
 }
