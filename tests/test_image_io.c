@@ -1243,9 +1243,10 @@ TEST(select_channels) {
     px = rgb.data;
     CHECK(px[0] == 76 && px[1] == 150 && px[2] == 29);  /* PIL: 76, 150, 29 */
     unet_image_free(&rgb);
-    const char *bad[] = {"", "grey2", "0,", ",1", "1,,2", "a", "-1", "4096", "1;2", " 1",
-                         "0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,"
-                         "0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0"};
+    /* The last: 65 channels, one over the limit. */
+    static const char too_many[] = "0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,"
+                                   "0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0";
+    const char *bad[] = {"", "grey2", "0,", ",1", "1,,2", "a", "-1", "4096", "1;2", " 1", too_many};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int count = 9;
         CHECK_STATUS(unet_channels_count(ctx, bad[i], 0, NULL, &count), UNET_STATUS_ARG);
