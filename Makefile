@@ -112,7 +112,7 @@ $(BUILD)/examples/%: examples/%.c $(BUILD)/libunet.a include/unet.h
 	@mkdir -p $(dir $@)
 	$(CC) -Iinclude $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libunet.a $(LDLIBS)
 
-$(BUILD)/bench/%: bench/%.c $(BUILD)/libunet.a $(HDRS)
+$(BUILD)/bench/%: bench/%.c bench/bench.h $(BUILD)/libunet.a $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libunet.a $(LDLIBS)
 

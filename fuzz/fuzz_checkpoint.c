@@ -3,7 +3,7 @@
  * as a plain model and as a resumable training checkpoint.  A model that loads runs one
  * forward pass on a small input, so a loaded model is also a usable one. */
 #include "fuzz_common.h"
-#include "io/safetensors.h"
+#include "io/checkpoint.h"
 
 static void run_model(unet_ctx *ctx, unet_model *m) {
     const unet_config *c = unet_model_config(m);

@@ -6,7 +6,7 @@
  * one that fails says why, and the counter stays within 0..UNET_MAX_STEPS and never goes
  * backwards. */
 #include "fuzz_common.h"
-#include "io/safetensors.h"
+#include "io/checkpoint.h"
 
 #include <math.h>
 

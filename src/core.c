@@ -10,6 +10,7 @@
 
 #include <math.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -207,6 +208,22 @@ void unet__use_threads(int n) {
 #else
     (void)n;
 #endif
+}
+
+int unet__thread_slots(void) {
+    static _Atomic int slots;
+    int n = atomic_load(&slots);
+    if (n == 0) {
+#ifdef _OPENMP
+        n = omp_get_num_procs();
+#else
+        n = 1;
+#endif
+        n = n < 1 ? 1 : n > 64 ? 64 : n;
+        int expected = 0;
+        if (!atomic_compare_exchange_strong(&slots, &expected, n)) n = expected;
+    }
+    return n;
 }
 
 /* ---- random numbers: xoshiro256** seeded by splitmix64 (Blackman & Vigna) ---- */

@@ -181,10 +181,9 @@ static size_t find_negative(const int32_t *lab, size_t n) {
 unet_status unet_evaluate(unet_ctx *ctx, const int32_t *pred, const int32_t *truth,
                           const int32_t *pred_inst, const int32_t *truth_inst, int h, int w,
                           int classes, unet_metrics *out) {
-    if (!pred || !truth || !out)
-        return unet__fail(ctx, UNET_STATUS_ARG, "evaluate: pred, truth and out must not be NULL");
     size_t      n = 0;
-    unet_status size_st = unet__check_label_size(ctx, "evaluate", h, w, &n);
+    unet_status size_st = unet__check_label_args(ctx, "evaluate", pred && truth && out,
+                                                 "pred, truth and out", h, w, &n);
     if (size_st != UNET_STATUS_OK) return size_st;
     if (classes < 2 || classes > UNET_MAX_CLASSES)
         return unet__fail(ctx, UNET_STATUS_ARG, "evaluate: classes must be in [2, %d], got %d",
@@ -489,11 +488,10 @@ static void vscore_from_table(const uint64_t *cell, size_t n_fg, const uint32_t 
 unet_status unet_vscores(unet_ctx *ctx, const float *prob, const int32_t *truth,
                          int truth_instances, int h, int w, int thin, const double *thresholds,
                          int n_thresholds, unet_vscore *out) {
-    if (!prob || !truth || !thresholds || !out)
-        return unet__fail(ctx, UNET_STATUS_ARG, "vscores: prob, truth, thresholds and out must "
-                                                "not be NULL");
     size_t      n = 0;
-    unet_status size_st = unet__check_label_size(ctx, "vscores", h, w, &n);
+    unet_status size_st =
+        unet__check_label_args(ctx, "vscores", prob && truth && thresholds && out,
+                               "prob, truth, thresholds and out", h, w, &n);
     if (size_st != UNET_STATUS_OK) return size_st;
     if (n_thresholds < 1)
         return unet__fail(ctx, UNET_STATUS_ARG, "vscores: n_thresholds must be >= 1, got %d",

@@ -208,8 +208,9 @@ static unet_status predict_plain(unet_ctx *ctx, unet_model *m, const float *imag
 }
 
 /* Dihedral transform t (0..7) of a (c, h, w) image: bit 0 flips columns, bit 1 flips rows,
- * bit 2 transposes (applied last).  Output is (c, w, h) when transposed. */
-static void dihedral(float *dst, const float *src, int c, int h, int w, int t) {
+ * bit 2 transposes (applied last).  Output is (c, w, h) when transposed.  inverse_add: the
+ * inverse instead, of a (c, oh, ow) map src, added into dst (c, h, w). */
+static void dihedral(float *dst, const float *src, int c, int h, int w, int t, bool inverse_add) {
     bool fx = t & 1, fy = t & 2, tr = t & 4;
     int oh = tr ? w : h, ow = tr ? h : w;
     for (int ch = 0; ch < c; ch++)
@@ -218,21 +219,9 @@ static void dihedral(float *dst, const float *src, int c, int h, int w, int t) {
                 int sy = tr ? x : y, sx = tr ? y : x;
                 if (fy) sy = h - 1 - sy;
                 if (fx) sx = w - 1 - sx;
-                dst[((size_t)ch * oh + y) * ow + x] = src[((size_t)ch * h + sy) * w + sx];
-            }
-}
-
-/* The inverse of dihedral(t) applied to a (c, oh, ow) map, accumulated into acc (c, h, w). */
-static void dihedral_accumulate_inverse(float *acc, const float *src, int c, int h, int w, int t) {
-    bool fx = t & 1, fy = t & 2, tr = t & 4;
-    int oh = tr ? w : h, ow = tr ? h : w;
-    for (int ch = 0; ch < c; ch++)
-        for (int y = 0; y < oh; y++)
-            for (int x = 0; x < ow; x++) {
-                int sy = tr ? x : y, sx = tr ? y : x;
-                if (fy) sy = h - 1 - sy;
-                if (fx) sx = w - 1 - sx;
-                acc[((size_t)ch * h + sy) * w + sx] += src[((size_t)ch * oh + y) * ow + x];
+                const size_t o = ((size_t)ch * oh + y) * ow + x, i = ((size_t)ch * h + sy) * w + sx;
+                if (inverse_add) dst[i] += src[o];
+                else dst[o] = src[i];
             }
 }
 
@@ -302,11 +291,11 @@ unet_status unet_predict(unet_ctx *ctx, unet_model *m, const float *image, int h
     unet_status s = UNET_STATUS_OK;
     for (int t = 0; t < 8 && s == UNET_STATUS_OK; t++) {
         int th = (t & 4) ? w : h, tw = (t & 4) ? h : w;
-        dihedral(img_t, image, C, h, w, t);
+        dihedral(img_t, image, C, h, w, t, false);
         s = predict_plain(ctx, m, img_t, th, tw, &o, out_t, progress, user, &done, total);
         if (s != UNET_STATUS_OK) break;
         if (o.output == UNET_OUTPUT_PROBABILITIES) to_probabilities(out_t, K, P);
-        dihedral_accumulate_inverse(out, out_t, K, h, w, t);
+        dihedral(out, out_t, K, h, w, t, true);
     }
     for (size_t i = 0; i < (size_t)K * P; i++) out[i] *= 0.125f;
     unet__free(img_t);

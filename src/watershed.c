@@ -78,10 +78,9 @@ static struct heap_entry heap_pop(struct heap_entry *h, size_t *n) {
 static unet_status check_flood_args(unet_ctx *ctx, const char *fn, const float *elevation,
                                     const int32_t *markers, int h, int w, int32_t *labels,
                                     size_t *n_out) {
-    if (!markers || !labels)
-        return unet__fail(ctx, UNET_STATUS_ARG, "%s: markers and labels must not be NULL", fn);
     size_t      n = 0;
-    unet_status size_st = unet__check_label_size(ctx, fn, h, w, &n);
+    unet_status size_st =
+        unet__check_label_args(ctx, fn, markers && labels, "markers and labels", h, w, &n);
     if (size_st != UNET_STATUS_OK) return size_st;
     for (size_t i = 0; i < n; i++) {
         if (markers[i] < 0)
@@ -222,11 +221,10 @@ static void chessboard_depth(const int32_t *in, int h, int w, int32_t *d) {
 unet_status unet_segment_instances(unet_ctx *ctx, const int32_t *classes_map, const float *prob,
                                    int h, int w, const unet_instance_opts *opts, int32_t *labels,
                                    int *count) {
-    if (!classes_map || !opts || !labels || !count)
-        return unet__fail(ctx, UNET_STATUS_ARG, "segment_instances: classes_map, opts, labels "
-                                                "and count must not be NULL");
     size_t      n = 0;
-    unet_status size_st = unet__check_label_size(ctx, "segment_instances", h, w, &n);
+    unet_status size_st =
+        unet__check_label_args(ctx, "segment_instances", classes_map && opts && labels && count,
+                               "classes_map, opts, labels and count", h, w, &n);
     if (size_st != UNET_STATUS_OK) return size_st;
     if (opts->method != UNET_INSTANCES_CC && opts->method != UNET_INSTANCES_WATERSHED)
         return unet__fail(ctx, UNET_STATUS_ARG, "segment_instances: unknown method %d",

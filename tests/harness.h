@@ -11,7 +11,8 @@
 #ifndef UNET_TEST_HARNESS_H
 #define UNET_TEST_HARNESS_H
 
-#include "internal.h"
+#include "cpu.h"
+#include "io/checkpoint.h"
 #include "io/file.h"
 #include "io/safetensors.h"
 
@@ -46,6 +47,17 @@ HARNESS_FN void harness_run(const char *name, void (*fn)(void)) {
     fflush(stdout);
 }
 #define RUN(name) harness_run(#name, name)
+
+/* The instruction-set levels this CPU has, whatever the cap (cpu.h): tests of the dispatched
+ * kernels run once per level under unet__cpu_limit(level).  Returns how many (1 to 3). */
+HARNESS_FN int harness_cpu_levels(enum unet__cpu_level levels[UNET__CPU_LEVELS]) {
+    enum unet__cpu_level cap = unet__cpu_limit(UNET__CPU_AVX512);
+    int n = 0;
+    for (int l = 0; l < UNET__CPU_LEVELS; l++)
+        if (unet__cpu_has((enum unet__cpu_level)l)) levels[n++] = (enum unet__cpu_level)l;
+    unet__cpu_limit(cap);
+    return n;
+}
 
 HARNESS_FN int harness_finish(void) {
     printf("%d passed, %d failed\n", harness_passed, harness_failed);

@@ -439,11 +439,10 @@ bool cli_nonfinite_to_zero(const char *path, float *x, size_t n) {
 }
 
 bool cli_input_parse(struct cli_input *in, const char *axis, const char *channels,
-                     const char *norm, bool training) {
+                     const char *norm) {
     memset(in, 0, sizeof *in);
     in->opts = unet_image_defaults();
     in->norm = UNET_NORM_AUTO;
-    in->training = training;
     in->axis_arg = axis;
     in->channels_arg = channels;
     unet_ctx *ctx = unet_ctx_create();
@@ -489,16 +488,10 @@ bool cli_input_from_model(struct cli_input *in, const unet_model *m, const char 
     return true;
 }
 
-bool cli_input_done(unet_ctx *ctx, struct cli_input *in, unet_model *m, const char *masks_dir) {
+bool cli_input_done(unet_ctx *ctx, const struct cli_input *in, unet_model *m) {
     unet_status s = unet_model_set_input(ctx, m, in->opts.channel_axis, in->channels);
-    if (s != UNET_STATUS_OK) {
-        cli_lib_error(ctx, s);
-        return false;
-    }
-    if (in->masks > 0 && in->masks_foreground == 0)
-        cli_note("warning: every mask in %s is all background (0): the model can only learn to "
-                 "predict background; check the masks (or --masks)", masks_dir);
-    return true;
+    if (s != UNET_STATUS_OK) cli_lib_error(ctx, s);
+    return s == UNET_STATUS_OK;
 }
 
 bool cli_image_pages(unet_ctx *ctx, const struct cli_input *in, const char *path, int *pages) {
@@ -536,20 +529,6 @@ void cli_channels_mismatch(const struct cli_input *in, const char *path, const u
               want_what, want, hint);
 }
 
-/* The first non-finite value of x (c, h, w) into a message; false when there is none. */
-static bool first_nonfinite(const float *x, int c, int h, int w, char *msg, size_t size) {
-    size_t n = (size_t)c * h * w, plane = (size_t)h * w;
-    for (size_t i = 0; i < n; i++)
-        if (!(x[i] - x[i] == 0.0f)) {
-            size_t k = unet_count_nonfinite(x, n), p = i % plane;
-            snprintf(msg, size, "non-finite value %s at channel %zu, pixel (y %zu, x %zu); %zu "
-                     "of %zu values are NaN or infinite", isnan(x[i]) ? "nan" : x[i] > 0 ? "inf" : "-inf",
-                     i / plane, p / (size_t)w, p % (size_t)w, k, n);
-            return true;
-        }
-    return false;
-}
-
 bool cli_load_image(unet_ctx *ctx, const struct cli_input *in, const char *path, int page,
                     float **data, int *c, int *h, int *w) {
     unet_image img = {0};
@@ -577,39 +556,11 @@ bool cli_load_image(unet_ctx *ctx, const struct cli_input *in, const char *path,
         free(f);
         return false;
     }
-    char msg[256], where[32] = "";
-    if (page > 0) snprintf(where, sizeof where, " (page %d)", page);
-    if (in->training && first_nonfinite(f, *c, *h, *w, msg, sizeof msg)) {
-        cli_error("%s%s: %s: training data must be finite (fix or remove the image)", path,
-                  where, msg);
-        free(f);
-        return false;
-    }
-    if (!in->training && !cli_nonfinite_to_zero(path, f, n)) {
+    if (!cli_nonfinite_to_zero(path, f, n)) {
         free(f);
         return false;
     }
     *data = f;
-    return true;
-}
-
-bool cli_load_mask(unet_ctx *ctx, struct cli_input *in, const char *path, int page,
-                   unet_image *mask) {
-    unet_image_opts o = in->opts;
-    o.palette_indices = 1;
-    unet_status s = unet_image_load_with(ctx, path, page, &o, mask);
-    if (s != UNET_STATUS_OK) {
-        cli_lib_error(ctx, s);
-        return false;
-    }
-    if (in->training) {
-        size_t n = (size_t)mask->w * mask->h * mask->c * unet_dtype_size(mask->dtype);
-        const unsigned char *b = mask->data;
-        size_t i = 0;
-        while (i < n && !b[i]) i++;   /* any non-zero byte: a non-zero value (-0.0f aside) */
-        in->masks++;
-        in->masks_foreground += i < n;
-    }
     return true;
 }
 

@@ -184,8 +184,6 @@ struct cli_input {
     unet_image_opts opts;                    /* how images are read (masks: palette indices) */
     const char     *channels;                /* the channel spec applied, or NULL: all */
     unet_norm       norm;
-    bool            training;   /* train: non-finite values are refused, masks are counted */
-    int             masks, masks_foreground; /* masks loaded, those with a non-zero value */
 };
 #define CLI_CHANNEL_AXIS_HELP "where a .npy's channels are: first, last, none (a stack) or an " \
                               "axis; TIFF first: pages are channels (default: docs/images.md)"
@@ -193,15 +191,14 @@ struct cli_input {
 /* --channel-axis, --channels and --norm (each may be NULL) into in; false (printed) for a bad
  * value, a usage error. */
 bool cli_input_parse(struct cli_input *in, const char *axis, const char *channels,
-                     const char *norm, bool training);
+                     const char *norm);
 /* The layout model m records (unet_model_input), for the options not given, with a note
  * naming `from` (unless quiet).  strict (a resumed run): a given option that differs from the
  * record is an error, since the run must read its data as it began. */
 bool cli_input_from_model(struct cli_input *in, const unet_model *m, const char *from,
                           bool strict, bool quiet);
-/* train, once the data is loaded and the model exists: records the layout on m (saved with it)
- * and warns when every training mask is all background. */
-bool cli_input_done(unet_ctx *ctx, struct cli_input *in, unet_model *m, const char *masks_dir);
+/* train, once the model exists: records the layout on m (saved with it). */
+bool cli_input_done(unet_ctx *ctx, const struct cli_input *in, unet_model *m);
 /* Pages of an image (mask false) or a mask file under in's layout; false (printed) on failure. */
 bool cli_image_pages(unet_ctx *ctx, const struct cli_input *in, const char *path, int *pages);
 /* The header of page `page` and the channels it gives after --channels, before decoding. */
@@ -212,13 +209,9 @@ bool cli_image_channels(unet_ctx *ctx, const struct cli_input *in, const char *p
 void cli_channels_mismatch(const struct cli_input *in, const char *path, const unet_image *info,
                            int channels, int want, const char *want_what);
 /* Loads page `page` of path as normalised floats (c, h, w) after in's layout and channels:
- * *data malloc'd.  Non-finite values: training refuses the image naming the first one;
- * otherwise cli_nonfinite_to_zero. */
+ * *data malloc'd; non-finite values as cli_nonfinite_to_zero. */
 bool cli_load_image(unet_ctx *ctx, const struct cli_input *in, const char *path, int page,
                     float **data, int *c, int *h, int *w);
-/* A mask page under in's layout, palette PNGs as their indices; counts it for training. */
-bool cli_load_mask(unet_ctx *ctx, struct cli_input *in, const char *path, int page,
-                   unet_image *mask);
 /* The mask of image `path` in dir: the same file name, else the same stem with an image
  * extension; an error (printed, NULL) when there is none, or when the stem matches a file that
  * is another image's mask by its full name (a.png and a.tif side by side). */

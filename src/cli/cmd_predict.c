@@ -334,7 +334,7 @@ int cmd_predict(int argc, char **argv) {
         cli_error("predict: --model, --input and --output are required (see unet predict --help)");
         return CLI_EXIT_USAGE;
     }
-    if (!cli_input_parse(&a.in, a.channel_axis, a.channels, a.norm, false)) return CLI_EXIT_USAGE;
+    if (!cli_input_parse(&a.in, a.channel_axis, a.channels, a.norm)) return CLI_EXIT_USAGE;
     uint64_t max_pixels = 0;
     if (a.max_pixels && !cli_parse_max_pixels(a.max_pixels, &max_pixels)) return CLI_EXIT_USAGE;
     a.budget = cli_memory_default();

@@ -15,6 +15,7 @@
 #include "internal.h"
 
 #include <stdio.h>
+#include <string.h>
 
 /* Validates an image size read from a header and describes it in *out (data NULL):
  * UNET_STATUS_FORMAT naming path when w, h or c is < 1 or over INT_MAX, when w * h is over
@@ -25,6 +26,21 @@ unet_status unet__image_create(unet_ctx *ctx, const char *path, uint64_t w, uint
 /* The pixel block of an image that unet__image_create described: not zeroed, for a decoder that
  * fills every sample. */
 unet_status unet__image_alloc_pixels(unet_ctx *ctx, const char *path, unet_image *img);
+
+/* An integer sample of size bytes (1 to 8, little-endian like the host; sign-extended when
+ * is_signed) as an int32: false when it does not fit.  The .npy and TIFF readers' one integer
+ * conversion. */
+static inline bool unet__int_sample(const unsigned char *x, size_t size, bool is_signed,
+                                    int32_t *out) {
+    uint64_t u = 0;
+    memcpy(&u, x, size);
+    if (is_signed && size < 8 && (u >> (8 * size - 1) & 1)) u |= ~(uint64_t)0 << (8 * size);
+    int64_t v;
+    memcpy(&v, &u, sizeof v); /* the two's complement bits: no implementation-defined cast */
+    if ((!is_signed && u > INT32_MAX) || v < INT32_MIN || v > INT32_MAX) return false;
+    *out = (int32_t)v;
+    return true;
+}
 
 /* PNG (libpng): 8/16-bit, gray, gray+alpha, RGB, RGBA, palette; alpha is dropped.  A palette
  * image gives its colours (gray when every entry is gray, else RGB), or with palette_indices

@@ -163,7 +163,9 @@ bool unet__npy_parse_header(const char *hdr, size_t hlen, struct unet__npy_heade
 
 /* ---- dtypes ---- */
 
-enum conv { CONV_COPY, CONV_I8, CONV_I16, CONV_U32, CONV_I64, CONV_U64, CONV_F64 };
+/* How items become unet's: read in place, integers (signed or not, itemsize bytes) to int32,
+ * doubles to float. */
+enum conv { CONV_COPY, CONV_INT, CONV_UINT, CONV_F64 };
 
 static const struct {
     const char *descr;
@@ -172,50 +174,28 @@ static const struct {
     enum conv   conv;
 } dtypes[] = {
     {"|b1", 1, UNET_DTYPE_U8, CONV_COPY},   {"|u1", 1, UNET_DTYPE_U8, CONV_COPY},
-    {"|i1", 1, UNET_DTYPE_I32, CONV_I8},    {"<u2", 2, UNET_DTYPE_U16, CONV_COPY},
-    {"<i2", 2, UNET_DTYPE_I32, CONV_I16},   {"<u4", 4, UNET_DTYPE_I32, CONV_U32},
-    {"<i4", 4, UNET_DTYPE_I32, CONV_COPY},  {"<u8", 8, UNET_DTYPE_I32, CONV_U64},
-    {"<i8", 8, UNET_DTYPE_I32, CONV_I64},   {"<f4", 4, UNET_DTYPE_F32, CONV_COPY},
+    {"|i1", 1, UNET_DTYPE_I32, CONV_INT},   {"<u2", 2, UNET_DTYPE_U16, CONV_COPY},
+    {"<i2", 2, UNET_DTYPE_I32, CONV_INT},   {"<u4", 4, UNET_DTYPE_I32, CONV_UINT},
+    {"<i4", 4, UNET_DTYPE_I32, CONV_COPY},  {"<u8", 8, UNET_DTYPE_I32, CONV_UINT},
+    {"<i8", 8, UNET_DTYPE_I32, CONV_INT},   {"<f4", 4, UNET_DTYPE_F32, CONV_COPY},
     {"<f8", 8, UNET_DTYPE_F32, CONV_F64},
 };
 #define N_DTYPES (sizeof dtypes / sizeof dtypes[0])
 
-/* Converts n items of src into dst (from index 0); returns the index of the first item that
- * does not fit, or n. */
-static size_t convert(void *dst, const unsigned char *src, size_t n, enum conv conv) {
+/* Converts n items of itemsize bytes of src into dst (from index 0); returns the index of the
+ * first item that does not fit, or n. */
+static size_t convert(void *dst, const unsigned char *src, size_t n, size_t itemsize,
+                      enum conv conv) {
     int32_t *d32 = dst;
     float *df = dst;
     for (size_t i = 0; i < n; i++) {
         switch (conv) {
         case CONV_COPY: return n; /* not used: copies are read in place */
-        case CONV_I8: d32[i] = (int8_t)src[i]; break;
-        case CONV_I16: {
-            int16_t v;
-            memcpy(&v, src + 2 * i, 2);
-            d32[i] = v;
+        case CONV_INT:
+        case CONV_UINT:
+            if (!unet__int_sample(src + itemsize * i, itemsize, conv == CONV_INT, &d32[i]))
+                return i;
             break;
-        }
-        case CONV_U32: {
-            uint32_t v;
-            memcpy(&v, src + 4 * i, 4);
-            if (v > INT32_MAX) return i;
-            d32[i] = (int32_t)v;
-            break;
-        }
-        case CONV_I64: {
-            int64_t v;
-            memcpy(&v, src + 8 * i, 8);
-            if (v < INT32_MIN || v > INT32_MAX) return i;
-            d32[i] = (int32_t)v;
-            break;
-        }
-        case CONV_U64: {
-            uint64_t v;
-            memcpy(&v, src + 8 * i, 8);
-            if (v > INT32_MAX) return i;
-            d32[i] = (int32_t)v;
-            break;
-        }
         case CONV_F64: {
             double v;
             memcpy(&v, src + 8 * i, 8);
@@ -475,7 +455,7 @@ unet_status unet__npy_load(unet_ctx *ctx, const char *path, int page, int channe
         }
         /* Converted in place when the order is the image's, else through conv. */
         unsigned char *dst = w.axis == 0 ? (unsigned char *)out->data + i * out_size : conv;
-        size_t bad = copy ? k : convert(dst, chunk, k, dtypes[n.t].conv);
+        size_t bad = copy ? k : convert(dst, chunk, k, itemsize, dtypes[n.t].conv);
         if (bad != k) {
             s = unet__fail(ctx, UNET_STATUS_FORMAT,
                            "%s: .npy element %zu does not fit in %s", path,

@@ -145,33 +145,15 @@ static bool copy_samples(void *dst, size_t off, const unsigned char *src, size_t
         for (size_t i = 0; i < n; i++) memcpy(&d[i], src + i * stride * 2, 2);
         return true;
     }
-    case KIND_I8: {
-        int32_t *d = (int32_t *)dst + off;
-        for (size_t i = 0; i < n; i++) d[i] = (int8_t)src[i * stride];
-        return true;
-    }
-    case KIND_I16: {
-        int32_t *d = (int32_t *)dst + off;
-        for (size_t i = 0; i < n; i++) {
-            int16_t v;
-            memcpy(&v, src + i * stride * 2, 2);
-            d[i] = v;
-        }
-        return true;
-    }
-    case KIND_I32: {
-        int32_t *d = (int32_t *)dst + off;
-        for (size_t i = 0; i < n; i++) memcpy(&d[i], src + i * stride * 4, 4);
-        return true;
-    }
+    case KIND_I8:
+    case KIND_I16:
+    case KIND_I32:
     case KIND_U32: {
         int32_t *d = (int32_t *)dst + off;
-        for (size_t i = 0; i < n; i++) {
-            uint32_t v;
-            memcpy(&v, src + i * stride * 4, 4);
-            if (v > INT32_MAX) return false;
-            d[i] = (int32_t)v;
-        }
+        const size_t size = k == KIND_I8 ? 1 : k == KIND_I16 ? 2 : 4;
+        for (size_t i = 0; i < n; i++)
+            if (!unet__int_sample(src + i * stride * size, size, k != KIND_U32, &d[i]))
+                return false;
         return true;
     }
     case KIND_F32: {
