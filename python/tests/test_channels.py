@@ -107,3 +107,45 @@ def test_stacks_and_pages(unet_mod, tmp_path):
     labels = m.predict(stack, channel_axis="none")
     for k in range(5):
         assert np.array_equal(np.load(tmp_path / "o" / f"s_p{k}.npy"), labels[k])
+
+
+def test_train_layout_equals_cli(unet_mod, tmp_path):
+    """unet.train(channels=, channel_axis=) reads training data as `unet train --channels
+    --channel-axis` does, from folders and from arrays, to the same files byte for byte; masks
+    drawn with a colour table (PIL mode "P") are their indices; the layout is recorded, taken
+    from the model when resuming, and a resumed run refuses another."""
+    from PIL import Image
+    rng = np.random.default_rng(7)
+    for d in ("rgb", "msk"):
+        (tmp_path / d).mkdir()
+    images, masks = [], []
+    for i in range(3):
+        g = rng.integers(0, 255, (48, 40)).astype(np.uint8)
+        rgb = np.stack([g, g // 2, 255 - g], -1).astype(np.uint8)
+        Image.fromarray(rgb).save(tmp_path / "rgb" / f"a{i}.png")
+        p = Image.fromarray((g > 120).astype(np.uint8), mode="P")
+        p.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)      # index 1 drawn red
+        p.save(tmp_path / "msk" / f"a{i}.png")
+        images.append(unet_mod.imread(tmp_path / "rgb" / f"a{i}.png"))
+        masks.append(np.asarray(Image.open(tmp_path / "msk" / f"a{i}.png")))
+    assert masks[0].ndim == 2 and masks[0].max() == 1
+    opts = dict(base=4, depth=2, tile=32, steps=2, threads=1, val_split=0)
+    run_unet("train", "--images", tmp_path / "rgb", "--masks", tmp_path / "msk", "--out",
+             tmp_path / "cli" / "m.safetensors", "--base", 4, "--depth", 2, "--tile", 32,
+             "--steps", 2, "--threads", 1, "--val-split", 0, "--channels", "gray",
+             "--channel-axis", "last", "--quiet")
+    names = ["m.safetensors", "m.last.safetensors", "m.resume.safetensors"]
+    cli = [(tmp_path / "cli" / n).read_bytes() for n in names]
+    for kind, x, y in (("f", tmp_path / "rgb", tmp_path / "msk"), ("a", images, masks)):
+        m = unet_mod.train(x, y, tmp_path / kind / "m.safetensors", channels="gray",
+                           channel_axis="last", **opts)
+        assert m.input == {"channel_axis": "last", "channels": "gray"} and m.in_channels == 1
+        assert [(tmp_path / kind / n).read_bytes() for n in names] == cli, kind
+    # Resumed: the record applies; another layout is refused.
+    resume = tmp_path / "a" / "m.resume.safetensors"
+    m = unet_mod.train(images, masks, tmp_path / "a" / "m.safetensors", resume=resume,
+                       **dict(opts, steps=3))
+    assert m.input["channels"] == "gray"
+    with pytest.raises(ValueError, match="a resumed run reads its data the same way"):
+        unet_mod.train(images, masks, tmp_path / "a" / "m.safetensors", resume=resume,
+                       channels="0", **dict(opts, steps=4))
