@@ -29,7 +29,8 @@ static bool load_mask(unet_ctx *ctx, const char *path, int classes, int32_t **cl
     unet_image m = {0};
     if (cls) *cls = NULL;
     if (inst) *inst = NULL;
-    unet_status s = unet_image_load(ctx, path, 0, &m);
+    const unet_image_opts mask = {UNET_CHANNEL_AXIS_AUTO, 1}; /* palette PNGs: their indices */
+    unet_status s = unet_image_load_with(ctx, path, 0, &mask, &m);
     if (s != UNET_STATUS_OK) {
         cli_lib_error(ctx, s);
         return false;
