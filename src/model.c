@@ -432,7 +432,7 @@ void unet_model_free(unet_model *m) {
     void *blocks[] = {m->weights, m->buffers, m->grads,    m->opt_m,
                       m->opt_v,   m->snapshot, m->ema_w, m->ema_b};
     for (size_t i = 0; i < sizeof blocks / sizeof blocks[0]; i++) unet__free(blocks[i]);
-    void *arrays[] = {m->meta, m->counters, m->params, m->nodes, m->values, m};
+    void *arrays[] = {m->meta, m->counters, m->params, m->nodes, m->values, m->bn_sync.buf, m};
     for (size_t i = 0; i < sizeof arrays / sizeof arrays[0]; i++) free(arrays[i]);
 }
 

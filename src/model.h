@@ -143,6 +143,9 @@ struct unet_model {
      * when prof_cpu: steadier on a shared machine).  Owned by the caller. */
     double             *prof;
     bool                prof_cpu;
+    /* Synchronised batch-norm (unet_model_set_bn_sum): bn_sync.fn NULL when off; its buf holds
+     * 2 C + 1 doubles for the widest batch-norm (malloc'd). */
+    struct unet__bn_sync bn_sync;
 };
 
 /* ---- building (model.c): the parameter table and node list, in PyTorch's module order ---- */

@@ -93,7 +93,13 @@ const float *unet__model_forward(unet_model *m, const float *x) {
             unet__convt2d_forward(y, in, P(m, nd->w), P(m, nd->b), &nd->d.convt, m->scratch);
             break;
         case UNET__NODE_BN:
-            if (train) {
+            if (train && m->bn_sync.fn) {
+                unet__batchnorm_forward_train_sync(y, nd->save_mean, nd->save_rstd,
+                                                   Bf(m, nd->rmean), Bf(m, nd->rvar), in,
+                                                   P(m, nd->w), P(m, nd->b), &nd->d.bn,
+                                                   &m->bn_sync);
+                m->counters[m->params[nd->nbt].offset]++;
+            } else if (train) {
                 unet__batchnorm_forward_train(y, nd->save_mean, nd->save_rstd, Bf(m, nd->rmean),
                                               Bf(m, nd->rvar), in, P(m, nd->w), P(m, nd->b),
                                               &nd->d.bn);
@@ -204,7 +210,11 @@ void unet__model_backward(unet_model *m, const float *dlogits) {
                                    m->scratch);
             break;
         case UNET__NODE_BN:
-            if (dx || m->grads)
+            if (m->bn_sync.fn)
+                unet__batchnorm_backward_sync(dx, G(m, nd->w), G(m, nd->b), dy, x, P(m, nd->w),
+                                              nd->save_mean, nd->save_rstd, &nd->d.bn,
+                                              &m->bn_sync);
+            else if (dx || m->grads)
                 unet__batchnorm_backward(dx, G(m, nd->w), G(m, nd->b), dy, x, P(m, nd->w),
                                          nd->save_mean, nd->save_rstd, &nd->d.bn);
             break;

@@ -42,6 +42,9 @@ void cli_error(const char *fmt, ...)
     ;
 /* The library's failure: "unet: error: <status>: <detail>". */
 void cli_lib_error(unet_ctx *ctx, unet_status s);
+/* From here on nothing goes to stderr (the ranks of an mpirun but 0, at an ending rank 0
+ * tells). */
+void cli_silence(void);
 void cli_note(const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 1, 2)))

@@ -201,6 +201,24 @@ void unet__batchnorm_forward_eval(float *y, const float *x, const float *gamma, 
 void unet__batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
                               const float *x, const float *gamma, const float *save_mean,
                               const float *save_rstd, const struct unet__bn_dims *d);
+/* Synchronised batch-norm (data-parallel training): fn(v, n, user) replaces the n doubles of v
+ * by their sums over all processes (every process calls it alike); buf holds 2 C + 1 doubles.
+ * The batch statistics (forward) and the sums of dx (backward) are then over every process's
+ * batch; dgamma and dbeta stay this process's share. */
+struct unet__bn_sync {
+    void  (*fn)(double *v, size_t n, void *user);
+    void   *user;
+    double *buf;
+};
+void unet__batchnorm_forward_train_sync(float *y, float *save_mean, float *save_rstd,
+                                        float *running_mean, float *running_var, const float *x,
+                                        const float *gamma, const float *beta,
+                                        const struct unet__bn_dims *d,
+                                        const struct unet__bn_sync *sync);
+void unet__batchnorm_backward_sync(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                   const float *x, const float *gamma, const float *save_mean,
+                                   const float *save_rstd, const struct unet__bn_dims *d,
+                                   const struct unet__bn_sync *sync);
 void unet__batchnorm_forward_train_ref(float *y, float *save_mean, float *save_rstd,
                                        float *running_mean, float *running_var, const float *x,
                                        const float *gamma, const float *beta,
