@@ -1,8 +1,23 @@
 /* single.c — the process group of one process (the build without MPI; dist.h). */
 #include "cli/dist.h"
 
+#include <stdio.h>
+#include <stdlib.h>
+
+/* Started by mpirun (Open MPI, MPICH and Slurm's PMI say so in the environment) with several
+ * processes: each would run alone, N trainings racing for the same files.  Refused. */
 void dist_init(int *argc, char ***argv) {
     (void)argc, (void)argv;
+    const char *vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && atoi(v) > 1) {
+            fprintf(stderr, "unet: error: this unet was built without MPI, so under mpirun each of "
+                            "the %s processes would run alone; build it with make MPI=1 "
+                            "(docs/scaling.md)\n", v);
+            exit(1);
+        }
+    }
 }
 
 int dist_exit(int rc) {
