@@ -20,7 +20,7 @@ OUT=$(mktemp -d /tmp/unet_bench_mpi.XXXXXX)
 trap 'rm -rf "$OUT"' EXIT
 D=data/sample/train
 COMMON="--images $D/images --masks $D/masks --base 64 --depth 4 --tile 256 --batch 4 --loss ce
-        --val-split 0 --steps $STEPS --seed 1 --quiet --workers 1"
+        --val-split 0 --steps $STEPS --seed 1 --quiet"
 MPIRUN="mpirun --oversubscribe --allow-run-as-root --bind-to none"
 export OMP_WAIT_POLICY=passive
 

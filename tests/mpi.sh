@@ -14,6 +14,8 @@
 #                               the host, exit non-zero within seconds, nothing written
 #   killed_rank                 kill -9 of one rank mid-run: the job ends within seconds,
 #                               non-zero, and the last resumable checkpoint loads
+#   sigterm_stops_every_rank    SIGTERM to mpirun: every rank stops after the same step, rank 0
+#                               writes the resumable checkpoint
 # tests/run.sh runs it like a test program: "N passed, N failed" last.
 cd "$(dirname "$0")/.." || exit 1
 ROOT=$(pwd)
@@ -135,6 +137,21 @@ if [ -n "$victim" ] && [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $took -le 20 ] &&
     $ONE info "$T/k.resume.safetensors" >/dev/null 2>&1; then
     ok "killed_rank ($took s)"
 else fail killed_rank "victim '$victim', exit $rc after $took s: $(grep -v '^$' "$T/out" | head -3)"; fi
+
+# SIGTERM to mpirun (forwarded to every rank): all ranks stop after the same step, rank 0
+# writes the resumable checkpoint and says where to continue.
+$RUN -np 2 $MPI train $COMMON --steps 100000 --out "$T/s.safetensors" >"$T/out" 2>&1 &
+job=$!
+i=0
+while [ ! -s "$T/s.log.csv" ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i + 1)); done
+sleep 1
+kill -TERM $job
+wait $job
+rc=$?
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "unet: interrupted at step" "$T/out" &&
+    $ONE info "$T/s.resume.safetensors" >/dev/null 2>&1; then
+    ok sigterm_stops_every_rank
+else fail sigterm_stops_every_rank "exit $rc: $(grep unet: "$T/out" | tail -2)"; fi
 
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]
