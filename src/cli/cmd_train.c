@@ -277,6 +277,7 @@ static bool train_opts(unet_ctx *ctx, const struct args *a, unet_train_opts *o) 
 struct run_view {
     const struct args     *a;
     const unet_train_info *info;
+    unet_model            *m;
     FILE                  *log;
     struct cli_progress    prog;
     bool                   log_failed;     /* a write to the log failed: stop */
@@ -328,10 +329,25 @@ static int show_event(const unet_train_event *e, struct run_view *r) {
     return stop_signal || r->log_failed;
 }
 
+/* Under mpirun: are the ranks' weights equal (a hash compared)? */
+static bool same_weights(unet_model *m) {
+    if (dist_size() < 2) return true;
+    size_t n = 0;
+    const float *w = unet_model_block(m, UNET_BLOCK_WEIGHTS, &n);
+    return dist_same(dist_hash(DIST_HASH0, w, n * sizeof(float)));
+}
+
 /* The event callback.  Under mpirun only rank 0 has the log and the progress lines, and every
  * rank stops at the same step when any asks (dist_any: one collective per event). */
 static int on_event(const unet_train_event *e, void *user) {
     struct run_view *r = user;
+    if (e->kind == UNET_TRAIN_EPOCH && !same_weights(r->m)) {
+        /* Never seen: the ranks' steps are the same sums.  Nothing trustworthy to add to the
+         * files on disk, which hold the last agreed state. */
+        cli_error("the ranks' weights differ at step %ld (an MPI reduction that is not the same "
+                  "on every rank?); stopping", e->step);
+        return dist_exit(CLI_EXIT_FAIL);
+    }
     return dist_any(r->log ? show_event(e, r) : stop_signal != 0);
 }
 
@@ -701,6 +717,7 @@ int cmd_train(int argc, char **argv) {
     }
     const unet_train_info *in = unet_trainer_info(tr);
     view.info = in;
+    view.m = m;
     if (!dist_start(true, train_hash(argc, argv, m, in), "train")) goto done;
     if (a.tile > 0 && in->tile != a.tile)
         cli_note("--tile %d is not a valid input size for this network; using %d", a.tile, in->tile);
@@ -742,8 +759,9 @@ int cmd_train(int argc, char **argv) {
             fprintf(stderr, "unet: resuming at step %ld%s\n", in->first_step,
                     in->rollbacks ? " (with the learning rate of its rollbacks)" : "");
         if (dist_size() > 1)
-            fprintf(stderr, "unet: %d ranks (mpirun), %d tiles each of the batch of %d, "
-                    "batch-norm %s\n", dist_size(), a.batch / dist_size(), a.batch,
+            fprintf(stderr, "unet: %d ranks (mpirun) share each batch of %d tiles (%d%s each), "
+                    "batch-norm %s\n", dist_size(), a.batch, a.batch / dist_size(),
+                    a.batch % dist_size() ? " or 1 more" : "",
                     !cfg->batchnorm ? "off" : a.sync_bn ? "synchronised (--sync-bn)"
                                                          : "statistics per rank");
     }

@@ -36,6 +36,8 @@ void dist_sum_f32(float *v, size_t n, void *user);
 double dist_sum_seconds(void);
 /* True on every rank when flag is true on any. */
 bool dist_any(bool flag);
+/* True on every rank when h is the same on all. */
+bool dist_same(uint64_t h);
 /* The start check: false (exit 1) when a rank is not ok or the hashes differ; what names the
  * command for the message. */
 bool dist_start(bool ok, uint64_t hash, const char *what);

@@ -93,6 +93,13 @@ bool dist_any(bool flag) {
     return any != 0;
 }
 
+bool dist_same(uint64_t h) {
+    if (size_ < 2) return true;
+    uint64_t v[2] = {h, ~h}, max[2];
+    MPI_Allreduce(v, max, 2, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD);
+    return max[0] == ~max[1];   /* the largest h is also the smallest */
+}
+
 struct card {
     int      ok;
     uint64_t hash;

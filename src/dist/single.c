@@ -56,6 +56,11 @@ bool dist_any(bool flag) {
     return flag;
 }
 
+bool dist_same(uint64_t h) {
+    (void)h;
+    return true;
+}
+
 bool dist_start(bool ok, uint64_t hash, const char *what) {
     (void)hash, (void)what;
     return ok;
