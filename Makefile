@@ -68,7 +68,7 @@ CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/%.o)
 MPI_CFLAGS = $(subst -I,-isystem ,$(shell mpicc --showme:compile 2>/dev/null))
 MPI_LIBS   = $(shell mpicc --showme:link 2>/dev/null)
 HAVE_MPI  := $(shell command -v mpicc >/dev/null 2>&1 && echo 1)
-ifeq ($(MPI)$(HAVE_MPI),1)
+ifeq ($(MPI):$(HAVE_MPI),1:)
 $(error MPI=1 needs mpicc: sh scripts/deps.sh installs Open MPI (openmpi-bin, libopenmpi-dev))
 endif
 ifeq ($(MPI),1)

@@ -127,7 +127,9 @@ job=$!
 i=0
 while [ ! -e "$T/k.resume.safetensors" ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i + 1)); done
 sleep 0.5
-victim=$(pgrep -P $(pgrep -P $job mpirun | head -1) 2>/dev/null | tail -1)
+# children PID: the processes whose parent is PID (from /proc: no procps needed).
+children() { cat /proc/[0-9]*/stat 2>/dev/null | awk -v p="$1" '$4 == p { print $1 }'; }
+victim=$(children "$(children $job | head -1)" | tail -1)
 start=$(date +%s)
 [ -n "$victim" ] && kill -9 "$victim"
 wait $job
