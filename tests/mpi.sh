@@ -14,6 +14,8 @@
 #                               the host, exit non-zero within seconds, nothing written
 #   killed_rank                 kill -9 of one rank mid-run: the job ends within seconds,
 #                               non-zero, and the last resumable checkpoint loads
+#   rank0_write_fails           rank 0's checkpoint write fails (ulimit -f on it alone): its
+#                               message, then MPI_Abort ends the job
 #   sigterm_stops_every_rank    SIGTERM to mpirun: every rank stops after the same step, rank 0
 #                               writes the resumable checkpoint
 # tests/run.sh runs it like a test program: "N passed, N failed" last.
@@ -139,6 +141,20 @@ if [ -n "$victim" ] && [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $took -le 20 ] &&
     $ONE info "$T/k.resume.safetensors" >/dev/null 2>&1; then
     ok "killed_rank ($took s)"
 else fail killed_rank "victim '$victim', exit $rc after $took s: $(grep -v '^$' "$T/out" | head -3)"; fi
+
+# Rank 0 alone fails during the run (its checkpoint write hits a file-size limit that only it
+# has): its message, then MPI_Abort ends every rank at once (Open MPI's banner about it may or
+# may not make it to the output, so it is not checked).
+start=$(date +%s)
+$RUN -np 1 sh -c "ulimit -f 100; exec $MPI train $(echo $COMMON) --steps 100000 --save-every 4 \
+    --out $T/w.safetensors" : -np 1 $MPI train $COMMON --steps 100000 --save-every 4 \
+    --out "$T/w.safetensors" >"$T/out" 2>&1
+rc=$?
+took=$(($(date +%s) - start))
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $took -le 30 ] &&
+    grep -q "unet: error: rank 0 on .*w.resume.safetensors: write failed" "$T/out"; then
+    ok "rank0_write_fails ($took s)"
+else fail rank0_write_fails "exit $rc after $took s: $(grep unet: "$T/out" | tail -2)"; fi
 
 # SIGTERM to mpirun (forwarded to every rank): all ranks stop after the same step, rank 0
 # writes the resumable checkpoint and says where to continue.
