@@ -338,7 +338,7 @@ static bool same_weights(unet_model *m) {
 }
 
 /* The event callback.  Under mpirun only rank 0 has the log and the progress lines, and every
- * rank stops at the same step when any asks (dist_any: one collective per event). */
+ * rank stops at the same step when any asks. */
 static int on_event(const unet_train_event *e, void *user) {
     struct run_view *r = user;
     if (e->kind == UNET_TRAIN_EPOCH && !same_weights(r->m)) {
@@ -348,7 +348,12 @@ static int on_event(const unet_train_event *e, void *user) {
                   "on every rank?); stopping", e->step);
         return dist_exit(CLI_EXIT_FAIL);
     }
-    return dist_any(r->log ? show_event(e, r) : stop_signal != 0);
+    /* Any rank's stop stops every rank after this step (one collective per event), and a
+     * signal's number comes along for every rank's exit status. */
+    int stop = r->log ? show_event(e, r) : stop_signal != 0;
+    int all = dist_max(stop_signal * 2 + (stop != 0));
+    if (all > 1 && !stop_signal) stop_signal = all / 2;
+    return all != 0;
 }
 
 /* What the run's end says, and the exit status. */

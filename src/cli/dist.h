@@ -10,7 +10,7 @@
  *     printed once (by the failing rank, or rank 0 for a difference).  A rank that fails
  *     before dist_start takes part in it from dist_exit.
  *   - After dist_start, the collectives are alike on every rank (the trainer's hooks, one
- *     dist_any per training event).  A rank that fails there alone prints its message and ends
+ *     dist_max per training event).  A rank that fails there alone prints its message and ends
  *     the whole job (MPI_Abort) from dist_exit, unless the command marked the end as agreed
  *     (dist_agreed_end: every rank ended the same way at the same point).
  */
@@ -34,8 +34,8 @@ const char *dist_host(void);
 void dist_sum_f64(double *v, size_t n, void *user);
 void dist_sum_f32(float *v, size_t n, void *user);
 double dist_sum_seconds(void);
-/* True on every rank when flag is true on any. */
-bool dist_any(bool flag);
+/* The largest v over the ranks, on every rank. */
+int  dist_max(int v);
 /* True on every rank when h is the same on all. */
 bool dist_same(uint64_t h);
 /* The start check: false (exit 1) when a rank is not ok or the hashes differ; what names the

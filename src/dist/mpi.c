@@ -45,6 +45,9 @@ int dist_exit(int rc) {
         fflush(stdout), fflush(stderr);
         MPI_Abort(MPI_COMM_WORLD, rc);
     }
+    /* An ending all ranks agreed on: the others wait for rank 0 to finish writing and saying
+     * it, since mpirun ends the job when any rank exits non-zero (an interrupted run: 143). */
+    if (size_ > 1) MPI_Barrier(MPI_COMM_WORLD);
     MPI_Finalize();
     active = false;
     return rc;
@@ -86,11 +89,10 @@ double dist_sum_seconds(void) {
     return sum_seconds;
 }
 
-bool dist_any(bool flag) {
-    if (size_ < 2) return flag;
-    int v = flag, any = 0;
-    MPI_Allreduce(&v, &any, 1, MPI_INT, MPI_LOR, MPI_COMM_WORLD);
-    return any != 0;
+int dist_max(int v) {
+    int max = v;
+    if (size_ > 1) MPI_Allreduce(&v, &max, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    return max;
 }
 
 bool dist_same(uint64_t h) {
