@@ -192,14 +192,15 @@ class Model:
 
     def predict(self, image, *, tile=0, overlap=None, tta=False, batch=1, threads=None,
                 probabilities=False, instances=False, logits=False, grow=2, norm="auto",
-                channel_axis=None):
+                channel_axis=None, precision="fp32"):
         """Segments an image of any size with overlapping tiles (as `unet predict`).
 
         image: (H, W) for a one-channel model, (H, W, C) for C channels, or a stack (N, ...);
             any integer or float dtype, normalised as `unet predict --norm` does (norm: "auto",
             "percentile", "max", "none").  channel_axis: where the channels are when not last.
-        tile, overlap, tta, batch: as `unet predict --tile --overlap --tta --batch`;
-        threads: OpenMP threads (None: all cores).
+        tile, overlap, tta, batch, precision: as `unet predict --tile --overlap --tta --batch
+        --precision` ("fp32" or "bf16": bf16 products where the CPU has AVX512_BF16, fp32
+        elsewhere; docs/performance.md); threads: OpenMP threads (None: all cores).
         Returns the class ids (H, W) uint8; with probabilities, instances or logits, a tuple
         (classes, then in this order those asked for: probabilities (K, H, W) float32,
         instances (H, W) int32 labels 1..n (as `unet predict --instances`: the seeded watershed
@@ -208,6 +209,9 @@ class Model:
         """
         if norm not in _NORMS:
             raise ValueError(f"norm: expected one of {', '.join(_NORMS)}, got {norm!r}")
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision: expected 'fp32' or 'bf16', got {precision!r}")
+        self._m.set_precision(precision)
         if logits and tta:
             raise ValueError("logits: not available with tta (the 8 predictions are averaged "
                              "as probabilities)")

@@ -639,6 +639,8 @@ int cmd_train(int argc, char **argv) {
                      .save_every = 0, .save_minutes = 10, .separate_gap = 1, .clip = 0,
                      .ema = 0, .rollback_lr = 0.5, .minutes = 0, .max_rollbacks = 3,
                      .snapshot_every = 100};
+    const char *precision = "fp32"; /* the products' precision (unet_model_set_precision) */
+    unet_precision prec = UNET_PRECISION_FP32;
     const struct cli_opt opts[] = {
         {"--images", CLI_STR, &a.images, "DIR", "training images (.png .tif .npy; stacks: each page)"},
         {"--masks", CLI_STR, &a.masks, "DIR", "masks with the same file names"},
@@ -695,6 +697,8 @@ int cmd_train(int argc, char **argv) {
         {"--no-augment", CLI_FLAG, &a.no_augment, NULL, "same as --augment none"},
         {"--norm", CLI_STR, &a.norm, "NAME", "auto (default), percentile, max, none"},
         {"--seed", CLI_INT, &a.seed, "S", "random seed (1)"},
+        {"--precision", CLI_STR, &precision, "NAME",
+         "fp32 (default) or bf16: bf16 products, float32 weights and optimizer (AVX512_BF16)"},
         {"--threads", CLI_INT, &a.threads, "T", "threads (all cores)"},
         {"--max-pixels", CLI_STR, &a.max_pixels, "N", CLI_MAX_PIXELS_HELP},
         {"--max-memory", CLI_STR, &a.max_memory, "SIZE", CLI_MAX_MEMORY_HELP},
@@ -769,6 +773,7 @@ int cmd_train(int argc, char **argv) {
     }
     unet_norm norm = UNET_NORM_AUTO;
     if (a.norm && !cli_parse_norm(a.norm, &norm)) return CLI_EXIT_USAGE;
+    if (!cli_parse_precision(precision, &prec)) return CLI_EXIT_USAGE;
     uint64_t max_pixels = 0;
     if (a.max_pixels && !cli_parse_max_pixels(a.max_pixels, &max_pixels)) return CLI_EXIT_USAGE;
     uint64_t budget = cli_memory_default();
@@ -984,6 +989,7 @@ int cmd_train(int argc, char **argv) {
             goto done;
         }
     }
+    cli_set_precision(ctx, m, prec, a.quiet);
     const unet_config *cfg = unet_model_config(m);
     if (cfg->in_channels != channels) {
         cli_error("the images have %d channels but the model takes %d", channels, cfg->in_channels);
