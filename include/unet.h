@@ -1108,6 +1108,10 @@ typedef struct unet_train_opts {
                                      * epoch sums + guard statistics, for resume */
     /* Data-parallel runs: this process's share of each batch (unet_sampler_shard); 0, 0: all. */
     int             shard_first, shard_count;
+    /* The products' precision for the run (unet_model_set_precision on m at
+     * unet_trainer_create; validation runs at it too): FP32 (default) or BF16, mixed precision
+     * with float32 master weights, gradients and optimizer state. */
+    unet_precision  precision;
 } unet_train_opts;
 
 /* The defaults above (unet train's). */

@@ -254,10 +254,52 @@ TEST(bf16_training_keeps_float32_master_weights) {
     unet_ctx_free(ctx);
 }
 
+/* The trainer runs at unet_train_opts.precision: it sets it on the model (fp32 by default, so a
+ * bf16 model trained with the defaults runs float32), rejects a value that is neither, and a
+ * bf16 run (where the CPU has it) ends with other weights than a float32 run of the same
+ * steps. */
+TEST(trainer_runs_at_its_precision) {
+    unet_ctx *ctx = unet_ctx_create();
+    float x[PIX];
+    int32_t t[PIX];
+    batch(x, t, 8);
+    unet_dataset *ds = NULL;
+    CHECK_STATUS(unet_dataset_create(ctx, 1, &ds), UNET_STATUS_OK);
+    for (int k = 0; k < N; k++)
+        CHECK_STATUS(unet_dataset_add(ctx, ds, x + k * H * W, t + k * H * W, NULL, H, W, NULL),
+                     UNET_STATUS_OK);
+    unet_train_opts o = unet_train_defaults();
+    CHECK_EQ(o.precision, UNET_PRECISION_FP32);
+    o.precision = (unet_precision)5;
+    CHECK_STATUS(unet_train_check(ctx, &o), UNET_STATUS_ARG);
+    CHECK_STR_CONTAINS(unet_ctx_errmsg(ctx), "precision");
+    o = unet_train_defaults();
+    o.batch = 2, o.tile = 16, o.steps = 2, o.workers = 0;
+    unet_model *m[2];
+    for (int p = 0; p < 2; p++) {
+        m[p] = small_unet(ctx, 21);
+        unet_model_set_precision(ctx, m[p], p ? UNET_PRECISION_FP32 : UNET_PRECISION_BF16);
+        o.precision = p ? UNET_PRECISION_BF16 : UNET_PRECISION_FP32;
+        unet_trainer *tr = NULL;
+        CHECK_STATUS(unet_trainer_create(ctx, m[p], ds, NULL, &o, &tr), UNET_STATUS_OK);
+        CHECK_EQ(unet_model_precision(m[p]), o.precision);
+        CHECK_STATUS(unet_trainer_run(ctx, tr, NULL, NULL), UNET_STATUS_OK);
+        unet_trainer_free(tr);
+    }
+    const bool same = memcmp(m[0]->weights, m[1]->weights, m[0]->n_weights * sizeof(float)) == 0;
+    printf("     2 trainer steps fp32 vs bf16: weights %s\n", same ? "equal" : "differ");
+    CHECK(same == !unet_precision_native(UNET_PRECISION_BF16));
+    unet_model_free(m[0]);
+    unet_model_free(m[1]);
+    unet_dataset_free(ds);
+    unet_ctx_free(ctx);
+}
+
 int main(void) {
     RUN(weight_cache_follows_the_weights);
     RUN(training_never_reads_the_cache);
     RUN(bf16_capped_off_runs_float32);
     RUN(bf16_training_keeps_float32_master_weights);
+    RUN(trainer_runs_at_its_precision);
     return harness_finish();
 }

@@ -483,7 +483,7 @@ def train(images, masks, out=None, *, val_images=None, val_masks=None, callback=
           loss_reduction=None, w0=10.0, sigma=5.0, separate_cells=False, augment=None,
           norm="auto", seed=1, threads=None, val_split=0.1, minutes=0.0, max_rollbacks=3,
           rollback_lr=0.5, snapshot_every=100, guard=True, save_every=0, save_minutes=10.0,
-          channel_axis=None):
+          channel_axis=None, precision="fp32"):
     """Trains a segmentation network as `unet train` does (docs/training.md, docs/python.md).
 
     images, masks: folders (or files) as `unet train --images --masks` reads them, or lists of
@@ -534,7 +534,7 @@ def train(images, masks, out=None, *, val_images=None, val_masks=None, callback=
                 guard=int(bool(guard)), ema=ema, batch=o["batch"], tile=tile, epochs=epochs,
                 steps=steps, seed=seed, minutes=minutes, snapshot_every=snapshot_every,
                 save_every=save_every, save_minutes=save_minutes, out=files[0],
-                last=files[1], resume_out=files[2])
+                last=files[1], resume_out=files[2], precision=precision)
     opts["resume"], resumed_at = None, None
     if resume is not None:
         core = _core.load_training(_check_file(resume, "resume checkpoint"))

@@ -41,6 +41,7 @@
 struct args {
     const char *images, *masks, *val_images, *val_masks, *out, *init, *resume, *log;
     const char *arch, *optimizer, *loss, *norm, *augment, *recipe, *max_pixels, *report;
+    const char *precision;
     const char *max_memory;
     const char *schedule, *milestones, *loss_reduction;
     int         base, depth, classes, epochs, steps, batch, tile, seed, threads, save_every;
@@ -251,6 +252,7 @@ static bool train_opts(unet_ctx *ctx, const struct args *a, unet_train_opts *o) 
     }
     if (a->milestones && !parse_milestones(a->milestones, &o->schedule)) return false;
     /* Given values go to the library, which rejects what is out of range. */
+    if (a->precision && !cli_parse_precision(a->precision, &o->precision)) return false;
     if (!isnan(a->lr)) o->optim.lr = a->lr;
     if (!isnan(a->momentum)) o->optim.momentum = a->momentum;
     if (!isnan(a->weight_decay)) o->optim.weight_decay = a->weight_decay;
@@ -395,8 +397,6 @@ int cmd_train(int argc, char **argv) {
                      .save_every = 0, .save_minutes = 10, .separate_gap = 1, .clip = 0,
                      .ema = 0, .rollback_lr = 0.5, .minutes = 0, .max_rollbacks = 3,
                      .snapshot_every = 100};
-    const char *precision = "fp32"; /* the products' precision (unet_model_set_precision) */
-    unet_precision prec = UNET_PRECISION_FP32;
     const struct cli_opt opts[] = {
         {"--images", CLI_STR, &a.images, "DIR", "training images (.png .tif .npy; stacks: each page)"},
         {"--masks", CLI_STR, &a.masks, "DIR", "masks with the same file names"},
@@ -453,7 +453,7 @@ int cmd_train(int argc, char **argv) {
         {"--no-augment", CLI_FLAG, &a.no_augment, NULL, "same as --augment none"},
         {"--norm", CLI_STR, &a.norm, "NAME", "auto (default), percentile, max, none"},
         {"--seed", CLI_INT, &a.seed, "S", "random seed (1)"},
-        {"--precision", CLI_STR, &precision, "NAME",
+        {"--precision", CLI_STR, &a.precision, "NAME",
          "fp32 (default) or bf16: bf16 products, float32 weights and optimizer (AVX512_BF16)"},
         {"--threads", CLI_INT, &a.threads, "T", "threads (all cores)"},
         {"--max-pixels", CLI_STR, &a.max_pixels, "N", CLI_MAX_PIXELS_HELP},
@@ -499,7 +499,6 @@ int cmd_train(int argc, char **argv) {
     if (a.batch == 0) a.batch = 4;
     unet_norm norm = UNET_NORM_AUTO;
     if (a.norm && !cli_parse_norm(a.norm, &norm)) return CLI_EXIT_USAGE;
-    if (!cli_parse_precision(precision, &prec)) return CLI_EXIT_USAGE;
     uint64_t max_pixels = 0;
     if (a.max_pixels && !cli_parse_max_pixels(a.max_pixels, &max_pixels)) return CLI_EXIT_USAGE;
     uint64_t budget = cli_memory_default();
@@ -662,7 +661,7 @@ int cmd_train(int argc, char **argv) {
             goto done;
         }
     }
-    cli_set_precision(ctx, m, prec, a.quiet);
+    cli_precision_note(o.precision, a.quiet);
     const unet_config *cfg = unet_model_config(m);
 
     /* The library's training loop: tiles rounded up to a size the network accepts. */
