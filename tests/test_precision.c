@@ -198,9 +198,10 @@ TEST(bf16_capped_off_runs_float32) {
             mx = fmax(mx, fabs((double)yf[i]));
         }
         printf("     not capped: bf16 logits differ from float32 by %.2e of the largest\n", e / mx);
-        /* Rounded (far above float32's ~1e-6), and within the network-level precision of bf16
-         * (the op bounds of test_winograd.c, a few layers deep: measured ~3e-3). */
-        CHECK(e / mx > 1e-5 && e / mx < 3e-2);
+        /* Rounded (far above float32's ~1e-6), and not garbage: a few bf16 Winograd layers deep
+         * (each up to ~7% of its max|y| on random data, test_winograd.c; batch-norm and the
+         * last 1x1 convolution average much of it out), measured 2.2e-2 here. */
+        CHECK(e / mx > 1e-5 && e / mx < 5e-2);
     }
     unet_model_free(f);
     unet_model_free(b);
