@@ -67,7 +67,7 @@ EXAMPLE_SRC = $(wildcard examples/*.c)
 EXAMPLE_BIN = $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
 BENCH_SRC = $(wildcard bench/bench_*.c)
 BENCH_BIN = $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
-HDRS     = $(wildcard include/*.h src/*.h src/ops/*.h src/io/*.h tests/*.h)
+HDRS     = $(wildcard include/*.h src/*.h src/ops/*.h src/io/*.h src/cli/*.h tests/*.h)
 
 .PHONY: all deps test asan demo bench golden clean check-tests FORCE lib link-flags python python-ext \
         check-python

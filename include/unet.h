@@ -377,7 +377,8 @@ void unet_image_free(unet_image *img);   /* frees data and zeroes *img; NULL-saf
 /* Loads one image.  The format is recognised by content (PNG signature, TIFF header, .npy magic),
  * not by extension.
  *   PNG: 8/16-bit gray, gray+alpha (alpha dropped), RGB(A) (alpha dropped), palette (expanded
- *     to RGB, tRNS ignored), 1/2/4-bit gray (expanded to 0..255), interlaced.
+ *     to its colours: one gray channel when every entry is gray, else RGB; tRNS ignored),
+ *     1/2/4-bit gray (expanded to 0..255), interlaced.
  *   TIFF: 8/16-bit unsigned samples (U8/U16), 32-bit float (F32), 8/16/32-bit signed and 32-bit
  *     unsigned (I32; a value over INT32_MAX is UNET_STATUS_FORMAT); photometric MinIsBlack or
  *     RGB; any samples per pixel up to 16 with trailing alpha extra samples dropped (so 1 or 3
@@ -386,8 +387,9 @@ void unet_image_free(unet_image *img);   /* frees data and zeroes *img; NULL-saf
  *     directory of a multi-page stack (0 = first).
  *   .npy (versions 1.0-3.0, C order): '<f4' '<f8' -> F32 (a finite float64 outside the float32
  *     range is UNET_STATUS_FORMAT); '|u1' '|b1' -> U8; '<u2' -> U16; '|i1' '<i2' '<i4' -> I32;
- *     '<u4' '<i8' '<u8' -> I32 when every value fits, else UNET_STATUS_FORMAT; shape (H, W) or
- *     (C, H, W); Fortran order, big-endian and other dtypes are UNET_STATUS_FORMAT.
+ *     '<u4' '<i8' '<u8' -> I32 when every value fits, else UNET_STATUS_FORMAT; shape (H, W),
+ *     (C, H, W) or (H, W, C) by the channel rule below; Fortran order, big-endian and other
+ *     dtypes are UNET_STATUS_FORMAT.
  * page < 0, or page beyond the file's images (.npy and PNG have one), is UNET_STATUS_ARG.
  * Images whose w * h is over unet_ctx_max_pixels are refused (UNET_STATUS_FORMAT) before
  * allocating.  A file that cannot be opened or read is UNET_STATUS_IO, bad content
@@ -414,6 +416,77 @@ unet_status unet_image_save(unet_ctx *ctx, const char *path, const unet_image *i
  * path (a file name), or all temporaries in path (a directory), whose writer is gone: no
  * process with that id exists and the lock is free.  Returns the number removed. */
 int unet_remove_stale_temporaries(const char *path);
+
+/* Channel layouts (docs/images.md#channels).  Where an image's channels are:
+ *   PNG: its colour type declares them (gray 1, RGB 3, a palette as its colours, above).
+ *   TIFF: samples per pixel are the channels; each page is one image of a stack.
+ *   .npy (H, W): one channel.  (A, B, C): channels last, (H, W, C), when C <= 4 and A > C and
+ *     B > C (numpy, scikit-image, PIL and tifffile keep colour last); otherwise channels first,
+ *     (C, H, W) (unet_image_save's layout, PyTorch's).  A 4-D .npy is refused.
+ * channel_axis overrides the rule for the axes a file leaves open:
+ *   UNET_CHANNEL_AXIS_AUTO   the rule above;
+ *   UNET_CHANNEL_AXIS_NONE   no channel axis: a 3-D .npy (N, H, W) is a stack of N one-channel
+ *                            images (pages, as a TIFF's);
+ *   0 (-3), 1 (-2), 2 (-1)   the channel axis of a 3-D .npy, counted as numpy does: 0 = first
+ *                            (C, H, W), 2 or -1 = last (H, W, C).  For a TIFF, 0 makes its
+ *                            pages the channels of one image (their samples in page order; all
+ *                            pages of one size and sample type, at most 4096 channels), -1 or 2
+ *                            is the default (samples), and 1 is UNET_STATUS_ARG.
+ * A 2-D .npy and a PNG have no open axis: any channel_axis reads them as above.
+ * palette_indices: a palette PNG gives its indices instead of its colours (one U8 channel):
+ * the classes of a mask drawn with a colour table (PASCAL VOC's masks, PIL mode "P"). */
+#define UNET_CHANNEL_AXIS_AUTO (-100)
+#define UNET_CHANNEL_AXIS_NONE (-101)
+typedef struct unet_image_opts {
+    int channel_axis;      /* UNET_CHANNEL_AXIS_AUTO */
+    int palette_indices;   /* 0 */
+} unet_image_opts;
+unet_image_opts unet_image_defaults(void);
+/* unet_image_load, unet_image_info and unet_image_pages under opts (NULL: the defaults, which
+ * those three use); the page count depends on the layout (NONE splits a 3-D .npy, 0 joins a
+ * TIFF's pages). */
+unet_status unet_image_load_with(unet_ctx *ctx, const char *path, int page,
+                                 const unet_image_opts *opts, unet_image *out);
+unet_status unet_image_info_with(unet_ctx *ctx, const char *path, int page,
+                                 const unet_image_opts *opts, unet_image *info);
+unet_status unet_image_pages_with(unet_ctx *ctx, const char *path, const unet_image_opts *opts,
+                                  int *pages);
+/* The rule on its own, for arrays in memory (the Python package): the channel axis (0..ndim-1)
+ * of an array of ndim (2 or 3) dimensions under channel_axis, or -1 when it has none (2-D, or
+ * NONE).  An axis outside -ndim..ndim-1 is UNET_STATUS_ARG. */
+unet_status unet_channel_axis_of(unet_ctx *ctx, int ndim, const int64_t *shape, int channel_axis,
+                                 int *axis);
+/* "auto", "none", "first" (0), "last" (-1) or an integer -3..2, and back ("first", "last",
+ * "none", "auto" or the integer; buf of 8 bytes). */
+unet_status unet_channel_axis_parse(unet_ctx *ctx, const char *text, int *channel_axis);
+const char *unet_channel_axis_name(int channel_axis, char buf[8]);
+
+/* Chooses or converts an image's channels, in place, by spec:
+ *   "gray"      one channel: the luminance 0.299 R + 0.587 G + 0.114 B (ITU-R BT.601, as PIL's
+ *               convert("L"), OpenCV and MATLAB's rgb2gray) of 3 channels; the mean of any
+ *               other count; a one-channel image as it is;
+ *   "0", "1,2"  these channels (0-based) in this order, at most 64 (repeats allowed);
+ *   NULL, "all" every channel as stored.
+ * Integer samples are rounded to the nearest (halves away from zero) and stay in their dtype,
+ * so an 8-bit image is still normalised as 8-bit; float samples are computed in double.  A
+ * malformed spec is UNET_STATUS_ARG; a channel index the image lacks is UNET_STATUS_SHAPE
+ * naming `name` (the file) and its channels; on failure img is unchanged. */
+unet_status unet_image_select_channels(unet_ctx *ctx, unet_image *img, const char *spec,
+                                       const char *name);
+/* The channels spec gives an image of c channels (from unet_image_info, before decoding), with
+ * the same errors; c 0 checks the spec's syntax only (*out is then the count it fixes, or 0
+ * for NULL and "all"). */
+unet_status unet_channels_count(unet_ctx *ctx, const char *spec, int c, const char *name,
+                                int *out);
+
+/* The input layout a model was trained on: its channel axis (UNET_CHANNEL_AXIS_AUTO when none
+ * was given) and channel spec (NULL: all channels as stored).  Saved with every checkpoint
+ * (metadata channel_axis and channels, written only when set) and loaded with it; unet predict
+ * and the Python package apply it unless told otherwise.  set checks the axis, the spec and
+ * that a spec gives the model's in_channels (UNET_STATUS_ARG). */
+unet_status unet_model_set_input(unet_ctx *ctx, unet_model *m, int channel_axis,
+                                 const char *channels);
+void unet_model_input(const unet_model *m, int *channel_axis, const char **channels);
 
 typedef enum unet_norm {
     UNET_NORM_AUTO = 0,    /* 8-bit /255, 16-bit by percentiles, float and int as they are */
@@ -1045,14 +1118,22 @@ unet_status unet_mask_to_target(unet_ctx *ctx, const unet_image *mask, const une
  * as unet train adds them: the image normalised by unet_image_to_float (norm), the mask made
  * a target (and weight map) by unet_mask_to_target (o); then unet_dataset_add (name: NULL is
  * "image <i>").  Another channel count or mask size is UNET_STATUS_FORMAT ("a.png is 64x64 but
- * its mask b.png is 63x64").  _file loads page `page` of both files first (name NULL: the image
- * file's path); its messages name the files. */
+ * its mask b.png is 63x64"); a NaN or Inf in the image is refused naming the first one and the
+ * count (UNET_STATUS_ARG; _file: UNET_STATUS_FORMAT).  _file loads page `page` of both files
+ * first (name NULL: the image file's path), a palette mask as its indices; its messages name
+ * the files.  _file_with reads both under opts' channel axis (NULL: the defaults) and chooses
+ * the image's channels by `channels` (unet_image_select_channels; NULL: all), as unet train
+ * --channel-axis --channels do (docs/images.md). */
 unet_status unet_dataset_add_image(unet_ctx *ctx, unet_dataset *ds, const unet_image *image,
                                    const unet_image *mask, unet_norm norm,
                                    const unet_target_opts *o, const char *name);
 unet_status unet_dataset_add_file(unet_ctx *ctx, unet_dataset *ds, const char *image,
                                   const char *mask, int page, unet_norm norm,
                                   const unet_target_opts *o, const char *name);
+unet_status unet_dataset_add_file_with(unet_ctx *ctx, unet_dataset *ds, const char *image,
+                                       const char *mask, int page, const unet_image_opts *opts,
+                                       const char *channels, unet_norm norm,
+                                       const unet_target_opts *o, const char *name);
 
 /* The rows a held-back band and the training part it is cut from each keep at least (unet
  * train's min_rows). */

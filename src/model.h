@@ -16,6 +16,9 @@
 #include "ops/kernels.h"
 #include "ops/ops.h"
 
+/* The longest channel spec a model keeps (unet_model_set_input): 64 indices of 4 digits. */
+#define UNET__CHANNELS_MAX 320
+
 enum unet__param_kind {
     UNET__PARAM_WEIGHT,     /* trainable: in the parameter block, has a gradient */
     UNET__PARAM_BUFFER,     /* running_mean / running_var: in the buffer block */
@@ -149,6 +152,11 @@ struct unet_model {
      * meta[2 i + 1] = value, one malloc'd block (checkpoint.c); NULL otherwise. */
     char              **meta;
     int                 n_meta;
+    /* The input layout it was trained on (unet_model_set_input; metadata channel_axis and
+     * channels, checkpoint.c): unset (zeroed) means the channel rule and every channel. */
+    bool                has_input_axis;
+    int                 input_axis;
+    char                input_channels[UNET__CHANNELS_MAX];
     /* Optional per-node profile (bench/bench_unet.c): when non-NULL, forward adds node i's
      * seconds to prof[2 i] and backward to prof[2 i + 1] (wall clock, or the process's CPU time
      * when prof_cpu: steadier on a shared machine).  Owned by the caller. */

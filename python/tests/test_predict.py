@@ -84,7 +84,10 @@ def test_stacks_channels_and_views(unet_mod):
     m = unet_mod.create("unet", base=4, depth=2, seed=5)
     rng = np.random.default_rng(0)
     stack = rng.random((3, 40, 36), dtype=np.float32)
-    got = m.predict(stack, probabilities=True)
+    # unet's rule reads (3, 40, 36) as one 3-channel image; "none" makes it a stack.
+    with pytest.raises(ValueError, match="channel_axis='none' reads"):
+        m.predict(stack)
+    got = m.predict(stack, probabilities=True, channel_axis="none")
     assert got[0].shape == (3, 40, 36) and got[1].shape == (3, 2, 40, 36)
     for i in range(3):
         one = m.predict(stack[i], probabilities=True)

@@ -118,7 +118,7 @@ def test_errors(unet_mod, tmp_path):
     bad = [x.copy() for x in images]
     bad[2][5, 7] = np.nan
     with pytest.raises(unet_mod.ArgumentError,
-                       match=r"images\[2\]': non-finite value nan at channel 0, pixel \(y 5, x 7\)"):
+                       match=r"images\[2\]: non-finite value nan at channel 0, pixel \(y 5, x 7\)"):
         unet_mod.train(bad, masks, **quick)
     with pytest.raises(ValueError, match=r"images\[0\]: the mask has shape \(63, 64\)"):
         unet_mod.train(images[:1], [masks[0][1:]], **quick)

@@ -41,8 +41,7 @@
 struct args {
     const char *images, *masks, *val_images, *val_masks, *out, *init, *resume, *log;
     const char *arch, *optimizer, *loss, *norm, *augment, *recipe, *max_pixels, *report;
-    const char *precision;
-    const char *max_memory;
+    const char *max_memory, *channel_axis, *channels, *precision;
     const char *schedule, *milestones, *loss_reduction;
     int         base, depth, classes, epochs, steps, batch, tile, seed, threads, save_every;
     int         separate_gap, warmup, max_rollbacks, snapshot_every;
@@ -72,19 +71,28 @@ struct loaded {
     int           n, cap;
 };
 
-/* Page p of file f (ip, its mask mp) into set, as the library adds a file pair
- * (unet_dataset_add_file); the set takes the channels of its first image, or *channels. */
-static bool add_page(unet_ctx *ctx, const char *ip, const char *mp, int p, int pages, int f,
-                     unet_norm norm, const unet_target_opts *to, int *channels,
+/* Page p of file f (ip, its mask mp) into set, as the library adds a file pair under the
+ * layout in (unet_dataset_add_file_with); the set takes the channels of its first image, or
+ * *channels. */
+static bool add_page(unet_ctx *ctx, const struct cli_input *in, const char *ip, const char *mp,
+                     int p, int pages, int f, const unet_target_opts *to, int *channels,
                      struct loaded *set) {
     unet_image info = {0};
-    unet_status s = *channels ? UNET_STATUS_OK : unet_image_info(ctx, ip, p, &info);
-    if (s == UNET_STATUS_OK && !*channels) *channels = info.c;
-    if (s == UNET_STATUS_OK && !set->ds) s = unet_dataset_create(ctx, *channels, &set->ds);
+    int c;
+    if (!cli_image_channels(ctx, in, ip, p, &info, &c)) return false;
+    if (!*channels) *channels = c;
+    if (c != *channels) {
+        cli_error("%s has %d channels, the other images %d%s", ip, c, *channels,
+                  in->channels ? "" : " (--channels gray or --channels N makes them alike)");
+        return false;
+    }
+    unet_status s = set->ds ? UNET_STATUS_OK : unet_dataset_create(ctx, *channels, &set->ds);
     char name[512];
     if (pages > 1) snprintf(name, sizeof name, "%s[%d]", cli_basename(ip), p);
     else snprintf(name, sizeof name, "%s", cli_basename(ip));
-    if (s == UNET_STATUS_OK) s = unet_dataset_add_file(ctx, set->ds, ip, mp, p, norm, to, name);
+    if (s == UNET_STATUS_OK)
+        s = unet_dataset_add_file_with(ctx, set->ds, ip, mp, p, &in->opts, in->channels,
+                                       in->norm, to, name);
     if (s != UNET_STATUS_OK) {
         cli_lib_error(ctx, s);
         return false;
@@ -101,32 +109,34 @@ static bool add_page(unet_ctx *ctx, const char *ip, const char *mp, int p, int p
     return true;
 }
 
+/* Whether some target of ds is a class other than background (0); false for NULL. */
+static bool has_foreground(const unet_dataset *ds) {
+    const int32_t *t;
+    int h, w;
+    for (int i = 0; ds && unet_dataset_get(ds, i, NULL, &t, NULL, &h, &w, NULL) == UNET_STATUS_OK; i++)
+        for (size_t k = 0; k < (size_t)h * w; k++)
+            if (t[k] > 0) return true;
+    return false;
+}
+
 /* Loads every image of dir (each page of a stack) with its mask from masks into set. */
-static bool load_pairs(unet_ctx *ctx, const char *dir, const char *masks, unet_norm norm,
-                       const unet_target_opts *to, int *channels, struct loaded *set) {
+static bool load_pairs(unet_ctx *ctx, const struct cli_input *in, const char *dir,
+                       const char *masks, const unet_target_opts *to, int *channels,
+                       struct loaded *set) {
     struct cli_files files;
     if (!cli_list_images(dir, &files)) return false;
     bool ok = true;
     for (int f = 0; f < files.count && ok; f++) {
         const char *ip = files.paths[f];
-        char *mp = cli_find_match(masks, ip);
-        if (!mp) {
-            cli_error("%s: no mask with the same name in %s", ip, masks);
-            ok = false;
-            break;
-        }
+        char *mp = cli_find_mask(masks, ip);
         int pages = 0, mpages = 0;
-        unet_status st = unet_image_pages(ctx, ip, &pages);
-        if (st == UNET_STATUS_OK) st = unet_image_pages(ctx, mp, &mpages);
-        if (st != UNET_STATUS_OK) {
-            cli_lib_error(ctx, st);
-            ok = false;
-        } else if (pages != mpages) {
+        ok = mp && cli_image_pages(ctx, in, ip, &pages) && cli_image_pages(ctx, in, mp, &mpages);
+        if (ok && pages != mpages) {
             cli_error("%s has %d pages but its mask %s has %d", ip, pages, mp, mpages);
             ok = false;
         }
         for (int p = 0; p < pages && ok; p++)
-            ok = add_page(ctx, ip, mp, p, pages, f, norm, to, channels, set);
+            ok = add_page(ctx, in, ip, mp, p, pages, f, to, channels, set);
         free(mp);
     }
     cli_files_free(&files);
@@ -452,6 +462,8 @@ int cmd_train(int argc, char **argv) {
                                                    "paper (+ elastic, rotation, shift, gray), none"},
         {"--no-augment", CLI_FLAG, &a.no_augment, NULL, "same as --augment none"},
         {"--norm", CLI_STR, &a.norm, "NAME", "auto (default), percentile, max, none"},
+        {"--channel-axis", CLI_STR, &a.channel_axis, "AXIS", CLI_CHANNEL_AXIS_HELP},
+        {"--channels", CLI_STR, &a.channels, "SPEC", CLI_CHANNELS_HELP " (saved with the model)"},
         {"--seed", CLI_INT, &a.seed, "S", "random seed (1)"},
         {"--precision", CLI_STR, &a.precision, "NAME",
          "fp32 (default) or bf16: bf16 products, float32 weights and optimizer (AVX512_BF16)"},
@@ -497,8 +509,8 @@ int cmd_train(int argc, char **argv) {
         return CLI_EXIT_USAGE;
     }
     if (a.batch == 0) a.batch = 4;
-    unet_norm norm = UNET_NORM_AUTO;
-    if (a.norm && !cli_parse_norm(a.norm, &norm)) return CLI_EXIT_USAGE;
+    struct cli_input input;
+    if (!cli_input_parse(&input, a.channel_axis, a.channels, a.norm)) return CLI_EXIT_USAGE;
     uint64_t max_pixels = 0;
     if (a.max_pixels && !cli_parse_max_pixels(a.max_pixels, &max_pixels)) return CLI_EXIT_USAGE;
     uint64_t budget = cli_memory_default();
@@ -631,10 +643,17 @@ int cmd_train(int argc, char **argv) {
     to.sigma = a.sigma;
     const char *const dirs[4] = {a.images, a.masks, a.val_images, a.val_masks};
     if (!cli_train_memory(ctx, dirs, to.weights, budget)) goto done;
-    if (!load_pairs(ctx, a.images, a.masks, norm, &to, &channels, &train)) goto done;
+    if (m && !cli_input_from_model(&input, m, a.resume ? a.resume : a.init, a.resume != NULL,
+                                   a.quiet))
+        goto done;
+    if (!load_pairs(ctx, &input, a.images, a.masks, &to, &channels, &train)) goto done;
+    if (!has_foreground(train.ds))
+        cli_note("warning: every mask in %s is all background (0): the model can only learn to "
+                 "predict background; check the masks (or --masks)", a.masks);
     to.weights = 0;     /* validation does not use weight maps */
     if (a.val_images) {
-        if (!load_pairs(ctx, a.val_images, a.val_masks, norm, &to, &channels, &vset)) goto done;
+        if (!load_pairs(ctx, &input, a.val_images, a.val_masks, &to, &channels, &vset))
+            goto done;
     } else if (a.val_split > 0) {
         if (!hold_back(ctx, &a, &train, &held)) goto done;
     } else if (!a.quiet) {
@@ -663,6 +682,7 @@ int cmd_train(int argc, char **argv) {
     }
     cli_precision_note(o.precision, a.quiet);
     const unet_config *cfg = unet_model_config(m);
+    if (!cli_input_done(ctx, &input, m)) goto done;
 
     /* The library's training loop: tiles rounded up to a size the network accepts. */
     o.out = a.out;
