@@ -185,6 +185,27 @@ unet_status unet_model_prepare(unet_ctx *ctx, unet_model *m, int n, int h, int w
 unet_status unet_model_forward(unet_ctx *ctx, unet_model *m, const float *x, int n, int h, int w,
                                float *logits);
 
+/* The precision of the convolutions' products, for inference and training alike.  FP32 (the
+ * default): float32 throughout.  BF16: the products of the 3x3 convolutions (by Winograd:
+ * forward, input and weight gradient) and of the 2x2 up-convolutions take operands rounded to
+ * bfloat16 (8 significant bits) and sum them in float32, with the AVX512_BF16 dot-product
+ * instructions; everything else stays float32: the transforms around the products, batch-norm,
+ * the losses, the weights (master copy), gradients and optimizer state.  On a CPU without
+ * AVX512_BF16 (or with UNET_CPU set below avx512bf16) a BF16 model runs FP32.  Accuracy and
+ * speed on this project's data: docs/performance.md. */
+typedef enum unet_precision {
+    UNET_PRECISION_FP32 = 0,
+    UNET_PRECISION_BF16
+} unet_precision;
+
+unet_status unet_model_set_precision(unet_ctx *ctx, unet_model *m, unet_precision p);
+unet_precision unet_model_precision(const unet_model *m);  /* as set */
+/* 1 when this CPU runs p as asked (FP32 always; BF16 with AVX512_BF16), 0 when p falls back. */
+int unet_precision_native(unet_precision p);
+/* "fp32", "bf16" and back (UNET_STATUS_ARG naming the word otherwise). */
+const char *unet_precision_name(unet_precision p);
+unet_status unet_precision_parse(unet_ctx *ctx, const char *name, unet_precision *out);
+
 /* Convolutionalization (FCN, Long et al. 2015, section 3.1; docs/fcn.md): turns a VGG-style
  * classifier checkpoint into an FCN checkpoint.  The classifier (safetensors) holds
  * conv1_1 .. conv5_3 (weight and bias, with the FCN's names and shapes) and the Linear layers
@@ -1220,6 +1241,10 @@ struct unet_train_opts {
                                      * epoch sums + guard statistics, for resume */
     /* Data-parallel runs: this process's share of each batch (unet_sampler_shard); 0, 0: all. */
     int             shard_first, shard_count;
+    /* The products' precision for the run (unet_model_set_precision on m at
+     * unet_trainer_create; validation runs at it too): FP32 (default) or BF16, mixed precision
+     * with float32 master weights, gradients and optimizer state. */
+    unet_precision  precision;
 };
 
 /* The defaults above (unet train's). */

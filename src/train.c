@@ -285,11 +285,13 @@ unet_status unet_train_step_ex(unet_ctx *ctx, unet_model *m, const unet_optim *o
         unet__adam_step(m->weights, m->grads, m->opt_m, m->opt_v, m->n_weights, &o, step);
     }
     unet__model_ema_step(m);
+    unet__model_weights_changed(m);
     return UNET_STATUS_OK;
 undo:
     memcpy(m->buffers, snap, nb);
     memcpy(m->counters, snap + nb, nc);
     m->rng = rng0;
+    unet__model_weights_changed(m);
     return s;
 }
 

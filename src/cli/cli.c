@@ -369,6 +369,27 @@ bool cli_parse_norm(const char *s, unet_norm *out) {
     return false;
 }
 
+bool cli_parse_precision(const char *s, unet_precision *out) {
+    unet_ctx *ctx = unet_ctx_create();
+    bool ok = ctx && unet_precision_parse(ctx, s, out) == UNET_STATUS_OK;
+    if (!ok) cli_error("--precision: '%s' (expected fp32 or bf16)", s);
+    unet_ctx_free(ctx);
+    return ok;
+}
+
+/* The precision a model runs at, said once on stderr for bf16 (unless quiet): it runs, or falls
+ * back to fp32 on a CPU without AVX512_BF16. */
+void cli_set_precision(unet_ctx *ctx, unet_model *m, unet_precision p, bool quiet) {
+    unet_model_set_precision(ctx, m, p);
+    cli_precision_note(p, quiet);
+}
+
+void cli_precision_note(unet_precision p, bool quiet) {
+    if (quiet || p == UNET_PRECISION_FP32) return;
+    if (unet_precision_native(p)) cli_note("bf16 products (AVX512_BF16), float32 elsewhere");
+    else cli_note("--precision bf16: this CPU lacks AVX512_BF16 (or UNET_CPU caps it); fp32");
+}
+
 bool cli_parse_max_pixels(const char *s, uint64_t *out) {
     char *end;
     errno = 0;

@@ -313,6 +313,8 @@ int cmd_predict(int argc, char **argv) {
                       .erode = idef.erode, .min_size = idef.min_size,
                       .seed_threshold = idef.seed_threshold,
                       .instance_method = "watershed"};
+    const char *precision = "fp32";
+    unet_precision prec = UNET_PRECISION_FP32;
     const struct cli_opt opts[] = {
         {"--model", CLI_STR, &a.model, "FILE", "the trained model (.safetensors)"},
         {"--input", CLI_STR, &a.input, "FILE|DIR", "an image, a stack or a folder of images"},
@@ -333,6 +335,8 @@ int cmd_predict(int argc, char **argv) {
         {"--batch", CLI_INT, &a.batch, "B", "tiles per forward pass (1)"},
         {"--tta", CLI_FLAG, &a.tta, NULL, "average the 8 flips/rotations"},
         {"--norm", CLI_STR, &a.norm, "NAME", "auto (default), percentile, max, none"},
+        {"--precision", CLI_STR, &precision, "NAME",
+         "fp32 (default) or bf16: bf16 products where the CPU has AVX512_BF16"},
         {"--channel-axis", CLI_STR, &a.channel_axis, "AXIS", CLI_CHANNEL_AXIS_HELP},
         {"--channels", CLI_STR, &a.channels, "SPEC", CLI_CHANNELS_HELP " (default: the model's)"},
         {"--threads", CLI_INT, &a.threads, "T", "threads (all cores)"},
@@ -348,6 +352,7 @@ int cmd_predict(int argc, char **argv) {
         return CLI_EXIT_USAGE;
     }
     if (!cli_input_parse(&a.in, a.channel_axis, a.channels, a.norm)) return CLI_EXIT_USAGE;
+    if (!cli_parse_precision(precision, &prec)) return CLI_EXIT_USAGE;
     uint64_t max_pixels = 0;
     if (a.max_pixels && !cli_parse_max_pixels(a.max_pixels, &max_pixels)) return CLI_EXIT_USAGE;
     a.budget = cli_memory_default();
@@ -383,6 +388,7 @@ int cmd_predict(int argc, char **argv) {
         unet_ctx_free(ctx);
         return CLI_EXIT_FAIL;
     }
+    cli_set_precision(ctx, m, prec, a.quiet);
     /* Which model of a training run this is (unet train writes "best ..." or "last ..."). */
     const char *selected = unet_model_meta(m, "selected");
     if (selected && !a.quiet) cli_note("model %s: %s", a.model, selected);

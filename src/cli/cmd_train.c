@@ -42,7 +42,7 @@
 struct args {
     const char *images, *masks, *val_images, *val_masks, *out, *init, *resume, *log;
     const char *arch, *optimizer, *loss, *norm, *augment, *recipe, *max_pixels, *report;
-    const char *max_memory, *channel_axis, *channels;
+    const char *max_memory, *channel_axis, *channels, *precision;
     const char *schedule, *milestones, *loss_reduction;
     int         base, depth, classes, epochs, steps, batch, tile, seed, threads, save_every;
     int         separate_gap, warmup, max_rollbacks, snapshot_every;
@@ -263,6 +263,7 @@ static bool train_opts(unet_ctx *ctx, const struct args *a, unet_train_opts *o) 
     }
     if (a->milestones && !parse_milestones(a->milestones, &o->schedule)) return false;
     /* Given values go to the library, which rejects what is out of range. */
+    if (a->precision && !cli_parse_precision(a->precision, &o->precision)) return false;
     if (!isnan(a->lr)) o->optim.lr = a->lr;
     if (!isnan(a->momentum)) o->optim.momentum = a->momentum;
     if (!isnan(a->weight_decay)) o->optim.weight_decay = a->weight_decay;
@@ -507,6 +508,8 @@ int cmd_train(int argc, char **argv) {
         {"--channel-axis", CLI_STR, &a.channel_axis, "AXIS", CLI_CHANNEL_AXIS_HELP},
         {"--channels", CLI_STR, &a.channels, "SPEC", CLI_CHANNELS_HELP " (saved with the model)"},
         {"--seed", CLI_INT, &a.seed, "S", "random seed (1)"},
+        {"--precision", CLI_STR, &a.precision, "NAME",
+         "fp32 (default) or bf16: bf16 products, float32 weights and optimizer (AVX512_BF16)"},
         {"--threads", CLI_INT, &a.threads, "T", "threads (all cores)"},
         {"--max-pixels", CLI_STR, &a.max_pixels, "N", CLI_MAX_PIXELS_HELP},
         {"--max-memory", CLI_STR, &a.max_memory, "SIZE", CLI_MAX_MEMORY_HELP},
@@ -723,6 +726,7 @@ int cmd_train(int argc, char **argv) {
             goto done;
         }
     }
+    cli_precision_note(o.precision, a.quiet);
     const unet_config *cfg = unet_model_config(m);
     if (!cli_input_done(ctx, &input, m)) goto done;
 
