@@ -185,6 +185,27 @@ unet_status unet_model_prepare(unet_ctx *ctx, unet_model *m, int n, int h, int w
 unet_status unet_model_forward(unet_ctx *ctx, unet_model *m, const float *x, int n, int h, int w,
                                float *logits);
 
+/* The precision of the convolutions' products, for inference and training alike.  FP32 (the
+ * default): float32 throughout.  BF16: the products of the 3x3 convolutions (by Winograd:
+ * forward, input and weight gradient) and of the 2x2 up-convolutions take operands rounded to
+ * bfloat16 (8 significant bits) and sum them in float32, with the AVX512_BF16 dot-product
+ * instructions; everything else stays float32: the transforms around the products, batch-norm,
+ * the losses, the weights (master copy), gradients and optimizer state.  On a CPU without
+ * AVX512_BF16 (or with UNET_CPU set below avx512bf16) a BF16 model runs FP32.  Accuracy and
+ * speed on this project's data: docs/performance.md. */
+typedef enum unet_precision {
+    UNET_PRECISION_FP32 = 0,
+    UNET_PRECISION_BF16
+} unet_precision;
+
+unet_status unet_model_set_precision(unet_ctx *ctx, unet_model *m, unet_precision p);
+unet_precision unet_model_precision(const unet_model *m);  /* as set */
+/* 1 when this CPU runs p as asked (FP32 always; BF16 with AVX512_BF16), 0 when p falls back. */
+int unet_precision_native(unet_precision p);
+/* "fp32", "bf16" and back (UNET_STATUS_ARG naming the word otherwise). */
+const char *unet_precision_name(unet_precision p);
+unet_status unet_precision_parse(unet_ctx *ctx, const char *name, unet_precision *out);
+
 /* Convolutionalization (FCN, Long et al. 2015, section 3.1; docs/fcn.md): turns a VGG-style
  * classifier checkpoint into an FCN checkpoint.  The classifier (safetensors) holds
  * conv1_1 .. conv5_3 (weight and bias, with the FCN's names and shapes) and the Linear layers
@@ -891,6 +912,18 @@ typedef struct unet_step_stats unet_step_stats;
 typedef unet_status (*unet_grad_fn)(unet_ctx *ctx, float *grads, size_t n, unet_step_stats *st,
                                     void *user);
 
+/* The seam before the backward pass (data-parallel training): called after the loss with the
+ * step's statistics (loss, baseline, class counts of this process's share) and *scale = 1.  It
+ * may make the statistics global, and sets *scale, the factor by which this process's loss
+ * gradient is multiplied before the backward pass: e.g. its labeled pixels over all processes'
+ * (mean reduction; its tiles over the batch for the summed one), so that the gradients summed
+ * by grad_fn are the single-process gradient of the whole batch, also through synchronised
+ * batch-norm (unet_model_set_bn_sum), whose backward pass couples the processes.  The step
+ * then goes on with the loss it returns: when that is not finite, every process skips the
+ * backward pass alike.  A non-OK return fails the step as grad_fn's does. */
+typedef unet_status (*unet_loss_fn)(unet_ctx *ctx, unet_step_stats *st, double *scale,
+                                    void *user);
+
 typedef struct unet_step_opts {
     unet_loss_kind loss;
     unet_reduction reduction;
@@ -898,7 +931,8 @@ typedef struct unet_step_opts {
                                  * global L2 norm of all gradients, each is multiplied by
                                  * min(1, clip_norm / (n + 1e-6)) before the update; 0: off */
     unet_grad_fn   grad_fn;     /* NULL: none */
-    void          *grad_user;
+    void          *grad_user;   /* for grad_fn and loss_fn */
+    unet_loss_fn   loss_fn;     /* NULL: none */
 } unet_step_opts;
 
 /* What one step did.  The class counts are over the labeled output pixels of the batch
@@ -1137,8 +1171,47 @@ typedef enum unet_block {
     UNET_BLOCK_BUFFERS
 } unet_block;
 float *unet_model_block(unet_model *m, unet_block which, size_t *n);
+/* Synchronised batch-norm for data-parallel training: with fn set, every batch-norm layer in
+ * training mode takes its batch statistics over all processes' shares, as one process with the
+ * whole batch would (PyTorch's SyncBatchNorm).  fn(v, n, user) must replace the n doubles of v
+ * by their sums over the processes (MPI_Allreduce); every process calls it alike, twice per
+ * layer forward and once backward.  The step's loss_fn must then scale each process's loss
+ * gradient to its share of the global loss.  fn NULL: per-process statistics (the default).
+ * UNET_STATUS_NOMEM when the buffer for the sums cannot be allocated. */
+typedef void (*unet_sum_fn)(double *v, size_t n, void *user);
+unet_status unet_model_set_bn_sum(unet_ctx *ctx, unet_model *m, unet_sum_fn fn, void *user);
 
-typedef struct unet_train_opts {
+/* A process group for data-parallel training (docs/scaling.md), seen through two functions
+ * that replace v by its sums over the processes (MPI_Allreduce with MPI_SUM), which every
+ * process calls alike: doubles (the step's statistics, synchronised batch-norm) and floats
+ * (the gradients).  unet_dp_attach sets this process's shard of every batch (o->batch is the
+ * global batch: samples [rank B / P, (rank + 1) B / P)), and the step's loss_fn and grad_fn:
+ * the statistics and loss of the whole batch, this process's loss gradient weighted by its
+ * share (labeled pixels for the mean cross entropy, tiles for the summed one and the losses
+ * with Dice, which is a ratio over each process's tiles as in PyTorch's DDP), the gradients
+ * summed, and the batch-norm running statistics averaged, or with sync_bn the batch
+ * statistics taken over all processes (unet_model_set_bn_sum).  Call it after
+ * unet_train_resume, before unet_trainer_create; dp must outlive the trainer.  Every process
+ * then takes the same steps; a P-process run equals the one-process run to float rounding
+ * (cross entropy; with batch-norm only with sync_bn).  UNET_STATUS_ARG: a batch smaller than
+ * P, a time budget (per process) with P > 1. */
+typedef void (*unet_sum_f32_fn)(float *v, size_t n, void *user);
+typedef struct unet_dp {
+    int             rank, processes;
+    unet_sum_fn     sum;
+    unet_sum_f32_fn sum_f32;
+    void           *user;
+    /* Set by unet_dp_attach. */
+    unet_model     *m;
+    unet_loss_kind  loss;
+    unet_reduction  reduction;
+    int             share, batch, sync_bn;
+} unet_dp;
+typedef struct unet_train_opts unet_train_opts;
+unet_status unet_dp_attach(unet_ctx *ctx, unet_dp *dp, unet_model *m, unet_train_opts *o,
+                           int sync_bn);
+
+struct unet_train_opts {
     unet_optim      optim;          /* optimizer and base learning rate: adam 1e-3 */
     unet_step_opts  step;           /* loss (ce+dice), reduction, clip_norm, grad_fn */
     unet_schedule   schedule;       /* kind, warmup, power, gamma, milestones (total: the run) */
@@ -1168,7 +1241,11 @@ typedef struct unet_train_opts {
                                      * epoch sums + guard statistics, for resume */
     /* Data-parallel runs: this process's share of each batch (unet_sampler_shard); 0, 0: all. */
     int             shard_first, shard_count;
-} unet_train_opts;
+    /* The products' precision for the run (unet_model_set_precision on m at
+     * unet_trainer_create; validation runs at it too): FP32 (default) or BF16, mixed precision
+     * with float32 master weights, gradients and optimizer state. */
+    unet_precision  precision;
+};
 
 /* The defaults above (unet train's). */
 unet_train_opts unet_train_defaults(void);

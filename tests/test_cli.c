@@ -450,7 +450,7 @@ static bool copy_checkpoint(const char *src, const char *dst, const char *key, c
 /* ---- tests ---- */
 
 TEST(usage_errors_exit_2) {
-    static const char *cases[][6] = {
+    static const char *cases[][10] = {
         {NULL},
         {"frobnicate", NULL},
         {"train", NULL},
@@ -460,6 +460,9 @@ TEST(usage_errors_exit_2) {
         {"predict", "--model", NULL},
         {"predict", "--model", "m", "--input", "i", NULL},
         {"eval", "--classes", "1", NULL},
+        {"predict", "--model", "m", "--input", "i", "--output", "o", "--precision", "fp16", NULL},
+        {"train", "--images", "a", "--masks", "b", "--out", "o.safetensors", "--precision", "bf8",
+         NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct cmd c;

@@ -128,7 +128,8 @@ def test_errors(unet_mod, tmp_path):
     for kw, text in [(dict(batch=0), "batch: expected"), (dict(ema=1.5), "ema: "),
                      (dict(loss="bce"), "loss: 'bce'"), (dict(schedule="linear"), "schedule: "),
                      (dict(lr=-1.0), "lr: "), (dict(minutes=-1.0), "minutes: "),
-                     (dict(loss="dice", loss_reduction="sum"), "loss reduction sum")]:
+                     (dict(loss="dice", loss_reduction="sum"), "loss reduction sum"),
+                     (dict(precision="fp16"), "precision: expected fp32 or bf16, got 'fp16'")]:
         with pytest.raises(unet_mod.ArgumentError, match=text):
             unet_mod.train(images, masks, **dict(quick, **kw))
     with pytest.raises(TypeError, match="unexpected keyword"):

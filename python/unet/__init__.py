@@ -241,7 +241,7 @@ class Model:
 
     def predict(self, image, *, tile=0, overlap=None, tta=False, batch=1, threads=None,
                 probabilities=False, instances=False, logits=False, grow=2, norm="auto",
-                channel_axis=None, channels=None):
+                channel_axis=None, channels=None, precision="fp32"):
         """Segments an image of any size with overlapping tiles (as `unet predict`).
 
         image: (H, W), a 3-D image whose channel axis unet's rule finds (last when the last
@@ -251,8 +251,9 @@ class Model:
             is a stack (N, H, W)) or an int, as `unet predict --channel-axis`; channels:
             "gray", "0", "1,2" or a list of ints, as `--channels`.  Both default to the
             model's record (Model.input), else the rule and every channel.
-        tile, overlap, tta, batch: as `unet predict --tile --overlap --tta --batch`;
-        threads: OpenMP threads (None: all cores).
+        tile, overlap, tta, batch, precision: as `unet predict --tile --overlap --tta --batch
+        --precision` ("fp32" or "bf16": bf16 products where the CPU has AVX512_BF16, fp32
+        elsewhere; docs/performance.md); threads: OpenMP threads (None: all cores).
         Returns the class ids (H, W) uint8; with probabilities, instances or logits, a tuple
         (classes, then in this order those asked for: probabilities (K, H, W) float32,
         instances (H, W) int32 labels 1..n (as `unet predict --instances`: the seeded watershed
@@ -261,6 +262,9 @@ class Model:
         """
         if norm not in _NORMS:
             raise ValueError(f"norm: expected one of {', '.join(_NORMS)}, got {norm!r}")
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision: expected 'fp32' or 'bf16', got {precision!r}")
+        self._m.set_precision(precision)
         if logits and tta:
             raise ValueError("logits: not available with tta (the 8 predictions are averaged "
                              "as probabilities)")
@@ -596,7 +600,7 @@ def train(images, masks, out=None, *, val_images=None, val_masks=None, callback=
           loss_reduction=None, w0=10.0, sigma=5.0, separate_cells=False, augment=None,
           norm="auto", seed=1, threads=None, val_split=0.1, minutes=0.0, max_rollbacks=3,
           rollback_lr=0.5, snapshot_every=100, guard=True, save_every=0, save_minutes=10.0,
-          channel_axis=None, channels=None):
+          channel_axis=None, channels=None, precision="fp32"):
     """Trains a segmentation network as `unet train` does (docs/training.md, docs/python.md).
 
     images, masks: folders (or files) as `unet train --images --masks` reads them, or lists of
@@ -652,7 +656,7 @@ def train(images, masks, out=None, *, val_images=None, val_masks=None, callback=
                 guard=int(bool(guard)), ema=ema, batch=o["batch"], tile=tile, epochs=epochs,
                 steps=steps, seed=seed, minutes=minutes, snapshot_every=snapshot_every,
                 save_every=save_every, save_minutes=save_minutes, out=files[0],
-                last=files[1], resume_out=files[2])
+                last=files[1], resume_out=files[2], precision=precision)
     opts["resume"], resumed_at = None, None
     if resume is not None:
         core = _core.load_training(_check_file(resume, "resume checkpoint"))

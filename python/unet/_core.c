@@ -515,7 +515,24 @@ static PyObject *model_export_onnx(ModelObject *self, PyObject *args) {
     return r;
 }
 
+/* set_precision(name): "fp32" or "bf16" (unet_model_set_precision); returns whether this CPU
+ * runs it as asked (bf16 falls back to fp32 without AVX512_BF16). */
+static PyObject *model_set_precision(ModelObject *self, PyObject *args) {
+    const char *name;
+    if (!PyArg_ParseTuple(args, "s:set_precision", &name)) return NULL;
+    model_lock(self);
+    unet_precision p;
+    unet_status s = unet_precision_parse(self->ctx, name, &p);
+    if (s == UNET_STATUS_OK) s = unet_model_set_precision(self->ctx, self->m, p);
+    PyObject *r = s == UNET_STATUS_OK ? PyBool_FromLong(unet_precision_native(p))
+                                      : raise_status(self->ctx, s);
+    model_unlock(self);
+    return r;
+}
+
 static PyMethodDef model_methods[] = {
+    {"set_precision", (PyCFunction)model_set_precision, METH_VARARGS,
+     "see unet.Model.predict's precision"},
     {"config", (PyCFunction)model_config, METH_NOARGS, "the architecture as a dict"},
     {"tensors", (PyCFunction)model_tensors, METH_NOARGS, "[(name, shape, trainable)]"},
     {"output_size", (PyCFunction)model_output_size, METH_VARARGS, "(out_h, out_w) for (h, w)"},

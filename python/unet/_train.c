@@ -253,11 +253,12 @@ static int parse_opts(unet_ctx *ctx, PyObject *d, unet_train_opts *o) {
     *o = unet_train_defaults();
     const char *loss = opt_str(d, "loss"), *optim = opt_str(d, "optimizer");
     const char *aug = opt_str(d, "augment"), *sched = opt_str(d, "schedule");
-    const char *red = opt_str(d, "loss_reduction");
+    const char *red = opt_str(d, "loss_reduction"), *prec = opt_str(d, "precision");
     unet_status s = loss ? unet_loss_parse(ctx, loss, &o->step.loss) : UNET_STATUS_OK;
     if (s == UNET_STATUS_OK && optim) s = unet_optim_parse(ctx, optim, &o->optim);
     if (s == UNET_STATUS_OK && aug) s = unet_augment_parse(ctx, aug, &o->augment);
     if (s == UNET_STATUS_OK && sched) s = unet_schedule_parse(ctx, sched, &o->schedule.kind);
+    if (s == UNET_STATUS_OK && prec) s = unet_precision_parse(ctx, prec, &o->precision);
     if (s != UNET_STATUS_OK) {
         raise_status(ctx, s);
         return -1;

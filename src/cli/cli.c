@@ -1,9 +1,11 @@
 /* cli.c — option parsing, messages, file lists and progress lines for the subcommands. */
 #include "cli/cli.h"
+#include "cli/dist.h"
 
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -22,7 +24,13 @@ static void print_line(const char *prefix, const char *fmt, va_list ap) {
     vsnprintf(buf, sizeof buf, fmt, ap);
     for (char *p = buf; *p; p++)
         if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
-    fprintf(stderr, "unet: %s%s\n", prefix, buf);
+    fprintf(stderr, "unet: %s%s%s\n", prefix, *prefix ? dist_who() : "", buf);
+}
+
+/* Ranks other than 0 of an MPI run keep their notes to themselves (rank 0 says them); their
+ * errors name the rank and the host (dist_who). */
+static bool notes_off(void) {
+    return dist_rank() > 0;
 }
 
 void cli_error(const char *fmt, ...) {
@@ -36,7 +44,14 @@ void cli_lib_error(unet_ctx *ctx, unet_status s) {
     cli_error("%s: %s", unet_status_str(s), unet_ctx_errmsg(ctx));
 }
 
+void cli_silence(void) {
+    fflush(stderr);
+    int fd = open("/dev/null", O_WRONLY);
+    if (fd >= 0) dup2(fd, STDERR_FILENO), close(fd);
+}
+
 void cli_note(const char *fmt, ...) {
+    if (notes_off()) return;
     va_list ap;
     va_start(ap, fmt);
     print_line("", fmt, ap);
@@ -263,6 +278,27 @@ bool cli_parse_norm(const char *s, unet_norm *out) {
         }
     cli_error("--norm: '%s' (expected auto, percentile, max or none)", s);
     return false;
+}
+
+bool cli_parse_precision(const char *s, unet_precision *out) {
+    unet_ctx *ctx = unet_ctx_create();
+    bool ok = ctx && unet_precision_parse(ctx, s, out) == UNET_STATUS_OK;
+    if (!ok) cli_error("--precision: '%s' (expected fp32 or bf16)", s);
+    unet_ctx_free(ctx);
+    return ok;
+}
+
+/* The precision a model runs at, said once on stderr for bf16 (unless quiet): it runs, or falls
+ * back to fp32 on a CPU without AVX512_BF16. */
+void cli_set_precision(unet_ctx *ctx, unet_model *m, unet_precision p, bool quiet) {
+    unet_model_set_precision(ctx, m, p);
+    cli_precision_note(p, quiet);
+}
+
+void cli_precision_note(unet_precision p, bool quiet) {
+    if (quiet || p == UNET_PRECISION_FP32) return;
+    if (unet_precision_native(p)) cli_note("bf16 products (AVX512_BF16), float32 elsewhere");
+    else cli_note("--precision bf16: this CPU lacks AVX512_BF16 (or UNET_CPU caps it); fp32");
 }
 
 bool cli_parse_max_pixels(const char *s, uint64_t *out) {

@@ -43,6 +43,9 @@ void cli_error(const char *fmt, ...)
     ;
 /* The library's failure: "unet: error: <status>: <detail>". */
 void cli_lib_error(unet_ctx *ctx, unet_status s);
+/* From here on nothing goes to stderr (the ranks of an mpirun but 0, at an ending rank 0
+ * tells). */
+void cli_silence(void);
 void cli_note(const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 1, 2)))
@@ -153,6 +156,11 @@ FILE *cli_log_open(const char *path, const char *header, bool resume, long step)
 
 /* ---- parsing values ---- */
 bool cli_parse_norm(const char *s, unet_norm *out);
+/* --precision fp32|bf16 (usage error otherwise), and setting it on a model with a note when the
+ * CPU runs fp32 instead. */
+bool cli_parse_precision(const char *s, unet_precision *out);
+void cli_set_precision(unet_ctx *ctx, unet_model *m, unet_precision p, bool quiet);
+void cli_precision_note(unet_precision p, bool quiet); /* the note alone */
 /* --max-pixels: a positive decimal count of pixels (width x height), the largest image the
  * loaders accept (unet_ctx_set_max_pixels); false with a message otherwise. */
 bool cli_parse_max_pixels(const char *s, uint64_t *out);

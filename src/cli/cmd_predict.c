@@ -13,6 +13,7 @@
  * against a second predict writing into it.
  */
 #include "cli/cli.h"
+#include "cli/dist.h"
 
 #include <limits.h>
 #include <math.h>
@@ -294,12 +295,26 @@ static int guard(unet_ctx *ctx, const struct pargs *a, const struct cli_files *f
     return 0;
 }
 
+/* What every rank of an mpirun must agree on: the build and arguments, the model, the files. */
+static uint64_t predict_hash(int argc, char **argv, unet_model *m, const struct cli_files *files) {
+    uint64_t h = dist_hash_args(argc, argv);
+    size_t n = 0;
+    const float *w = unet_model_block(m, UNET_BLOCK_WEIGHTS, &n);
+    h = dist_hash(h, unet_model_config(m), sizeof(unet_config));
+    h = dist_hash(h, w, n * sizeof(float));
+    for (int i = 0; i < files->count; i++)
+        h = dist_hash(h, files->paths[i], strlen(files->paths[i]) + 1);
+    return h;
+}
+
 int cmd_predict(int argc, char **argv) {
     const unet_instance_opts idef = unet_instance_defaults();
     struct pargs a = {.tile = 0, .overlap = INT_MIN, .batch = 1, .grow = idef.grow,
                       .erode = idef.erode, .min_size = idef.min_size,
                       .seed_threshold = idef.seed_threshold,
                       .instance_method = "watershed"};
+    const char *precision = "fp32";
+    unet_precision prec = UNET_PRECISION_FP32;
     const struct cli_opt opts[] = {
         {"--model", CLI_STR, &a.model, "FILE", "the trained model (.safetensors)"},
         {"--input", CLI_STR, &a.input, "FILE|DIR", "an image, a stack or a folder of images"},
@@ -320,6 +335,8 @@ int cmd_predict(int argc, char **argv) {
         {"--batch", CLI_INT, &a.batch, "B", "tiles per forward pass (1)"},
         {"--tta", CLI_FLAG, &a.tta, NULL, "average the 8 flips/rotations"},
         {"--norm", CLI_STR, &a.norm, "NAME", "auto (default), percentile, max, none"},
+        {"--precision", CLI_STR, &precision, "NAME",
+         "fp32 (default) or bf16: bf16 products where the CPU has AVX512_BF16"},
         {"--channel-axis", CLI_STR, &a.channel_axis, "AXIS", CLI_CHANNEL_AXIS_HELP},
         {"--channels", CLI_STR, &a.channels, "SPEC", CLI_CHANNELS_HELP " (default: the model's)"},
         {"--threads", CLI_INT, &a.threads, "T", "threads (all cores)"},
@@ -335,6 +352,7 @@ int cmd_predict(int argc, char **argv) {
         return CLI_EXIT_USAGE;
     }
     if (!cli_input_parse(&a.in, a.channel_axis, a.channels, a.norm)) return CLI_EXIT_USAGE;
+    if (!cli_parse_precision(precision, &prec)) return CLI_EXIT_USAGE;
     uint64_t max_pixels = 0;
     if (a.max_pixels && !cli_parse_max_pixels(a.max_pixels, &max_pixels)) return CLI_EXIT_USAGE;
     a.budget = cli_memory_default();
@@ -355,6 +373,7 @@ int cmd_predict(int argc, char **argv) {
     if (!ctx) return CLI_EXIT_FAIL;
     if (max_pixels) unet_ctx_set_max_pixels(ctx, max_pixels);
     if (a.budget < unet_ctx_max_image_bytes(ctx)) unet_ctx_set_max_image_bytes(ctx, a.budget);
+    if (!a.threads) a.threads = dist_threads(unet_ctx_threads(ctx));
     if (a.threads && unet_ctx_set_threads(ctx, a.threads) != UNET_STATUS_OK) {
         cli_lib_error(ctx, UNET_STATUS_ARG);
         unet_ctx_free(ctx);
@@ -369,6 +388,7 @@ int cmd_predict(int argc, char **argv) {
         unet_ctx_free(ctx);
         return CLI_EXIT_FAIL;
     }
+    cli_set_precision(ctx, m, prec, a.quiet);
     /* Which model of a training run this is (unet train writes "best ..." or "last ..."). */
     const char *selected = unet_model_meta(m, "selected");
     if (selected && !a.quiet) cli_note("model %s: %s", a.model, selected);
@@ -389,10 +409,17 @@ int cmd_predict(int argc, char **argv) {
         failed = 1;
         goto out;
     }
-    if ((rc = guard(ctx, &a, &files, &lock_fd)) != 0) goto out;
+    /* Under mpirun rank 0 checks the paths, locks the folder and clears it of temporaries
+     * before any rank writes there (dist_start waits for it); rank r predicts files r, r + N,
+     * r + 2 N... */
+    if (dist_rank() == 0 && (rc = guard(ctx, &a, &files, &lock_fd)) != 0) goto out;
+    if (!dist_start(true, predict_hash(argc, argv, m, &files), "predict")) {
+        rc = CLI_EXIT_FAIL;
+        goto out;
+    }
     struct cli_progress prog;
     cli_progress_init(&prog);
-    for (int i = 0; i < files.count; i++) {
+    for (int i = dist_rank(); i < files.count; i += dist_size()) {
         const char *path = files.paths[i];
         int pages = 1;
         if (!cli_image_pages(ctx, &a.in, path, &pages)) {
@@ -413,7 +440,11 @@ int cmd_predict(int argc, char **argv) {
                         pages > 1 ? " (page)" : "", cli_now() - t);
         }
     }
-    if (failed)
+    double counts[2] = {failed, done};   /* over the ranks */
+    dist_sum_f64(counts, 2, NULL);
+    dist_agreed_end();
+    failed = (int)counts[0], done = (int)counts[1];
+    if (failed && dist_rank() == 0)
         cli_error("%d of %d images failed (see above); %d written to %s", failed, done + failed,
                   done, a.output);
 out:
