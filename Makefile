@@ -136,7 +136,7 @@ $(BUILD)/tests/%: tests/%.c $(BUILD)/libunet.a $(HDRS)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libunet.a $(LDLIBS)
 
 # test_options compiles the CLI's option parser in (src/cli/ is not part of the library).
-$(BUILD)/tests/test_options: src/cli/options.c src/cli/cli.c
+$(BUILD)/tests/test_options: src/cli/options.c src/cli/cli.c src/cli/dist.c src/dist/single.c
 
 $(BUILD)/examples/%: examples/%.c $(BUILD)/libunet.a include/unet.h
 	@mkdir -p $(dir $@)

@@ -1,12 +1,15 @@
 /* test_options.c — the CLI's option tables (src/cli/options.c): defaults parsed into their
  * variables before argv, every kind of value, the ranges (both ends, one end), choices,
  * --name=value, `--` and positional arguments, the one-line errors with their exact words,
- * and the --help lines with their defaults.  The parser is compiled in (the CLI is not a
- * library); its messages go to stderr, read back from a file. */
+ * and the --help lines with their defaults.  The parser is compiled in with what cli.c needs
+ * (the CLI is not a library; the process group is the single-process one); its messages go to
+ * stderr, read back from a file. */
 #include "harness.h"
 
 #include "../src/cli/cli.c"
+#include "../src/cli/dist.c"
 #include "../src/cli/options.c"
+#include "../src/dist/single.c"
 
 static char err[4096];
 
