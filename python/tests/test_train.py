@@ -154,9 +154,15 @@ def test_errors(unet_mod, tmp_path):
         if e["step"] == 2:
             os.kill(os.getpid(), signal.SIGINT)
 
-    with pytest.raises(KeyboardInterrupt):
-        unet_mod.train(images, masks, tmp_path / "c.safetensors", **dict(quick, steps=5),
-                       callback=ctrl_c)
+    # Python's own handler, even when the tests were started with SIGINT ignored (a shell's
+    # background job: `nohup make test &`), where Python installs none.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            unet_mod.train(images, masks, tmp_path / "c.safetensors", **dict(quick, steps=5),
+                           callback=ctrl_c)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     m = unet_mod.train(images, masks, tmp_path / "c.safetensors", **dict(quick, steps=5),
                        resume=tmp_path / "c.resume.safetensors")
     assert m.training["first_step"] == 2 and m.training["step"] == 5
