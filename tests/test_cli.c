@@ -1276,6 +1276,42 @@ TEST(sigpipe_exit_141_and_resume) {
     interrupt_with(SIGPIPE, 141);
 }
 
+/* --classes 3 --separate-cells on instance label masks (the Cell Tracking Challenge's: ids of
+ * any size) trains the border class; the ids are not class ids.  Without --separate-cells an id
+ * of 3 or more is still an error for 3 classes. */
+TEST(border_class_from_instance_labels) {
+    char dir[300], p[600], out[512];
+    tmp_path(dir, sizeof dir, "inst3");
+    CHECK(write_dataset(dir, 2, 32));
+    for (int k = 0; k < 2; k++) {
+        unet_image m;
+        CHECK_STATUS(unet_image_alloc(NULL, &m, 32, 32, 1, UNET_DTYPE_U16), UNET_STATUS_OK);
+        uint16_t *v = m.data;
+        for (int y = 8; y < 24; y++)
+            for (int x = 4; x < 28; x++) v[y * 32 + x] = x < 16 ? 7 : 300; /* two touching cells */
+        snprintf(p, sizeof p, "%s/masks/img%d.png", dir, k);
+        unlink(p);
+        snprintf(p, sizeof p, "%s/masks/img%d.tif", dir, k);
+        CHECK_STATUS(unet_image_save(NULL, p, &m), UNET_STATUS_OK);
+        unet_image_free(&m);
+    }
+    snprintf(out, sizeof out, "%s/m.safetensors", dir);
+    struct cmd c;
+    train_args(&c, out, 2, 0);
+    snprintf(c.pool[3], sizeof c.pool[0], "%s/images", dir);
+    snprintf(c.pool[5], sizeof c.pool[0], "%s/masks", dir);
+    arg(&c, "--classes");
+    arg(&c, "3");
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "is not a class id in 0..2");
+    arg(&c, "--separate-cells");
+    CHECK_RUN(run(&c, 0), 0);
+    unet_model *m = NULL;
+    CHECK_STATUS(unet_model_load(NULL, out, &m), UNET_STATUS_OK);
+    if (m) CHECK_EQ(unet_model_config(m)->classes, 3);
+    unet_model_free(m);
+}
+
 int main(void) {
     unet_bin = getenv("UNET_BIN");
     if (!unet_bin || !*unet_bin) {
@@ -1317,6 +1353,7 @@ int main(void) {
     RUN(held_back_set);
     RUN(sighup_exit_129_and_resume);
     RUN(sigpipe_exit_141_and_resume);
+    RUN(border_class_from_instance_labels);
     remove_tree(tmp_dir);
     return harness_finish();
 }

@@ -138,6 +138,9 @@ static bool load_pairs(unet_ctx *ctx, const struct args *a, const char *dir, con
                 break;
             }
             size_t P = (size_t)x.h * x.w;
+            /* --classes 3 --separate-cells: the mask says cell or not (an instance label image,
+             * ids of any size); the separation makes the border class 2 below. */
+            int mask_classes = a->separate_cells && a->classes == 3 ? 2 : a->classes;
             int32_t *labels = malloc(sizeof(int32_t) * P);
             x.target = malloc(sizeof(int32_t) * P);
             if (m.h != x.h || m.w != x.w || m.c != 1) {
@@ -147,7 +150,7 @@ static bool load_pairs(unet_ctx *ctx, const struct args *a, const char *dir, con
             } else if (!labels || !x.target) {
                 cli_error("out of memory loading %s", ip);
                 ok = false;
-            } else if ((st = unet_mask_to_classes(ctx, &m, a->classes, mp, x.target)) !=
+            } else if ((st = unet_mask_to_classes(ctx, &m, mask_classes, mp, x.target)) !=
                        UNET_STATUS_OK) {
                 cli_lib_error(ctx, st);
                 ok = false;
