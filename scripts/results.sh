@@ -101,13 +101,15 @@ split() {
     [ "$n_test" = "$(echo $held | wc -w)" ] || { echo "results.sh: $1 fold $2: expected $held" >&2; exit 1; }
 }
 
-# Measured training rate (steps per minute, 2 threads) of a configuration arch:base:tile:batch:
-# the quiet-machine estimate of scripts/calibrate.sh (docs/results.md, "Training budgets").
+# Training rate of a configuration arch:base:tile:batch in steps per minute of 2 cores (120 CPU
+# seconds), measured by scripts/calibrate.sh (docs/results.md, "Training budgets").
 rate() {
     case "$1" in
         unet:16:256:2) echo 280 ;;
+        unet:16:256:4) echo 136 ;;
         unet:32:256:2) echo 100 ;;
-        unet-paper:16:412:1) echo 220 ;;
+        unet-paper:16:412:1) echo 350 ;;
+        unet-paper:32:412:1) echo 125 ;;
         *) echo "" ;;
     esac
 }
