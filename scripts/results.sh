@@ -214,9 +214,9 @@ for d in $DATASETS; do
                     if [ "$rc" != 0 ]; then
                         echo "results.sh: $r: unet train exited $rc (see $r/train.txt)" >&2
                         [ "$rc" = 3 ] || exit 1
-                        continue
                     fi
-                    # the model is OUT; STEM.last is the same file without validation
+                    # The model is OUT (STEM.last is the same file without validation); after a
+                    # divergence (exit 3) the last good state, scored and marked failed.
                     rm -f "$r/model.resume.safetensors" "$r/model.last.safetensors"
                 fi
                 predict_eval "$r" "$s" "" "$PRED"
