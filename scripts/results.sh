@@ -28,8 +28,11 @@
 #             by steps, so it is reproducible, and its wall and CPU time are recorded
 #   STEPS     a number of steps instead of MINUTES
 #   VARIANTS  prediction variants scored besides the plain one [none]: '+'-joined of
-#             tta (8 flips/rotations averaged), inst (instances grown back over the separation,
-#             for models trained without it); e.g. VARIANTS="tta inst tta+inst"
+#             plain (the plain prediction, predicted and scored again: e.g. with a newer
+#             unet eval), tta (8 flips/rotations averaged), inst (unet predict --instances), cc or ws
+#             (--instances by connected components grown back over the separation, or by the
+#             seeded watershed); e.g. VARIANTS="tta ws tta+ws"
+#   EVAL_FLAGS  more unet eval options, e.g. --prob (V_rand/V_info of the probability maps)
 #   OUT       [runs/cv]; runs go to OUT/<dataset>/<recipe>_<budget>/seed<k>/fold<f>/
 #   THREADS   [2]
 # A fold whose eval.json exists is skipped, an interrupted training is resumed from its
@@ -50,6 +53,7 @@ SEEDS=${SEEDS:-1}
 MINUTES=${MINUTES:-15}
 STEPS=${STEPS:-}
 VARIANTS=${VARIANTS:-}
+EVAL_FLAGS=${EVAL_FLAGS:-}
 DATASETS=${DATASETS:-isbi2012 dic-c2dh-hela fluo-n2dl-hela fluo-n2dh-gowt1}
 RECIPES=${RECIPES:-seed}
 FOLDS=${FOLDS:-}
@@ -160,9 +164,12 @@ variant_flags() {
     IFS=+
     for v in $1; do
         case "$v" in
+            plain) ;;                                                 # scored again
             tta) vf="$vf --tta" ;;
             inst) vf="$vf --instances" ;;
-            *) echo "results.sh: unknown variant '$v' (tta, inst)" >&2; exit 2 ;;
+            cc) vf="$vf --instances --instance-method cc" ;;
+            ws) vf="$vf --instances --instance-method watershed" ;;
+            *) echo "results.sh: unknown variant '$v' (tta, inst, cc, ws)" >&2; exit 2 ;;
         esac
     done
     unset IFS
@@ -177,7 +184,9 @@ predict_eval() {
     # shellcheck disable=SC2086
     "$UNET" predict --model "$pr/model.safetensors" --input "$ps/test/images" \
         --output "$pr/pred$sfx" --probabilities --threads "$THREADS" --quiet $flags
-    "$UNET" eval --pred "$pr/pred$sfx" --truth "$ps/test/masks" --json > "$pr/eval$sfx.json.tmp"
+    # shellcheck disable=SC2086
+    "$UNET" eval --pred "$pr/pred$sfx" --truth "$ps/test/masks" --json $EVAL_FLAGS \
+        > "$pr/eval$sfx.json.tmp"
     mv "$pr/eval$sfx.json.tmp" "$pr/eval$sfx.json"
 }
 

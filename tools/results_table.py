@@ -25,11 +25,34 @@ import re
 import statistics
 import sys
 
-# Metric keys in unet eval's "mean" object, in display order, with column titles; keys absent
-# from every run are left out, keys not listed here are ignored.
-METRICS = [("pixel_error", "pixel error"), ("vrand_error", "V_rand error"),
-           ("vinfo_error", "V_info error"), ("rand_error", "Rand error"), ("iou", "IoU"),
-           ("dice", "Dice"), ("seg", "SEG"), ("ap50", "AP50")]
+# Metrics: (key, column title, how to read it from unet eval's "mean" object), in display order;
+# columns that no run has are left out.  V_rand and V_info (ISBI 2012, after thinning) are
+# printed as errors, 1 - V: of the probability map at its best threshold (the threshold that is
+# best for the mean over the fold's images, as the challenge ranked a stack), at 0.5, and of the
+# predicted mask.  SEG: the mean over images, and seg_ctc pooled over the reference objects as
+# the Cell Tracking Challenge computes it.
+def _prob(k):
+    return lambda m: 1 - m["prob"][k] if isinstance(m.get("prob"), dict) and \
+        isinstance(m["prob"].get(k), (int, float)) else None
+
+
+def _plain(k):
+    return lambda m: m.get(k)
+
+
+METRICS = [("pixel_error", "pixel error", _plain("pixel_error")),
+           ("vrand", "V_rand error (best t)", _prob("best_v_rand")),
+           ("vinfo", "V_info error (best t)", _prob("best_v_info")),
+           ("vrand05", "V_rand error (t 0.5)", _prob("v_rand_at_05")),
+           ("rand_error", "Rand error", _plain("rand_error")),
+           ("iou", "IoU", _plain("iou")),
+           ("dice", "Dice", _plain("dice")),
+           ("seg", "SEG", _plain("seg")),
+           ("seg_ctc", "SEG (CTC)", _plain("seg_ctc")),
+           ("ap50", "AP50", _plain("ap50"))]
+READ = {k: f for k, _, f in METRICS}
+DEFAULT = ["pixel_error", "vrand", "vinfo", "vrand05", "rand_error", "iou", "seg", "seg_ctc",
+           "ap50"]
 
 
 def load_run(fold_dir, variant):
@@ -100,7 +123,10 @@ def scan(root):
 
 
 def value(run, key):
-    v = run["mean"].get(key)
+    try:
+        v = READ[key](run["mean"]) if key in READ else run["mean"].get(key)
+    except (TypeError, KeyError):
+        return None
     return v if isinstance(v, (int, float)) and not math.isnan(v) else None
 
 
@@ -135,7 +161,7 @@ def mmss(secs):
 
 def cv_tables(args):
     data = scan(args.root)
-    keys_all = [k for k, _ in METRICS]
+    keys_all = DEFAULT
     if args.metrics:
         keys_all = args.metrics.split(",")
     for ds in sorted({k[0] for k in data}):
@@ -147,7 +173,7 @@ def cv_tables(args):
             continue
         keys = [k for k in keys_all if any(value(r, k) is not None for _, runs in rows
                                            for folds in runs.values() for r in folds.values())]
-        titles = dict(METRICS)
+        titles = {k: t for k, t, _ in METRICS}
         print(f"\n### {ds}\n")
         if args.folds:
             print("| recipe | variant | seed | fold | " + " | ".join(titles.get(k, k) for k in keys)
@@ -158,7 +184,7 @@ def cv_tables(args):
                     for f in sorted(runs[seed]):
                         r = runs[seed][f]
                         vals = [value(r, k) for k in keys]
-                        print(f"| {rec} | {var or 'plain'} | {seed} | {f} | " + " | ".join(
+                        print(f"| {rec} | {var or 'base'} | {seed} | {f} | " + " | ".join(
                             "–" if v is None else f"{v:.4f}" for v in vals) +
                             f" | {r['steps'] or '–'} | {mmss(r['wall']) if r['wall'] else '–'} "
                             f"| {mmss(r['cpu']) if r['cpu'] else '–'} | {r['rollbacks']}"
@@ -176,7 +202,7 @@ def cv_tables(args):
             cpus = [r["cpu"] for r in flat if r["cpu"]]
             rb = sum(r["rollbacks"] for r in flat)
             bad = sum(1 for r in flat if r["rc"])
-            print(f"| {rec} | {var or 'plain'} | {n} | " +
+            print(f"| {rec} | {var or 'base'} | {n} | " +
                   " | ".join(cell(runs, k, 4) for k in keys) +
                   f" | {'/'.join(map(str, steps)) or '–'}"
                   f" | {mmss(statistics.median(walls)) if walls else '–'}"
