@@ -112,7 +112,7 @@ $(BUILD)/examples/%: examples/%.c $(BUILD)/libunet.a include/unet.h
 	@mkdir -p $(dir $@)
 	$(CC) -Iinclude $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libunet.a $(LDLIBS)
 
-$(BUILD)/bench/%: bench/%.c $(BUILD)/libunet.a $(HDRS)
+$(BUILD)/bench/%: bench/%.c bench/bench.h $(BUILD)/libunet.a $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libunet.a $(LDLIBS)
 
@@ -191,7 +191,7 @@ check-python: python-ext $(BUILD)/unet
 #                   FUZZ_TARGETS="png tiff" runs a subset.  Not part of make test or CI (minutes).
 # make fuzz-corpus  rewrites the committed seed corpora with fuzz/make_corpus.c.
 # make valgrind     a tiny train + predict under valgrind memcheck (scripts/valgrind.sh).
-FUZZ_TARGETS ?= png tiff npy image safetensors checkpoint
+FUZZ_TARGETS ?= png tiff npy image safetensors checkpoint resume
 FUZZ_SECONDS ?= 60
 FUZZ_DIR      = build/fuzz
 FUZZ_SAN      = -fsanitize=address,undefined -fno-sanitize-recover=undefined

@@ -17,20 +17,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench.h"
+
 #define RUNS    21
 #define WARMUP  3
 #define STEP_MS 20
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 static void die(unet_ctx *ctx, const char *what) {
     fprintf(stderr, "bench_augment: %s: %s\n", what, unet_ctx_errmsg(ctx));
@@ -63,62 +54,73 @@ static unet_dataset *make_dataset(unet_ctx *ctx) {
     return ds;
 }
 
-/* Median milliseconds per batch, synchronous. */
-static double time_batches(unet_ctx *ctx, const unet_dataset *ds, int batch, int in, int out,
-                           const unet_augment *aug) {
-    unet_sampler *s = NULL;
-    if (unet_sampler_create(ctx, ds, batch, in, in, out, out, aug, 1, 0, &s) != UNET_STATUS_OK)
+/* A sampler with `workers` threads and the buffers of one of its batches. */
+struct run {
+    unet_sampler *s;
+    float        *x, *w;
+    int32_t      *t;
+};
+
+static struct run run_open(unet_ctx *ctx, const unet_dataset *ds, int batch, int in, int out,
+                           const unet_augment *aug, int workers) {
+    struct run r = {0};
+    if (unet_sampler_create(ctx, ds, batch, in, in, out, out, aug, 1, workers, &r.s) !=
+        UNET_STATUS_OK)
         die(ctx, "sampler");
-    float *x = malloc(sizeof(float) * batch * in * in), *w = malloc(sizeof(float) * batch * out * out);
-    int32_t *t = malloc(sizeof(int32_t) * batch * out * out);
-    if (!x || !w || !t) {
+    r.x = malloc(sizeof(float) * batch * in * in);
+    r.w = malloc(sizeof(float) * batch * out * out);
+    r.t = malloc(sizeof(int32_t) * batch * out * out);
+    if (!r.x || !r.w || !r.t) {
         fprintf(stderr, "bench_augment: out of memory\n");
         exit(1);
     }
+    return r;
+}
+
+static void run_next(unet_ctx *ctx, struct run *r) {
+    if (unet_sampler_next(ctx, r->s, r->x, r->t, r->w) != UNET_STATUS_OK) die(ctx, "next");
+}
+
+static void run_close(struct run *r) {
+    unet_sampler_free(r->s);
+    free(r->x);
+    free(r->w);
+    free(r->t);
+}
+
+/* Median milliseconds per batch, synchronous. */
+static double time_batches(unet_ctx *ctx, const unet_dataset *ds, int batch, int in, int out,
+                           const unet_augment *aug) {
+    struct run r = run_open(ctx, ds, batch, in, out, aug, 0);
     double ms[RUNS];
     for (int i = 0; i < WARMUP + RUNS; i++) {
-        double t0 = now();
-        if (unet_sampler_next(ctx, s, x, t, w) != UNET_STATUS_OK) die(ctx, "next");
-        if (i >= WARMUP) ms[i - WARMUP] = 1e3 * (now() - t0);
+        double t0 = bench_now();
+        run_next(ctx, &r);
+        if (i >= WARMUP) ms[i - WARMUP] = 1e3 * (bench_now() - t0);
     }
-    qsort(ms, RUNS, sizeof ms[0], cmp_double);
-    unet_sampler_free(s);
-    free(x);
-    free(w);
-    free(t);
-    return ms[RUNS / 2];
+    run_close(&r);
+    return bench_median(ms, RUNS);
 }
 
 /* The caller's mean wait per batch with 2 workers ahead and a STEP_MS "training step". */
 static void time_pipeline(unet_ctx *ctx, const unet_dataset *ds, int batch, int in, int out,
                           const unet_augment *aug) {
     enum { BATCHES = 20 };
-    unet_sampler *s = NULL;
-    if (unet_sampler_create(ctx, ds, batch, in, in, out, out, aug, 1, 2, &s) != UNET_STATUS_OK)
-        die(ctx, "sampler");
-    float *x = malloc(sizeof(float) * batch * in * in), *w = malloc(sizeof(float) * batch * out * out);
-    int32_t *t = malloc(sizeof(int32_t) * batch * out * out);
-    if (!x || !w || !t) {
-        fprintf(stderr, "bench_augment: out of memory\n");
-        exit(1);
-    }
+    struct run r = run_open(ctx, ds, batch, in, out, aug, 2);
     /* The first batch cannot be ahead of anything: leave it out of the steady state. */
-    if (unet_sampler_next(ctx, s, x, t, w) != UNET_STATUS_OK) die(ctx, "next");
+    run_next(ctx, &r);
     double work0, wait0, work1, wait1;
-    unet_sampler_times(s, &work0, &wait0);
+    unet_sampler_times(r.s, &work0, &wait0);
     for (int i = 0; i < BATCHES; i++) {
         struct timespec step = {0, STEP_MS * 1000000L};
         nanosleep(&step, NULL);
-        if (unet_sampler_next(ctx, s, x, t, w) != UNET_STATUS_OK) die(ctx, "next");
+        run_next(ctx, &r);
     }
-    unet_sampler_times(s, &work1, &wait1);
+    unet_sampler_times(r.s, &work1, &wait1);
     double wait_ms = 1e3 * (wait1 - wait0) / BATCHES;
     printf("  pipelined, 2 workers, %d ms step: caller waits %.3f ms per batch (%.2f%% of the "
            "step)\n", STEP_MS, wait_ms, 100.0 * wait_ms / STEP_MS);
-    unet_sampler_free(s);
-    free(x);
-    free(w);
-    free(t);
+    run_close(&r);
 }
 
 int main(void) {

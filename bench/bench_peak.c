@@ -5,31 +5,29 @@
  *
  * Each thread runs 12 independent FMA chains (enough to cover latency x pipes on current x86
  * cores) on 256-bit (AVX2+FMA) and, where the CPU has it, 512-bit (AVX-512F) vectors, chosen at
- * run time with __builtin_cpu_supports.  Prints one line per ISA and thread count:
+ * run time by the library's CPU-feature module (src/cpu.h; UNET_CPU=avx2 leaves AVX-512 out).
+ * Prints one line per ISA and thread count:
  *
  *     PEAK isa=avx2 threads=2 gflops=...
  *
  * Not x86: prints nothing (bench/run then leaves the column out).
  */
+#include "cpu.h"
+
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
+#include "bench.h"
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#ifdef UNET__X86
 #include <immintrin.h>
 
 #define CHAINS(OP) OP(0) OP(1) OP(2) OP(3) OP(4) OP(5) OP(6) OP(7) OP(8) OP(9) OP(10) OP(11)
 
-__attribute__((target("avx2,fma"))) static float fma256(long iters) {
+UNET__TARGET_AVX2 static float fma256(long iters) {
     const __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
 #define DECL(i) __m256 a##i = _mm256_set1_ps((float)(i));
     CHAINS(DECL)
@@ -48,7 +46,7 @@ __attribute__((target("avx2,fma"))) static float fma256(long iters) {
     return o[0];
 }
 
-__attribute__((target("avx512f"))) static float fma512(long iters) {
+UNET__TARGET_AVX512 static float fma512(long iters) {
     const __m512 m = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
 #define DECL(i) __m512 a##i = _mm512_set1_ps((float)(i));
     CHAINS(DECL)
@@ -71,7 +69,7 @@ static double measure(float (*fn)(long), int lanes, int threads) {
     volatile float sink = 0.0f;
     double best = 0.0;
     for (int rep = 0; rep < 3; rep++) {
-        double t0 = now();
+        double t0 = bench_now();
 #ifdef _OPENMP
 #pragma omp parallel num_threads(threads)
 #endif
@@ -82,7 +80,7 @@ static double measure(float (*fn)(long), int lanes, int threads) {
 #endif
             sink += r;
         }
-        double g = (double)threads * iters * 12.0 * lanes * 2.0 / (now() - t0) * 1e-9;
+        double g = (double)threads * iters * 12.0 * lanes * 2.0 / (bench_now() - t0) * 1e-9;
         if (g > best) best = g;
     }
     (void)sink;
@@ -93,11 +91,10 @@ int main(int argc, char **argv) {
     int lo = 1, hi = 2;
     if (argc > 1) lo = hi = atoi(argv[1]);
     if (lo < 1) return 2;
-    __builtin_cpu_init();
     for (int t = lo; t <= hi; t++) {
-        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        if (unet__cpu_has(UNET__CPU_AVX2))
             printf("PEAK isa=avx2 threads=%d gflops=%.1f\n", t, measure(fma256, 8, t));
-        if (__builtin_cpu_supports("avx512f"))
+        if (unet__cpu_has(UNET__CPU_AVX512))
             printf("PEAK isa=avx512 threads=%d gflops=%.1f\n", t, measure(fma512, 16, t));
     }
     return 0;

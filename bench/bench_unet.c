@@ -24,18 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
 
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
+#include "bench.h"
 
 static const char *op_name(enum unet__node_op op) {
     switch (op) {
@@ -101,7 +91,7 @@ int main(int argc, char **argv) {
             m->prof = prof;
             m->prof_cpu = getenv("UNET_PROF_CPU") != NULL;
         }
-        double t0 = now();
+        double t0 = bench_now();
         unet_status s;
         if (train) {
             double loss;
@@ -110,7 +100,7 @@ int main(int argc, char **argv) {
         } else {
             s = unet_model_forward(ctx, m, x, batch, size, size, logits);
         }
-        double dt = now() - t0;
+        double dt = bench_now() - t0;
         if (s != UNET_STATUS_OK) {
             fprintf(stderr, "bench_unet: %s: %s\n", unet_status_str(s), unet_ctx_errmsg(ctx));
             return 1;
@@ -119,8 +109,7 @@ int main(int argc, char **argv) {
     }
     double sum_t = 0.0;
     for (int r = 0; r < runs; r++) sum_t += t[r];
-    qsort(t, (size_t)runs, sizeof *t, cmp_double);
-    double med = runs % 2 ? t[runs / 2] : 0.5 * (t[runs / 2 - 1] + t[runs / 2]);
+    double med = bench_median(t, runs);
 
     if (prof) {
         double total = 0.0;

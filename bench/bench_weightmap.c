@@ -9,20 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+
+#include "bench.h"
 
 enum { H = 1024, W = 1024, CELLS = 300, RUNS = 5 };
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 int main(int argc, char **argv) {
     unet_ctx *ctx = unet_ctx_create();
@@ -52,18 +42,18 @@ int main(int argc, char **argv) {
 
     double t[RUNS];
     for (int k = 0; k < RUNS; k++) {
-        double t0 = now();
+        double t0 = bench_now();
         if (unet_weightmap(ctx, lab, H, W, 1, 10.0f, 5.0f, UNET_WC_BALANCE, weight) !=
             UNET_STATUS_OK) {
             fprintf(stderr, "bench_weightmap: %s\n", unet_ctx_errmsg(ctx));
             return 1;
         }
-        t[k] = now() - t0;
+        t[k] = bench_now() - t0;
     }
-    qsort(t, RUNS, sizeof *t, cmp_double);
+    const double med = bench_median(t, RUNS);
     printf("weightmap %dx%d, %d cells (%.1f%% foreground), w0 10, sigma 5, %d threads: "
            "median %.1f ms (min %.1f, max %.1f) over %d runs\n",
-           W, H, CELLS, 100.0 * fg / ((double)H * W), unet_ctx_threads(ctx), t[RUNS / 2] * 1e3,
+           W, H, CELLS, 100.0 * fg / ((double)H * W), unet_ctx_threads(ctx), med * 1e3,
            t[0] * 1e3, t[RUNS - 1] * 1e3, RUNS);
     free(lab);
     free(weight);

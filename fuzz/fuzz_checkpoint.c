@@ -3,7 +3,7 @@
  * as a plain model and as a resumable training checkpoint.  A model that loads runs one
  * forward pass on a small input, so a loaded model is also a usable one. */
 #include "fuzz_common.h"
-#include "io/safetensors.h"
+#include "io/checkpoint.h"
 
 static void run_model(unet_ctx *ctx, unet_model *m) {
     const unet_config *c = unet_model_config(m);
@@ -21,7 +21,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     unet_ctx *ctx = fuzz_ctx();
     for (int training = 0; training < 2; training++) {
         unet_model *m = NULL;
-        unet_status s = unet__model_load_mem(ctx, "fuzz.safetensors", data, size, training, &m);
+        unet_status s =
+            unet__model_load_mem(ctx, "fuzz.safetensors", data, size, training, NULL, NULL, &m);
         if (s != UNET_STATUS_OK) {
             fuzz_check_failure(ctx, s, "fuzz.safetensors");
             if (m) abort();

@@ -31,6 +31,7 @@ static inline unet_ctx *fuzz_ctx(void) {
         ctx = unet_ctx_create();
         if (!ctx) abort();
         unet_ctx_set_max_pixels(ctx, (uint64_t)1 << 20);
+        unet_ctx_set_max_image_bytes(ctx, (uint64_t)1 << 26);
         unet_ctx_set_threads(ctx, 1);
     }
     return ctx;
@@ -93,6 +94,19 @@ static inline void fuzz_check_load(unet_ctx *ctx, unet_status s, const char *pat
         fuzz_check_failure(ctx, s, path);
         if (img->data) abort();
     }
+}
+
+/* A reader's header-only answer (unet_image_info) against its full load of the same file:
+ * no pixels, and never more permissive (a file whose header is refused does not load), and a
+ * loaded image has the size and dtype the header gave.  Then the load's own contract. */
+static inline void fuzz_check_info_load(unet_ctx *ctx, unet_status si, const unet_image *info,
+                                        unet_status sl, unet_image *img, const char *path) {
+    if (info->data || (si != UNET_STATUS_OK && sl == UNET_STATUS_OK)) abort();
+    if (sl == UNET_STATUS_OK && (info->w != img->w || info->h != img->h || info->c != img->c ||
+                                 info->dtype != img->dtype))
+        abort();
+    if (si != UNET_STATUS_OK) fuzz_check_failure(ctx, si, path);
+    fuzz_check_load(ctx, sl, path, img);
 }
 
 #endif /* UNET_FUZZ_COMMON_H */

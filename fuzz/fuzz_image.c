@@ -9,14 +9,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int pages = 0;
     unet_status s = unet_image_pages(ctx, path, &pages);
     if (s != UNET_STATUS_OK) fuzz_check_failure(ctx, s, path);
-    unet_image img;
+    unet_image info, img;
+    unet_status si = unet_image_info(ctx, path, 0, &info);
     s = unet_image_load(ctx, path, 0, &img);
-    if (s == UNET_STATUS_OK) {
-        fuzz_use_image(ctx, &img);
-        unet_image_free(&img);
-    } else {
-        fuzz_check_failure(ctx, s, path);
-    }
+    fuzz_check_info_load(ctx, si, &info, s, &img, path);
     /* A page past the end is an argument error, never a crash. */
     s = unet_image_load(ctx, path, pages > 0 ? pages : 1, &img);
     if (s == UNET_STATUS_OK) abort();

@@ -6,7 +6,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     unet_ctx *ctx = fuzz_ctx();
     char path[64];
     fuzz_file(data, size, path);
-    unet_image img;
-    fuzz_check_load(ctx, unet__png_load(ctx, path, &img), path, &img);
+    unet_image info, img;
+    unet_status si = unet__png_load(ctx, path, false, &info);
+    unet_status sl = unet__png_load(ctx, path, true, &img);
+    fuzz_check_info_load(ctx, si, &info, sl, &img, path);
     return 0;
 }

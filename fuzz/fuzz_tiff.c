@@ -4,8 +4,10 @@
 #include "io/image_formats.h"
 
 static void load_page(unet_ctx *ctx, const char *path, int page) {
-    unet_image img;
-    fuzz_check_load(ctx, unet__tiff_load(ctx, path, page, &img), path, &img);
+    unet_image info, img;
+    unet_status si = unet__tiff_load(ctx, path, page, false, &info);
+    unet_status sl = unet__tiff_load(ctx, path, page, true, &img);
+    fuzz_check_info_load(ctx, si, &info, sl, &img, path);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

@@ -11,6 +11,8 @@
  *   image/        one of each format, including a crop of a real ISBI 2012 slice and its mask
  *                 when data/sample is there
  *   safetensors/  every dtype, 0-d and empty tensors, metadata
+ *   resume/       resumable checkpoints: U-Net, paper, bilinear sigmoid; with the epoch sums;
+ *                 with step counters at 2^40 (accepted) and 2^63 - 2 (refused)
  *   checkpoint/   U-Net (transpose, bilinear, paper), FCN-8s, a resumable checkpoint, and a
  *                 PyTorch-style file without metadata
  */
@@ -195,10 +197,14 @@ static void write_npy(const char *path, int major, const char *descr, const char
 
 /* ---- models ---- */
 
-static void save_model(unet_ctx *ctx, const char *dir, const char *name, unet_config c,
-                       bool training) {
+/* A model of c under dir/sub/name; training: a resumable checkpoint after one step, with
+ * train_steps (the optimizer's counter) set to steps when it is > 0 and the metadata meta
+ * (n_meta pairs; NULL: the CLI's usual keys). */
+static void save_model(unet_ctx *ctx, const char *dir, const char *sub, const char *name,
+                       unet_config c, bool training, long steps, const char *const *meta,
+                       int n_meta) {
     char path[512];
-    path_of(path, sizeof path, dir, "checkpoint", name);
+    path_of(path, sizeof path, dir, sub, name);
     unet_model *m = NULL;
     if (unet_model_create(ctx, &c, 7, &m) != UNET_STATUS_OK) {
         fail(unet_ctx_errmsg(ctx));
@@ -220,9 +226,12 @@ static void save_model(unet_ctx *ctx, const char *dir, const char *name, unet_co
                    : UNET_STATUS_NOMEM;
         free(x);
         free(t);
-        const char *meta[] = {"train.step", "1", "train.sampler", "1", "train.seed", "1",
-                              "train.tile", "8", "train.batch", "1", "train.best", "-1"};
-        if (s == UNET_STATUS_OK) s = unet_model_save_training(ctx, m, path, meta, 6);
+        static const char *const usual[] = {"train.step", "1", "train.sampler", "1",
+                                            "train.seed", "1", "train.tile", "8",
+                                            "train.batch", "1", "train.best", "-1"};
+        if (steps > 0) m->opt_step = steps;
+        if (s == UNET_STATUS_OK)
+            s = unet_model_save_training(ctx, m, path, meta ? meta : usual, meta ? n_meta : 6);
     } else {
         s = unet_model_save(ctx, m, path);
     }
@@ -338,7 +347,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *dir = argv[1];
-    const char *subs[] = {"png", "tiff", "npy", "image", "safetensors", "checkpoint"};
+    const char *subs[] = {"png", "tiff", "npy", "image", "safetensors", "checkpoint", "resume"};
     char path[512];
     mkdir(dir, 0755);
     for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
@@ -425,23 +434,37 @@ int main(int argc, char **argv) {
     unet_config c = unet_config_default(UNET_ARCH_UNET);
     c.base = 2;
     c.depth = 1;
-    save_model(ctx, dir, "unet.safetensors", c, false);
+    save_model(ctx, dir, "checkpoint", "unet.safetensors", c, false, 0, NULL, 0);
     c.up = UNET_UP_BILINEAR;
     c.depth = 2;
-    save_model(ctx, dir, "unet_bilinear.safetensors", c, false);
+    save_model(ctx, dir, "checkpoint", "unet_bilinear.safetensors", c, false, 0, NULL, 0);
     c = unet_config_default(UNET_ARCH_UNET_PAPER);
     c.base = 2;
     c.depth = 1;
-    save_model(ctx, dir, "unet_paper.safetensors", c, false);
+    save_model(ctx, dir, "checkpoint", "unet_paper.safetensors", c, false, 0, NULL, 0);
+    save_model(ctx, dir, "resume", "paper.safetensors", c, true, 0, NULL, 0);
     c = unet_config_default(UNET_ARCH_UNET);
     c.base = 2;
     c.depth = 1;
-    save_model(ctx, dir, "resume.safetensors", c, true);
+    save_model(ctx, dir, "checkpoint", "resume.safetensors", c, true, 0, NULL, 0);
+    /* Resumable checkpoints: the usual one, one with the epoch sums, and counters near the
+     * limits (train_steps = 2^40, the largest accepted; 2^63 - 2, refused). */
+    save_model(ctx, dir, "resume", "resume.safetensors", c, true, 0, NULL, 0);
+    static const char *const epoch[] = {"train.step", "7", "train.sampler", "7",
+                                        "train.seed", "3", "train.tile", "16",
+                                        "train.batch", "2", "train.best", "0.5",
+                                        "train.epoch_loss", "4.25", "train.epoch_steps", "7"};
+    save_model(ctx, dir, "resume", "epoch_sums.safetensors", c, true, 7, epoch, 8);
+    save_model(ctx, dir, "resume", "steps_limit.safetensors", c, true, UNET_MAX_STEPS, NULL, 0);
+    save_model(ctx, dir, "resume", "steps_int64.safetensors", c, true, 9223372036854775806L, NULL, 0);
+    c.up = UNET_UP_BILINEAR;
+    c.classes = 1;
+    save_model(ctx, dir, "resume", "bilinear_sigmoid.safetensors", c, true, 0, NULL, 0);
     c = unet_config_default(UNET_ARCH_FCN8S);
     c.base = 1;
     c.fc_channels = 2;
     c.padding = 1;
-    save_model(ctx, dir, "fcn8s.safetensors", c, false);
+    save_model(ctx, dir, "checkpoint", "fcn8s.safetensors", c, false, 0, NULL, 0);
     save_torch_style(ctx, dir);
 
     unet_ctx_free(ctx);

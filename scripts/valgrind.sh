@@ -1,7 +1,7 @@
 #!/bin/sh
-# make valgrind (and CI): a tiny train + resume + predict under valgrind memcheck.  Fails on any
-# invalid read or write, use of uninitialised memory, bad free, or definitely lost block
-# (--errors-for-leak-kinds=definite).  "Still reachable" blocks (the OpenMP runtime's and
+# make valgrind (and CI): a tiny train + resume + predict + eval + report under valgrind memcheck.
+# Fails on any invalid read or write, use of uninitialised memory, bad free, or definitely lost
+# block (--errors-for-leak-kinds=definite).  "Still reachable" blocks (the OpenMP runtime's and
 # OpenBLAS's buffers, which live until exit by design) and "possibly lost" ones (thread stacks)
 # are not errors; scripts/valgrind.supp names the few library-internal reports that are not
 # unet's (see docs/robustness.md).
@@ -56,6 +56,8 @@ run 0 train $T --out "$work/m.safetensors" --steps 4 --save-every 2
 run 0 train $T --out "$work/m.safetensors" --steps 6 --resume "$work/m.resume.safetensors"
 run 1 predict --model "$work/m.safetensors" --input "$work/in" --output "$work/out" --threads 2 \
     --probabilities --instances --overlay --quiet
-run 0 eval --pred "$work/out" --truth "$work/truth"
+run 0 eval --pred "$work/out" --truth "$work/truth" --prob
+run 0 eval --pred "$work/out" --truth "$work/truth" --images "$work/in" --report "$work/eval.html"
+run 0 report "$work" --out "$work/report.html"
 run 1 train $T --out "$work/x.safetensors" --init tests/data/corrupt/model_truncated.safetensors
 echo "valgrind: no invalid accesses, no definite leaks"

@@ -265,37 +265,42 @@ static inline int64_t nearest(float s, int64_t n) {
     return i >= 0 && i < n ? i : -1;
 }
 
-void unet__aug_nearest(int32_t *out, const int32_t *lab, int H, int W, const float *sy,
-                       const float *sx, int rows, int cols, size_t stride) {
+/* Bilinear value of wt (H x W, mirrored beyond the border) at (y, x). */
+static float bilinear(const float *wt, int H, int W, float y, float x) {
+    float ty, tx;
+    const int64_t iy = split(y, &ty), ix = split(x, &tx);
+    const size_t r0 = (size_t)unet__reflect(iy, H) * W;
+    const size_t r1 = (size_t)unet__reflect(iy + 1, H) * W;
+    const size_t c0 = (size_t)unet__reflect(ix, W), c1 = (size_t)unet__reflect(ix + 1, W);
+    return (1.0f - ty) * ((1.0f - tx) * wt[r0 + c0] + tx * wt[r0 + c1]) +
+           ty * ((1.0f - tx) * wt[r1 + c0] + tx * wt[r1 + c1]);
+}
+
+/* Both resamplings at once: out pixel (r, c) from the source coordinate at sy, sx + r stride + c
+ * of an H x W map; where its nearest pixel lies outside the map, -1 (labels) and 0 (weights).
+ * Labels take the nearest pixel, weights are bilinear.  lab or wt may be NULL. */
+static void resample(int32_t *out_lab, const int32_t *lab, float *out_wt, const float *wt, int H,
+                     int W, const float *sy, const float *sx, int rows, int cols, size_t stride) {
     for (int r = 0; r < rows; r++) {
         const float *my = sy + (size_t)r * stride, *mx = sx + (size_t)r * stride;
-        int32_t *o = out + (size_t)r * cols;
         for (int c = 0; c < cols; c++) {
             const int64_t iy = nearest(my[c], H), ix = nearest(mx[c], W);
-            o[c] = iy < 0 || ix < 0 ? -1 : lab[(size_t)iy * W + (size_t)ix];
+            const bool    inside = iy >= 0 && ix >= 0;
+            const size_t  o = (size_t)r * cols + c;
+            if (lab) out_lab[o] = inside ? lab[(size_t)iy * W + (size_t)ix] : -1;
+            if (wt) out_wt[o] = inside ? bilinear(wt, H, W, my[c], mx[c]) : 0.0f;
         }
     }
 }
 
+void unet__aug_nearest(int32_t *out, const int32_t *lab, int H, int W, const float *sy,
+                       const float *sx, int rows, int cols, size_t stride) {
+    resample(out, lab, NULL, NULL, H, W, sy, sx, rows, cols, stride);
+}
+
 void unet__aug_bilinear(float *out, const float *wt, int H, int W, const float *sy,
                         const float *sx, int rows, int cols, size_t stride) {
-    for (int r = 0; r < rows; r++) {
-        const float *my = sy + (size_t)r * stride, *mx = sx + (size_t)r * stride;
-        float *o = out + (size_t)r * cols;
-        for (int c = 0; c < cols; c++) {
-            if (nearest(my[c], H) < 0 || nearest(mx[c], W) < 0) {
-                o[c] = 0.0f;
-                continue;
-            }
-            float ty, tx;
-            const int64_t iy = split(my[c], &ty), ix = split(mx[c], &tx);
-            const size_t r0 = (size_t)unet__reflect(iy, H) * W;
-            const size_t r1 = (size_t)unet__reflect(iy + 1, H) * W;
-            const size_t c0 = (size_t)unet__reflect(ix, W), c1 = (size_t)unet__reflect(ix + 1, W);
-            o[c] = (1.0f - ty) * ((1.0f - tx) * wt[r0 + c0] + tx * wt[r0 + c1]) +
-                   ty * ((1.0f - tx) * wt[r1 + c0] + tx * wt[r1 + c1]);
-        }
-    }
+    resample(NULL, NULL, out, wt, H, W, sy, sx, rows, cols, stride);
 }
 
 /* ---- gray values ---- */

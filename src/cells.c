@@ -29,19 +29,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* out[i] = smallest non-zero value (INT32_MAX when none) in in[j], |j - i| <= r, and
- * out_max[i] = largest value (0 when none); n elements at stride `stride` in and out.  Values
- * are non-negative; 0 means "no cell" and is ignored by the minimum.  dq_i, dq_v (n each): the
+/* out[i] = the smallest non-zero value (INT32_MAX when none) in in[j], |j - i| <= r, or with
+ * `max` the largest (0 when none); n elements at stride `stride` in and out.  Values are
+ * non-negative; 0 means "no cell" and is ignored by the minimum.  dq_i, dq_v (n each): the
  * deque of one pass. */
-static void sliding_min(const int32_t *in, size_t stride, int n, int r, int32_t *out,
-                        size_t out_stride, int32_t *dq_i, int32_t *dq_v) {
+static void sliding_extreme(bool max, const int32_t *in, size_t stride, int n, int r,
+                            int32_t *out, size_t out_stride, int32_t *dq_i, int32_t *dq_v) {
     int head = 0, tail = 0, next_in = 0;
     for (int i = 0; i < n; i++) {
         const int hi = n - 1 - i > r ? i + r : n - 1;
         for (; next_in <= hi; next_in++) {
             int32_t v = in[(size_t)next_in * stride];
-            if (v == 0) v = INT32_MAX;
-            while (tail > head && dq_v[tail - 1] >= v) tail--;
+            if (!max && v == 0) v = INT32_MAX;
+            while (tail > head && (max ? dq_v[tail - 1] <= v : dq_v[tail - 1] >= v)) tail--;
             dq_i[tail] = next_in;
             dq_v[tail++] = v;
         }
@@ -50,36 +50,23 @@ static void sliding_min(const int32_t *in, size_t stride, int n, int r, int32_t 
     }
 }
 
-static void sliding_max(const int32_t *in, size_t stride, int n, int r, int32_t *out,
-                        size_t out_stride, int32_t *dq_i, int32_t *dq_v) {
-    int head = 0, tail = 0, next_in = 0;
-    for (int i = 0; i < n; i++) {
-        const int hi = n - 1 - i > r ? i + r : n - 1;
-        for (; next_in <= hi; next_in++) {
-            const int32_t v = in[(size_t)next_in * stride];
-            while (tail > head && dq_v[tail - 1] <= v) tail--;
-            dq_i[tail] = next_in;
-            dq_v[tail++] = v;
-        }
-        while (i - dq_i[head] > r) head++;
-        out[(size_t)i * out_stride] = dq_v[head];
-    }
+/* The checks both entry points start with: the pointers (`pointers`, false when one named in
+ * `names` is NULL), the h x w size (*n = h * w) and a radius that must not be negative. */
+static unet_status check_args(unet_ctx *ctx, const char *what, bool pointers, const char *names,
+                              int h, int w, const char *radius_name, int radius, size_t *n) {
+    unet_status s = unet__check_label_args(ctx, what, pointers, names, h, w, n);
+    if (s == UNET_STATUS_OK && radius < 0)
+        s = unet__fail(ctx, UNET_STATUS_ARG, "%s: %s must be >= 0, got %d", what, radius_name,
+                       radius);
+    return s;
 }
 
 unet_status unet_separate_cells(unet_ctx *ctx, const int32_t *labels, int h, int w, int gap,
                                 int classes, int32_t *target) {
-    if (!labels || !target)
-        return unet__fail(ctx, UNET_STATUS_ARG, "separate_cells: labels and target must not be "
-                                                "NULL");
-    if (h <= 0 || w <= 0)
-        return unet__fail(ctx, UNET_STATUS_ARG, "separate_cells: size %dx%d (h x w) must be "
-                                                "positive", h, w);
-    size_t n;
-    if (!unet__mul_size((size_t)h, (size_t)w, &n) || n > (size_t)INT32_MAX)
-        return unet__fail(ctx, UNET_STATUS_ARG, "separate_cells: %dx%d pixels exceed the int32 "
-                                                "range", h, w);
-    if (gap < 0)
-        return unet__fail(ctx, UNET_STATUS_ARG, "separate_cells: gap must be >= 0, got %d", gap);
+    size_t n = 0;
+    if (check_args(ctx, "separate_cells", labels && target, "labels and target", h, w, "gap", gap,
+                   &n) != UNET_STATUS_OK)
+        return UNET_STATUS_ARG;
     if (classes != 2 && classes != 3)
         return unet__fail(ctx, UNET_STATUS_ARG, "separate_cells: classes must be 2 or 3, got %d",
                           classes);
@@ -119,15 +106,15 @@ unet_status unet_separate_cells(unet_ctx *ctx, const int32_t *labels, int h, int
 #pragma omp for schedule(static)
         for (int y = 0; y < h; y++) {
             const size_t row = (size_t)y * w;
-            sliding_min(labels + row, 1, w, gap, row_min + row, 1, dq_i, dq_v);
-            sliding_max(labels + row, 1, w, gap, row_max + row, 1, dq_i, dq_v);
+            sliding_extreme(false, labels + row, 1, w, gap, row_min + row, 1, dq_i, dq_v);
+            sliding_extreme(true, labels + row, 1, w, gap, row_max + row, 1, dq_i, dq_v);
         }
         /* Implicit barrier: all rows are done before any column starts.  target may be labels
          * itself: from here on labels[i] is read once, just before target[i] is written. */
 #pragma omp for schedule(static)
         for (int x = 0; x < w; x++) {
-            sliding_min(row_min + x, (size_t)w, h, gap, col_min, 1, dq_i, dq_v);
-            sliding_max(row_max + x, (size_t)w, h, gap, col_max, 1, dq_i, dq_v);
+            sliding_extreme(false, row_min + x, (size_t)w, h, gap, col_min, 1, dq_i, dq_v);
+            sliding_extreme(true, row_max + x, (size_t)w, h, gap, col_max, 1, dq_i, dq_v);
             for (int y = 0; y < h; y++) {
                 const size_t  i = (size_t)y * w + x;
                 const int32_t a = labels[i];
@@ -165,18 +152,10 @@ static int32_t grown_label(const int32_t *labels, int h, int w, size_t i) {
 
 unet_status unet_instances(unet_ctx *ctx, const int32_t *classes_map, int h, int w, int grow,
                            int32_t *labels, int *count) {
-    if (!classes_map || !labels || !count)
-        return unet__fail(ctx, UNET_STATUS_ARG, "instances: classes_map, labels and count must "
-                                                "not be NULL");
-    if (h <= 0 || w <= 0)
-        return unet__fail(ctx, UNET_STATUS_ARG, "instances: size %dx%d (h x w) must be positive",
-                          h, w);
-    size_t n;
-    if (!unet__mul_size((size_t)h, (size_t)w, &n) || n > (size_t)INT32_MAX)
-        return unet__fail(ctx, UNET_STATUS_ARG, "instances: %dx%d pixels exceed the int32 range",
-                          h, w);
-    if (grow < 0)
-        return unet__fail(ctx, UNET_STATUS_ARG, "instances: grow must be >= 0, got %d", grow);
+    size_t n = 0;
+    if (check_args(ctx, "instances", classes_map && labels && count,
+                   "classes_map, labels and count", h, w, "grow", grow, &n) != UNET_STATUS_OK)
+        return UNET_STATUS_ARG;
 
     /* Which pixels may be grown into, taken before labels (possibly classes_map itself) is
      * overwritten. */

@@ -10,6 +10,7 @@
 
 #include <math.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,7 @@ unet_ctx *unet_ctx_create(void) {
     if (!ctx) return NULL;
     ctx->threads = unet__default_threads();
     ctx->max_pixels = (uint64_t)1 << 28;
+    ctx->max_image_bytes = (uint64_t)1 << 32;
     return ctx;
 }
 
@@ -64,6 +66,14 @@ void unet_ctx_set_max_pixels(unet_ctx *ctx, uint64_t max_pixels) {
 
 uint64_t unet_ctx_max_pixels(const unet_ctx *ctx) {
     return ctx ? ctx->max_pixels : (uint64_t)1 << 28;
+}
+
+void unet_ctx_set_max_image_bytes(unet_ctx *ctx, uint64_t bytes) {
+    if (ctx) ctx->max_image_bytes = bytes ? bytes : 1;
+}
+
+uint64_t unet_ctx_max_image_bytes(const unet_ctx *ctx) {
+    return ctx ? ctx->max_image_bytes : (uint64_t)1 << 32;
 }
 
 unet_status unet__fail(unet_ctx *ctx, unet_status s, const char *fmt, ...) {
@@ -198,6 +208,22 @@ void unet__use_threads(int n) {
 #else
     (void)n;
 #endif
+}
+
+int unet__thread_slots(void) {
+    static _Atomic int slots;
+    int n = atomic_load(&slots);
+    if (n == 0) {
+#ifdef _OPENMP
+        n = omp_get_num_procs();
+#else
+        n = 1;
+#endif
+        n = n < 1 ? 1 : n > 64 ? 64 : n;
+        int expected = 0;
+        if (!atomic_compare_exchange_strong(&slots, &expected, n)) n = expected;
+    }
+    return n;
 }
 
 /* ---- random numbers: xoshiro256** seeded by splitmix64 (Blackman & Vigna) ---- */

@@ -1,5 +1,6 @@
-/* fcn.c — FCN-32s, FCN-16s and FCN-8s (Long, Shelhamer, Darrell 2015) on a VGG-style backbone,
- * and the convolutionalization of a VGG classifier into one.
+/* fcn.c — FCN-32s, FCN-16s and FCN-8s (Long, Shelhamer, Darrell 2015) on a VGG-style backbone:
+ * the FCN family (model.h, struct unet__family) of graph, initialisation and checkpoint
+ * inference.  The convolutionalization of a VGG classifier into one is convolutionalize.c.
  *
  * The graph is the reference net's (fcn.berkeleyvision.org, voc-fcn{32,16,8}s/net.py) with
  * wkentaro/pytorch-fcn's module names, so a PyTorch state_dict loads by name (docs/fcn.md):
@@ -35,7 +36,6 @@
  * fit every input size: those sizes are refused by unet_model_prepare (docs/fcn.md lists them;
  * FCN-8s takes every size from 26 up).  tools/fcn_torch.py pools the same way.
  */
-#include "io/safetensors.h"
 #include "model.h"
 
 #include <math.h>
@@ -131,7 +131,7 @@ static struct map fuse(struct unet__builder *B, const char *name, struct map up,
     return up;
 }
 
-void unet__build_fcn(struct unet__builder *B) {
+static void build_fcn(struct unet__builder *B) {
     const unet_config *c = &B->m->cfg;
     static const int convs[5] = {2, 2, 3, 3, 3};
     const int F = c->fc_channels > 0 ? c->fc_channels : 64 * c->base;
@@ -202,7 +202,7 @@ static void bilinear_kernel(float *w, int c_in, int c_out, int k) {
 
 /* What needs no random numbers: the score_pool layers at zero (the paper's staged training:
  * the 16s/8s predictions start as the coarser net's), every deconvolution bilinear. */
-static void init_fixed_layers(unet_model *m) {
+void unet__fcn_init_new_layers(unet_model *m) {
     for (int i = 0; i < m->n_nodes; i++) {
         const struct unet__node *nd = &m->nodes[i];
         if (nd->op == UNET__NODE_CONV && is_score_pool(nd)) {
@@ -217,111 +217,56 @@ static void init_fixed_layers(unet_model *m) {
     }
 }
 
-void unet__init_fcn(unet_model *m, struct unet__rng *rng) {
+/* PyTorch defaults for the backbone, then the fixed layers above. */
+static void init_fcn(unet_model *m, struct unet__rng *rng) {
     for (int i = 0; i < m->n_nodes; i++) {
         const struct unet__node *nd = &m->nodes[i];
         if (nd->op == UNET__NODE_CONV && !is_score_pool(nd)) unet__init_conv_pytorch(m, nd, rng);
     }
-    init_fixed_layers(m);
+    unet__fcn_init_new_layers(m);
 }
 
 /* ---------------------------------------------------------------------------------------
- * Convolutionalization: a classifier's fully connected layers become convolutions
+ * A checkpoint's configuration from its tensors, the size bound
  * ------------------------------------------------------------------------------------- */
 
-/* Reads classifier tensor `name` with the given shape into out and marks it used. */
-static unet_status take(unet_ctx *ctx, const struct unet__safetensors *st, bool *used,
-                        const char *name, const int64_t *shape, int ndim, float *out) {
-    const struct unet__st_tensor *t = unet__st_find(st, name);
-    if (t) used[t - st->tensors] = true;
-    return unet__st_read_f32(ctx, st, name, shape, ndim, out);
+static bool claims_fcn(const struct unet__shapes *t) {
+    int64_t shape[4];
+    return t->find(t->src, "score_fr.weight", shape) >= 0;
 }
 
-unet_status unet_convolutionalize(unet_ctx *ctx, const char *classifier_path,
-                                  const unet_config *cfg, const char *fcn_path) {
-    if (!classifier_path || !cfg || !fcn_path)
-        return unet__fail(ctx, UNET_STATUS_ARG, "convolutionalize: NULL argument");
-    if (cfg->arch < UNET_ARCH_FCN32S || cfg->arch > UNET_ARCH_FCN8S)
-        return unet__fail(ctx, UNET_STATUS_ARG,
-                          "convolutionalize: arch must be fcn32s, fcn16s or fcn8s, not %s",
-                          unet_arch_name(cfg->arch));
-    struct unet__safetensors *st = NULL;
-    unet_model *m = NULL;
-    bool *used = NULL;
-    unet_status s = unet__st_open(ctx, classifier_path, &st);
-    if (s != UNET_STATUS_OK) return s;
-    const struct unet__st_tensor *c11 = unet__st_find(st, "conv1_1.weight");
-    const struct unet__st_tensor *fc6 = unet__st_find(st, "fc6.weight");
-    const struct unet__st_tensor *fc8 = unet__st_find(st, "fc8.weight");
-    if (!c11 || !fc6 || !fc8 || c11->ndim != 4 || fc6->ndim != 2 || fc8->ndim != 2 ||
-        c11->shape[0] > 1024 || c11->shape[1] > 64 || fc6->shape[0] > 65536 ||
-        fc8->shape[0] > 65536) {
-        s = unet__fail(ctx, UNET_STATUS_FORMAT,
-                       "%s: not a VGG classifier: expected conv1_1.weight (b, in, 3, 3), "
-                       "fc6.weight (F, 8b*7*7), fc8.weight (K, F) of sensible sizes",
-                       classifier_path);
-        goto done;
-    }
-    unet_config c = *cfg;
-    const int K = (int)fc8->shape[0];
-    c.in_channels = (int)c11->shape[1];
-    c.base = (int)c11->shape[0];
-    c.fc_channels = (int)fc6->shape[0];
-    if (c.classes == 0) c.classes = K;
-    const bool keep_fc8 = c.classes == K;
-    s = unet__model_build(ctx, &c, &m);
-    if (s != UNET_STATUS_OK) {
-        unet__fail(ctx, s, "%s: %s", classifier_path, unet_ctx_errmsg(ctx));
-        goto done;
-    }
-    used = calloc((size_t)st->count + 1, sizeof *used);
-    if (!used) {
-        s = unet__fail(ctx, UNET_STATUS_NOMEM, "convolutionalize: out of memory");
-        goto done;
-    }
-    init_fixed_layers(m);
-    const int64_t F = c.fc_channels, C5 = 8 * (int64_t)c.base;
-    for (int i = 0; i < m->n_params && s == UNET_STATUS_OK; i++) {
-        const struct unet__param *p = &m->params[i];
-        float *dst = unet__model_param_data(m, p);
-        if (strncmp(p->name, "score_pool", 10) == 0 || strncmp(p->name, "upscore", 7) == 0)
-            continue; /* new layers, set above */
-        if (strcmp(p->name, "fc6.weight") == 0) {
-            /* Linear (F, C*7*7) on the flattened (C, 7, 7) features = conv (F, C, 7, 7). */
-            int64_t shape[2] = {F, C5 * 49};
-            s = take(ctx, st, used, "fc6.weight", shape, 2, dst);
-        } else if (strcmp(p->name, "fc7.weight") == 0) {
-            int64_t shape[2] = {F, F};
-            s = take(ctx, st, used, "fc7.weight", shape, 2, dst);
-        } else if (strcmp(p->name, "score_fr.weight") == 0) {
-            int64_t shape[2] = {K, F};
-            if (keep_fc8) s = take(ctx, st, used, "fc8.weight", shape, 2, dst);
-            else memset(dst, 0, p->numel * sizeof(float));
-        } else if (strcmp(p->name, "score_fr.bias") == 0) {
-            int64_t shape[1] = {K};
-            if (keep_fc8) s = take(ctx, st, used, "fc8.bias", shape, 1, dst);
-            else memset(dst, 0, p->numel * sizeof(float));
-        } else {
-            s = take(ctx, st, used, p->name, p->shape, p->ndim, dst); /* convs, fc biases */
-        }
-    }
-    if (s != UNET_STATUS_OK) goto done;
-    if (!keep_fc8) { /* the discarded class-score layer still belongs to the classifier */
-        used[fc8 - st->tensors] = true;
-        const struct unet__st_tensor *b8 = unet__st_find(st, "fc8.bias");
-        if (b8) used[b8 - st->tensors] = true;
-    }
-    for (int i = 0; i < st->count; i++)
-        if (!used[i]) {
-            s = unet__fail(ctx, UNET_STATUS_FORMAT,
-                           "%s: unexpected tensor '%s' for a VGG classifier (base %d, fc %d)",
-                           classifier_path, st->tensors[i].name, c.base, c.fc_channels);
-            goto done;
-        }
-    s = unet_model_save(ctx, m, fcn_path);
-done:
-    free(used);
-    unet_model_free(m);
-    unet__st_close(st);
-    return s;
+/* Infers an FCN configuration (docs/fcn.md) from a state_dict without metadata:
+ *   arch                  score_pool3.weight exists: fcn8s; else score_pool4.weight: fcn16s;
+ *                         else fcn32s
+ *   in_channels, base     conv1_1.weight (base, in, 3, 3)
+ *   fc_channels           fc6.weight (fc, 8 base, 7, 7)
+ *   classes               score_fr.weight (classes, fc, 1, 1)
+ * conv1_1's padding (100) and whether the final upsampling was learned (no: a fixed buffer)
+ * cannot be seen in the weights and take the defaults. */
+static unet_status infer_fcn(unet_ctx *ctx, const struct unet__shapes *t, unet_config *c) {
+    int64_t c11[4], fc6[4], score[4], any[4];
+    if (t->find(t->src, "conv1_1.weight", c11) != 4 || t->find(t->src, "fc6.weight", fc6) != 4 ||
+        t->find(t->src, "score_fr.weight", score) != 4)
+        return unet__fail(ctx, UNET_STATUS_FORMAT,
+                          "%s: no unet metadata and no FCN tensors (conv1_1.weight, fc6.weight as "
+                          "a 7x7 convolution, score_fr.weight): not an FCN checkpoint",
+                          t->path);
+    unet_arch arch = t->find(t->src, "score_pool3.weight", any) >= 0   ? UNET_ARCH_FCN8S
+                     : t->find(t->src, "score_pool4.weight", any) >= 0 ? UNET_ARCH_FCN16S
+                                                                       : UNET_ARCH_FCN32S;
+    *c = unet_config_default(arch);
+    c->in_channels = unet__dim_int(c11[1]);
+    c->base = unet__dim_int(c11[0]);
+    c->fc_channels = unet__dim_int(fc6[0]);
+    c->classes = unet__dim_int(score[0]);
+    return UNET_STATUS_OK;
 }
+
+/* fc6 is a 7x7 convolution from 8 base channels to fc_channels. */
+static uint64_t min_weights_fcn(const unet_config *c) {
+    uint64_t fc = c->fc_channels ? (uint64_t)c->fc_channels : 64 * (uint64_t)c->base;
+    return 49 * fc * 8 * (uint64_t)c->base;
+}
+
+const struct unet__family unet__fcn_family = {build_fcn, init_fcn,        claims_fcn,
+                                              infer_fcn, min_weights_fcn, true};

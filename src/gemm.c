@@ -11,8 +11,13 @@
  * it is built without USE_LOCKING and its buffer pool races, which showed as wrong results.)  With NO_BLAS=1 the same
  * blocks go to a portable cache-blocked loop.  unet__sgemm_ref is the definition both are
  * tested against.
+ *
+ * Contract (internal.h): row-major C (M x N) = alpha op(A) op(B) + beta C, like cblas_sgemm.
+ * Tested (tests/test_conv.c, gemm_vs_ref) against unet__sgemm_ref with random transposes, beta
+ * 0 and 1 and odd sizes (one large enough to split over threads), in the BLAS build and in the
+ * NO_BLAS build (CI runs both).
  */
-#include "internal.h"
+#include "gemm.h"
 
 #include <string.h>
 
@@ -136,47 +141,4 @@ void unet__sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
                                C + (size_t)s * ldc, ldc);
         }
     }
-}
-
-/* ---- thread slots ---- */
-
-#include <stdatomic.h>
-
-int unet__thread_slots(void) {
-    static _Atomic int slots;
-    int n = atomic_load(&slots);
-    if (n == 0) {
-#ifdef _OPENMP
-        n = omp_get_num_procs();
-#else
-        n = 1;
-#endif
-        n = n < 1 ? 1 : n > 64 ? 64 : n;
-        int expected = 0;
-        if (!atomic_compare_exchange_strong(&slots, &expected, n)) n = expected;
-    }
-    return n;
-}
-
-/* ---- CPU features ---- */
-
-static int cpu_cap = UNET__CPU_AVX512;
-
-bool unet__cpu_has(enum unet__cpu_level level) {
-    if ((int)level > cpu_cap) return false;
-#if defined(__x86_64__) && defined(__GNUC__)
-    __builtin_cpu_init();
-    switch (level) {
-    case UNET__CPU_PORTABLE: return true;
-    case UNET__CPU_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    case UNET__CPU_AVX512: return __builtin_cpu_supports("avx512f");
-    }
-    return false;
-#else
-    return level == UNET__CPU_PORTABLE;
-#endif
-}
-
-void unet__cpu_limit(enum unet__cpu_level level) {
-    cpu_cap = (int)level;
 }

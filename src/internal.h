@@ -1,7 +1,8 @@
 /* internal.h — declarations shared inside the library (prefix unet__), never installed.
  *
- * The context, error reporting, overflow-checked size arithmetic, the arena, the GEMM
- * entry point and the OpenMP helpers.  Ops are declared in ops/ops.h, file formats in the headers of io/.
+ * The context, error reporting, overflow-checked size arithmetic, the arena, the OpenMP
+ * helpers and the random numbers (core.c).  Each other module declares its functions in the
+ * header beside it: gemm.h, cpu.h, model.h, ops/ops.h, the headers of io/.
  */
 #ifndef UNET_INTERNAL_H
 #define UNET_INTERNAL_H
@@ -20,6 +21,7 @@ struct unet_ctx {
     char     errmsg[1024];
     int      threads;
     uint64_t max_pixels;
+    uint64_t max_image_bytes;
 };
 
 /* Records a formatted detail message on ctx (which may be NULL) and returns s, so failures
@@ -93,39 +95,10 @@ int unet__threads(const unet_ctx *ctx);      /* ctx may be NULL: the default */
 int unet__default_threads(void);
 /* Sets the calling thread's OpenMP team size for the following parallel regions. */
 void unet__use_threads(int n);
-
-/* ---- GEMM ----
- * C (M x N) = alpha * op(A) (M x K) * op(B) (K x N) + beta * C, row-major, like cblas_sgemm.
- * Splits the work over the current OpenMP team size (unet__use_threads) by row or column
- * blocks of C, each block a single-threaded BLAS call, so every element of C is computed by
- * one thread in one fixed order: the result does not depend on the number of threads.
- * Must not be called from inside a parallel region. */
-void unet__sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
-                 const float *A, int lda, const float *B, int ldb, float beta,
-                 float *C, int ldc);
-/* The same product, single-threaded, safe inside a parallel region. */
-void unet__sgemm_serial(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
-                        const float *A, int lda, const float *B, int ldb, float beta,
-                        float *C, int ldc);
-/* Naive triple loop: the definition the fast paths are tested against. */
-void unet__sgemm_ref(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
-                     const float *A, int lda, const float *B, int ldb, float beta,
-                     float *C, int ldc);
-
 /* Per-thread buffer slots that kernels size their scratch for and cap their teams at: the
  * processors OpenMP reports at the first call (at most 64), fixed for the process's lifetime so
  * that a plan made earlier always has room for the team of a later call. */
 int unet__thread_slots(void);
-
-/* ---- CPU features, for kernels compiled for several instruction sets (runtime dispatch) ----
- * The default build targets the baseline x86-64 (or whatever the compiler targets); kernels
- * that benefit from wider vectors are compiled a second and third time with
- * __attribute__((target(...))) and chosen here.  unet__cpu_limit caps the level (tests use it
- * to run the portable and AVX2 copies on an AVX-512 machine; not thread-safe: call it before
- * any work starts). */
-enum unet__cpu_level { UNET__CPU_PORTABLE = 0, UNET__CPU_AVX2 = 1, UNET__CPU_AVX512 = 2 };
-bool unet__cpu_has(enum unet__cpu_level level);
-void unet__cpu_limit(enum unet__cpu_level level);
 
 /* ---- random numbers: seeded, reproducible, per-object state (never global) ---- */
 struct unet__rng {
@@ -137,5 +110,33 @@ float unet__rng_uniform(struct unet__rng *r);          /* [0, 1) */
 double unet__rng_normal(struct unet__rng *r);          /* N(0, 1), Box-Muller */
 /* Uniform integer in [0, n). */
 uint64_t unet__rng_below(struct unet__rng *r, uint64_t n);
+
+/* ---- metrics and instances (metrics.c, watershed.c, cells.c) ---- */
+/* An image size for label work: h, w > 0 (else "<fn>: size HxW (h x w) must be positive") and
+ * h * w <= INT32_MAX (else "... exceed the int32 range"), both UNET_STATUS_ARG; *n = h * w. */
+static inline unet_status unet__check_label_size(unet_ctx *ctx, const char *fn, int h, int w,
+                                                 size_t *n) {
+    if (h <= 0 || w <= 0)
+        return unet__fail(ctx, UNET_STATUS_ARG, "%s: size %dx%d (h x w) must be positive", fn,
+                          h, w);
+    if (!unet__mul_size((size_t)h, (size_t)w, n) || *n > (size_t)INT32_MAX)
+        return unet__fail(ctx, UNET_STATUS_ARG, "%s: %dx%d pixels exceed the int32 range", fn,
+                          h, w);
+    return UNET_STATUS_OK;
+}
+/* The checks a label-map entry point starts with: pointers false (one of the arguments named in
+ * `names` is NULL) is "<fn>: <names> must not be NULL"; then unet__check_label_size. */
+static inline unet_status unet__check_label_args(unet_ctx *ctx, const char *fn, bool pointers,
+                                                 const char *names, int h, int w, size_t *n) {
+    if (!pointers) return unet__fail(ctx, UNET_STATUS_ARG, "%s: %s must not be NULL", fn, names);
+    return unet__check_label_size(ctx, fn, h, w, n);
+}
+/* The proposal of unet_vscores at threshold th, thinned as Fiji thins it: objects > 0,
+ * watershed lines 0 (for tests). */
+unet_status unet__thin_proposal(unet_ctx *ctx, const float *prob, int h, int w, double th,
+                                int32_t *labels);
+/* unet_watershed with the queue's minimum found by a linear scan, O(n^2): the definition. */
+unet_status unet__watershed_ref(unet_ctx *ctx, const float *elevation, const int32_t *markers,
+                                const unsigned char *mask, int h, int w, int32_t *labels);
 
 #endif /* UNET_INTERNAL_H */

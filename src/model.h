@@ -42,6 +42,18 @@ enum unet__node_op {
     UNET__NODE_CROP,        /* place(in) to a given size (FCN's final crop) */
 };
 
+/* The inference fusion plan of a node: made once per plan by unet_model_prepare (plan_fusion,
+ * model_plan.c), then read by the forward pass and the memory planner, which never ask again.
+ * A training plan fuses nothing: every field is -1 or false. */
+struct unet__fusion {
+    int  into;      /* BN, POOL, CONCAT: the convolution that runs this node in its kernel */
+    int  bn;        /* CONV: the batch-norm node folded (with its ReLU) into its epilogue; the
+                     * convolution writes that node's output and its own output has no memory */
+    int  pool;      /* CONV (folding bn): the floor-mode max-pool node its epilogue also writes */
+    int  cat;       /* CONV: the concat node whose two inputs it reads in place (never formed) */
+    bool alias;     /* DROPOUT: the identity, its output is its input's memory */
+};
+
 struct unet__node {
     enum unet__node_op op;
     char               name[64];        /* module path, e.g. "down1.maxpool_conv.1.double_conv.0" */
@@ -70,6 +82,7 @@ struct unet__node {
     } d;
     float   *save_mean, *save_rstd;     /* bn, training */
     uint8_t *mask;                      /* pool argmax or dropout mask, training */
+    struct unet__fusion fuse;           /* inference plans: what runs inside what */
 };
 
 struct unet__value {
@@ -148,19 +161,75 @@ int unet__add_value(struct unet__builder *B, int producer);
 int unet__add_node(struct unet__builder *B, struct unet__node nd);
 /* A node of kind op named name reading value in; params and in2 unset (-1). */
 struct unet__node unet__node_init(enum unet__node_op op, const char *name, int in);
-/* The FCN builders (fcn.c): input value 0, nodes, params, B->m->out_value. */
-void unet__build_fcn(struct unet__builder *B);
 /* PyTorch's default initialisation of a conv or transposed-conv node's weight and bias. */
 void unet__init_conv_pytorch(unet_model *m, const struct unet__node *nd, struct unet__rng *rng);
-/* FCN's initialisation (fcn.c): PyTorch defaults for the backbone, zero score layers of 16s/8s,
- * bilinear deconvolution kernels. */
-void unet__init_fcn(unet_model *m, struct unet__rng *rng);
+
+/* ---- network families: what U-Net (model.c) and FCN (fcn.c) each provide ----
+ * The layers above (the checkpoint loader, the converters) ask the family of a configuration
+ * instead of knowing any architecture: a new family is one more of these. */
+
+/* A checkpoint's tensor shapes by name, for inferring a configuration from a file without
+ * metadata (checkpoint.c provides it): find returns the number of dimensions of tensor `name`
+ * and its first four in shape, or -1 when there is no such tensor.  path labels messages. */
+struct unet__shapes {
+    int (*find)(const void *src, const char *name, int64_t shape[4]);
+    const void *src;
+    const char *path;
+};
+/* A dimension read from a file as an int for a configuration; -1 (invalid for every field) when
+ * it is beyond any sensible size, so that a huge value cannot wrap into a valid-looking one. */
+static inline int unet__dim_int(int64_t d) {
+    return d >= 0 && d <= (1 << 20) ? (int)d : -1;
+}
+
+struct unet__family {
+    /* The graph: input value 0, then nodes and parameters, and B->m->out_value. */
+    void (*build)(struct unet__builder *B);
+    /* The parameters' initial values (unet_model_create), from rng. */
+    void (*init)(unet_model *m, struct unet__rng *rng);
+    /* Whether a checkpoint without metadata holds this family's tensors, and its configuration
+     * then (UNET_STATUS_FORMAT naming the file when a tensor it needs is missing; whether the
+     * result is valid is unet__config_infer's check). */
+    bool (*claims)(const struct unet__shapes *t);
+    unet_status (*infer)(unet_ctx *ctx, const struct unet__shapes *t, unet_config *c);
+    /* A lower bound on the trainable parameters of c (checked by unet_config_check), from its
+     * largest layer: the loader refuses a small file that claims a huge network before it
+     * allocates the parameter block. */
+    uint64_t (*min_weights)(const unet_config *c);
+    /* Whether cfg.fc_channels and cfg.learn_final_up apply (a checkpoint carries them). */
+    bool fc_config;
+};
+extern const struct unet__family unet__unet_family; /* model.c: unet, unet-paper */
+extern const struct unet__family unet__fcn_family;  /* fcn.c: fcn32s, fcn16s, fcn8s */
+/* The family of arch (which unet_config_check accepted). */
+const struct unet__family *unet__family_of(unet_arch arch);
+/* The configuration of a checkpoint without metadata: the family that claims its tensors
+ * infers it (U-Net when none does, whose message then says what is missing). */
+unet_status unet__config_infer(unet_ctx *ctx, const struct unet__shapes *t, unet_config *c);
+/* FCN's layers that convolutionalization adds to a classifier (fcn.c): the score_pool layers
+ * at zero, every deconvolution bilinear. */
+void unet__fcn_init_new_layers(unet_model *m);
 
 /* Builds the graph and parameter table for cfg with zeroed parameters (load fills them). */
 unet_status unet__model_build(unet_ctx *ctx, const unet_config *cfg, unet_model **out);
 const struct unet__param *unet__model_find_param(const unet_model *m, const char *name);
 /* Pointer to a parameter's data (weights or buffers block); NULL for counters. */
 float *unet__model_param_data(const unet_model *m, const struct unet__param *p);
+
+/* ---- planning (model_plan.c; unet_model_prepare is public) ---- */
+/* Frees the memory plan (activations, scratch); the model is unplanned after it. */
+void unet__model_plan_free(unet_model *m);
+/* n rounded up to 16 floats (64 bytes): the unit the plan places buffers in. */
+static inline size_t unet__round16(size_t n) {
+    return (n + 15) & ~(size_t)15;
+}
+/* Floats of value v for a batch of n. */
+static inline size_t unet__value_floats(const unet_model *m, int v, int n) {
+    const struct unet__value *x = &m->values[v];
+    return (size_t)n * x->c * x->h * x->w;
+}
+
+/* ---- running (model_run.c) ---- */
 /* Forward over the planned batch: x (n, in_channels, h, w) -> returns the output value's data. */
 const float *unet__model_forward(unet_model *m, const float *x);
 /* Backward from dlogits (n, classes, out_h, out_w): accumulates parameter gradients into

@@ -208,8 +208,9 @@ static unet_status predict_plain(unet_ctx *ctx, unet_model *m, const float *imag
 }
 
 /* Dihedral transform t (0..7) of a (c, h, w) image: bit 0 flips columns, bit 1 flips rows,
- * bit 2 transposes (applied last).  Output is (c, w, h) when transposed. */
-static void dihedral(float *dst, const float *src, int c, int h, int w, int t) {
+ * bit 2 transposes (applied last).  Output is (c, w, h) when transposed.  inverse_add: the
+ * inverse instead, of a (c, oh, ow) map src, added into dst (c, h, w). */
+static void dihedral(float *dst, const float *src, int c, int h, int w, int t, bool inverse_add) {
     bool fx = t & 1, fy = t & 2, tr = t & 4;
     int oh = tr ? w : h, ow = tr ? h : w;
     for (int ch = 0; ch < c; ch++)
@@ -218,21 +219,9 @@ static void dihedral(float *dst, const float *src, int c, int h, int w, int t) {
                 int sy = tr ? x : y, sx = tr ? y : x;
                 if (fy) sy = h - 1 - sy;
                 if (fx) sx = w - 1 - sx;
-                dst[((size_t)ch * oh + y) * ow + x] = src[((size_t)ch * h + sy) * w + sx];
-            }
-}
-
-/* The inverse of dihedral(t) applied to a (c, oh, ow) map, accumulated into acc (c, h, w). */
-static void dihedral_accumulate_inverse(float *acc, const float *src, int c, int h, int w, int t) {
-    bool fx = t & 1, fy = t & 2, tr = t & 4;
-    int oh = tr ? w : h, ow = tr ? h : w;
-    for (int ch = 0; ch < c; ch++)
-        for (int y = 0; y < oh; y++)
-            for (int x = 0; x < ow; x++) {
-                int sy = tr ? x : y, sx = tr ? y : x;
-                if (fy) sy = h - 1 - sy;
-                if (fx) sx = w - 1 - sx;
-                acc[((size_t)ch * h + sy) * w + sx] += src[((size_t)ch * oh + y) * ow + x];
+                const size_t o = ((size_t)ch * oh + y) * ow + x, i = ((size_t)ch * h + sy) * w + sx;
+                if (inverse_add) dst[i] += src[o];
+                else dst[o] = src[i];
             }
 }
 
@@ -240,6 +229,23 @@ static int count_tiles(unet_ctx *ctx, const unet_model *m, int h, int w, const u
     struct tiling t;
     if (plan_tiles(ctx, m, h, w, o, &t) != UNET_STATUS_OK) return 1;
     return t.ny * t.nx;
+}
+
+/* An output with no finite value at all is a failure (the model overflowed on this input: huge
+ * input values, or weights that overflow); some non-finite values are the caller's to report
+ * (unet_count_nonfinite). */
+static unet_status check_output(unet_ctx *ctx, const float *out, size_t n) {
+    if (unet_count_nonfinite(out, n) < n) return UNET_STATUS_OK;
+    return unet__fail(ctx, UNET_STATUS_NUMERIC,
+                      "predict: every output value is NaN or infinite (the network overflows on "
+                      "this input: are its values far beyond the range the model was trained "
+                      "on?)");
+}
+
+size_t unet_count_nonfinite(const float *x, size_t n) {
+    size_t k = 0;
+    for (size_t i = 0; x && i < n; i++) k += !(x[i] - x[i] == 0.0f);
+    return k;
 }
 
 unet_status unet_predict(unet_ctx *ctx, unet_model *m, const float *image, int h, int w,
@@ -256,12 +262,20 @@ unet_status unet_predict(unet_ctx *ctx, unet_model *m, const float *image, int h
                           o.tile, o.max_tile, o.batch, (int)o.output);
     const int C = m->cfg.in_channels, K = m->cfg.classes;
     const size_t P = (size_t)h * w;
+    /* A NaN pixel spreads through every convolution that sees it (half the logits of a small
+     * image, a mask of background) without any error: refuse it, saying where. */
+    size_t bad = unet__first_nonfinite(image, (size_t)C * P, false);
+    if (bad < (size_t)C * P)
+        return unet__fail(ctx, UNET_STATUS_NUMERIC,
+                          "predict: the image holds %g at channel %zu, pixel (y %zu, x %zu); "
+                          "replace non-finite values before predicting",
+                          (double)image[bad], bad / P, bad % P / (size_t)w, bad % (size_t)w);
     int done = 0;
     if (!o.tta) {
         int total = count_tiles(ctx, m, h, w, &o);
         unet_status s = predict_plain(ctx, m, image, h, w, &o, out, progress, user, &done, total);
         if (s == UNET_STATUS_OK && o.output == UNET_OUTPUT_PROBABILITIES) to_probabilities(out, K, P);
-        return s;
+        return s == UNET_STATUS_OK ? check_output(ctx, out, (size_t)K * P) : s;
     }
     /* Test-time augmentation: the 8 flips/rotations, each predicted and mapped back; the
      * probabilities (or logits) are averaged. */
@@ -277,16 +291,16 @@ unet_status unet_predict(unet_ctx *ctx, unet_model *m, const float *image, int h
     unet_status s = UNET_STATUS_OK;
     for (int t = 0; t < 8 && s == UNET_STATUS_OK; t++) {
         int th = (t & 4) ? w : h, tw = (t & 4) ? h : w;
-        dihedral(img_t, image, C, h, w, t);
+        dihedral(img_t, image, C, h, w, t, false);
         s = predict_plain(ctx, m, img_t, th, tw, &o, out_t, progress, user, &done, total);
         if (s != UNET_STATUS_OK) break;
         if (o.output == UNET_OUTPUT_PROBABILITIES) to_probabilities(out_t, K, P);
-        dihedral_accumulate_inverse(out, out_t, K, h, w, t);
+        dihedral(out, out_t, K, h, w, t, true);
     }
     for (size_t i = 0; i < (size_t)K * P; i++) out[i] *= 0.125f;
     unet__free(img_t);
     unet__free(out_t);
-    return s;
+    return s == UNET_STATUS_OK ? check_output(ctx, out, (size_t)K * P) : s;
 }
 
 unet_status unet_probabilities(unet_ctx *ctx, float *out, int classes, int h, int w) {

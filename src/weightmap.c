@@ -288,15 +288,10 @@ static void weight_band(const int32_t *dense, int w, int by0, int by1,
 
 unet_status unet_weightmap(unet_ctx *ctx, const int32_t *labels, int h, int w, int instances,
                            float w0, float sigma, unet_wc wc, float *weight) {
-    if (!labels || !weight)
-        return unet__fail(ctx, UNET_STATUS_ARG, "weightmap: labels and weight must not be NULL");
-    if (h <= 0 || w <= 0)
-        return unet__fail(ctx, UNET_STATUS_ARG, "weightmap: size %dx%d (h x w) must be positive",
-                          h, w);
-    size_t n;
-    if (!unet__mul_size((size_t)h, (size_t)w, &n) || n > (size_t)INT32_MAX)
-        return unet__fail(ctx, UNET_STATUS_ARG, "weightmap: %dx%d pixels exceed the int32 range",
-                          h, w);
+    size_t n = 0;
+    if (unet__check_label_args(ctx, "weightmap", labels && weight, "labels and weight", h, w, &n) !=
+        UNET_STATUS_OK)
+        return UNET_STATUS_ARG;
     if (!(w0 >= 0.0f) || !isfinite(w0))
         return unet__fail(ctx, UNET_STATUS_ARG, "weightmap: w0 must be finite and >= 0, got %g",
                           (double)w0);

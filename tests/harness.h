@@ -11,7 +11,8 @@
 #ifndef UNET_TEST_HARNESS_H
 #define UNET_TEST_HARNESS_H
 
-#include "internal.h"
+#include "cpu.h"
+#include "io/checkpoint.h"
 #include "io/file.h"
 #include "io/safetensors.h"
 
@@ -20,7 +21,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define HARNESS_FN static __attribute__((unused))
@@ -44,6 +47,17 @@ HARNESS_FN void harness_run(const char *name, void (*fn)(void)) {
     fflush(stdout);
 }
 #define RUN(name) harness_run(#name, name)
+
+/* The instruction-set levels this CPU has, whatever the cap (cpu.h): tests of the dispatched
+ * kernels run once per level under unet__cpu_limit(level).  Returns how many (1 to 3). */
+HARNESS_FN int harness_cpu_levels(enum unet__cpu_level levels[UNET__CPU_LEVELS]) {
+    enum unet__cpu_level cap = unet__cpu_limit(UNET__CPU_AVX512);
+    int n = 0;
+    for (int l = 0; l < UNET__CPU_LEVELS; l++)
+        if (unet__cpu_has((enum unet__cpu_level)l)) levels[n++] = (enum unet__cpu_level)l;
+    unet__cpu_limit(cap);
+    return n;
+}
 
 HARNESS_FN int harness_finish(void) {
     printf("%d passed, %d failed\n", harness_passed, harness_failed);
@@ -316,6 +330,22 @@ HARNESS_FN void remove_tree(const char *dir) {
     }
     closedir(d);
     rmdir(dir);
+}
+
+/* Runs fn(arg) in a child process and returns the child's peak resident memory in KiB (its
+ * ru_maxrss, not inflated by what this process touched before), or -1; *code gets fn's
+ * return value (or -1 when the child did not exit normally). */
+HARNESS_FN long child_peak_kb(int (*fn)(void *), void *arg, int *code) {
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) _exit(fn(arg) & 0xff);
+    int st = 0;
+    struct rusage ru;
+    *code = -1;
+    if (pid < 0 || wait4(pid, &st, 0, &ru) != pid) return -1;
+    if (WIFEXITED(st)) *code = WEXITSTATUS(st);
+    return ru.ru_maxrss;
 }
 
 #endif /* UNET_TEST_HARNESS_H */

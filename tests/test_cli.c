@@ -16,6 +16,10 @@
  *   - predict over a folder with damaged files writes the others, keeps existing outputs
  *     whole and exits 1 with the count of failures
  *   - missing masks, size mismatches, NaN pixels and damaged checkpoints name the file
+ *   - nothing the user has is lost (issue 19, docs/robustness.md): no output is an input or
+ *     another output; foreign --out/--log need --force; forged headers cost no memory; FIFOs
+ *     never block; step counters near INT64_MAX are refused; non-finite values are reported;
+ *     one writer per model; every ending says what was written
  *
  * Each child's stderr goes to a file in the temporary directory; tests read it back.
  */
@@ -28,6 +32,8 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -157,6 +163,15 @@ static void train_args(struct cmd *c, const char *out, int steps, int save_every
     }
 }
 
+/* train_args on the dataset in dir (dir/images, dir/masks), writing dir/m.safetensors. */
+static void train_on(struct cmd *c, const char *dir, int steps) {
+    char out[512];
+    snprintf(out, sizeof out, "%s/m.safetensors", dir);
+    train_args(c, out, steps, 0);
+    snprintf(c->pool[3], sizeof c->pool[0], "%s/images", dir);
+    snprintf(c->pool[5], sizeof c->pool[0], "%s/masks", dir);
+}
+
 /* unet predict --model model --input input --output output; more options may follow. */
 static void predict_args(struct cmd *c, const char *model, const char *input, const char *output) {
     cmd_init(c, "predict");
@@ -190,10 +205,28 @@ static pid_t spawn(const struct cmd *c, const char *err_path, long fsize) {
     return pid;
 }
 
+static long last_peak_kb; /* the peak resident memory of the last child waited for */
+static double run_timeout_s; /* > 0: a child still running after this long is killed (a hang) */
+
 /* Exit status, or 128 + signal when the child was killed by one (as a shell reports it). */
 static int wait_for(pid_t pid) {
     int st = 0;
-    if (pid < 0 || waitpid(pid, &st, 0) != pid) return -1;
+    struct rusage ru;
+    if (pid < 0) return -1;
+    bool alive = run_timeout_s > 0;
+    for (double t0 = now(); alive && now() - t0 < run_timeout_s;) {
+        siginfo_t si = {0};
+        if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0 || si.si_pid == pid)
+            alive = false;
+        else
+            sleep_s(0.01);
+    }
+    if (alive) {
+        printf("  child %d still runs after %.0f s: killed\n", (int)pid, run_timeout_s);
+        kill(pid, SIGKILL);
+    }
+    if (wait4(pid, &st, 0, &ru) != pid) return -1;
+    last_peak_kb = ru.ru_maxrss;
     return WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? 128 + WTERMSIG(st) : -1;
 }
 
@@ -508,6 +541,10 @@ TEST(kill9_then_resume_matches) {
                "(every %d)\n", delay, logged < 0 ? 0 : logged, step, cadence[k]);
         CHECK(step >= 0); /* a checkpoint that exists always loads */
         if (logged > 0) CHECK(logged - step <= cadence[k]);
+        if (step == REF_STEPS) { /* killed after its last checkpoint: nothing left to resume */
+            check_same_losses(log);
+            continue;
+        }
         train_args(&c, out, REF_STEPS, cadence[k]);
         if (step > 0) {
             arg(&c, "--resume");
@@ -619,11 +656,7 @@ TEST(nan_pixel_names_the_image) {
     CHECK_STATUS(unet_image_save(NULL, p, &img), UNET_STATUS_OK);
     unet_image_free(&img);
     struct cmd c;
-    char out[512];
-    snprintf(out, sizeof out, "%s/m.safetensors", dir);
-    train_args(&c, out, 2, 0);
-    snprintf(c.pool[3], sizeof c.pool[0], "%s/images", dir);
-    snprintf(c.pool[5], sizeof c.pool[0], "%s/masks", dir);
+    train_on(&c, dir, 2);
     CHECK_RUN(run(&c, 0), 1);
     CHECK_STR_CONTAINS(last_err, "img1.npy");
     CHECK_STR_CONTAINS(last_err, "non-finite value nan at channel 0, pixel (y 5, x 7)");
@@ -742,17 +775,22 @@ TEST(max_pixels_option) {
 
 /* A damaged resumable checkpoint: metadata that would size buffers, with a control character
  * in the value; refused with one line. */
-TEST(damaged_resume_metadata) {
-    make_reference();
-    char src[512], bad[512];
+/* train --steps 70 --resume a copy of the reference's resumable checkpoint with metadata
+ * key = value. */
+static void resume_with_meta(struct cmd *c, const char *key, const char *value) {
+    char src[512], bad[512], out[512];
     tmp_path(src, sizeof src, "ref/model.resume.safetensors");
     tmp_path(bad, sizeof bad, "bad_meta.resume.safetensors");
-    CHECK(copy_checkpoint(src, bad, "train.batch", "2000000000\nX", NULL, 0, 0));
+    CHECK(copy_checkpoint(src, bad, key, value, NULL, 0, 0));
+    train_args(c, tmp_path(out, sizeof out, "bad_meta.safetensors"), 70, 0);
+    arg(c, "--resume");
+    arg(c, "%s", bad);
+}
+
+TEST(damaged_resume_metadata) {
+    make_reference();
     struct cmd c;
-    char out[512];
-    train_args(&c, tmp_path(out, sizeof out, "bad_meta.safetensors"), 70, 0);
-    arg(&c, "--resume");
-    arg(&c, "%s", bad);
+    resume_with_meta(&c, "train.batch", "2000000000\nX");
     CHECK_RUN(run(&c, 0), 1);
     CHECK_STR_CONTAINS(last_err, "train.batch='2000000000?X' is not valid");
     CHECK_EQ(count_lines(last_err), 1);
@@ -764,6 +802,25 @@ TEST(damaged_resume_metadata) {
     CHECK_RUN(run(&c, 0), 1);
     CHECK_STR_CONTAINS(last_err, "model_nan_weight.safetensors: inc.double_conv.0.weight holds nan");
     CHECK_EQ(count_lines(last_err), 1);
+}
+
+/* Step counters near INT64_MAX in a resumable checkpoint (the optimizer's train_steps, the
+ * run's train.step): refused when loading, naming the key (one of them used to pass and end
+ * in an assertion, SIGABRT, after a signed overflow). */
+TEST(resume_step_counter_at_the_limit) {
+    make_reference();
+    struct cmd c;
+    resume_with_meta(&c, "train_steps", "9223372036854775806");
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "train_steps='9223372036854775806' is not an integer in "
+                                 "0..1099511627776");
+    resume_with_meta(&c, "train.step", "4611686018427387903");
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "train.step='4611686018427387903' is not valid");
+    resume_with_meta(&c, "train.step", "1099511627776"); /* the limit: loads, past --steps 70 */
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK_STR_CONTAINS(last_err, "is at step 1099511627776 and the run has 70 steps: nothing to "
+                                 "train, nothing written");
 }
 
 /* predict over a folder with damaged files: each is reported and skipped, the others are
@@ -819,15 +876,11 @@ TEST(predict_folder_keeps_going) {
 TEST(mask_problems_name_the_file) {
     char dir[300], p[600], q[700];
     struct cmd c;
-    char out[512];
     tmp_path(dir, sizeof dir, "masks1");
     CHECK(write_dataset(dir, 2, 32));
     snprintf(p, sizeof p, "%s/masks/img1.png", dir);
     unlink(p);
-    snprintf(out, sizeof out, "%s/m.safetensors", dir);
-    train_args(&c, out, 2, 0);
-    snprintf(c.pool[3], sizeof c.pool[0], "%s/images", dir);
-    snprintf(c.pool[5], sizeof c.pool[0], "%s/masks", dir);
+    train_on(&c, dir, 2);
     CHECK_RUN(run(&c, 0), 1);
     snprintf(q, sizeof q, "unet: error: %s/images/img1.png: no mask with the same name", dir);
     CHECK_STR_CONTAINS(last_err, q);
@@ -965,6 +1018,611 @@ TEST(api_example_matches_predict) {
     CHECK_STR_CONTAINS(last_err, "no_such_model.safetensors");
     CHECK_EQ(count_lines(last_err), 1);
     CHECK_EQ(count_files(outd, "never"), 0);
+}
+
+/* ---- issue 19: nothing the user has is lost ---- */
+
+/* Copies the training images into dir (made here), as img0.png ... */
+static void copy_images(const char *dir, int n) {
+    mkdir(dir, 0755);
+    for (int k = 0; k < n; k++) {
+        char from[512], to[700];
+        snprintf(from, sizeof from, "%s/images/img%d.png", data_dir, k);
+        snprintf(to, sizeof to, "%s/img%d.png", dir, k);
+        CHECK(copy_file(from, to));
+    }
+}
+
+/* Runs c, which must be refused as a usage error with a message holding want (and also). */
+static void check_refused(const struct cmd *c, const char *want, const char *also) {
+    CHECK_RUN(run(c, 0), 2);
+    CHECK_STR_CONTAINS(last_err, want);
+    if (also) CHECK_STR_CONTAINS(last_err, also);
+}
+
+/* Every file predict or train writes is checked against what it reads and against the other
+ * outputs before any work: `--output` = `--input` (which used to replace the images with masks,
+ * exit 0), two inputs with one output name, an overlay name that is another input's mask,
+ * --logits naming the input, an output that is a link to an input. */
+TEST(outputs_never_overwrite_inputs) {
+    make_reference();
+    char model[512], d[300], p[1200], q[1600], keep[600];
+    tmp_path(model, sizeof model, "ref/model.safetensors");
+    struct cmd c;
+    /* --output is --input: refused, the images stay byte for byte. */
+    tmp_path(d, sizeof d, "same");
+    copy_images(d, 2);
+    snprintf(keep, sizeof keep, "%s/images/img0.png", data_dir);
+    predict_args(&c, model, d, d);
+    arg(&c, "--quiet");
+    CHECK_RUN(run(&c, 0), 2);
+    CHECK_STR_CONTAINS(last_err, "unet never writes over a file it reads");
+    snprintf(p, sizeof p, "%s/img0.png (the mask of %s/img0.png) is %s/img0.png (an input image)",
+             d, d, d);
+    CHECK_STR_CONTAINS(last_err, p);
+    snprintf(p, sizeof p, "%s/img0.png", d);
+    CHECK(same_bytes(p, keep));
+    /* The same folder spelled another way (a symbolic link to it). */
+    char alias[300];
+    tmp_path(alias, sizeof alias, "same_alias");
+    CHECK_EQ(symlink(d, alias), 0);
+    predict_args(&c, model, d, alias);
+    CHECK_RUN(run(&c, 0), 2);
+    CHECK(same_bytes(p, keep));
+
+    /* Two inputs, one output name: a.png and a.PNG (both masks are a.png). */
+    char in[300], outd[300];
+    tmp_path(in, sizeof in, "two_in");
+    tmp_path(outd, sizeof outd, "two_out");
+    mkdir(in, 0755);
+    snprintf(p, sizeof p, "%s/a.png", in);
+    CHECK(copy_file(keep, p));
+    snprintf(p, sizeof p, "%s/a.PNG", in);
+    CHECK(copy_file(keep, p));
+    predict_args(&c, model, in, outd);
+    CHECK_RUN(run(&c, 0), 2);
+    snprintf(q, sizeof q, "%s/a.png (the mask of %s/a.PNG) and %s/a.png (the mask of %s/a.png) "
+             "are the same file", outd, in, outd, in);
+    CHECK_STR_CONTAINS(last_err, q);
+    CHECK_EQ(count_files(outd, ".png"), 0); /* refused before any work */
+    unlink(p);
+    /* An overlay name that is another input's mask: c.png --overlay and c_overlay.png. */
+    snprintf(p, sizeof p, "%s/a_overlay.png", in);
+    CHECK(copy_file(keep, p));
+    predict_args(&c, model, in, outd);
+    arg(&c, "--overlay");
+    check_refused(&c, "(the overlay of", "are the same file");
+    predict_args(&c, model, in, outd); /* without --overlay both names are free */
+    arg(&c, "--quiet");
+    CHECK_RUN(run(&c, 0), 0);
+
+    /* --logits naming the input. */
+    unet_image img;
+    char npy[700];
+    CHECK_STATUS(unet_image_load(NULL, keep, 0, &img), UNET_STATUS_OK);
+    snprintf(npy, sizeof npy, "%s/x.npy", in);
+    CHECK_STATUS(unet_image_save(NULL, npy, &img), UNET_STATUS_OK);
+    unet_image_free(&img);
+    CHECK(copy_file(npy, p));
+    predict_args(&c, model, npy, outd);
+    arg(&c, "--logits");
+    arg(&c, "%s", npy);
+    CHECK_RUN(run(&c, 0), 2);
+    CHECK_STR_CONTAINS(last_err, "(the logits of");
+    CHECK(same_bytes(npy, p));
+
+    /* An existing output that is a hard link to an input. */
+    snprintf(p, sizeof p, "%s/img1.png", outd);
+    snprintf(q, sizeof q, "%s/img1.png", d);
+    CHECK_EQ(link(q, p), 0);
+    predict_args(&c, model, d, outd);
+    CHECK_RUN(run(&c, 0), 2);
+    CHECK_STR_CONTAINS(last_err, "unet never writes over a file it reads");
+    snprintf(p, sizeof p, "%s/images/img1.png", data_dir);
+    CHECK(same_bytes(q, p));
+    /* weightmap and convolutionalize follow the same rule. */
+    static const char *const subs[2][3] = {{"weightmap", "--mask", "--output"},
+                                           {"convolutionalize", "--in", "--out"}};
+    for (int k = 0; k < 2; k++) {
+        cmd_init(&c, subs[k][0]);
+        arg(&c, "%s", subs[k][1]);
+        arg(&c, "%s", k ? model : q);
+        arg(&c, "%s", subs[k][2]);
+        arg(&c, "%s", k ? model : q);
+        check_refused(&c, "unet never writes over a file it reads", subs[k][1]);
+    }
+    CHECK(same_bytes(q, p));
+}
+
+/* train: --out or --log naming an input, --init = --out, a foreign file at --log (refused;
+ * replaced, never truncated, with --force), --init with --resume. */
+TEST(train_outputs_never_overwrite_inputs) {
+    make_reference();
+    char d[300], out[600], mask[600], keep[600], p[1300], log[600];
+    struct cmd c;
+    tmp_path(d, sizeof d, "train_rule");
+    mkdir(d, 0755);
+    snprintf(mask, sizeof mask, "%s/masks/img2.png", data_dir);
+    snprintf(keep, sizeof keep, "%s/keep.png", d);
+    CHECK(copy_file(mask, keep));
+    /* --out is a mask. */
+    train_args(&c, mask, 2, 0);
+    CHECK_RUN(run(&c, 0), 2);
+    snprintf(p, sizeof p, "%s (--out) is %s (a training mask)", mask, mask);
+    CHECK_STR_CONTAINS(last_err, p);
+    CHECK(same_bytes(mask, keep));
+    /* --log is an image. */
+    snprintf(out, sizeof out, "%s/m.safetensors", d);
+    train_args(&c, out, 2, 0);
+    arg(&c, "--log");
+    arg(&c, "%s/images/img1.png", data_dir);
+    check_refused(&c, "(the training log) is", "(a training image)");
+    CHECK_EQ(count_files(d, "m."), 0); /* nothing written, no lock left */
+    /* --init and --out are one file: the original would be replaced after the first epoch. */
+    char model[600];
+    snprintf(model, sizeof model, "%s/init.safetensors", d);
+    CHECK(copy_file(tmp_path(p, sizeof p, "ref/model.safetensors"), model));
+    train_args(&c, model, 2, 0);
+    arg(&c, "--init");
+    arg(&c, "%s", model);
+    check_refused(&c, "(--out) is", "(--init)");
+    /* --init with --resume: refused, not silently ignored. */
+    train_args(&c, out, 2, 0);
+    arg(&c, "--init");
+    arg(&c, "%s", model);
+    arg(&c, "--resume");
+    arg(&c, "%s", model);
+    check_refused(&c, "--init and --resume exclude each other", NULL);
+    /* A file that is not a unet log at --log: refused; with --force replaced by a new file (a
+     * hard link to the old one keeps its content: it was not truncated). */
+    snprintf(log, sizeof log, "%s/notes.txt", d);
+    FILE *f = fopen(log, "w");
+    if (f) fputs("my notes\n", f), fclose(f);
+    snprintf(p, sizeof p, "%s/notes_link.txt", d);
+    CHECK_EQ(link(log, p), 0);
+    train_args(&c, out, 2, 0);
+    arg(&c, "--log");
+    arg(&c, "%s", log);
+    check_refused(&c, "exists and is not a unet training log", "--force");
+    arg(&c, "--force");
+    CHECK_RUN(run(&c, 0), 0);
+    char *text = read_text(p), *now_log = read_text(log);
+    CHECK(text && strcmp(text, "my notes\n") == 0);
+    CHECK(now_log && strncmp(now_log, "step,", 5) == 0);
+    free(text);
+    free(now_log);
+    /* An --out that is not a unet model (an image named .safetensors): refused. */
+    snprintf(p, sizeof p, "%s/foreign.safetensors", d);
+    CHECK(copy_file(keep, p));
+    train_args(&c, p, 2, 0);
+    check_refused(&c, "exists and is not a checkpoint written by unet", NULL);
+    CHECK(same_bytes(p, keep));
+    /* A directory as --out. */
+    train_args(&c, d, 2, 0);
+    check_refused(&c, "exists and is not a regular file (a directory)", NULL);
+    /* --out and --log in folders that do not exist yet: created (issue 18). */
+    snprintf(out, sizeof out, "%s/new/dir/m.safetensors", d);
+    train_args(&c, out, 2, 0);
+    arg(&c, "--log");
+    arg(&c, "%s/other/logs/m.csv", d);
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK(access(out, R_OK) == 0);
+    snprintf(p, sizeof p, "%s/other/logs/m.csv", d);
+    CHECK(access(p, R_OK) == 0);
+}
+
+/* Files that claim huge images in a few bytes (a 154-byte TIFF of 16384^2 x 4 floats, a
+ * 57-byte PNG of 16384^2 RGB at 16 bits) and a sparse .npy of 4096 channels: predict refuses
+ * each from its header, naming it, and stays small (they used to cost 4.2 GB, 1.6 GB and
+ * 1.3 GB).  --max-memory refuses an image whose estimate is over the budget, with the number. */
+TEST(predict_memory_from_nothing) {
+    make_reference();
+    char model[512], in[300], outd[300], p[700];
+    tmp_path(model, sizeof model, "ref/model.safetensors");
+    tmp_path(in, sizeof in, "forged");
+    tmp_path(outd, sizeof outd, "forged_out");
+    mkdir(in, 0755);
+    snprintf(p, sizeof p, "%s/a.tif", in);
+    CHECK(copy_file("tests/data/corrupt/image_forged_f32x4.tif", p));
+    snprintf(p, sizeof p, "%s/b.png", in);
+    CHECK(copy_file("tests/data/corrupt/image_forged_rgb16.png", p));
+    snprintf(p, sizeof p, "%s/c.npy", in);
+    const char *dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (4096, 256, 256), }";
+    unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, 118, 0};
+    FILE *f = fopen(p, "wb");
+    if (f) {
+        fwrite(pre, 1, 10, f);
+        fprintf(f, "%-117s\n", dict);
+        fclose(f);
+    }
+    CHECK_EQ(truncate(p, 128 + ((off_t)4096 << 18)), 0);
+    struct cmd c;
+    predict_args(&c, model, in, outd);
+    arg(&c, "--quiet");
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "a.tif: TIFF of 16384x16384 with 4 samples of 32 bits needs "
+                                 "4294967296 bytes, but its strips hold 4 bytes");
+    CHECK_STR_CONTAINS(last_err, "b.png: PNG of 16384x16384 needs");
+    CHECK_STR_CONTAINS(last_err, "c.npy has 4096 channels; the model takes 1");
+    CHECK_STR_CONTAINS(last_err, "3 of 3 images failed");
+    printf("       peak memory of predict over the three: %ld KiB\n", last_peak_kb);
+    CHECK(last_peak_kb < 400 << 10);
+    /* The estimate against --max-memory, before loading. */
+    snprintf(p, sizeof p, "%s/images/img0.png", data_dir);
+    predict_args(&c, model, p, outd);
+    arg(&c, "--max-memory");
+    arg(&c, "64K");
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "img0.png: predicting this 96x96 image with 1 channels needs "
+                                 "about");
+    CHECK_STR_CONTAINS(last_err, "over the budget of 64 KiB (--max-memory");
+    snprintf(c.pool[c.n - 1], sizeof c.pool[0], "1x");
+    CHECK_RUN(run(&c, 0), 2);
+}
+
+/* A FIFO (named pipe) among the images, as a mask, as the model or as the input: never opened
+ * (opening one for reading blocks until a writer comes, which used to hang unet forever);
+ * skipped with a note in a folder, refused naming it otherwise. */
+TEST(fifos_never_block) {
+    make_reference();
+    char model[512], in[300], outd[300], p[700], dir[300];
+    tmp_path(model, sizeof model, "ref/model.safetensors");
+    tmp_path(in, sizeof in, "fifo_in");
+    tmp_path(outd, sizeof outd, "fifo_out");
+    copy_images(in, 2);
+    snprintf(p, sizeof p, "%s/pipe.png", in);
+    CHECK_EQ(mkfifo(p, 0644), 0);
+    run_timeout_s = 20;
+    struct cmd c;
+    predict_args(&c, model, in, outd);
+    arg(&c, "--quiet");
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK_STR_CONTAINS(last_err, "pipe.png: not a regular file (a FIFO, device or socket); skipped");
+    CHECK_EQ(count_files(outd, "img"), 2);
+    predict_args(&c, model, p, outd); /* the FIFO as the input */
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "pipe.png: a FIFO (named pipe), not a regular file: not read");
+    predict_args(&c, p, in, outd); /* ... as the model */
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "pipe.png: a FIFO (named pipe), not a regular file: not read");
+    /* A mask that is a FIFO: training stops naming it. */
+    tmp_path(dir, sizeof dir, "fifo_train");
+    CHECK(write_dataset(dir, 2, 32));
+    snprintf(p, sizeof p, "%s/masks/img1.png", dir);
+    unlink(p);
+    CHECK_EQ(mkfifo(p, 0644), 0);
+    train_on(&c, dir, 2);
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "masks/img1.png: a FIFO (named pipe), not a regular file");
+    run_timeout_s = 0;
+}
+
+/* Writes the w x h crop (at most 96 x 96) of training image 0 as float32 .npy (values /255),
+ * with value v at the first n_bad pixels (n_bad < 0: every pixel). */
+static void write_float_crop(const char *path, int w, int h, int n_bad, float v) {
+    char src[512];
+    snprintf(src, sizeof src, "%s/images/img0.png", data_dir);
+    unet_image a, f;
+    CHECK_STATUS(unet_image_load(NULL, src, 0, &a), UNET_STATUS_OK);
+    CHECK_STATUS(unet_image_alloc(NULL, &f, w, h, 1, UNET_DTYPE_F32), UNET_STATUS_OK);
+    for (int i = 0; a.data && f.data && i < w * h; i++)
+        ((float *)f.data)[i] = n_bad < 0 || i < n_bad
+                                   ? v
+                                   : ((const uint8_t *)a.data)[(i / w) * 96 + i % w] / 255.0f;
+    CHECK_STATUS(unet_image_save(NULL, path, &f), UNET_STATUS_OK);
+    unet_image_free(&a);
+    unet_image_free(&f);
+}
+
+/* Non-finite values in predict: one NaN pixel in a 30x40 image (it used to turn half the
+ * logits into NaN and the mask into background, exit 0) is a warning with the count, and the
+ * pixel is 0 after normalisation: the mask equals that of the image with a 0 there.  An image
+ * of NaN is refused; so is an image of 3e38 (every logit overflows); a checkpoint whose
+ * batch-norm weight of 3e38 folds beyond float range is refused when loading. */
+TEST(predict_nonfinite_values) {
+    make_reference();
+    char model[512], d[300], p[600], q[600], od[400], a_out[700], b_out[700], bad[512];
+    tmp_path(model, sizeof model, "ref/model.safetensors");
+    tmp_path(d, sizeof d, "nonfinite");
+    mkdir(d, 0755);
+    snprintf(p, sizeof p, "%s/nan1.npy", d);
+    write_float_crop(p, 40, 30, 1, NAN);
+    snprintf(q, sizeof q, "%s/zero1.npy", d);
+    write_float_crop(q, 40, 30, 1, 0.0f);
+    struct cmd c;
+    snprintf(od, sizeof od, "%s/o", d);
+    predict_args(&c, model, p, od);
+    arg(&c, "--quiet");
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK_STR_CONTAINS(last_err, "nan1.npy: 1 of 1200 values are NaN or infinite; they are set "
+                                 "to 0 (after normalisation)");
+    predict_args(&c, model, q, od);
+    arg(&c, "--quiet");
+    CHECK_RUN(run(&c, 0), 0);
+    snprintf(a_out, sizeof a_out, "%s/o/nan1.npy", d);
+    snprintf(b_out, sizeof b_out, "%s/o/zero1.npy", d);
+    unet_image ma, mb;
+    CHECK_STATUS(unet_image_load(NULL, a_out, 0, &ma), UNET_STATUS_OK);
+    CHECK_STATUS(unet_image_load(NULL, b_out, 0, &mb), UNET_STATUS_OK);
+    if (ma.data && mb.data) CHECK(memcmp(ma.data, mb.data, 40 * 30) == 0);
+    unet_image_free(&ma);
+    unet_image_free(&mb);
+    /* All NaN; all 3e38. */
+    snprintf(p, sizeof p, "%s/allnan.npy", d);
+    write_float_crop(p, 40, 30, -1, NAN);
+    predict_args(&c, model, p, od);
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "allnan.npy: every value is NaN or infinite: nothing to predict");
+    snprintf(p, sizeof p, "%s/huge.npy", d);
+    write_float_crop(p, 40, 30, -1, 3e38f);
+    predict_args(&c, model, p, od);
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "huge.npy: non-finite value: predict: every output value is NaN "
+                                 "or infinite");
+    /* The top 10 rows of 96 at 3e38: the outputs near them overflow, the others do not. */
+    snprintf(p, sizeof p, "%s/top_huge.npy", d);
+    write_float_crop(p, 96, 96, 960, 3e38f);
+    predict_args(&c, model, p, od);
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK_STR_CONTAINS(last_err, "top_huge.npy: ");
+    CHECK_STR_CONTAINS(last_err, "of 18432 output values are NaN or infinite (the network "
+                                 "overflowed there); those pixels get class 0");
+    /* Batch-norm weights that fold beyond float range. */
+    tmp_path(bad, sizeof bad, "bn_huge.safetensors");
+    const char *gamma[] = {"inc.double_conv.1.weight"};
+    CHECK(copy_checkpoint(model, bad, NULL, NULL, gamma, 1, 3e38f));
+    snprintf(p, sizeof p, "%s/zero1.npy", d);
+    predict_args(&c, bad, p, od);
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "bn_huge.safetensors: inc.double_conv.1 folds to a scale of");
+    CHECK_STR_CONTAINS(last_err, "beyond float range");
+}
+
+/* A process id that no process has: a child that has exited and been waited for. */
+static long dead_pid(void) {
+    pid_t pid = fork();
+    if (pid == 0) _exit(0);
+    waitpid(pid, NULL, 0);
+    return (long)pid;
+}
+
+/* Creates the empty file "path.tmp.PID.SUFFIX" (a temporary as unet names them). */
+static void fake_temp(char *out, size_t size, const char *path, long pid, const char *suffix) {
+    snprintf(out, size, "%s.tmp.%ld.%s", path, pid, suffix);
+    FILE *f = fopen(out, "w");
+    if (f) fclose(f);
+}
+
+/* One writer per model: a second train with the same --out while the first runs is refused
+ * (it used to run too, both exiting 0 with their logs interleaved); the first finishes with a
+ * clean log.  A predict into a folder another process has locked is refused.  The stale
+ * temporary sweep removes only temporaries whose writer is gone: of a dead process, unlocked;
+ * never those of a live process, nor a locked one (a writer on another host). */
+TEST(one_writer_per_model) {
+    make_reference();
+    char dir[300], out[512], log[512], err[512], p[1100];
+    tmp_path(dir, sizeof dir, "writers");
+    mkdir(dir, 0755);
+    snprintf(out, sizeof out, "%s/model.safetensors", dir);
+    snprintf(log, sizeof log, "%s/model.log.csv", dir);
+    snprintf(err, sizeof err, "%s/first.txt", dir);
+    /* Temporaries of three owners, next to the checkpoint the runs will write. */
+    char live[800], dead[800], locked[800];
+    fake_temp(live, sizeof live, out, (long)getpid(), "aaaaaa");
+    fake_temp(dead, sizeof dead, out, dead_pid(), "bbbbbb");
+    fake_temp(locked, sizeof locked, out, dead_pid(), "cccccc");
+    int lfd = open(locked, O_RDONLY);
+    CHECK(lfd >= 0 && flock(lfd, LOCK_EX) == 0);
+    struct cmd c;
+    train_args(&c, out, 2 * REF_STEPS, 0);
+    pid_t first = spawn(&c, err, 0);
+    static char rows[MAX_ROWS][48];
+    double t0 = now();
+    while (read_losses(log, rows) < 3 && now() - t0 < 60) sleep_s(0.002);
+    CHECK_RUN(run(&c, 0), 1);
+    snprintf(p, sizeof p, "%s: another unet process is writing it (%s/model.lock is locked)", out,
+             dir);
+    CHECK_STR_CONTAINS(last_err, p);
+    int rc = wait_for(first);
+    char *text = read_text(err);
+    snprintf(last_err, sizeof last_err, "%s", text ? text : "");
+    free(text);
+    CHECK_RUN(rc, 0);
+    int n = read_losses(log, rows);
+    CHECK_EQ(n, 2 * REF_STEPS);
+    for (int i = 0; i < n; i++) CHECK_EQ(strtol(rows[i], NULL, 10), i + 1); /* not interleaved */
+    CHECK(access(live, F_OK) == 0);
+    CHECK(access(dead, F_OK) != 0);
+    CHECK(access(locked, F_OK) == 0);
+    close(lfd);
+    CHECK_EQ(count_files(dir, "model.lock"), 0); /* removed at the end */
+
+    /* predict: the output folder is locked while it writes. */
+    char model[512], outd[300], img[512];
+    tmp_path(model, sizeof model, "ref/model.safetensors");
+    tmp_path(outd, sizeof outd, "writers_out");
+    mkdir(outd, 0755);
+    snprintf(img, sizeof img, "%s/images/img0.png", data_dir);
+    int dfd = open(outd, O_RDONLY | O_DIRECTORY);
+    CHECK(dfd >= 0 && flock(dfd, LOCK_EX) == 0);
+    predict_args(&c, model, img, outd);
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "--output: another unet process is writing it");
+    close(dfd);
+    /* kill -9 during predict leaves a temporary; the next predict into the folder removes it. */
+    char mask[600];
+    snprintf(mask, sizeof mask, "%s/img0.png", outd);
+    fake_temp(dead, sizeof dead, mask, dead_pid(), "dddddd");
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK(access(dead, F_OK) != 0);
+    CHECK_EQ(count_files(outd, ".tmp."), 0);
+}
+
+/* The validation row of step `step` in a training log, its first 9 columns (step, epoch, loss,
+ * lr and the validation scores; not the seconds), into row; false when there is none. */
+static bool val_row(const char *log, long step, char *row, size_t size) {
+    FILE *f = fopen(log, "r");
+    char line[512];
+    bool found = false;
+    while (f && !found && fgets(line, sizeof line, f)) {
+        char *comma[9];
+        int k = 0;
+        for (char *q = line; *q && k < 9; q++)
+            if (*q == ',') comma[k++] = q;
+        /* A step row has no val_loss (the fifth column). */
+        if (k < 9 || strtol(line, NULL, 10) != step || comma[3][1] == ',') continue;
+        *comma[8] = 0;
+        snprintf(row, size, "%s", line);
+        found = true;
+    }
+    if (f) fclose(f);
+    return found;
+}
+
+/* Honest endings: a resumed run already past --steps says so (it used to print "wrote X" and
+ * exit 0 without writing X); a bad --log is found before any file is written (no stray
+ * .last/.log files); an error in info exits 1; the epoch row after a run that stopped in the
+ * middle of an epoch (--steps) and was resumed averages the whole epoch, like the
+ * uninterrupted run.  (SIGHUP and SIGPIPE: sighup_exit_129_and_resume, sigpipe_exit_141_...) */
+TEST(honest_endings) {
+    make_reference();
+    char d[300], out[480], p[400], ck[512];
+    struct cmd c;
+    tmp_path(d, sizeof d, "honest");
+    mkdir(d, 0755);
+    tmp_path(ck, sizeof ck, "ref/model.resume.safetensors");
+    snprintf(out, sizeof out, "%s/b.safetensors", d);
+    train_args(&c, out, 10, 0);
+    arg(&c, "--resume");
+    arg(&c, "%s", ck);
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK_STR_CONTAINS(last_err, "is at step 60 and the run has 10 steps: nothing to train, "
+                                 "nothing written");
+    CHECK(access(out, F_OK) != 0);
+    /* --log below a regular file: refused before anything is written. */
+    snprintf(p, sizeof p, "%s/file.txt", d);
+    CHECK(write_all(p, "x", 1));
+    snprintf(out, sizeof out, "%s/m.safetensors", d);
+    snprintf(c.pool[7], sizeof c.pool[0], "%s", out);
+    snprintf(c.pool[c.n - 2], sizeof c.pool[0], "--log");
+    snprintf(c.pool[c.n - 1], sizeof c.pool[0], "%s/log.csv", p);
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "file.txt exists and is not a directory");
+    CHECK_EQ(count_files(d, "m."), 0);
+    /* info. */
+    cmd_init(&c, "info");
+    arg(&c, "--arch");
+    arg(&c, "unet-paper");
+    arg(&c, "--size");
+    arg(&c, "1048576");
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "unet: error: ");
+
+    /* The epoch mean across a resume: run A uninterrupted; run B stops at step 7 (--steps) and
+     * resumes to the same end.  The validation rows of the epoch ends are the same. */
+    char a_out[480], b_out[480], a_log[600], b_log[600], ra[512], rb[512];
+    snprintf(a_out, sizeof a_out, "%s/ea.safetensors", d);
+    snprintf(b_out, sizeof b_out, "%s/eb.safetensors", d);
+    snprintf(a_log, sizeof a_log, "%s/ea.log.csv", d);
+    snprintf(b_log, sizeof b_log, "%s/eb.log.csv", d);
+    train_args(&c, a_out, 28, 0);
+    arg(&c, "--val-split");
+    arg(&c, "0.25");
+    CHECK_RUN(run(&c, 0), 0);
+    snprintf(c.pool[7], sizeof c.pool[0], "%s", b_out);
+    snprintf(c.pool[c.n - 3], sizeof c.pool[0], "7");
+    CHECK_RUN(run(&c, 0), 0);
+    snprintf(c.pool[c.n - 3], sizeof c.pool[0], "28");
+    arg(&c, "--resume");
+    arg(&c, "%s/eb.resume.safetensors", d);
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK(val_row(a_log, 14, ra, sizeof ra) && val_row(b_log, 14, rb, sizeof rb));
+    printf("       epoch 1 uninterrupted: %s\n       epoch 1 resumed at 7:  %s\n", ra, rb);
+    CHECK(strcmp(ra, rb) == 0);
+}
+
+/* Outputs that differ only in case are one file where the directory folds case: checked on a
+ * case-folding tmpfs when the kernel has one (root and CONFIG_UNICODE), else skipped. */
+TEST(case_folding_outputs_collide) {
+    make_reference();
+    char fs[300], in[300], model[512], keep[600], p[700];
+    tmp_path(fs, sizeof fs, "casefold");
+    mkdir(fs, 0755);
+    if (mount("tmpfs", fs, "tmpfs", 0, "casefold,size=1m") != 0) {
+        printf("       (no case-folding tmpfs here: %s; skipped)\n", strerror(errno));
+        return;
+    }
+    /* The case-folding attribute applies to empty directories made below the root. */
+    snprintf(p, sizeof p, "%s/out", fs);
+    mkdir(p, 0755);
+    int fd = open(p, O_RDONLY);
+    int attr = 0x40000000; /* FS_CASEFOLD_FL */
+    if (fd >= 0) ioctl(fd, 0x40086602 /* FS_IOC_SETFLAGS */, &attr), close(fd);
+    tmp_path(in, sizeof in, "case_in");
+    mkdir(in, 0755);
+    snprintf(keep, sizeof keep, "%s/images/img0.png", data_dir);
+    snprintf(p, sizeof p, "%s/cell.png", in);
+    CHECK(copy_file(keep, p));
+    snprintf(p, sizeof p, "%s/CELL.png", in);
+    CHECK(copy_file(keep, p));
+    tmp_path(model, sizeof model, "ref/model.safetensors");
+    struct cmd c;
+    snprintf(p, sizeof p, "%s/out", fs);
+    predict_args(&c, model, in, p);
+    CHECK_RUN(run(&c, 0), 2);
+    CHECK_STR_CONTAINS(last_err, "(this directory ignores case)");
+    CHECK_EQ(umount(fs), 0);
+}
+
+/* unet eval --prob: the ISBI 2012 scores of NAME_prob.tif beside those of the mask, thinned and
+ * not (the 1 x 7 row of test_metrics' vscores_hand: thinned, every score 1; unthinned V_rand
+ * 7/8; below the gap's 0.2f everything is one cell, and 0.2f = 0.20000000298 > 0.2 since Fiji
+ * compares the float pixel as a double, so the best threshold is the first that separates,
+ * 0.30000000000000004, printed 0.3), the CTC's pooled SEG, and a missing NAME_prob.tif failing
+ * its image.  Also predict's --instance-method takes only its two names. */
+TEST(eval_prob_scores) {
+    char pd[300], td[300], p[600];
+    tmp_path(pd, sizeof pd, "evpred");
+    tmp_path(td, sizeof td, "evtruth");
+    mkdir(pd, 0755);
+    mkdir(td, 0755);
+    const uint8_t truth[7] = {255, 255, 255, 0, 255, 255, 255}, mask[7] = {255, 255, 0, 0, 255, 255, 255};
+    const float   pr[7] = {.9f, .9f, .2f, .2f, .9f, .9f, .9f};
+    float         planes[14];
+    for (int i = 0; i < 7; i++) planes[i] = 1 - pr[i], planes[7 + i] = pr[i];
+    unet_image t = {.w = 7, .h = 1, .c = 1, .dtype = UNET_DTYPE_U8, .data = (void *)(uintptr_t)truth};
+    unet_image m = {.w = 7, .h = 1, .c = 1, .dtype = UNET_DTYPE_U8, .data = (void *)(uintptr_t)mask};
+    unet_image pi = {.w = 7, .h = 1, .c = 2, .dtype = UNET_DTYPE_F32, .data = planes};
+    CHECK_STATUS(unet_image_save(NULL, tmp_path(p, sizeof p, "evtruth/row.png"), &t), UNET_STATUS_OK);
+    CHECK_STATUS(unet_image_save(NULL, tmp_path(p, sizeof p, "evpred/row.png"), &m), UNET_STATUS_OK);
+    CHECK_STATUS(unet_image_save(NULL, tmp_path(p, sizeof p, "evpred/row_prob.tif"), &pi),
+                 UNET_STATUS_OK);
+    struct cmd c;
+    for (int thin = 1; thin >= 0; thin--) {
+        cmd_init(&c, "eval");
+        arg(&c, "--pred");
+        arg(&c, "%s", pd);
+        arg(&c, "--truth");
+        arg(&c, "%s", td);
+        arg(&c, "--prob");
+        arg(&c, "--json");
+        if (!thin) arg(&c, "--no-thin");
+        CHECK_RUN(run(&c, 0), 0);
+        CHECK_STR_CONTAINS(last_err, thin ? "\"v_rand\": 1," : "\"v_rand\": 0.875,");
+        CHECK_STR_CONTAINS(last_err, thin ? "\"v_rand_at_05\": 1," : "\"v_rand_at_05\": 0.875,");
+        CHECK_STR_CONTAINS(last_err, "\"best_v_rand_threshold\": 0.3,");
+        CHECK_STR_CONTAINS(last_err, "\"seg_ctc\": ");
+        CHECK_STR_CONTAINS(last_err, thin ? "\"thinned\": true" : "\"thinned\": false");
+    }
+    remove(tmp_path(p, sizeof p, "evpred/row_prob.tif"));
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "row_prob.tif");
+    cmd_init(&c, "predict");
+    for (int k = 0; k < 3; k++) arg(&c, k == 0 ? "--model" : k == 1 ? "--input" : "--output"), arg(&c, "x");
+    arg(&c, "--instance-method");
+    arg(&c, "voronoi");
+    CHECK_RUN(run(&c, 0), 2);
+    CHECK_STR_CONTAINS(last_err, "voronoi");
 }
 
 /* ---- guarded training (docs/training.md) ---- */
@@ -1342,9 +2000,19 @@ int main(void) {
     RUN(disk_full_keeps_previous_checkpoint);
     RUN(max_pixels_option);
     RUN(damaged_resume_metadata);
+    RUN(resume_step_counter_at_the_limit);
     RUN(predict_folder_keeps_going);
     RUN(mask_problems_name_the_file);
     RUN(api_example_matches_predict);
+    RUN(outputs_never_overwrite_inputs);
+    RUN(train_outputs_never_overwrite_inputs);
+    RUN(case_folding_outputs_collide);
+    RUN(predict_memory_from_nothing);
+    RUN(fifos_never_block);
+    RUN(predict_nonfinite_values);
+    RUN(one_writer_per_model);
+    RUN(honest_endings);
+    RUN(eval_prob_scores);
     RUN(forced_divergence_is_caught);
     RUN(best_and_last_are_selected);
     RUN(minutes_budget_stops_cleanly);

@@ -1,6 +1,8 @@
 /* test_conv.c — Conv2d and ConvTranspose2d: PyTorch golden cases, finite-difference gradient
- * checks, the GEMM path against the naive _ref loops (odd sizes, several im2col tiles), and the
- * adjoint identity <A x, y> = <x, A^T y> that makes the transposed convolution what it is. */
+ * checks, the GEMM path against the naive _ref loops (odd sizes, several im2col tiles; the
+ * direct convolution and the up-convolution's micro-kernel in every instruction set's copy this
+ * CPU has), and the adjoint identity <A x, y> = <x, A^T y> that makes the transposed
+ * convolution what it is. */
 #include "harness.h"
 #include "ops/ops.h"
 
@@ -238,20 +240,30 @@ TEST(conv2d_fast_vs_ref) {
         fast_vs_ref(&k, label);
         cc_free(&k);
     }
-    /* Few input channels, many outputs, stride 1: the direct path (U-Net's first layer). */
-    for (int trial = 0; trial < 4; trial++) {
+    /* Few input channels, many outputs, stride 1: the direct path (U-Net's first layer), in
+     * each instruction set's copy. */
+    enum unet__cpu_level       levels[UNET__CPU_LEVELS];
+    const int                  n_levels = harness_cpu_levels(levels);
+    const enum unet__cpu_level cap = unet__cpu_limit(UNET__CPU_AVX512);
+    for (int trial = 0; trial < 4 * n_levels; trial++) {
+        const enum unet__cpu_level level = levels[trial / 4];
+        const int                  t = trial % 4;
+        unet__cpu_limit(level);
         struct conv_case k = {.transpose = false};
-        k.c = (struct unet__conv2d_dims){.N = 1 + trial % 2, .C_in = 1 + trial, .C_out = 16 + trial,
-                                         .K_h = 3, .K_w = trial == 3 ? 2 : 3, .stride_h = 1,
-                                         .stride_w = 1, .pad_h = trial % 3, .pad_w = (trial + 1) % 3};
-        k.c.H_in = 5 + 3 * trial, k.c.W_in = 21 - 2 * trial;
+        k.c = (struct unet__conv2d_dims){.N = 1 + t % 2, .C_in = 1 + t, .C_out = 16 + t,
+                                         .K_h = 3, .K_w = t == 3 ? 2 : 3, .stride_h = 1,
+                                         .stride_w = 1, .pad_h = t % 3, .pad_w = (t + 1) % 3};
+        k.c.H_in = 5 + 3 * t, k.c.W_in = 21 - 2 * t;
         cc_setup(&k, &rng);
         char label[160];
-        snprintf(label, sizeof label, "conv N=%d C_in=%d %dx%d C_out=%d K=3x%d p=%dx%d (direct)",
-                 k.c.N, k.c.C_in, k.c.H_in, k.c.W_in, k.c.C_out, k.c.K_w, k.c.pad_h, k.c.pad_w);
+        snprintf(label, sizeof label,
+                 "conv N=%d C_in=%d %dx%d C_out=%d K=3x%d p=%dx%d (direct, %s)", k.c.N, k.c.C_in,
+                 k.c.H_in, k.c.W_in, k.c.C_out, k.c.K_w, k.c.pad_h, k.c.pad_w,
+                 unet__cpu_level_name(level));
         fast_vs_ref(&k, label);
         cc_free(&k);
     }
+    unet__cpu_limit(cap);
     /* Large enough that im2col runs in several tiles (C_in*9*P > 4M floats), with a tile
      * boundary in the middle of an output row. */
     struct conv_case k = {.transpose = false,
@@ -299,7 +311,13 @@ TEST(convt2d_fast_vs_ref) {
      * and a 3x3 / stride-3 and a 2x3 / stride 2x3 kernel. */
     const int shapes[5][6] = {{2, 5, 7, 9, 3, 2}, {1, 20, 13, 11, 17, 2}, {1, 4, 5, 6, 6, 3},
                               {2, 3, 4, 3, 2, 0}, {2, 3, 3, 101, 2, 2}};
-    for (int i = 0; i < 5; i++) {
+    /* On each instruction set's GEMM micro-kernel. */
+    enum unet__cpu_level       levels[UNET__CPU_LEVELS];
+    const int                  n_levels = harness_cpu_levels(levels);
+    const enum unet__cpu_level cap = unet__cpu_limit(UNET__CPU_AVX512);
+    for (int j = 0; j < 5 * n_levels; j++) {
+        const int i = j % 5;
+        unet__cpu_limit(levels[j / 5]);
         struct conv_case k = {.transpose = true};
         k.t = (struct unet__convt2d_dims){.N = shapes[i][0], .C_in = shapes[i][1],
                                           .H_in = shapes[i][2], .W_in = shapes[i][3],
@@ -310,11 +328,13 @@ TEST(convt2d_fast_vs_ref) {
         CHECK_STATUS(unet__convt2d_dims_init(NULL, &k.t, "t"), UNET_STATUS_OK);
         cc_setup(&k, &rng);
         char label[160];
-        snprintf(label, sizeof label, "convT N=%d C_in=%d %dx%d C_out=%d K=s=%dx%d (scatter)",
-                 k.t.N, k.t.C_in, k.t.H_in, k.t.W_in, k.t.C_out, k.t.K_h, k.t.K_w);
+        snprintf(label, sizeof label, "convT N=%d C_in=%d %dx%d C_out=%d K=s=%dx%d (scatter, %s)",
+                 k.t.N, k.t.C_in, k.t.H_in, k.t.W_in, k.t.C_out, k.t.K_h, k.t.K_w,
+                 unet__cpu_level_name(levels[j / 5]));
         fast_vs_ref(&k, label);
         cc_free(&k);
     }
+    unet__cpu_limit(cap);
 }
 
 /* <A x, y> == <x, A^T y>: conv2d's forward and convT's forward are adjoint for the same weight

@@ -133,6 +133,14 @@ static void model_set_meta(struct model_file *f, const char *key, const char *va
     f->n_meta++;
 }
 
+/* Appends key = value even when key is there already (JSON lets a key appear twice). */
+static void model_add_meta(struct model_file *f, const char *key, const char *value) {
+    snprintf(f->meta_buf[f->n_meta], sizeof f->meta_buf[0], "%s", value);
+    f->meta[2 * f->n_meta] = key;
+    f->meta[2 * f->n_meta + 1] = f->meta_buf[f->n_meta];
+    f->n_meta++;
+}
+
 static void model_drop(struct model_file *f, const char *name) {
     for (int i = 0; i < f->n; i++)
         if (strcmp(f->e[i].name, name) == 0) {
@@ -222,7 +230,15 @@ static void write_model_files(const char *dir) {
             model_poke(&f, "inc.double_conv.1.running_mean", 1, NAN));
     VARIANT("model_negative_running_var.safetensors",
             model_poke(&f, "inc.double_conv.4.running_var", 0, -1.0f));
+    /* Finite, but batch-norm folds to a scale of 3e39 for inference (every output Inf). */
+    static const float small_var[2] = {0.01f, 1.0f};
+    VARIANT("model_bn_folds_beyond_float.safetensors",
+            model_poke(&f, "inc.double_conv.1.weight", 0, 3e38f);
+            model_entry(&f, "inc.double_conv.1.running_var")->data = small_var);
     VARIANT("model_unknown_arch.safetensors", model_set_meta(&f, "arch", "resnet50"));
+    VARIANT("model_init_unknown.safetensors", model_set_meta(&f, "init", "xavier"));
+    VARIANT("model_batchnorm_7.safetensors", model_set_meta(&f, "batchnorm", "7"));
+    VARIANT("model_duplicate_meta_key.safetensors", model_add_meta(&f, "depth", "9"));
     VARIANT("model_huge_base_metadata.safetensors", model_set_meta(&f, "base", "1024");
             model_set_meta(&f, "depth", "6"));
     VARIANT("model_huge_fcn_metadata.safetensors", model_set_meta(&f, "arch", "fcn8s");
@@ -350,6 +366,11 @@ static void write_st_files(const char *dir) {
     put_st(dir, "st_duplicate_name.safetensors",
            "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
            "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8);
+    put_st(dir, "st_overlapping_offsets.safetensors",
+           "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+           "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 12);
+    put_st(dir, "st_trailing_bytes.safetensors",
+           "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 16);
     put_st(dir, "st_metadata_not_object.safetensors", "{\"__metadata__\": [1]}", 0);
     put_st(dir, "st_metadata_not_string.safetensors", "{\"__metadata__\": {\"base\": 64}}", 0);
 }
@@ -674,6 +695,9 @@ static const struct {
     {"st_offsets_strings.safetensors", UNET_STATUS_FORMAT, "data_offsets"},
     {"st_size_mismatch.safetensors", UNET_STATUS_FORMAT, "do not match shape and dtype"},
     {"st_duplicate_name.safetensors", UNET_STATUS_FORMAT, "appears twice"},
+    {"st_overlapping_offsets.safetensors", UNET_STATUS_FORMAT,
+     "tensor 'b' starts at data byte 4, where the previous tensor's data still runs"},
+    {"st_trailing_bytes.safetensors", UNET_STATUS_FORMAT, "the tensors hold 8 data bytes, the file 16"},
     {"st_metadata_not_object.safetensors", UNET_STATUS_FORMAT, "__metadata__"},
     {"st_metadata_not_string.safetensors", UNET_STATUS_FORMAT, "__metadata__ values"},
     {"model_missing_tensor.safetensors", UNET_STATUS_FORMAT, "'outc.conv.weight' (2, 2, 1, 1) is missing"},
@@ -688,7 +712,14 @@ static const struct {
      "inc.double_conv.1.running_mean holds nan at index 1"},
     {"model_negative_running_var.safetensors", UNET_STATUS_NUMERIC,
      "inc.double_conv.4.running_var holds -1 at index 0 (a variance must be >= 0)"},
+    {"model_bn_folds_beyond_float.safetensors", UNET_STATUS_NUMERIC,
+     "inc.double_conv.1 folds to a scale of 2.9985e+39 and a shift of 0 at channel 0"},
     {"model_unknown_arch.safetensors", UNET_STATUS_FORMAT, "unknown architecture 'resnet50'"},
+    {"model_init_unknown.safetensors", UNET_STATUS_FORMAT,
+     "metadata init='xavier' (expected 'he' or 'pytorch')"},
+    {"model_batchnorm_7.safetensors", UNET_STATUS_FORMAT, "metadata batchnorm='7' (expected '0' or '1')"},
+    {"model_duplicate_meta_key.safetensors", UNET_STATUS_FORMAT,
+     "__metadata__ key 'depth' appears twice"},
     {"model_huge_base_metadata.safetensors", UNET_STATUS_FORMAT, "base 1024 and depth 6 has over"},
     {"model_huge_fcn_metadata.safetensors", UNET_STATUS_FORMAT, "a fcn8s with base 64"},
     {"model_depth_not_integer.safetensors", UNET_STATUS_FORMAT, "depth='two' is not an integer"},
@@ -850,13 +881,15 @@ TEST(checkpoint_truncations_and_mutations) {
     CHECK(b != NULL);
     if (!b) goto done;
     unet_model *got = NULL;
-    CHECK_STATUS(unet__model_load_mem(ctx, "mem.safetensors", b, size, true, &got), UNET_STATUS_OK);
+    CHECK_STATUS(unet__model_load_mem(ctx, "mem.safetensors", b, size, true, NULL, NULL, &got),
+                 UNET_STATUS_OK);
     unet_model_free(got);
     int cut_fail = 0, cuts = 0;
     for (size_t n = 0; n < size; n += n < 600 ? 1 : 97) {
         for (int training = 0; training < 2; training++) {
             got = NULL;
-            unet_status s = unet__model_load_mem(ctx, "cut.safetensors", b, n, training, &got);
+            unet_status s =
+                unet__model_load_mem(ctx, "cut.safetensors", b, n, training, NULL, NULL, &got);
             cuts++;
             if (s != UNET_STATUS_OK && names_file(ctx, s, "cut.safetensors")) cut_fail++;
             else printf("  cut at %zu (training %d): %s: %s\n", n, training, unet_status_str(s),
@@ -878,7 +911,8 @@ TEST(checkpoint_truncations_and_mutations) {
             c[at] = (unsigned char)unet__rng_u64(&r);
         }
         got = NULL;
-        unet_status s = unet__model_load_mem(ctx, "mut.safetensors", c, size, k % 2, &got);
+        unet_status s =
+            unet__model_load_mem(ctx, "mut.safetensors", c, size, k % 2, NULL, NULL, &got);
         if (s == UNET_STATUS_OK) loaded++;
         else if (names_file(ctx, s, "mut.safetensors")) failed++;
         else printf("  mutation %d: %s: %s\n", k, unet_status_str(s), unet_ctx_errmsg(ctx));

@@ -1209,6 +1209,56 @@ static unsigned char *find_bytes(unsigned char *hay, size_t n, const char *needl
     return NULL;
 }
 
+/* A little-endian TIFF header of w x h with spp samples of bps bits (format, compression), one
+ * strip of 4 bytes: about 160 bytes that claim a large image. */
+static bool forged_tiff(const char *path, uint32_t w, uint32_t h, int spp, int bps, int format,
+                        int compression) {
+    unsigned char t[256] = {'I', 'I', 42, 0};
+    const uint32_t arrays = 8 + 2 + 10 * 12 + 4, fmt_at = arrays + 2 * (uint32_t)spp;
+    const uint32_t strip = fmt_at + 2 * (uint32_t)spp;
+    put_le32(t + 4, 8);
+    put_le16(t + 8, 10);
+    unsigned char *p = t + 10;
+    p = tiff_entry(p, 256, 4, 1, w);                            /* ImageWidth */
+    p = tiff_entry(p, 257, 4, 1, h);                            /* ImageLength */
+    p = tiff_entry(p, 258, 3, (uint32_t)spp, arrays);           /* BitsPerSample */
+    p = tiff_entry(p, 259, 3, 1, (uint32_t)compression);        /* Compression */
+    p = tiff_entry(p, 262, 3, 1, 1);                            /* MinIsBlack */
+    p = tiff_entry(p, 273, 4, 1, strip);                        /* StripOffsets */
+    p = tiff_entry(p, 277, 3, 1, (uint32_t)spp);                /* SamplesPerPixel */
+    p = tiff_entry(p, 278, 4, 1, h);                            /* RowsPerStrip */
+    p = tiff_entry(p, 279, 4, 1, 4);                            /* StripByteCounts */
+    p = tiff_entry(p, 339, 3, (uint32_t)spp, fmt_at);           /* SampleFormat */
+    put_le32(p, 0);
+    for (int i = 0; i < spp; i++) {
+        put_le16(t + arrays + 2 * i, (uint32_t)bps);
+        put_le16(t + fmt_at + 2 * i, (uint32_t)format);
+    }
+    return write_all(path, t, strip + 4);
+}
+
+/* A PNG header of w x h (bit depth, color type) with an empty IDAT, so that libpng reaches
+ * the image data: 57 bytes. */
+static bool forged_png(const char *path, uint32_t w, uint32_t h, int depth, int color) {
+    unsigned char png[8 + 25 + 12 + 12] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    unsigned char *p = png + 8;
+    put_be32(p, 13);
+    memcpy(p + 4, "IHDR", 4);
+    put_be32(p + 8, w);
+    put_be32(p + 12, h);
+    p[16] = (unsigned char)depth, p[17] = (unsigned char)color, p[18] = 0, p[19] = 0, p[20] = 0;
+    put_be32(p + 21, crc32_of(p + 4, 17));
+    p += 25;
+    put_be32(p, 0);
+    memcpy(p + 4, "IDAT", 4);
+    put_be32(p + 8, crc32_of(p + 4, 4));
+    p += 12;
+    put_be32(p, 0);
+    memcpy(p + 4, "IEND", 4);
+    put_be32(p + 8, crc32_of(p + 4, 4));
+    return write_all(path, png, sizeof png);
+}
+
 /* The committed corrupt files: name, how they are made, the status they must give. */
 static const struct {
     const char *name;
@@ -1227,6 +1277,8 @@ static const struct {
     {"image_bad_header.npy", UNET_STATUS_FORMAT},  /* unterminated dict */
     {"image_huge_header.npy", UNET_STATUS_FORMAT}, /* version 2.0, header length 2^32-1 */
     {"image_fortran.npy", UNET_STATUS_FORMAT},     /* fortran_order True */
+    {"image_forged_f32x4.tif", UNET_STATUS_FORMAT},  /* 16384^2 x 4 floats, a 4-byte strip */
+    {"image_forged_rgb16.png", UNET_STATUS_FORMAT},  /* 16384^2 RGB 16-bit, an empty IDAT */
 };
 #define N_CORRUPT (sizeof corrupt_table / sizeof corrupt_table[0])
 
@@ -1257,26 +1309,8 @@ static bool write_corrupt_files(const char *dir) {
     ok = ok && write_all(path, "GIF89a: this is not a PNG\n", 26);
     snprintf(path, sizeof path, "%s/image_empty.png", dir);
     ok = ok && write_all(path, "", 0);
-    {
-        unsigned char png[8 + 25 + 12 + 12] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-        unsigned char *p = png + 8;
-        put_be32(p, 13);
-        memcpy(p + 4, "IHDR", 4);
-        put_be32(p + 8, 0x7fffffff);
-        put_be32(p + 12, 0x7fffffff);
-        p[16] = 8, p[17] = 0, p[18] = 0, p[19] = 0, p[20] = 0;
-        put_be32(p + 21, crc32_of(p + 4, 17));
-        p += 25;
-        put_be32(p, 0); /* an empty IDAT, so that libpng reaches the image data */
-        memcpy(p + 4, "IDAT", 4);
-        put_be32(p + 8, crc32_of(p + 4, 4));
-        p += 12;
-        put_be32(p, 0);
-        memcpy(p + 4, "IEND", 4);
-        put_be32(p + 8, crc32_of(p + 4, 4));
-        snprintf(path, sizeof path, "%s/image_absurd_dims.png", dir);
-        ok = ok && write_all(path, png, sizeof png);
-    }
+    snprintf(path, sizeof path, "%s/image_absurd_dims.png", dir);
+    ok = ok && forged_png(path, 0x7fffffff, 0x7fffffff, 8, 0);
     /* Minimal uncompressed 8-bit TIFFs: absurd dimensions, a bad IFD offset, a bad strip. */
     {
         unsigned char t[MINIMAL_TIFF_BYTES];
@@ -1290,6 +1324,11 @@ static bool write_corrupt_files(const char *dir) {
         snprintf(path, sizeof path, "%s/image_bad_strip.tif", dir);
         ok = ok && write_all(path, t, sizeof t);
     }
+    /* Headers that claim 4 GiB and 1.5 GiB images in 158 and 57 bytes. */
+    snprintf(path, sizeof path, "%s/image_forged_f32x4.tif", dir);
+    ok = ok && forged_tiff(path, 16384, 16384, 4, 32, SAMPLEFORMAT_IEEEFP, COMPRESSION_NONE);
+    snprintf(path, sizeof path, "%s/image_forged_rgb16.png", dir);
+    ok = ok && forged_png(path, 16384, 16384, 16, 2);
     /* A valid deflate TIFF cut at 60%: the IFD, written last, is lost. */
     unet_image_free(&img);
     img = random_image(32, 32, 1, UNET_DTYPE_U16, 78);
@@ -1497,9 +1536,122 @@ TEST(size_limits) {
         CHECK_STR_CONTAINS(unet_ctx_errmsg(ctx), "over the limit");
         CHECK(got.data == NULL);
         unet_ctx_set_max_pixels(ctx, (uint64_t)1 << 28);
+        /* The decoded bytes (pixels x channels x bytes per sample) have their own limit. */
+        unet_ctx_set_max_image_bytes(ctx, 37 * 23 * 2 - 1);
+        CHECK_STATUS(unet_image_load(ctx, path, 0, &got), UNET_STATUS_FORMAT);
+        CHECK_STR_CONTAINS(unet_ctx_errmsg(ctx), "decodes to 1702 bytes, over the limit of 1701");
+        CHECK_STATUS(unet_image_info(ctx, path, 0, &got), UNET_STATUS_FORMAT);
+        unet_ctx_set_max_image_bytes(ctx, 37 * 23 * 2);
+        CHECK_STATUS(unet_image_info(ctx, path, 0, &got), UNET_STATUS_OK);
+        CHECK(got.w == 37 && got.h == 23 && got.c == 1 && got.dtype == UNET_DTYPE_U16 && !got.data);
     }
     unet_image_free(&img);
     unet_ctx_free(ctx);
+}
+
+/* ---- memory bounded by what the file holds (issue 19) ---- */
+
+struct load_job {
+    const char *path;
+    bool        pixels;   /* unet_image_load, else unet_image_info */
+    unet_status want;
+    const char *msg;      /* a fragment of the message (NULL: none checked) */
+};
+
+static int load_job_run(void *arg) {
+    const struct load_job *j = arg;
+    if (!j) return 0; /* the baseline: a child that loads nothing */
+    unet_ctx *ctx = unet_ctx_create();
+    unet_image img = {0};
+    unet_status s = j->pixels ? unet_image_load(ctx, j->path, 0, &img)
+                              : unet_image_info(ctx, j->path, 0, &img);
+    int bad = s != j->want || (j->msg && !strstr(unet_ctx_errmsg(ctx), j->msg));
+    if (bad)
+        printf("  %s: %s '%s', want %s '%s'\n", j->path, unet_status_str(s), unet_ctx_errmsg(ctx),
+               unet_status_str(j->want), j->msg ? j->msg : "");
+    unet_image_free(&img);
+    unet_ctx_free(ctx);
+    return bad;
+}
+
+/* The peak memory (KiB) one load adds to a child process, its outcome checked there. */
+static long load_peak_kb(const struct load_job *j) {
+    int code;
+    long base = child_peak_kb(load_job_run, NULL, &code);
+    long peak = child_peak_kb(load_job_run, (void *)(uintptr_t)j, &code);
+    CHECK_EQ(code, 0);
+    printf("       %-22s %s: %s, peak +%ld KiB\n", strrchr(j->path, '/') + 1,
+           j->pixels ? "load" : "info", unet_status_str(j->want), peak - base);
+    return peak - base;
+}
+
+/* Headers that claim huge images in a few bytes are refused from what the file holds, before
+ * any allocation (they used to make unet touch 4.2 GB and 1.6 GB); a .npy header is read
+ * without its 1 GiB of data; a decoder fills buffers that were never zeroed, so a file that
+ * fails halfway touches only what it decoded; RGB PNG rows need no second image buffer. */
+TEST(memory_bounded_by_the_file) {
+    char path[512];
+    tmp_path(path, sizeof path, "forged_f32x4.tif");
+    CHECK(forged_tiff(path, 16384, 16384, 4, 32, SAMPLEFORMAT_IEEEFP, COMPRESSION_NONE));
+    const char *tiff_msg = "needs 4294967296 bytes, but its strips hold 4 bytes of the file";
+    for (int pixels = 0; pixels < 2; pixels++) {
+        struct load_job j = {path, pixels, UNET_STATUS_FORMAT, tiff_msg};
+        CHECK(load_peak_kb(&j) < 16 << 10);
+    }
+    tmp_path(path, sizeof path, "forged_deflate.tif");
+    CHECK(forged_tiff(path, 16384, 16384, 4, 32, SAMPLEFORMAT_IEEEFP, COMPRESSION_ADOBE_DEFLATE));
+    struct load_job jd = {path, true, UNET_STATUS_FORMAT, "(compression 8 expands at most 1032"};
+    CHECK(load_peak_kb(&jd) < 16 << 10);
+    tmp_path(path, sizeof path, "forged_rgb16.png");
+    CHECK(forged_png(path, 16384, 16384, 16, 2));
+    struct load_job jp = {path, true, UNET_STATUS_FORMAT, "its IDAT chunks hold 0 compressed bytes"};
+    CHECK(load_peak_kb(&jp) < 16 << 10);
+
+    /* A consistent .npy of (4096, 256, 256) float32, sparse on disk: its header says what it
+     * is without reading the data. */
+    tmp_path(path, sizeof path, "sparse_4096ch.npy");
+    const char *dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (4096, 256, 256), }";
+    CHECK(write_npy_raw(path, 1, dict, NULL, 0));
+    struct stat sb;
+    CHECK_EQ(stat(path, &sb), 0);
+    CHECK_EQ(truncate(path, sb.st_size + ((off_t)4096 << 18)), 0);
+    struct load_job jn = {path, false, UNET_STATUS_OK, NULL};
+    CHECK(load_peak_kb(&jn) < 16 << 10);
+    unet_image info;
+    CHECK_STATUS(unet_image_info(NULL, path, 0, &info), UNET_STATUS_OK);
+    CHECK(info.c == 4096 && info.h == 256 && info.w == 256 && info.data == NULL);
+    unlink(path);
+
+    /* A valid 2048 x 2048 16-bit deflate TIFF (8 MiB decoded), and a copy whose strips from
+     * 20% of the file on are zeroed (an invalid zlib header): that load fails at the first of
+     * them, having touched only the rows before it, so its peak is at least 4 MiB below the
+     * intact file's (with a zeroed buffer the two would be the same). */
+    tmp_path(path, sizeof path, "intact.tif");
+    unet_image img = random_image(2048, 2048, 1, UNET_DTYPE_U16, 21);
+    CHECK_STATUS(unet_image_save(NULL, path, &img), UNET_STATUS_OK);
+    unet_image_free(&img);
+    struct load_job ji = {path, true, UNET_STATUS_OK, NULL};
+    long intact = load_peak_kb(&ji);
+    size_t size;
+    unsigned char *b = read_all(path, &size);
+    CHECK(b != NULL);
+    tmp_path(path, sizeof path, "half_broken.tif");
+    if (b) {
+        memset(b + size * 2 / 10, 0, size * 7 / 10);
+        CHECK(write_all(path, b, size));
+        free(b);
+    }
+    struct load_job jh = {path, true, UNET_STATUS_FORMAT, "cannot decode the TIFF strip"};
+    CHECK(load_peak_kb(&jh) < intact - (4 << 10));
+
+    /* An RGB PNG of 2048 x 2048 at 16 bits (24 MiB decoded) loads in about its own size, not
+     * twice it (the image and a second, interleaved copy). */
+    tmp_path(path, sizeof path, "rgb16.png");
+    CHECK_STATUS(unet_image_alloc(NULL, &img, 2048, 2048, 3, UNET_DTYPE_U16), UNET_STATUS_OK);
+    CHECK_STATUS(unet_image_save(NULL, path, &img), UNET_STATUS_OK);
+    unet_image_free(&img);
+    struct load_job jr = {path, true, UNET_STATUS_OK, NULL};
+    CHECK(load_peak_kb(&jr) < 36 << 10);
 }
 
 /* ---- saving ---- */
@@ -1601,6 +1753,30 @@ TEST(save_errors_and_atomicity) {
     unet_ctx_free(ctx);
 }
 
+/* A FIFO is refused at once by every reader (opening it for reading would wait for a writer
+ * forever); alarm() turns a regression into a failure instead of a hang. */
+TEST(fifo_is_not_read) {
+    char path[512];
+    tmp_path(path, sizeof path, "pipe.tif");
+    CHECK_EQ(mkfifo(path, 0644), 0);
+    unet_ctx *ctx = unet_ctx_create();
+    unet_image img;
+    int pages;
+    unet_model *m = NULL;
+    alarm(20);
+    CHECK_STATUS(unet_image_load(ctx, path, 0, &img), UNET_STATUS_IO);
+    CHECK_STR_CONTAINS(unet_ctx_errmsg(ctx), "pipe.tif: a FIFO (named pipe), not a regular file");
+    CHECK_STATUS(unet_image_pages(ctx, path, &pages), UNET_STATUS_IO);
+    CHECK_STATUS(unet_image_info(ctx, path, 0, &img), UNET_STATUS_IO);
+    CHECK_STATUS(unet__tiff_load(ctx, path, 0, true, &img), UNET_STATUS_IO);
+    CHECK_STATUS(unet__png_load(ctx, path, true, &img), UNET_STATUS_IO);
+    CHECK_STATUS(unet__npy_load(ctx, path, true, &img), UNET_STATUS_IO);
+    CHECK_STATUS(unet_model_load(ctx, path, &m), UNET_STATUS_IO);
+    alarm(0);
+    unlink(path);
+    unet_ctx_free(ctx);
+}
+
 TEST(load_errors) {
     unet_ctx *ctx = unet_ctx_create();
     unet_image img;
@@ -1691,7 +1867,9 @@ int main(int argc, char **argv) {
     RUN(corrupt_files);
     RUN(truncated_and_mutated_files);
     RUN(size_limits);
+    RUN(memory_bounded_by_the_file);
     RUN(save_errors_and_atomicity);
+    RUN(fifo_is_not_read);
     RUN(load_errors);
     RUN(real_datasets);
     remove_tree(tmp_dir);

@@ -648,6 +648,307 @@ TEST(bad_arguments) {
     unet_ctx_free(ctx);
 }
 
+/* ---- ISBI 2012 V_rand and V_info (unet_vscores) ---- */
+
+/* unet_vscores at the given thresholds, failing the test on an error status. */
+static void vscores_ok(const float *prob, const int32_t *truth, int inst, int h, int w, int thin,
+                       const double *thr, int n_thr, unet_vscore *v) {
+    unet_ctx   *ctx = unet_ctx_create();
+    unet_status s = unet_vscores(ctx, prob, truth, inst, h, w, thin, thr, n_thr, v);
+    if (s != UNET_STATUS_OK)
+        HARNESS_FAIL_AT(__FILE__, __LINE__, "unet_vscores: %s: %s", unet_status_str(s),
+                        unet_ctx_errmsg(ctx));
+    unet_ctx_free(ctx);
+}
+
+TEST(vscores_thresholds) {
+    /* Fiji's loop th += 0.1 from 0: eleven values, the fourth not 0.3, the last below 1. */
+    double t[UNET_VSCORE_THRESHOLDS];
+    unet_vscore_thresholds(t);
+    CHECK(t[0] == 0.0);
+    CHECK(t[3] == 0.1 + 0.1 + 0.1);
+    CHECK(t[3] != 0.3);
+    CHECK(t[5] == 0.5);
+    CHECK(t[10] < 1.0 && t[10] > 0.9999999);
+}
+
+TEST(vscores_hand) {
+    /* One row: truth 1 1 1 0 1 1 1 (objects T1 = {0,1,2}, T2 = {4,5,6}; n = 6 foreground
+     * pixels, H(T) = ln 2), prob .9 .9 .2 .2 .9 .9 .9.
+     *
+     * t = 0.5, no thinning: cells {0,1} = P1 and {4,5,6} = P2; pixel 2 (truth T1) is proposal
+     * background, a singleton; pixel 3 is truth background and does not count.
+     *   Rand: A = 3^2 + 3^2 = 18, B = 2^2 + 3^2 + 1 = 14, AB = 2^2 + 3^2 + 1 = 14:
+     *   split 14/18 = 7/9, merge 14/14 = 1, V_rand 2*14/32 = 7/8.
+     *   Info: every proposal group lies in one truth object, so H(T|P) = 0 and I = H(T) = ln 2;
+     *   H(P) = -(2/6 ln 2/6 + 1/6 ln 1/6 + 3/6 ln 3/6) = 1/2 ln 3 + 2/3 ln 2.
+     *   merge I/H(T) = 1, split I/H(P), V_info = 2 split / (1 + split).
+     * t = 0.5, thinned: Fiji's flood of the background {2, 3}: both enter the queue (2 next to
+     *   P1, 3 next to P2; column order 2 then 3).  Pop 2: left P1 -> 2 takes P1; right 3 is
+     *   queued: nothing.  Pop 3: left 2 is P1 -> 3 takes P1; right P2 differs -> 3 becomes a
+     *   watershed line.  P1 = {0,1,2} = T1 and P2 = T2 (3 is truth background): all scores 1.
+     * t = 0.1: every pixel is a cell, one object over all of it: Rand A = 18, B = 36, AB = 18:
+     *   split 1, merge 1/2, V_rand 36/54 = 2/3; H(P) = 0: Fiji's merge 1, split 0, V_info 0.
+     *   Thinning changes nothing (no background).
+     * t = 0.95: no cell.  Unthinned: six singletons, A = 18, B = AB = 6: split 1/3, merge 1,
+     *   V_rand 12/24 = 1/2; H(P) = H(T,P) = ln 6, I = ln 2: merge 1, split ln 2/ln 6,
+     *   V_info = 2 ln 2 / (ln 6 + ln 2) = 2 ln 2 / ln 12.  Thinned: Fiji floods an image without
+     *   cells as one basin: the same as t = 0.1. */
+    const int32_t truth[7] = {1, 1, 1, 0, 1, 1, 1};
+    const float   prob[7] = {.9f, .9f, .2f, .2f, .9f, .9f, .9f};
+    const double  thr[3] = {0.5, 0.1, 0.95};
+    unet_vscore   v[3], u[3];
+    vscores_ok(prob, truth, 0, 1, 7, 1, thr, 3, v);
+    vscores_ok(prob, truth, 0, 1, 7, 0, thr, 3, u);
+    const double h_p = 0.5 * log(3.0) + 2.0 / 3.0 * log(2.0), split = log(2.0) / h_p;
+    CHECK_METRIC(u[0].v_rand_split, 7.0 / 9.0);
+    CHECK_METRIC(u[0].v_rand_merge, 1.0);
+    CHECK_METRIC(u[0].v_rand, 7.0 / 8.0);
+    CHECK_METRIC(u[0].v_info_merge, 1.0);
+    CHECK_METRIC(u[0].v_info_split, split);
+    CHECK_METRIC(u[0].v_info, 2.0 * split / (1.0 + split));
+    CHECK_EQ(u[0].n_pred, 2);
+    CHECK(u[0].threshold == 0.5);
+    CHECK_METRIC(v[0].v_rand, 1.0);
+    CHECK_METRIC(v[0].v_info, 1.0);
+    CHECK_EQ(v[0].n_pred, 2);
+    for (int k = 0; k < 2; k++) {
+        const unet_vscore *x = k ? &u[1] : &v[1];
+        CHECK_METRIC(x->v_rand_split, 1.0);
+        CHECK_METRIC(x->v_rand_merge, 0.5);
+        CHECK_METRIC(x->v_rand, 2.0 / 3.0);
+        CHECK_METRIC(x->v_info_merge, 1.0);
+        CHECK_METRIC(x->v_info_split, 0.0);
+        CHECK_METRIC(x->v_info, 0.0);
+    }
+    CHECK_METRIC(v[2].v_rand, 2.0 / 3.0);
+    CHECK_METRIC(v[2].v_info, 0.0);
+    CHECK_EQ(v[2].n_pred, 1);
+    CHECK_METRIC(u[2].v_rand_split, 1.0 / 3.0);
+    CHECK_METRIC(u[2].v_rand, 0.5);
+    CHECK_METRIC(u[2].v_info_split, log(2.0) / log(6.0));
+    CHECK_METRIC(u[2].v_info, 2.0 * log(2.0) / log(12.0));
+    CHECK_EQ(u[2].n_pred, 0);
+
+    /* No truth foreground: NaN.  One truth object matched exactly: V_rand 1, and Fiji's V_info
+     * 0 (H(T) = H(P) = 0). */
+    const int32_t none[7] = {0};
+    vscores_ok(prob, none, 0, 1, 7, 1, thr, 1, v);
+    CHECK_METRIC(v[0].v_rand, NAN);
+    CHECK_METRIC(v[0].v_info, NAN);
+    const int32_t one[3] = {7, 7, 7};
+    const float   p1[3] = {1, 1, 1};
+    vscores_ok(p1, one, 1, 1, 3, 1, thr, 1, v);
+    CHECK_METRIC(v[0].v_rand, 1.0);
+    CHECK_METRIC(v[0].v_info, 0.0);
+}
+
+TEST(vscores_thinning_2d) {
+    /* 4 x 5 (x across, y down); cells (prob 1) A top left, B bottom right; truth instances:
+     *   prob 1 1 0 0 0      truth 1 1 1 2 2
+     *        1 1 0 0 0            1 1 1 2 2
+     *        0 0 0 1 1            1 1 2 2 2
+     *        0 0 0 1 1            1 1 2 2 2
+     * Fiji's queue, column by column, takes the background pixels next to a cell:
+     * (0,2) (1,2) (2,0) (2,1) (2,2) (2,3) (3,1) (4,1).  Flooding (neighbours left, up, right,
+     * down; `flag` one variable):
+     *   (0,2): up A -> A, queues (0,3).  (1,2): left A -> A, queues (1,3).
+     *   (2,0): left A -> A, queues (3,0).  (2,1): left A -> A.
+     *   (2,2): left A -> A; right B differs -> line, flag = 0.
+     *   (2,3): up (2,2) is a line -> line, flag = 1; right B and flag -> B.
+     *   (3,1): left A -> A; down B differs -> line, flag = 0.
+     *   (4,1): left (3,1) a line -> line, flag = 1, queues (4,0); down B and flag -> B.
+     *   (0,3): up A -> A.  (1,3): left A -> A; right (2,3) is B -> line.
+     *   (3,0): left A -> A.  (4,0): left A -> A; down (4,1) is B -> line.
+     * Thinned:  A A A A .     truth 1 (10 px): A 9, one line pixel (1,3);
+     *           A A A . B     truth 2 (10 px): A 1 ((3,0)), B 6, lines 3.
+     *           A A . B B
+     *           A . B B B
+     * Rand: A_sum = 10^2 + 10^2 = 200; B_sum = (9 + 1)^2 + 6^2 + 4 singletons = 140;
+     * AB = 9^2 + 1^2 + 6^2 + 4 = 122: split 122/200, merge 122/140, V_rand 244/340 = 61/85. */
+    const float prob[20] = {1, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 1, 1};
+    const int32_t truth[20] = {1, 1, 1, 2, 2, 1, 1, 1, 2, 2, 1, 1, 2, 2, 2, 1, 1, 2, 2, 2};
+    const double thr = 0.5;
+    unet_vscore v;
+    vscores_ok(prob, truth, 1, 4, 5, 1, &thr, 1, &v);
+    CHECK_METRIC(v.v_rand, 61.0 / 85.0);
+    CHECK_METRIC(v.v_rand_split, 122.0 / 200.0);
+    CHECK_METRIC(v.v_rand_merge, 122.0 / 140.0);
+    CHECK_EQ(v.n_pred, 2);
+}
+
+/* The configuration of golden case c (up to 5 values) into cfg; false past the last case. */
+static bool golden_case(const struct unet__safetensors *st, int c, long long cfg[5]) {
+    char key[64];
+    snprintf(key, sizeof key, "case%d.cfg", c);
+    if (!unet__st_find(st, key)) return false;
+    golden_ints(st, key, cfg, 5);
+    return true;
+}
+
+/* The same partition: a bijection between the labels of a and b, 0 only with 0. */
+static bool same_partition(const int32_t *a, const int32_t *b, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        if ((a[i] == 0) != (b[i] == 0)) return false;
+        for (size_t j = 0; j < i; j++)
+            if ((a[i] == a[j]) != (b[i] == b[j])) return false;
+    }
+    return true;
+}
+
+TEST(vscores_vs_numpy) {
+    /* tests/golden/metrics_ref.safetensors (tools/metrics_ref.py): Fiji's thresholds, thinned
+     * and not, and the thinned labels at one threshold, from a NumPy port of Fiji's code. */
+    struct unet__safetensors *st = golden_open("metrics_ref");
+    if (!st) return;
+    double max_err = 0;
+    int    v_cases = 0, seg_cases = 0;
+    double seg_sum = 0, seg_sum_ref = 0, seg_objects = 0;
+    long long cfg[5];
+    for (int c = 0; golden_case(st, c, cfg); c++) {
+        char key[64];
+        const int h = (int)cfg[1], w = (int)cfg[2], inst = (int)cfg[3];
+        const size_t n = (size_t)h * w;
+        snprintf(key, sizeof key, "case%d.truth", c);
+        float   *tf = golden_get(st, key, NULL);
+        int32_t *truth = malloc(n * sizeof *truth);
+        for (size_t i = 0; i < n; i++) truth[i] = (int32_t)tf[i];
+        if (cfg[0] == 0) {
+            snprintf(key, sizeof key, "case%d.prob", c);
+            float *prob = golden_get(st, key, NULL);
+            double thr[UNET_VSCORE_THRESHOLDS], want[UNET_VSCORE_THRESHOLDS * 7];
+            unet_vscore_thresholds(thr);
+            snprintf(key, sizeof key, "case%d.thr", c);
+            double gthr[UNET_VSCORE_THRESHOLDS];
+            CHECK_EQ(golden_doubles(st, key, gthr, UNET_VSCORE_THRESHOLDS),
+                     UNET_VSCORE_THRESHOLDS);
+            for (int k = 0; k < UNET_VSCORE_THRESHOLDS; k++) CHECK(gthr[k] == thr[k]);
+            for (int thin = 0; thin < 2; thin++) {
+                unet_vscore v[UNET_VSCORE_THRESHOLDS];
+                vscores_ok(prob, truth, inst, h, w, thin, thr, UNET_VSCORE_THRESHOLDS, v);
+                snprintf(key, sizeof key, "case%d.%s", c, thin ? "thin" : "nothin");
+                golden_doubles(st, key, want, UNET_VSCORE_THRESHOLDS * 7);
+                for (int k = 0; k < UNET_VSCORE_THRESHOLDS; k++) {
+                    const double got[7] = {v[k].v_rand, v[k].v_rand_split, v[k].v_rand_merge,
+                                           v[k].v_info, v[k].v_info_split, v[k].v_info_merge,
+                                           v[k].n_pred};
+                    for (int q = 0; q < 7; q++) {
+                        CHECK_CLOSE(got[q], want[k * 7 + q], 1e-12, 1e-12);
+                        if (fabs(got[q] - want[k * 7 + q]) > max_err)
+                            max_err = fabs(got[q] - want[k * 7 + q]);
+                    }
+                }
+            }
+            free(prob);
+            v_cases++;
+        } else {
+            snprintf(key, sizeof key, "case%d.pred", c);
+            float   *pf = golden_get(st, key, NULL);
+            int32_t *pred = malloc(n * sizeof *pred), *pc = malloc(n * sizeof *pc),
+                    *tc = malloc(n * sizeof *tc);
+            for (size_t i = 0; i < n; i++) {
+                pred[i] = (int32_t)pf[i];
+                pc[i] = pred[i] > 0;
+                tc[i] = truth[i] > 0;
+            }
+            double want[3];
+            snprintf(key, sizeof key, "case%d.seg", c);
+            golden_doubles(st, key, want, 3);
+            unet_metrics m = evaluate_ok(pc, tc, pred, truth, h, w, 2);
+            CHECK_METRIC(m.seg, want[0]);
+            CHECK_EQ(m.n_true, (int)want[2]);
+            /* The CTC's SEG over several images: the mean over all their reference objects. */
+            seg_sum += m.seg * m.n_true;
+            seg_objects += m.n_true;
+            seg_sum_ref += want[1];
+            free(pf), free(pred), free(pc), free(tc);
+            seg_cases++;
+        }
+        free(tf);
+        free(truth);
+    }
+    CHECK(v_cases >= 5);
+    CHECK(seg_cases >= 3);
+    CHECK_CLOSE(seg_sum / seg_objects, seg_sum_ref / seg_objects, EXACT, EXACT);
+    printf("       %d V-score cases x %d thresholds x 2, %d SEG cases: max abs diff %.3g\n",
+           v_cases, UNET_VSCORE_THRESHOLDS, seg_cases, max_err);
+    unet__st_close(st);
+}
+
+TEST(vscores_thinned_labels_vs_numpy) {
+    /* The thinned proposal is the NumPy port's partition, pixel for pixel (label values
+     * aside: Fiji numbers basins in its own order). */
+    struct unet__safetensors *st = golden_open("metrics_ref");
+    if (!st) return;
+    int checked = 0;
+    long long cfg[5];
+    for (int c = 0; golden_case(st, c, cfg); c++) {
+        char key[64];
+        if (cfg[0] != 0) continue;
+        const int h = (int)cfg[1], w = (int)cfg[2];
+        const size_t n = (size_t)h * w;
+        double thr[UNET_VSCORE_THRESHOLDS];
+        unet_vscore_thresholds(thr);
+        snprintf(key, sizeof key, "case%d.prob", c);
+        float *prob = golden_get(st, key, NULL);
+        snprintf(key, sizeof key, "case%d.thinned", c);
+        float   *want_f = golden_get(st, key, NULL);
+        int32_t *want = malloc(n * sizeof *want), *got = malloc(n * sizeof *got);
+        for (size_t i = 0; i < n; i++) want[i] = (int32_t)want_f[i];
+        CHECK_STATUS(unet__thin_proposal(NULL, prob, h, w, thr[cfg[4]], got), UNET_STATUS_OK);
+        CHECK(same_partition(got, want, n));
+        free(prob), free(want_f), free(want), free(got);
+        checked++;
+    }
+    CHECK(checked >= 5);
+    unet__st_close(st);
+}
+
+TEST(vscores_match_rand_error) {
+    /* Without thinning, a class map as the proposal at threshold 0: V_rand = 1 - rand_error. */
+    struct unet__rng rng;
+    unet__rng_seed(&rng, 99);
+    enum { H = 13, W = 17, N = H * W };
+    int32_t t[N], p[N], tc[N], pc[N];
+    float   pf[N];
+    const double zero = 0.0;
+    for (int rep = 0; rep < 100; rep++) {
+        random_labels(&rng, t, H, W, 1 + rep % 4);
+        random_labels(&rng, p, H, W, 1 + rep % 3);
+        for (int i = 0; i < N; i++) tc[i] = t[i] > 0, pc[i] = p[i] > 0, pf[i] = (float)pc[i];
+        unet_metrics m = evaluate_ok(pc, tc, NULL, NULL, H, W, 2);
+        unet_vscore  v;
+        vscores_ok(pf, tc, 0, H, W, 0, &zero, 1, &v);
+        CHECK_METRIC(v.v_rand, 1.0 - m.rand_error);
+        /* With the truth's instance labels as well. */
+        m = evaluate_ok(pc, tc, NULL, t, H, W, 2);
+        vscores_ok(pf, t, 1, H, W, 0, &zero, 1, &v);
+        CHECK_METRIC(v.v_rand, 1.0 - m.rand_error);
+    }
+}
+
+TEST(vscores_bad_arguments) {
+    unet_ctx     *ctx = unet_ctx_create();
+    const float   prob[4] = {0, 1, NAN, 0}, ok[4] = {0, 1, 1, 0};
+    const int32_t truth[4] = {0, 1, 1, 0}, neg[4] = {0, -1, 1, 0};
+    double        thr = 0.5, bad_thr = INFINITY;
+    unet_vscore   v = {.threshold = 42};
+    CHECK_STATUS(unet_vscores(ctx, NULL, truth, 0, 2, 2, 1, &thr, 1, &v), UNET_STATUS_ARG);
+    CHECK_STR_CONTAINS(unet_ctx_errmsg(ctx), "NULL");
+    CHECK_STATUS(unet_vscores(ctx, ok, truth, 0, 2, 0, 1, &thr, 1, &v), UNET_STATUS_ARG);
+    CHECK_STATUS(unet_vscores(ctx, ok, truth, 0, 65536, 65536, 1, &thr, 1, &v), UNET_STATUS_ARG);
+    CHECK_STATUS(unet_vscores(ctx, ok, truth, 0, 2, 2, 1, &thr, 0, &v), UNET_STATUS_ARG);
+    CHECK_STR_CONTAINS(unet_ctx_errmsg(ctx), "n_thresholds");
+    CHECK_STATUS(unet_vscores(ctx, ok, truth, 0, 2, 2, 1, &bad_thr, 1, &v), UNET_STATUS_ARG);
+    CHECK_STR_CONTAINS(unet_ctx_errmsg(ctx), "thresholds[0]");
+    CHECK_STATUS(unet_vscores(ctx, prob, truth, 0, 2, 2, 1, &thr, 1, &v), UNET_STATUS_ARG);
+    CHECK_STR_CONTAINS(unet_ctx_errmsg(ctx), "prob[2] (y 1, x 0)");
+    CHECK_STATUS(unet_vscores(ctx, ok, neg, 1, 2, 2, 1, &thr, 1, &v), UNET_STATUS_ARG);
+    CHECK_STR_CONTAINS(unet_ctx_errmsg(ctx), "truth[1]");
+    CHECK(v.threshold == 42);   /* untouched on failure */
+    unet_ctx_free(ctx);
+}
+
 int main(void) {
     RUN(cc_hand);
     RUN(cc_vs_flood_fill);
@@ -662,5 +963,12 @@ int main(void) {
     RUN(metrics_split_merge_cells);
     RUN(metrics_many_objects);
     RUN(bad_arguments);
+    RUN(vscores_thresholds);
+    RUN(vscores_hand);
+    RUN(vscores_thinning_2d);
+    RUN(vscores_vs_numpy);
+    RUN(vscores_thinned_labels_vs_numpy);
+    RUN(vscores_match_rand_error);
+    RUN(vscores_bad_arguments);
     return harness_finish();
 }

@@ -168,11 +168,44 @@ TEST(argmax_and_overlay) {
     unet_ctx_free(ctx);
 }
 
+/* A NaN or Inf in the image is refused with its place (it would spread silently through every
+ * convolution that sees it); an output with no finite value (an image of 3e38: the network
+ * overflows) is refused too, with and without TTA; unet_count_nonfinite counts. */
+TEST(nonfinite_input_and_output) {
+    unet_ctx *ctx = unet_ctx_create();
+    unet_model *m = tiny(UNET_ARCH_UNET, 2);
+    const int H = 30, W = 40;
+    float *x = random_image(1, H, W, 3), *out = test_alloc(2 * H * W);
+    unet_predict_opts po = unet_predict_defaults();
+    CHECK_STATUS(unet_predict(ctx, m, x, H, W, &po, out, NULL, NULL), UNET_STATUS_OK);
+    CHECK_EQ(unet_count_nonfinite(out, 2 * H * W), 0);
+    x[5 * W + 7] = NAN;
+    CHECK_STATUS(unet_predict(ctx, m, x, H, W, &po, out, NULL, NULL), UNET_STATUS_NUMERIC);
+    CHECK_STR_CONTAINS(unet_ctx_errmsg(ctx), "the image holds nan at channel 0, pixel (y 5, x 7)");
+    x[5 * W + 7] = -INFINITY;
+    CHECK_STATUS(unet_predict(ctx, m, x, H, W, &po, out, NULL, NULL), UNET_STATUS_NUMERIC);
+    CHECK_EQ(unet_count_nonfinite(x, H * W), 1);
+    /* 3e38 through a first convolution with weights of 100: Inf, then Inf - Inf downstream. */
+    for (int i = 0; i < H * W; i++) x[i] = 3e38f;
+    const struct unet__param *w0 = unet__model_find_param(m, "inc.double_conv.0.weight");
+    for (size_t i = 0; w0 && i < w0->numel; i++) unet__model_param_data(m, w0)[i] = 100.0f;
+    for (int tta = 0; tta < 2; tta++) {
+        po.tta = tta;
+        CHECK_STATUS(unet_predict(ctx, m, x, H, W, &po, out, NULL, NULL), UNET_STATUS_NUMERIC);
+        CHECK_STR_CONTAINS(unet_ctx_errmsg(ctx), "every output value is NaN or infinite");
+    }
+    free(x);
+    free(out);
+    unet_model_free(m);
+    unet_ctx_free(ctx);
+}
+
 int main(void) {
     RUN(round_sizes);
     RUN(overlap_tile_is_seamless);
     RUN(same_padding_any_size);
     RUN(tta_and_progress);
     RUN(argmax_and_overlay);
+    RUN(nonfinite_input_and_output);
     return harness_finish();
 }

@@ -4,7 +4,8 @@
  * tile, rows of 16 tiles for the AVX-512 row gather and scatter), padding
  * 0, 1 and 2, with the scratch blocks made small so that several output-channel and tile blocks
  * run, for each instruction-set copy this CPU has (portable, AVX2, AVX-512), and the same bits
- * for one and two threads. */
+ * for one and two threads; and the model's fused inference (folded batch-norm, pool in the
+ * epilogue, concat read in place) against its unfused training plan at each level. */
 #include "harness.h"
 #include "model.h"
 #include "ops/ops.h"
@@ -29,10 +30,6 @@ static double scaled_err(const float *got, const float *ref, size_t n) {
         if (fabs((double)got[i] - ref[i]) > e) e = fabs((double)got[i] - ref[i]);
     double m = max_abs(ref, n);
     return m > 0.0 ? e / m : e;
-}
-
-static const char *level_name(int level) {
-    return level == UNET__CPU_AVX512 ? "avx512" : level == UNET__CPU_AVX2 ? "avx2" : "portable";
 }
 
 struct wcase {
@@ -104,10 +101,12 @@ static void check_case(struct wcase *k, const char *label) {
 TEST(winograd_vs_ref) {
     struct unet__rng rng;
     unet__rng_seed(&rng, 11);
-    for (int level = UNET__CPU_PORTABLE; level <= UNET__CPU_AVX512; level++) {
-        unet__cpu_limit(UNET__CPU_AVX512);
-        if (!unet__cpu_has((enum unet__cpu_level)level)) continue;
-        unet__cpu_limit((enum unet__cpu_level)level);
+    enum unet__cpu_level       levels[UNET__CPU_LEVELS];
+    const int                  n_levels = harness_cpu_levels(levels);
+    const enum unet__cpu_level cap = unet__cpu_limit(UNET__CPU_AVX512);
+    for (int li = 0; li < n_levels; li++) {
+        const enum unet__cpu_level level = levels[li];
+        unet__cpu_limit(level);
         for (int trial = 0; trial < 6; trial++) {
             struct wcase k = {0};
             int pad = trial % 3;
@@ -123,14 +122,14 @@ TEST(winograd_vs_ref) {
             wcase_setup(&k, &rng);
             char label[160];
             snprintf(label, sizeof label, "%s N=%d C_in=%d %dx%d C_out=%d pad=%d%s",
-                     level_name(level), k.d.N, k.d.C_in, k.d.H_in, k.d.W_in, k.d.C_out, pad,
-                     trial % 2 ? " (small blocks)" : "");
+                     unet__cpu_level_name(level), k.d.N, k.d.C_in, k.d.H_in, k.d.W_in, k.d.C_out,
+                     pad, trial % 2 ? " (small blocks)" : "");
             check_case(&k, label);
             wcase_free(&k);
         }
     }
     unet__winograd_set_budget(0);
-    unet__cpu_limit(UNET__CPU_AVX512);
+    unet__cpu_limit(cap);
     /* Rows of 16 or more tiles: the AVX-512 row gather, with the image border inside the loaded
      * run (pad 1, 2), at its end (W_out 62: a partial last tile) and none (pad 0). */
     const int rows[4][3] = {{9, 64, 1}, {7, 62, 1}, {6, 66, 0}, {5, 60, 2}};
@@ -195,53 +194,64 @@ TEST(winograd_thread_count_invariant) {
 TEST(inference_fusions_match_unfused) {
     /* H, W, concats fused, bilinear upsampling */
     const int sizes[4][4] = {{36, 44, 2, 0}, {34, 42, 1, 0}, {24, 70, 1, 0}, {20, 28, 2, 1}};
-    for (int sz = 0; sz < 4; sz++) {
-        unet_ctx   *ctx = unet_ctx_create();
-        unet_model *m = NULL;
-        unet_config c = unet_config_default(UNET_ARCH_UNET);
-        c.base = 16, c.depth = 2, c.classes = 3;
-        if (sizes[sz][3]) c.up = UNET_UP_BILINEAR;
-        CHECK_STATUS(unet_model_create(ctx, &c, 5, &m), UNET_STATUS_OK);
-        if (!m) return;
-        struct unet__rng rng;
-        unet__rng_seed(&rng, 21);
-        /* Running statistics and affine parameters away from the identity. */
-        for (int i = 0; i < m->n_nodes; i++) {
-            const struct unet__node *nd = &m->nodes[i];
-            if (nd->op != UNET__NODE_BN) continue;
-            const struct unet__param *g = &m->params[nd->w], *b = &m->params[nd->b];
-            fill_uniform(&rng, m->weights + g->offset, g->numel, 0.5f, 1.5f);
-            fill_uniform(&rng, m->weights + b->offset, b->numel, -0.2f, 0.2f);
-            fill_uniform(&rng, m->buffers + m->params[nd->rmean].offset, g->numel, -0.3f, 0.3f);
-            fill_uniform(&rng, m->buffers + m->params[nd->rvar].offset, g->numel, 0.5f, 2.0f);
+    /* At every instruction-set level: each has its own epilogue, pool and concat code paths. */
+    enum unet__cpu_level       levels[UNET__CPU_LEVELS];
+    const int                  n_levels = harness_cpu_levels(levels);
+    const enum unet__cpu_level cap = unet__cpu_limit(UNET__CPU_AVX512);
+    for (int li = 0; li < n_levels; li++) {
+        unet__cpu_limit(levels[li]);
+        for (int sz = 0; sz < 4; sz++) {
+            unet_ctx   *ctx = unet_ctx_create();
+            unet_model *m = NULL;
+            unet_config c = unet_config_default(UNET_ARCH_UNET);
+            c.base = 16, c.depth = 2, c.classes = 3;
+            if (sizes[sz][3]) c.up = UNET_UP_BILINEAR;
+            CHECK_STATUS(unet_model_create(ctx, &c, 5, &m), UNET_STATUS_OK);
+            if (!m) return;
+            struct unet__rng rng;
+            unet__rng_seed(&rng, 21);
+            /* Running statistics and affine parameters away from the identity. */
+            for (int i = 0; i < m->n_nodes; i++) {
+                const struct unet__node *nd = &m->nodes[i];
+                if (nd->op != UNET__NODE_BN) continue;
+                const struct unet__param *g = &m->params[nd->w], *b = &m->params[nd->b];
+                fill_uniform(&rng, m->weights + g->offset, g->numel, 0.5f, 1.5f);
+                fill_uniform(&rng, m->weights + b->offset, b->numel, -0.2f, 0.2f);
+                float *rmean = m->buffers + m->params[nd->rmean].offset;
+                float *rvar = m->buffers + m->params[nd->rvar].offset;
+                fill_uniform(&rng, rmean, g->numel, -0.3f, 0.3f);
+                fill_uniform(&rng, rvar, g->numel, 0.5f, 2.0f);
+            }
+            const int N = 2, H = sizes[sz][0], W = sizes[sz][1];
+            const size_t ny = (size_t)N * 3 * H * W;
+            float *x = test_alloc((size_t)N * H * W), *y = test_alloc(ny);
+            fill_uniform(&rng, x, (size_t)N * H * W, -1.0f, 1.0f);
+            CHECK_STATUS(unet_model_forward(ctx, m, x, N, H, W, y), UNET_STATUS_OK);
+            /* Fused concat and pool outputs got no memory or were written by the convolution;
+             * in a first plan a fused concat's pointer is still NULL. */
+            int fused = 0, pools = 0;
+            for (int i = 0; i < m->n_nodes; i++) {
+                fused += m->nodes[i].op == UNET__NODE_CONCAT && !m->values[m->nodes[i].out].data;
+                pools += m->nodes[i].op == UNET__NODE_POOL;
+            }
+            CHECK_EQ(fused, sizes[sz][2]);
+            CHECK_EQ(pools, 2);
+            CHECK_STATUS(unet_model_prepare(ctx, m, N, H, W, 1), UNET_STATUS_OK);
+            m->training_mode = false;
+            const float *ref = unet__model_forward(m, x);
+            double mx = 0.0;
+            for (size_t i = 0; i < ny; i++) mx = fabs(ref[i]) > mx ? fabs(ref[i]) : mx;
+            printf("     %s %dx%d%s: fused inference vs training plan in eval mode: error / "
+                   "max|ref| %.2e\n", unet__cpu_level_name(levels[li]), H, W,
+                   sizes[sz][3] ? " bilinear" : "", scaled_err(y, ref, ny));
+            /* Folding rounds scale and shift once more than the separate batch-norm. */
+            CHECK_TENSOR("logits", y, ref, ny, 1e-5 * mx, 0.0);
+            free(x), free(y);
+            unet_model_free(m);
+            unet_ctx_free(ctx);
         }
-        const int N = 2, H = sizes[sz][0], W = sizes[sz][1];
-        const size_t ny = (size_t)N * 3 * H * W;
-        float *x = test_alloc((size_t)N * H * W), *y = test_alloc(ny);
-        fill_uniform(&rng, x, (size_t)N * H * W, -1.0f, 1.0f);
-        CHECK_STATUS(unet_model_forward(ctx, m, x, N, H, W, y), UNET_STATUS_OK);
-        /* Fused concat and pool outputs got no memory or were written by the convolution; in a
-         * first plan a fused concat's pointer is still NULL. */
-        int fused = 0, pools = 0;
-        for (int i = 0; i < m->n_nodes; i++) {
-            fused += m->nodes[i].op == UNET__NODE_CONCAT && !m->values[m->nodes[i].out].data;
-            pools += m->nodes[i].op == UNET__NODE_POOL;
-        }
-        CHECK_EQ(fused, sizes[sz][2]);
-        CHECK_EQ(pools, 2);
-        CHECK_STATUS(unet_model_prepare(ctx, m, N, H, W, 1), UNET_STATUS_OK);
-        m->training_mode = false;
-        const float *ref = unet__model_forward(m, x);
-        double mx = 0.0;
-        for (size_t i = 0; i < ny; i++) mx = fabs(ref[i]) > mx ? fabs(ref[i]) : mx;
-        printf("     %dx%d%s: fused inference vs training plan in eval mode: error / max|ref| "
-               "%.2e\n", H, W, sizes[sz][3] ? " bilinear" : "", scaled_err(y, ref, ny));
-        /* Folding rounds scale and shift once more than the separate batch-norm. */
-        CHECK_TENSOR("logits", y, ref, ny, 1e-5 * mx, 0.0);
-        free(x), free(y);
-        unet_model_free(m);
-        unet_ctx_free(ctx);
     }
+    unet__cpu_limit(cap);
 }
 
 int main(void) {

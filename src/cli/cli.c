@@ -205,12 +205,13 @@ void cli_files_free(struct cli_files *f) {
     f->count = 0;
 }
 
-bool cli_list_images(const char *path, struct cli_files *out) {
+/* quiet: no messages at all (a listing for the path rule). */
+static bool list_images(const char *path, struct cli_files *out, bool quiet) {
     out->paths = NULL;
     out->count = 0;
     struct stat sb;
     if (stat(path, &sb) != 0) {
-        cli_error("%s: %s", path, strerror(errno));
+        if (!quiet) cli_error("%s: %s", path, strerror(errno));
         return false;
     }
     if (!S_ISDIR(sb.st_mode)) {
@@ -218,7 +219,7 @@ bool cli_list_images(const char *path, struct cli_files *out) {
         if (!out->paths || !(out->paths[0] = strdup(path))) {
             free(out->paths);
             out->paths = NULL;
-            cli_error("out of memory");
+            if (!quiet) cli_error("out of memory");
             return false;
         }
         out->count = 1;
@@ -226,7 +227,7 @@ bool cli_list_images(const char *path, struct cli_files *out) {
     }
     DIR *d = opendir(path);
     if (!d) {
-        cli_error("%s: cannot list: %s", path, strerror(errno));
+        if (!quiet) cli_error("%s: cannot list: %s", path, strerror(errno));
         return false;
     }
     int cap = 0;
@@ -238,6 +239,12 @@ bool cli_list_images(const char *path, struct cli_files *out) {
             free(p);
             continue;
         }
+        /* A FIFO would block the reader forever, a device is no image: only regular files. */
+        if (stat(p, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+            if (!quiet) cli_note("%s: not a regular file (a FIFO, device or socket); skipped", p);
+            free(p);
+            continue;
+        }
         if (out->count == cap) {
             cap = cap ? 2 * cap : 64;
             char **np = realloc(out->paths, sizeof(char *) * (size_t)cap);
@@ -245,7 +252,7 @@ bool cli_list_images(const char *path, struct cli_files *out) {
                 free(p);
                 closedir(d);
                 cli_files_free(out);
-                cli_error("out of memory listing %s", path);
+                if (!quiet) cli_error("out of memory listing %s", path);
                 return false;
             }
             out->paths = np;
@@ -254,11 +261,19 @@ bool cli_list_images(const char *path, struct cli_files *out) {
     }
     closedir(d);
     if (out->count == 0) {
-        cli_error("%s: no images (.png, .tif, .tiff, .npy) in this directory", path);
+        if (!quiet) cli_error("%s: no images (.png, .tif, .tiff, .npy) in this directory", path);
         return false;
     }
     qsort(out->paths, (size_t)out->count, sizeof(char *), cmp_str);
     return true;
+}
+
+bool cli_list_images(const char *path, struct cli_files *out) {
+    return list_images(path, out, false);
+}
+
+bool cli_list_images_quiet(const char *path, struct cli_files *out) {
+    return list_images(path, out, true);
 }
 
 char *cli_find_match(const char *dir, const char *path) {
@@ -288,11 +303,30 @@ char *cli_find_match(const char *dir, const char *path) {
 
 bool cli_mkdir(const char *dir) {
     if (cli_is_dir(dir)) return true;
-    if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
-        cli_error("%s: cannot create the directory: %s", dir, strerror(errno));
+    /* mkdir -p: each missing level from the top. */
+    char *p = strdup(dir);
+    if (!p) {
+        cli_error("out of memory");
         return false;
     }
-    return true;
+    bool ok = true;
+    for (char *s = p + 1; ok; s++) {
+        if (*s != '/' && *s) continue;
+        char c = *s;
+        *s = 0;
+        if (!cli_is_dir(p) && mkdir(p, 0777) != 0 && errno != EEXIST) {
+            cli_error("%s: cannot create the directory: %s", p, strerror(errno));
+            ok = false;
+        }
+        *s = c;
+        if (!c) break;
+    }
+    free(p);
+    if (ok && !cli_is_dir(dir)) {
+        cli_error("%s exists and is not a directory", dir);
+        ok = false;
+    }
+    return ok;
 }
 
 /* ---- values ---- */
@@ -381,6 +415,20 @@ void cli_progress_done(struct cli_progress *p) {
 }
 
 /* ---- images ---- */
+
+bool cli_nonfinite_to_zero(const char *path, float *x, size_t n) {
+    size_t k = unet_count_nonfinite(x, n);
+    if (k == 0) return true;
+    if (k == n) {
+        cli_error("%s: every value is NaN or infinite: nothing to predict", path);
+        return false;
+    }
+    cli_note("warning: %s: %zu of %zu values are NaN or infinite; they are set to 0 (after "
+             "normalisation)", path, k, n);
+    for (size_t i = 0; i < n; i++)
+        if (!(x[i] - x[i] == 0.0f)) x[i] = 0.0f;
+    return true;
+}
 
 bool cli_load_image(unet_ctx *ctx, const char *path, int page, unet_norm norm, float **data,
                     int *c, int *h, int *w) {

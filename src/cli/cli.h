@@ -12,7 +12,8 @@
 #include <stdbool.h>
 #include <stdio.h>
 
-enum { CLI_EXIT_FAIL = 1, CLI_EXIT_USAGE = 2 };
+/* 3: unet train stopped a run that kept diverging after its rollbacks (docs/training.md). */
+enum { CLI_EXIT_FAIL = 1, CLI_EXIT_USAGE = 2, CLI_EXIT_DIVERGED = 3 };
 
 /* ---- options ---- */
 enum cli_kind { CLI_FLAG, CLI_INT, CLI_FLOAT, CLI_DOUBLE, CLI_STR };
@@ -55,6 +56,8 @@ struct cli_files {
 /* The image files (.png .tif .tiff .npy, any case) directly in dir, sorted by name; or, when
  * path is a file, that file alone.  Returns false (message printed) when nothing is found. */
 bool cli_list_images(const char *path, struct cli_files *out);
+/* The same without messages (false when there is nothing to list). */
+bool cli_list_images_quiet(const char *path, struct cli_files *out);
 void cli_files_free(struct cli_files *f);
 bool cli_is_dir(const char *path);
 /* "dir/name" into a malloc'd string. */
@@ -65,8 +68,87 @@ const char *cli_basename(const char *path);
 /* The file in dir whose name equals basename(path), or failing that whose stem matches with any
  * image extension; malloc'd, or NULL. */
 char *cli_find_match(const char *dir, const char *path);
-/* Creates dir (one level) if missing; false with a message on failure. */
+/* Creates dir and its missing parents; false with a message on failure. */
 bool cli_mkdir(const char *dir);
+/* Creates the missing directories above file. */
+bool cli_mkdirs_for(const char *file);
+
+/* ---- the files of a run: the path rule, one writer, the log (guard.c) ----
+ * Before any work a command lists what it reads and writes; cli_uses_check refuses (message
+ * naming both files, exit status returned) an output that is an input or another output (by
+ * device and inode after following links; outputs that do not exist yet by resolved directory
+ * and name, case-insensitively where the directory folds case), and an existing output that is
+ * not a unet file of its kind unless force.  Uses with the same non-zero group may be one file
+ * (--resume and the resumable checkpoint that replaces it). */
+enum cli_out_kind { CLI_OUT_ANY, CLI_OUT_MODEL, CLI_OUT_LOG, CLI_OUT_LOCK };
+struct cli_use {
+    char              *path;
+    const char        *role;    /* "--out", "the mask", ... (static) */
+    const char        *of;      /* the input an output belongs to, or NULL (borrowed) */
+    bool               write;
+    enum cli_out_kind  kind;
+    int                group;
+    bool               exists;  /* set by cli_uses_check */
+    unsigned long long dev, ino;
+    char              *canon;
+};
+struct cli_uses {
+    struct cli_use *u;
+    int             n, cap;
+    bool            oom;
+};
+void cli_uses_read(struct cli_uses *us, const char *path, const char *role, int group);
+/* Every image file of a directory (or the file itself). */
+void cli_uses_read_images(struct cli_uses *us, const char *path, const char *role);
+void cli_uses_write(struct cli_uses *us, const char *path, const char *role, const char *of,
+                    enum cli_out_kind kind, int group);
+/* 0 when the rule holds; else the exit status, the message printed. */
+int cli_uses_check(struct cli_uses *us, bool force);
+void cli_uses_free(struct cli_uses *us);
+
+/* The path rule for a command that reads one file and writes one or two (out[1] may be NULL),
+ * after creating the outputs' directories: weightmap, convolutionalize. */
+int cli_guard_io(const char *in, const char *in_role, const char *const out[2],
+                 const char *const out_role[2]);
+
+/* An exclusive advisory lock (flock, never waiting) on path: a lock file (created, empty) or a
+ * directory.  The descriptor, or -1 with a message naming what and path when another process
+ * holds it.  cli_unlock removes remove_path (the lock file; NULL for a directory) first. */
+int cli_lock(const char *path, const char *what);
+void cli_unlock(int fd, const char *remove_path);
+
+/* The files of unet train: creates the missing directories of the outputs, applies the path
+ * rule (inputs: every image of the four folders, --init, --resume), takes the lock on lock
+ * (the output model's lock file), removes temporaries of earlier runs killed mid-write, and
+ * checks that each output's directory takes a new file.  0 with *lock_fd held, or the exit
+ * status (message printed). */
+struct cli_train_files {
+    const char *images, *masks, *val_images, *val_masks, *init, *resume;   /* read */
+    const char *out, *last, *resume_out, *log, *lock, *run_json, *report; /* written */
+};
+int cli_train_guard(const struct cli_train_files *f, bool force, int *lock_fd);
+
+/* Memory: --max-memory SIZE ("512M", "8G", bytes; K M G T are powers of 1024) into *out, or
+ * false with a message naming opt.  The default budget is the physical memory, or the cgroup
+ * limit when lower.  cli_within_budget prints "WHAT needs about N of memory, over the budget
+ * of M" and returns false when need > budget. */
+bool cli_parse_bytes(const char *opt, const char *s, uint64_t *out);
+uint64_t cli_memory_default(void);
+const char *cli_bytes_str(double bytes, char *buf, size_t size);
+bool cli_within_budget(const char *what, double need, uint64_t budget);
+#define CLI_MAX_MEMORY_HELP "memory budget checked before loading (default: the machine's)"
+/* Train's data estimate, from the image headers only, before anything is loaded: the images
+ * of dirs[0] and dirs[2] kept as floats, the masks of dirs[1] and dirs[3] as class ids (and a
+ * weight map when weights), plus the largest image while it decodes (NULL dirs skipped). */
+bool cli_train_memory(unet_ctx *ctx, const char *const dirs[4], bool weights, uint64_t budget);
+/* ... and the model's: parameters with gradients and moments, activations, batches. */
+bool cli_train_model_memory(unet_ctx *ctx, const unet_model *m, int batch, int tile,
+                            uint64_t budget);
+
+/* The training log for appending (line-buffered): a new file holding header, or when resuming
+ * the existing rows of steps <= step.  Either way the new content goes to a temporary file that
+ * is renamed over path: nothing is truncated.  NULL with a message on failure. */
+FILE *cli_log_open(const char *path, const char *header, bool resume, long step);
 
 /* ---- parsing values ---- */
 bool cli_parse_norm(const char *s, unet_norm *out);
@@ -101,6 +183,10 @@ const char *cli_duration(double seconds, char *buf, size_t size);
 bool cli_load_image(unet_ctx *ctx, const char *path, int page, unet_norm norm, float **data,
                     int *c, int *h, int *w);
 
+/* Non-finite values in a normalised image (n floats): none, true; all, an error naming path
+ * and false; some, a warning with the count, each set to 0, and true. */
+bool cli_nonfinite_to_zero(const char *path, float *x, size_t n);
+
 /* ---- subcommands ---- */
 int cmd_train(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
@@ -109,5 +195,6 @@ int cmd_info(int argc, char **argv);
 int cmd_weightmap(int argc, char **argv);
 int cmd_convolutionalize(int argc, char **argv);
 int cmd_export(int argc, char **argv);
+int cmd_report(int argc, char **argv);
 
 #endif /* UNET_CLI_H */

@@ -28,6 +28,9 @@ int cmd_convolutionalize(int argc, char **argv) {
         return CLI_EXIT_USAGE;
     }
     learn_final_up = learn;
+    const char *const outs[2] = {out, NULL}, *const roles[2] = {"--out", NULL};
+    int grc = cli_guard_io(in, "--in", outs, roles);
+    if (grc) return grc;
     unet_ctx *ctx = unet_ctx_create();
     unet_arch arch;
     unet_status s = unet_arch_parse(ctx, arch_name, &arch);

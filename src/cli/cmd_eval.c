@@ -4,8 +4,16 @@
  * training rules (two classes: any non-zero value is foreground).  Instances: the truth's own
  * labels when it is an instance label image (several distinct non-zero values), else connected
  * components; the prediction's NAME_instances.tif when present, else connected components.
+ * SEG's mean is also given as the Cell Tracking Challenge computes it over a sequence: the
+ * mean over all reference objects of all images (seg_ctc), beside the mean of the images' SEG.
+ * V_rand and V_info (ISBI 2012, unet_vscores, borders thinned unless --no-thin) of the mask as a
+ * binary proposal; with --prob, of NAME_prob.tif (unet predict --probabilities: the cells'
+ * plane, page 1, or the only page) at the challenge's thresholds 0.0..1.0: per image at 0.5 and
+ * the best, and for the set the best threshold of the mean over images, as the challenge
+ * ranked a stack.
  */
 #include "cli/cli.h"
+#include "cli/report.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -72,19 +80,107 @@ static void json_num(FILE *f, double v) {
     else fprintf(f, "%.6g", v);
 }
 
+/* pred_dir/STEM<suffix> for the truth file tp (malloc'd), or NULL when out of memory. */
+static char *pred_file(const char *pred_dir, const char *tp, const char *suffix) {
+    char  *stem = cli_stem(tp), *path = NULL;
+    size_t len = stem ? strlen(stem) + strlen(suffix) + 1 : 0;
+    char  *name = stem ? malloc(len) : NULL;
+    if (name) {
+        snprintf(name, len, "%s%s", stem, suffix);
+        path = cli_join(pred_dir, name);
+    }
+    free(name);
+    free(stem);
+    return path;
+}
+
+/* The cells' probability plane of a NAME_prob.tif (page 1, or page 0 of a one-page file), h x w
+ * like the truth; NULL on failure (reported). */
+static float *load_prob(unet_ctx *ctx, const char *path, const char *tp, int h, int w) {
+    int         pages = 0;
+    unet_image  im = {0};
+    float      *p = NULL;
+    unet_status s = unet_image_pages(ctx, path, &pages);
+    if (s == UNET_STATUS_OK) s = unet_image_load(ctx, path, pages > 1 ? 1 : 0, &im);
+    if (s != UNET_STATUS_OK) {
+        cli_lib_error(ctx, s);
+        return NULL;
+    }
+    if (im.c != 1 || im.h != h || im.w != w) {
+        cli_error("%s is %dx%d with %d channels; the truth %s is %dx%d", path, im.w, im.h, im.c,
+                  tp, w, h);
+    } else if (!(p = malloc(sizeof(float) * (size_t)h * w))) {
+        cli_error("%s: out of memory", path);
+    } else if ((s = unet_image_to_float(ctx, &im, UNET_NORM_NONE, p)) != UNET_STATUS_OK) {
+        cli_lib_error(ctx, s);
+        free(p);
+        p = NULL;
+    }
+    unet_image_free(&im);
+    return p;
+}
+
+static void json_nums(FILE *f, const double *v, int n) {
+    fputc('[', f);
+    for (int k = 0; k < n; k++) fprintf(f, k ? ", " : ""), json_num(f, v[k]);
+    fputc(']', f);
+}
+
+/* The best value of v[0..n) (NaN ignored, the first of equals) and its index; -1 if all NaN. */
+static int best_of(const double *v, int n) {
+    int b = -1;
+    for (int k = 0; k < n; k++)
+        if (!isnan(v[k]) && (b < 0 || v[k] > v[b])) b = k;
+    return b;
+}
+
+/* JSON object of probability-map scores: the curves over thresholds, at 0.5, the best. */
+static void json_prob(FILE *f, const double *thr, const double *vr, const double *vi) {
+    const int T = UNET_VSCORE_THRESHOLDS, h = 5; /* thr[5] == 0.5 */
+    int       br = best_of(vr, T), bi = best_of(vi, T);
+    fprintf(f, "{\"thresholds\": ");
+    json_nums(f, thr, T);
+    fprintf(f, ", \"v_rand\": ");
+    json_nums(f, vr, T);
+    fprintf(f, ", \"v_info\": ");
+    json_nums(f, vi, T);
+    fprintf(f, ", \"v_rand_at_05\": ");
+    json_num(f, vr[h]);
+    fprintf(f, ", \"v_info_at_05\": ");
+    json_num(f, vi[h]);
+    fprintf(f, ", \"best_v_rand\": ");
+    json_num(f, br < 0 ? NAN : vr[br]);
+    fprintf(f, ", \"best_v_rand_threshold\": ");
+    json_num(f, br < 0 ? NAN : thr[br]);
+    fprintf(f, ", \"best_v_info\": ");
+    json_num(f, bi < 0 ? NAN : vi[bi]);
+    fprintf(f, ", \"best_v_info_threshold\": ");
+    json_num(f, bi < 0 ? NAN : thr[bi]);
+    fputc('}', f);
+}
+
 int cmd_eval(int argc, char **argv) {
-    const char *pred_dir = NULL, *truth_dir = NULL;
+    const char *pred_dir = NULL, *truth_dir = NULL, *report = NULL, *image_dir = NULL;
     int classes = 2;
-    bool json = false;
+    bool json = false, prob = false, no_thin = false;
     const struct cli_opt opts[] = {
         {"--pred", CLI_STR, &pred_dir, "DIR", "predicted masks (unet predict's output)"},
         {"--truth", CLI_STR, &truth_dir, "DIR", "ground-truth masks with the same names"},
         {"--classes", CLI_INT, &classes, "K", "classes (2)"},
+        {"--prob", CLI_FLAG, &prob, NULL,
+         "also score NAME_prob.tif (predict --probabilities): ISBI 2012 V_rand, V_info over "
+         "thresholds 0.0..1.0"},
+        {"--no-thin", CLI_FLAG, &no_thin, NULL,
+         "V_rand, V_info without the challenge's border thinning"},
         {"--json", CLI_FLAG, &json, NULL, "print JSON instead of a table"},
+        {"--report", CLI_STR, &report, "FILE", "write an HTML report (docs/report.md)"},
+        {"--images", CLI_STR, &image_dir, "DIR", "the input images, for the report's pictures"},
     };
-    if (!cli_parse("eval", "--pred DIR --truth DIR [--classes K] [--json]", argc, argv, 2, opts,
-                   (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL))
+    if (!cli_parse("eval", "--pred DIR --truth DIR [--classes K] [--prob] [--no-thin] [--json] "
+                           "[--report FILE.html [--images DIR]]",
+                   argc, argv, 2, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL))
         return CLI_EXIT_USAGE;
+    if (report && !report_check_out(report)) return CLI_EXIT_USAGE;
     if (!pred_dir || !truth_dir) {
         cli_error("eval: --pred and --truth are required");
         return CLI_EXIT_USAGE;
@@ -98,11 +194,37 @@ int cmd_eval(int argc, char **argv) {
     unet_ctx *ctx = unet_ctx_create();
     int n = 0, failed = 0;
     double sum_px = 0, sum_iou = 0, sum_dice = 0, sum_rand = 0, sum_seg = 0, sum_ap = 0;
-    int n_rand = 0, n_seg = 0, n_iou = 0;
+    double seg_objects_sum = 0, sum_vr = 0, sum_vi = 0;
+    int n_rand = 0, n_seg = 0, n_iou = 0, seg_objects = 0, n_v = 0;
+    const int T = UNET_VSCORE_THRESHOLDS;
+    double thr[UNET_VSCORE_THRESHOLDS], curve_r[UNET_VSCORE_THRESHOLDS] = {0},
+           curve_i[UNET_VSCORE_THRESHOLDS] = {0};
+    int n_curve = 0;
+    unet_vscore_thresholds(thr);
+    /* Per image, for the table printed after the first: V at 0.5 and the best over thresholds. */
+    double *prow = prob ? calloc((size_t)truth.count * 6, sizeof *prow) : NULL;
+    char  **pname = prob ? calloc((size_t)truth.count, sizeof *pname) : NULL;
+    if (prob && (!prow || !pname)) {
+        cli_error("eval: out of memory");
+        free(prow), free(pname);
+        cli_files_free(&truth);
+        unet_ctx_free(ctx);
+        return CLI_EXIT_FAIL;
+    }
     FILE *o = stdout;
-    if (json) fprintf(o, "{\"images\": [");
-    else fprintf(o, "%-28s %9s %8s %8s %9s %7s %7s\n", "image", "pixel err", "IoU", "Dice",
-                 "Rand err", "SEG", "AP50");
+    /* --report: the JSON goes to memory for the page (report.c), which prints it or a summary. */
+    char *report_json = NULL;
+    size_t report_len = 0;
+    bool print_json = json;
+    if (report) {
+        json = true;
+        o = open_memstream(&report_json, &report_len);
+        if (!o) cli_error("out of memory for the report"), o = stdout, report = NULL, failed++;
+    }
+    if (json) fprintf(o, "{"), report_eval_dirs_json(o, pred_dir, truth_dir, image_dir, classes);
+    if (json) fprintf(o, "\"images\": [");
+    else fprintf(o, "%-28s %9s %8s %8s %9s %7s %7s %7s %7s\n", "image", "pixel err", "IoU",
+                 "Dice", "Rand err", "SEG", "AP50", "V_rand", "V_info");
     for (int i = 0; i < truth.count; i++) {
         const char *tp = truth.paths[i];
         char *pp = cli_find_match(pred_dir, tp);
@@ -122,14 +244,7 @@ int cmd_eval(int argc, char **argv) {
         if (ok) {
             /* The prediction's instances, when unet predict --instances wrote them; a file
              * that is there but cannot be used fails the image. */
-            char *stem = cli_stem(tp);
-            size_t len = stem ? strlen(stem) + 32 : 0;
-            char *iname = stem ? malloc(len) : NULL;
-            char *ip = NULL;
-            if (iname) {
-                snprintf(iname, len, "%s_instances.tif", stem);
-                ip = cli_join(pred_dir, iname);
-            }
+            char *ip = pred_file(pred_dir, tp, "_instances.tif");
             if (ip && access(ip, R_OK) == 0) {
                 int ih, iw;
                 int32_t *tmp = NULL;
@@ -141,8 +256,6 @@ int cmd_eval(int argc, char **argv) {
                 free(tmp);
             }
             free(ip);
-            free(iname);
-            free(stem);
         }
         unet_metrics mt;
         if (ok) {
@@ -152,6 +265,37 @@ int cmd_eval(int argc, char **argv) {
                 ok = false;
             }
         }
+        /* V_rand, V_info: the mask as a binary proposal (Fiji's "binary proposal": threshold
+         * 0), and with --prob the probability map at the challenge's thresholds. */
+        unet_vscore vm = {0}, vp[UNET_VSCORE_THRESHOLDS];
+        float *pf = ok ? malloc(sizeof(float) * (size_t)h * w) : NULL;
+        if (ok && !pf) {
+            cli_error("%s: out of memory", tp);
+            ok = false;
+        }
+        if (ok) {
+            const double zero = 0.0;
+            for (size_t q = 0; q < (size_t)h * w; q++) pf[q] = pc[q] > 0;
+            unet_status s = unet_vscores(ctx, pf, ti ? ti : tc, ti != NULL, h, w, !no_thin,
+                                         &zero, 1, &vm);
+            free(pf);
+            pf = NULL;
+            if (s == UNET_STATUS_OK && prob) {
+                char *fp = pred_file(pred_dir, tp, "_prob.tif");
+                pf = fp ? load_prob(ctx, fp, tp, h, w) : NULL;
+                if (!fp) cli_error("%s: out of memory", tp);
+                free(fp);
+                s = pf ? unet_vscores(ctx, pf, ti ? ti : tc, ti != NULL, h, w, !no_thin, thr, T,
+                                      vp)
+                       : UNET_STATUS_IO; /* already reported */
+                if (!pf) ok = false;
+            }
+            if (s != UNET_STATUS_OK && ok) {
+                cli_lib_error(ctx, s);
+                ok = false;
+            }
+        }
+        free(pf);
         free(pc), free(tc), free(ti), free(pi), free(pp);
         if (!ok) {
             failed++;
@@ -174,11 +318,39 @@ int cmd_eval(int argc, char **argv) {
             json_num(o, mt.seg);
             fprintf(o, ", \"ap50\": ");
             json_num(o, mt.ap50);
-            fprintf(o, ", \"objects_true\": %d, \"objects_pred\": %d}", mt.n_true, mt.n_pred);
+            fprintf(o, ", \"objects_true\": %d, \"objects_pred\": %d", mt.n_true, mt.n_pred);
+            fprintf(o, ", \"v_rand\": ");
+            json_num(o, vm.v_rand);
+            fprintf(o, ", \"v_info\": ");
+            json_num(o, vm.v_info);
+            if (prob) {
+                double vr[UNET_VSCORE_THRESHOLDS], vi[UNET_VSCORE_THRESHOLDS];
+                for (int k = 0; k < T; k++) vr[k] = vp[k].v_rand, vi[k] = vp[k].v_info;
+                fprintf(o, ", \"prob\": ");
+                json_prob(o, thr, vr, vi);
+            }
+            fputc('}', o);
         } else {
-            fprintf(o, "%-28s %9.4f %8.4f %8.4f %9.4f %7.4f %7.4f\n", cli_basename(tp),
-                    mt.pixel_error, iou, dice, mt.rand_error, mt.seg, mt.ap50);
+            fprintf(o, "%-28s %9.4f %8.4f %8.4f %9.4f %7.4f %7.4f %7.4f %7.4f\n",
+                    cli_basename(tp), mt.pixel_error, iou, dice, mt.rand_error, mt.seg, mt.ap50,
+                    vm.v_rand, vm.v_info);
         }
+        if (prob) {
+            double vr[UNET_VSCORE_THRESHOLDS], vi[UNET_VSCORE_THRESHOLDS];
+            for (int k = 0; k < T; k++) vr[k] = vp[k].v_rand, vi[k] = vp[k].v_info;
+            int br = best_of(vr, T), bi = best_of(vi, T);
+            double *row = prow + (size_t)n * 6;
+            row[0] = vr[5], row[1] = vi[5];
+            row[2] = br < 0 ? NAN : vr[br], row[3] = br < 0 ? NAN : thr[br];
+            row[4] = bi < 0 ? NAN : vi[bi], row[5] = bi < 0 ? NAN : thr[bi];
+            pname[n] = strdup(cli_basename(tp));
+            if (!isnan(vr[0])) {
+                for (int k = 0; k < T; k++) curve_r[k] += vr[k], curve_i[k] += vi[k];
+                n_curve++;
+            }
+        }
+        if (!isnan(vm.v_rand)) sum_vr += vm.v_rand, sum_vi += vm.v_info, n_v++;
+        if (!isnan(mt.seg)) seg_objects_sum += mt.seg * mt.n_true, seg_objects += mt.n_true;
         n++;
         sum_px += mt.pixel_error;
         if (!isnan(iou)) sum_iou += iou, sum_dice += dice, n_iou++;
@@ -189,6 +361,12 @@ int cmd_eval(int argc, char **argv) {
     double mpx = n ? sum_px / n : NAN, miou = n_iou ? sum_iou / n_iou : NAN;
     double mdice = n_iou ? sum_dice / n_iou : NAN, mrand = n_rand ? sum_rand / n_rand : NAN;
     double mseg = n_seg ? sum_seg / n_seg : NAN, map = n ? sum_ap / n : NAN;
+    double seg_ctc = seg_objects ? seg_objects_sum / seg_objects : NAN;
+    double mvr = n_v ? sum_vr / n_v : NAN, mvi = n_v ? sum_vi / n_v : NAN;
+    for (int k = 0; k < T; k++) {
+        curve_r[k] = n_curve ? curve_r[k] / n_curve : NAN;
+        curve_i[k] = n_curve ? curve_i[k] / n_curve : NAN;
+    }
     if (json) {
         fprintf(o, "\n], \"mean\": {\"images\": %d, \"pixel_error\": ", n);
         json_num(o, mpx);
@@ -202,15 +380,51 @@ int cmd_eval(int argc, char **argv) {
         json_num(o, mseg);
         fprintf(o, ", \"ap50\": ");
         json_num(o, map);
-        fprintf(o, "}, \"failed\": %d}\n", failed);
+        fprintf(o, ", \"seg_ctc\": ");
+        json_num(o, seg_ctc);
+        fprintf(o, ", \"objects_true\": %d, \"v_rand\": ", seg_objects);
+        json_num(o, mvr);
+        fprintf(o, ", \"v_info\": ");
+        json_num(o, mvi);
+        if (prob) {
+            fprintf(o, ", \"prob\": ");
+            json_prob(o, thr, curve_r, curve_i);
+        }
+        fprintf(o, "}, \"thinned\": %s, \"failed\": %d}\n", no_thin ? "false" : "true", failed);
     } else {
-        fprintf(o, "%-28s %9.4f %8.4f %8.4f %9.4f %7.4f %7.4f\n", "mean", mpx, miou, mdice, mrand,
-                mseg, map);
+        fprintf(o, "%-28s %9.4f %8.4f %8.4f %9.4f %7.4f %7.4f %7.4f %7.4f\n", "mean", mpx, miou,
+                mdice, mrand, mseg, map, mvr, mvi);
         fprintf(o, "(IoU and Dice of the foreground class%s; Rand error: ISBI 2012, foreground-"
-                   "restricted; SEG: Cell Tracking Challenge; AP50: IoU >= 0.5)\n",
-                classes > 2 ? "es, averaged" : "");
+                   "restricted; SEG: Cell Tracking Challenge; AP50: IoU >= 0.5; V_rand, V_info: "
+                   "ISBI 2012 scores of the mask%s, 1 = perfect)\n",
+                classes > 2 ? "es, averaged" : "", no_thin ? ", not thinned" : "");
+        fprintf(o, "SEG as the CTC computes it, over all %d reference objects: %.4f\n",
+                seg_objects, seg_ctc);
+        if (prob) {
+            fprintf(o, "\nprobability maps (NAME_prob.tif), ISBI 2012 scores%s at thresholds "
+                       "0.0, 0.1, ..., 1.0:\n", no_thin ? " (not thinned)" : " after thinning");
+            fprintf(o, "%-28s %10s %10s %17s %17s\n", "image", "V_rand@0.5", "V_info@0.5",
+                    "best V_rand (t)", "best V_info (t)");
+            for (int i = 0; i < n; i++) {
+                const double *row = prow + (size_t)i * 6;
+                fprintf(o, "%-28s %10.4f %10.4f %10.4f (%.1f) %10.4f (%.1f)\n",
+                        pname[i] ? pname[i] : "?", row[0], row[1], row[2], row[3], row[4],
+                        row[5]);
+            }
+            int br = best_of(curve_r, T), bi = best_of(curve_i, T);
+            fprintf(o, "%-28s %10.4f %10.4f %10.4f (%.1f) %10.4f (%.1f)\n", "mean", curve_r[5],
+                    curve_i[5], br < 0 ? NAN : curve_r[br], br < 0 ? NAN : thr[br],
+                    bi < 0 ? NAN : curve_i[bi], bi < 0 ? NAN : thr[bi]);
+            fprintf(o, "(mean: the best threshold of the mean over images, as the challenge "
+                       "ranked a stack; errors are 1 - V)\n");
+        }
     }
+    for (int i = 0; prob && i < truth.count; i++) free(pname[i]);
+    free(pname);
+    free(prow);
     if (failed) cli_error("%d of %d images could not be scored", failed, truth.count);
+    if (o != stdout && (fclose(o) || report_eval(report, report_json, print_json))) failed++;
+    free(report_json);
     cli_files_free(&truth);
     unet_ctx_free(ctx);
     return failed ? CLI_EXIT_FAIL : 0;

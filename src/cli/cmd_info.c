@@ -91,7 +91,7 @@ int cmd_info(int argc, char **argv) {
         printf("memory         %.0f MiB of activations planned for inference at %dx%d\n",
                (double)act / (1 << 20), h, w);
     } else {
-        cli_lib_error(ctx, s);
+        cli_lib_error(ctx, s); /* the rest is still printed; the exit status says it failed */
     }
     if (c->padding == 0 && unet) {
         int first = 0, sizes[8], k = 0;
@@ -126,5 +126,5 @@ int cmd_info(int argc, char **argv) {
     }
     unet_model_free(m);
     unet_ctx_free(ctx);
-    return 0;
+    return s == UNET_STATUS_OK ? 0 : CLI_EXIT_FAIL;
 }

@@ -3,23 +3,28 @@
  * For each input NAME.ext (each page of a stack: NAME_pN) it writes to --output:
  *   NAME.png (.tif for TIFF input,      the class mask: 0/255 for two classes, class ids for more
  *   .npy for .npy input)                (.npy: always class ids)
- *   NAME_instances.tif                  16-bit instance labels            (--instances)
+ *   NAME_instances.tif                  16-bit instance labels (--instances; watershed or cc)
  *   NAME_prob.tif                       float probabilities, one page per class (--probabilities)
  *   NAME_overlay.png                    the image with the predicted outlines (--overlay)
  *   NAME_logits.npy or --logits FILE    raw logits, float32 (classes, H, W)     (--logits)
  * A file that cannot be read is reported and skipped; the others are still predicted, and the
- * exit status counts the failures.  Outputs are written atomically.
+ * exit status counts the failures.  Outputs are written atomically.  Before any work, no output
+ * may be an input or another output (guard below), and the output folder is locked (flock)
+ * against a second predict writing into it.
  */
 #include "cli/cli.h"
 
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
 struct pargs {
-    const char *model, *input, *output, *logits, *norm, *max_pixels;
-    int         tile, overlap, threads, batch, grow;
+    const char *model, *input, *output, *logits, *norm, *max_pixels, *max_memory, *instance_method;
+    uint64_t    budget;
+    int         tile, overlap, threads, batch, grow, erode, min_size;
+    float       seed_threshold;
     bool        probabilities, overlay, tta, instances, quiet;
 };
 
@@ -49,6 +54,38 @@ static bool out_name(char *buf, size_t size, const char *fmt, ...) {
     return true;
 }
 
+/* The files written for one image (page), in the order of the header comment. */
+enum { OUT_MASK, OUT_INSTANCES, OUT_PROB, OUT_OVERLAY, OUT_LOGITS, N_OUT };
+static const char *const out_role[N_OUT] = {"the mask", "the instance labels", "the probabilities",
+                                            "the overlay", "the logits"};
+#define OUT_NAME_MAX 4096
+
+/* The names of the outputs of page `page` (of `pages`) of path; "" for an output not asked
+ * for.  False (reported) when a name does not fit. */
+static bool output_names(const struct pargs *a, const char *path, int page, int pages,
+                         char names[N_OUT][OUT_NAME_MAX]) {
+    char *stem = cli_stem(path), base[2048];
+    bool ok = stem && (pages > 1 ? out_name(base, sizeof base, "%s_p%d", stem, page)
+                                 : out_name(base, sizeof base, "%s", stem));
+    free(stem);
+    if (!ok) return false;
+    for (int k = 0; k < N_OUT; k++) names[k][0] = 0;
+    bool tif = has_ext(path, ".tif") || has_ext(path, ".tiff"), npy = has_ext(path, ".npy");
+    ok = out_name(names[OUT_MASK], OUT_NAME_MAX, "%s/%s.%s", a->output, base,
+                  tif ? "tif" : npy ? "npy" : "png");
+    if (ok && a->instances)
+        ok = out_name(names[OUT_INSTANCES], OUT_NAME_MAX, "%s/%s_instances.tif", a->output, base);
+    if (ok && a->probabilities)
+        ok = out_name(names[OUT_PROB], OUT_NAME_MAX, "%s/%s_prob.tif", a->output, base);
+    if (ok && a->overlay)
+        ok = out_name(names[OUT_OVERLAY], OUT_NAME_MAX, "%s/%s_overlay.png", a->output, base);
+    if (ok && a->logits)
+        ok = has_ext(a->logits, ".npy")
+                 ? out_name(names[OUT_LOGITS], OUT_NAME_MAX, "%s", a->logits)
+                 : out_name(names[OUT_LOGITS], OUT_NAME_MAX, "%s/%s_logits.npy", a->logits, base);
+    return ok;
+}
+
 static bool save(unet_ctx *ctx, const char *path, const unet_image *img) {
     unet_status s = unet_image_save(ctx, path, img);
     if (s != UNET_STATUS_OK) {
@@ -64,6 +101,42 @@ static int progress_cb(int done, int total, void *user) {
     return 0;
 }
 
+/* The memory predicting page `page` of path takes, from its header, against the budget; and
+ * its channels against the model's.  Both before any pixel is decoded (a sparse .npy of 4096
+ * channels used to be loaded, 1.3 GB, before this was noticed). */
+static bool fits(unet_ctx *ctx, unet_model *m, const struct pargs *a, const char *path, int page) {
+    const unet_config *cfg = unet_model_config(m);
+    unet_image info;
+    unet_status s = unet_image_info(ctx, path, page, &info);
+    if (s != UNET_STATUS_OK) {
+        cli_lib_error(ctx, s);
+        return false;
+    }
+    if (info.c != cfg->in_channels) {
+        cli_error("%s has %d channels; the model takes %d", path, info.c, cfg->in_channels);
+        return false;
+    }
+    const double P = (double)info.w * info.h, C = info.c, K = cfg->classes;
+    int side = info.h > info.w ? info.h : info.w, T = a->tile;
+    if (T <= 0 && unet_model_round_size(ctx, m, side < 1024 ? side : 1024, &T) != UNET_STATUS_OK)
+        T = 1024;
+    /* Batches never hold more tiles than the image has. */
+    double tiles = ceil((double)info.h / T) * ceil((double)info.w / T);
+    int B = (double)a->batch < tiles ? a->batch : (int)tiles;
+    size_t act = 0;
+    unet_model_cost(ctx, m, B, T, T, NULL, &act);
+    double need = P * C * (double)unet_dtype_size(info.dtype)  /* the decoded image */
+                  + 4 * C * P + 4 * K * P + 5 * P               /* floats, output, labels, mask */
+                  + (a->instances ? 6 * P : 0) + (a->overlay ? 3 * P : 0) +
+                  (a->tta ? 4 * (C + K) * P : 0) + (double)act +
+                  4.0 * B * (C + K) * (double)T * T             /* tiles in and out */
+                  + 4.0 * (double)unet_model_param_count(m);
+    char what[4200];
+    snprintf(what, sizeof what, "%s: predicting this %dx%d image with %d channels", path, info.w,
+             info.h, info.c);
+    return cli_within_budget(what, need, a->budget);
+}
+
 /* Predicts one image (page) and writes the requested outputs; false on failure (reported). */
 static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, const char *path,
                         int page, int pages, unet_norm norm, struct cli_progress *prog) {
@@ -72,19 +145,14 @@ static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, con
     int32_t *labels = NULL;
     int c, h, w;
     bool ok = false;
-    char *stem = cli_stem(path), name[4096];
+    static char name[N_OUT][OUT_NAME_MAX];
     unet_image mask = {0}, extra = {0};
-    if (!stem || !cli_load_image(ctx, path, page, norm, &img, &c, &h, &w)) goto done;
-    if (c != cfg->in_channels) {
-        cli_error("%s has %d channels; the model takes %d", path, c, cfg->in_channels);
+    if (!output_names(a, path, page, pages, name) || !fits(ctx, m, a, path, page)) goto done;
+    if (!cli_load_image(ctx, path, page, norm, &img, &c, &h, &w) ||
+        !cli_nonfinite_to_zero(path, img, (size_t)c * h * w))
         goto done;
-    }
     const int K = cfg->classes;
     const size_t P = (size_t)h * w;
-    char base[2048];
-    if (!(pages > 1 ? out_name(base, sizeof base, "%s_p%d", stem, page)
-                    : out_name(base, sizeof base, "%s", stem)))
-        goto done;
     out = malloc(sizeof(float) * P * (size_t)K);
     labels = malloc(sizeof(int32_t) * P);
     if (!out || !labels) {
@@ -100,21 +168,20 @@ static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, con
     po.output = a->logits && !a->tta ? UNET_OUTPUT_LOGITS : UNET_OUTPUT_PROBABILITIES;
     unet_status s = unet_predict(ctx, m, img, h, w, &po, out, a->quiet ? NULL : progress_cb, prog);
     if (s != UNET_STATUS_OK) {
-        cli_lib_error(ctx, s);
+        cli_error("%s: %s: %s", path, unet_status_str(s), unet_ctx_errmsg(ctx));
         goto done;
     }
+    size_t bad = unet_count_nonfinite(out, P * (size_t)K);
+    if (bad)
+        cli_note("warning: %s: %zu of %zu output values are NaN or infinite (the network "
+                 "overflowed there); those pixels get class 0", path, bad, P * (size_t)K);
     if (a->logits) {
         unet_image li = {.w = w, .h = h, .c = K, .dtype = UNET_DTYPE_F32, .data = out};
-        bool fits = has_ext(a->logits, ".npy")
-                        ? out_name(name, sizeof name, "%s", a->logits)
-                        : out_name(name, sizeof name, "%s/%s_logits.npy", a->logits, base);
-        if (!fits) goto done;
-        if (!save(ctx, name, &li)) goto done;
+        if (!save(ctx, name[OUT_LOGITS], &li)) goto done;
     }
     unet_argmax(out, K, h, w, po.output, labels);
     /* The mask in the input's format family (TIFF for TIFF, .npy for .npy, else PNG): 0/255 for
      * two classes (visible, and read back as binary), class ids otherwise and in .npy. */
-    bool tif = has_ext(path, ".tif") || has_ext(path, ".tiff");
     bool npy = has_ext(path, ".npy");
     if (unet_image_alloc(ctx, &mask, w, h, 1, UNET_DTYPE_U8) != UNET_STATUS_OK) {
         cli_error("%s: out of memory", path);
@@ -123,15 +190,25 @@ static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, con
     uint8_t *mk = mask.data;
     for (size_t i = 0; i < P; i++)
         mk[i] = (uint8_t)(K <= 2 && !npy ? (labels[i] ? 255 : 0) : labels[i]);
-    if (!out_name(name, sizeof name, "%s/%s.%s", a->output, base,
-                  tif ? "tif" : npy ? "npy" : "png"))
-        goto done;
-    if (!save(ctx, name, &mask)) goto done;
+    if (!save(ctx, name[OUT_MASK], &mask)) goto done;
     if (a->instances) {
         int count;
-        if (!out_name(name, sizeof name, "%s/%s_instances.tif", a->output, base)) goto done;
+        /* The watershed floods by the cells' probability (plane 1; the only plane for one
+         * class); logits, already written, become probabilities here. */
+        if (po.output == UNET_OUTPUT_LOGITS) {
+            if ((s = unet_probabilities(ctx, out, K, h, w)) != UNET_STATUS_OK) {
+                cli_lib_error(ctx, s);
+                goto done;
+            }
+            po.output = UNET_OUTPUT_PROBABILITIES;
+        }
+        unet_instance_opts io = {strcmp(a->instance_method, "cc") == 0 ? UNET_INSTANCES_CC
+                                                                        : UNET_INSTANCES_WATERSHED,
+                                 a->grow, a->erode, a->min_size, a->seed_threshold};
         int32_t *inst = malloc(sizeof(int32_t) * P);
-        s = inst ? unet_instances(ctx, labels, h, w, a->grow, inst, &count) : UNET_STATUS_NOMEM;
+        s = !inst ? UNET_STATUS_NOMEM
+                  : unet_segment_instances(ctx, labels, out + (K > 1 ? P : 0), h, w, &io, inst,
+                                           &count);
         if (s != UNET_STATUS_OK) {
             free(inst);
             cli_lib_error(ctx, s);
@@ -139,12 +216,12 @@ static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, con
         }
         if (count > 65535) {
             unet_image li = {.w = w, .h = h, .c = 1, .dtype = UNET_DTYPE_I32, .data = inst};
-            ok = save(ctx, name, &li);
+            ok = save(ctx, name[OUT_INSTANCES], &li);
         } else {
             unet_image li = {0};
             ok = unet_image_alloc(ctx, &li, w, h, 1, UNET_DTYPE_U16) == UNET_STATUS_OK;
             for (size_t i = 0; ok && i < P; i++) ((uint16_t *)li.data)[i] = (uint16_t)inst[i];
-            ok = ok && save(ctx, name, &li);
+            ok = ok && save(ctx, name[OUT_INSTANCES], &li);
             unet_image_free(&li);
         }
         free(inst);
@@ -161,8 +238,7 @@ static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, con
             }
         }
         unet_image pi = {.w = w, .h = h, .c = K, .dtype = UNET_DTYPE_F32, .data = out};
-        if (!out_name(name, sizeof name, "%s/%s_prob.tif", a->output, base)) goto done;
-        if (!save(ctx, name, &pi)) goto done;
+        if (!save(ctx, name[OUT_PROB], &pi)) goto done;
     }
     if (a->overlay) {
         /* The first channel, min-max stretched for display. */
@@ -177,24 +253,55 @@ static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, con
             goto done;
         }
         s = unet_overlay(ctx, img, labels, h, w, extra.data);
-        if (!out_name(name, sizeof name, "%s/%s_overlay.png", a->output, base)) goto done;
         if (s != UNET_STATUS_OK) {
             cli_lib_error(ctx, s);
             goto done;
         }
-        if (!save(ctx, name, &extra)) goto done;
+        if (!save(ctx, name[OUT_OVERLAY], &extra)) goto done;
     }
     ok = true;
 done:
-    free(stem);
     free(img), free(out), free(labels);
     unet_image_free(&mask);
     unet_image_free(&extra);
     return ok;
 }
 
+/* Before any image is predicted: the path rule over every output of every input (each page of
+ * a stack), then the lock on the output folder and the removal of temporaries that runs killed
+ * mid-write left there.  0 with *lock_fd held, or the exit status (message printed). */
+static int guard(unet_ctx *ctx, const struct pargs *a, const struct cli_files *files, int *lock_fd) {
+    static char names[N_OUT][OUT_NAME_MAX];
+    struct cli_uses us = {0};
+    int rc = 0;
+    cli_uses_read(&us, a->model, "--model", 0);
+    for (int i = 0; i < files->count; i++) cli_uses_read(&us, files->paths[i], "an input image", 0);
+    for (int i = 0; i < files->count && !rc; i++) {
+        int pages = 1;
+        if (unet_image_pages(ctx, files->paths[i], &pages) != UNET_STATUS_OK) continue; /* later */
+        for (int p = 0; p < pages && !rc; p++) {
+            if (!output_names(a, files->paths[i], p, pages, names)) rc = CLI_EXIT_FAIL;
+            for (int k = 0; k < N_OUT && !rc; k++)
+                if (names[k][0])
+                    cli_uses_write(&us, names[k], out_role[k], files->paths[i], CLI_OUT_ANY, 0);
+        }
+    }
+    if (!rc) rc = cli_uses_check(&us, false);
+    cli_uses_free(&us);
+    if (rc) return rc;
+    *lock_fd = cli_lock(a->output, "--output");
+    if (*lock_fd < 0) return CLI_EXIT_FAIL;
+    unet_remove_stale_temporaries(a->output);
+    if (a->logits) unet_remove_stale_temporaries(a->logits);
+    return 0;
+}
+
 int cmd_predict(int argc, char **argv) {
-    struct pargs a = {.tile = 0, .overlap = INT_MIN, .batch = 1, .grow = 2};
+    const unet_instance_opts idef = unet_instance_defaults();
+    struct pargs a = {.tile = 0, .overlap = INT_MIN, .batch = 1, .grow = idef.grow,
+                      .erode = idef.erode, .min_size = idef.min_size,
+                      .seed_threshold = idef.seed_threshold,
+                      .instance_method = "watershed"};
     const struct cli_opt opts[] = {
         {"--model", CLI_STR, &a.model, "FILE", "the trained model (.safetensors)"},
         {"--input", CLI_STR, &a.input, "FILE|DIR", "an image, a stack or a folder of images"},
@@ -203,6 +310,12 @@ int cmd_predict(int argc, char **argv) {
         {"--overlay", CLI_FLAG, &a.overlay, NULL, "also write NAME_overlay.png"},
         {"--instances", CLI_FLAG, &a.instances, NULL, "also write 16-bit instance labels"},
         {"--grow", CLI_INT, &a.grow, "N", "grow instances back over N border pixels (2)"},
+        {"--instance-method", CLI_STR, &a.instance_method, "NAME",
+         "watershed (default: seeds from the eroded cells) or cc (connected components)"},
+        {"--erode", CLI_INT, &a.erode, "N", "watershed seeds: cells eroded by N pixels (8)"},
+        {"--min-size", CLI_INT, &a.min_size, "N", "remove instances under N pixels (256)"},
+        {"--seed-threshold", CLI_FLOAT, &a.seed_threshold, "P",
+         "watershed seeds: cells with probability above P (0.8)"},
         {"--logits", CLI_STR, &a.logits, "FILE.npy|DIR", "raw logits (classes, H, W) float32"},
         {"--tile", CLI_INT, &a.tile, "T", "input tile side (default: whole image up to 1024)"},
         {"--overlap", CLI_INT, &a.overlap, "O", "output overlap between tiles (64)"},
@@ -211,6 +324,7 @@ int cmd_predict(int argc, char **argv) {
         {"--norm", CLI_STR, &a.norm, "NAME", "auto (default), percentile, max, none"},
         {"--threads", CLI_INT, &a.threads, "T", "threads (all cores)"},
         {"--max-pixels", CLI_STR, &a.max_pixels, "N", CLI_MAX_PIXELS_HELP},
+        {"--max-memory", CLI_STR, &a.max_memory, "SIZE", CLI_MAX_MEMORY_HELP},
         {"--quiet", CLI_FLAG, &a.quiet, NULL, "no progress lines"},
     };
     if (!cli_parse("predict", "--model FILE --input FILE|DIR --output DIR [options]", argc, argv,
@@ -224,13 +338,24 @@ int cmd_predict(int argc, char **argv) {
     if (a.norm && !cli_parse_norm(a.norm, &norm)) return CLI_EXIT_USAGE;
     uint64_t max_pixels = 0;
     if (a.max_pixels && !cli_parse_max_pixels(a.max_pixels, &max_pixels)) return CLI_EXIT_USAGE;
-    if (a.batch < 1 || a.grow < 0 || a.tile < 0) {
-        cli_error("predict: --batch >= 1, --grow >= 0, --tile >= 0");
+    a.budget = cli_memory_default();
+    if (a.max_memory && !cli_parse_bytes("--max-memory", a.max_memory, &a.budget))
+        return CLI_EXIT_USAGE;
+    if (a.batch < 1 || a.grow < 0 || a.tile < 0 || a.erode < 0 || a.min_size < 0 ||
+        !(a.seed_threshold >= 0 && a.seed_threshold < 1)) {
+        cli_error("predict: --batch >= 1, --grow, --erode, --min-size, --tile >= 0, "
+                  "0 <= --seed-threshold < 1");
+        return CLI_EXIT_USAGE;
+    }
+    if (strcmp(a.instance_method, "cc") != 0 && strcmp(a.instance_method, "watershed") != 0) {
+        cli_error("predict: --instance-method: '%s' (expected watershed or cc)",
+                  a.instance_method);
         return CLI_EXIT_USAGE;
     }
     unet_ctx *ctx = unet_ctx_create();
     if (!ctx) return CLI_EXIT_FAIL;
     if (max_pixels) unet_ctx_set_max_pixels(ctx, max_pixels);
+    if (a.budget < unet_ctx_max_image_bytes(ctx)) unet_ctx_set_max_image_bytes(ctx, a.budget);
     if (a.threads && unet_ctx_set_threads(ctx, a.threads) != UNET_STATUS_OK) {
         cli_lib_error(ctx, UNET_STATUS_ARG);
         unet_ctx_free(ctx);
@@ -238,7 +363,7 @@ int cmd_predict(int argc, char **argv) {
     }
     unet_model *m = NULL;
     struct cli_files files = {0};
-    int failed = 0, done = 0;
+    int failed = 0, done = 0, lock_fd = -1, rc = 0;
     unet_status s = unet_model_load(ctx, a.model, &m);
     if (s != UNET_STATUS_OK) {
         cli_lib_error(ctx, s);
@@ -264,6 +389,7 @@ int cmd_predict(int argc, char **argv) {
         failed = 1;
         goto out;
     }
+    if ((rc = guard(ctx, &a, &files, &lock_fd)) != 0) goto out;
     struct cli_progress prog;
     cli_progress_init(&prog);
     for (int i = 0; i < files.count; i++) {
@@ -293,8 +419,9 @@ int cmd_predict(int argc, char **argv) {
         cli_error("%d of %d images failed (see above); %d written to %s", failed, done + failed,
                   done, a.output);
 out:
+    cli_unlock(lock_fd, NULL);
     cli_files_free(&files);
     unet_model_free(m);
     unet_ctx_free(ctx);
-    return failed ? CLI_EXIT_FAIL : 0;
+    return rc ? rc : failed ? CLI_EXIT_FAIL : 0;
 }

@@ -30,6 +30,9 @@ int cmd_weightmap(int argc, char **argv) {
         cli_error("--wc: '%s' (expected balance or none)", wc_name);
         return CLI_EXIT_USAGE;
     }
+    const char *const outs[2] = {out_path, png}, *const roles[2] = {"--output", "--png"};
+    int grc = cli_guard_io(mask_path, "--mask", outs, roles);
+    if (grc) return grc;
     unet_ctx *ctx = unet_ctx_create();
     unet_image m = {0}, out = {0}, pic = {0};
     int32_t *labels = NULL;

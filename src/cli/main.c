@@ -17,6 +17,7 @@ static const struct {
     {"weightmap", cmd_weightmap, "the paper's border weight map of a mask"},
     {"convolutionalize", cmd_convolutionalize, "turn a VGG classifier into an FCN"},
     {"export", cmd_export, "write a model as ONNX or as a bioimage.io model package"},
+    {"report", cmd_report, "one HTML page of training curves, settings and evaluations"},
 };
 
 static void usage(FILE *f) {

@@ -9,37 +9,20 @@
  * and every key of a loaded file is kept on the model (unet_model_meta).  A resumable checkpoint
  * adds optimizer.* tensors (the moments, and the moving average with ema_decay, ema_updates).
  * A checkpoint converted from PyTorch has no metadata; the architecture is then inferred from
- * the names and shapes (see infer_config) and every tensor is still checked against it.
+ * the names and shapes by the network families (unet__config_infer, model.h) and every tensor
+ * is still checked against it.
  * Loading is strict, like load_state_dict(strict=True): a missing, unexpected, misshapen or
  * non-float tensor is an error naming the tensor.
  */
+#include "io/checkpoint.h"
 #include "io/safetensors.h"
-#include "model.h"
 
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static const char *arch_names[] = {"unet", "unet-paper", "fcn32s", "fcn16s", "fcn8s"};
-
-const char *unet_arch_name(unet_arch a) {
-    if ((int)a < 0 || (size_t)a >= sizeof arch_names / sizeof arch_names[0]) return "?";
-    return arch_names[a];
-}
-
-unet_status unet_arch_parse(unet_ctx *ctx, const char *name, unet_arch *out) {
-    for (size_t i = 0; name && i < sizeof arch_names / sizeof arch_names[0]; i++)
-        if (strcmp(name, arch_names[i]) == 0) {
-            *out = (unet_arch)i;
-            return UNET_STATUS_OK;
-        }
-    return unet__fail(ctx, UNET_STATUS_ARG,
-                      "unknown architecture '%s' (expected unet, unet-paper, fcn32s, fcn16s, fcn8s)",
-                      name ? name : "(null)");
-}
-
 
 static bool parse_int(const char *s, int *out) {
     if (!s || !*s) return false;
@@ -88,82 +71,72 @@ static unet_status config_from_meta(unet_ctx *ctx, const struct unet__safetensor
     return UNET_STATUS_OK;
 }
 
-/* A dimension from a file as an int for a configuration; -1 (invalid for every field) when it
- * is beyond any sensible size, so a huge value cannot wrap into a valid-looking one. */
-static int dim_int(int64_t d) {
-    return d >= 0 && d <= (1 << 20) ? (int)d : -1;
-}
-
-static const struct unet__st_tensor *find(const struct unet__safetensors *st, const char *fmt, int k) {
-    char name[128];
-    snprintf(name, sizeof name, fmt, k);
-    return unet__st_find(st, name);
-}
-
-/* Infers a U-Net configuration from a state_dict without metadata (a PyTorch checkpoint):
- *   in_channels, base     inc.double_conv.0.weight (base, in, 3, 3)
- *   batchnorm             inc.double_conv.1.weight exists (else conv, ReLU, conv, ReLU)
- *   conv_bias             inc.double_conv.0.bias exists
- *   depth                 the largest K with downK.maxpool_conv.1.double_conv.0.weight
- *   up                    up1.up.weight exists: transposed; else bilinear
- *   classes               outc.conv.weight (classes, base, 1, 1)
- * With BatchNorm the padding is "same" (milesial); without, the paper's valid convolutions.
- * The padding cannot be seen in the weights: add metadata to say otherwise. */
-/* Infers an FCN configuration (docs/fcn.md) from a state_dict without metadata:
- *   arch                  score_pool3.weight exists: fcn8s; else score_pool4.weight: fcn16s;
- *                         else fcn32s
- *   in_channels, base     conv1_1.weight (base, in, 3, 3)
- *   fc_channels           fc6.weight (fc, 8 base, 7, 7)
- *   classes               score_fr.weight (classes, fc, 1, 1)
- * conv1_1's padding (100) and whether the final upsampling was learned (no: a fixed buffer)
- * cannot be seen in the weights and take the defaults. */
-static unet_status infer_fcn_config(unet_ctx *ctx, const struct unet__safetensors *st,
-                                    unet_config *c) {
-    const struct unet__st_tensor *c11 = unet__st_find(st, "conv1_1.weight");
-    const struct unet__st_tensor *fc6 = unet__st_find(st, "fc6.weight");
-    const struct unet__st_tensor *score = unet__st_find(st, "score_fr.weight");
-    if (!c11 || !fc6 || !score || c11->ndim != 4 || fc6->ndim != 4 || score->ndim != 4)
-        return unet__fail(ctx, UNET_STATUS_FORMAT,
-                          "%s: no unet metadata and no FCN tensors (conv1_1.weight, fc6.weight as "
-                          "a 7x7 convolution, score_fr.weight): not an FCN checkpoint",
-                          st->path);
-    unet_arch arch = unet__st_find(st, "score_pool3.weight")   ? UNET_ARCH_FCN8S
-                     : unet__st_find(st, "score_pool4.weight") ? UNET_ARCH_FCN16S
-                                                               : UNET_ARCH_FCN32S;
-    *c = unet_config_default(arch);
-    c->in_channels = dim_int(c11->shape[1]);
-    c->base = dim_int(c11->shape[0]);
-    c->fc_channels = dim_int(fc6->shape[0]);
-    c->classes = dim_int(score->shape[0]);
-    if (unet_config_check(ctx, c) != UNET_STATUS_OK)
-        return unet__fail(ctx, UNET_STATUS_FORMAT, "%s: inferred architecture is invalid: %s",
-                          st->path, unet_ctx_errmsg(ctx));
+/* The metadata keys with a fixed set of values: a value outside it is refused, never read as
+ * something else (batchnorm="7" used to mean 7; an unknown init meant PyTorch's). */
+static unet_status check_meta_values(unet_ctx *ctx, const struct unet__safetensors *st) {
+    static const struct {
+        const char *key, *values[3];
+    } known[] = {{"batchnorm", {"0", "1"}},     {"conv_bias", {"0", "1"}},
+                 {"learn_final_up", {"0", "1"}}, {"init", {"he", "pytorch"}},
+                 {"up", {"transpose", "bilinear"}}};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
+        const char *v = unet__st_meta(st, known[i].key);
+        if (!v) continue;
+        bool ok = false;
+        for (int k = 0; k < 3 && known[i].values[k]; k++) ok |= strcmp(v, known[i].values[k]) == 0;
+        if (!ok)
+            return unet__fail(ctx, UNET_STATUS_FORMAT, "%s: metadata %s='%s' (expected '%s' or '%s')",
+                              st->path, known[i].key, v, known[i].values[0], known[i].values[1]);
+    }
     return UNET_STATUS_OK;
 }
 
-static unet_status infer_config(unet_ctx *ctx, const struct unet__safetensors *st, unet_config *c) {
-    if (unet__st_find(st, "score_fr.weight")) return infer_fcn_config(ctx, st, c);
-    const struct unet__st_tensor *inc = unet__st_find(st, "inc.double_conv.0.weight");
-    const struct unet__st_tensor *out = unet__st_find(st, "outc.conv.weight");
-    if (!inc || !out || inc->ndim != 4 || out->ndim != 4)
-        return unet__fail(ctx, UNET_STATUS_FORMAT,
-                          "%s: no unet metadata and no U-Net tensors (inc.double_conv.0.weight, "
-                          "outc.conv.weight): not a U-Net checkpoint",
-                          st->path);
-    bool bn = unet__st_find(st, "inc.double_conv.1.weight") != NULL;
-    *c = unet_config_default(bn ? UNET_ARCH_UNET : UNET_ARCH_UNET_PAPER);
-    c->in_channels = dim_int(inc->shape[1]);
-    c->base = dim_int(inc->shape[0]);
-    c->conv_bias = unet__st_find(st, "inc.double_conv.0.bias") != NULL;
-    int depth = 0;
-    while (depth < 16 && find(st, "down%d.maxpool_conv.1.double_conv.0.weight", depth + 1)) depth++;
-    c->depth = depth;
-    c->up = unet__st_find(st, "up1.up.weight") ? UNET_UP_TRANSPOSE : UNET_UP_BILINEAR;
-    c->classes = dim_int(out->shape[0]);
-    if (unet_config_check(ctx, c) != UNET_STATUS_OK)
-        return unet__fail(ctx, UNET_STATUS_FORMAT, "%s: inferred architecture is invalid: %s",
-                          st->path, unet_ctx_errmsg(ctx));
-    return UNET_STATUS_OK;
+/* Tensor shapes for unet__config_infer (model.h, struct unet__shapes). */
+static int st_shape(const void *src, const char *name, int64_t shape[4]) {
+    const struct unet__st_tensor *t = unet__st_find(src, name);
+    if (!t) return -1;
+    for (int i = 0; i < 4; i++) shape[i] = i < t->ndim ? t->shape[i] : 0;
+    return t->ndim;
+}
+
+/* The strict reading of m's parameters from st, the one every loader goes through
+ * (unet_model_load, unet__model_read_weights): each parameter from the tensor map names (by
+ * default its own name and shape), a missing, misshapen or non-float tensor an error naming
+ * it; then every tensor of st must have been read or be one the map expects all the same.
+ * `what` ends the message about an unexpected tensor ("for <what>"). */
+static unet_status read_params(unet_ctx *ctx, const struct unet__safetensors *st, const char *path,
+                               unet_model *m, const struct unet__weights_map *map,
+                               const char *what) {
+    bool *used = calloc((size_t)st->count + 1, sizeof *used);
+    if (!used) return unet__fail(ctx, UNET_STATUS_NOMEM, "%s: out of memory", path);
+    unet_status s = UNET_STATUS_OK;
+    for (int i = 0; i < m->n_params && s == UNET_STATUS_OK; i++) {
+        const struct unet__param *p = &m->params[i];
+        const char *name = p->name;
+        int64_t     shape[4];
+        int         ndim = p->ndim;
+        memcpy(shape, p->shape, sizeof shape);
+        if (map && map->source && !map->source(map->user, p, &name, shape, &ndim)) continue;
+        const struct unet__st_tensor *t = unet__st_find(st, name);
+        if (t) used[t - st->tensors] = true;
+        if (p->kind != UNET__PARAM_COUNTER)
+            s = unet__st_read_f32(ctx, st, name, shape, ndim, unet__model_param_data(m, p));
+        else if (!t)
+            s = unet__fail(ctx, UNET_STATUS_FORMAT, "%s: tensor '%s' is missing", path, name);
+        else if (unet__st_numel(t) != 1 || t->ndim > 1 ||
+                 (t->dtype != UNET__DTYPE_I64 && t->dtype != UNET__DTYPE_I32))
+            s = unet__fail(ctx, UNET_STATUS_FORMAT,
+                           "%s: %s: expected an int64 scalar, got %s with %zu elements", path, name,
+                           unet__dtype_name(t->dtype), unet__st_numel(t));
+        else
+            unet__st_to_i64(st, t, &m->counters[p->offset]);
+    }
+    for (int i = 0; i < st->count && s == UNET_STATUS_OK; i++)
+        if (!used[i] && !(map && map->extra && map->extra(map->user, st->tensors[i].name)))
+            s = unet__fail(ctx, UNET_STATUS_FORMAT, "%s: unexpected tensor '%s' for %s", path,
+                           st->tensors[i].name, what);
+    free(used);
+    return s;
 }
 
 static bool parse_hex64(const char *s, uint64_t *out) {
@@ -184,6 +157,38 @@ static bool is_running_var(const unet_model *m, int j) {
     for (int i = 0; i < m->n_nodes; i++)
         if (m->nodes[i].op == UNET__NODE_BN && m->nodes[i].rvar == j) return true;
     return false;
+}
+
+/* Inference folds each batch-norm into the convolution before it (model.c, conv_bn_forward):
+ * scale a = gamma / sqrt(var + eps), shift = beta + (bias - mean) * a.  Finite weights can
+ * still fold to values beyond float (a weight of 3e38 over a small variance): every output
+ * would then be Inf or NaN, so such a checkpoint is refused, naming the layer and channel. */
+static unet_status check_folded_bn(unet_ctx *ctx, const char *path, const unet_model *m) {
+    for (int i = 0; i < m->n_nodes; i++) {
+        const struct unet__node *bn = &m->nodes[i];
+        if (bn->op != UNET__NODE_BN) continue;
+        const int prod = m->values[bn->in].producer;
+        const struct unet__param *rm = &m->params[bn->rmean];
+        const float *gamma = bn->w >= 0 ? unet__model_param_data(m, &m->params[bn->w]) : NULL;
+        const float *beta = bn->b >= 0 ? unet__model_param_data(m, &m->params[bn->b]) : NULL;
+        const float *bias = prod >= 0 && m->nodes[prod].op == UNET__NODE_CONV && m->nodes[prod].b >= 0
+                                ? unet__model_param_data(m, &m->params[m->nodes[prod].b])
+                                : NULL;
+        const float *mean = unet__model_param_data(m, rm);
+        const float *var = unet__model_param_data(m, &m->params[bn->rvar]);
+        for (size_t c = 0; c < rm->numel; c++) {
+            double a = (gamma ? gamma[c] : 1.0) / sqrt((double)var[c] + 1e-5);
+            double shift = (beta ? beta[c] : 0.0) + ((bias ? bias[c] : 0.0) - mean[c]) * a;
+            if (!(fabs(a) <= FLT_MAX && fabs(shift) <= FLT_MAX))
+                return unet__fail(ctx, UNET_STATUS_NUMERIC,
+                                  "%s: %s folds to a scale of %g and a shift of %g at channel %zu "
+                                  "for inference, beyond float range (weight %g, running variance "
+                                  "%g): every output would be Inf or NaN",
+                                  path, bn->name, a, shift, c, gamma ? (double)gamma[c] : 1.0,
+                                  (double)var[c]);
+        }
+    }
+    return UNET_STATUS_OK;
 }
 
 /* The moving average of a resumable checkpoint (ema.c), when it has one: metadata ema_decay
@@ -280,23 +285,11 @@ static unet_status load_optimizer(unet_ctx *ctx, const struct unet__safetensors 
     return load_ema(ctx, st, m);
 }
 
-static bool is_optimizer_tensor(const char *name) {
+/* A resumable checkpoint's optimizer state, read by load_optimizer (the parameters' reading
+ * leaves it). */
+static bool is_optimizer_tensor(void *user, const char *name) {
+    (void)user;
     return strncmp(name, "optimizer.", 10) == 0;
-}
-
-/* A lower bound on the trainable parameters of cfg, from its largest layer alone: U-Net's
- * deepest double convolution starts with a 3x3 convolution from base 2^(depth-1) channels to
- * at least as many; FCN's fc6 is a 7x7 convolution from 8 base channels to fc_channels.  A
- * file must hold every parameter in at least 2 bytes (F16/BF16), so a configuration read from
- * a small file that claims a huge network is refused here, before its parameter block would be
- * allocated.  cfg has passed unet_config_check (base <= 1024, depth <= 8), so nothing overflows. */
-static uint64_t min_weights(const unet_config *c) {
-    if (c->arch >= UNET_ARCH_FCN32S) {
-        uint64_t fc = c->fc_channels ? (uint64_t)c->fc_channels : 64 * (uint64_t)c->base;
-        return 49 * fc * 8 * (uint64_t)c->base;
-    }
-    uint64_t ch = (uint64_t)c->base << (c->depth - 1);
-    return 9 * ch * ch;
 }
 
 /* The model in st (opened from `path`, a name for messages). */
@@ -304,15 +297,20 @@ static unet_status load_st(unet_ctx *ctx, struct unet__safetensors *st, const ch
                            unet_model **out, bool training, unet_meta_fn meta_fn, void *user) {
     unet_model *m = NULL;
     unet_config cfg;
-    unet_status s = unet__st_meta(st, "arch") ? config_from_meta(ctx, st, &cfg)
-                                              : infer_config(ctx, st, &cfg);
+    const struct unet__shapes shapes = {st_shape, st, st->path};
+    unet_status s = check_meta_values(ctx, st);
+    if (s == UNET_STATUS_OK)
+        s = unet__st_meta(st, "arch") ? config_from_meta(ctx, st, &cfg)
+                                      : unet__config_infer(ctx, &shapes, &cfg);
     if (s != UNET_STATUS_OK) goto fail;
     if (unet_config_check(ctx, &cfg) != UNET_STATUS_OK) {
         s = unet__fail(ctx, UNET_STATUS_FORMAT, "%s: metadata: %s", path,
                        unet_ctx_errmsg(ctx));
         goto fail;
     }
-    uint64_t need = min_weights(&cfg);
+    /* Every parameter takes at least 2 bytes (F16/BF16) in a file: refuse a small file that
+     * claims a huge network before its parameter block is allocated. */
+    uint64_t need = unet__family_of(cfg.arch)->min_weights(&cfg);
     if (need > (st->size - st->data_start) / 2) {
         s = unet__fail(ctx, UNET_STATUS_FORMAT,
                        "%s: a %s with base %d and depth %d has over %llu parameters, but the file "
@@ -328,43 +326,12 @@ static unet_status load_st(unet_ctx *ctx, struct unet__safetensors *st, const ch
         s = s == UNET_STATUS_NOMEM ? s : UNET_STATUS_FORMAT;
         goto fail;
     }
-    int matched = 0;
-    for (int i = 0; i < m->n_params; i++) {
-        const struct unet__param *p = &m->params[i];
-        if (p->kind == UNET__PARAM_COUNTER) {
-            const struct unet__st_tensor *t = unet__st_find(st, p->name);
-            if (!t) {
-                s = unet__fail(ctx, UNET_STATUS_FORMAT, "%s: tensor '%s' is missing", path, p->name);
-                goto fail;
-            }
-            if (unet__st_numel(t) != 1 || t->ndim > 1 ||
-                (t->dtype != UNET__DTYPE_I64 && t->dtype != UNET__DTYPE_I32)) {
-                s = unet__fail(ctx, UNET_STATUS_FORMAT,
-                               "%s: %s: expected an int64 scalar, got %s with %zu elements", path,
-                               p->name, unet__dtype_name(t->dtype), unet__st_numel(t));
-                goto fail;
-            }
-            unet__st_to_i64(st, t, &m->counters[p->offset]);
-        } else {
-            s = unet__st_read_f32(ctx, st, p->name, p->shape, p->ndim, unet__model_param_data(m, p));
-            if (s != UNET_STATUS_OK) goto fail;
-        }
-        matched++;
-    }
-    int optimizer_tensors = 0;
-    for (int i = 0; i < st->count; i++) optimizer_tensors += is_optimizer_tensor(st->tensors[i].name);
-    if (matched + optimizer_tensors != st->count) {
-        for (int i = 0; i < st->count; i++)
-            if (!is_optimizer_tensor(st->tensors[i].name) &&
-                !unet__model_find_param(m, st->tensors[i].name)) {
-                s = unet__fail(ctx, UNET_STATUS_FORMAT,
-                               "%s: unexpected tensor '%s' for a %s (base %d, depth %d): the "
-                               "architecture does not match",
-                               path, st->tensors[i].name, unet_arch_name(cfg.arch), cfg.base,
-                               cfg.depth);
-                goto fail;
-            }
-    }
+    char what[160];
+    snprintf(what, sizeof what, "a %s (base %d, depth %d): the architecture does not match",
+             unet_arch_name(cfg.arch), cfg.base, cfg.depth);
+    const struct unet__weights_map keep_optimizer = {.extra = is_optimizer_tensor};
+    s = read_params(ctx, st, path, m, &keep_optimizer, what);
+    if (s != UNET_STATUS_OK) goto fail;
     /* Non-finite weights or running statistics (or a negative running variance, whose square
      * root batch-norm takes) would silently produce NaN masks: refuse them here. */
     for (int j = 0; j < m->n_params; j++) {
@@ -379,14 +346,16 @@ static unet_status load_st(unet_ctx *ctx, struct unet__safetensors *st, const ch
             goto fail;
         }
     }
+    s = check_folded_bn(ctx, path, m);
+    if (s != UNET_STATUS_OK) goto fail;
     const char *steps = unet__st_meta(st, "train_steps");
     if (steps) {
         char *end;
         long v = strtol(steps, &end, 10);
-        if (end == steps || *end || v < 0 || v == LONG_MAX) {
+        if (end == steps || *end || v < 0 || v > UNET_MAX_STEPS) {
             s = unet__fail(ctx, UNET_STATUS_FORMAT,
-                           "%s: metadata train_steps='%s' is not a non-negative integer", path,
-                           steps);
+                           "%s: metadata train_steps='%s' is not an integer in 0..%ld", path,
+                           steps, UNET_MAX_STEPS);
             goto fail;
         }
         m->opt_step = v;
@@ -420,7 +389,8 @@ static unet_status load(unet_ctx *ctx, const char *path, unet_model **out, bool 
 }
 
 unet_status unet__model_load_mem(unet_ctx *ctx, const char *name, const void *data, size_t size,
-                                 bool training, unet_model **out) {
+                                 bool training, unet_meta_fn meta_fn, void *user,
+                                 unet_model **out) {
     if (!name || !out || (!data && size)) return unet__fail(ctx, UNET_STATUS_ARG, "model_load: NULL argument");
     *out = NULL;
     unsigned char *buf = malloc(size + 1);
@@ -429,9 +399,15 @@ unet_status unet__model_load_mem(unet_ctx *ctx, const char *name, const void *da
     struct unet__safetensors *st = NULL;
     unet_status s = unet__st_parse(ctx, name, buf, size, &st);
     if (s != UNET_STATUS_OK) return s;
-    s = load_st(ctx, st, name, out, training, NULL, NULL);
+    s = load_st(ctx, st, name, out, training, meta_fn, user);
     unet__st_close(st);
     return s;
+}
+
+unet_status unet__model_read_weights(unet_ctx *ctx, const struct unet__safetensors *st,
+                                     unet_model *m, const struct unet__weights_map *map,
+                                     const char *what) {
+    return read_params(ctx, st, st->path, m, map, what);
 }
 
 unet_status unet_model_load(unet_ctx *ctx, const char *path, unet_model **out) {
@@ -506,7 +482,7 @@ static unet_status save(unet_ctx *ctx, const unet_model *m, const char *path, bo
     };
     int k = (int)(sizeof fixed / sizeof fixed[0]);
     memcpy(meta, fixed, sizeof fixed);
-    if (c->arch >= UNET_ARCH_FCN32S) { /* FCN-only keys: U-Net checkpoints do not carry them */
+    if (unet__family_of(c->arch)->fc_config) { /* FCN's keys: U-Net checkpoints lack them */
         snprintf(v[11], sizeof v[11], "%d", c->fc_channels);
         meta[k++] = "fc_channels", meta[k++] = v[11];
         meta[k++] = "learn_final_up", meta[k++] = c->learn_final_up ? "1" : "0";

@@ -96,12 +96,32 @@ unet_status unet__image_create(unet_ctx *ctx, const char *path, uint64_t w, uint
                           "(unet_ctx_set_max_pixels)",
                           path, (unsigned long long)w, (unsigned long long)h,
                           (unsigned long long)pixels, (unsigned long long)max);
-    unet_status s = unet_image_alloc(ctx, out, (int)w, (int)h, (int)c, dtype);
-    if (s == UNET_STATUS_NOMEM)
-        return unet__fail(ctx, s, "%s: cannot allocate an image of %llux%llu with %llu channels",
+    /* pixels < 2^62 and c * size < 2^34: the product in double is exact enough to compare. */
+    const size_t bs = unet_dtype_size(dtype);
+    const double bytes = (double)pixels * (double)c * (double)bs;
+    const uint64_t budget = unet_ctx_max_image_bytes(ctx);
+    if (bytes > (double)budget || bytes > (double)SIZE_MAX / 2)
+        return unet__fail(ctx, UNET_STATUS_FORMAT,
+                          "%s: image %llux%llu with %llu channels of %zu-byte samples decodes to "
+                          "%.0f bytes, over the limit of %llu (unet_ctx_set_max_image_bytes)",
                           path, (unsigned long long)w, (unsigned long long)h,
-                          (unsigned long long)c);
-    return s;
+                          (unsigned long long)c, bs, bytes, (unsigned long long)budget);
+    out->w = (int)w;
+    out->h = (int)h;
+    out->c = (int)c;
+    out->dtype = dtype;
+    return UNET_STATUS_OK;
+}
+
+unet_status unet__image_alloc_pixels(unet_ctx *ctx, const char *path, unet_image *img) {
+    /* Not zeroed: the decoder writes every sample, and untouched pages of a large allocation
+     * cost nothing until then (a file that fails halfway never touched the rest). */
+    size_t bytes = (size_t)img->w * (size_t)img->h * (size_t)img->c * unet_dtype_size(img->dtype);
+    img->data = unet__alloc(bytes);
+    if (!img->data)
+        return unet__fail(ctx, UNET_STATUS_NOMEM, "%s: cannot allocate an image of %dx%d with %d "
+                          "channels (%zu bytes)", path, img->w, img->h, img->c, bytes);
+    return UNET_STATUS_OK;
 }
 
 /* ---- format dispatch ---- */
@@ -111,8 +131,9 @@ enum format { FORMAT_UNKNOWN, FORMAT_PNG, FORMAT_TIFF, FORMAT_NPY };
 static unet_status sniff(unet_ctx *ctx, const char *path, enum format *fmt) {
     *fmt = FORMAT_UNKNOWN;
     unsigned char m[8] = {0};
-    FILE *f = fopen(path, "rb");
-    if (!f) return unet__fail(ctx, UNET_STATUS_IO, "%s: cannot open: %s", path, strerror(errno));
+    FILE *f;
+    unet_status s = unet__fopen_regular(ctx, path, &f, NULL);
+    if (s != UNET_STATUS_OK) return s;
     size_t n = fread(m, 1, sizeof m, f);
     int err = ferror(f);
     fclose(f);
@@ -131,7 +152,7 @@ static unet_status sniff(unet_ctx *ctx, const char *path, enum format *fmt) {
     return UNET_STATUS_OK;
 }
 
-unet_status unet_image_load(unet_ctx *ctx, const char *path, int page, unet_image *out) {
+static unet_status load(unet_ctx *ctx, const char *path, int page, bool pixels, unet_image *out) {
     if (!out) return unet__fail(ctx, UNET_STATUS_ARG, "unet_image_load: out is NULL");
     memset(out, 0, sizeof *out);
     if (!path) return unet__fail(ctx, UNET_STATUS_ARG, "unet_image_load: path is NULL");
@@ -143,12 +164,20 @@ unet_status unet_image_load(unet_ctx *ctx, const char *path, int page, unet_imag
         return unet__fail(ctx, UNET_STATUS_ARG, "%s: page %d requested, the file has one image",
                           path, page);
     switch (fmt) {
-    case FORMAT_PNG:  return unet__png_load(ctx, path, out);
-    case FORMAT_TIFF: return unet__tiff_load(ctx, path, page, out);
-    case FORMAT_NPY:  return unet__npy_load(ctx, path, out);
+    case FORMAT_PNG:  return unet__png_load(ctx, path, pixels, out);
+    case FORMAT_TIFF: return unet__tiff_load(ctx, path, page, pixels, out);
+    case FORMAT_NPY:  return unet__npy_load(ctx, path, pixels, out);
     case FORMAT_UNKNOWN: break;
     }
     return UNET_STATUS_FORMAT;
+}
+
+unet_status unet_image_load(unet_ctx *ctx, const char *path, int page, unet_image *out) {
+    return load(ctx, path, page, true, out);
+}
+
+unet_status unet_image_info(unet_ctx *ctx, const char *path, int page, unet_image *info) {
+    return load(ctx, path, page, false, info);
 }
 
 unet_status unet_image_pages(unet_ctx *ctx, const char *path, int *pages) {

@@ -14,6 +14,7 @@
  * when its dtype needs converting (float64 -> F32, int64 -> I32 with a range check), so the
  * peak memory is the image plus one chunk.
  */
+#include "io/file.h"
 #include "io/image_formats.h"
 
 #include <errno.h>
@@ -22,7 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "npy.c reads little-endian arrays and needs a little-endian host"
@@ -162,7 +162,9 @@ bool unet__npy_parse_header(const char *hdr, size_t hlen, struct unet__npy_heade
 
 /* ---- dtypes ---- */
 
-enum conv { CONV_COPY, CONV_I8, CONV_I16, CONV_U32, CONV_I64, CONV_U64, CONV_F64 };
+/* How items become unet's: read in place, integers (signed or not, itemsize bytes) to int32,
+ * doubles to float. */
+enum conv { CONV_COPY, CONV_INT, CONV_UINT, CONV_F64 };
 
 static const struct {
     const char *descr;
@@ -171,50 +173,28 @@ static const struct {
     enum conv   conv;
 } dtypes[] = {
     {"|b1", 1, UNET_DTYPE_U8, CONV_COPY},   {"|u1", 1, UNET_DTYPE_U8, CONV_COPY},
-    {"|i1", 1, UNET_DTYPE_I32, CONV_I8},    {"<u2", 2, UNET_DTYPE_U16, CONV_COPY},
-    {"<i2", 2, UNET_DTYPE_I32, CONV_I16},   {"<u4", 4, UNET_DTYPE_I32, CONV_U32},
-    {"<i4", 4, UNET_DTYPE_I32, CONV_COPY},  {"<u8", 8, UNET_DTYPE_I32, CONV_U64},
-    {"<i8", 8, UNET_DTYPE_I32, CONV_I64},   {"<f4", 4, UNET_DTYPE_F32, CONV_COPY},
+    {"|i1", 1, UNET_DTYPE_I32, CONV_INT},   {"<u2", 2, UNET_DTYPE_U16, CONV_COPY},
+    {"<i2", 2, UNET_DTYPE_I32, CONV_INT},   {"<u4", 4, UNET_DTYPE_I32, CONV_UINT},
+    {"<i4", 4, UNET_DTYPE_I32, CONV_COPY},  {"<u8", 8, UNET_DTYPE_I32, CONV_UINT},
+    {"<i8", 8, UNET_DTYPE_I32, CONV_INT},   {"<f4", 4, UNET_DTYPE_F32, CONV_COPY},
     {"<f8", 8, UNET_DTYPE_F32, CONV_F64},
 };
 #define N_DTYPES (sizeof dtypes / sizeof dtypes[0])
 
-/* Converts n items of src into dst (from index 0); returns the index of the first item that
- * does not fit, or n. */
-static size_t convert(void *dst, const unsigned char *src, size_t n, enum conv conv) {
+/* Converts n items of itemsize bytes of src into dst (from index 0); returns the index of the
+ * first item that does not fit, or n. */
+static size_t convert(void *dst, const unsigned char *src, size_t n, size_t itemsize,
+                      enum conv conv) {
     int32_t *d32 = dst;
     float *df = dst;
     for (size_t i = 0; i < n; i++) {
         switch (conv) {
         case CONV_COPY: return n; /* not used: copies are read in place */
-        case CONV_I8: d32[i] = (int8_t)src[i]; break;
-        case CONV_I16: {
-            int16_t v;
-            memcpy(&v, src + 2 * i, 2);
-            d32[i] = v;
+        case CONV_INT:
+        case CONV_UINT:
+            if (!unet__int_sample(src + itemsize * i, itemsize, conv == CONV_INT, &d32[i]))
+                return i;
             break;
-        }
-        case CONV_U32: {
-            uint32_t v;
-            memcpy(&v, src + 4 * i, 4);
-            if (v > INT32_MAX) return i;
-            d32[i] = (int32_t)v;
-            break;
-        }
-        case CONV_I64: {
-            int64_t v;
-            memcpy(&v, src + 8 * i, 8);
-            if (v < INT32_MIN || v > INT32_MAX) return i;
-            d32[i] = (int32_t)v;
-            break;
-        }
-        case CONV_U64: {
-            uint64_t v;
-            memcpy(&v, src + 8 * i, 8);
-            if (v > INT32_MAX) return i;
-            d32[i] = (int32_t)v;
-            break;
-        }
         case CONV_F64: {
             double v;
             memcpy(&v, src + 8 * i, 8);
@@ -239,19 +219,14 @@ static const char *shape_str(char *buf, size_t size, const struct unet__npy_head
 
 /* ---- reading ---- */
 
-unet_status unet__npy_load(unet_ctx *ctx, const char *path, unet_image *out) {
+unet_status unet__npy_load(unet_ctx *ctx, const char *path, bool pixels, unet_image *out) {
     memset(out, 0, sizeof *out);
-    unet_status s = UNET_STATUS_OK;
     char *hdr = NULL;
     unsigned char *chunk = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return unet__fail(ctx, UNET_STATUS_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        s = unet__fail(ctx, UNET_STATUS_IO, "%s: not a regular file", path);
-        goto done;
-    }
-    uint64_t file_size = (uint64_t)sb.st_size;
+    FILE *f;
+    uint64_t file_size;
+    unet_status s = unet__fopen_regular(ctx, path, &f, &file_size);
+    if (s != UNET_STATUS_OK) return s;
     unsigned char pre[12];
     if (fread(pre, 1, 10, f) != 10 || memcmp(pre, "\x93NUMPY", 6) != 0) {
         s = unet__fail(ctx, UNET_STATUS_FORMAT, "%s: not a .npy file (truncated magic)", path);
@@ -332,6 +307,8 @@ unet_status unet__npy_load(unet_ctx *ctx, const char *path, unet_image *out) {
     uint64_t c = h.ndim == 3 ? (uint64_t)h.shape[0] : 1;
     s = unet__image_create(ctx, path, (uint64_t)h.shape[h.ndim - 1],
                            (uint64_t)h.shape[h.ndim - 2], c, dtypes[t].dtype, out);
+    if (s != UNET_STATUS_OK || !pixels) goto done;
+    s = unet__image_alloc_pixels(ctx, path, out);
     if (s != UNET_STATUS_OK) goto done;
     if (dtypes[t].conv == CONV_COPY) {
         if (fread(out->data, 1, nbytes, f) != nbytes) {
@@ -353,7 +330,8 @@ unet_status unet__npy_load(unet_ctx *ctx, const char *path, unet_image *out) {
             s = unet__fail(ctx, UNET_STATUS_IO, "%s: cannot read the .npy data", path);
             goto done;
         }
-        size_t bad = convert((unsigned char *)out->data + i * out_size, chunk, n, dtypes[t].conv);
+        size_t bad = convert((unsigned char *)out->data + i * out_size, chunk, n,
+                             dtypes[t].itemsize, dtypes[t].conv);
         if (bad != n) {
             s = unet__fail(ctx, UNET_STATUS_FORMAT,
                            "%s: .npy element %zu does not fit in %s", path, i + bad,

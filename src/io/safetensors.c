@@ -141,6 +141,35 @@ static int cmp_tensor_name(const void *a, const void *b) {
                   ((const struct unet__st_tensor *)b)->name);
 }
 
+static int cmp_tensor_offset(const void *a, const void *b) {
+    const struct unet__st_tensor *x = a, *y = b;
+    return (x->offset > y->offset) - (x->offset < y->offset);
+}
+
+/* The data section as the safetensors format defines it (and its reference loader checks):
+ * the tensors' byte ranges, in offset order, follow each other without gap or overlap from 0
+ * to the end of the file.  Two tensors sharing bytes, or bytes no tensor owns, are refused. */
+static unet_status check_layout(unet_ctx *ctx, const char *name, struct unet__safetensors *st) {
+    qsort(st->tensors, (size_t)st->count, sizeof *st->tensors, cmp_tensor_offset);
+    size_t end = 0;
+    for (int i = 0; i < st->count; i++) {
+        const struct unet__st_tensor *t = &st->tensors[i];
+        if (t->offset != end)
+            return unet__fail(ctx, UNET_STATUS_FORMAT,
+                              "%s: tensor '%s' starts at data byte %zu, where %s (overlapping or "
+                              "missing tensor data)", name, t->name, t->offset,
+                              t->offset < end ? "the previous tensor's data still runs"
+                                              : "no tensor's data ends");
+        end = t->offset + t->nbytes;
+    }
+    if (end != st->size - st->data_start)
+        return unet__fail(ctx, UNET_STATUS_FORMAT,
+                          "%s: the tensors hold %zu data bytes, the file %zu (truncated, or bytes "
+                          "no tensor owns)", name, end, st->size - st->data_start);
+    qsort(st->tensors, (size_t)st->count, sizeof *st->tensors, cmp_tensor_name); /* for find */
+    return UNET_STATUS_OK;
+}
+
 unet_status unet__st_parse(unet_ctx *ctx, const char *name, unsigned char *buf, size_t size,
                            struct unet__safetensors **out) {
     *out = NULL;
@@ -191,7 +220,8 @@ unet_status unet__st_parse(unet_ctx *ctx, const char *name, unsigned char *buf, 
         if (!e->string) continue;
         if (strcmp(e->string, "__metadata__") == 0) {
             if (!cJSON_IsObject(e) || st->meta) {
-                s = unet__fail(ctx, UNET_STATUS_FORMAT, "%s: __metadata__ is not an object", name);
+                s = unet__fail(ctx, UNET_STATUS_FORMAT, "%s: __metadata__ %s", name,
+                               st->meta ? "appears twice" : "is not an object");
                 goto fail;
             }
             int m = cJSON_GetArraySize(e);
@@ -206,6 +236,13 @@ unet_status unet__st_parse(unet_ctx *ctx, const char *name, unsigned char *buf, 
                                    "%s: __metadata__ values must be strings", name);
                     goto fail;
                 }
+                /* JSON allows a key twice; which value counts would be the parser's choice. */
+                for (int k = 0; k < st->meta_count; k++)
+                    if (strcmp(st->meta[2 * k], kv->string) == 0) {
+                        s = unet__fail(ctx, UNET_STATUS_FORMAT,
+                                       "%s: __metadata__ key '%s' appears twice", name, kv->string);
+                        goto fail;
+                    }
                 st->meta[2 * st->meta_count] = unet__strdup(kv->string);
                 st->meta[2 * st->meta_count + 1] = unet__strdup(kv->valuestring);
                 st->meta_count++;
@@ -228,6 +265,8 @@ unet_status unet__st_parse(unet_ctx *ctx, const char *name, unsigned char *buf, 
                            st->tensors[i].name);
             goto fail;
         }
+    s = check_layout(ctx, name, st);
+    if (s != UNET_STATUS_OK) goto fail;
     cJSON_Delete(root);
     *out = st;
     return UNET_STATUS_OK;
@@ -244,6 +283,32 @@ unet_status unet__st_open(unet_ctx *ctx, const char *path, struct unet__safetens
     unet_status s = unet__read_file(ctx, path, MAX_FILE_BYTES, &buf, &size);
     if (s != UNET_STATUS_OK) return s;
     return unet__st_parse(ctx, path, buf, size, out);
+}
+
+unet_status unet_model_probe(unet_ctx *ctx, const char *path, int *is_unet) {
+    if (!path || !is_unet) return unet__fail(ctx, UNET_STATUS_ARG, "model_probe: NULL argument");
+    *is_unet = 0;
+    FILE *f;
+    uint64_t size;
+    unet_status s = unet__fopen_regular(ctx, path, &f, &size);
+    if (s != UNET_STATUS_OK) return s;
+    unsigned char len8[8];
+    uint64_t hlen = 0;
+    if (fread(len8, 1, 8, f) == 8)
+        for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | len8[i];
+    char *hdr = hlen >= 2 && hlen <= MAX_HEADER_BYTES && hlen <= size - 8 ? malloc(hlen) : NULL;
+    if (hdr && fread(hdr, 1, (size_t)hlen, f) == hlen) {
+        pthread_mutex_lock(&json_lock);
+        cJSON *root = cJSON_ParseWithLength(hdr, (size_t)hlen);
+        pthread_mutex_unlock(&json_lock);
+        const cJSON *meta = cJSON_GetObjectItemCaseSensitive(root, "__metadata__");
+        const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(meta, "format");
+        *is_unet = cJSON_IsString(fmt) && strcmp(fmt->valuestring, "unet") == 0;
+        cJSON_Delete(root);
+    }
+    free(hdr);
+    fclose(f);
+    return UNET_STATUS_OK;
 }
 
 const struct unet__st_tensor *unet__st_find(const struct unet__safetensors *st, const char *name) {

@@ -56,11 +56,6 @@ unet_status unet__st_parse(unet_ctx *ctx, const char *name, unsigned char *buf, 
                            struct unet__safetensors **out);
 void unet__st_close(struct unet__safetensors *st);
 
-/* unet_model_load (training: unet_model_load_training without the metadata callback) from a
- * copy of size bytes at data, name labelling messages: the fuzz target's entry (checkpoint.c). */
-unet_status unet__model_load_mem(unet_ctx *ctx, const char *name, const void *data, size_t size,
-                                 bool training, unet_model **out);
-
 const struct unet__st_tensor *unet__st_find(const struct unet__safetensors *st, const char *name);
 size_t unet__st_numel(const struct unet__st_tensor *t);
 const void *unet__st_data(const struct unet__safetensors *st, const struct unet__st_tensor *t);

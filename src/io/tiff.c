@@ -19,13 +19,16 @@
  * channels are one page (gray or RGB); any other channel count is written as one gray page
  * per channel, the layout ImageJ and tifffile read as a stack.
  */
+#include "io/file.h"
 #include "io/image_formats.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <tiffio.h>
+#include <unistd.h>
 
 #define STRIP_TARGET_BYTES ((size_t)128 << 10)
 #define MAX_SAMPLES_PER_PIXEL 16
@@ -63,9 +66,14 @@ static const char *err_text(const struct tiff_err *e) {
     return e->msg[0] ? e->msg : "libtiff reported no detail";
 }
 
-static TIFF *open_tiff(unet_ctx *ctx, const char *name, const char *mode, struct tiff_err *e) {
+/* Opens name for writing (fd < 0) or the descriptor fd for reading (libtiff closes it). */
+static TIFF *open_tiff(unet_ctx *ctx, const char *name, int fd, const char *mode,
+                       struct tiff_err *e) {
     TIFFOpenOptions *opts = TIFFOpenOptionsAlloc();
-    if (!opts) return NULL;
+    if (!opts) {
+        if (fd >= 0) close(fd);
+        return NULL;
+    }
     TIFFOpenOptionsSetErrorHandlerExtR(opts, on_error, e);
     TIFFOpenOptionsSetWarningHandlerExtR(opts, on_warning, NULL);
     /* The largest buffer a valid supported image needs: max_pixels * 4 samples * 4 bytes. */
@@ -73,9 +81,48 @@ static TIFF *open_tiff(unet_ctx *ctx, const char *name, const char *mode, struct
     cap = cap > ((uint64_t)1 << 40) ? ((uint64_t)1 << 44) : cap * 16 + MAX_TILE_BYTES;
     if (cap > (uint64_t)(SIZE_MAX / 2)) cap = (uint64_t)(SIZE_MAX / 2);
     TIFFOpenOptionsSetMaxSingleMemAlloc(opts, (tmsize_t)cap);
-    TIFF *tif = TIFFOpenExt(name, mode, opts);
+    TIFF *tif = fd >= 0 ? TIFFFdOpenExt(fd, name, mode, opts) : TIFFOpenExt(name, mode, opts);
     TIFFOpenOptionsFree(opts);
+    if (!tif && fd >= 0) close(fd);
     return tif;
+}
+
+/* Opens path for reading, a regular file only (a FIFO would block libtiff's open). */
+static unet_status open_read(unet_ctx *ctx, const char *path, struct tiff_err *e, TIFF **tif,
+                             uint64_t *file_size) {
+    int fd;
+    unet_status s = unet__open_regular(ctx, path, &fd);
+    if (s != UNET_STATUS_OK) return s;
+    struct stat sb;
+    *file_size = fstat(fd, &sb) == 0 ? (uint64_t)sb.st_size : 0;
+    *tif = open_tiff(ctx, path, fd, "r", e);
+    if (!*tif)
+        return unet__fail(ctx, UNET_STATUS_FORMAT, "%s: invalid TIFF: %s", path, err_text(e));
+    return UNET_STATUS_OK;
+}
+
+/* How many times a codec can expand what the file stores, at most; 0 when the format sets no
+ * bound (JPEG, ZSTD, LZMA, ...: only unet_ctx_max_image_bytes applies). */
+static uint64_t codec_ratio(uint16_t compression) {
+    switch (compression) {
+    case COMPRESSION_NONE: return 1;
+    case COMPRESSION_PACKBITS: return 64;      /* 2 bytes repeat one byte 128 times */
+    case COMPRESSION_ADOBE_DEFLATE:
+    case COMPRESSION_DEFLATE: return 1032;     /* deflate's largest ratio */
+    case COMPRESSION_LZW: return 4096;         /* a 9..12-bit code stands for <= 4096 bytes */
+    default: return 0;
+    }
+}
+
+/* The bytes of the strips (or tiles) first..first+n-1 that lie inside the file, summed; each
+ * capped by what remains of the file after its offset. */
+static uint64_t stored_bytes(TIFF *tif, uint32_t first, uint32_t n, uint64_t file_size) {
+    uint64_t sum = 0;
+    for (uint32_t i = first; i < first + n; i++) {
+        uint64_t off = TIFFGetStrileOffset(tif, i), len = TIFFGetStrileByteCount(tif, i);
+        if (off < file_size) sum += len < file_size - off ? len : file_size - off;
+    }
+    return sum;
 }
 
 /* ---- reading ---- */
@@ -97,33 +144,15 @@ static bool copy_samples(void *dst, size_t off, const unsigned char *src, size_t
         for (size_t i = 0; i < n; i++) memcpy(&d[i], src + i * stride * 2, 2);
         return true;
     }
-    case KIND_I8: {
-        int32_t *d = (int32_t *)dst + off;
-        for (size_t i = 0; i < n; i++) d[i] = (int8_t)src[i * stride];
-        return true;
-    }
-    case KIND_I16: {
-        int32_t *d = (int32_t *)dst + off;
-        for (size_t i = 0; i < n; i++) {
-            int16_t v;
-            memcpy(&v, src + i * stride * 2, 2);
-            d[i] = v;
-        }
-        return true;
-    }
-    case KIND_I32: {
-        int32_t *d = (int32_t *)dst + off;
-        for (size_t i = 0; i < n; i++) memcpy(&d[i], src + i * stride * 4, 4);
-        return true;
-    }
+    case KIND_I8:
+    case KIND_I16:
+    case KIND_I32:
     case KIND_U32: {
         int32_t *d = (int32_t *)dst + off;
-        for (size_t i = 0; i < n; i++) {
-            uint32_t v;
-            memcpy(&v, src + i * stride * 4, 4);
-            if (v > INT32_MAX) return false;
-            d[i] = (int32_t)v;
-        }
+        const size_t size = k == KIND_I8 ? 1 : k == KIND_I16 ? 2 : 4;
+        for (size_t i = 0; i < n; i++)
+            if (!unet__int_sample(src + i * stride * size, size, k != KIND_U32, &d[i]))
+                return false;
         return true;
     }
     case KIND_F32: {
@@ -148,9 +177,9 @@ static bool sample_kind(uint16_t format, uint16_t bps, enum kind *k, unet_dtype 
     return true;
 }
 
-/* Reads the current directory into *out. */
+/* Reads the current directory into *out (only its description when pixels is false). */
 static unet_status read_page(unet_ctx *ctx, const char *path, TIFF *tif, struct tiff_err *e,
-                             unet_image *out) {
+                             bool pixels, uint64_t file_size, unet_image *out) {
     uint32_t w = 0, h = 0;
     uint16_t spp = 1, bps = 1, format = SAMPLEFORMAT_UINT, planar = PLANARCONFIG_CONTIG;
     uint16_t photometric = PHOTOMETRIC_MINISBLACK;
@@ -200,6 +229,32 @@ static unet_status read_page(unet_ctx *ctx, const char *path, TIFF *tif, struct 
     int planes = separate ? c : 1;                /* planes we need to read */
     unsigned char *buf = NULL;
     bool tiled = TIFFIsTiled(tif);
+    /* What the file can hold: the strips (tiles) of the planes we read, inside the file, times
+     * the codec's largest ratio, must cover the samples we decode (a 226-byte header claiming
+     * 16384 x 16384 x 4 floats is refused here instead of allocating 4 GB). */
+    uint16_t compression = COMPRESSION_NONE;
+    TIFFGetFieldDefaulted(tif, TIFFTAG_COMPRESSION, &compression);
+    uint64_t ratio = codec_ratio(compression);
+    if (ratio) {
+        uint32_t n_all = tiled ? TIFFNumberOfTiles(tif) : TIFFNumberOfStrips(tif);
+        uint32_t n = separate ? n_all / spp * (uint32_t)planes : n_all;
+        uint64_t held = stored_bytes(tif, 0, n, file_size);
+        if (held > file_size) held = file_size;
+        double need = (double)plane * (double)(separate ? planes : spp) * (double)bs;
+        if (need > (double)held * (double)ratio) {
+            s = unet__fail(ctx, UNET_STATUS_FORMAT,
+                           "%s: TIFF of %ux%u with %u samples of %u bits needs %.0f bytes, but "
+                           "its %s hold %llu bytes of the file (compression %u expands at most "
+                           "%llu times): a truncated or forged file",
+                           path, (unsigned)w, (unsigned)h, (unsigned)spp, (unsigned)bps, need,
+                           tiled ? "tiles" : "strips", (unsigned long long)held,
+                           (unsigned)compression, (unsigned long long)ratio);
+            goto fail;
+        }
+    }
+    if (!pixels) return UNET_STATUS_OK;
+    s = unet__image_alloc_pixels(ctx, path, out);
+    if (s != UNET_STATUS_OK) goto fail;
     uint32_t bw = w, bh = 0;                      /* block (tile or strip) width and height */
     if (tiled) {
         TIFFGetField(tif, TIFFTAG_TILEWIDTH, &bw);
@@ -288,12 +343,14 @@ static unet_status count_pages(unet_ctx *ctx, const char *path, TIFF *tif, int *
     return UNET_STATUS_OK;
 }
 
-unet_status unet__tiff_load(unet_ctx *ctx, const char *path, int page, unet_image *out) {
+unet_status unet__tiff_load(unet_ctx *ctx, const char *path, int page, bool pixels,
+                            unet_image *out) {
     memset(out, 0, sizeof *out);
     struct tiff_err e = {.path = path};
-    TIFF *tif = open_tiff(ctx, path, "r", &e);
-    if (!tif) return unet__fail(ctx, UNET_STATUS_FORMAT, "%s: invalid TIFF: %s", path, err_text(&e));
-    unet_status s = UNET_STATUS_OK;
+    TIFF *tif;
+    uint64_t file_size;
+    unet_status s = open_read(ctx, path, &e, &tif, &file_size);
+    if (s != UNET_STATUS_OK) return s;
     if (page > 0 && !TIFFSetDirectory(tif, (tdir_t)page)) {
         int pages = 0;
         e.msg[0] = 0;
@@ -305,7 +362,7 @@ unet_status unet__tiff_load(unet_ctx *ctx, const char *path, int page, unet_imag
             s = unet__fail(ctx, UNET_STATUS_FORMAT, "%s: cannot read TIFF page %d: %s", path,
                            page, err_text(&e));
     }
-    if (s == UNET_STATUS_OK) s = read_page(ctx, path, tif, &e, out);
+    if (s == UNET_STATUS_OK) s = read_page(ctx, path, tif, &e, pixels, file_size, out);
     TIFFClose(tif);
     return s;
 }
@@ -313,9 +370,11 @@ unet_status unet__tiff_load(unet_ctx *ctx, const char *path, int page, unet_imag
 unet_status unet__tiff_pages(unet_ctx *ctx, const char *path, int *pages) {
     *pages = 0;
     struct tiff_err e = {.path = path};
-    TIFF *tif = open_tiff(ctx, path, "r", &e);
-    if (!tif) return unet__fail(ctx, UNET_STATUS_FORMAT, "%s: invalid TIFF: %s", path, err_text(&e));
-    unet_status s = count_pages(ctx, path, tif, pages);
+    TIFF *tif;
+    uint64_t file_size;
+    unet_status s = open_read(ctx, path, &e, &tif, &file_size);
+    if (s != UNET_STATUS_OK) return s;
+    s = count_pages(ctx, path, tif, pages);
     TIFFClose(tif);
     return s;
 }
@@ -346,7 +405,7 @@ unet_status unet__tiff_save(unet_ctx *ctx, const char *path, const char *tmp,
     unet_status s = UNET_STATUS_OK;
     unsigned char *buf = malloc(rps * row_bytes);
     if (!buf) return unet__fail(ctx, UNET_STATUS_NOMEM, "%s: cannot allocate a TIFF strip", path);
-    TIFF *tif = open_tiff(ctx, tmp, big ? "w8" : "w", &e);
+    TIFF *tif = open_tiff(ctx, tmp, -1, big ? "w8" : "w", &e);
     if (!tif) {
         free(buf);
         return unet__fail(ctx, UNET_STATUS_IO, "%s: cannot create %s: %s", path, tmp, err_text(&e));

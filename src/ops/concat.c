@@ -14,6 +14,13 @@
  * plane, so in backward the same split also gives each thread its own gradient planes.
  * The alternative, materialising the padded or cropped map and then copying it, costs a buffer
  * per skip connection and a second pass for no gain.
+ *
+ * Contract (ops.h): float32 NCHW planes; concat y (N, C_a + C_b, H, W) from a, b (N, C, H_a/b,
+ * W_a/b) placed by struct unet__place; add_place y (N, C, H, W) = a + place(b), y may alias a;
+ * crop y (N, C, H, W) = place(x).  Forward overwrites, backward accumulates.  Tested
+ * (tests/test_upsample_concat.c) against unet__concat_forward_ref and element-wise
+ * definitions, against PyTorch (golden upsample_concat: centre crop, F.pad, FCN's crop-and-add)
+ * and by finite differences.
  */
 #include "ops/ops.h"
 
@@ -81,41 +88,35 @@ static void unplace_plane_add(float *dx, const float *dy, int H, int W, const st
     }
 }
 
-/* ---- concatenation ---- */
-
-void unet__concat_forward(float *y, const float *a, const float *b, const struct unet__concat_dims *d) {
-    const int    C = d->a.C + d->b.C;
-    const size_t plane = (size_t)d->H * d->W;
-    const size_t a_plane = (size_t)d->a.H * d->a.W, b_plane = (size_t)d->b.H * d->b.W;
+/* The planes of x (N, p->C, p->H, p->W) placed into channels [c0, c0 + p->C) of y (N, C, H, W)
+ * (forward: out = y, in = x), or the adjoint, dx += the windows of those channels of dy
+ * (out = dx, in = dy).  Each thread owns the planes it writes. */
+static void place_channels(bool forward, float *out, const float *in, int N, int C, int c0, int H,
+                           int W, const struct unet__place *p) {
+    const size_t plane = (size_t)H * W, x_plane = (size_t)p->H * p->W;
 #pragma omp parallel for collapse(2) schedule(static)
-    for (int n = 0; n < d->N; n++)
-        for (int c = 0; c < C; c++) {
-            float *yp = y + ((size_t)n * C + c) * plane;
-            if (c < d->a.C)
-                place_plane(yp, a + ((size_t)n * d->a.C + c) * a_plane, d->H, d->W, &d->a);
-            else
-                place_plane(yp, b + ((size_t)n * d->b.C + (c - d->a.C)) * b_plane, d->H, d->W,
-                            &d->b);
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < p->C; c++) {
+            const size_t yk = ((size_t)n * C + c0 + c) * plane;
+            const size_t xk = ((size_t)n * p->C + c) * x_plane;
+            if (forward) place_plane(out + yk, in + xk, H, W, p);
+            else unplace_plane_add(out + xk, in + yk, H, W, p);
         }
 }
 
+/* ---- concatenation ---- */
+
+void unet__concat_forward(float *y, const float *a, const float *b, const struct unet__concat_dims *d) {
+    const int C = d->a.C + d->b.C;
+    place_channels(true, y, a, d->N, C, 0, d->H, d->W, &d->a);
+    place_channels(true, y, b, d->N, C, d->a.C, d->H, d->W, &d->b);
+}
+
 void unet__concat_backward(float *da, float *db, const float *dy, const struct unet__concat_dims *d) {
-    const int    C = d->a.C + d->b.C;
-    const size_t plane = (size_t)d->H * d->W;
-    const size_t a_plane = (size_t)d->a.H * d->a.W, b_plane = (size_t)d->b.H * d->b.W;
     /* Inverts y[n, c] = place(a[n, c]) for c < C_a, place(b[n, c - C_a]) after. */
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int n = 0; n < d->N; n++)
-        for (int c = 0; c < C; c++) {
-            const float *g = dy + ((size_t)n * C + c) * plane;
-            if (c < d->a.C) {
-                if (da)
-                    unplace_plane_add(da + ((size_t)n * d->a.C + c) * a_plane, g, d->H, d->W, &d->a);
-            } else if (db) {
-                unplace_plane_add(db + ((size_t)n * d->b.C + (c - d->a.C)) * b_plane, g, d->H,
-                                  d->W, &d->b);
-            }
-        }
+    const int C = d->a.C + d->b.C;
+    if (da) place_channels(false, da, dy, d->N, C, 0, d->H, d->W, &d->a);
+    if (db) place_channels(false, db, dy, d->N, C, d->a.C, d->H, d->W, &d->b);
 }
 
 /* The definition, one element at a time. */
@@ -183,23 +184,10 @@ void unet__add_place_backward(float *da, float *db, const float *dy, const struc
 /* ---- crop or pad alone ---- */
 
 void unet__crop_forward(float *y, const float *x, int N, int H, int W, const struct unet__place *p) {
-    const size_t plane = (size_t)H * W, x_plane = (size_t)p->H * p->W;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int n = 0; n < N; n++)
-        for (int c = 0; c < p->C; c++) {
-            const size_t k = (size_t)n * p->C + c;
-            place_plane(y + k * plane, x + k * x_plane, H, W, p);
-        }
+    place_channels(true, y, x, N, p->C, 0, H, W, p);
 }
 
 void unet__crop_backward(float *dx, const float *dy, int N, int H, int W, const struct unet__place *p) {
-    if (!dx) return;
-    const size_t plane = (size_t)H * W, x_plane = (size_t)p->H * p->W;
     /* Inverts y = place(x). */
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int n = 0; n < N; n++)
-        for (int c = 0; c < p->C; c++) {
-            const size_t k = (size_t)n * p->C + c;
-            unplace_plane_add(dx + k * x_plane, dy + k * plane, H, W, p);
-        }
+    if (dx) place_channels(false, dx, dy, N, p->C, 0, H, W, p);
 }

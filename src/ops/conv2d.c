@@ -28,8 +28,16 @@
  * im2col: the input already is the column matrix.  Threads: im2col and col2im split channels,
  * GEMMs split output blocks (gemm.c), bias sums split output channels: each thread owns its
  * writes and the result is the same for any thread count.
+ *
+ * Contract (ops.h): Conv2d x (N, C_in, H_in, W_in), w (C_out, C_in, K_h, K_w) -> y (N, C_out,
+ * H_out, W_out); ConvTranspose2d w (C_in, C_out, K_h, K_w); float32 NCHW, contiguous; forward
+ * overwrites (or applies struct unet__conv_epilogue), backward accumulates.  Tested
+ * (tests/test_conv.c) against the one naive loop nest (conv_ref, behind the four _ref
+ * functions) on odd sizes, strides and paddings, every instruction set's direct and scatter
+ * kernels, PyTorch (golden conv, convt: tools/golden/conv.py), finite differences and the
+ * adjoint identity.
  */
-#include "ops/ops.h"
+#include "ops/kernels.h"
 
 #include <limits.h>
 #include <string.h>
@@ -225,16 +233,6 @@ static void conv_backward_weight_gemm(float *dw, const float *dy, const float *x
     }
 }
 
-static void bias_add(float *y, const float *b, int N, int C, size_t P) {
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int n = 0; n < N; n++)
-        for (int c = 0; c < C; c++) {
-            float *yc = y + ((size_t)n * C + c) * P;
-            const float bc = b[c];
-            for (size_t p = 0; p < P; p++) yc[p] += bc;
-        }
-}
-
 /* db[c] += sum over the batch and pixels of dy[n, c]; summed in double per channel. */
 static void bias_backward(float *db, const float *dy, int N, int C, size_t P) {
 #pragma omp parallel for schedule(static)
@@ -250,19 +248,13 @@ static void bias_backward(float *db, const float *dy, int N, int C, size_t P) {
 
 /* ---- Conv2d ---- */
 
-/* The epilogue as a separate pass after the GEMM path (Winograd applies it in its output
- * transform).  Accumulating GEMMs (beta = 1) only support a shift. */
+/* The epilogue as a separate pass after the GEMM path (the direct path applies it per row,
+ * Winograd in its output transform).  After an accumulating GEMM (beta = 1) it can only be a
+ * shift: y += conv + shift. */
 static void epilogue_pass(float *y, const struct unet__conv_epilogue *ep, int N, int C, size_t P) {
 #pragma omp parallel for collapse(2) schedule(static)
     for (int n = 0; n < N; n++)
-        for (int c = 0; c < C; c++) {
-            float *yc = y + ((size_t)n * C + c) * P;
-            const float a = ep->scale ? ep->scale[c] : 1.0f, b = ep->shift ? ep->shift[c] : 0.0f;
-            for (size_t p = 0; p < P; p++) {
-                float v = yc[p] * a + b;
-                yc[p] = ep->relu && v < 0.0f ? 0.0f : v; /* NaN and -0 kept, as relu.c */
-            }
-        }
+        for (int c = 0; c < C; c++) unet__epilogue_apply(y + ((size_t)n * C + c) * P, P, ep, c);
 }
 
 /* ---- direct convolution for very few input channels (U-Net's first layer) ----
@@ -301,54 +293,38 @@ direct_rows(float *y, const float *x, const float *w, const struct unet__conv2d_
                 for (int ow = lo; ow < hi; ow++) yr[ow] += wv * xr[ow + shift];
             }
         }
-    const float a = ep && ep->scale ? ep->scale[co] : 1.0f;
-    const float b = ep && ep->shift ? ep->shift[co] : 0.0f;
-    const bool  relu = ep && ep->relu;
-#pragma omp simd
-    for (int ow = 0; ow < d->W_out; ow++) {
-        float v = yr[ow] * a + b;
-        yr[ow] = relu && v < 0.0f ? 0.0f : v;
-    }
+    unet__epilogue_apply(yr, (size_t)d->W_out, ep, co);
 }
 
-typedef void (*direct_fn)(float *y, const float *x, const float *w,
-                          const struct unet__conv2d_dims *d, const struct unet__conv_epilogue *ep,
-                          long long q);
-static void direct_portable(float *y, const float *x, const float *w,
-                            const struct unet__conv2d_dims *d,
-                            const struct unet__conv_epilogue *ep, long long q) {
+void unet__conv2d_direct_rows_portable(float *y, const float *x, const float *w,
+                                       const struct unet__conv2d_dims   *d,
+                                       const struct unet__conv_epilogue *ep, long long q) {
     direct_rows(y, x, w, d, ep, q);
 }
-#if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("avx2,fma"))) static void direct_avx2(float *y, const float *x,
-                                                            const float *w,
-                                                            const struct unet__conv2d_dims *d,
-                                                            const struct unet__conv_epilogue *ep,
-                                                            long long q) {
+#ifdef UNET__X86
+UNET__TARGET_AVX2 void unet__conv2d_direct_rows_avx2(float *y, const float *x, const float *w,
+                                                     const struct unet__conv2d_dims   *d,
+                                                     const struct unet__conv_epilogue *ep,
+                                                     long long q) {
     direct_rows(y, x, w, d, ep, q);
 }
-__attribute__((target("avx512f"))) static void direct_avx512(float *y, const float *x,
-                                                             const float *w,
-                                                             const struct unet__conv2d_dims *d,
-                                                             const struct unet__conv_epilogue *ep,
-                                                             long long q) {
+UNET__TARGET_AVX512 void unet__conv2d_direct_rows_avx512(float *y, const float *x, const float *w,
+                                                         const struct unet__conv2d_dims   *d,
+                                                         const struct unet__conv_epilogue *ep,
+                                                         long long q) {
     direct_rows(y, x, w, d, ep, q);
 }
 #endif
 
 static void conv_direct(float *y, const float *x, const float *w, const struct unet__conv2d_dims *d,
                         const struct unet__conv_epilogue *ep) {
-    direct_fn f = direct_portable;
-#if defined(__x86_64__) && defined(__GNUC__)
-    if (unet__cpu_has(UNET__CPU_AVX512)) f = direct_avx512;
-    else if (unet__cpu_has(UNET__CPU_AVX2)) f = direct_avx2;
-#endif
+    const unet__conv2d_rows_fn rows_fn = unet__kernels_pick(UNET__PRECISION_F32)->direct_rows;
     const long long rows = (long long)d->N * d->C_out * d->H_out;
     /* Small layers stay on the calling thread (a team costs more than ~1M multiply-adds). */
     const bool par = (double)rows * d->W_out * d->C_in * d->K_h * d->K_w >= (double)(1 << 20);
     (void)par;
 #pragma omp parallel for schedule(dynamic, 16) if (par)
-    for (long long q = 0; q < rows; q++) f(y, x, w, d, ep, q);
+    for (long long q = 0; q < rows; q++) rows_fn(y, x, w, d, ep, q);
 }
 
 void unet__conv2d_forward_ep(float *y, const float *x, const float *w,
@@ -363,16 +339,11 @@ void unet__conv2d_forward_ep(float *y, const float *x, const float *w,
         unet__conv2d_winograd(y, x, w, false, d, ep, scratch);
         return;
     }
-    const size_t P = (size_t)d->H_out * d->W_out;
-    if (ep && ep->accumulate) {
-        UNET_ASSERT(!ep->scale && !ep->relu);
-        conv_forward_gemm(y, x, w, d, scratch, 1.0f);
-        if (ep->shift) bias_add(y, ep->shift, d->N, d->C_out, P);
-        return;
-    }
-    conv_forward_gemm(y, x, w, d, scratch, 0.0f);
-    if (ep && (ep->scale || ep->relu)) epilogue_pass(y, ep, d->N, d->C_out, P);
-    else if (ep && ep->shift) bias_add(y, ep->shift, d->N, d->C_out, P);
+    const bool acc = ep && ep->accumulate;
+    UNET_ASSERT(!acc || (!ep->scale && !ep->relu));
+    conv_forward_gemm(y, x, w, d, scratch, acc ? 1.0f : 0.0f);
+    if (ep && (ep->scale || ep->shift || ep->relu))
+        epilogue_pass(y, ep, d->N, d->C_out, (size_t)d->H_out * d->W_out);
 }
 
 bool unet__conv2d_fusable(const struct unet__conv2d_dims *d) {
@@ -408,34 +379,23 @@ void unet__conv2d_backward(float *dx, float *dw, float *db, const float *dy, con
     conv_backward_data_gemm(dx, dy, w, d, scratch);
 }
 
-void unet__conv2d_forward_ref(float *y, const float *x, const float *w, const float *b,
-                              const struct unet__conv2d_dims *d) {
+/* The definition of the convolution d and its gradients, the one naive loop nest every _ref
+ * below runs: output pixel o = (n, co, oh, ow) by output pixel, tap (ci, kh, kw) by tap, leaving
+ * out the taps whose input pixel i = (n, ci, oh s - pad + kh, ow s - pad + kw) lies in the zero
+ * padding; k = (co, ci, kh, kw) indexes the weight.
+ *     y[o]   = (y_acc ? y[o] : 0) + (b ? b[co] : 0) + sum_taps x[i] w[k]   (summed in double)
+ *     dx[i] += dy[o] w[k],   dw[k] += dy[o] x[i],   db[co] += dy[o]
+ * Any of y, dx, dw, db may be NULL (and x, dy when nothing reads them). */
+static void conv_ref(float *y, bool y_acc, float *dx, float *dw, float *db, const float *x,
+                     const float *w, const float *b, const float *dy,
+                     const struct unet__conv2d_dims *d) {
     for (int n = 0; n < d->N; n++)
         for (int co = 0; co < d->C_out; co++)
             for (int oh = 0; oh < d->H_out; oh++)
                 for (int ow = 0; ow < d->W_out; ow++) {
-                    double acc = b ? b[co] : 0.0;
-                    for (int ci = 0; ci < d->C_in; ci++)
-                        for (int kh = 0; kh < d->K_h; kh++)
-                            for (int kw = 0; kw < d->K_w; kw++) {
-                                int ih = oh * d->stride_h - d->pad_h + kh;
-                                int iw = ow * d->stride_w - d->pad_w + kw;
-                                if (ih < 0 || ih >= d->H_in || iw < 0 || iw >= d->W_in) continue;
-                                acc += (double)x[(((size_t)n * d->C_in + ci) * d->H_in + ih) * d->W_in + iw] *
-                                       w[(((size_t)co * d->C_in + ci) * d->K_h + kh) * d->K_w + kw];
-                            }
-                    y[(((size_t)n * d->C_out + co) * d->H_out + oh) * d->W_out + ow] = (float)acc;
-                }
-}
-
-void unet__conv2d_backward_ref(float *dx, float *dw, float *db, const float *dy, const float *x,
-                               const float *w, const struct unet__conv2d_dims *d) {
-    /* Inverts y[n,co,oh,ow] = b[co] + sum x[n,ci,ih,iw] w[co,ci,kh,kw] term by term. */
-    for (int n = 0; n < d->N; n++)
-        for (int co = 0; co < d->C_out; co++)
-            for (int oh = 0; oh < d->H_out; oh++)
-                for (int ow = 0; ow < d->W_out; ow++) {
-                    float g = dy[(((size_t)n * d->C_out + co) * d->H_out + oh) * d->W_out + ow];
+                    const size_t o = (((size_t)n * d->C_out + co) * d->H_out + oh) * d->W_out + ow;
+                    const float  g = dy ? dy[o] : 0.0f;
+                    double       acc = (y && y_acc ? y[o] : 0.0) + (b ? b[co] : 0.0);
                     if (db) db[co] += g;
                     for (int ci = 0; ci < d->C_in; ci++)
                         for (int kh = 0; kh < d->K_h; kh++)
@@ -443,12 +403,26 @@ void unet__conv2d_backward_ref(float *dx, float *dw, float *db, const float *dy,
                                 int ih = oh * d->stride_h - d->pad_h + kh;
                                 int iw = ow * d->stride_w - d->pad_w + kw;
                                 if (ih < 0 || ih >= d->H_in || iw < 0 || iw >= d->W_in) continue;
-                                size_t xi = (((size_t)n * d->C_in + ci) * d->H_in + ih) * d->W_in + iw;
-                                size_t wi = (((size_t)co * d->C_in + ci) * d->K_h + kh) * d->K_w + kw;
-                                if (dx) dx[xi] += g * w[wi];
-                                if (dw) dw[wi] += g * x[xi];
+                                size_t i = ((size_t)n * d->C_in + ci) * d->H_in + ih;
+                                size_t k = ((size_t)co * d->C_in + ci) * d->K_h + kh;
+                                i = i * d->W_in + iw, k = k * d->K_w + kw;
+                                if (y) acc += (double)x[i] * w[k];
+                                if (dx) dx[i] += g * w[k];
+                                if (dw) dw[k] += g * x[i];
                             }
+                    if (y) y[o] = (float)acc;
                 }
+}
+
+void unet__conv2d_forward_ref(float *y, const float *x, const float *w, const float *b,
+                              const struct unet__conv2d_dims *d) {
+    conv_ref(y, false, NULL, NULL, NULL, x, w, b, NULL, d);
+}
+
+void unet__conv2d_backward_ref(float *dx, float *dw, float *db, const float *dy, const float *x,
+                               const float *w, const struct unet__conv2d_dims *d) {
+    /* Inverts y[n,co,oh,ow] = b[co] + sum x[n,ci,ih,iw] w[co,ci,kh,kw] term by term. */
+    conv_ref(NULL, false, dx, dw, db, x, w, NULL, dy, d);
 }
 
 /* ---- ConvTranspose2d: the same kernels, transposed ---- */
@@ -513,7 +487,7 @@ static void convt_scatter_forward(float *y, const float *x, const float *w, cons
      * one kernel row are a run of one output row. */
     const int per_row = (d->W_in + K_NR - 1) / K_NR, panels = d->H_in * per_row;
     const int slots = unet__thread_slots();
-    const unet__micro_gemm_fn gemm = unet__micro_gemm();
+    const unet__micro_gemm_fn gemm = unet__kernels_pick(UNET__PRECISION_F32)->micro_gemm;
     float *A = scratch; /* (rows / K_MR, C_in, K_MR): W (C_in, R) by panels of rows */
     float *bufs = A + (size_t)rows * C_in;
     int team = 1;
@@ -591,7 +565,8 @@ void unet__convt2d_forward(float *y, const float *x, const float *w, const float
     struct unet__conv2d_dims c = unet__convt2d_as_conv(d);
     memset(y, 0, sizeof(float) * (size_t)d->N * d->C_out * d->H_out * d->W_out);
     conv_backward_data_gemm(y, x, w, &c, scratch);
-    if (b) bias_add(y, b, d->N, d->C_out, (size_t)d->H_out * d->W_out);
+    struct unet__conv_epilogue ep = {.shift = b};
+    if (b) epilogue_pass(y, &ep, d->N, d->C_out, (size_t)d->H_out * d->W_out);
 }
 
 void unet__convt2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
@@ -604,55 +579,33 @@ void unet__convt2d_backward(float *dx, float *dw, float *db, const float *dy, co
     if (dx) conv_forward_gemm(dx, dy, w, &c, scratch, 1.0f);
 }
 
+/* The transposed convolution's definitions are the convolution's with input and output
+ * swapped (unet__convt2d_as_conv): y = A^T x is the input-gradient sum of A with x in the role
+ * of dy, and its input gradient dx = A dy the forward sum of A on dy; only the bias terms run
+ * over the transposed convolution's own output channels. */
+static void convt_bias_ref(float *y, float *db, const float *b, const float *dy,
+                           const struct unet__convt2d_dims *d) {
+    const size_t P = (size_t)d->H_out * d->W_out;
+    for (int n = 0; n < d->N; n++)
+        for (int co = 0; co < d->C_out; co++)
+            for (size_t p = 0; p < P; p++) {
+                const size_t o = ((size_t)n * d->C_out + co) * P + p;
+                if (y) y[o] += b[co];
+                if (db) db[co] += dy[o];
+            }
+}
+
 void unet__convt2d_forward_ref(float *y, const float *x, const float *w, const float *b,
                                const struct unet__convt2d_dims *d) {
-    /* Direct scatter definition: every input pixel spreads its kernel over the output. */
-    size_t ny = (size_t)d->N * d->C_out * d->H_out * d->W_out;
-    for (size_t i = 0; i < ny; i++) y[i] = 0.0f;
-    for (int n = 0; n < d->N; n++)
-        for (int ci = 0; ci < d->C_in; ci++)
-            for (int ih = 0; ih < d->H_in; ih++)
-                for (int iw = 0; iw < d->W_in; iw++) {
-                    float v = x[(((size_t)n * d->C_in + ci) * d->H_in + ih) * d->W_in + iw];
-                    for (int co = 0; co < d->C_out; co++)
-                        for (int kh = 0; kh < d->K_h; kh++)
-                            for (int kw = 0; kw < d->K_w; kw++) {
-                                int oh = ih * d->stride_h - d->pad_h + kh;
-                                int ow = iw * d->stride_w - d->pad_w + kw;
-                                if (oh < 0 || oh >= d->H_out || ow < 0 || ow >= d->W_out) continue;
-                                y[(((size_t)n * d->C_out + co) * d->H_out + oh) * d->W_out + ow] +=
-                                    v * w[(((size_t)ci * d->C_out + co) * d->K_h + kh) * d->K_w + kw];
-                            }
-                }
-    if (b)
-        for (int n = 0; n < d->N; n++)
-            for (int co = 0; co < d->C_out; co++)
-                for (size_t p = 0; p < (size_t)d->H_out * d->W_out; p++)
-                    y[((size_t)n * d->C_out + co) * d->H_out * d->W_out + p] += b[co];
+    const struct unet__conv2d_dims c = unet__convt2d_as_conv(d);
+    memset(y, 0, sizeof(float) * (size_t)d->N * d->C_out * d->H_out * d->W_out);
+    conv_ref(NULL, false, y, NULL, NULL, NULL, w, NULL, x, &c);
+    if (b) convt_bias_ref(y, NULL, b, NULL, d);
 }
 
 void unet__convt2d_backward_ref(float *dx, float *dw, float *db, const float *dy, const float *x,
                                 const float *w, const struct unet__convt2d_dims *d) {
-    for (int n = 0; n < d->N; n++)
-        for (int ci = 0; ci < d->C_in; ci++)
-            for (int ih = 0; ih < d->H_in; ih++)
-                for (int iw = 0; iw < d->W_in; iw++) {
-                    size_t xi = (((size_t)n * d->C_in + ci) * d->H_in + ih) * d->W_in + iw;
-                    for (int co = 0; co < d->C_out; co++)
-                        for (int kh = 0; kh < d->K_h; kh++)
-                            for (int kw = 0; kw < d->K_w; kw++) {
-                                int oh = ih * d->stride_h - d->pad_h + kh;
-                                int ow = iw * d->stride_w - d->pad_w + kw;
-                                if (oh < 0 || oh >= d->H_out || ow < 0 || ow >= d->W_out) continue;
-                                float g = dy[(((size_t)n * d->C_out + co) * d->H_out + oh) * d->W_out + ow];
-                                size_t wi = (((size_t)ci * d->C_out + co) * d->K_h + kh) * d->K_w + kw;
-                                if (dx) dx[xi] += g * w[wi];
-                                if (dw) dw[wi] += g * x[xi];
-                            }
-                }
-    if (db)
-        for (int n = 0; n < d->N; n++)
-            for (int co = 0; co < d->C_out; co++)
-                for (size_t p = 0; p < (size_t)d->H_out * d->W_out; p++)
-                    db[co] += dy[((size_t)n * d->C_out + co) * d->H_out * d->W_out + p];
+    const struct unet__conv2d_dims c = unet__convt2d_as_conv(d);
+    conv_ref(dx, true, NULL, dw, NULL, dy, w, NULL, x, &c);
+    if (db) convt_bias_ref(NULL, db, NULL, dy, d);
 }

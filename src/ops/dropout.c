@@ -12,6 +12,12 @@
  * Threads: the mask is drawn on the calling thread from the one rng stream, so it depends only
  * on the seed (per-thread streams would tie it to the thread count).  Applying it, the cheap
  * part, splits the element range (or the channels) statically.
+ *
+ * Contract (ops.h): x, y (N, C, H, W) float32 NCHW, y may alias x; mask one byte per element
+ * (Dropout) or per (n, c) (Dropout2d), 1 = keep; forward overwrites y and mask, backward
+ * accumulates into dx.  Tested (tests/test_pool_relu_dropout.c) with PyTorch's masks against
+ * PyTorch (golden pool_relu, tools/golden/pool_relu.py), by finite differences, and for the
+ * keep rate, the scaling, the same mask from the same seed and backward (dropout_mask).
  */
 #include "ops/ops.h"
 

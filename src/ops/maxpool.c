@@ -13,21 +13,16 @@
  *
  * Threads: both directions split the N*C planes; each thread owns its planes of y, argmax
  * and dx.
+ *
+ * Contract (ops.h): x (N, C, H_in, W_in) -> y, argmax (N, C, H_out, W_out), float32 NCHW and one
+ * byte per output; forward overwrites y and argmax, backward accumulates into dx.  The window
+ * rule is unet__maxpool_window (ops.h), which Winograd's fused pool also applies.  Tested
+ * (tests/test_pool_relu_dropout.c) against unet__maxpool2_forward_ref on odd sizes, ties, NaN and
+ * -inf, against PyTorch (golden pool_relu) and by finite differences away from ties.
  */
 #include "ops/ops.h"
 
 #include <math.h>
-
-/* Best of the window a, b (top row), c, e (bottom row); writes its index 0..3. */
-static inline float window_max(float a, float b, float c, float e, uint8_t *k) {
-    float   m = a;
-    uint8_t i = 0;
-    if (b > m || isnan(b)) m = b, i = 1;
-    if (c > m || isnan(c)) m = c, i = 2;
-    if (e > m || isnan(e)) m = e, i = 3;
-    *k = i;
-    return m;
-}
 
 /* A window cut by the image edge (ceil mode): the same scan over its pixels inside. */
 static float edge_max(const float *xp, int H, int W, int i, int j, uint8_t *k) {
@@ -66,7 +61,8 @@ void unet__maxpool2_forward(float *y, uint8_t *argmax, const float *x,
             }
             const float *r0 = xp + (size_t)(2 * i) * d->W_in, *r1 = r0 + d->W_in;
             for (int j = 0; j < full_w; j++)
-                yr[j] = window_max(r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1], &ar[j]);
+                yr[j] = unet__maxpool_window(r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1],
+                                             &ar[j]);
             for (int j = full_w; j < d->W_out; j++)
                 yr[j] = edge_max(xp, d->H_in, d->W_in, i, j, &ar[j]);
         }

@@ -14,6 +14,7 @@
 #ifndef UNET_OPS_H
 #define UNET_OPS_H
 
+#include "gemm.h"
 #include "internal.h"
 
 /* ---------------------------------------------------------------------------------------
@@ -58,11 +59,42 @@ struct unet__conv_epilogue {
     float       *pool;
 };
 
+/* The epilogue's element-wise part on n outputs of channel co, in place: the one routine the
+ * direct, GEMM and Winograd paths of conv2d.c and winograd.c apply (compiled into each
+ * instruction-set copy of them).  ep NULL: v * 1 + 0 (which turns -0 into +0).  ReLU keeps NaN
+ * and maps -0 to -0, as relu.c. */
+static inline __attribute__((always_inline)) void
+unet__epilogue_apply(float *v, size_t n, const struct unet__conv_epilogue *ep, int co) {
+    const float a = ep && ep->scale ? ep->scale[co] : 1.0f;
+    const float b = ep && ep->shift ? ep->shift[co] : 0.0f;
+    const bool  relu = ep && ep->relu;
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) {
+        const float t = v[i] * a + b;
+        v[i] = relu && t < 0.0f ? 0.0f : t;
+    }
+}
+
 /* Conv2d with an epilogue (conv2d.c): the fast path the model uses; unet__conv2d_forward is
  * this with shift = b. */
 void unet__conv2d_forward_ep(float *y, const float *x, const float *w,
                              const struct unet__conv2d_dims *d,
                              const struct unet__conv_epilogue *ep, float *scratch);
+
+/* The direct convolution for few input channels (conv2d.c), one output row q = (n, co, oh) with
+ * its epilogue, compiled per instruction set; ops/kernels.h picks the copy. */
+typedef void (*unet__conv2d_rows_fn)(float *y, const float *x, const float *w,
+                                     const struct unet__conv2d_dims   *d,
+                                     const struct unet__conv_epilogue *ep, long long q);
+void unet__conv2d_direct_rows_portable(float *y, const float *x, const float *w,
+                                       const struct unet__conv2d_dims   *d,
+                                       const struct unet__conv_epilogue *ep, long long q);
+void unet__conv2d_direct_rows_avx2(float *y, const float *x, const float *w,
+                                   const struct unet__conv2d_dims   *d,
+                                   const struct unet__conv_epilogue *ep, long long q);
+void unet__conv2d_direct_rows_avx512(float *y, const float *x, const float *w,
+                                     const struct unet__conv2d_dims   *d,
+                                     const struct unet__conv_epilogue *ep, long long q);
 
 /* Whether the forward of d runs by Winograd, which can read a concatenation's two inputs
  * (unet__conv2d_forward_cat) and write a pooled copy (epilogue pool). */
@@ -103,13 +135,13 @@ struct unet__conv2d_dims unet__winograd_dims_data(const struct unet__conv2d_dims
 void unet__conv2d_winograd_wgrad(float *dw, const float *dy, const float *x,
                                  const struct unet__conv2d_dims *d, float *scratch);
 size_t unet__winograd_wgrad_scratch_floats(const struct unet__conv2d_dims *d);
-/* winograd.c's GEMM micro-kernel, for the CPU it runs on: C (8 x width, leading dimension
- * ldc) = (or += when acc) A^T B over K, A (K, 8) and B (K, width) contiguous, width 16, 32 or
- * 48.  Also used by the 2x2 stride-2 transposed convolution (conv2d.c). */
+/* The GEMM micro-kernel (winograd_<isa>.c; ops/kernels.h picks the copy for the CPU): C (8 x
+ * width, leading dimension ldc) = (or += when acc) A^T B over K, A (K, 8) and B (K, width)
+ * contiguous, width 16, 32 or 48.  Winograd's products and the 2x2 stride-2 transposed
+ * convolution (conv2d.c) run on it. */
 enum { UNET__MICRO_MR = 8, UNET__MICRO_NR = 48 }; /* rows of C; the widest width */
 typedef void (*unet__micro_gemm_fn)(const float *A, const float *B, int K, int width, float *C,
                                     int ldc, bool acc);
-unet__micro_gemm_fn unet__micro_gemm(void);
 /* Tests only (not thread-safe): caps the scratch blocks at about `floats` each so that small
  * cases run in several output-channel and tile blocks; 0 restores the default. */
 void unet__winograd_set_budget(size_t floats);
@@ -191,6 +223,24 @@ void unet__relu_mask_grad(float *dy, const float *y, size_t n);
  * and NaN propagates, as PyTorch.  argmax (N, C, H_out, W_out) keeps the window index 0..3
  * (row-major in the 2x2 window) for backward.
  * ------------------------------------------------------------------------------------- */
+/* One 2x2 window: the best of a, b (top row), c, e (bottom row), its index 0..3 in *k.  A
+ * value replaces the best so far when it is greater or NaN (maxpool.c explains why).  Shared
+ * by maxpool.c and the pool in Winograd's epilogue; written with selects so that it vectorizes
+ * over the lanes of the latter (whose index is unused and drops out). */
+static inline __attribute__((always_inline)) float
+unet__maxpool_window(float a, float b, float c, float e, uint8_t *k) {
+    const bool take_b = b > a || b != b;
+    float      m = take_b ? b : a;
+    int        i = take_b ? 1 : 0;
+    const bool take_c = c > m || c != c;
+    m = take_c ? c : m;
+    i = take_c ? 2 : i;
+    const bool take_e = e > m || e != e;
+    m = take_e ? e : m;
+    i = take_e ? 3 : i;
+    *k = (uint8_t)i;
+    return m;
+}
 struct unet__pool_dims {
     int N, C, H_in, W_in;
     int H_out, W_out;       /* H_in / 2 (floor) or (H_in + 1) / 2 (ceil), likewise W */

@@ -8,6 +8,10 @@
  *
  * Threads: the element range is split statically; small tensors stay on the calling thread
  * because starting a team costs more than the loop.
+ *
+ * Contract (ops.h): n floats, y may alias x; forward overwrites y, backward accumulates into
+ * dx, unet__relu_mask_grad masks dy in place.  Tested (tests/test_pool_relu_dropout.c) against
+ * PyTorch (golden pool_relu) and by finite differences away from the kink.
  */
 #include "ops/ops.h"
 

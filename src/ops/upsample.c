@@ -20,6 +20,11 @@
  * (backward's scatter-add), so no atomics are needed and the sums do not depend on the thread
  * count.  The backward keeps PyTorch's accumulation order exactly (rows outer), so fast, ref and
  * PyTorch agree up to its FMA contractions.
+ *
+ * Contract (ops.h): x (N, C, H_in, W_in) -> y (N, C, H_out, W_out) float32 NCHW; forward
+ * overwrites y, backward accumulates into dx.  Tested (tests/test_upsample_concat.c) against
+ * unet__upsample_bilinear_forward_ref / _backward_ref, PyTorch (golden upsample_concat, both
+ * align_corners), known values, finite differences, and for the same bits on 1 and 2 threads.
  */
 #include "ops/ops.h"
 
@@ -72,77 +77,88 @@ static void fill_taps(struct tap *taps, int j0, int count, float scale, int in, 
     for (int j = 0; j < count; j++) taps[j] = source_tap(scale, j0 + j, in, out, align_corners);
 }
 
-void unet__upsample_bilinear_forward(float *y, const float *x, const struct unet__upsample_dims *d) {
-    const int   H_in = d->H_in, W_in = d->W_in, H_out = d->H_out, W_out = d->W_out;
-    const bool  ac = d->align_corners;
-    const float sh = source_scale(H_in, H_out, ac), sw = source_scale(W_in, W_out, ac);
-    const size_t x_plane = (size_t)H_in * W_in, y_plane = (size_t)H_out * W_out;
-    UNET_ASSERT(H_in > 0 && W_in > 0 && H_out > 0 && W_out > 0);
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int n = 0; n < d->N; n++)
-        for (int c = 0; c < d->C; c++) {
-            const size_t plane = (size_t)n * d->C + c;
-            const float *xp = x + plane * x_plane;
-            float *yp = y + plane * y_plane;
-            struct tap cols[TAP_TILE];
-            /* Column tiles outer: each output pixel is written once, so the order is free and
-             * the taps are computed once per tile. */
-            for (int j0 = 0; j0 < W_out; j0 += TAP_TILE) {
-                const int nj = W_out - j0 < TAP_TILE ? W_out - j0 : TAP_TILE;
-                fill_taps(cols, j0, nj, sw, W_in, W_out, ac);
-                for (int oh = 0; oh < H_out; oh++) {
-                    const struct tap r = source_tap(sh, oh, H_in, H_out, ac);
-                    const float *x0 = xp + (size_t)r.i0 * W_in, *x1 = xp + (size_t)r.i1 * W_in;
-                    float *yr = yp + (size_t)oh * W_out + j0;
-                    for (int j = 0; j < nj; j++) {
-                        const struct tap t = cols[j];
-                        const float t0 = x0[t.i0] * t.l0 + x0[t.i1] * t.l1;
-                        const float t1 = x1[t.i0] * t.l0 + x1[t.i1] * t.l1;
-                        yr[j] = t0 * r.l0 + t1 * r.l1;
-                    }
-                }
+/* One plane's geometry, the same for every plane of a call. */
+struct plane {
+    int   H_in, W_in, H_out, W_out;
+    bool  ac;          /* align_corners */
+    float sh, sw;      /* source scales */
+};
+
+static struct plane plane_of(const struct unet__upsample_dims *d) {
+    UNET_ASSERT(d->H_in > 0 && d->W_in > 0 && d->H_out > 0 && d->W_out > 0);
+    return (struct plane){d->H_in, d->W_in, d->H_out, d->W_out, d->align_corners,
+                          source_scale(d->H_in, d->H_out, d->align_corners),
+                          source_scale(d->W_in, d->W_out, d->align_corners)};
+}
+
+static void forward_plane(float *yp, const float *xp, const struct plane *g) {
+    struct tap cols[TAP_TILE];
+    /* Column tiles outer: each output pixel is written once, so the order is free and the taps
+     * are computed once per tile. */
+    for (int j0 = 0; j0 < g->W_out; j0 += TAP_TILE) {
+        const int nj = g->W_out - j0 < TAP_TILE ? g->W_out - j0 : TAP_TILE;
+        fill_taps(cols, j0, nj, g->sw, g->W_in, g->W_out, g->ac);
+        for (int oh = 0; oh < g->H_out; oh++) {
+            const struct tap r = source_tap(g->sh, oh, g->H_in, g->H_out, g->ac);
+            const float *x0 = xp + (size_t)r.i0 * g->W_in, *x1 = xp + (size_t)r.i1 * g->W_in;
+            float *yr = yp + (size_t)oh * g->W_out + j0;
+            for (int j = 0; j < nj; j++) {
+                const struct tap t = cols[j];
+                const float t0 = x0[t.i0] * t.l0 + x0[t.i1] * t.l1;
+                const float t1 = x1[t.i0] * t.l0 + x1[t.i1] * t.l1;
+                yr[j] = t0 * r.l0 + t1 * r.l1;
             }
         }
+    }
+}
+
+static void backward_plane(float *dxp, const float *dyp, const struct plane *g) {
+    struct tap cols[TAP_TILE];
+    int cached = -1;   /* first column of the tile in cols; computed once when W_out fits */
+    /* Rows outer, as PyTorch, so each dx element sums its terms in the same order. */
+    for (int oh = 0; oh < g->H_out; oh++) {
+        const struct tap r = source_tap(g->sh, oh, g->H_in, g->H_out, g->ac);
+        float *d0 = dxp + (size_t)r.i0 * g->W_in, *d1 = dxp + (size_t)r.i1 * g->W_in;
+        for (int j0 = 0; j0 < g->W_out; j0 += TAP_TILE) {
+            const int nj = g->W_out - j0 < TAP_TILE ? g->W_out - j0 : TAP_TILE;
+            if (j0 != cached) {
+                fill_taps(cols, j0, nj, g->sw, g->W_in, g->W_out, g->ac);
+                cached = j0;
+            }
+            const float *gr = dyp + (size_t)oh * g->W_out + j0;
+            /* Inverts y = h0 (w0 x00 + w1 x01) + h1 (w0 x10 + w1 x11). */
+            for (int j = 0; j < nj; j++) {
+                const struct tap t = cols[j];
+                d0[t.i0] += r.l0 * t.l0 * gr[j];
+                d0[t.i1] += r.l0 * t.l1 * gr[j];
+                d1[t.i0] += r.l1 * t.l0 * gr[j];
+                d1[t.i1] += r.l1 * t.l1 * gr[j];
+            }
+        }
+    }
+}
+
+/* The forward (out = y, in = x) or the backward (out = dx, in = dy) of every plane, the N*C
+ * planes split over the threads. */
+static void run_planes(float *out, const float *in, const struct unet__upsample_dims *d,
+                       bool forward) {
+    const struct plane g = plane_of(d);
+    const size_t       x_plane = (size_t)g.H_in * g.W_in, y_plane = (size_t)g.H_out * g.W_out;
+    const long long    planes = (long long)d->N * d->C;
+#pragma omp parallel for schedule(static)
+    for (long long p = 0; p < planes; p++) {
+        if (forward) forward_plane(out + (size_t)p * y_plane, in + (size_t)p * x_plane, &g);
+        else backward_plane(out + (size_t)p * x_plane, in + (size_t)p * y_plane, &g);
+    }
+}
+
+void unet__upsample_bilinear_forward(float *y, const float *x, const struct unet__upsample_dims *d) {
+    run_planes(y, x, d, true);
 }
 
 void unet__upsample_bilinear_backward(float *dx, const float *dy,
                                       const struct unet__upsample_dims *d) {
-    if (!dx) return;
-    const int   H_in = d->H_in, W_in = d->W_in, H_out = d->H_out, W_out = d->W_out;
-    const bool  ac = d->align_corners;
-    const float sh = source_scale(H_in, H_out, ac), sw = source_scale(W_in, W_out, ac);
-    const size_t x_plane = (size_t)H_in * W_in, y_plane = (size_t)H_out * W_out;
-    UNET_ASSERT(H_in > 0 && W_in > 0 && H_out > 0 && W_out > 0);
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int n = 0; n < d->N; n++)
-        for (int c = 0; c < d->C; c++) {
-            const size_t plane = (size_t)n * d->C + c;
-            float *dxp = dx + plane * x_plane;
-            const float *dyp = dy + plane * y_plane;
-            struct tap cols[TAP_TILE];
-            int cached = -1;   /* first column of the tile in cols; computed once when W_out fits */
-            /* Rows outer, as PyTorch, so each dx element sums its terms in the same order. */
-            for (int oh = 0; oh < H_out; oh++) {
-                const struct tap r = source_tap(sh, oh, H_in, H_out, ac);
-                float *d0 = dxp + (size_t)r.i0 * W_in, *d1 = dxp + (size_t)r.i1 * W_in;
-                for (int j0 = 0; j0 < W_out; j0 += TAP_TILE) {
-                    const int nj = W_out - j0 < TAP_TILE ? W_out - j0 : TAP_TILE;
-                    if (j0 != cached) {
-                        fill_taps(cols, j0, nj, sw, W_in, W_out, ac);
-                        cached = j0;
-                    }
-                    const float *g = dyp + (size_t)oh * W_out + j0;
-                    /* Inverts y = h0 (w0 x00 + w1 x01) + h1 (w0 x10 + w1 x11). */
-                    for (int j = 0; j < nj; j++) {
-                        const struct tap t = cols[j];
-                        d0[t.i0] += r.l0 * t.l0 * g[j];
-                        d0[t.i1] += r.l0 * t.l1 * g[j];
-                        d1[t.i0] += r.l1 * t.l0 * g[j];
-                        d1[t.i1] += r.l1 * t.l1 * g[j];
-                    }
-                }
-            }
-        }
+    if (dx) run_planes(dx, dy, d, false);
 }
 
 void unet__upsample_bilinear_forward_ref(float *y, const float *x,

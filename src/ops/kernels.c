@@ -1,0 +1,32 @@
+/* kernels.c — the kernel table (kernels.h) and the pick: rows best first, so the first row of
+ * the asked precision whose instruction set the CPU has (under the UNET_CPU cap) wins.
+ * Tested by tests/test_kernels.c (each cap picks its row, in-process and through UNET_CPU;
+ * every row's micro-kernel against the naive product); each row's Winograd passes and direct
+ * convolution are tested at their level by test_winograd.c and test_conv.c. */
+#include "ops/kernels.h"
+#include "ops/winograd.h"
+
+static const struct unet__kernels table[] = {
+#ifdef UNET__X86
+    {"avx512-f32", UNET__BACKEND_CPU, UNET__PRECISION_F32, UNET__CPU_AVX512, &unet__wino_avx512,
+     unet__micro_gemm_avx512, unet__conv2d_direct_rows_avx512},
+    {"avx2-f32", UNET__BACKEND_CPU, UNET__PRECISION_F32, UNET__CPU_AVX2, &unet__wino_avx2,
+     unet__micro_gemm_avx2, unet__conv2d_direct_rows_avx2},
+#endif
+    {"portable-f32", UNET__BACKEND_CPU, UNET__PRECISION_F32, UNET__CPU_PORTABLE,
+     &unet__wino_portable, unet__micro_gemm_portable, unet__conv2d_direct_rows_portable},
+};
+enum { ROWS = sizeof table / sizeof table[0] };
+
+const struct unet__kernels *unet__kernels_pick(enum unet__precision p) {
+    for (int i = 0; i < ROWS; i++)
+        if (table[i].backend == UNET__BACKEND_CPU && table[i].precision == p &&
+            unet__cpu_has(table[i].level))
+            return &table[i];
+    return NULL;
+}
+
+const struct unet__kernels *unet__kernels_table(int *count) {
+    *count = ROWS;
+    return table;
+}
