@@ -1937,27 +1937,34 @@ TEST(sigpipe_exit_141_and_resume) {
 /* --classes 3 --separate-cells on instance label masks (the Cell Tracking Challenge's: ids of
  * any size) trains the border class; the ids are not class ids.  Without --separate-cells an id
  * of 3 or more is still an error for 3 classes. */
-TEST(border_class_from_instance_labels) {
-    char dir[300], p[600], out[512];
-    tmp_path(dir, sizeof dir, "inst3");
-    CHECK(write_dataset(dir, 2, 32));
-    for (int k = 0; k < 2; k++) {
+/* dir (write_dataset's) with masks that label two touching cells 7 and 300, as the Cell
+ * Tracking Challenge's masks do, instead of its binary ones. */
+static bool instance_label_masks(const char *dir) {
+    char p[600];
+    bool ok = write_dataset(dir, 2, 32);
+    for (int k = 0; k < 2 && ok; k++) {
         unet_image m;
-        CHECK_STATUS(unet_image_alloc(NULL, &m, 32, 32, 1, UNET_DTYPE_U16), UNET_STATUS_OK);
+        ok = unet_image_alloc(NULL, &m, 32, 32, 1, UNET_DTYPE_U16) == UNET_STATUS_OK;
+        if (!ok) break;
         uint16_t *v = m.data;
         for (int y = 8; y < 24; y++)
             for (int x = 4; x < 28; x++) v[y * 32 + x] = x < 16 ? 7 : 300; /* two touching cells */
         snprintf(p, sizeof p, "%s/masks/img%d.png", dir, k);
         unlink(p);
         snprintf(p, sizeof p, "%s/masks/img%d.tif", dir, k);
-        CHECK_STATUS(unet_image_save(NULL, p, &m), UNET_STATUS_OK);
+        ok = unet_image_save(NULL, p, &m) == UNET_STATUS_OK;
         unet_image_free(&m);
     }
+    return ok;
+}
+
+TEST(border_class_from_instance_labels) {
+    char dir[300], out[512];
+    tmp_path(dir, sizeof dir, "inst3");
+    CHECK(instance_label_masks(dir));
     snprintf(out, sizeof out, "%s/m.safetensors", dir);
     struct cmd c;
-    train_args(&c, out, 2, 0);
-    snprintf(c.pool[3], sizeof c.pool[0], "%s/images", dir);
-    snprintf(c.pool[5], sizeof c.pool[0], "%s/masks", dir);
+    train_on(&c, dir, 2);
     arg(&c, "--classes");
     arg(&c, "3");
     CHECK_RUN(run(&c, 0), 1);
@@ -1968,6 +1975,43 @@ TEST(border_class_from_instance_labels) {
     CHECK_STATUS(unet_model_load(NULL, out, &m), UNET_STATUS_OK);
     if (m) CHECK_EQ(unet_model_config(m)->classes, 3);
     unet_model_free(m);
+}
+
+/* The default recipe plans from the masks (docs/results.md, "The default recipe"): masks of
+ * cell ids train with separated cells and the border-weighted loss; binary masks, an explicit
+ * --loss and --recipe seed keep cross entropy + Dice. */
+TEST(default_recipe_from_masks) {
+    char dir[300], out[512], rj[512];
+    tmp_path(dir, sizeof dir, "plan");
+    CHECK(instance_label_masks(dir));
+    snprintf(out, sizeof out, "%s/m.safetensors", dir);
+    snprintf(rj, sizeof rj, "%s/m.run.json", dir);
+    struct cmd c;
+    train_on(&c, dir, 1);
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK_STR_CONTAINS(last_err, "the masks label each cell with its own id: training with "
+                                 "--separate-cells --loss wce");
+    char *text = read_text(rj);
+    CHECK_STR_CONTAINS(text, "\"loss\":\t\"wce\"");
+    free(text);
+    const char *keep[][2] = {{"--loss", "ce+dice"}, {"--recipe", "seed"}};
+    for (int k = 0; k < 2; k++) {
+        train_on(&c, dir, 1);
+        arg(&c, "--force");
+        arg(&c, "%s", keep[k][0]);
+        arg(&c, "%s", keep[k][1]);
+        CHECK_RUN(run(&c, 0), 0);
+        text = read_text(rj);
+        CHECK_STR_CONTAINS(text, "\"loss\":\t\"ce+dice\"");
+        free(text);
+    }
+    train_args(&c, out, 1, 0);  /* data_dir's binary masks */
+    arg(&c, "--force");
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK(!strstr(last_err, "its own id"));
+    text = read_text(rj);
+    CHECK_STR_CONTAINS(text, "\"loss\":\t\"ce+dice\"");
+    free(text);
 }
 
 int main(void) {
@@ -2022,6 +2066,7 @@ int main(void) {
     RUN(sighup_exit_129_and_resume);
     RUN(sigpipe_exit_141_and_resume);
     RUN(border_class_from_instance_labels);
+    RUN(default_recipe_from_masks);
     remove_tree(tmp_dir);
     return harness_finish();
 }

@@ -2,6 +2,7 @@
 """Tables for docs/results.md from scripts/results.sh's cross-validation runs.
 
     python3 tools/results_table.py [runs/cv] [--dataset D] [--recipe SUBSTRING] [--folds] [--metrics a,b]
+                                   [--against RECIPE]
 
 runs/cv/<dataset>/<recipe>_<budget>/seed<k>/fold<f>/ holds eval.json (and eval-<variant>.json for
 prediction variants: test-time augmentation, instance methods), time.txt (wall, user, system
@@ -11,7 +12,8 @@ deviation over folds (of the fold's mean over its seeds), and with several seeds
 deviation over seeds of the cross-validated mean].  A fold's value is the mean over its test
 images (as `unet eval` reports it).  n = folds x seeds.  Also: the steps, the median wall time
 of one training and its CPU time, rollbacks and failed trainings (train.rc != 0).  --folds
-prints every fold's values instead.
+prints every fold's values instead; --against RECIPE the differences from RECIPE fold by fold
+(the same variant, the folds both have), mean ± sd, and on how many folds each was better.
 
 The older single-split layout of scripts/results_holdout.sh (<root>/<dataset>/<recipe>/eval.json)
 is read with --holdout.  Standard library only.
@@ -210,6 +212,48 @@ def cv_tables(args):
                   f" | {rb}{' (' + str(bad) + ' failed)' if bad else ''} |")
 
 
+def paired_tables(args):
+    """Per metric, each recipe/variant minus the --against recipe with the same variant, fold by
+    fold on the folds (and seeds) both have: mean ± sd of the differences, and how many folds
+    the difference favoured each (a lower error, a higher score)."""
+    data = scan(args.root)
+    keys = args.metrics.split(",") if args.metrics else DEFAULT
+    titles = {k: t for k, t, _ in METRICS}
+    lower_better = {"pixel_error", "vrand", "vinfo", "vrand05", "rand_error"}
+    for ds in sorted({k[0] for k in data}):
+        if args.dataset and ds not in args.dataset.split(","):
+            continue
+        rows = []
+        for (d, rec, var), runs in sorted(data.items()):
+            base = data.get((d, args.against, var))
+            if d != ds or rec == args.against or not base:
+                continue
+            if args.recipe and not re.search(args.recipe, rec + ("/" + var if var else "")):
+                continue
+            cells = []
+            npair = 0
+            for k in keys:
+                diffs = [value(r, k) - value(base[sd][f], k)
+                         for sd, folds in runs.items() for f, r in folds.items()
+                         if f in base.get(sd, {}) and value(r, k) is not None
+                         and value(base[sd][f], k) is not None]
+                npair = max(npair, len(diffs))
+                if not diffs:
+                    cells.append("–")
+                    continue
+                better = sum(1 for x in diffs if (x < 0) == (k in lower_better) and x != 0)
+                c = f"{statistics.mean(diffs):+.4f}"
+                if len(diffs) > 1:
+                    c += f" ± {statistics.stdev(diffs):.4f}"
+                cells.append(c + f" ({better}/{len(diffs)})")
+            rows.append(f"| {rec} | {var or 'base'} | {npair} | " + " | ".join(cells) + " |")
+        if rows:
+            print(f"\n### {ds}: minus {args.against}, fold by fold (folds where better)\n")
+            print("| recipe | variant | n | " + " | ".join(titles.get(k, k) for k in keys) + " |")
+            print("|---" * (len(keys) + 3) + "|")
+            print("\n".join(rows))
+
+
 # ---- the superseded single-split layout (scripts/results_holdout.sh) ----
 
 NAMES = {"seed-unet": "seed recipe, unet", "seed-pytorch": "seed recipe, PyTorch",
@@ -279,13 +323,18 @@ def main():
     p.add_argument("--folds", action="store_true", help="one row per fold and seed")
     p.add_argument("--metrics", help="comma-separated metric keys of eval's mean object")
     p.add_argument("--holdout", action="store_true", help="the old single-split layout")
+    p.add_argument("--against", metavar="RECIPE",
+                   help="paired differences against RECIPE (e.g. seed_5m), fold by fold")
     args = p.parse_args()
     if args.holdout:
         holdout_tables(args.root)
         return
     for root in args.root:
         args.root = root
-        cv_tables(args)
+        if args.against:
+            paired_tables(args)
+        else:
+            cv_tables(args)
 
 
 if __name__ == "__main__":
