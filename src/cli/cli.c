@@ -1,9 +1,11 @@
 /* cli.c — option parsing, messages, file lists and progress lines for the subcommands. */
 #include "cli/cli.h"
+#include "cli/dist.h"
 
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -22,7 +24,13 @@ static void print_line(const char *prefix, const char *fmt, va_list ap) {
     vsnprintf(buf, sizeof buf, fmt, ap);
     for (char *p = buf; *p; p++)
         if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
-    fprintf(stderr, "unet: %s%s\n", prefix, buf);
+    fprintf(stderr, "unet: %s%s%s\n", prefix, *prefix ? dist_who() : "", buf);
+}
+
+/* Ranks other than 0 of an MPI run keep their notes to themselves (rank 0 says them); their
+ * errors name the rank and the host (dist_who). */
+static bool notes_off(void) {
+    return dist_rank() > 0;
 }
 
 void cli_error(const char *fmt, ...) {
@@ -36,7 +44,14 @@ void cli_lib_error(unet_ctx *ctx, unet_status s) {
     cli_error("%s: %s", unet_status_str(s), unet_ctx_errmsg(ctx));
 }
 
+void cli_silence(void) {
+    fflush(stderr);
+    int fd = open("/dev/null", O_WRONLY);
+    if (fd >= 0) dup2(fd, STDERR_FILENO), close(fd);
+}
+
 void cli_note(const char *fmt, ...) {
+    if (notes_off()) return;
     va_list ap;
     va_start(ap, fmt);
     print_line("", fmt, ap);
@@ -156,6 +171,14 @@ bool cli_parse(const char *cmd, const char *synopsis, int argc, char **argv, int
 bool cli_is_dir(const char *path) {
     struct stat sb;
     return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+static bool has_ext_ci(const char *path, const char *ext) {
+    size_t n = strlen(path), k = strlen(ext);
+    if (n < k) return false;
+    for (size_t i = 0; i < k; i++)
+        if (tolower((unsigned char)path[n - k + i]) != tolower((unsigned char)ext[i])) return false;
+    return true;
 }
 
 static bool is_image_name(const char *name) {
@@ -346,6 +369,27 @@ bool cli_parse_norm(const char *s, unet_norm *out) {
     return false;
 }
 
+bool cli_parse_precision(const char *s, unet_precision *out) {
+    unet_ctx *ctx = unet_ctx_create();
+    bool ok = ctx && unet_precision_parse(ctx, s, out) == UNET_STATUS_OK;
+    if (!ok) cli_error("--precision: '%s' (expected fp32 or bf16)", s);
+    unet_ctx_free(ctx);
+    return ok;
+}
+
+/* The precision a model runs at, said once on stderr for bf16 (unless quiet): it runs, or falls
+ * back to fp32 on a CPU without AVX512_BF16. */
+void cli_set_precision(unet_ctx *ctx, unet_model *m, unet_precision p, bool quiet) {
+    unet_model_set_precision(ctx, m, p);
+    cli_precision_note(p, quiet);
+}
+
+void cli_precision_note(unet_precision p, bool quiet) {
+    if (quiet || p == UNET_PRECISION_FP32) return;
+    if (unet_precision_native(p)) cli_note("bf16 products (AVX512_BF16), float32 elsewhere");
+    else cli_note("--precision bf16: this CPU lacks AVX512_BF16 (or UNET_CPU caps it); fp32");
+}
+
 bool cli_parse_max_pixels(const char *s, uint64_t *out) {
     char *end;
     errno = 0;
@@ -430,12 +474,105 @@ bool cli_nonfinite_to_zero(const char *path, float *x, size_t n) {
     return true;
 }
 
-bool cli_load_image(unet_ctx *ctx, const char *path, int page, unet_norm norm, float **data,
-                    int *c, int *h, int *w) {
+bool cli_input_parse(struct cli_input *in, const char *axis, const char *channels,
+                     const char *norm) {
+    memset(in, 0, sizeof *in);
+    in->opts = unet_image_defaults();
+    in->norm = UNET_NORM_AUTO;
+    in->axis_arg = axis;
+    in->channels_arg = channels;
+    unet_ctx *ctx = unet_ctx_create();
+    bool ok = ctx != NULL;
+    int c;
+    if (ok && axis && unet_channel_axis_parse(ctx, axis, &in->opts.channel_axis) != UNET_STATUS_OK) {
+        cli_error("--channel-axis: %s", unet_ctx_errmsg(ctx));
+        ok = false;
+    }
+    if (ok && channels && unet_channels_count(ctx, channels, 0, NULL, &c) != UNET_STATUS_OK) {
+        cli_error("--channels: %s", unet_ctx_errmsg(ctx));
+        ok = false;
+    }
+    unet_ctx_free(ctx);
+    if (ok && channels && strcmp(channels, "all") != 0) in->channels = channels;
+    return ok && (!norm || cli_parse_norm(norm, &in->norm));
+}
+
+bool cli_input_from_model(struct cli_input *in, const unet_model *m, const char *from,
+                          bool strict, bool quiet) {
+    int axis;
+    const char *channels;
+    unet_model_input(m, &axis, &channels);
+    char a[8], b[8];
+    const char *have = unet_channel_axis_name(in->opts.channel_axis, a);
+    const char *rec = unet_channel_axis_name(axis, b);
+    if (strict && ((in->axis_arg && strcmp(have, rec) != 0) ||
+                   (in->channels_arg && strcmp(in->channels ? in->channels : "all",
+                                               channels ? channels : "all") != 0))) {
+        cli_error("%s was trained with --channel-axis %s --channels %s; a resumed run reads its "
+                  "data the same way (drop the options, or give these)", from, rec,
+                  channels ? channels : "all");
+        return false;
+    }
+    if (!in->axis_arg && axis != UNET_CHANNEL_AXIS_AUTO) {
+        in->opts.channel_axis = axis;
+        if (!quiet) cli_note("%s: reading images with --channel-axis %s (as it was trained)", from, rec);
+    }
+    if (!in->channels_arg && channels) {
+        in->channels = channels;
+        if (!quiet) cli_note("%s: using --channels %s (as it was trained)", from, channels);
+    }
+    return true;
+}
+
+bool cli_input_done(unet_ctx *ctx, const struct cli_input *in, unet_model *m) {
+    unet_status s = unet_model_set_input(ctx, m, in->opts.channel_axis, in->channels);
+    if (s != UNET_STATUS_OK) cli_lib_error(ctx, s);
+    return s == UNET_STATUS_OK;
+}
+
+bool cli_image_pages(unet_ctx *ctx, const struct cli_input *in, const char *path, int *pages) {
+    unet_status s = unet_image_pages_with(ctx, path, &in->opts, pages);
+    if (s != UNET_STATUS_OK) cli_lib_error(ctx, s);
+    return s == UNET_STATUS_OK;
+}
+
+bool cli_image_channels(unet_ctx *ctx, const struct cli_input *in, const char *path, int page,
+                        unet_image *info, int *channels) {
+    unet_status s = unet_image_info_with(ctx, path, page, &in->opts, info);
+    if (s == UNET_STATUS_OK) s = unet_channels_count(ctx, in->channels, info->c, path, channels);
+    if (s != UNET_STATUS_OK) cli_lib_error(ctx, s);
+    return s == UNET_STATUS_OK;
+}
+
+void cli_channels_mismatch(const struct cli_input *in, const char *path, const unet_image *info,
+                           int channels, int want, const char *want_what) {
+    char hint[256] = "";
+    if (in->channels)
+        snprintf(hint, sizeof hint, " (after --channels %s)", in->channels);
+    else if (want == 1 && info->c == 3)
+        snprintf(hint, sizeof hint, ": --channels gray converts RGB to its luminance, "
+                 "--channels N takes channel N");
+    else if (want == 1 && has_ext_ci(path, ".npy"))
+        snprintf(hint, sizeof hint, ": --channel-axis none reads a (N, H, W) array as N images, "
+                 "--channels gray averages them, --channels N takes one");
+    else if (want < info->c)
+        snprintf(hint, sizeof hint, ": choose %d with --channels (like --channels 0%s)", want,
+                 want > 1 ? ",1" : "");
+    else if (has_ext_ci(path, ".npy") || has_ext_ci(path, ".tif") || has_ext_ci(path, ".tiff"))
+        snprintf(hint, sizeof hint, ": --channel-axis says where the channels are "
+                 "(docs/images.md)");
+    cli_error("%s has %d channel%s; %s %d%s", path, channels, channels == 1 ? "" : "s",
+              want_what, want, hint);
+}
+
+bool cli_load_image(unet_ctx *ctx, const struct cli_input *in, const char *path, int page,
+                    float **data, int *c, int *h, int *w) {
     unet_image img = {0};
-    unet_status s = unet_image_load(ctx, path, page, &img);
+    unet_status s = unet_image_load_with(ctx, path, page, &in->opts, &img);
+    if (s == UNET_STATUS_OK) s = unet_image_select_channels(ctx, &img, in->channels, path);
     if (s != UNET_STATUS_OK) {
         cli_lib_error(ctx, s);
+        unet_image_free(&img);
         return false;
     }
     size_t n = (size_t)img.c * img.h * img.w;
@@ -445,17 +582,75 @@ bool cli_load_image(unet_ctx *ctx, const char *path, int page, unet_norm norm, f
         unet_image_free(&img);
         return false;
     }
-    s = unet_image_to_float(ctx, &img, norm, f);
-    if (s != UNET_STATUS_OK) {
-        cli_lib_error(ctx, s);
-        free(f);
-        unet_image_free(&img);
-        return false;
-    }
-    *data = f;
+    s = unet_image_to_float(ctx, &img, in->norm, f);
     *c = img.c;
     *h = img.h;
     *w = img.w;
     unet_image_free(&img);
+    if (s != UNET_STATUS_OK) {
+        cli_lib_error(ctx, s);
+        free(f);
+        return false;
+    }
+    if (!cli_nonfinite_to_zero(path, f, n)) {
+        free(f);
+        return false;
+    }
+    *data = f;
     return true;
 }
+
+static const char *const mask_exts[] = {".png", ".tif", ".tiff", ".npy", ".PNG", ".TIF", ".TIFF",
+                                        ".NPY"};
+
+char *cli_find_mask(const char *dir, const char *path) {
+    char *p = cli_join(dir, cli_basename(path));
+    if (!p) return NULL;
+    if (access(p, R_OK) == 0) return p;
+    free(p);
+    char *stem = cli_stem(path), *found = NULL, *other = NULL;
+    struct stat first = {0}, sb;
+    for (size_t i = 0; stem && i < sizeof mask_exts / sizeof mask_exts[0]; i++) {
+        size_t n = strlen(stem) + strlen(mask_exts[i]) + 1;
+        char name[4096];
+        if (n > sizeof name) break;
+        snprintf(name, sizeof name, "%s%s", stem, mask_exts[i]);
+        p = cli_join(dir, name);
+        if (!p || stat(p, &sb) != 0 || access(p, R_OK) != 0 ||
+            (found && sb.st_dev == first.st_dev && sb.st_ino == first.st_ino)) {
+            free(p);   /* missing, or the same file again (a directory that ignores case) */
+            continue;
+        }
+        if (!found) found = p, first = sb;
+        else if (!other) other = p;
+        else free(p);
+    }
+    free(stem);
+    if (!found) {
+        cli_error("%s: no mask with the same name in %s", path, dir);
+        return NULL;
+    }
+    if (other) {
+        cli_error("%s: several masks in %s have its name (%s, %s): which one is its mask is "
+                  "ambiguous; rename them", path, dir, cli_basename(found), cli_basename(other));
+        free(found), free(other);
+        return NULL;
+    }
+    /* An image with the mask's full name exists beside path: the mask is that image's. */
+    char *img_dir = strdup(path);
+    char *slash = img_dir ? strrchr(img_dir, '/') : NULL;
+    if (img_dir) {
+        if (slash) *slash = 0;
+        char *sibling = slash ? cli_join(img_dir, cli_basename(found)) : strdup(cli_basename(found));
+        if (sibling && strcmp(sibling, path) != 0 && access(sibling, F_OK) == 0) {
+            cli_error("%s and %s have the same name: the mask %s is %s's (the same file name); "
+                      "give each image a mask of its own name", path, sibling, found, sibling);
+            free(sibling), free(img_dir), free(found);
+            return NULL;
+        }
+        free(sibling);
+    }
+    free(img_dir);
+    return found;
+}
+

@@ -27,7 +27,8 @@ static bool load_classes(unet_ctx *ctx, const char *path, int classes, int32_t *
     unet_image m = {0};
     *cls = NULL;
     if (inst) *inst = NULL;
-    unet_status s = unet_image_load(ctx, path, 0, &m);
+    const unet_image_opts mask = {UNET_CHANNEL_AXIS_AUTO, 1}; /* palette PNGs: their indices */
+    unet_status s = unet_image_load_with(ctx, path, 0, &mask, &m);
     if (s != UNET_STATUS_OK) {
         cli_lib_error(ctx, s);
         return false;

@@ -74,6 +74,13 @@ int cmd_info(int argc, char **argv) {
     printf("parameters     %zu\n", unet_model_param_count(m));
     const char *selected = unet_model_meta(m, "selected");
     if (selected) printf("selected       %s (the model unet train kept)\n", selected);
+    int axis;
+    const char *channels;
+    char an[8];
+    unet_model_input(m, &axis, &channels);
+    if (axis != UNET_CHANNEL_AXIS_AUTO || channels)   /* docs/images.md */
+        printf("layout         --channel-axis %s --channels %s (predict applies them)\n",
+               unet_channel_axis_name(axis, an), channels ? channels : "all");
     int r = h;
     int oh, ow;
     if (unet_model_round_size(ctx, m, h, &r) == UNET_STATUS_OK && r != h)

@@ -13,6 +13,7 @@
  * against a second predict writing into it.
  */
 #include "cli/cli.h"
+#include "cli/dist.h"
 
 #include <limits.h>
 #include <math.h>
@@ -22,6 +23,8 @@
 
 struct pargs {
     const char *model, *input, *output, *logits, *norm, *max_pixels, *max_memory, *instance_method;
+    const char *channel_axis, *channels;
+    struct cli_input in;    /* layout, channels and normalisation of the inputs */
     uint64_t    budget;
     int         tile, overlap, threads, batch, grow, erode, min_size;
     float       seed_threshold;
@@ -107,13 +110,10 @@ static int progress_cb(int done, int total, void *user) {
 static bool fits(unet_ctx *ctx, unet_model *m, const struct pargs *a, const char *path, int page) {
     const unet_config *cfg = unet_model_config(m);
     unet_image info;
-    unet_status s = unet_image_info(ctx, path, page, &info);
-    if (s != UNET_STATUS_OK) {
-        cli_lib_error(ctx, s);
-        return false;
-    }
-    if (info.c != cfg->in_channels) {
-        cli_error("%s has %d channels; the model takes %d", path, info.c, cfg->in_channels);
+    int channels;
+    if (!cli_image_channels(ctx, &a->in, path, page, &info, &channels)) return false;
+    if (channels != cfg->in_channels) {
+        cli_channels_mismatch(&a->in, path, &info, channels, cfg->in_channels, "the model takes");
         return false;
     }
     const double P = (double)info.w * info.h, C = info.c, K = cfg->classes;
@@ -139,7 +139,7 @@ static bool fits(unet_ctx *ctx, unet_model *m, const struct pargs *a, const char
 
 /* Predicts one image (page) and writes the requested outputs; false on failure (reported). */
 static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, const char *path,
-                        int page, int pages, unet_norm norm, struct cli_progress *prog) {
+                        int page, int pages, struct cli_progress *prog) {
     const unet_config *cfg = unet_model_config(m);
     float *img = NULL, *out = NULL;
     int32_t *labels = NULL;
@@ -148,9 +148,7 @@ static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, con
     static char name[N_OUT][OUT_NAME_MAX];
     unet_image mask = {0}, extra = {0};
     if (!output_names(a, path, page, pages, name) || !fits(ctx, m, a, path, page)) goto done;
-    if (!cli_load_image(ctx, path, page, norm, &img, &c, &h, &w) ||
-        !cli_nonfinite_to_zero(path, img, (size_t)c * h * w))
-        goto done;
+    if (!cli_load_image(ctx, &a->in, path, page, &img, &c, &h, &w)) goto done;
     const int K = cfg->classes;
     const size_t P = (size_t)h * w;
     out = malloc(sizeof(float) * P * (size_t)K);
@@ -278,7 +276,8 @@ static int guard(unet_ctx *ctx, const struct pargs *a, const struct cli_files *f
     for (int i = 0; i < files->count; i++) cli_uses_read(&us, files->paths[i], "an input image", 0);
     for (int i = 0; i < files->count && !rc; i++) {
         int pages = 1;
-        if (unet_image_pages(ctx, files->paths[i], &pages) != UNET_STATUS_OK) continue; /* later */
+        if (unet_image_pages_with(ctx, files->paths[i], &a->in.opts, &pages) != UNET_STATUS_OK)
+            continue; /* reported later */
         for (int p = 0; p < pages && !rc; p++) {
             if (!output_names(a, files->paths[i], p, pages, names)) rc = CLI_EXIT_FAIL;
             for (int k = 0; k < N_OUT && !rc; k++)
@@ -296,12 +295,26 @@ static int guard(unet_ctx *ctx, const struct pargs *a, const struct cli_files *f
     return 0;
 }
 
+/* What every rank of an mpirun must agree on: the build and arguments, the model, the files. */
+static uint64_t predict_hash(int argc, char **argv, unet_model *m, const struct cli_files *files) {
+    uint64_t h = dist_hash_args(argc, argv);
+    size_t n = 0;
+    const float *w = unet_model_block(m, UNET_BLOCK_WEIGHTS, &n);
+    h = dist_hash(h, unet_model_config(m), sizeof(unet_config));
+    h = dist_hash(h, w, n * sizeof(float));
+    for (int i = 0; i < files->count; i++)
+        h = dist_hash(h, files->paths[i], strlen(files->paths[i]) + 1);
+    return h;
+}
+
 int cmd_predict(int argc, char **argv) {
     const unet_instance_opts idef = unet_instance_defaults();
     struct pargs a = {.tile = 0, .overlap = INT_MIN, .batch = 1, .grow = idef.grow,
                       .erode = idef.erode, .min_size = idef.min_size,
                       .seed_threshold = idef.seed_threshold,
                       .instance_method = "watershed"};
+    const char *precision = "fp32";
+    unet_precision prec = UNET_PRECISION_FP32;
     const struct cli_opt opts[] = {
         {"--model", CLI_STR, &a.model, "FILE", "the trained model (.safetensors)"},
         {"--input", CLI_STR, &a.input, "FILE|DIR", "an image, a stack or a folder of images"},
@@ -322,6 +335,10 @@ int cmd_predict(int argc, char **argv) {
         {"--batch", CLI_INT, &a.batch, "B", "tiles per forward pass (1)"},
         {"--tta", CLI_FLAG, &a.tta, NULL, "average the 8 flips/rotations"},
         {"--norm", CLI_STR, &a.norm, "NAME", "auto (default), percentile, max, none"},
+        {"--precision", CLI_STR, &precision, "NAME",
+         "fp32 (default) or bf16: bf16 products where the CPU has AVX512_BF16"},
+        {"--channel-axis", CLI_STR, &a.channel_axis, "AXIS", CLI_CHANNEL_AXIS_HELP},
+        {"--channels", CLI_STR, &a.channels, "SPEC", CLI_CHANNELS_HELP " (default: the model's)"},
         {"--threads", CLI_INT, &a.threads, "T", "threads (all cores)"},
         {"--max-pixels", CLI_STR, &a.max_pixels, "N", CLI_MAX_PIXELS_HELP},
         {"--max-memory", CLI_STR, &a.max_memory, "SIZE", CLI_MAX_MEMORY_HELP},
@@ -334,8 +351,8 @@ int cmd_predict(int argc, char **argv) {
         cli_error("predict: --model, --input and --output are required (see unet predict --help)");
         return CLI_EXIT_USAGE;
     }
-    unet_norm norm = UNET_NORM_AUTO;
-    if (a.norm && !cli_parse_norm(a.norm, &norm)) return CLI_EXIT_USAGE;
+    if (!cli_input_parse(&a.in, a.channel_axis, a.channels, a.norm)) return CLI_EXIT_USAGE;
+    if (!cli_parse_precision(precision, &prec)) return CLI_EXIT_USAGE;
     uint64_t max_pixels = 0;
     if (a.max_pixels && !cli_parse_max_pixels(a.max_pixels, &max_pixels)) return CLI_EXIT_USAGE;
     a.budget = cli_memory_default();
@@ -356,6 +373,7 @@ int cmd_predict(int argc, char **argv) {
     if (!ctx) return CLI_EXIT_FAIL;
     if (max_pixels) unet_ctx_set_max_pixels(ctx, max_pixels);
     if (a.budget < unet_ctx_max_image_bytes(ctx)) unet_ctx_set_max_image_bytes(ctx, a.budget);
+    if (!a.threads) a.threads = dist_threads(unet_ctx_threads(ctx));
     if (a.threads && unet_ctx_set_threads(ctx, a.threads) != UNET_STATUS_OK) {
         cli_lib_error(ctx, UNET_STATUS_ARG);
         unet_ctx_free(ctx);
@@ -370,16 +388,18 @@ int cmd_predict(int argc, char **argv) {
         unet_ctx_free(ctx);
         return CLI_EXIT_FAIL;
     }
+    cli_set_precision(ctx, m, prec, a.quiet);
     /* Which model of a training run this is (unet train writes "best ..." or "last ..."). */
     const char *selected = unet_model_meta(m, "selected");
     if (selected && !a.quiet) cli_note("model %s: %s", a.model, selected);
+    cli_input_from_model(&a.in, m, a.model, false, a.quiet);
     if (!cli_mkdir(a.output) || !cli_list_images(a.input, &files)) {
         unet_model_free(m);
         unet_ctx_free(ctx);
         return CLI_EXIT_FAIL;
     }
     int first_pages = 1;
-    if (files.count == 1) unet_image_pages(ctx, files.paths[0], &first_pages);
+    if (files.count == 1) unet_image_pages_with(ctx, files.paths[0], &a.in.opts, &first_pages);
     if (a.logits && has_ext(a.logits, ".npy") && (files.count > 1 || first_pages > 1)) {
         cli_error("--logits FILE.npy takes one input image; give a directory for several");
         failed = 1;
@@ -389,21 +409,26 @@ int cmd_predict(int argc, char **argv) {
         failed = 1;
         goto out;
     }
-    if ((rc = guard(ctx, &a, &files, &lock_fd)) != 0) goto out;
+    /* Under mpirun rank 0 checks the paths, locks the folder and clears it of temporaries
+     * before any rank writes there (dist_start waits for it); rank r predicts files r, r + N,
+     * r + 2 N... */
+    if (dist_rank() == 0 && (rc = guard(ctx, &a, &files, &lock_fd)) != 0) goto out;
+    if (!dist_start(true, predict_hash(argc, argv, m, &files), "predict")) {
+        rc = CLI_EXIT_FAIL;
+        goto out;
+    }
     struct cli_progress prog;
     cli_progress_init(&prog);
-    for (int i = 0; i < files.count; i++) {
+    for (int i = dist_rank(); i < files.count; i += dist_size()) {
         const char *path = files.paths[i];
         int pages = 1;
-        s = unet_image_pages(ctx, path, &pages);
-        if (s != UNET_STATUS_OK) {
-            cli_lib_error(ctx, s);
+        if (!cli_image_pages(ctx, &a.in, path, &pages)) {
             failed++;
             continue;
         }
         for (int p = 0; p < pages; p++) {
             double t = cli_now();
-            bool ok = predict_one(ctx, m, &a, path, p, pages, norm, &prog);
+            bool ok = predict_one(ctx, m, &a, path, p, pages, &prog);
             cli_progress_done(&prog);
             if (!ok) {
                 failed++;
@@ -415,7 +440,11 @@ int cmd_predict(int argc, char **argv) {
                         pages > 1 ? " (page)" : "", cli_now() - t);
         }
     }
-    if (failed)
+    double counts[2] = {failed, done};   /* over the ranks */
+    dist_sum_f64(counts, 2, NULL);
+    dist_agreed_end();
+    failed = (int)counts[0], done = (int)counts[1];
+    if (failed && dist_rank() == 0)
         cli_error("%d of %d images failed (see above); %d written to %s", failed, done + failed,
                   done, a.output);
 out:

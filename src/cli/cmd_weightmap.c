@@ -37,7 +37,8 @@ int cmd_weightmap(int argc, char **argv) {
     unet_image m = {0}, out = {0}, pic = {0};
     int32_t *labels = NULL;
     int rc = CLI_EXIT_FAIL;
-    unet_status s = unet_image_load(ctx, mask_path, 0, &m);
+    const unet_image_opts mask = {UNET_CHANNEL_AXIS_AUTO, 1}; /* palette PNGs: their indices */
+    unet_status s = unet_image_load_with(ctx, mask_path, 0, &mask, &m);
     if (s != UNET_STATUS_OK) goto fail;
     if (m.c != 1) {
         cli_error("%s: a mask has one channel, this image has %d", mask_path, m.c);
