@@ -1,114 +1,241 @@
 #!/bin/sh
-# The training runs behind docs/results.md.  Usage:
-#   scripts/results.sh DATA_DIR [DATASET ...]      (DATA_DIR holds isbi2012/ and dic-c2dh-hela/)
-# Needs a built ./unet; the PyTorch rows need /usr/bin/python3 with python3-torch.
-# Writes runs/results/<dataset>/<recipe>/ (model, log, predictions, eval.json, time.txt).
+# Cross-validated results behind docs/results.md.  Usage:
+#   scripts/results.sh DATA_DIR
+#   RECIPES="seed paper" DATASETS=isbi2012 FOLDS="1 2" SEEDS="1 2" MINUTES=15 scripts/results.sh DATA_DIR
+# DATA_DIR holds isbi2012/, dic-c2dh-hela/, fluo-n2dl-hela/ and fluo-n2dh-gowt1/ (each with
+# train/images and train/masks).  Needs a built ./unet.  Then:
+#   python3 tools/results_table.py runs/cv              (mean ± sd over folds and seeds)
 #
-# Splits (fixed, so every recipe sees the same images):
-#   isbi2012       train 00..19, validate 20..24 (slices 10 apart are uncorrelated)
-#   dic-c2dh-hela  validate 01_t039, 02_t038, 02_t042 (the last frames of each sequence), train
-#                  on the other 10
-# Recipes (2 threads, same number of steps; the model evaluated is the last one, no selection
-# on the validation images):
-#   seed        U-Net base 16, depth 4, same padding + BatchNorm, 256x256 tiles, batch 2,
-#               flips/rot90, Adam 1e-3, CE + Dice, 1000 steps                    (unet and PyTorch)
-#   paper       U-Net base 16, depth 4, valid convs, no BatchNorm, dropout 0.5, He init,
-#               412 -> 228 tiles, batch 1, elastic deformation + rotation/shift/gray values,
-#               border-weighted CE (w0 10, sigma 5) with separated cells, Adam 5e-4, 4000 steps
-#               (STEPS_PAPER; one 412 tile costs about a quarter of the seed's two 256 tiles, so
-#               4000 steps take about the seed recipe's training time).
-#               (The paper's SGD with momentum 0.99 was tuned for Caffe's summed loss: with a
-#               mean loss, lr 0.005 oscillated here: validation Dice 0.86, 0.88, 0.79, 0.08 at
-#               steps 101..404 on isbi2012.)
-#   fcn8s       FCN-8s base 16 (VGG widths 16..128, fc 1024), 256x256 tiles, batch 2, flips,
-#               Adam 1e-3, CE + Dice, 1000 steps
+# Every training image of a data set is predicted exactly once per seed, by the model of the
+# fold that held it out; nothing is selected on it (--val-split 0: the model scored is the one
+# after the last step).  Folds (fixed; neighbours in time or depth stay in one fold):
+#   isbi2012         5 folds of 5 consecutive slices: 00-04, 05-09, 10-14, 15-19, 20-24
+#                    (adjacent slices correlate, slices 10 apart do not)
+#   dic-c2dh-hela    4 folds of temporally close frames: {01_t002 01_t005 02_t006 02_t007},
+#                    {01_t031 01_t033 01_t034}, {01_t039 02_t014 02_t027}, {02_t034 02_t038 02_t042}
+#   fluo-n2dl-hela   3 folds, one image each: 01_t013, 02_t075, 02_t079 (02_t075 and 02_t079 are
+#                    4 frames apart: those two folds train on a near neighbour of the test image)
+#   fluo-n2dh-gowt1  5 folds, one image each: t01, t21, t31, t39, t52
+#
+# Environment (defaults in brackets):
+#   RECIPES   recipe names [the default recipe, see recipe() below]: a base recipe and modifiers
+#             joined by '+', e.g. seed+cos+ema+b32 (recipe() lists them)
+#   DATASETS  [isbi2012 dic-c2dh-hela fluo-n2dl-hela fluo-n2dh-gowt1]
+#   FOLDS     fold numbers [all folds of each data set]
+#   SEEDS     training seeds [1]
+#   MINUTES   training budget [15]: steps = MINUTES x the configuration's measured rate on this
+#             machine's 2 cores (rate() below, from scripts/calibrate.sh); the run is budgeted
+#             by steps, so it is reproducible, and its wall and CPU time are recorded
+#   STEPS     a number of steps instead of MINUTES
+#   VARIANTS  prediction variants scored besides the plain one [none]: '+'-joined of
+#             plain (the plain prediction, predicted and scored again: e.g. with a newer
+#             unet eval), tta (8 flips/rotations averaged), inst (unet predict --instances), cc or ws
+#             (--instances by connected components grown back over the separation, or by the
+#             seeded watershed); e.g. VARIANTS="tta ws tta+ws"
+#   EVAL_FLAGS  more unet eval options, e.g. --prob (V_rand/V_info of the probability maps)
+#   OUT       [runs/cv]; runs go to OUT/<dataset>/<recipe>_<budget>/seed<k>/fold<f>/
+#   THREADS   [2]
+# A fold whose eval.json exists is skipped, an interrupted training is resumed from its
+# checkpoint, so the script can be rerun after an interruption.  Each fold directory holds
+# model.safetensors, model.log.csv, train.txt (stderr), time.txt (wall, user and system seconds
+# of each training invocation), train.rc, pred/ (masks, NAME_prob.tif, instances when the
+# recipe separates cells), eval.json, and per variant V pred-V/ and eval-V.json.
+#
+# OMP_WAIT_POLICY=passive: on a shared machine a waiting OpenMP thread that spins takes the core
+# from the one it waits for; measured here under load, 2 spinning threads ran 3-4x slower than
+# passive ones (15 steps of base 16: 34-52 s against 9-15 s).
 set -eu
-DATA=${1:?usage: scripts/results.sh DATA_DIR [DATASET ...]}
-shift
-SETS=${*:-isbi2012 dic-c2dh-hela}
-RECIPES=${RECIPES:-seed-unet seed-pytorch paper-unet fcn8s-unet}
-want() { case " $RECIPES " in *" $1 "*) return 0 ;; esac; return 1; }
+DATA=${1:?usage: scripts/results.sh DATA_DIR (see the comments for the environment)}
 UNET=${UNET:-./unet}
-PY=${PY:-/usr/bin/python3}
-STEPS=${STEPS:-1000}
-STEPS_PAPER=${STEPS_PAPER:-4000}
-OUT=${OUT:-runs/results}
+OUT=${OUT:-runs/cv}
 THREADS=${THREADS:-2}
-SEED=${SEED:-1}
+SEEDS=${SEEDS:-1}
+MINUTES=${MINUTES:-15}
+STEPS=${STEPS:-}
+VARIANTS=${VARIANTS:-}
+EVAL_FLAGS=${EVAL_FLAGS:-}
+DATASETS=${DATASETS:-isbi2012 dic-c2dh-hela fluo-n2dl-hela fluo-n2dh-gowt1}
+RECIPES=${RECIPES:-seed}
+FOLDS=${FOLDS:-}
+OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+export OMP_WAIT_POLICY
 
-split() { # dataset -> runs/splits/<dataset>/{train,val}/{images,masks} (symlinks)
-    d=$1
-    s=runs/splits/$d
-    rm -rf "$s"
-    mkdir -p "$s/train/images" "$s/train/masks" "$s/val/images" "$s/val/masks"
-    for f in "$DATA/$d/train/images"/*; do
-        n=$(basename "$f")
-        case "$d:$n" in
-            isbi2012:2[0-4].png | dic-c2dh-hela:01_t039.tif | dic-c2dh-hela:02_t038.tif | \
-            dic-c2dh-hela:02_t042.tif) part=val ;;
-            *) part=train ;;
-        esac
-        ln -s "$(realpath "$f")" "$s/$part/images/$n"
-        ln -s "$(realpath "$DATA/$d/train/masks/$n")" "$s/$part/masks/$n"
+# The images of fold $2 of data set $1 (names without extension).
+fold_images() {
+    case "$1:$2" in
+        isbi2012:[1-5]) i=$(( ($2 - 1) * 5 )); for k in 0 1 2 3 4; do printf '%02d ' $((i + k)); done ;;
+        dic-c2dh-hela:1) echo 01_t002 01_t005 02_t006 02_t007 ;;
+        dic-c2dh-hela:2) echo 01_t031 01_t033 01_t034 ;;
+        dic-c2dh-hela:3) echo 01_t039 02_t014 02_t027 ;;
+        dic-c2dh-hela:4) echo 02_t034 02_t038 02_t042 ;;
+        fluo-n2dl-hela:1) echo 01_t013 ;;
+        fluo-n2dl-hela:2) echo 02_t075 ;;
+        fluo-n2dl-hela:3) echo 02_t079 ;;
+        fluo-n2dh-gowt1:1) echo t01 ;;
+        fluo-n2dh-gowt1:2) echo t21 ;;
+        fluo-n2dh-gowt1:3) echo t31 ;;
+        fluo-n2dh-gowt1:4) echo t39 ;;
+        fluo-n2dh-gowt1:5) echo t52 ;;
+        *) echo "results.sh: no fold $2 for data set $1" >&2; exit 2 ;;
+    esac
+}
+n_folds() {
+    case "$1" in
+        isbi2012 | fluo-n2dh-gowt1) echo 5 ;;
+        dic-c2dh-hela) echo 4 ;;
+        fluo-n2dl-hela) echo 3 ;;
+        *) echo "results.sh: unknown data set $1" >&2; exit 2 ;;
+    esac
+}
+
+# runs/cv/splits/<dataset>/fold<f>/{train,test}/{images,masks}: symlinks to DATA, never copies.
+split() {
+    sd=$OUT/splits/$1/fold$2
+    held=$(fold_images "$1" "$2")
+    rm -rf "$sd"
+    mkdir -p "$sd/train/images" "$sd/train/masks" "$sd/test/images" "$sd/test/masks"
+    n_test=0
+    for img in "$DATA/$1/train/images"/*; do
+        n=$(basename "$img")
+        part=train
+        for h in $held; do [ "${n%.*}" = "$h" ] && part=test && n_test=$((n_test + 1)); done
+        ln -s "$(realpath "$img")" "$sd/$part/images/$n"
+        ln -s "$(realpath "$DATA/$1/train/masks/$n")" "$sd/$part/masks/$n"
     done
+    [ "$n_test" = "$(echo $held | wc -w)" ] || { echo "results.sh: $1 fold $2: expected $held" >&2; exit 1; }
 }
 
-timed() { # dir command... : runs it, records wall seconds in dir/time.txt
-    dir=$1
+# Training rate of a configuration arch:base:tile:batch in steps per minute of 2 cores (120 CPU
+# seconds), measured by scripts/calibrate.sh (docs/results.md, "Training budgets").
+rate() {
+    case "$1" in
+        unet:16:256:2) echo 280 ;;
+        unet:16:256:4) echo 136 ;;
+        unet:32:256:2) echo 100 ;;
+        unet-paper:16:412:1) echo 350 ;;
+        unet-paper:32:412:1) echo 125 ;;
+        *) echo "" ;;
+    esac
+}
+
+# recipe NAME: sets TRAIN (unet train flags), PRED (unet predict flags) and SIG (the rate key).
+recipe() {
+    arch=unet base=16 tile=256 batch=2 TRAIN= PRED=
+    IFS=+
+    set -- $1
+    unset IFS
+    case "$1" in
+        # Pytorch-UNet's network (same padding, BatchNorm), CE + soft Dice, flips and 90-degree
+        # turns, Adam 1e-3, two 256x256 tiles per step
+        seed) TRAIN="--optimizer adam --lr 1e-3 --loss ce+dice --augment flips" ;;
+        # Ronneberger et al.: valid convolutions, no BatchNorm, dropout 0.5, elastic deformation,
+        # weighted CE (w0 10, sigma 5) with separated cells, Adam 5e-4, one 412 -> 228 tile
+        paper) arch=unet-paper tile=412 batch=1 TRAIN="--recipe paper"; PRED="--instances" ;;
+        *) echo "results.sh: unknown base recipe '$1' (seed, paper)" >&2; exit 2 ;;
+    esac
     shift
-    t0=$(date +%s)
-    "$@" > "$dir/train.txt" 2>&1
-    echo $(( $(date +%s) - t0 )) > "$dir/time.txt"
+    for m in "$@"; do
+        case "$m" in
+            cos) TRAIN="$TRAIN --schedule cosine --warmup 100" ;;     # cosine decay, warm-up
+            poly) TRAIN="$TRAIN --schedule poly --warmup 100" ;;      # nnU-Net's poly decay
+            ema) TRAIN="$TRAIN --ema 0.999" ;;                        # moving average of weights
+            clip) TRAIN="$TRAIN --clip 1" ;;                          # gradient norm <= 1
+            b[0-9]*) base=${m#b} ;;                                   # width of the first level
+            t[0-9]*) tile=${m#t} ;;                                   # training tile side
+            bs[0-9]*) batch=${m#bs} ;;                                # tiles per step
+            lr*) TRAIN="$TRAIN --lr ${m#lr}" ;;                       # learning rate
+            paug) TRAIN="$TRAIN --augment paper" ;;                   # elastic + rotation + gray
+            flips) TRAIN="$TRAIN --augment flips" ;;                  # flips and 90-degree turns
+            wce) TRAIN="$TRAIN --loss wce" ;;                         # border-weighted CE (Eq. 2)
+            ce) TRAIN="$TRAIN --loss ce" ;;
+            cedice) TRAIN="$TRAIN --loss ce+dice" ;;
+            sep) TRAIN="$TRAIN --separate-cells"; PRED="--instances" ;;  # strip between cells
+            c3) TRAIN="$TRAIN --classes 3 --separate-cells"; PRED="--instances" ;;  # border class
+            *) echo "results.sh: unknown recipe modifier '$m'" >&2; exit 2 ;;
+        esac
+    done
+    TRAIN="$TRAIN --base $base --depth 4 --tile $tile --batch $batch"
+    [ "$arch" = unet-paper ] || TRAIN="--arch $arch $TRAIN"
+    SIG=$arch:$base:$tile:$batch
 }
 
-evaluate() { # dir split
-    "$UNET" eval --pred "$1/pred" --truth "$2/val/masks" --json > "$1/eval.json"
-    "$UNET" eval --pred "$1/pred" --truth "$2/val/masks" > "$1/eval.txt"
+variant_flags() {
+    vf=
+    IFS=+
+    for v in $1; do
+        case "$v" in
+            plain) ;;                                                 # scored again
+            tta) vf="$vf --tta" ;;
+            inst) vf="$vf --instances" ;;
+            cc) vf="$vf --instances --instance-method cc" ;;
+            ws) vf="$vf --instances --instance-method watershed" ;;
+            *) echo "results.sh: unknown variant '$v' (tta, inst, cc, ws)" >&2; exit 2 ;;
+        esac
+    done
+    unset IFS
+    echo "$vf"
 }
 
-for d in $SETS; do
-    split "$d"
-    s=runs/splits/$d
-    common="--images $s/train/images --masks $s/train/masks --val-images $s/val/images \
-            --val-masks $s/val/masks --steps $STEPS --seed $SEED --threads $THREADS --quiet"
+# predict_eval DIR SPLIT NAME FLAGS: DIR/pred[-NAME] and DIR/eval[-NAME].json
+predict_eval() {
+    pr=$1 ps=$2 sfx=${3:+-$3} flags=$4
+    [ -s "$pr/eval$sfx.json" ] && return 0
+    rm -rf "$pr/pred$sfx"
+    # shellcheck disable=SC2086
+    "$UNET" predict --model "$pr/model.safetensors" --input "$ps/test/images" \
+        --output "$pr/pred$sfx" --probabilities --threads "$THREADS" --quiet $flags
+    # shellcheck disable=SC2086
+    "$UNET" eval --pred "$pr/pred$sfx" --truth "$ps/test/masks" --json $EVAL_FLAGS \
+        > "$pr/eval$sfx.json.tmp"
+    mv "$pr/eval$sfx.json.tmp" "$pr/eval$sfx.json"
+}
 
-    r=$OUT/$d/seed-unet; mkdir -p "$r"
-    if want seed-unet; then
-    echo "== $d: seed recipe, unet"
-    timed "$r" "$UNET" train $common --out "$r/model.safetensors" --base 16 --depth 4 \
-        --tile 256 --batch 2 --optimizer adam --lr 1e-3 --loss ce+dice --augment flips
-    "$UNET" predict --model "$r/model.last.safetensors" --input "$s/val/images" \
-        --output "$r/pred" --overlay --quiet
-    evaluate "$r" "$s"
-    fi
-
-    if want seed-pytorch && $PY -c "import torch" 2>/dev/null; then
-        r=$OUT/$d/seed-pytorch; mkdir -p "$r"
-        echo "== $d: seed recipe, PyTorch"
-        timed "$r" $PY tools/train_torch.py --images "$s/train/images" --masks "$s/train/masks" \
-            --val-images "$s/val/images" --val-masks "$s/val/masks" --out "$r" --base 16 \
-            --depth 4 --tile 256 --batch 2 --steps "$STEPS" --lr 1e-3 --seed "$SEED" --threads "$THREADS"
-        evaluate "$r" "$s"
-    fi
-
-    r=$OUT/$d/paper-unet; mkdir -p "$r"
-    if want paper-unet; then
-    echo "== $d: the paper's recipe, unet"
-    timed "$r" "$UNET" train $common --out "$r/model.safetensors" --recipe paper --base 16 \
-        --depth 4 --tile 412 --optimizer adam --lr 5e-4 --steps "$STEPS_PAPER"
-    "$UNET" predict --model "$r/model.last.safetensors" --input "$s/val/images" \
-        --output "$r/pred" --overlay --instances --quiet
-    evaluate "$r" "$s"
-    fi
-
-    r=$OUT/$d/fcn8s-unet; mkdir -p "$r"
-    if want fcn8s-unet; then
-    echo "== $d: FCN-8s, unet"
-    timed "$r" "$UNET" train $common --out "$r/model.safetensors" --arch fcn8s --base 16 \
-        --tile 256 --batch 2 --optimizer adam --lr 1e-3 --loss ce+dice --augment flips
-    "$UNET" predict --model "$r/model.last.safetensors" --input "$s/val/images" \
-        --output "$r/pred" --overlay --quiet
-    evaluate "$r" "$s"
-    fi
+for d in $DATASETS; do
+    folds=$FOLDS
+    [ -n "$folds" ] || folds=$(seq 1 "$(n_folds "$d")")
+    for rec in $RECIPES; do
+        recipe "$rec"
+        if [ -n "$STEPS" ]; then
+            steps=$STEPS budget=s$STEPS
+        else
+            spm=$(rate "$SIG")
+            [ -n "$spm" ] || { echo "results.sh: no measured rate for $SIG ($rec): give STEPS or add it to rate()" >&2; exit 2; }
+            steps=$(( MINUTES * spm )) budget=${MINUTES}m
+        fi
+        for seed in $SEEDS; do
+            for fold in $folds; do
+                [ "$fold" -le "$(n_folds "$d")" ] || continue
+                r=$OUT/$d/${rec}_$budget/seed$seed/fold$fold
+                s=$OUT/splits/$d/fold$fold
+                mkdir -p "$r"
+                split "$d" "$fold"
+                if [ ! -s "$r/time.txt" ] || [ -e "$r/model.resume.safetensors" ]; then
+                    resume=
+                    [ -e "$r/model.resume.safetensors" ] && resume="--resume $r/model.resume.safetensors"
+                    echo "== $d $rec $budget seed $seed fold $fold: $steps steps (test: $(ls "$s/test/images" | tr '\n' ' '))"
+                    rc=0
+                    # shellcheck disable=SC2086
+                    /usr/bin/time -f "%e %U %S" -a -o "$r/time.txt" "$UNET" train \
+                        --images "$s/train/images" --masks "$s/train/masks" --val-split 0 \
+                        --out "$r/model.safetensors" --steps "$steps" --seed "$seed" \
+                        --threads "$THREADS" --quiet $TRAIN $resume >> "$r/train.txt" 2>&1 || rc=$?
+                    echo "$rc" > "$r/train.rc"
+                    if [ "$rc" != 0 ]; then
+                        echo "results.sh: $r: unet train exited $rc (see $r/train.txt)" >&2
+                        [ "$rc" = 3 ] || exit 1
+                    fi
+                    # The model is OUT (STEM.last is the same file without validation); after a
+                    # divergence (exit 3) the last good state, scored and marked failed.
+                    rm -f "$r/model.resume.safetensors" "$r/model.last.safetensors"
+                fi
+                predict_eval "$r" "$s" "" "$PRED"
+                for v in $VARIANTS; do
+                    predict_eval "$r" "$s" "$v" "$PRED $(variant_flags "$v")"
+                done
+                grep -q ',rollback' "$r/model.log.csv" && echo "results.sh: $r: rollbacks in the log" >&2
+                :
+            done
+        done
+    done
 done
-echo "results in $OUT"
+echo "results in $OUT (python3 tools/results_table.py $OUT)"

@@ -67,7 +67,10 @@ unet_status unet_mask_to_target(unet_ctx *ctx, const unet_image *mask, const une
     if (o->gap < 1)
         return unet__fail(ctx, UNET_STATUS_ARG, "separate gap: expected >= 1, got %d", o->gap);
     const int h = mask->h, w = mask->w;
-    unet_status st = unet_mask_to_classes(ctx, mask, o->classes, name, target);
+    /* classes 3 with separated cells: the mask says cell or not (an instance label image, ids
+     * of any size); the separation makes the border class 2 below. */
+    int mask_classes = o->separate_cells && o->classes == 3 ? 2 : o->classes;
+    unet_status st = unet_mask_to_classes(ctx, mask, mask_classes, name, target);
     if (st != UNET_STATUS_OK) return st;
     const size_t P = (size_t)h * w;
     int32_t *labels = malloc(sizeof(int32_t) * (P ? P : 1));

@@ -2680,6 +2680,86 @@ TEST(save_minutes_bounds_a_hard_kill) {
     }
 }
 
+/* dir (write_dataset's) with masks that label two touching cells 7 and 300, as the Cell
+ * Tracking Challenge's masks do, instead of its binary ones. */
+static bool instance_label_masks(const char *dir) {
+    char p[600];
+    bool ok = write_dataset(dir, 2, 32);
+    for (int k = 0; k < 2 && ok; k++) {
+        unet_image m;
+        ok = unet_image_alloc(NULL, &m, 32, 32, 1, UNET_DTYPE_U16) == UNET_STATUS_OK;
+        if (!ok) break;
+        uint16_t *v = m.data;
+        for (int y = 8; y < 24; y++)
+            for (int x = 4; x < 28; x++) v[y * 32 + x] = x < 16 ? 7 : 300; /* two touching cells */
+        snprintf(p, sizeof p, "%s/masks/img%d.png", dir, k);
+        unlink(p);
+        snprintf(p, sizeof p, "%s/masks/img%d.tif", dir, k);
+        ok = unet_image_save(NULL, p, &m) == UNET_STATUS_OK;
+        unet_image_free(&m);
+    }
+    return ok;
+}
+
+/* --classes 3 --separate-cells on instance label masks (the Cell Tracking Challenge's: ids of
+ * any size) trains the border class; the ids are not class ids.  Without --separate-cells an id
+ * of 3 or more is still an error for 3 classes. */
+TEST(border_class_from_instance_labels) {
+    char dir[300], out[512];
+    tmp_path(dir, sizeof dir, "inst3");
+    CHECK(instance_label_masks(dir));
+    snprintf(out, sizeof out, "%s/m.safetensors", dir);
+    struct cmd c;
+    train_on(&c, dir, 2);
+    arg(&c, "--classes");
+    arg(&c, "3");
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "is not a class id in 0..2");
+    arg(&c, "--separate-cells");
+    CHECK_RUN(run(&c, 0), 0);
+    unet_model *m = NULL;
+    CHECK_STATUS(unet_model_load(NULL, out, &m), UNET_STATUS_OK);
+    if (m) CHECK_EQ(unet_model_config(m)->classes, 3);
+    unet_model_free(m);
+}
+
+/* The default recipe plans from the masks (docs/results.md, "The default recipe"): masks of
+ * cell ids train with separated cells and the border-weighted loss; binary masks, an explicit
+ * --loss and --recipe seed keep cross entropy + Dice. */
+TEST(default_recipe_from_masks) {
+    char dir[300], out[512], rj[512];
+    tmp_path(dir, sizeof dir, "plan");
+    CHECK(instance_label_masks(dir));
+    snprintf(out, sizeof out, "%s/m.safetensors", dir);
+    snprintf(rj, sizeof rj, "%s/m.run.json", dir);
+    struct cmd c;
+    train_on(&c, dir, 1);
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK_STR_CONTAINS(last_err, "the masks label each cell with its own id: training with "
+                                 "--separate-cells --loss wce");
+    char *text = read_text(rj);
+    CHECK_STR_CONTAINS(text, "\"loss\":\t\"wce\"");
+    free(text);
+    const char *keep[][2] = {{"--loss", "ce+dice"}, {"--recipe", "seed"}};
+    for (int k = 0; k < 2; k++) {
+        train_on(&c, dir, 1);
+        arg(&c, "--force");
+        arg(&c, "%s", keep[k][0]);
+        arg(&c, "%s", keep[k][1]);
+        CHECK_RUN(run(&c, 0), 0);
+        text = read_text(rj);
+        CHECK_STR_CONTAINS(text, "\"loss\":\t\"ce+dice\"");
+        free(text);
+    }
+    train_args(&c, out, 1, 0);  /* data_dir's binary masks */
+    arg(&c, "--force");
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK(!strstr(last_err, "its own id"));
+    text = read_text(rj);
+    CHECK_STR_CONTAINS(text, "\"loss\":\t\"ce+dice\"");
+    free(text);
+}
+
 int main(void) {
     unet_bin = getenv("UNET_BIN");
     if (!unet_bin || !*unet_bin) {
@@ -2740,6 +2820,8 @@ int main(void) {
     RUN(read_only_outputs);
     RUN(two_processes_one_folder);
     RUN(save_minutes_bounds_a_hard_kill);
+    RUN(border_class_from_instance_labels);
+    RUN(default_recipe_from_masks);
     remove_tree(tmp_dir);
     return harness_finish();
 }
