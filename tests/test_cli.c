@@ -1685,6 +1685,11 @@ TEST(option_tables) {
         {"info", "--size HxW", "image size for FLOPs and memory (512x512)"},
         {"weightmap", "--wc balance|none", "class-balancing term (balance)"},
         {"convolutionalize", "--arch NAME", "fcn32s, fcn16s or fcn8s (fcn32s)"},
+        {"train", "--base N", "channels of the first level (64)"},
+        {"train", "--loss ce|ce+dice|dice|wce\n", "ce, ce+dice (default), dice, wce (weight map"},
+        {"train", "--max-rollbacks N", "up to N times, then stop with exit 3 (3)\n"},
+        {"predict", "--instance-method watershed|cc", "or cc (connected components)\n"},
+        {"predict", "--precision fp32|bf16", "fp32 (default) or bf16"},
     };
     struct cmd c;
     for (size_t i = 0; i < sizeof helps / sizeof helps[0]; i++) {
@@ -1715,6 +1720,17 @@ TEST(option_tables) {
          "convolutionalize: --classes: 'x' is not a valid integer"},
         {"export", "m.safetensors", "--onnx", NULL, NULL, NULL, NULL,
          "export: --onnx needs a value (FILE.onnx)"},
+        {"train", "--images", "a", "--masks", "b", "--batch", "-1", "train: --batch must be >= 0"},
+        {"train", "--classes", "0", NULL, NULL, NULL, NULL, "train: --classes must be >= 1"},
+        {"train", "--loss", "focal", NULL, NULL, NULL, NULL,
+         "--loss: 'focal' (expected ce, ce+dice, dice or wce)"},
+        {"train", "--recipe", "papers", NULL, NULL, NULL, NULL,
+         "--recipe: 'papers' (expected seed, paper or paper-sgd)"},
+        {"train", "--images=a", "--masks=b", "--out=o.safetensors", "--val-split", "1", NULL,
+         "train: 0 <= --val-split < 1"},
+        {"predict", "--model", "m", "--input", "i", "--min-size", "-5",
+         "predict: --min-size must be >= 0"},
+        {"predict", "--batch", "0", NULL, NULL, NULL, NULL, "predict: --batch must be >= 1"},
     };
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
         cmd_init(&c, NULL);

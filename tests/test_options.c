@@ -145,17 +145,40 @@ TEST(help_lists_defaults) {
     free(text);
 }
 
-/* train and predict's older rows (cli.h) go through the same parser: no defaults, no ranges. */
-TEST(older_rows_same_parser) {
-    int n = 5;
-    bool q = false;
-    const struct cli_opt old[] = {{"--n", CLI_INT, &n, "N", "n (5)"},
-                                  {"--quiet", CLI_FLAG, &q, NULL, "quiet"}};
-    char a0[] = "unet", a1[] = "train", a2[] = "--n", a3[] = "-3", a4[] = "--quiet";
-    char *argv[] = {a0, a1, a2, a3, a4, NULL};
-    CHECK(cli_parse("train", "", 5, argv, 2, old, 2, NULL, 0, NULL));
-    CHECK_EQ(n, -3);
-    CHECK(q);
+/* A word (CLI_WORD, train's --loss, predict's --instance-method) keeps the text itself, one of
+ * the table's words exactly (not a prefix), and is refused like a choice otherwise. */
+TEST(word_keeps_the_text) {
+    const char *w = NULL;
+    const struct cli_option o[] = {{"--loss", CLI_WORD, &w, "ce|ce+dice|dice", .help = "a loss"}};
+    const struct cli_command c = {"train", "", o, CLI_COUNT(o)};
+    CHECK(parse(&c, "", NULL, 0, NULL));
+    CHECK(w == NULL); /* no default: not given stays NULL */
+    CHECK(parse(&c, "--loss ce+dice", NULL, 0, NULL));
+    CHECK(w && strcmp(w, "ce+dice") == 0);
+    CHECK(parse(&c, "--loss=ce", NULL, 0, NULL));
+    CHECK(w && strcmp(w, "ce") == 0);
+    static const char *bad[] = {"--loss cee", "--loss c", "--loss ce+", "--loss dice|ce"};
+    for (int k = 0; k < 4; k++) {
+        w = NULL;
+        CHECK(!parse(&c, bad[k], NULL, 0, NULL));
+        CHECK(w == NULL);
+        CHECK_STR_CONTAINS(err, "(expected ce, ce+dice or dice)");
+    }
+    CHECK_STR_CONTAINS(err, "unet: error: --loss: 'dice|ce' (expected ce, ce+dice or dice)\n");
+    /* --help: an option whose words pass the column has its help on the next line. */
+    const struct cli_option long_words[] = {
+        {"--schedule", CLI_WORD, &w, "constant|cosine|poly|step", .help = "the schedule"},
+        {"--n", CLI_INT, &i_val, "N", .help = "a count"}};
+    const struct cli_command lc = {"train", "[options]", long_words, CLI_COUNT(long_words)};
+    char *text = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream(&text, &size);
+    cli_options_usage(f, &lc);
+    fclose(f);
+    CHECK_STR_CONTAINS(text, "\n  --schedule constant|cosine|poly|step\n"
+                             "                           the schedule\n"
+                             "  --n N                    a count\n");
+    free(text);
 }
 
 int main(void) {
@@ -163,6 +186,6 @@ int main(void) {
     RUN(positional_and_double_dash);
     RUN(errors_name_the_option);
     RUN(help_lists_defaults);
-    RUN(older_rows_same_parser);
+    RUN(word_keeps_the_text);
     return harness_finish();
 }

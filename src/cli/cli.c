@@ -58,25 +58,6 @@ void cli_note(const char *fmt, ...) {
     va_end(ap);
 }
 
-/* ---- options: the older rows of train and predict (cli.h), on options.c's parser ---- */
-
-bool cli_parse(const char *cmd, const char *synopsis, int argc, char **argv, int first,
-               const struct cli_opt *opts, int n_opts, const char **pos, int max_pos, int *n_pos) {
-    (void)first; /* always 2: argv[1] is the command */
-    struct cli_option *t = calloc((size_t)n_opts + 1, sizeof *t);
-    if (!t) {
-        cli_error("%s: out of memory", cmd);
-        return false;
-    }
-    for (int i = 0; i < n_opts; i++)
-        t[i] = (struct cli_option){opts[i].name, opts[i].kind, opts[i].dst, opts[i].arg,
-                                   opts[i].help, .def = NULL};
-    const struct cli_command c = {cmd, synopsis, t, n_opts};
-    bool ok = cli_options_parse(&c, argc, argv, pos, max_pos, n_pos);
-    free(t);
-    return ok;
-}
-
 /* ---- files ---- */
 
 bool cli_is_dir(const char *path) {

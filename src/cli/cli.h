@@ -17,22 +17,8 @@
 enum { CLI_EXIT_FAIL = 1, CLI_EXIT_USAGE = 2, CLI_EXIT_DIVERGED = 3 };
 
 /* ---- options ----
- * Commands declare their options in a table (options.h: struct cli_option, cli_options_parse).
- * train and predict still use the older five-field rows below, parsed by the same code;
- * moving them is mechanical: `struct cli_opt` -> `struct cli_option`, ".help = " before each
- * row's help (and ".def = " where the help names a default), cli_parse -> cli_options_parse
- * with a struct cli_command; then this block goes. */
-struct cli_opt {
-    const char   *name;     /* "--tile" */
-    enum cli_kind kind;
-    void         *dst;      /* bool*, int*, float*, double*, const char** */
-    const char   *arg;      /* "N", "DIR", ... for the help text (NULL for flags) */
-    const char   *help;
-};
-
-/* cli_options_parse over opts (no defaults, no ranges); first must be 2. */
-bool cli_parse(const char *cmd, const char *synopsis, int argc, char **argv, int first,
-               const struct cli_opt *opts, int n_opts, const char **pos, int max_pos, int *n_pos);
+ * Every command declares its options in a table (options.h: struct cli_option,
+ * cli_options_parse). */
 
 /* ---- messages ---- */
 /* "unet: error: <formatted>" on stderr. */

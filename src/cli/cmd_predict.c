@@ -315,38 +315,47 @@ int cmd_predict(int argc, char **argv) {
                       .instance_method = "watershed"};
     const char *precision = "fp32";
     unet_precision prec = UNET_PRECISION_FP32;
-    const struct cli_opt opts[] = {
-        {"--model", CLI_STR, &a.model, "FILE", "the trained model (.safetensors)"},
-        {"--input", CLI_STR, &a.input, "FILE|DIR", "an image, a stack or a folder of images"},
-        {"--output", CLI_STR, &a.output, "DIR", "where the masks go (created if missing)"},
-        {"--probabilities", CLI_FLAG, &a.probabilities, NULL, "also write NAME_prob.tif"},
-        {"--overlay", CLI_FLAG, &a.overlay, NULL, "also write NAME_overlay.png"},
-        {"--instances", CLI_FLAG, &a.instances, NULL, "also write 16-bit instance labels"},
-        {"--grow", CLI_INT, &a.grow, "N", "grow instances back over N border pixels (2)"},
-        {"--instance-method", CLI_STR, &a.instance_method, "NAME",
-         "watershed (default: seeds from the eroded cells) or cc (connected components)"},
-        {"--erode", CLI_INT, &a.erode, "N", "watershed seeds: cells eroded by N pixels (8)"},
-        {"--min-size", CLI_INT, &a.min_size, "N", "remove instances under N pixels (256)"},
+    const struct cli_option opts[] = {
+        {"--model", CLI_STR, &a.model, "FILE", .help = "the trained model (.safetensors)"},
+        {"--input", CLI_STR, &a.input, "FILE|DIR",
+         .help = "an image, a stack or a folder of images"},
+        {"--output", CLI_STR, &a.output, "DIR", .help = "where the masks go (created if missing)"},
+        {"--probabilities", CLI_FLAG, &a.probabilities, NULL, .help = "also write NAME_prob.tif"},
+        {"--overlay", CLI_FLAG, &a.overlay, NULL, .help = "also write NAME_overlay.png"},
+        {"--instances", CLI_FLAG, &a.instances, NULL, .help = "also write 16-bit instance labels"},
+        {"--grow", CLI_INT, &a.grow, "N", .help = "grow instances back over N border pixels (2)",
+         .lo = 0, .hi = HUGE_VAL},
+        {"--instance-method", CLI_WORD, &a.instance_method, "watershed|cc",
+         .help = "watershed (default: seeds from the eroded cells) or cc (connected components)"},
+        {"--erode", CLI_INT, &a.erode, "N", .help = "watershed seeds: cells eroded by N pixels (8)",
+         .lo = 0, .hi = HUGE_VAL},
+        {"--min-size", CLI_INT, &a.min_size, "N", .help = "remove instances under N pixels (256)",
+         .lo = 0, .hi = HUGE_VAL},
         {"--seed-threshold", CLI_FLOAT, &a.seed_threshold, "P",
-         "watershed seeds: cells with probability above P (0.8)"},
-        {"--logits", CLI_STR, &a.logits, "FILE.npy|DIR", "raw logits (classes, H, W) float32"},
-        {"--tile", CLI_INT, &a.tile, "T", "input tile side (default: whole image up to 1024)"},
-        {"--overlap", CLI_INT, &a.overlap, "O", "output overlap between tiles (64)"},
-        {"--batch", CLI_INT, &a.batch, "B", "tiles per forward pass (1)"},
-        {"--tta", CLI_FLAG, &a.tta, NULL, "average the 8 flips/rotations"},
-        {"--norm", CLI_STR, &a.norm, "NAME", "auto (default), percentile, max, none"},
-        {"--precision", CLI_STR, &precision, "NAME",
-         "fp32 (default) or bf16: bf16 products where the CPU has AVX512_BF16"},
-        {"--channel-axis", CLI_STR, &a.channel_axis, "AXIS", CLI_CHANNEL_AXIS_HELP},
-        {"--channels", CLI_STR, &a.channels, "SPEC", CLI_CHANNELS_HELP " (default: the model's)"},
-        {"--threads", CLI_INT, &a.threads, "T", "threads (all cores)"},
-        {"--max-pixels", CLI_STR, &a.max_pixels, "N", CLI_MAX_PIXELS_HELP},
-        {"--max-memory", CLI_STR, &a.max_memory, "SIZE", CLI_MAX_MEMORY_HELP},
-        {"--quiet", CLI_FLAG, &a.quiet, NULL, "no progress lines"},
+         .help = "watershed seeds: cells with probability above P (0.8)"},
+        {"--logits", CLI_STR, &a.logits, "FILE.npy|DIR",
+         .help = "raw logits (classes, H, W) float32"},
+        {"--tile", CLI_INT, &a.tile, "T",
+         .help = "input tile side (default: whole image up to 1024)", .lo = 0, .hi = HUGE_VAL},
+        {"--overlap", CLI_INT, &a.overlap, "O", .help = "output overlap between tiles (64)"},
+        {"--batch", CLI_INT, &a.batch, "B", .help = "tiles per forward pass (1)", .lo = 1,
+         .hi = HUGE_VAL},
+        {"--tta", CLI_FLAG, &a.tta, NULL, .help = "average the 8 flips/rotations"},
+        {"--norm", CLI_WORD, &a.norm, "auto|percentile|max|none",
+         .help = "auto (default), percentile, max, none"},
+        {"--precision", CLI_WORD, &precision, "fp32|bf16",
+         .help = "fp32 (default) or bf16: bf16 products where the CPU has AVX512_BF16"},
+        {"--channel-axis", CLI_STR, &a.channel_axis, "AXIS", .help = CLI_CHANNEL_AXIS_HELP},
+        {"--channels", CLI_STR, &a.channels, "SPEC",
+         .help = CLI_CHANNELS_HELP " (default: the model's)"},
+        {"--threads", CLI_INT, &a.threads, "T", .help = "threads (all cores)"},
+        {"--max-pixels", CLI_STR, &a.max_pixels, "N", .help = CLI_MAX_PIXELS_HELP},
+        {"--max-memory", CLI_STR, &a.max_memory, "SIZE", .help = CLI_MAX_MEMORY_HELP},
+        {"--quiet", CLI_FLAG, &a.quiet, NULL, .help = "no progress lines"},
     };
-    if (!cli_parse("predict", "--model FILE --input FILE|DIR --output DIR [options]", argc, argv,
-                   2, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL))
-        return CLI_EXIT_USAGE;
+    const struct cli_command cmd = {
+        "predict", "--model FILE --input FILE|DIR --output DIR [options]", opts, CLI_COUNT(opts)};
+    if (!cli_options_parse(&cmd, argc, argv, NULL, 0, NULL)) return CLI_EXIT_USAGE;
     if (!a.model || !a.input || !a.output) {
         cli_error("predict: --model, --input and --output are required (see unet predict --help)");
         return CLI_EXIT_USAGE;
@@ -358,15 +367,8 @@ int cmd_predict(int argc, char **argv) {
     a.budget = cli_memory_default();
     if (a.max_memory && !cli_parse_bytes("--max-memory", a.max_memory, &a.budget))
         return CLI_EXIT_USAGE;
-    if (a.batch < 1 || a.grow < 0 || a.tile < 0 || a.erode < 0 || a.min_size < 0 ||
-        !(a.seed_threshold >= 0 && a.seed_threshold < 1)) {
-        cli_error("predict: --batch >= 1, --grow, --erode, --min-size, --tile >= 0, "
-                  "0 <= --seed-threshold < 1");
-        return CLI_EXIT_USAGE;
-    }
-    if (strcmp(a.instance_method, "cc") != 0 && strcmp(a.instance_method, "watershed") != 0) {
-        cli_error("predict: --instance-method: '%s' (expected watershed or cc)",
-                  a.instance_method);
+    if (!(a.seed_threshold >= 0 && a.seed_threshold < 1)) { /* [0, 1): not a table range */
+        cli_error("predict: 0 <= --seed-threshold < 1");
         return CLI_EXIT_USAGE;
     }
     unet_ctx *ctx = unet_ctx_create();

@@ -15,7 +15,8 @@ void cli_options_usage(FILE *f, const struct cli_command *cmd) {
         const struct cli_option *o = &cmd->opts[i];
         char left[64];
         snprintf(left, sizeof left, "%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
-        fprintf(f, "  %-24s %s", left, o->help);
+        if (strlen(left) > 24) fprintf(f, "  %s\n%27s%s", left, "", o->help); /* a long list */
+        else fprintf(f, "  %-24s %s", left, o->help);
         if (o->def) fprintf(f, " (%s)", o->def);
         fputc('\n', f);
     }
@@ -84,13 +85,15 @@ static bool set_value(const char *cmd, const struct cli_option *o, const char *v
     switch (o->kind) {
     case CLI_FLAG: *(bool *)o->dst = true; return true;
     case CLI_STR: *(const char **)o->dst = v; return true;
-    case CLI_CHOICE: {
+    case CLI_CHOICE:
+    case CLI_WORD: {
         int k = choice_index(o->arg, v);
         if (k < 0) {
             choice_error(o, v);
             return false;
         }
-        *(int *)o->dst = k;
+        if (o->kind == CLI_WORD) *(const char **)o->dst = v;
+        else *(int *)o->dst = k;
         return true;
     }
     case CLI_INT: {

@@ -21,7 +21,7 @@
  *     eval: --classes needs a value (K)
  *     eval: --classes: 'abc' is not a valid integer
  *     eval: --classes must be 2..64                  (also ">= 0", "<= 1")
- *     --wc: 'x' (expected balance or none)
+ *     --wc: 'x' (expected balance or none)            (CLI_CHOICE and CLI_WORD)
  *     eval: --json takes no value
  *     eval: unexpected argument 'x' (see unet eval --help)
  * `--name=value` is the same as `--name value`; after `--` everything is positional.
@@ -38,15 +38,17 @@ enum cli_kind {
     CLI_FLOAT,      /* float (finite) */
     CLI_DOUBLE,     /* double (finite) */
     CLI_STR,        /* const char *: the argument itself */
-    CLI_CHOICE      /* int: the index of the value among arg's words ("balance|none") */
+    CLI_CHOICE,     /* int: the index of the value among arg's words ("balance|none") */
+    CLI_WORD        /* const char *: the argument, which must be one of arg's words */
 };
 
 struct cli_option {
     const char   *name;     /* "--tile" */
     enum cli_kind kind;
-    void         *dst;      /* bool*, int*, float*, double*, const char**, int* (choice) */
+    void         *dst;      /* bool*, int*, float*, double*, const char** (str, word), int*
+                             * (choice) */
     const char   *arg;      /* the value's name in the help ("N", "DIR"); NULL for flags;
-                             * CLI_CHOICE: the words it takes, "balance|none" */
+                             * CLI_CHOICE, CLI_WORD: the words it takes, "balance|none" */
     const char   *help;     /* one line; the default is added as " (2)" */
     const char   *def;      /* the default as typed on the command line, or NULL */
     double        lo, hi;   /* numbers: the value must lie in [lo, hi] when lo < hi
