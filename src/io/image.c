@@ -285,18 +285,25 @@ static unet_status tiff_axis(unet_ctx *ctx, const char *path, int axis, bool *pa
     return UNET_STATUS_OK;
 }
 
+/* The options (NULL: the defaults) with their channel axis checked, and the file's format. */
+static unet_status opts_and_format(unet_ctx *ctx, const char *path, const unet_image_opts *opts,
+                                   unet_image_opts *o, enum format *fmt) {
+    *o = opts ? *opts : unet_image_defaults();
+    if (!axis_valid(o->channel_axis))
+        return unet__fail(ctx, UNET_STATUS_ARG, "%s: channel axis %d: expected -3..2, auto or "
+                          "none", path, o->channel_axis);
+    return sniff(ctx, path, fmt);
+}
+
 static unet_status load(unet_ctx *ctx, const char *path, int page, const unet_image_opts *opts,
                         bool pixels, unet_image *out) {
     if (!out) return unet__fail(ctx, UNET_STATUS_ARG, "unet_image_load: out is NULL");
     memset(out, 0, sizeof *out);
     if (!path) return unet__fail(ctx, UNET_STATUS_ARG, "unet_image_load: path is NULL");
     if (page < 0) return unet__fail(ctx, UNET_STATUS_ARG, "%s: page %d is negative", path, page);
-    const unet_image_opts o = opts ? *opts : unet_image_defaults();
-    if (!axis_valid(o.channel_axis))
-        return unet__fail(ctx, UNET_STATUS_ARG, "%s: channel axis %d: expected -3..2, auto or "
-                          "none", path, o.channel_axis);
+    unet_image_opts o;
     enum format fmt;
-    unet_status s = sniff(ctx, path, &fmt);
+    unet_status s = opts_and_format(ctx, path, opts, &o, &fmt);
     if (s != UNET_STATUS_OK) return s;
     bool joined = false;
     if (fmt == FORMAT_TIFF && (s = tiff_axis(ctx, path, o.channel_axis, &joined)) != UNET_STATUS_OK)
@@ -338,12 +345,9 @@ unet_status unet_image_pages_with(unet_ctx *ctx, const char *path, const unet_im
     if (!pages) return unet__fail(ctx, UNET_STATUS_ARG, "unet_image_pages: pages is NULL");
     *pages = 0;
     if (!path) return unet__fail(ctx, UNET_STATUS_ARG, "unet_image_pages: path is NULL");
-    const unet_image_opts o = opts ? *opts : unet_image_defaults();
-    if (!axis_valid(o.channel_axis))
-        return unet__fail(ctx, UNET_STATUS_ARG, "%s: channel axis %d: expected -3..2, auto or "
-                          "none", path, o.channel_axis);
+    unet_image_opts o;
     enum format fmt;
-    unet_status s = sniff(ctx, path, &fmt);
+    unet_status s = opts_and_format(ctx, path, opts, &o, &fmt);
     if (s != UNET_STATUS_OK) return s;
     bool joined = false;
     switch (fmt) {
