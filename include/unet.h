@@ -697,6 +697,12 @@ unet_status unet_sampler_next(unet_ctx *ctx, unet_sampler *s, float *x, int32_t 
 /* Batches handed out so far; seek makes the next batch number k (for resuming a run). */
 long unet_sampler_position(const unet_sampler *s);
 unet_status unet_sampler_seek(unet_ctx *ctx, unet_sampler *s, long k);
+/* From the next batch on, unet_sampler_next fills only samples first .. first + count - 1 of
+ * each batch (x, target and weight then hold count samples): sample j of batch k is the same
+ * whoever makes it, so process r of N making its share of every batch (a data-parallel run)
+ * sees exactly the tiles a single process would.  0 <= first, 1 <= count, first + count <=
+ * batch, else UNET_STATUS_ARG.  (first 0, count batch: the whole batch, the default.) */
+unet_status unet_sampler_shard(unet_ctx *ctx, unet_sampler *s, int first, int count);
 /* Seconds the workers spent preparing batches (summed over workers), and seconds the caller
  * spent in unet_sampler_next (waiting plus copying out).  With workers = 0 both are the time
  * spent preparing batches. */
@@ -795,17 +801,38 @@ typedef enum unet_reduction {
                                  * the mean times (labeled pixels / batch).  CE and WCE only. */
 } unet_reduction;
 
+typedef struct unet_step_stats unet_step_stats;
+
+/* The seam for data-parallel training (one process per machine, e.g. MPI ranks, each stepping
+ * on its share of the batch): unet_train_step_ex calls it between the backward pass and the
+ * update with the model's flat gradient block (n floats, the layout of
+ * unet_model_block(UNET_BLOCK_WEIGHTS)) and the step's statistics so far (loss, baseline, class
+ * counts; grad_norm and clipped come after it).  It may change both: sum the gradients of all
+ * processes and make the statistics global, so that every process clips, updates and judges
+ * (unet_guard_observe) alike.  The gradient is that of this process's loss: a mean over its
+ * labeled pixels (the summed reduction: over its tiles), so weighting each process's gradient by
+ * its labeled pixels (truth counts; tiles for the sum) before summing, and dividing by the
+ * total, gives the single-process gradient of the whole batch.  The Dice loss is a ratio over
+ * the batch and does not decompose so.  With a hook the step always reaches it, even when the
+ * local loss is not finite (the gradients are then NaN), so no process waits for one that gave
+ * up; a loss still not finite after it fails the step as usual.  A non-OK return fails the step
+ * with that status and its message on ctx, the parameters unchanged. */
+typedef unet_status (*unet_grad_fn)(unet_ctx *ctx, float *grads, size_t n, unet_step_stats *st,
+                                    void *user);
+
 typedef struct unet_step_opts {
     unet_loss_kind loss;
     unet_reduction reduction;
     double         clip_norm;   /* > 0: PyTorch's clip_grad_norm_(max_norm = clip_norm): with n the
                                  * global L2 norm of all gradients, each is multiplied by
                                  * min(1, clip_norm / (n + 1e-6)) before the update; 0: off */
+    unet_grad_fn   grad_fn;     /* NULL: none */
+    void          *grad_user;
 } unet_step_opts;
 
 /* What one step did.  The class counts are over the labeled output pixels of the batch
  * (target >= 0), the prediction the argmax of the logits (one class: logit > 0). */
-typedef struct unet_step_stats {
+struct unet_step_stats {
     double  loss;               /* the loss before the update */
     double  grad_norm;          /* global L2 norm of the gradients before clipping (NaN when the
                                  * step stopped before the gradient) */
@@ -817,7 +844,7 @@ typedef struct unet_step_stats {
     int     classes;            /* entries used in pred and truth (2 for a one-class model) */
     int64_t pred[UNET_MAX_CLASSES], truth[UNET_MAX_CLASSES];
     int64_t correct;            /* labeled pixels predicted right */
-} unet_step_stats;
+};
 
 unet_step_opts unet_step_defaults(unet_loss_kind loss);    /* mean, no clipping */
 
@@ -943,6 +970,224 @@ unet_status unet_guard_set_state(unet_ctx *ctx, unet_guard *g, const char *state
 unet_status unet_holdout_plan(unet_ctx *ctx, int n, const int *file, const int *rows,
                               double fraction, int min_rows, uint64_t seed, int *kind, int *held,
                               int *band_rows);
+/* ---------------------------------------------------------------------------------------
+ * The training loop: `unet train` as one library call (docs/training.md)
+ *
+ * A unet_trainer runs the whole loop that `unet train` runs between loading the data and
+ * writing its log: batches of random augmented tiles (unet_sampler), the learning-rate
+ * schedule, clipping, the moving average, the divergence guard with its rollbacks, validation
+ * at every epoch end with the best and the last model, resumable checkpoints and the time
+ * budget.  An epoch is as many steps as it takes to draw about as many output pixels as the
+ * training images hold.  The caller hears of every step and every epoch end through a
+ * callback, which can stop the run cleanly by returning non-zero: the step in flight is
+ * finished and the resumable checkpoint written, so a resumed run continues it exactly.
+ * Files are written only where the options name them, each atomically.  The same seed and
+ * thread count give the same losses, bit for bit, also across an interruption and a resume.
+ *
+ *     unet_train_opts o = unet_train_defaults();          // 10 epochs of batches of 4 ...
+ *     o.steps = 1000;
+ *     o.out = "model.safetensors";                         // the best model by validation Dice
+ *     unet_trainer *t = NULL;
+ *     unet_status s = unet_trainer_create(ctx, m, train, val, &o, &t);
+ *     if (s == UNET_STATUS_OK) s = unet_trainer_run(ctx, t, on_event, user);
+ *     if (s != UNET_STATUS_OK) fprintf(stderr, "%s\n", unet_ctx_errmsg(ctx));
+ *     unet_trainer_free(t);
+ * ------------------------------------------------------------------------------------- */
+
+/* Names of the command line: "ce", "ce+dice", "dice", "wce"; "adam", "adamw", "sgd" (the
+ * optimizer's unet_optim_default, with momentum 0.9 for SGD); "flips", "paper", "none"
+ * (unet_augment_default, _paper, _none).  Another name is UNET_STATUS_ARG listing the names. */
+unet_status unet_loss_parse(unet_ctx *ctx, const char *name, unet_loss_kind *out);
+unet_status unet_optim_parse(unet_ctx *ctx, const char *name, unet_optim *out);
+unet_status unet_augment_parse(unet_ctx *ctx, const char *name, unet_augment *out);
+
+/* How a mask becomes a training target. */
+typedef struct unet_target_opts {
+    int   classes;          /* the model's classes (2) */
+    int   separate_cells;   /* 1: touching cells get a background strip between them (the
+                             * paper's Fig. 3c; the border class 2 with 3 classes) */
+    int   gap;              /* the strip's half width (1) */
+    int   weights;          /* 1: also the paper's weight map (UNET_LOSS_WCE) */
+    float w0, sigma;        /* its border weight and width (10, 5) */
+} unet_target_opts;
+
+unet_target_opts unet_target_defaults(void);
+/* A mask (1 channel) as `unet train` reads it into target (h * w class ids,
+ * unet_mask_to_classes) and, with o->weights, weight (h * w): the cells are the mask's labels
+ * (an instance label image) or the connected components of a binary mask; with separate_cells
+ * the target is unet_separate_cells' (gap, 2 or 3 classes); the weight map is unet_weightmap's
+ * (w0, sigma, class balance) on the cells with the separating strip removed, whose border term
+ * lives on the background between cells.  name is for messages.  Errors as the functions named;
+ * on failure target and weight are partly written. */
+unet_status unet_mask_to_target(unet_ctx *ctx, const unet_image *mask, const unet_target_opts *o,
+                                const char *name, int32_t *target, float *weight);
+
+/* An image (as stored, c = the set's channels) and its mask (1 channel, the same size) into ds
+ * as unet train adds them: the image normalised by unet_image_to_float (norm), the mask made
+ * a target (and weight map) by unet_mask_to_target (o); then unet_dataset_add (name: NULL is
+ * "image <i>").  Another channel count or mask size is UNET_STATUS_FORMAT ("a.png is 64x64 but
+ * its mask b.png is 63x64").  _file loads page `page` of both files first (name NULL: the image
+ * file's path); its messages name the files. */
+unet_status unet_dataset_add_image(unet_ctx *ctx, unet_dataset *ds, const unet_image *image,
+                                   const unet_image *mask, unet_norm norm,
+                                   const unet_target_opts *o, const char *name);
+unet_status unet_dataset_add_file(unet_ctx *ctx, unet_dataset *ds, const char *image,
+                                  const char *mask, int page, unet_norm norm,
+                                  const unet_target_opts *o, const char *name);
+
+/* The rows a held-back band and the training part it is cut from each keep at least (unet
+ * train's min_rows). */
+#define UNET_HOLDOUT_MIN_ROWS 16
+/* The plan applied to a dataset: of ds's images (file[i]: the file image i came from, or NULL),
+ * the held-back images (kind 1) or the bottom bands of them (kind 2, named "NAME[rows a-b]",
+ * without weight maps) move to a new set *val, in their order; an image that gives a band keeps
+ * the rows above it.  *val is NULL when nothing is held back (kind 0).  No sampler of ds may
+ * exist (the images move).  On failure ds is unchanged and *val NULL. */
+unet_status unet_dataset_holdout(unet_ctx *ctx, unet_dataset *ds, const int *file,
+                                 double fraction, int min_rows, uint64_t seed, int *kind,
+                                 unet_dataset **val);
+
+/* The model's flat blocks, for data-parallel training: the parameters (the block the optimizer
+ * updates), their gradients (NULL before the first training step) and the batch-norm running
+ * statistics (means and variances, which every process updates from its own share of the
+ * batch: average or broadcast them to keep the processes' models alike).  *n gets the floats
+ * (may be NULL).  The pointers stay valid as long as the model.  NULL for another `which`. */
+typedef enum unet_block {
+    UNET_BLOCK_WEIGHTS = 0,
+    UNET_BLOCK_GRADS,
+    UNET_BLOCK_BUFFERS
+} unet_block;
+float *unet_model_block(unet_model *m, unet_block which, size_t *n);
+
+typedef struct unet_train_opts {
+    unet_optim      optim;          /* optimizer and base learning rate: adam 1e-3 */
+    unet_step_opts  step;           /* loss (ce+dice), reduction, clip_norm, grad_fn */
+    unet_schedule   schedule;       /* kind, warmup, power, gamma, milestones (total: the run) */
+    unet_guard_opts guard;          /* unet_guard_defaults() */
+    unet_augment    augment;        /* unet_augment_default(): flips and turns */
+    double          ema;            /* moving average of the weights, decay in (0, 1); 0: off */
+    int             batch;          /* tiles per step (4) */
+    int             tile;           /* input tile side, rounded up to a valid one; 0: 256, 316 for
+                                     * unet-paper's valid convolutions */
+    int             epochs;         /* 10 */
+    long            steps;          /* the run's steps; 0: epochs x steps per epoch */
+    int             seed;           /* the tiles' (1) */
+    int             workers;        /* threads preparing batches ahead (1; 0: none) */
+    double          minutes;        /* time budget: after the step during which it ran out, the
+                                     * run validates, writes and ends (OK); 0: none */
+    int             snapshot_every; /* keep the last good state every N steps and at validation
+                                     * (100) */
+    long            save_every;     /* the resumable checkpoint: at every epoch end and stop,
+                                     * every N steps (0: not by steps) ... */
+    double          save_minutes;   /* ... and at least every M minutes (10; 0: not by time) */
+    int             resume;         /* 1: continue the run in m's metadata (unet_train_resume) */
+    /* Files, each written atomically; NULL: not written. */
+    const char     *out;            /* the best model by validation Dice (the first of equals),
+                                     * without validation data the last */
+    const char     *last;           /* the model after the latest epoch the guard trusted */
+    const char     *resume_out;     /* model + optimizer + moving average + data position +
+                                     * epoch sums + guard statistics, for resume */
+    /* Data-parallel runs: this process's share of each batch (unet_sampler_shard); 0, 0: all. */
+    int             shard_first, shard_count;
+} unet_train_opts;
+
+/* The defaults above (unet train's). */
+unet_train_opts unet_train_defaults(void);
+/* Checks every option, as unet_trainer_create does first: UNET_STATUS_ARG naming the option
+ * ("batch: expected 1..65536, got 0", "ema: ...", "lr: ..."; the guard's and the schedule's as
+ * their own checks name them).  The warm-up against the run's length waits for the length. */
+unet_status unet_train_check(unet_ctx *ctx, const unet_train_opts *o);
+
+/* To continue a run: m loaded from its resumable checkpoint with unet_model_load_training.
+ * Checks the checkpoint's train.* metadata (a value that is not a number in range, a missing
+ * key, guard statistics that o->guard cannot read: UNET_STATUS_FORMAT naming name, the key
+ * and the value) and sets o->seed, o->batch and o->tile to the run's and o->resume to 1. */
+unet_status unet_train_resume(unet_ctx *ctx, const unet_model *m, const char *name,
+                              unet_train_opts *o);
+
+typedef enum unet_train_event_kind {
+    UNET_TRAIN_START = 0,   /* before the first step; step is where the run starts */
+    UNET_TRAIN_STEP,        /* after every step */
+    UNET_TRAIN_EPOCH        /* at every epoch end, at the run's last step and when the time
+                             * budget ends the run: with validation data, a validation */
+} unet_train_event_kind;
+
+/* One event.  The strings live until the callback returns. */
+typedef struct unet_train_event {
+    unet_train_event_kind kind;
+    long        step;           /* steps done, counted from the run's start (resumed: the
+                                 * checkpoint's steps included) */
+    long        epoch;          /* 1-based epoch of that step */
+    long        total;          /* steps of the run */
+    double      loss;           /* STEP: the step's loss (NaN when not finite); EPOCH: the mean
+                                 * over the epoch's steps with a finite loss */
+    double      lr;             /* the learning rate of the step */
+    double      grad_norm;      /* STEP: the global L2 norm of the gradients before clipping
+                                 * (NaN when not finite or not computed); EPOCH: NaN */
+    double      elapsed;        /* seconds since unet_trainer_run began */
+    const char *event;          /* "" or what happened, as the log's `event` column writes it:
+                                 * "clip:norm=3.2", "best:val_dice=0.9310",
+                                 * "rollback:spike;to=400;lr=0.0005", "diverged:nonfinite;to=4" */
+    const char *warning;        /* "" or a sentence for the user ("step 5: the loss is NaN;
+                                 * rolled back to step 4 with the learning rate x0.5 (now
+                                 * 0.0005), rollback 1") */
+    int         validated;      /* EPOCH: 1 when the val_ fields hold a validation */
+    /* Means over the validation images of the model validated and saved (the moving average
+     * when kept): cross entropy of the probabilities on the labeled pixels, Dice and IoU of
+     * the foreground (the mean over classes 1..K-1; a class absent from truth and prediction
+     * counts 1), pixel error, ISBI Rand error (the images with foreground). */
+    double      val_loss, val_dice, val_iou, val_pixel_error, val_rand_error;
+} unet_train_event;
+
+/* Called on the caller's thread; a non-zero return asks the run to stop. */
+typedef int (*unet_train_fn)(const unet_train_event *e, void *user);
+
+/* The training log (unet train's STEM.log.csv): the header line and an event's row, both
+ * ending in a newline.  A STEP event has a row, an EPOCH event one when it holds a validation
+ * (columns step, epoch, loss, lr, val_loss, val_dice, val_iou, val_pixel_error,
+ * val_rand_error, seconds, grad_norm, event).  Returns snprintf's count (0 and "": no row). */
+const char *unet_train_log_header(void);
+int unet_train_log_row(const unet_train_event *e, char *buf, size_t size);
+
+typedef struct unet_trainer unet_trainer;
+
+/* What the run is and has done (unet_trainer_info): set by create, updated by run. */
+typedef struct unet_train_info {
+    int    tile, out_h, out_w;      /* the input tile used and its output */
+    long   per_epoch, total;        /* steps of an epoch and of the run */
+    long   first_step;              /* where this run starts (a resumed run: > 0) */
+    int    n_train, n_val;          /* images */
+    long   step;                    /* steps done */
+    long   saved_step;              /* the latest resumable checkpoint's step (-1: none) */
+    long   good_step;               /* the guard's last good state (-1: none) */
+    int    rollbacks;               /* so far (a resumed run's included) */
+    int    budget_over;             /* 1: the time budget ended the run */
+    int    diverged;                /* 1: the run stopped diverged (UNET_STATUS_NUMERIC) */
+    int    last_good_written;       /* diverged: 1 when last and resume_out hold the last good
+                                     * state */
+    double best;                    /* the best validation Dice so far (-1: none) */
+    char   selected[128];           /* what this run last wrote to out ("best val_dice=0.9310
+                                     * step=1200", "last step=4000"); "": nothing */
+    double data_seconds;            /* spent waiting for batches */
+} unet_train_info;
+
+/* Plans a run of m on the images of train (and validation on val, which may be NULL or
+ * empty): the tile, the steps, the sampler, the guard, the moving average (enabled on m when
+ * o->ema is set and m has none; a resumed m keeps its own).  m, train and val are borrowed and
+ * must outlive the trainer; m must be trained by nobody else meanwhile.  Every option is
+ * checked: UNET_STATUS_ARG naming it ("batch: expected >= 1, got 0").  A resumed run already
+ * at its last step is planned (info.first_step >= info.total) and run does nothing. */
+unet_status unet_trainer_create(unet_ctx *ctx, unet_model *m, const unet_dataset *train,
+                                const unet_dataset *val, const unet_train_opts *o,
+                                unet_trainer **out);
+const unet_train_info *unet_trainer_info(const unet_trainer *t);
+/* Runs to the end (OK, also when the time budget ended it), to a stop the callback asked for
+ * (UNET_STATUS_INTERRUPTED, after writing resume_out), to a divergence beyond the guard's
+ * rollbacks (UNET_STATUS_NUMERIC with the guard's message: m is back at the last good state,
+ * written as last and resume_out), or to a failure (a write, a validation image; the latest
+ * resumable checkpoint on disk is info.saved_step's).  fn may be NULL.  Call it once. */
+unet_status unet_trainer_run(unet_ctx *ctx, unet_trainer *t, unet_train_fn fn, void *user);
+void unet_trainer_free(unet_trainer *t);
 
 #ifdef __cplusplus
 }

@@ -39,7 +39,8 @@ class BuildUnet(build_ext):
             ext.extra_compile_args += shlex.split(os.environ.get("UNET_CFLAGS", ""))
             ext.extra_objects = [lib]
             ext.extra_link_args = shlex.split(link)
-            ext.depends = [lib, os.path.join(ROOT, "include", "unet.h")]
+            ext.depends = [lib, os.path.join(ROOT, "include", "unet.h"),
+                           os.path.join(HERE, "unet", "_core.h")]
         super().build_extensions()
 
 
@@ -48,7 +49,7 @@ setup(
     version=version(),
     description="U-Net and FCN image segmentation in C: the Python package",
     packages=["unet"],
-    ext_modules=[Extension("unet._core", ["unet/_core.c"],
+    ext_modules=[Extension("unet._core", ["unet/_core.c", "unet/_train.c"],
                            include_dirs=[os.path.join(ROOT, "include")],
                            extra_compile_args=["-std=c11"])],
     cmdclass={"build_ext": BuildUnet},

@@ -32,6 +32,9 @@ struct unet_dataset {
     struct unet__item *items;        /* (cap); the pixel buffers never move once added */
 };
 
+/* Seconds on the monotonic clock (sampler.c), for the sampler's and the trainer's timings. */
+double unet__seconds(void);
+
 /* ---- geometry ---- */
 
 /* The dihedral element: the axes of the window frame are swapped, then negated. */

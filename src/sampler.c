@@ -6,7 +6,10 @@
  * seeded with a hash of (seed, k, j).  No state carries from one batch to the next, so batch k is
  * the same whichever thread makes it, in whatever order, with any number of workers, and seek(k)
  * needs no replay.  The draws happen in a fixed order whatever the recipe (the elastic lattice
- * last), so turning gray values on does not move the crops.
+ * last), so turning gray values on does not move the crops.  Because sample j needs nothing
+ * but (seed, k, j), a shard (samples first .. first + count - 1 of every batch) is exactly a
+ * slice of the whole batch: a data-parallel process makes its share of the single-process
+ * batch without making the rest (unet_sampler_shard).
  *
  * Threads: `workers` pthreads fill a ring of workers + 2 batch slots.  A worker claims the next
  * batch number under the mutex when its slot (k mod slots) is empty and k is less than `slots`
@@ -68,6 +71,7 @@ struct shared {
     unsigned        gen;
     bool            stop;
     double          work_s, wait_s;
+    int             first, count;  /* the samples of each batch made (unet_sampler_shard) */
 };
 
 struct unet_sampler {
@@ -88,7 +92,7 @@ struct unet_sampler {
     bool               sh_init;
 };
 
-static double now_seconds(void) {
+double unet__seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
@@ -174,11 +178,12 @@ static void make_sample(const struct unet_sampler *s, long k, int j, float *x, i
     unet__aug_gray(x, s->channels, (size_t)s->in_h * s->in_w, brightness, contrast, gamma);
 }
 
-static void make_batch(const struct unet_sampler *s, long k, float *x, int32_t *t, float *wt,
-                       struct scratch *sc) {
+/* Samples first .. first + count - 1 of batch k, packed from the start of x, t and wt. */
+static void make_batch(const struct unet_sampler *s, long k, int first, int count, float *x,
+                       int32_t *t, float *wt, struct scratch *sc) {
     const size_t xs = s->x_floats / (size_t)s->batch, ms = s->map_floats / (size_t)s->batch;
-    for (int j = 0; j < s->batch; j++)
-        make_sample(s, k, j, x + (size_t)j * xs, t + (size_t)j * ms,
+    for (int j = 0; j < count; j++)
+        make_sample(s, k, first + j, x + (size_t)j * xs, t + (size_t)j * ms,
                     wt ? wt + (size_t)j * ms : NULL, sc);
 }
 
@@ -198,14 +203,15 @@ static void *worker_main(void *arg) {
         if (sh->stop) break;
         const long k = sh->next_make++;
         const unsigned gen = sh->gen;
+        const int first = sh->first, count = sh->count;
         sl->state = SLOT_WORKING;
         sl->batch = k;
         sl->gen = gen;
         pthread_mutex_unlock(&sh->mu);
 
-        const double t0 = now_seconds();
-        make_batch(s, k, sl->x, sl->target, sl->weight, &wk->sc);
-        const double dt = now_seconds() - t0;
+        const double t0 = unet__seconds();
+        make_batch(s, k, first, count, sl->x, sl->target, sl->weight, &wk->sc);
+        const double dt = unet__seconds() - t0;
 
         pthread_mutex_lock(&sh->mu);
         sh->work_s += dt;
@@ -335,6 +341,7 @@ unet_status unet_sampler_create(unet_ctx *ctx, const unet_dataset *ds, int batch
     s->items = malloc((size_t)ds->count * sizeof *s->items);
     s->sh = calloc(1, sizeof *s->sh);
     if (!s->items || !s->sh) goto nomem;
+    s->sh->count = batch;
     memcpy(s->items, ds->items, (size_t)ds->count * sizeof *s->items);
     if (pthread_mutex_init(&s->sh->mu, NULL) != 0) goto nomem;
     if (pthread_cond_init(&s->sh->ready, NULL) != 0) {
@@ -396,10 +403,12 @@ unet_status unet_sampler_next(unet_ctx *ctx, unet_sampler *s, float *x, int32_t 
         return unet__fail(ctx, UNET_STATUS_ARG, "sampler_next: s, x and target must not be NULL");
     if (!s->has_weight) weight = NULL;
     struct shared *sh = s->sh;
-    const double t0 = now_seconds();
+    const double t0 = unet__seconds();
+    const size_t xs = s->x_floats / (size_t)s->batch, ms = s->map_floats / (size_t)s->batch;
+    const size_t nx = xs * (size_t)sh->count, nm = ms * (size_t)sh->count;
     if (s->workers == 0) {
-        make_batch(s, sh->pos, x, target, weight, &s->sync);
-        const double dt = now_seconds() - t0;
+        make_batch(s, sh->pos, sh->first, sh->count, x, target, weight, &s->sync);
+        const double dt = unet__seconds() - t0;
         sh->work_s += dt;
         sh->wait_s += dt;
         sh->pos++;
@@ -412,14 +421,14 @@ unet_status unet_sampler_next(unet_ctx *ctx, unet_sampler *s, float *x, int32_t 
     pthread_mutex_unlock(&sh->mu);
 
     /* The slot is READY: no worker touches it until it is EMPTY again. */
-    memcpy(x, sl->x, s->x_floats * sizeof(float));
-    memcpy(target, sl->target, s->map_floats * sizeof(int32_t));
-    if (weight) memcpy(weight, sl->weight, s->map_floats * sizeof(float));
+    memcpy(x, sl->x, nx * sizeof(float));
+    memcpy(target, sl->target, nm * sizeof(int32_t));
+    if (weight) memcpy(weight, sl->weight, nm * sizeof(float));
 
     pthread_mutex_lock(&sh->mu);
     sl->state = SLOT_EMPTY;
     sh->pos++;
-    sh->wait_s += now_seconds() - t0;
+    sh->wait_s += unet__seconds() - t0;
     pthread_cond_broadcast(&sh->space);
     pthread_mutex_unlock(&sh->mu);
     return UNET_STATUS_OK;
@@ -430,11 +439,9 @@ long unet_sampler_position(const unet_sampler *s) {
     return s ? s->sh->pos : 0;
 }
 
-unet_status unet_sampler_seek(unet_ctx *ctx, unet_sampler *s, long k) {
-    if (!s) return unet__fail(ctx, UNET_STATUS_ARG, "sampler_seek: s must not be NULL");
-    if (k < 0 || k > LONG_MAX / 2)
-        return unet__fail(ctx, UNET_STATUS_ARG, "sampler_seek: batch %ld out of range 0..%ld", k,
-                          LONG_MAX / 2);
+/* Drops the batches made ahead (a worker busy with one drops it when done: its generation is
+ * old) and restarts making at batch k with samples first .. first + count - 1. */
+static void restart(struct unet_sampler *s, long k, int first, int count) {
     struct shared *sh = s->sh;
     pthread_mutex_lock(&sh->mu);
     sh->gen++;
@@ -442,8 +449,28 @@ unet_status unet_sampler_seek(unet_ctx *ctx, unet_sampler *s, long k) {
         if (s->slots[i].state == SLOT_READY) s->slots[i].state = SLOT_EMPTY;
     sh->pos = k;
     sh->next_make = k;
+    sh->first = first;
+    sh->count = count;
     pthread_cond_broadcast(&sh->space);
     pthread_mutex_unlock(&sh->mu);
+}
+
+unet_status unet_sampler_seek(unet_ctx *ctx, unet_sampler *s, long k) {
+    if (!s) return unet__fail(ctx, UNET_STATUS_ARG, "sampler_seek: s must not be NULL");
+    if (k < 0 || k > LONG_MAX / 2)
+        return unet__fail(ctx, UNET_STATUS_ARG, "sampler_seek: batch %ld out of range 0..%ld", k,
+                          LONG_MAX / 2);
+    restart(s, k, s->sh->first, s->sh->count);
+    return UNET_STATUS_OK;
+}
+
+unet_status unet_sampler_shard(unet_ctx *ctx, unet_sampler *s, int first, int count) {
+    if (!s) return unet__fail(ctx, UNET_STATUS_ARG, "sampler_shard: s must not be NULL");
+    if (first < 0 || count < 1 || first > s->batch - count)
+        return unet__fail(ctx, UNET_STATUS_ARG, "sampler_shard: samples %d..%d of a batch of %d "
+                                                "(expected first >= 0, count >= 1, within the "
+                                                "batch)", first, first + count - 1, s->batch);
+    restart(s, s->sh->pos, first, count);
     return UNET_STATUS_OK;
 }
 

@@ -4,9 +4,11 @@
  * optimizer is one flat loop over all parameters (PyTorch's update formulas, ops/optim.c).
  * They are allocated on the first step, outside forward and backward.  A step whose loss or
  * gradients are not finite is undone: the parameters are untouched and the batch-norm running
- * statistics are restored from a snapshot, so the last good state can still be saved.
+ * statistics are restored from a snapshot, so the last good state can still be saved.  An
+ * optional hook (unet_step_opts.grad_fn) sees the gradients between backward and update: the
+ * seam where data-parallel training sums them over processes.
  */
-#include "model.h"
+#include "trainer.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -21,7 +23,7 @@ unet_optim unet_optim_default(unet_optim_kind kind) {
     return o;
 }
 
-static unet_status check_optim(unet_ctx *ctx, const unet_optim *o) {
+unet_status unet__check_optim(unet_ctx *ctx, const unet_optim *o) {
     if (!o) return unet__fail(ctx, UNET_STATUS_ARG, "optimizer: NULL");
     if (o->kind < UNET_OPTIM_SGD || o->kind > UNET_OPTIM_ADAMW)
         return unet__fail(ctx, UNET_STATUS_ARG, "optimizer: unknown kind %d", (int)o->kind);
@@ -178,7 +180,7 @@ unet_step_opts unet_step_defaults(unet_loss_kind loss) {
     return o;
 }
 
-static unet_status check_step_opts(unet_ctx *ctx, const unet_step_opts *so) {
+unet_status unet__check_step_opts(unet_ctx *ctx, const unet_step_opts *so) {
     if (!so) return unet__fail(ctx, UNET_STATUS_ARG, "training: step options are NULL");
     if (so->reduction != UNET_REDUCTION_MEAN && so->reduction != UNET_REDUCTION_SUM)
         return unet__fail(ctx, UNET_STATUS_ARG, "loss reduction: unknown kind %d", (int)so->reduction);
@@ -199,11 +201,11 @@ unet_status unet_train_step_ex(unet_ctx *ctx, unet_model *m, const unet_optim *o
     unet_step_stats *st = stats ? stats : &local;
     memset(st, 0, sizeof *st);
     st->loss = st->grad_norm = NAN;
-    unet_status s = check_optim(ctx, opt);
+    unet_status s = unet__check_optim(ctx, opt);
     if (s == UNET_STATUS_OK && m && m->opt_step >= UNET_MAX_STEPS)
         return unet__fail(ctx, UNET_STATUS_ARG, "the step counter is at its limit (%ld steps)",
                           UNET_MAX_STEPS);
-    if (s == UNET_STATUS_OK) s = check_step_opts(ctx, so);
+    if (s == UNET_STATUS_OK) s = unet__check_step_opts(ctx, so);
     if (s == UNET_STATUS_OK) s = check_batch(ctx, m, so->loss, x, target, weight, n, h, w, true);
     if (s == UNET_STATUS_OK) s = alloc_state(ctx, m);
     if (s != UNET_STATUS_OK) return s;
@@ -224,13 +226,21 @@ unet_status unet_train_step_ex(unet_ctx *ctx, unet_model *m, const unet_optim *o
     double L = loss_of(m, so->loss, so->reduction, target, weight, out->grad);
     st->loss = L;
     class_counts(m, so->loss, so->reduction, target, weight, st);
-    if (!isfinite(L)) {
+    if (isfinite(L)) {
+        memset(m->grads, 0, m->n_weights * sizeof(float));
+        unet__model_backward(m, out->grad);
+    } else if (so->grad_fn) {
+        /* The other processes wait in the hook for this one: it goes there with NaN. */
+        for (size_t i = 0; i < m->n_weights; i++) m->grads[i] = NAN;
+    }
+    if (so->grad_fn && (s = so->grad_fn(ctx, m->grads, m->n_weights, st, so->grad_user)) !=
+                           UNET_STATUS_OK)
+        goto undo;
+    if (!isfinite(st->loss)) {
         s = unet__fail(ctx, UNET_STATUS_NUMERIC, "step %ld: the loss is %g; the step was undone",
-                       m->opt_step + 1, L);
+                       m->opt_step + 1, st->loss);
         goto undo;
     }
-    memset(m->grads, 0, m->n_weights * sizeof(float));
-    unet__model_backward(m, out->grad);
     /* The norm before clipping; not finite exactly when some gradient is not (the squares of
      * finite floats cannot overflow a double sum). */
     bool clipped = false;

@@ -7,6 +7,8 @@ import json
 import os
 import struct
 import subprocess
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -130,3 +132,26 @@ def small_model(tmp_path_factory, unet_mod):
     bias[1] -= np.median(logits[1] - logits[0])
     set_tensor(path, "outc.conv.bias", bias)
     return path, unet_mod.load(path)
+
+
+def ticks_during(work):
+    """Runs work() in a thread while this one counts how often it gets to run: (the seconds work
+    took, the ticks in the middle half of them).  Many ticks: work released the GIL."""
+    span = {}
+
+    def timed():
+        t0 = time.perf_counter()
+        work()
+        span["t"] = (t0, time.perf_counter())
+
+    th = threading.Thread(target=timed)
+    ticks = []
+    th.start()
+    while th.is_alive():
+        ticks.append(time.perf_counter())
+        for _ in range(1000):
+            pass
+    th.join()
+    t0, t1 = span["t"]
+    d = t1 - t0
+    return d, len([t for t in ticks if t0 + 0.25 * d < t < t1 - 0.25 * d])

@@ -2,14 +2,12 @@
 and the GIL."""
 import json
 import os
-import threading
-import time
 import tracemalloc
 
 import numpy as np
 import pytest
 
-from conftest import run_unet, sample_png, ROOT
+from conftest import run_unet, sample_png, ticks_during, ROOT
 
 
 def _tif_pages(unet_mod, path):
@@ -117,25 +115,8 @@ def test_float32_input_is_not_copied(unet_mod):
 def test_gil_is_released_during_predict(unet_mod):
     m = unet_mod.create("unet", base=8, depth=3, seed=0)
     img = np.random.default_rng(0).random((1024, 1024), dtype=np.float32)
-    span = {}
-
-    def work():
-        t0 = time.perf_counter()
-        m.predict(img, threads=1)
-        span["t"] = (t0, time.perf_counter())
-
-    th = threading.Thread(target=work)
-    ticks = []
-    th.start()
-    while th.is_alive():
-        ticks.append(time.perf_counter())
-        for _ in range(1000):
-            pass
-    th.join()
-    t0, t1 = span["t"]
-    d = t1 - t0
-    inside = [t for t in ticks if t0 + 0.25 * d < t < t1 - 0.25 * d]
-    assert d > 0.05 and len(inside) > 10, (d, len(inside))
+    d, inside = ticks_during(lambda: m.predict(img, threads=1))
+    assert d > 0.05 and inside > 10, (d, inside)
 
 
 def test_info_matches_cli(small_model):

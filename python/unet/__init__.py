@@ -5,6 +5,7 @@
     labels = m.predict(image)                      # class id per pixel, uint8 (H, W)
     labels, prob = m.predict(image, probabilities=True)
     print(unet.evaluate(labels, truth)["mean_dice"])
+    m = unet.train(images, masks, out="model.safetensors", steps=2000)   # lists or folders
 
 Images are numpy arrays of any integer or float dtype: (H, W) for a one-channel model, (H, W, C)
 for C channels, or a stack of either ((N, H, W), (N, H, W, C)).  They are normalised exactly as
@@ -14,6 +15,8 @@ the command line's bit for bit.  Computation releases the GIL.  Errors of the C 
 unet.Error subclasses carrying its message (docs/python.md).
 """
 import os
+import stat
+import warnings
 
 import numpy as np
 
@@ -30,7 +33,8 @@ from ._core import (  # noqa: F401  (the exception classes are part of the API)
 )
 
 __version__ = _core.version
-__all__ = ["load", "create", "evaluate", "imread", "image_pages", "Model", "Error",
+__all__ = ["load", "create", "train", "holdout_plan", "evaluate", "imread", "image_pages",
+           "Model", "Error",
            "ArgumentError", "FileError", "FormatError", "NoMemoryError", "NumericError",
            "ShapeError", "StoppedError"]
 
@@ -298,3 +302,298 @@ def imread(path, page=0):
 def image_pages(path):
     """The number of images in a file (TIFF pages; 1 for PNG and .npy)."""
     return _core.image_pages(_check_file(path, "image"))
+
+
+# ---- training (docs/python.md, "Training") -------------------------------------------------
+
+_IMAGE_EXTS = (".png", ".tif", ".tiff", ".npy")
+# unet train --recipe paper-sgd's learning rate (src/cli/cmd_train.c, PAPER_SGD_LR_TEXT).
+_PAPER_SGD_LR = 1e-7
+
+
+def _list_images(path):
+    """The image files of a folder as `unet train` lists them (.png .tif .tiff .npy in any case,
+    regular files, sorted by name as bytes), or the file itself."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(2, "not found", path)
+    if not os.path.isdir(path):
+        return [path]
+    names = sorted((n for n in os.listdir(path) if not n.startswith(".") and
+                    os.path.splitext(n)[1].lower() in _IMAGE_EXTS), key=os.fsencode)
+    files = [os.path.join(path, n) for n in names]
+    files = [f for f in files if stat.S_ISREG(os.stat(f).st_mode)]
+    if not files:
+        raise FileNotFoundError(2, "no images (.png, .tif, .tiff, .npy) in this directory", path)
+    return files
+
+
+def _find_mask(masks, image):
+    """The mask of an image file in the folder masks: the same name, or the same stem with an
+    image extension (as `unet train` finds it)."""
+    base = os.path.basename(image)
+    p = os.path.join(masks, base)
+    if os.access(p, os.R_OK):
+        return p
+    stem = os.path.splitext(base)[0] if not base.startswith(".") else base
+    for ext in (".png", ".tif", ".tiff", ".npy", ".PNG", ".TIF", ".TIFF"):
+        p = os.path.join(masks, stem + ext)
+        if os.access(p, os.R_OK):
+            return p
+    raise FileNotFoundError(2, f"{image}: no mask with the same name in this folder", masks)
+
+
+def _is_path(x):
+    return isinstance(x, (str, bytes, os.PathLike))
+
+
+class _Loader:
+    """Training images into a _core.Dataset, from files or arrays, with the file each came from
+    (for the held-back set)."""
+
+    def __init__(self, target, norm, channel_axis, channels):
+        self.target, self.norm, self.channel_axis = target, norm, channel_axis
+        self.channels, self.ds, self.files, self.nfile = channels, None, [], 0
+
+    def _dataset(self, c):
+        if self.ds is None:
+            self.channels = self.channels or c
+            self.ds = _core.dataset(self.channels)
+        return self.ds
+
+    def folder(self, images, masks):
+        for ip in _list_images(images):
+            mp = _find_mask(os.fspath(masks), ip) if os.path.isdir(masks) else os.fspath(masks)
+            pages, mpages = image_pages(ip), image_pages(mp)
+            if pages != mpages:
+                raise FormatError(f"{ip} has {pages} pages but its mask {mp} has {mpages}")
+            base = os.path.basename(ip)
+            for p in range(pages):
+                if self.ds is None and not self.channels:
+                    first = imread(ip, p)
+                    self._dataset(first.shape[2] if first.ndim == 3 else 1)
+                self.ds.add_file(ip, mp, p, _NORMS[self.norm], self.target,
+                                 f"{base}[{p}]" if pages > 1 else base)
+                self.files.append(self.nfile)
+            self.nfile += 1
+
+    def arrays(self, images, masks, what):
+        images, masks = list(images), list(masks)
+        if len(images) != len(masks):
+            raise ValueError(f"{what}: {len(images)} images but {len(masks)} masks")
+        for i, (img, mask) in enumerate(zip(images, masks)):
+            name = f"{what}[{i}]"
+            a = np.asarray(img)
+            if a.ndim == 2:
+                a = a[None]
+            elif a.ndim == 3:
+                a = np.moveaxis(a, -1 if self.channel_axis is None else self.channel_axis, 0)
+            else:
+                raise ValueError(f"{name}: expected (H, W) or (H, W, C), got shape {a.shape}")
+            m = np.asarray(mask)
+            if m.ndim != 2 or m.shape != a.shape[1:]:
+                raise ValueError(f"{name}: the mask has shape {m.shape}, the image "
+                                 f"{a.shape[1:]} (H, W)")
+            x, code = _as_unet_dtype(a, name)
+            mk, mcode = _as_unet_dtype(m, f"{name}'s mask")
+            c, h, w = a.shape
+            self._dataset(c).add_array(x, code, c, h, w, mk, mcode, _NORMS[self.norm],
+                                       self.target, name)
+            self.files.append(self.nfile)
+            self.nfile += 1
+
+    def load(self, images, masks, what):
+        if _is_path(images) != _is_path(masks):
+            raise TypeError(f"{what}: images and masks must both be folders (paths) or both "
+                            "lists of arrays")
+        if _is_path(images):
+            self.folder(images, masks)
+        else:
+            self.arrays(images, masks, what)
+
+
+def _recipe(name, o):
+    """unet train --recipe: fills what the recipe sets and the caller left as None
+    (src/cli/cmd_train.c, apply_recipe)."""
+    if name in (None, "seed"):
+        return
+    if name not in ("paper", "paper-sgd"):
+        raise ValueError(f"recipe: {name!r} (expected seed, paper or paper-sgd)")
+    sgd = name == "paper-sgd"
+    for k, v in (("arch", "unet-paper"), ("augment", "paper"), ("loss", "wce"),
+                 ("optimizer", "sgd" if sgd else "adam")):
+        if o[k] is None:
+            o[k] = v
+    if o["lr"] is None and o["optimizer"] == "adam":
+        o["lr"] = 5e-4
+    if o["momentum"] is None and o["optimizer"] == "sgd":
+        o["momentum"] = 0.99
+    if sgd and o["loss_reduction"] is None:
+        o["loss_reduction"] = "sum"
+    if sgd and o["lr"] is None:
+        o["lr"] = _PAPER_SGD_LR
+    if o["batch"] is None:
+        o["batch"] = 1
+    o["separate_cells"] = True
+
+
+def holdout_plan(rows, val_split=0.1, seed=1, files=None, min_rows=16):
+    """Which images `unet train` (and unet.train) holds back for validation when no validation
+    set is given (unet_holdout_plan, docs/training.md "The held-back set"): rows are the images'
+    heights, files the file each image came from (pages of one stack share it; None: each its
+    own).  Returns a dict: kind ("none", "images" or "bands"), held (the indices of the images
+    held back whole), band_rows (per image, the bottom rows held back; 0: none)."""
+    rows = [int(r) for r in rows]
+    f = None if files is None else [int(x) for x in files]
+    kind, held, band = _core.holdout_plan(rows, f, float(val_split), int(min_rows), int(seed))
+    return {"kind": ("none", "images", "bands")[kind],
+            "held": [i for i, h in enumerate(held) if h], "band_rows": band}
+
+
+def _stem(out):
+    out = os.fspath(out)
+    return out[:-len(".safetensors")] if out.endswith(".safetensors") and \
+        len(out) > len(".safetensors") else out
+
+
+def _check_outputs(paths, log, force):
+    """An existing output that unet did not write is kept unless force (as unet train's
+    --force)."""
+    for p in paths:
+        if p and os.path.exists(p) and not force and not _core.probe(p):
+            raise FileExistsError(17, "exists and is not a checkpoint unet wrote (force=True "
+                                      "replaces it)", p)
+    if log and os.path.exists(log) and not force:
+        with open(log, "rb") as f:
+            if f.readline().decode("utf-8", "replace") != _core.log_header():
+                raise FileExistsError(17, "exists and is not a unet training log (force=True "
+                                          "replaces it)", log)
+
+
+def train(images, masks, out=None, *, val_images=None, val_masks=None, callback=None,
+          model=None, init=None, resume=None, log=None, force=False, recipe=None,
+          arch=None, base=64, depth=4, classes=2, bilinear=False, conv_bias=False,
+          batchnorm=True, valid=False, dropout=None, epochs=10, steps=0, batch=None, tile=0,
+          lr=None, optimizer=None, momentum=None, nesterov=False, weight_decay=None,
+          schedule=None, warmup=0, milestones=None, clip=0.0, ema=0.0, loss=None,
+          loss_reduction=None, w0=10.0, sigma=5.0, separate_cells=False, augment=None,
+          norm="auto", seed=1, threads=None, val_split=0.1, minutes=0.0, max_rollbacks=3,
+          rollback_lr=0.5, snapshot_every=100, guard=True, save_every=0, save_minutes=10.0,
+          channel_axis=None):
+    """Trains a segmentation network as `unet train` does (docs/training.md, docs/python.md).
+
+    images, masks: folders (or files) as `unet train --images --masks` reads them, or lists of
+        numpy arrays: images (H, W) or (H, W, C) of any integer or float dtype (normalised as
+        `norm` says), masks (H, W) of integers (0 background; >2 classes: class ids).
+    out: the model file to write, the best by validation Dice (without validation the last),
+        with STEM.last.safetensors and STEM.resume.safetensors beside it; None: no files.
+    val_images, val_masks: the validation set (else val_split of the images is held back).
+    callback: called with a dict per event (kind "start", "step" or "epoch"; step, epoch,
+        total, loss, lr, grad_norm, elapsed, event, warning, row (the log's line), and at epoch
+        ends with validation val_loss, val_dice, val_iou, val_pixel_error, val_rand_error);
+        returning True stops the run cleanly after the step (the resumable checkpoint is
+        written).  Ctrl-C does the same and raises KeyboardInterrupt.
+    model: a unet.Model to train further (in place); init: a checkpoint to start from;
+    resume: a STEM.resume.safetensors to continue (its seed, batch and tile).
+    log: a CSV log to write (unet train's STEM.log.csv, byte for byte).
+    The other options are unet train's, under Python names (no_batchnorm -> batchnorm=False,
+    no_augment -> augment="none", no_guard -> guard=False); None keeps unet train's default.
+    Returns the trained model (the moving average's weights when ema is on); its .training is
+    a dict of what the run did (steps, best, selected, per_epoch, ...).
+    """
+    o = dict(arch=arch, augment=augment, loss=loss, optimizer=optimizer, lr=lr,
+             momentum=momentum, loss_reduction=loss_reduction, batch=batch,
+             separate_cells=separate_cells)
+    _recipe(recipe, o)
+    if norm not in _NORMS:
+        raise ValueError(f"norm: expected one of {', '.join(_NORMS)}, got {norm!r}")
+    if (val_images is None) != (val_masks is None):
+        raise ValueError("val_images and val_masks go together")
+    if sum(x is not None for x in (model, init, resume)) > 1:
+        raise ValueError("model, init and resume exclude each other")
+    if not 0 <= val_split < 1:
+        raise ValueError(f"val_split: expected 0 <= val_split < 1, got {val_split}")
+    files = [None, None, None]
+    if out is not None:
+        stem = _stem(out)
+        files = [os.fspath(out), stem + ".last.safetensors", stem + ".resume.safetensors"]
+    log = os.fspath(log) if log is not None else None
+    _check_outputs(files, log, force)
+    for p in (files[0], log):
+        if p:
+            os.makedirs(os.path.dirname(os.path.abspath(p)), exist_ok=True)
+    opts = dict(loss=o["loss"], optimizer=o["optimizer"], augment=o["augment"],
+                schedule=schedule, loss_reduction=o["loss_reduction"], milestones=milestones,
+                lr=o["lr"], momentum=o["momentum"],
+                weight_decay=weight_decay, nesterov=int(bool(nesterov)), clip=clip,
+                warmup=warmup, max_rollbacks=max_rollbacks, rollback_lr=rollback_lr,
+                guard=int(bool(guard)), ema=ema, batch=o["batch"], tile=tile, epochs=epochs,
+                steps=steps, seed=seed, minutes=minutes, snapshot_every=snapshot_every,
+                save_every=save_every, save_minutes=save_minutes, out=files[0],
+                last=files[1], resume_out=files[2])
+    opts["resume"], resumed_at = None, None
+    if resume is not None:
+        core = _core.load_training(_check_file(resume, "resume checkpoint"))
+        opts["resume"] = os.fspath(resume)
+        opts["seed"], opts["batch"], opts["tile"], resumed_at = core.resume_info(opts["resume"])
+    elif init is not None:
+        core = _core.load(_check_file(init, "init model"))
+    else:
+        core = model._m if model is not None else None
+    if core is not None:
+        classes = core.config()["classes"]
+    target = (int(classes), int(bool(o["separate_cells"])), 1, int(o["loss"] == "wce"),
+              float(w0), float(sigma))
+    train_set = _Loader(target, norm, channel_axis,
+                        core.config()["in_channels"] if core is not None else 0)
+    train_set.load(images, masks, "images")
+    val = None
+    if val_images is not None:
+        v = _Loader(target[:3] + (0,) + target[4:], norm, channel_axis, train_set.channels)
+        v.load(val_images, val_masks, "val_images")
+        val = v.ds
+    elif val_split > 0:
+        kind, val = train_set.ds.holdout(float(val_split), train_set.files, int(opts["seed"]))
+        if kind == 0:
+            warnings.warn(f"no validation data: the images are too small to hold back "
+                          f"{100 * val_split:.0f}% of their rows; the model written is the last, "
+                          "not the best (give val_images and val_masks)", stacklevel=2)
+    if core is None:
+        name = o["arch"] or "unet"
+        core = create(name, in_channels=train_set.channels, classes=classes, base=base,
+                      depth=depth if name in ("unet", "unet-paper") else None,
+                      bilinear=True if bilinear else None, conv_bias=True if conv_bias else None,
+                      batchnorm=None if batchnorm else False, padding=0 if valid else None,
+                      dropout=dropout, seed=seed)._m
+    logf = _open_log(log, resumed_at) if log else None
+
+    def on_event(ev):
+        if logf is not None and ev["row"]:
+            logf.write(ev["row"])
+            logf.flush()
+        return callback(ev) if callback is not None else False
+
+    try:
+        info = core.train(train_set.ds, val, opts, on_event, _threads(threads))
+    finally:
+        if logf is not None:
+            logf.close()
+    m = model if model is not None else Model(core)
+    m.training = info
+    return m
+
+
+def _open_log(path, resumed_at):
+    """The log for appending: a new file with the header, or when resuming (resumed_at: the
+    checkpoint's step) its rows up to that step, as `unet train` keeps them."""
+    keep = [_core.log_header()]
+    if resumed_at is not None and os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            rows = f.readlines()[1:]
+        keep += [r for r in rows if r.split(",", 1)[0].isdigit() and
+                 int(r.split(",", 1)[0]) <= resumed_at]
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(keep)
+    os.replace(tmp, path)
+    return open(path, "a", encoding="utf-8")

@@ -8,19 +8,16 @@
  * channel axes are the Python layer's (__init__.py); this layer trusts nothing it receives
  * and checks every buffer length again.
  *
+ * Training (unet.train) is _train.c; _core.h is what the two files share.
+ *
  * Memory: the input is read in place when it is float32 and its normalisation is the identity
  * (norm auto, max or none): no copy.  Otherwise one (c, h, w) float buffer holds the normalised
  * image.  Scratch comes from PyMem_RawMalloc (callable without the GIL, and traced by
  * tracemalloc, so tests see every byte this layer allocates).
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <pythread.h>
-
-#include "unet.h"
+#include "_core.h"
 
 #include <math.h>
-#include <stdbool.h>
 #include <string.h>
 
 /* ---------------------------------------------------------------------------------------
@@ -30,7 +27,7 @@
 static PyObject *error_base;                    /* unet.Error(Exception) */
 static PyObject *error_of[UNET_STATUS_INTERRUPTED + 1];
 
-static PyObject *raise_msg(unet_status s, const char *msg) {
+PyObject *raise_msg(unet_status s, const char *msg) {
     PyObject *type = s > UNET_STATUS_OK && s <= UNET_STATUS_INTERRUPTED ? error_of[s] : error_base;
     PyObject *exc = PyObject_CallFunction(type, "s", msg && *msg ? msg : unet_status_str(s));
     if (!exc) return NULL;
@@ -44,11 +41,11 @@ static PyObject *raise_msg(unet_status s, const char *msg) {
     return NULL;
 }
 
-static PyObject *raise_status(unet_ctx *ctx, unet_status s) {
+PyObject *raise_status(unet_ctx *ctx, unet_status s) {
     return raise_msg(s, unet_ctx_errmsg(ctx));
 }
 
-static PyObject *none(void) {
+PyObject *none(void) {
     Py_INCREF(Py_None);
     return Py_None;
 }
@@ -59,8 +56,8 @@ static PyObject *none(void) {
 
 /* A C-contiguous buffer of exactly `bytes` bytes (writable when asked) from obj; None gives an
  * empty view (b->obj NULL) when allow_none.  Returns 0 or -1 with an exception set. */
-static int get_buffer(PyObject *obj, Py_buffer *b, int writable, Py_ssize_t bytes,
-                      const char *what, int allow_none) {
+int get_buffer(PyObject *obj, Py_buffer *b, int writable, Py_ssize_t bytes, const char *what,
+               int allow_none) {
     memset(b, 0, sizeof *b);
     if (obj == Py_None && allow_none) return 0;
     if (PyObject_GetBuffer(obj, b, PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0)) < 0) {
@@ -77,13 +74,13 @@ static int get_buffer(PyObject *obj, Py_buffer *b, int writable, Py_ssize_t byte
     return 0;
 }
 
-static void release(Py_buffer *b) {
+void release(Py_buffer *b) {
     if (b->obj) PyBuffer_Release(b);
 }
 
 /* The size of c * h * w samples of `elem` bytes, or -1 (ValueError set) when a dimension is not
  * positive or the product overflows. */
-static Py_ssize_t plane_bytes(long long c, long long h, long long w, size_t elem) {
+Py_ssize_t plane_bytes(long long c, long long h, long long w, size_t elem) {
     if (c < 1 || h < 1 || w < 1 || h > INT32_MAX || w > INT32_MAX || c > INT32_MAX ||
         (unsigned long long)c * (unsigned long long)h > (unsigned long long)PY_SSIZE_T_MAX / (unsigned long long)w / elem) {
         PyErr_Format(PyExc_ValueError, "bad image size c=%lld h=%lld w=%lld", c, h, w);
@@ -96,18 +93,10 @@ static Py_ssize_t plane_bytes(long long c, long long h, long long w, size_t elem
  * Model objects
  * ------------------------------------------------------------------------------------- */
 
-typedef struct {
-    PyObject_HEAD
-    unet_model        *m;
-    unet_ctx          *ctx;
-    PyThread_type_lock lock;
-    int                default_threads;
-} ModelObject;
-
 static PyTypeObject ModelType;
 
 /* Takes the model's lock, waiting without the GIL. */
-static void model_lock(ModelObject *self) {
+void model_lock(ModelObject *self) {
     if (!PyThread_acquire_lock(self->lock, NOWAIT_LOCK)) {
         Py_BEGIN_ALLOW_THREADS
         PyThread_acquire_lock(self->lock, WAIT_LOCK);
@@ -115,11 +104,11 @@ static void model_lock(ModelObject *self) {
     }
 }
 
-static void model_unlock(ModelObject *self) {
+void model_unlock(ModelObject *self) {
     PyThread_release_lock(self->lock);
 }
 
-static ModelObject *model_new(void) {
+ModelObject *model_new(void) {
     ModelObject *self = PyObject_New(ModelObject, &ModelType);
     if (!self) return NULL;
     self->m = NULL;
@@ -141,15 +130,15 @@ static void model_dealloc(ModelObject *self) {
 }
 
 /* threads: 0 = the default; else 1..1024.  Needs the lock. */
-static unet_status set_threads(ModelObject *self, int threads) {
+unet_status set_threads(ModelObject *self, int threads) {
     return unet_ctx_set_threads(self->ctx, threads > 0 ? threads : self->default_threads);
 }
 
-/* load(path) -> Model */
-static PyObject *core_load(PyObject *mod, PyObject *args) {
-    (void)mod;
+/* A Model from the checkpoint at args' path: a plain model, or with training (its optimizer
+ * state and run metadata, for unet.train's resume). */
+static PyObject *load_model(PyObject *args, const char *fmt, bool training) {
     PyObject *path_obj = NULL;
-    if (!PyArg_ParseTuple(args, "O&:load", PyUnicode_FSConverter, &path_obj)) return NULL;
+    if (!PyArg_ParseTuple(args, fmt, PyUnicode_FSConverter, &path_obj)) return NULL;
     ModelObject *self = model_new();
     if (!self) {
         Py_DECREF(path_obj);
@@ -158,7 +147,8 @@ static PyObject *core_load(PyObject *mod, PyObject *args) {
     unet_status s;
     const char *path = PyBytes_AS_STRING(path_obj);
     Py_BEGIN_ALLOW_THREADS
-    s = unet_model_load(self->ctx, path, &self->m);
+    s = training ? unet_model_load_training(self->ctx, path, &self->m, NULL, NULL)
+                 : unet_model_load(self->ctx, path, &self->m);
     Py_END_ALLOW_THREADS
     Py_DECREF(path_obj);
     if (s != UNET_STATUS_OK) {
@@ -167,6 +157,18 @@ static PyObject *core_load(PyObject *mod, PyObject *args) {
         return NULL;
     }
     return (PyObject *)self;
+}
+
+/* load(path) -> Model */
+static PyObject *core_load(PyObject *mod, PyObject *args) {
+    (void)mod;
+    return load_model(args, "O&:load", false);
+}
+
+/* load_training(path) -> Model with its optimizer state and run metadata */
+PyObject *core_load_training(PyObject *mod, PyObject *args) {
+    (void)mod;
+    return load_model(args, "O&:load_training", true);
 }
 
 /* create(arch, in_channels, classes, base, depth, bilinear, conv_bias, batchnorm, padding,
@@ -501,6 +503,7 @@ static PyMethodDef model_methods[] = {
     {"forward", (PyCFunction)model_forward, METH_VARARGS, "see unet.Model.forward"},
     {"save", (PyCFunction)model_save, METH_VARARGS, "write a safetensors checkpoint"},
     {"export_onnx", (PyCFunction)model_export_onnx, METH_VARARGS, "write an ONNX file"},
+    TRAIN_MODEL_METHODS
     {NULL, NULL, 0, NULL},
 };
 
@@ -654,6 +657,7 @@ static PyMethodDef core_methods[] = {
     {"imread", core_imread, METH_VARARGS, "(bytearray, dtype, c, h, w) of an image file"},
     {"image_pages", core_image_pages, METH_VARARGS, "images in a file"},
     {"probabilities", core_probabilities, METH_VARARGS, "logits to probabilities in place"},
+    TRAIN_CORE_METHODS
     {NULL, NULL, 0, NULL},
 };
 
@@ -696,6 +700,7 @@ PyMODINIT_FUNC PyInit__core(void) {
         goto fail;
     Py_INCREF(&ModelType);
     if (PyModule_AddObject(mod, "Model", (PyObject *)&ModelType) < 0) goto fail;
+    if (train_add_types(mod) < 0) goto fail;
     if (PyModule_AddStringConstant(mod, "version", UNET_VERSION) < 0) goto fail;
     return mod;
 fail:
