@@ -265,6 +265,39 @@ TEST(nonfinite_input_and_output) {
     unet_ctx_free(ctx);
 }
 
+/* unet__first_nonfinite (blocks of 256 without an early exit, then the exact element) against
+ * its element-by-element definition: bad values at block edges and in the tail, each kind. */
+static size_t first_nonfinite_ref(const float *a, size_t n, bool nonneg) {
+    for (size_t i = 0; i < n; i++)
+        if (isnan(a[i]) || isinf(a[i]) || (nonneg && a[i] < 0.0f)) return i;
+    return n;
+}
+
+TEST(first_nonfinite_matches_ref) {
+    static const size_t sizes[] = {0, 1, 255, 256, 257, 511, 512, 513, 1000};
+    const float kinds[] = {NAN, INFINITY, -INFINITY, -1.0f, -0.0f, 3e38f};
+    float a[1024];
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        size_t n = sizes[si];
+        for (size_t i = 0; i < n; i++) a[i] = 0.5f + (float)(i % 7);
+        for (int nonneg = 0; nonneg < 2; nonneg++) {
+            CHECK_EQ(unet__first_nonfinite(a, n, nonneg), n);
+            const size_t at[] = {0, 1, 254, 255, 256, 257, 300, 511, 512, n - 1};
+            for (size_t k = 0; k < sizeof at / sizeof at[0]; k++) {
+                if (n == 0 || at[k] >= n) continue;
+                for (size_t v = 0; v < sizeof kinds / sizeof kinds[0]; v++) {
+                    float keep = a[at[k]];
+                    a[at[k]] = kinds[v];
+                    if (at[k] + 3 < n) a[at[k] + 3] = NAN; /* a later one must not win */
+                    CHECK_EQ(unet__first_nonfinite(a, n, nonneg), first_nonfinite_ref(a, n, nonneg));
+                    a[at[k]] = keep;
+                    if (at[k] + 3 < n) a[at[k] + 3] = 0.5f + (float)((at[k] + 3) % 7);
+                }
+            }
+        }
+    }
+}
+
 int main(void) {
     RUN(round_sizes);
     RUN(overlap_tile_is_seamless);
@@ -273,5 +306,6 @@ int main(void) {
     RUN(tta_and_progress);
     RUN(argmax_and_overlay);
     RUN(nonfinite_input_and_output);
+    RUN(first_nonfinite_matches_ref);
     return harness_finish();
 }
