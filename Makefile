@@ -11,7 +11,8 @@
 #   make clean
 #
 # Options: CC=clang, NO_OMP=1 (no OpenMP), NO_BLAS=1 (built-in GEMM instead of OpenBLAS),
-#          WERROR=1 (warnings are errors, as in CI), BUILD=dir (object directory).
+#          WERROR=1 (warnings are errors, as in CI), BUILD=dir (object directory),
+#          MPI=1 (unet runs under mpirun: data-parallel train, sharded predict; docs/scaling.md).
 
 CC      ?= cc
 BUILD   ?= build
@@ -61,13 +62,30 @@ LIB_SRC  = $(wildcard src/*.c src/ops/*.c src/io/*.c)
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_SRC  = $(wildcard src/cli/*.c)
 CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/%.o)
+# The process group (src/cli/dist.h): MPI's with MPI=1, else one process.  Open MPI's flags come
+# from mpicc (its headers as system headers: no warnings of theirs).  $(BUILD)/unet-mpi is the
+# MPI build of the CLI beside the plain one; tests/mpi.sh runs it whenever mpicc is installed.
+MPI_CFLAGS = $(subst -I,-isystem ,$(shell mpicc --showme:compile 2>/dev/null))
+MPI_LIBS   = $(shell mpicc --showme:link 2>/dev/null)
+HAVE_MPI  := $(shell command -v mpicc >/dev/null 2>&1 && echo 1)
+ifeq ($(MPI):$(HAVE_MPI),1:)
+$(error MPI=1 needs mpicc: sh scripts/deps.sh installs Open MPI (openmpi-bin, libopenmpi-dev))
+endif
+ifeq ($(MPI),1)
+DIST_OBJ = $(BUILD)/src/dist/mpi.o
+DIST_LIBS = $(MPI_LIBS)
+else
+DIST_OBJ = $(BUILD)/src/dist/single.o
+DIST_LIBS =
+endif
+$(BUILD)/src/dist/mpi.o: CPPFLAGS += $(MPI_CFLAGS)
 TEST_SRC = $(wildcard tests/test_*.c)
 TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 EXAMPLE_SRC = $(wildcard examples/*.c)
 EXAMPLE_BIN = $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
 BENCH_SRC = $(wildcard bench/bench_*.c)
 BENCH_BIN = $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
-HDRS     = $(wildcard include/*.h src/*.h src/ops/*.h src/io/*.h tests/*.h)
+HDRS     = $(wildcard include/*.h src/*.h src/ops/*.h src/io/*.h src/cli/*.h tests/*.h)
 
 .PHONY: all deps test asan demo bench golden clean check-tests FORCE lib link-flags python python-ext \
         check-python
@@ -97,8 +115,17 @@ $(BUILD)/libunet.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/unet: $(CLI_OBJ) $(BUILD)/libunet.a
-	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libunet.a $(LDLIBS)
+# $(BUILD)/.dist names the group the CLI was linked with, so that switching MPI=1 relinks it.
+$(BUILD)/.dist: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(DIST_OBJ)' | cmp -s - $@ || echo '$(DIST_OBJ)' >$@
+
+$(BUILD)/unet: $(CLI_OBJ) $(DIST_OBJ) $(BUILD)/libunet.a $(BUILD)/.dist
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(DIST_OBJ) $(BUILD)/libunet.a $(LDLIBS) $(DIST_LIBS)
+
+$(BUILD)/unet-mpi: $(CLI_OBJ) $(BUILD)/src/dist/mpi.o $(BUILD)/libunet.a
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/src/dist/mpi.o $(BUILD)/libunet.a $(LDLIBS) \
+	  $(MPI_LIBS)
 
 # A link at the top so the CLI is ./unet after make.
 unet: $(BUILD)/unet
@@ -107,6 +134,12 @@ unet: $(BUILD)/unet
 $(BUILD)/tests/%: tests/%.c $(BUILD)/libunet.a $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libunet.a $(LDLIBS)
+
+# test_options compiles the CLI's option parser in, test_pipeline the predict pipeline (src/cli/
+# is not part of the library).
+$(BUILD)/tests/test_options: src/cli/options.c src/cli/cli.c src/cli/dist.c src/dist/single.c
+$(BUILD)/tests/test_pipeline: src/cli/pipeline.c src/cli/options.c src/cli/cli.c src/cli/dist.c \
+                              src/dist/single.c
 
 $(BUILD)/examples/%: examples/%.c $(BUILD)/libunet.a include/unet.h
 	@mkdir -p $(dir $@)
@@ -130,11 +163,21 @@ else
 PY_CHECK =
 PY_DEP   =
 endif
+# The MPI tests (tests/mpi.sh: mpirun -np 2) where mpicc is installed (scripts/deps.sh installs
+# Open MPI), not under the sanitizers (Open MPI's own allocations would be reported).
+ifeq ($(SAN)$(HAVE_MPI),1)
+MPI_CHECK = tests/mpi.sh
+MPI_DEP   = $(BUILD)/unet-mpi
+else
+MPI_CHECK =
+MPI_DEP   =
+endif
 
-check-tests: $(TEST_BIN) $(BUILD)/unet $(EXAMPLE_BIN) $(PY_DEP)
-	@$(if $(SAN),echo "note: the Python package's tests (tests/python.sh) do not run under $(SAN)";) \
+check-tests: $(TEST_BIN) $(BUILD)/unet $(EXAMPLE_BIN) $(PY_DEP) $(MPI_DEP)
+	@$(if $(SAN),echo "note: the Python package's tests (tests/python.sh) and the MPI tests (tests/mpi.sh) do not run under $(SAN)";) \
+	  $(if $(SAN)$(HAVE_MPI),,echo "note: no mpicc: the MPI tests (tests/mpi.sh) do not run (scripts/deps.sh installs Open MPI)";) \
 	  UNET_BIN=$(BUILD)/unet UNET_EXAMPLES=$(BUILD)/examples UNET_PYTHONPATH=$(BUILD)/python \
-	  PYTHON=$(PYTHON) tests/run.sh $(TEST_BIN) $(PY_CHECK)
+	  UNET_MPI_BIN=$(BUILD)/unet-mpi PYTHON=$(PYTHON) tests/run.sh $(TEST_BIN) $(PY_CHECK) $(MPI_CHECK)
 
 # The same tests under ASan + UBSan, in their own build directory.
 asan: deps

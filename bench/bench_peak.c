@@ -1,5 +1,6 @@
 /* bench_peak.c — the machine's measured float32 FMA peak, the yardstick for bench/run's
- * "effective GFLOP/s" column.
+ * "effective GFLOP/s" column, and the bf16 dot-product peak (vdpbf16ps, AVX512_BF16: 32
+ * multiply-adds of bf16 pairs summed in float32 per instruction) of the bf16 kernels.
  *
  *     bench_peak [THREADS]      (default: 1 and 2)
  *
@@ -8,7 +9,7 @@
  * run time by the library's CPU-feature module (src/cpu.h; UNET_CPU=avx2 leaves AVX-512 out).
  * Prints one line per ISA and thread count:
  *
- *     PEAK isa=avx2 threads=2 gflops=...
+ *     PEAK isa=avx2 threads=2 gflops=...     (isa: avx2, avx512, avx512bf16)
  *
  * Not x86: prints nothing (bench/run then leaves the column out).
  */
@@ -46,24 +47,31 @@ UNET__TARGET_AVX2 static float fma256(long iters) {
     return o[0];
 }
 
-UNET__TARGET_AVX512 static float fma512(long iters) {
-    const __m512 m = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
-#define DECL(i) __m512 a##i = _mm512_set1_ps((float)(i));
-    CHAINS(DECL)
-#undef DECL
-    for (long k = 0; k < iters; k++) {
-#define STEP(i) a##i = _mm512_fmadd_ps(a##i, m, c);
-        CHAINS(STEP)
-#undef STEP
+/* The 512-bit chains: float32 FMAs, and vdpbf16ps (each adds the products of 16 pairs of bf16
+ * to 16 floats). */
+#define DECL512(i) __m512 a##i = _mm512_set1_ps((float)(i));
+#define SUM512(i)  s = _mm512_add_ps(s, a##i);
+#define FMA512(i)  a##i = _mm512_fmadd_ps(a##i, m, c);
+#define DPBF16(i)  a##i = _mm512_dpbf16_ps(a##i, m, c);
+#define PEAK512(NAME, TARGET, MTYPE, M, C, STEP)                                                  \
+    TARGET static float NAME(long iters) {                                                      \
+        const MTYPE m = M, c = C;                                                               \
+        CHAINS(DECL512)                                                                         \
+        for (long k = 0; k < iters; k++) {                                                      \
+            CHAINS(STEP)                                                                        \
+        }                                                                                       \
+        __m512 s = _mm512_setzero_ps();                                                         \
+        CHAINS(SUM512)                                                                          \
+        return _mm512_reduce_add_ps(s);                                                         \
     }
-    __m512 s = _mm512_setzero_ps();
-#define SUM(i) s = _mm512_add_ps(s, a##i);
-    CHAINS(SUM)
-#undef SUM
-    return _mm512_reduce_add_ps(s);
-}
+PEAK512(fma512, UNET__TARGET_AVX512, __m512, _mm512_set1_ps(0.999999f), _mm512_set1_ps(1e-7f),
+        FMA512)
+/* m ~0.996 and c ~1e-7 in bf16 pairs. */
+PEAK512(dpbf16, UNET__TARGET_AVX512_BF16, __m512bh, (__m512bh)_mm512_set1_epi32(0x3f7f3f7f),
+        (__m512bh)_mm512_set1_epi32(0x33d633d6), DPBF16)
 
-/* GFLOP/s of `threads` threads each running fn for iters iterations (12 FMAs of `lanes`). */
+/* GFLOP/s of `threads` threads each running fn for iters iterations (12 FMAs of `lanes`; a
+ * bf16 dot product of 16 pairs counts as 32 lanes). */
 static double measure(float (*fn)(long), int lanes, int threads) {
     const long iters = 20000000;
     volatile float sink = 0.0f;
@@ -96,6 +104,8 @@ int main(int argc, char **argv) {
             printf("PEAK isa=avx2 threads=%d gflops=%.1f\n", t, measure(fma256, 8, t));
         if (unet__cpu_has(UNET__CPU_AVX512))
             printf("PEAK isa=avx512 threads=%d gflops=%.1f\n", t, measure(fma512, 16, t));
+        if (unet__cpu_has(UNET__CPU_AVX512_BF16))
+            printf("PEAK isa=avx512bf16 threads=%d gflops=%.1f\n", t, measure(dpbf16, 32, t));
     }
     return 0;
 }

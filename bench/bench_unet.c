@@ -2,16 +2,22 @@
  * BatchNorm, transposed up-convolution) with fixed random weights, one configuration per
  * process so that the peak RSS (getrusage) is that configuration's alone.
  *
- *     bench_unet infer|train SIZE BATCH THREADS RUNS [layers]
- *     bench_unet scale SIZE BATCH T1:T2 RUNS
+ *     bench_unet infer|train SIZE BATCH THREADS RUNS [layers] [bf16] [nocache]
+ *     bench_unet scale SIZE BATCH T1:T2 RUNS [bf16] [nocache]
  *
  * infer: unet_model_forward on a BATCH x 1 x SIZE x SIZE input (eval mode, BatchNorm folded
  * with the running statistics).  train: unet_train_step (forward in training mode,
- * cross-entropy loss, backward, Adam update) on random labels.  One warm-up call (it also
- * plans the memory), then RUNS timed calls.  Prints one machine-readable line:
+ * cross-entropy loss, backward, Adam update) on random labels.  bf16: the model's precision is
+ * UNET_PRECISION_BF16 (float32 where the CPU lacks AVX512_BF16: the line says which ran);
+ * nocache: inference transforms its weights in every call, as before the inference cache
+ * (model.h).  One warm-up call (it also plans the memory and fills the cache), then RUNS timed
+ * calls.  Prints one machine-readable line:
  *
- *     RESULT impl=unet mode=infer size=512 batch=1 threads=2 runs=5 median_s=... min_s=...
- *            max_s=... rss_mb=... gflop=...
+ *     RESULT impl=unet|unet-bf16 mode=infer size=512 batch=1 threads=2 runs=5 median_s=... min_s=...
+ *            max_s=... cpu_s=... rss_mb=... gflop=... precision=fp32|bf16 cache=on|off cache_mb=...
+ *
+ * cpu_s: the median CPU time of the process per call (all threads), the work done whatever
+ * share of a shared machine it got.
  *
  * gflop is the work of one call counted as multiply-adds x 2 of the convolutions (forward;
  * a training step counts 3x: forward, input gradient, weight gradient), whatever algorithm
@@ -53,8 +59,9 @@ static const char *op_name(enum unet__node_op op) {
 }
 
 static int usage(void) {
-    fprintf(stderr, "usage: bench_unet infer|train SIZE BATCH THREADS RUNS [layers]\n"
-                    "       bench_unet scale SIZE BATCH T1:T2 RUNS\n");
+    fprintf(stderr, "usage: bench_unet infer|train SIZE BATCH THREADS RUNS [layers] [bf16] "
+                    "[nocache]\n"
+                    "       bench_unet scale SIZE BATCH T1:T2 RUNS [bf16] [nocache]\n");
     return 2;
 }
 
@@ -132,8 +139,15 @@ int main(int argc, char **argv) {
     int thr[2] = {threads, 0};
     if (is_scale && (sscanf(argv[4], "%d:%d", &thr[0], &thr[1]) != 2 || thr[1] < 1)) return usage();
     const int runs = atoi(argv[5]);
-    const bool layers = argc > 6 && strcmp(argv[6], "layers") == 0;
+    bool layers = false, bf16 = false, cache = true;
+    for (int i = 6; i < argc; i++) {
+        if (strcmp(argv[i], "layers") == 0) layers = true;
+        else if (strcmp(argv[i], "bf16") == 0) bf16 = true;
+        else if (strcmp(argv[i], "nocache") == 0) cache = false;
+        else return usage();
+    }
     if (size < 16 || batch < 1 || threads < 1 || runs < 1) return usage();
+    unet__wcache_enable(cache);
 
     unet_ctx *ctx = unet_ctx_create();
     unet_model *m = NULL;
@@ -143,6 +157,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_unet: %s\n", ctx ? unet_ctx_errmsg(ctx) : "out of memory");
         return 1;
     }
+    if (bf16 && !unet_precision_native(UNET_PRECISION_BF16)) {
+        fprintf(stderr, "bench_unet: bf16: this CPU (or UNET_CPU) has no AVX512_BF16\n");
+        return 3;
+    }
+    if (bf16) unet_model_set_precision(ctx, m, UNET_PRECISION_BF16);
     double flops = 0.0;
     unet_model_cost(ctx, m, batch, size, size, &flops, NULL);
     if (train) flops *= 3.0;
@@ -151,8 +170,8 @@ int main(int argc, char **argv) {
     float   *x = malloc(npix * sizeof *x);
     float   *logits = malloc(npix * (size_t)cfg.classes * sizeof *logits);
     int32_t *target = malloc(npix * sizeof *target);
-    double  *t = malloc((size_t)runs * sizeof *t);
-    if (!x || !logits || !target || !t) return 1;
+    double  *t = malloc((size_t)runs * sizeof *t), *cpu = malloc((size_t)runs * sizeof *cpu);
+    if (!x || !logits || !target || !t || !cpu) return 1;
     struct unet__rng rng;
     unet__rng_seed(&rng, 42);
     for (size_t i = 0; i < npix; i++) {
@@ -161,7 +180,7 @@ int main(int argc, char **argv) {
     }
     if (is_scale) {
         int rc = scale(ctx, m, x, target, size, batch, thr, runs);
-        free(x), free(logits), free(target), free(t);
+        free(x), free(logits), free(target), free(t), free(cpu);
         unet_model_free(m);
         unet_ctx_free(ctx);
         return rc;
@@ -176,7 +195,7 @@ int main(int argc, char **argv) {
             m->prof = prof;
             m->prof_cpu = getenv("UNET_PROF_CPU") != NULL;
         }
-        double t0 = bench_now();
+        double t0 = bench_now(), c0 = bench_cpu_now();
         unet_status s;
         if (train) {
             double loss;
@@ -185,16 +204,16 @@ int main(int argc, char **argv) {
         } else {
             s = unet_model_forward(ctx, m, x, batch, size, size, logits);
         }
-        double dt = bench_now() - t0;
+        double dt = bench_now() - t0, dc = bench_cpu_now() - c0;
         if (s != UNET_STATUS_OK) {
             fprintf(stderr, "bench_unet: %s: %s\n", unet_status_str(s), unet_ctx_errmsg(ctx));
             return 1;
         }
-        if (r >= 0) t[r] = dt;
+        if (r >= 0) t[r] = dt, cpu[r] = dc;
     }
     double sum_t = 0.0;
     for (int r = 0; r < runs; r++) sum_t += t[r];
-    double med = bench_median(t, runs);
+    double med = bench_median(t, runs), cpu_med = bench_median(cpu, runs);
 
     if (prof) {
         double total = 0.0;
@@ -224,14 +243,18 @@ int main(int argc, char **argv) {
 
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("RESULT impl=unet mode=%s size=%d batch=%d threads=%d runs=%d median_s=%.4f "
-           "min_s=%.4f max_s=%.4f rss_mb=%.1f gflop=%.2f\n",
-           mode, size, batch, threads, runs, med, t[0], t[runs - 1], ru.ru_maxrss / 1024.0,
-           flops * 1e-9);
+    printf("RESULT impl=%s mode=%s size=%d batch=%d threads=%d runs=%d median_s=%.4f "
+           "min_s=%.4f max_s=%.4f cpu_s=%.4f rss_mb=%.1f gflop=%.2f precision=%s cache=%s "
+           "cache_mb=%.1f\n",
+           bf16 ? "unet-bf16" : "unet", mode, size, batch, threads, runs, med, t[0], t[runs - 1],
+           cpu_med, ru.ru_maxrss / 1024.0,
+           flops * 1e-9, bf16 ? "bf16" : "fp32", cache ? "on" : "off",
+           (double)unet__wcache_bytes(m) / (1 << 20));
     free(x);
     free(logits);
     free(target);
     free(t);
+    free(cpu);
     unet_model_free(m);
     unet_ctx_free(ctx);
     return 0;

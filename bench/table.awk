@@ -33,6 +33,7 @@ function mb(k) { return (k in rss) ? sprintf("%.0f", rss[k]) : "–" }
     if (!(a["threads"] in seent)) { seent[a["threads"]] = 1; thr[++nthr] = a["threads"] }
     k = a["impl"] SUBSEP cfg SUBSEP a["threads"]
     med[k] = a["median_s"]; mn[k] = a["min_s"]; mx[k] = a["max_s"]; rss[k] = a["rss_mb"]
+    if ("cpu_s" in a) cpu[k] = a["cpu_s"]
     if ("gflop" in a) gflop[cfg] = a["gflop"]
     next
 }
@@ -81,5 +82,27 @@ END {
             if (("avx512", t) in peak) line = line sprintf(" AVX-512 %s thr %s;", t, peak["avx512", t])
         }
         print line
+        line = ""
+        for (j = 1; j <= nthr; j++)
+            if (("avx512bf16", thr[j]) in peak)
+                line = line sprintf(" AVX512_BF16 dot products %s thr %s;", thr[j], peak["avx512bf16", thr[j]])
+        if (line != "") print "Measured bf16 peak (vdpbf16ps, float32 sums), GFLOP/s:" line
+    }
+    nb = 0
+    for (k in med) if (index(k, "unet-bf16" SUBSEP) == 1) nb++
+    if (nb > 0) {
+        print ""
+        print "| configuration | threads | unet fp32 s | unet bf16 s: median (min–max) | bf16 speed-up | in CPU time | bf16 vs ORT | bf16 vs PyTorch |"
+        print "|---|---|---|---|---|---|---|---|"
+        for (i = 1; i <= ncfg; i++)
+            for (j = 1; j <= nthr; j++) {
+                c = order[i]; t = thr[j]
+                u = "unet" SUBSEP c SUBSEP t; b = "unet-bf16" SUBSEP c SUBSEP t
+                if (!(b in med)) continue
+                printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", c, t, secs(u), secs(b),
+                       ratio(med[u], med[b]), ratio(cpu[u], cpu[b]),
+                       ratio(med["ort" SUBSEP c SUBSEP t], med[b]),
+                       ratio(med["torch" SUBSEP c SUBSEP t], med[b])
+            }
     }
 }

@@ -185,6 +185,27 @@ unet_status unet_model_prepare(unet_ctx *ctx, unet_model *m, int n, int h, int w
 unet_status unet_model_forward(unet_ctx *ctx, unet_model *m, const float *x, int n, int h, int w,
                                float *logits);
 
+/* The precision of the convolutions' products, for inference and training alike.  FP32 (the
+ * default): float32 throughout.  BF16: the products of the 3x3 convolutions (by Winograd:
+ * forward, input and weight gradient) and of the 2x2 up-convolutions take operands rounded to
+ * bfloat16 (8 significant bits) and sum them in float32, with the AVX512_BF16 dot-product
+ * instructions; everything else stays float32: the transforms around the products, batch-norm,
+ * the losses, the weights (master copy), gradients and optimizer state.  On a CPU without
+ * AVX512_BF16 (or with UNET_CPU set below avx512bf16) a BF16 model runs FP32.  Accuracy and
+ * speed on this project's data: docs/performance.md. */
+typedef enum unet_precision {
+    UNET_PRECISION_FP32 = 0,
+    UNET_PRECISION_BF16
+} unet_precision;
+
+unet_status unet_model_set_precision(unet_ctx *ctx, unet_model *m, unet_precision p);
+unet_precision unet_model_precision(const unet_model *m);  /* as set */
+/* 1 when this CPU runs p as asked (FP32 always; BF16 with AVX512_BF16), 0 when p falls back. */
+int unet_precision_native(unet_precision p);
+/* "fp32", "bf16" and back (UNET_STATUS_ARG naming the word otherwise). */
+const char *unet_precision_name(unet_precision p);
+unet_status unet_precision_parse(unet_ctx *ctx, const char *name, unet_precision *out);
+
 /* Convolutionalization (FCN, Long et al. 2015, section 3.1; docs/fcn.md): turns a VGG-style
  * classifier checkpoint into an FCN checkpoint.  The classifier (safetensors) holds
  * conv1_1 .. conv5_3 (weight and bias, with the FCN's names and shapes) and the Linear layers
@@ -358,7 +379,8 @@ void unet_image_free(unet_image *img);   /* frees data and zeroes *img; NULL-saf
 /* Loads one image.  The format is recognised by content (PNG signature, TIFF header, .npy magic),
  * not by extension.
  *   PNG: 8/16-bit gray, gray+alpha (alpha dropped), RGB(A) (alpha dropped), palette (expanded
- *     to RGB, tRNS ignored), 1/2/4-bit gray (expanded to 0..255), interlaced.
+ *     to its colours: one gray channel when every entry is gray, else RGB; tRNS ignored),
+ *     1/2/4-bit gray (expanded to 0..255), interlaced.
  *   TIFF: 8/16-bit unsigned samples (U8/U16), 32-bit float (F32), 8/16/32-bit signed and 32-bit
  *     unsigned (I32; a value over INT32_MAX is UNET_STATUS_FORMAT); photometric MinIsBlack or
  *     RGB; any samples per pixel up to 16 with trailing alpha extra samples dropped (so 1 or 3
@@ -367,8 +389,9 @@ void unet_image_free(unet_image *img);   /* frees data and zeroes *img; NULL-saf
  *     directory of a multi-page stack (0 = first).
  *   .npy (versions 1.0-3.0, C order): '<f4' '<f8' -> F32 (a finite float64 outside the float32
  *     range is UNET_STATUS_FORMAT); '|u1' '|b1' -> U8; '<u2' -> U16; '|i1' '<i2' '<i4' -> I32;
- *     '<u4' '<i8' '<u8' -> I32 when every value fits, else UNET_STATUS_FORMAT; shape (H, W) or
- *     (C, H, W); Fortran order, big-endian and other dtypes are UNET_STATUS_FORMAT.
+ *     '<u4' '<i8' '<u8' -> I32 when every value fits, else UNET_STATUS_FORMAT; shape (H, W),
+ *     (C, H, W) or (H, W, C) by the channel rule below; Fortran order, big-endian and other
+ *     dtypes are UNET_STATUS_FORMAT.
  * page < 0, or page beyond the file's images (.npy and PNG have one), is UNET_STATUS_ARG.
  * Images whose w * h is over unet_ctx_max_pixels are refused (UNET_STATUS_FORMAT) before
  * allocating.  A file that cannot be opened or read is UNET_STATUS_IO, bad content
@@ -395,6 +418,77 @@ unet_status unet_image_save(unet_ctx *ctx, const char *path, const unet_image *i
  * path (a file name), or all temporaries in path (a directory), whose writer is gone: no
  * process with that id exists and the lock is free.  Returns the number removed. */
 int unet_remove_stale_temporaries(const char *path);
+
+/* Channel layouts (docs/images.md#channels).  Where an image's channels are:
+ *   PNG: its colour type declares them (gray 1, RGB 3, a palette as its colours, above).
+ *   TIFF: samples per pixel are the channels; each page is one image of a stack.
+ *   .npy (H, W): one channel.  (A, B, C): channels last, (H, W, C), when C <= 4 and A > C and
+ *     B > C (numpy, scikit-image, PIL and tifffile keep colour last); otherwise channels first,
+ *     (C, H, W) (unet_image_save's layout, PyTorch's).  A 4-D .npy is refused.
+ * channel_axis overrides the rule for the axes a file leaves open:
+ *   UNET_CHANNEL_AXIS_AUTO   the rule above;
+ *   UNET_CHANNEL_AXIS_NONE   no channel axis: a 3-D .npy (N, H, W) is a stack of N one-channel
+ *                            images (pages, as a TIFF's);
+ *   0 (-3), 1 (-2), 2 (-1)   the channel axis of a 3-D .npy, counted as numpy does: 0 = first
+ *                            (C, H, W), 2 or -1 = last (H, W, C).  For a TIFF, 0 makes its
+ *                            pages the channels of one image (their samples in page order; all
+ *                            pages of one size and sample type, at most 4096 channels), -1 or 2
+ *                            is the default (samples), and 1 is UNET_STATUS_ARG.
+ * A 2-D .npy and a PNG have no open axis: any channel_axis reads them as above.
+ * palette_indices: a palette PNG gives its indices instead of its colours (one U8 channel):
+ * the classes of a mask drawn with a colour table (PASCAL VOC's masks, PIL mode "P"). */
+#define UNET_CHANNEL_AXIS_AUTO (-100)
+#define UNET_CHANNEL_AXIS_NONE (-101)
+typedef struct unet_image_opts {
+    int channel_axis;      /* UNET_CHANNEL_AXIS_AUTO */
+    int palette_indices;   /* 0 */
+} unet_image_opts;
+unet_image_opts unet_image_defaults(void);
+/* unet_image_load, unet_image_info and unet_image_pages under opts (NULL: the defaults, which
+ * those three use); the page count depends on the layout (NONE splits a 3-D .npy, 0 joins a
+ * TIFF's pages). */
+unet_status unet_image_load_with(unet_ctx *ctx, const char *path, int page,
+                                 const unet_image_opts *opts, unet_image *out);
+unet_status unet_image_info_with(unet_ctx *ctx, const char *path, int page,
+                                 const unet_image_opts *opts, unet_image *info);
+unet_status unet_image_pages_with(unet_ctx *ctx, const char *path, const unet_image_opts *opts,
+                                  int *pages);
+/* The rule on its own, for arrays in memory (the Python package): the channel axis (0..ndim-1)
+ * of an array of ndim (2 or 3) dimensions under channel_axis, or -1 when it has none (2-D, or
+ * NONE).  An axis outside -ndim..ndim-1 is UNET_STATUS_ARG. */
+unet_status unet_channel_axis_of(unet_ctx *ctx, int ndim, const int64_t *shape, int channel_axis,
+                                 int *axis);
+/* "auto", "none", "first" (0), "last" (-1) or an integer -3..2, and back ("first", "last",
+ * "none", "auto" or the integer; buf of 8 bytes). */
+unet_status unet_channel_axis_parse(unet_ctx *ctx, const char *text, int *channel_axis);
+const char *unet_channel_axis_name(int channel_axis, char buf[8]);
+
+/* Chooses or converts an image's channels, in place, by spec:
+ *   "gray"      one channel: the luminance 0.299 R + 0.587 G + 0.114 B (ITU-R BT.601, as PIL's
+ *               convert("L"), OpenCV and MATLAB's rgb2gray) of 3 channels; the mean of any
+ *               other count; a one-channel image as it is;
+ *   "0", "1,2"  these channels (0-based) in this order, at most 64 (repeats allowed);
+ *   NULL, "all" every channel as stored.
+ * Integer samples are rounded to the nearest (halves away from zero) and stay in their dtype,
+ * so an 8-bit image is still normalised as 8-bit; float samples are computed in double.  A
+ * malformed spec is UNET_STATUS_ARG; a channel index the image lacks is UNET_STATUS_SHAPE
+ * naming `name` (the file) and its channels; on failure img is unchanged. */
+unet_status unet_image_select_channels(unet_ctx *ctx, unet_image *img, const char *spec,
+                                       const char *name);
+/* The channels spec gives an image of c channels (from unet_image_info, before decoding), with
+ * the same errors; c 0 checks the spec's syntax only (*out is then the count it fixes, or 0
+ * for NULL and "all"). */
+unet_status unet_channels_count(unet_ctx *ctx, const char *spec, int c, const char *name,
+                                int *out);
+
+/* The input layout a model was trained on: its channel axis (UNET_CHANNEL_AXIS_AUTO when none
+ * was given) and channel spec (NULL: all channels as stored).  Saved with every checkpoint
+ * (metadata channel_axis and channels, written only when set) and loaded with it; unet predict
+ * and the Python package apply it unless told otherwise.  set checks the axis, the spec and
+ * that a spec gives the model's in_channels (UNET_STATUS_ARG). */
+unet_status unet_model_set_input(unet_ctx *ctx, unet_model *m, int channel_axis,
+                                 const char *channels);
+void unet_model_input(const unet_model *m, int *channel_axis, const char **channels);
 
 typedef enum unet_norm {
     UNET_NORM_AUTO = 0,    /* 8-bit /255, 16-bit by percentiles, float and int as they are */
@@ -820,6 +914,18 @@ typedef struct unet_step_stats unet_step_stats;
 typedef unet_status (*unet_grad_fn)(unet_ctx *ctx, float *grads, size_t n, unet_step_stats *st,
                                     void *user);
 
+/* The seam before the backward pass (data-parallel training): called after the loss with the
+ * step's statistics (loss, baseline, class counts of this process's share) and *scale = 1.  It
+ * may make the statistics global, and sets *scale, the factor by which this process's loss
+ * gradient is multiplied before the backward pass: e.g. its labeled pixels over all processes'
+ * (mean reduction; its tiles over the batch for the summed one), so that the gradients summed
+ * by grad_fn are the single-process gradient of the whole batch, also through synchronised
+ * batch-norm (unet_model_set_bn_sum), whose backward pass couples the processes.  The step
+ * then goes on with the loss it returns: when that is not finite, every process skips the
+ * backward pass alike.  A non-OK return fails the step as grad_fn's does. */
+typedef unet_status (*unet_loss_fn)(unet_ctx *ctx, unet_step_stats *st, double *scale,
+                                    void *user);
+
 typedef struct unet_step_opts {
     unet_loss_kind loss;
     unet_reduction reduction;
@@ -827,7 +933,8 @@ typedef struct unet_step_opts {
                                  * global L2 norm of all gradients, each is multiplied by
                                  * min(1, clip_norm / (n + 1e-6)) before the update; 0: off */
     unet_grad_fn   grad_fn;     /* NULL: none */
-    void          *grad_user;
+    void          *grad_user;   /* for grad_fn and loss_fn */
+    unet_loss_fn   loss_fn;     /* NULL: none */
 } unet_step_opts;
 
 /* What one step did.  The class counts are over the labeled output pixels of the batch
@@ -1026,14 +1133,22 @@ unet_status unet_mask_to_target(unet_ctx *ctx, const unet_image *mask, const une
  * as unet train adds them: the image normalised by unet_image_to_float (norm), the mask made
  * a target (and weight map) by unet_mask_to_target (o); then unet_dataset_add (name: NULL is
  * "image <i>").  Another channel count or mask size is UNET_STATUS_FORMAT ("a.png is 64x64 but
- * its mask b.png is 63x64").  _file loads page `page` of both files first (name NULL: the image
- * file's path); its messages name the files. */
+ * its mask b.png is 63x64"); a NaN or Inf in the image is refused naming the first one and the
+ * count (UNET_STATUS_ARG; _file: UNET_STATUS_FORMAT).  _file loads page `page` of both files
+ * first (name NULL: the image file's path), a palette mask as its indices; its messages name
+ * the files.  _file_with reads both under opts' channel axis (NULL: the defaults) and chooses
+ * the image's channels by `channels` (unet_image_select_channels; NULL: all), as unet train
+ * --channel-axis --channels do (docs/images.md). */
 unet_status unet_dataset_add_image(unet_ctx *ctx, unet_dataset *ds, const unet_image *image,
                                    const unet_image *mask, unet_norm norm,
                                    const unet_target_opts *o, const char *name);
 unet_status unet_dataset_add_file(unet_ctx *ctx, unet_dataset *ds, const char *image,
                                   const char *mask, int page, unet_norm norm,
                                   const unet_target_opts *o, const char *name);
+unet_status unet_dataset_add_file_with(unet_ctx *ctx, unet_dataset *ds, const char *image,
+                                       const char *mask, int page, const unet_image_opts *opts,
+                                       const char *channels, unet_norm norm,
+                                       const unet_target_opts *o, const char *name);
 
 /* The rows a held-back band and the training part it is cut from each keep at least (unet
  * train's min_rows). */
@@ -1058,8 +1173,47 @@ typedef enum unet_block {
     UNET_BLOCK_BUFFERS
 } unet_block;
 float *unet_model_block(unet_model *m, unet_block which, size_t *n);
+/* Synchronised batch-norm for data-parallel training: with fn set, every batch-norm layer in
+ * training mode takes its batch statistics over all processes' shares, as one process with the
+ * whole batch would (PyTorch's SyncBatchNorm).  fn(v, n, user) must replace the n doubles of v
+ * by their sums over the processes (MPI_Allreduce); every process calls it alike, twice per
+ * layer forward and once backward.  The step's loss_fn must then scale each process's loss
+ * gradient to its share of the global loss.  fn NULL: per-process statistics (the default).
+ * UNET_STATUS_NOMEM when the buffer for the sums cannot be allocated. */
+typedef void (*unet_sum_fn)(double *v, size_t n, void *user);
+unet_status unet_model_set_bn_sum(unet_ctx *ctx, unet_model *m, unet_sum_fn fn, void *user);
 
-typedef struct unet_train_opts {
+/* A process group for data-parallel training (docs/scaling.md), seen through two functions
+ * that replace v by its sums over the processes (MPI_Allreduce with MPI_SUM), which every
+ * process calls alike: doubles (the step's statistics, synchronised batch-norm) and floats
+ * (the gradients).  unet_dp_attach sets this process's shard of every batch (o->batch is the
+ * global batch: samples [rank B / P, (rank + 1) B / P)), and the step's loss_fn and grad_fn:
+ * the statistics and loss of the whole batch, this process's loss gradient weighted by its
+ * share (labeled pixels for the mean cross entropy, tiles for the summed one and the losses
+ * with Dice, which is a ratio over each process's tiles as in PyTorch's DDP), the gradients
+ * summed, and the batch-norm running statistics averaged, or with sync_bn the batch
+ * statistics taken over all processes (unet_model_set_bn_sum).  Call it after
+ * unet_train_resume, before unet_trainer_create; dp must outlive the trainer.  Every process
+ * then takes the same steps; a P-process run equals the one-process run to float rounding
+ * (cross entropy; with batch-norm only with sync_bn).  UNET_STATUS_ARG: a batch smaller than
+ * P, a time budget (per process) with P > 1. */
+typedef void (*unet_sum_f32_fn)(float *v, size_t n, void *user);
+typedef struct unet_dp {
+    int             rank, processes;
+    unet_sum_fn     sum;
+    unet_sum_f32_fn sum_f32;
+    void           *user;
+    /* Set by unet_dp_attach. */
+    unet_model     *m;
+    unet_loss_kind  loss;
+    unet_reduction  reduction;
+    int             share, batch, sync_bn;
+} unet_dp;
+typedef struct unet_train_opts unet_train_opts;
+unet_status unet_dp_attach(unet_ctx *ctx, unet_dp *dp, unet_model *m, unet_train_opts *o,
+                           int sync_bn);
+
+struct unet_train_opts {
     unet_optim      optim;          /* optimizer and base learning rate: adam 1e-3 */
     unet_step_opts  step;           /* loss (ce+dice), reduction, clip_norm, grad_fn */
     unet_schedule   schedule;       /* kind, warmup, power, gamma, milestones (total: the run) */
@@ -1089,7 +1243,11 @@ typedef struct unet_train_opts {
                                      * epoch sums + guard statistics, for resume */
     /* Data-parallel runs: this process's share of each batch (unet_sampler_shard); 0, 0: all. */
     int             shard_first, shard_count;
-} unet_train_opts;
+    /* The products' precision for the run (unet_model_set_precision on m at
+     * unet_trainer_create; validation runs at it too): FP32 (default) or BF16, mixed precision
+     * with float32 master weights, gradients and optimizer state. */
+    unet_precision  precision;
+};
 
 /* The defaults above (unet train's). */
 unet_train_opts unet_train_defaults(void);

@@ -9,7 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const level_names[UNET__CPU_LEVELS] = {"portable", "avx2", "avx512"};
+static const char *const level_names[UNET__CPU_LEVELS] = {"portable", "avx2", "avx512",
+                                                           "avx512bf16"};
 
 static _Atomic int cpu_cap = -1;
 
@@ -29,7 +30,7 @@ bool unet__cpu_level_parse(const char *name, enum unet__cpu_level *out) {
 static int cap(void) {
     int c = atomic_load_explicit(&cpu_cap, memory_order_relaxed);
     if (c < 0) {
-        enum unet__cpu_level level = UNET__CPU_AVX512;
+        enum unet__cpu_level level = UNET__CPU_TOP;
         unet__cpu_level_parse(getenv("UNET_CPU"), &level);
         int expected = -1;
         c = (int)level;
@@ -46,6 +47,9 @@ bool unet__cpu_has(enum unet__cpu_level level) {
     case UNET__CPU_PORTABLE: return true;
     case UNET__CPU_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     case UNET__CPU_AVX512: return __builtin_cpu_supports("avx512f");
+    case UNET__CPU_AVX512_BF16:
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
     }
     return false;
 #else

@@ -91,5 +91,6 @@ unet_status unet_model_ema_swap(unet_ctx *ctx, unet_model *m) {
     unet__use_threads(unet__threads(ctx));
     swap_floats(m->weights, m->ema_w, m->n_weights);
     swap_floats(m->buffers, m->ema_b, m->n_buffers);
+    unet__model_weights_changed(m);
     return UNET_STATUS_OK;
 }

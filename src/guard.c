@@ -394,6 +394,7 @@ unet_status unet_guard_rollback(unet_ctx *ctx, unet_guard *g, unet_model *m) {
         return unet__fail(ctx, UNET_STATUS_ARG, "guard_rollback: no snapshot of this model");
     memcpy(m->weights, g->w, g->n_w * sizeof(float));
     memcpy(m->buffers, g->b, g->n_b * sizeof(float));
+    unet__model_weights_changed(m);
     memcpy(m->counters, g->counters, (size_t)g->n_c * sizeof(int64_t));
     if (m->opt_m) {
         if (g->has_opt) {

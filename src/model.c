@@ -428,11 +428,12 @@ unet_status unet__config_infer(unet_ctx *ctx, const struct unet__shapes *t, unet
 void unet_model_free(unet_model *m) {
     if (!m) return;
     unet__model_plan_free(m);
+    unet__wcache_free(m);
     /* The aligned blocks (unet__alloc), then the malloc'd ones. */
     void *blocks[] = {m->weights, m->buffers, m->grads,    m->opt_m,
                       m->opt_v,   m->snapshot, m->ema_w, m->ema_b};
     for (size_t i = 0; i < sizeof blocks / sizeof blocks[0]; i++) unet__free(blocks[i]);
-    void *arrays[] = {m->meta, m->counters, m->params, m->nodes, m->values, m};
+    void *arrays[] = {m->meta, m->counters, m->params, m->nodes, m->values, m->bn_sync.buf, m};
     for (size_t i = 0; i < sizeof arrays / sizeof arrays[0]; i++) free(arrays[i]);
 }
 
@@ -475,6 +476,39 @@ unet_status unet_model_create(unet_ctx *ctx, const unet_config *cfg, uint64_t se
     unet__family_of(cfg->arch)->init(*out, &rng);
     unet__rng_seed(&(*out)->rng, seed ^ 0x5eed5eed5eedULL);
     return UNET_STATUS_OK;
+}
+
+static const char *const precision_names[] = {"fp32", "bf16"};
+
+const char *unet_precision_name(unet_precision p) {
+    return p == UNET_PRECISION_FP32 || p == UNET_PRECISION_BF16 ? precision_names[p] : "?";
+}
+
+unet_status unet_precision_parse(unet_ctx *ctx, const char *name, unet_precision *out) {
+    for (int i = 0; name && i < 2; i++)
+        if (strcmp(name, precision_names[i]) == 0) {
+            *out = (unet_precision)i;
+            return UNET_STATUS_OK;
+        }
+    return unet__fail(ctx, UNET_STATUS_ARG, "precision: expected fp32 or bf16, got '%s'",
+                      name ? name : "(null)");
+}
+
+int unet_precision_native(unet_precision p) {
+    return p == UNET_PRECISION_FP32 ||
+           (p == UNET_PRECISION_BF16 && unet__kernels_pick(UNET__PRECISION_BF16) != NULL);
+}
+
+unet_status unet_model_set_precision(unet_ctx *ctx, unet_model *m, unet_precision p) {
+    if (!m) return unet__fail(ctx, UNET_STATUS_ARG, "set_precision: model is NULL");
+    if (p != UNET_PRECISION_FP32 && p != UNET_PRECISION_BF16)
+        return unet__fail(ctx, UNET_STATUS_ARG, "precision: unknown value %d", (int)p);
+    m->precision = p == UNET_PRECISION_BF16 ? UNET__PRECISION_BF16 : UNET__PRECISION_F32;
+    return UNET_STATUS_OK;
+}
+
+unet_precision unet_model_precision(const unet_model *m) {
+    return m && m->precision == UNET__PRECISION_BF16 ? UNET_PRECISION_BF16 : UNET_PRECISION_FP32;
 }
 
 const unet_config *unet_model_config(const unet_model *m) {

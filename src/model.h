@@ -13,7 +13,11 @@
 #define UNET_MODEL_H
 
 #include "internal.h"
+#include "ops/kernels.h"
 #include "ops/ops.h"
+
+/* The longest channel spec a model keeps (unet_model_set_input): 64 indices of 4 digits. */
+#define UNET__CHANNELS_MAX 320
 
 enum unet__param_kind {
     UNET__PARAM_WEIGHT,     /* trainable: in the parameter block, has a gradient */
@@ -119,9 +123,19 @@ struct unet_model {
     int                 plan_n, plan_h, plan_w;
     struct unet__arena  act;            /* activations (and their gradients when training) */
     float              *scratch;        /* im2col tiles, Winograd blocks */
-    float              *fold;           /* inference: (2, C) scale and shift of the batch-norm
-                                         * being folded into its convolution */
+    float              *fold;           /* inference: room for one folded batch-norm (2, C),
+                                         * when the cache cannot hold it */
     size_t              scratch_floats;
+
+    /* The precision of the products (unet_model_set_precision); each call runs on
+     * unet__kernels_for(precision), so a bf16 model runs float32 where the CPU (or a UNET_CPU
+     * cap) lacks AVX512_BF16. */
+    enum unet__precision precision;
+    /* The weights' generation: bumped by unet__model_weights_changed whenever the weights or
+     * the running statistics change.  The inference cache below is valid for one generation
+     * and one kernel row. */
+    uint64_t             weights_gen;
+    struct unet__wcache *wcache;        /* model_cache.c; NULL until the first inference */
 
     /* Training state: gradients and optimizer moments share the parameter block's layout. */
     float              *grads, *opt_m, *opt_v;
@@ -138,11 +152,19 @@ struct unet_model {
      * meta[2 i + 1] = value, one malloc'd block (checkpoint.c); NULL otherwise. */
     char              **meta;
     int                 n_meta;
+    /* The input layout it was trained on (unet_model_set_input; metadata channel_axis and
+     * channels, checkpoint.c): unset (zeroed) means the channel rule and every channel. */
+    bool                has_input_axis;
+    int                 input_axis;
+    char                input_channels[UNET__CHANNELS_MAX];
     /* Optional per-node profile (bench/bench_unet.c): when non-NULL, forward adds node i's
      * seconds to prof[2 i] and backward to prof[2 i + 1] (wall clock, or the process's CPU time
      * when prof_cpu: steadier on a shared machine).  Owned by the caller. */
     double             *prof;
     bool                prof_cpu;
+    /* Synchronised batch-norm (unet_model_set_bn_sum): bn_sync.fn NULL when off; its buf holds
+     * 2 C + 1 doubles for the widest batch-norm (malloc'd). */
+    struct unet__bn_sync bn_sync;
 };
 
 /* ---- building (model.c): the parameter table and node list, in PyTorch's module order ---- */
@@ -228,6 +250,38 @@ static inline size_t unet__value_floats(const unet_model *m, int v, int n) {
     const struct unet__value *x = &m->values[v];
     return (size_t)n * x->c * x->h * x->w;
 }
+
+/* ---- the inference cache (model_cache.c) ----
+ * What inference derives from the weights alone, made once and kept while they do not change:
+ * each Winograd convolution's transformed weights (in the word format of the kernel row that
+ * reads them) and each folded batch-norm's scale and shift.  Entries are made on first use, for
+ * the generation and row of the moment; a forward with another generation or row drops them
+ * all first.  Training never reads the cache: a training-mode forward and every backward
+ * transform the weights of the moment in the call, and each step bumps the generation, so
+ * an inference after any change (a step, a rollback, an EMA swap, a load into the model)
+ * cannot see transformed weights of an older state.  Every function that writes m->weights or
+ * m->buffers calls unet__model_weights_changed; tests/test_model.c's weight_cache_follows_the_
+ * weights checks each of them against a fresh model.  A failed allocation leaves the entry
+ * out: that convolution transforms its weights in the call, as without a cache. */
+static inline void unet__model_weights_changed(unet_model *m) {
+    m->weights_gen++;
+}
+/* Convolution node i's transformed weights for row k (NULL: its forward is not Winograd, or
+ * the cache could not be allocated), valid until the next generation or row change. */
+const float *unet__wcache_weights(unet_model *m, int i, const struct unet__kernels *k);
+/* Convolution node i's folded batch-norm (its fusion record's bn) into f: scale (C_out) then
+ * shift (C_out), from the running statistics: a = gamma / sqrt(var + eps), shift = beta +
+ * (bias - mean) a, in double.  unet__wcache_fold keeps it (NULL when out of memory: the caller
+ * folds into the plan's m->fold instead). */
+void unet__model_fold(const unet_model *m, int i, float *f);
+const float *unet__wcache_fold(unet_model *m, int i);
+/* The cache's bytes (transformed weights and folds), for tests and benchmarks. */
+size_t unet__wcache_bytes(const unet_model *m);
+void unet__wcache_free(unet_model *m);
+/* Tests and benchmarks (not thread-safe): false turns the transformed-weight cache off for the
+ * process (every forward transforms in the call, as before it existed); returns the previous
+ * setting. */
+bool unet__wcache_enable(bool on);
 
 /* ---- running (model_run.c) ---- */
 /* Forward over the planned batch: x (n, in_channels, h, w) -> returns the output value's data. */

@@ -39,44 +39,53 @@ static double prof_now(const unet_model *m) {
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
+/* How node i runs: the model's precision's row, and at inference its cached transformed
+ * weights (training transforms the weights of the moment in each call). */
+static struct unet__conv_how how_of(unet_model *m, int i) {
+    struct unet__conv_how h = {.k = unet__kernels_for(m->precision)};
+    if (!m->training_mode) h.wino_u = unet__wcache_weights(m, i, h.k);
+    return h;
+}
+
 /* Convolution node i, as its fusion record says (inference plans): with a folded batch-norm
  * (+ its ReLU) in the epilogue it writes the batch-norm's output, and with a fused pool the
- * pool's output too; after a fused concat it reads the concat's two inputs.  The statistics
- * are folded in double: a = gamma / sqrt(var + eps), shift = beta + (bias - mean) * a, from
- * the running statistics of the moment (a few floats per channel, so weights changed by
- * training are always seen). */
+ * pool's output too; after a fused concat it reads the concat's two inputs.  The fold (scale
+ * and shift from the running statistics, unet__model_fold) and the transformed weights come
+ * from the inference cache, remade whenever the weights change. */
 static void conv_forward(unet_model *m, int i) {
-    const struct unet__node   *c = &m->nodes[i];
-    struct unet__conv_epilogue ep = {.shift = P(m, c->b)};
-    float                     *y = m->values[c->out].data;
+    const struct unet__node    *c = &m->nodes[i];
+    const struct unet__conv_how how = how_of(m, i);
+    struct unet__conv_epilogue  ep = {.shift = P(m, c->b)};
+    float                      *y = m->values[c->out].data;
     if (c->fuse.bn >= 0) {
         const struct unet__node *bn = &m->nodes[c->fuse.bn];
         const int                C = c->d.conv.C_out;
-        float *scale = m->fold, *shift = m->fold + unet__round16((size_t)C);
-        const float *gamma = P(m, bn->w), *beta = P(m, bn->b), *bias = P(m, c->b);
-        const float *mean = Bf(m, bn->rmean), *var = Bf(m, bn->rvar);
-        for (int co = 0; co < C; co++) {
-            double a = (gamma ? gamma[co] : 1.0) / sqrt((double)var[co] + (double)bn->d.bn.eps);
-            scale[co] = (float)a;
-            shift[co] = (float)((beta ? beta[co] : 0.0) + ((bias ? bias[co] : 0.0) - mean[co]) * a);
+        const float             *fold = unet__wcache_fold(m, i);
+        if (!fold) {
+            unet__model_fold(m, i, m->fold);
+            fold = m->fold;
         }
-        ep = (struct unet__conv_epilogue){.scale = scale, .shift = shift, .relu = bn->relu};
+        ep = (struct unet__conv_epilogue){.scale = fold, .shift = fold + C, .relu = bn->relu};
         if (c->fuse.pool >= 0) ep.pool = m->values[m->nodes[c->fuse.pool].out].data;
         y = m->values[bn->out].data;
     }
     if (c->fuse.cat >= 0) {
         const struct unet__node *cat = &m->nodes[c->fuse.cat];
         unet__conv2d_forward_cat(y, m->values[cat->in].data, m->values[cat->in2].data,
-                                 m->values[cat->in].c, P(m, c->w), &c->d.conv, &ep, m->scratch);
+                                 m->values[cat->in].c, P(m, c->w), &c->d.conv, &ep, &how,
+                                 m->scratch);
         return;
     }
-    unet__conv2d_forward_ep(y, m->values[c->in].data, P(m, c->w), &c->d.conv, &ep, m->scratch);
+    unet__conv2d_forward_ep(y, m->values[c->in].data, P(m, c->w), &c->d.conv, &ep, &how,
+                            m->scratch);
 }
 
 const float *unet__model_forward(unet_model *m, const float *x) {
     /* The input is only ever read; values[0].data is not const to keep one value type. */
     memcpy(&m->values[0].data, &x, sizeof x);
     const bool train = m->training_mode;
+    /* A training forward changes the running statistics. */
+    if (train) unet__model_weights_changed(m);
     for (int i = 0; i < m->n_nodes; i++) {
         struct unet__node *nd = &m->nodes[i];
         /* A folded batch-norm (and its ReLU), a fused pool, a concat read in place: their
@@ -89,11 +98,20 @@ const float *unet__model_forward(unet_model *m, const float *x) {
         case UNET__NODE_CONV:
             conv_forward(m, i);
             break;
-        case UNET__NODE_CONVT:
-            unet__convt2d_forward(y, in, P(m, nd->w), P(m, nd->b), &nd->d.convt, m->scratch);
+        case UNET__NODE_CONVT: {
+            const struct unet__conv_how how = {.k = unet__kernels_for(m->precision)};
+            unet__convt2d_forward(y, in, P(m, nd->w), P(m, nd->b), &nd->d.convt, &how,
+                                  m->scratch);
             break;
+        }
         case UNET__NODE_BN:
-            if (train) {
+            if (train && m->bn_sync.fn) {
+                unet__batchnorm_forward_train_sync(y, nd->save_mean, nd->save_rstd,
+                                                   Bf(m, nd->rmean), Bf(m, nd->rvar), in,
+                                                   P(m, nd->w), P(m, nd->b), &nd->d.bn,
+                                                   &m->bn_sync);
+                m->counters[m->params[nd->nbt].offset]++;
+            } else if (train) {
                 unet__batchnorm_forward_train(y, nd->save_mean, nd->save_rstd, Bf(m, nd->rmean),
                                               Bf(m, nd->rvar), in, P(m, nd->w), P(m, nd->b),
                                               &nd->d.bn);
@@ -175,6 +193,8 @@ static void recompute_bn_output(unet_model *m, int v, int i) {
  * branching on the sign of every element. */
 void unet__model_backward(unet_model *m, const float *dlogits) {
     const int NN = m->n_nodes;
+    /* Products on the precision's row; weights transformed in the calls (never the cache). */
+    const struct unet__conv_how how = {.k = unet__kernels_for(m->precision)};
     struct unet__value *out = &m->values[m->out_value];
     memcpy(out->grad, dlogits, numel(m, m->out_value) * sizeof(float));
     /* A value's gradient is zeroed when the backward of its last consumer (the first to
@@ -197,14 +217,18 @@ void unet__model_backward(unet_model *m, const float *dlogits) {
         switch (nd->op) {
         case UNET__NODE_CONV:
             unet__conv2d_backward(dx, G(m, nd->w), G(m, nd->b), dy, x, P(m, nd->w), &nd->d.conv,
-                                  m->scratch);
+                                  &how, m->scratch);
             break;
         case UNET__NODE_CONVT:
             unet__convt2d_backward(dx, G(m, nd->w), G(m, nd->b), dy, x, P(m, nd->w), &nd->d.convt,
-                                   m->scratch);
+                                   &how, m->scratch);
             break;
         case UNET__NODE_BN:
-            if (dx || m->grads)
+            if (m->bn_sync.fn)
+                unet__batchnorm_backward_sync(dx, G(m, nd->w), G(m, nd->b), dy, x, P(m, nd->w),
+                                              nd->save_mean, nd->save_rstd, &nd->d.bn,
+                                              &m->bn_sync);
+            else if (dx || m->grads)
                 unet__batchnorm_backward(dx, G(m, nd->w), G(m, nd->b), dy, x, P(m, nd->w),
                                          nd->save_mean, nd->save_rstd, &nd->d.bn);
             break;

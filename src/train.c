@@ -226,7 +226,16 @@ unet_status unet_train_step_ex(unet_ctx *ctx, unet_model *m, const unet_optim *o
     double L = loss_of(m, so->loss, so->reduction, target, weight, out->grad);
     st->loss = L;
     class_counts(m, so->loss, so->reduction, target, weight, st);
+    double scale = 1.0;
+    if (so->loss_fn) {
+        if ((s = so->loss_fn(ctx, st, &scale, so->grad_user)) != UNET_STATUS_OK) goto undo;
+        L = st->loss;
+    }
     if (isfinite(L)) {
+        if (scale != 1.0) {
+            const size_t k = (size_t)m->plan_n * out->c * out->h * out->w;
+            for (size_t i = 0; i < k; i++) out->grad[i] = (float)(out->grad[i] * scale);
+        }
         memset(m->grads, 0, m->n_weights * sizeof(float));
         unet__model_backward(m, out->grad);
     } else if (so->grad_fn) {
@@ -276,11 +285,13 @@ unet_status unet_train_step_ex(unet_ctx *ctx, unet_model *m, const unet_optim *o
         unet__adam_step(m->weights, m->grads, m->opt_m, m->opt_v, m->n_weights, &o, step);
     }
     unet__model_ema_step(m);
+    unet__model_weights_changed(m);
     return UNET_STATUS_OK;
 undo:
     memcpy(m->buffers, snap, nb);
     memcpy(m->counters, snap + nb, nc);
     m->rng = rng0;
+    unet__model_weights_changed(m);
     return s;
 }
 

@@ -10,6 +10,8 @@
  */
 #include "augment.h"
 
+#include <math.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,11 +105,30 @@ unet_status unet_mask_to_target(unet_ctx *ctx, const unet_image *mask, const une
 
 /* ---- images with their masks ---- */
 
+/* Training data must be finite: the first NaN or Inf of a float image (c, h, w) as `bad`,
+ * naming what, where it is and how many there are. */
+static unet_status check_finite(unet_ctx *ctx, const unet_image *image, const char *what,
+                                unet_status bad) {
+    if (image->dtype != UNET_DTYPE_F32) return UNET_STATUS_OK;
+    const float *x = image->data;
+    const size_t plane = (size_t)image->h * image->w, n = plane * (size_t)image->c;
+    const size_t i = unet__first_nonfinite(x, n, false);
+    if (i == n) return UNET_STATUS_OK;
+    const size_t p = i % plane;
+    return unet__fail(ctx, bad, "%s: non-finite value %s at channel %zu, pixel (y %zu, x %zu); "
+                      "%zu of %zu values are NaN or infinite: training data must be finite "
+                      "(fix or remove the image)", what,
+                      isnan(x[i]) ? "nan" : x[i] > 0 ? "inf" : "-inf", i / plane,
+                      p / (size_t)image->w, p % (size_t)image->w, unet_count_nonfinite(x, n), n);
+}
+
 /* image (c, h, w, as stored) normalised and mask made a target, added to ds as name; what and
- * mask_what name them in messages (file paths, or "images[3]"). */
+ * mask_what name them in messages (file paths, or "images[3]"); bad is the status of a
+ * non-finite value. */
 static unet_status add_pair(unet_ctx *ctx, unet_dataset *ds, const unet_image *image,
                             const unet_image *mask, unet_norm norm, const unet_target_opts *o,
-                            const char *name, const char *what, const char *mask_what) {
+                            const char *name, const char *what, const char *mask_what,
+                            unet_status bad) {
     if (image->c != ds->channels)
         return unet__fail(ctx, UNET_STATUS_FORMAT, "%s has %d channels, the other images %d", what,
                           image->c, ds->channels);
@@ -115,13 +136,15 @@ static unet_status add_pair(unet_ctx *ctx, unet_dataset *ds, const unet_image *i
         return unet__fail(ctx, UNET_STATUS_FORMAT, "%s is %dx%d but its mask %s is %dx%d%s", what,
                           image->w, image->h, mask_what, mask->w, mask->h,
                           mask->c != 1 ? " with several channels" : "");
+    unet_status s = check_finite(ctx, image, what, bad);
+    if (s != UNET_STATUS_OK) return s;
     const size_t P = (size_t)image->h * image->w;
     float *x = malloc(sizeof(float) * P * (size_t)image->c);
     int32_t *target = malloc(sizeof(int32_t) * P);
     float *weight = o->weights ? malloc(sizeof(float) * P) : NULL;
-    unet_status s = x && target && (weight || !o->weights)
-                        ? unet_image_to_float(ctx, image, norm, x)
-                        : unet__fail(ctx, UNET_STATUS_NOMEM, "out of memory loading %s", what);
+    s = x && target && (weight || !o->weights)
+            ? unet_image_to_float(ctx, image, norm, x)
+            : unet__fail(ctx, UNET_STATUS_NOMEM, "out of memory loading %s", what);
     if (s == UNET_STATUS_OK) s = unet_mask_to_target(ctx, mask, o, mask_what, target, weight);
     if (s == UNET_STATUS_OK)
         s = unet_dataset_add(ctx, ds, x, target, weight, image->h, image->w, name);
@@ -138,18 +161,34 @@ unet_status unet_dataset_add_image(unet_ctx *ctx, unet_dataset *ds, const unet_i
     if (!name) snprintf(what, sizeof what, "image %d", ds->count);
     snprintf(mask_what, sizeof mask_what, "the mask of %.60s", name ? name : what);
     return add_pair(ctx, ds, image, mask, norm, o, name ? name : what, name ? name : what,
-                    mask_what);
+                    mask_what, UNET_STATUS_ARG);
 }
 
 unet_status unet_dataset_add_file(unet_ctx *ctx, unet_dataset *ds, const char *image,
                                   const char *mask, int page, unet_norm norm,
                                   const unet_target_opts *o, const char *name) {
+    return unet_dataset_add_file_with(ctx, ds, image, mask, page, NULL, NULL, norm, o, name);
+}
+
+unet_status unet_dataset_add_file_with(unet_ctx *ctx, unet_dataset *ds, const char *image,
+                                       const char *mask, int page, const unet_image_opts *opts,
+                                       const char *channels, unet_norm norm,
+                                       const unet_target_opts *o, const char *name) {
     if (!ds || !image || !mask || !o)
         return unet__fail(ctx, UNET_STATUS_ARG, "dataset_add_file: NULL argument");
+    unet_image_opts io = opts ? *opts : unet_image_defaults(), mo = io;
+    io.palette_indices = 0;
+    mo.palette_indices = 1;   /* a mask drawn with a colour table: its indices are the classes */
     unet_image img = {0}, m = {0};
-    unet_status s = unet_image_load(ctx, image, page, &img);
-    if (s == UNET_STATUS_OK) s = unet_image_load(ctx, mask, page, &m);
-    if (s == UNET_STATUS_OK) s = add_pair(ctx, ds, &img, &m, norm, o, name ? name : image, image, mask);
+    char what[4200];
+    if (page > 0) snprintf(what, sizeof what, "%s (page %d)", image, page);
+    else snprintf(what, sizeof what, "%s", image);
+    unet_status s = unet_image_load_with(ctx, image, page, &io, &img);
+    if (s == UNET_STATUS_OK) s = unet_image_select_channels(ctx, &img, channels, image);
+    if (s == UNET_STATUS_OK) s = unet_image_load_with(ctx, mask, page, &mo, &m);
+    if (s == UNET_STATUS_OK)
+        s = add_pair(ctx, ds, &img, &m, norm, o, name ? name : image, what, mask,
+                     UNET_STATUS_FORMAT);
     unet_image_free(&img);
     unet_image_free(&m);
     return s;

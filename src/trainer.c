@@ -69,6 +69,9 @@ unet_status unet_train_check(unet_ctx *ctx, const unet_train_opts *o) {
     if (!(o->save_minutes >= 0 && o->save_minutes < 1e12))
         return unet__fail(ctx, UNET_STATUS_ARG, "save_minutes: expected >= 0, got %g",
                           o->save_minutes);
+    if (o->precision != UNET_PRECISION_FP32 && o->precision != UNET_PRECISION_BF16)
+        return unet__fail(ctx, UNET_STATUS_ARG, "precision: expected fp32 or bf16, got %d",
+                          (int)o->precision);
     if (!(o->ema == 0 || (o->ema > 0 && o->ema < 1)))
         return unet__fail(ctx, UNET_STATUS_ARG, "ema: expected 0 (off) or a decay in (0, 1), got %g",
                           o->ema);
@@ -191,6 +194,7 @@ unet_status unet_trainer_create(unet_ctx *ctx, unet_model *m, const unet_dataset
     if (!m || !train) return unet__fail(ctx, UNET_STATUS_ARG, "trainer_create: NULL argument");
     unet_status s = unet_train_check(ctx, o);
     if (s == UNET_STATUS_OK) s = check_data(ctx, m, train, val, o);
+    if (s == UNET_STATUS_OK) s = unet_model_set_precision(ctx, m, o->precision);
     if (s != UNET_STATUS_OK) return s;
     struct unet__resume rs = {.best = -1};
     if (o->resume && (s = unet__resume_read(ctx, m, NULL, &rs)) != UNET_STATUS_OK) return s;

@@ -49,13 +49,20 @@ HARNESS_FN void harness_run(const char *name, void (*fn)(void)) {
 #define RUN(name) harness_run(#name, name)
 
 /* The instruction-set levels this CPU has, whatever the cap (cpu.h): tests of the dispatched
- * kernels run once per level under unet__cpu_limit(level).  Returns how many (1 to 3). */
+ * kernels run once per level under unet__cpu_limit(level).  Returns how many (1 to 4). */
 HARNESS_FN int harness_cpu_levels(enum unet__cpu_level levels[UNET__CPU_LEVELS]) {
-    enum unet__cpu_level cap = unet__cpu_limit(UNET__CPU_AVX512);
+    enum unet__cpu_level cap = unet__cpu_limit(UNET__CPU_TOP);
     int n = 0;
     for (int l = 0; l < UNET__CPU_LEVELS; l++)
         if (unet__cpu_has((enum unet__cpu_level)l)) levels[n++] = (enum unet__cpu_level)l;
     unet__cpu_limit(cap);
+    return n;
+}
+/* The levels with a float32 row of their own: harness_cpu_levels up to AVX-512F (the
+ * AVX512_BF16 level runs AVX-512F's float32 row; its bf16 row is tested on its own). */
+HARNESS_FN int harness_f32_levels(enum unet__cpu_level levels[UNET__CPU_LEVELS]) {
+    int n = harness_cpu_levels(levels);
+    while (n > 0 && levels[n - 1] > UNET__CPU_AVX512) n--;
     return n;
 }
 

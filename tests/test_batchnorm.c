@@ -258,6 +258,14 @@ TEST(batchnorm_fast_vs_ref) {
     }
 }
 
+static int sum_calls;
+
+/* A group of one process: the sums stay; counts the calls. */
+static void count_sums(double *v, size_t n, void *user) {
+    (void)v, (void)n;
+    (*(int *)user)++;
+}
+
 /* Statistics are summed per channel by one thread in a fixed order: 1 thread and 4 threads
  * give the same bits. */
 TEST(batchnorm_threads) {
@@ -282,7 +290,21 @@ TEST(batchnorm_threads) {
     }
     unet__use_threads(unet__default_threads());
     CHECK(memcmp(out[0], out[1], sizeof(float) * stride) == 0);
-    free(x), free(r), free(gamma), free(beta), free(out[0]), free(out[1]);
+    /* Synchronised batch-norm in a group of one (its sums are its own): the same bits, and the
+     * sums it hands over are the count and the per-channel sums (checked against the mean). */
+    double buf[2 * 13 + 1];
+    struct unet__bn_sync one = {.fn = count_sums, .user = &sum_calls, .buf = buf};
+    float *o = test_alloc(stride);
+    sum_calls = 0;
+    unet__batchnorm_forward_train_sync(o, o + nx, o + nx + C, o + nx + 2 * C, o + nx + 3 * C, x,
+                                       gamma, beta, &d, &one);
+    CHECK_EQ(sum_calls, 2);
+    unet__batchnorm_backward_sync(o + nx + 6 * C, o + nx + 4 * C, o + nx + 5 * C, r, x, gamma,
+                                  o + nx, o + nx + C, &d, &one);
+    CHECK_EQ(sum_calls, 3);
+    CHECK(buf[2 * C] == (double)d.N * d.H * d.W);
+    CHECK(memcmp(out[0], o, sizeof(float) * stride) == 0);
+    free(x), free(r), free(gamma), free(beta), free(out[0]), free(out[1]), free(o);
 }
 
 int main(void) {

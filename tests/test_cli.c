@@ -25,6 +25,7 @@
  */
 #include "harness.h"
 
+#include "io/image_formats.h"
 #include "model.h"
 
 #include <dirent.h>
@@ -120,15 +121,19 @@ static void cmd_init(struct cmd *c, const char *sub) {
     c->v[c->n] = NULL;
 }
 
+static void varg(struct cmd *c, const char *fmt, va_list ap) {
+    vsnprintf(c->pool[c->n], sizeof c->pool[0], fmt, ap);
+    c->v[c->n] = c->pool[c->n];
+    c->n++;
+    c->v[c->n] = NULL;
+}
+
 static void arg(struct cmd *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void arg(struct cmd *c, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(c->pool[c->n], sizeof c->pool[0], fmt, ap);
+    varg(c, fmt, ap);
     va_end(ap);
-    c->v[c->n] = c->pool[c->n];
-    c->n++;
-    c->v[c->n] = NULL;
 }
 
 /* The dataset and model options every training run here shares. */
@@ -445,7 +450,7 @@ static bool copy_checkpoint(const char *src, const char *dst, const char *key, c
 /* ---- tests ---- */
 
 TEST(usage_errors_exit_2) {
-    static const char *cases[][6] = {
+    static const char *cases[][10] = {
         {NULL},
         {"frobnicate", NULL},
         {"train", NULL},
@@ -455,6 +460,9 @@ TEST(usage_errors_exit_2) {
         {"predict", "--model", NULL},
         {"predict", "--model", "m", "--input", "i", NULL},
         {"eval", "--classes", "1", NULL},
+        {"predict", "--model", "m", "--input", "i", "--output", "o", "--precision", "fp16", NULL},
+        {"train", "--images", "a", "--masks", "b", "--out", "o.safetensors", "--precision", "bf8",
+         NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct cmd c;
@@ -1574,6 +1582,19 @@ TEST(case_folding_outputs_collide) {
     CHECK_EQ(umount(fs), 0);
 }
 
+/* Folders pd and td (tmp_dir/pred_name, tmp_dir/truth_name, made here) and c set to
+ * `unet eval --pred pd --truth td`. */
+static void eval_args(struct cmd *c, char pd[300], char td[300], const char *pred_name,
+                      const char *truth_name) {
+    mkdir(tmp_path(pd, 300, pred_name), 0755);
+    mkdir(tmp_path(td, 300, truth_name), 0755);
+    cmd_init(c, "eval");
+    arg(c, "--pred");
+    arg(c, "%s", pd);
+    arg(c, "--truth");
+    arg(c, "%s", td);
+}
+
 /* unet eval --prob: the ISBI 2012 scores of NAME_prob.tif beside those of the mask, thinned and
  * not (the 1 x 7 row of test_metrics' vscores_hand: thinned, every score 1; unthinned V_rand
  * 7/8; below the gap's 0.2f everything is one cell, and 0.2f = 0.20000000298 > 0.2 since Fiji
@@ -1582,10 +1603,8 @@ TEST(case_folding_outputs_collide) {
  * its image.  Also predict's --instance-method takes only its two names. */
 TEST(eval_prob_scores) {
     char pd[300], td[300], p[600];
-    tmp_path(pd, sizeof pd, "evpred");
-    tmp_path(td, sizeof td, "evtruth");
-    mkdir(pd, 0755);
-    mkdir(td, 0755);
+    struct cmd c;
+    eval_args(&c, pd, td, "evpred", "evtruth");
     const uint8_t truth[7] = {255, 255, 255, 0, 255, 255, 255}, mask[7] = {255, 255, 0, 0, 255, 255, 255};
     const float   pr[7] = {.9f, .9f, .2f, .2f, .9f, .9f, .9f};
     float         planes[14];
@@ -1597,13 +1616,8 @@ TEST(eval_prob_scores) {
     CHECK_STATUS(unet_image_save(NULL, tmp_path(p, sizeof p, "evpred/row.png"), &m), UNET_STATUS_OK);
     CHECK_STATUS(unet_image_save(NULL, tmp_path(p, sizeof p, "evpred/row_prob.tif"), &pi),
                  UNET_STATUS_OK);
-    struct cmd c;
     for (int thin = 1; thin >= 0; thin--) {
-        cmd_init(&c, "eval");
-        arg(&c, "--pred");
-        arg(&c, "%s", pd);
-        arg(&c, "--truth");
-        arg(&c, "%s", td);
+        eval_args(&c, pd, td, "evpred", "evtruth");
         arg(&c, "--prob");
         arg(&c, "--json");
         if (!thin) arg(&c, "--no-thin");
@@ -1623,6 +1637,92 @@ TEST(eval_prob_scores) {
     arg(&c, "voronoi");
     CHECK_RUN(run(&c, 0), 2);
     CHECK_STR_CONTAINS(last_err, "voronoi");
+}
+
+/* unet eval reads a prediction's NAME_instances.tif once, for its labels, and uses them as
+ * they are, however many objects they hold: two blobs labelled 1 are one predicted object
+ * (the connected components of the mask would be two), an empty file is no object, two
+ * labels are two; the truth, a binary mask, is its connected components.  A file of another
+ * size fails its image, naming it. */
+TEST(eval_instances_file) {
+    char pd[300], td[300], p[600];
+    struct cmd c;
+    eval_args(&c, pd, td, "evipred", "evitruth");
+    arg(&c, "--json");
+    const uint8_t  mask[7] = {255, 255, 0, 0, 0, 255, 255};
+    const uint16_t one[7] = {1, 1, 0, 0, 0, 1, 1}, two[7] = {1, 1, 0, 0, 0, 2, 2}, none[7] = {0};
+    unet_image m = {.w = 7, .h = 1, .c = 1, .dtype = UNET_DTYPE_U8, .data = (void *)(uintptr_t)mask};
+    CHECK_STATUS(unet_image_save(NULL, tmp_path(p, sizeof p, "evitruth/row.png"), &m), UNET_STATUS_OK);
+    CHECK_STATUS(unet_image_save(NULL, tmp_path(p, sizeof p, "evipred/row.png"), &m), UNET_STATUS_OK);
+    CHECK_RUN(run(&c, 0), 0); /* no instances file: connected components on both sides */
+    CHECK_STR_CONTAINS(last_err, "\"objects_true\": 2, \"objects_pred\": 2");
+    const uint16_t *labels[3] = {one, two, none};
+    const char *want[3] = {"\"objects_true\": 2, \"objects_pred\": 1",
+                           "\"objects_true\": 2, \"objects_pred\": 2",
+                           "\"objects_true\": 2, \"objects_pred\": 0"};
+    tmp_path(p, sizeof p, "evipred/row_instances.tif");
+    for (int k = 0; k < 3; k++) {
+        unet_image im = {.w = 7, .h = 1, .c = 1, .dtype = UNET_DTYPE_U16,
+                         .data = (void *)(uintptr_t)labels[k]};
+        CHECK_STATUS(unet_image_save(NULL, p, &im), UNET_STATUS_OK);
+        CHECK_RUN(run(&c, 0), 0);
+        CHECK_STR_CONTAINS(last_err, want[k]);
+    }
+    unet_image wide = {.w = 6, .h = 1, .c = 1, .dtype = UNET_DTYPE_U16,
+                       .data = (void *)(uintptr_t)two};
+    CHECK_STATUS(unet_image_save(NULL, p, &wide), UNET_STATUS_OK);
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "row_instances.tif is 6x1 but the truth");
+}
+
+/* The commands on option tables (src/cli/options.h): --help lists each default from the
+ * table, the defaults reach the command, a range and a choice are refused in one line. */
+TEST(option_tables) {
+    static const char *helps[][3] = {
+        {"eval", "--classes K", "classes (2)"},
+        {"report", "--out FILE", "the page to write (.html)"},
+        {"export", "--onnx FILE.onnx", "bioimage.io: license (CC-BY-4.0)"},
+        {"info", "--size HxW", "image size for FLOPs and memory (512x512)"},
+        {"weightmap", "--wc balance|none", "class-balancing term (balance)"},
+        {"convolutionalize", "--arch NAME", "fcn32s, fcn16s or fcn8s (fcn32s)"},
+    };
+    struct cmd c;
+    for (size_t i = 0; i < sizeof helps / sizeof helps[0]; i++) {
+        char usage[64];
+        cmd_init(&c, helps[i][0]);
+        arg(&c, "--help");
+        CHECK_RUN(run(&c, 0), 0);
+        snprintf(usage, sizeof usage, "usage: unet %s ", helps[i][0]);
+        const char *want[3] = {usage, helps[i][1], helps[i][2]};
+        for (int k = 0; k < 3; k++) CHECK_STR_CONTAINS(last_err, want[k]);
+    }
+    static const char *info_defaults[] = {"architecture   unet (", "in 1, classes 2, base 64\n",
+                                          "depth          4 ",
+                                          "input          512x512 -> output 512x512\n"};
+    cmd_init(&c, "info");
+    CHECK_RUN(run(&c, 0), 0);
+    for (int k = 0; k < 4; k++) CHECK_STR_CONTAINS(last_err, info_defaults[k]);
+    arg(&c, "--base=8");
+    arg(&c, "--size=64");
+    CHECK_RUN(run(&c, 0), 0);
+    const char *info_set[] = {"base 8\n", "input          64x64 -> output 64x64\n"};
+    for (int k = 0; k < 2; k++) CHECK_STR_CONTAINS(last_err, info_set[k]);
+    static const char *refused[][8] = {
+        {"eval", "--pred", "a", "--truth", "b", "--classes", "65", "eval: --classes must be 2..64"},
+        {"weightmap", "--mask", "a", "--output", "b", "--wc", "nope",
+         "--wc: 'nope' (expected balance or none)"},
+        {"convolutionalize", "--in", "a", "--out", "b", "--classes", "x",
+         "convolutionalize: --classes: 'x' is not a valid integer"},
+        {"export", "m.safetensors", "--onnx", NULL, NULL, NULL, NULL,
+         "export: --onnx needs a value (FILE.onnx)"},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        cmd_init(&c, NULL);
+        for (int k = 0; k < 7 && refused[i][k]; k++) arg(&c, "%s", refused[i][k]);
+        CHECK_RUN(run(&c, 0), 2);
+        CHECK_STR_CONTAINS(last_err, refused[i][7]);
+        CHECK_EQ(count_lines(last_err), 1);
+    }
 }
 
 /* ---- guarded training (docs/training.md) ---- */
@@ -1965,6 +2065,652 @@ TEST(openmp_waits_passively) {
 #endif
 }
 
+/* ---- issue 18: inputs real users have, faults of long runs ---- */
+
+/* dir/images and dir/masks as copies of the tiny dataset's first n images, made RGB (g, g/2,
+ * 255-g) when rgb, or as (H, W, 3) uint8 .npy arrays when npy; masks copied as they are. */
+static bool channel_set(const char *dir, int n, bool rgb, bool npy) {
+    char p[700], q[700];
+    mkdir(dir, 0755);
+    snprintf(p, sizeof p, "%s/images", dir);
+    mkdir(p, 0755);
+    snprintf(p, sizeof p, "%s/masks", dir);
+    mkdir(p, 0755);
+    bool ok = true;
+    for (int k = 0; k < n && ok; k++) {
+        unet_image g = {0}, c = {0};
+        snprintf(p, sizeof p, "%s/images/img%d.png", data_dir, k);
+        ok = unet_image_load(NULL, p, 0, &g) == UNET_STATUS_OK &&
+             unet_image_alloc(NULL, &c, g.w, g.h, 3, UNET_DTYPE_U8) == UNET_STATUS_OK;
+        size_t P = ok ? (size_t)g.w * g.h : 0;
+        uint8_t *x = g.data, *y = c.data;
+        for (size_t i = 0; i < P; i++)
+            y[i] = x[i], y[P + i] = (uint8_t)(x[i] / 2), y[2 * P + i] = (uint8_t)(255 - x[i]);
+        if (ok && npy) {
+            uint8_t *hwc = malloc(3 * P);
+            for (size_t i = 0; hwc && i < P; i++)
+                for (int ch = 0; ch < 3; ch++) hwc[3 * i + (size_t)ch] = y[(size_t)ch * P + i];
+            const int64_t shape[3] = {g.h, g.w, 3};
+            snprintf(q, sizeof q, "%s/images/img%d.npy", dir, k);
+            ok = hwc && unet__npy_save_nd(NULL, q, q, UNET_DTYPE_U8, 3, shape, hwc) == UNET_STATUS_OK;
+            free(hwc);
+        } else if (ok) {
+            snprintf(q, sizeof q, "%s/images/img%d.png", dir, k);
+            ok = unet_image_save(NULL, q, rgb ? &c : &g) == UNET_STATUS_OK;
+        }
+        snprintf(p, sizeof p, "%s/masks/img%d.png", data_dir, k);
+        snprintf(q, sizeof q, "%s/masks/img%d.png", dir, k);
+        ok = ok && copy_file(p, q);
+        unet_image_free(&g);
+        unet_image_free(&c);
+    }
+    return ok;
+}
+
+/* A metadata value of a checkpoint ("" when absent, "?" when it does not load). */
+static const char *model_key(const char *path, const char *key) {
+    static char v[128];
+    unet_model *m = NULL;
+    snprintf(v, sizeof v, "?");
+    if (unet_model_load(NULL, path, &m) == UNET_STATUS_OK)
+        snprintf(v, sizeof v, "%s", unet_model_meta(m, key) ? unet_model_meta(m, key) : "");
+    unet_model_free(m);
+    return v;
+}
+
+/* --channels and --channel-axis (docs/images.md): an RGB PNG given to a one-channel model is
+ * refused with the options that fix it; --channels gray converts as the library does; train
+ * records the choice and predict applies it; .npy arrays (H, W, 3) follow the rule; (N, H, W)
+ * stacks with --channel-axis none; a resumed run keeps the layout it began with. */
+TEST(channel_options) {
+    make_reference();
+    char dir[300], set[400], p[800], q[800], model[600], out[600], ref[512];
+    tmp_path(dir, sizeof dir, "chan");
+    mkdir(dir, 0755);
+    tmp_path(ref, sizeof ref, "ref/model.safetensors");
+    snprintf(set, sizeof set, "%s/rgb", dir);
+    CHECK(channel_set(set, 3, true, false));
+    struct cmd c;
+    /* An RGB PNG and a one-channel model. */
+    snprintf(p, sizeof p, "%s/images/img0.png", set);
+    snprintf(out, sizeof out, "%s/o1", dir);
+    predict_args(&c, ref, p, out);
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "img0.png has 3 channels; the model takes 1: --channels gray "
+                                 "converts RGB to its luminance, --channels N takes channel N");
+    /* --channels gray: the mask of the luminance image itself. */
+    arg(&c, "--channels");
+    arg(&c, "gray");
+    arg(&c, "--quiet");
+    CHECK_RUN(run(&c, 0), 0);
+    unet_image img = {0};
+    CHECK_STATUS(unet_image_load(NULL, p, 0, &img), UNET_STATUS_OK);
+    CHECK_STATUS(unet_image_select_channels(NULL, &img, "gray", p), UNET_STATUS_OK);
+    snprintf(q, sizeof q, "%s/luma/img0.png", dir);
+    mkdir(strcat(strcpy(model, dir), "/luma"), 0755);
+    CHECK_STATUS(unet_image_save(NULL, q, &img), UNET_STATUS_OK);
+    unet_image_free(&img);
+    snprintf(model, sizeof model, "%s/o2", dir);
+    predict_args(&c, ref, q, model);
+    CHECK_RUN(run(&c, 0), 0);
+    char a[900], b[900];
+    snprintf(a, sizeof a, "%s/img0.png", out);
+    snprintf(b, sizeof b, "%s/img0.png", model);
+    CHECK(same_bytes(a, b));
+    /* train --channels gray records it; predict applies it without being told. */
+    train_on(&c, set, 2);
+    arg(&c, "--channels");
+    arg(&c, "gray");
+    CHECK_RUN(run(&c, 0), 0);
+    snprintf(model, sizeof model, "%s/m.safetensors", set);
+    CHECK(strcmp(model_key(model, "channels"), "gray") == 0);
+    CHECK(strcmp(model_key(model, "in_channels"), "1") == 0);
+    CHECK(strcmp(model_key(model, "channel_axis"), "") == 0);
+    cmd_init(&c, "info");
+    arg(&c, "%s", model);
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK_STR_CONTAINS(last_err, "layout         --channel-axis auto --channels gray");
+    snprintf(out, sizeof out, "%s/o3", dir);
+    predict_args(&c, model, p, out);
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK_STR_CONTAINS(last_err, "m.safetensors: using --channels gray (as it was trained)");
+    /* A resumed run reads its data as it began. */
+    train_on(&c, set, 4);
+    snprintf(q, sizeof q, "%s/m.resume.safetensors", set);
+    arg(&c, "--resume");
+    arg(&c, "%s", q);
+    arg(&c, "--channels");
+    arg(&c, "0");
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "was trained with --channel-axis auto --channels gray; a resumed "
+                                 "run reads its data the same way");
+    /* A channel the images lack; bad values are usage errors. */
+    train_on(&c, set, 2);
+    arg(&c, "--channels");
+    arg(&c, "1,5");
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "img0.png has 3 channels (0..2): it has no channel 5 (--channels 1,5)");
+    CHECK_EQ(count_lines(last_err), 1);
+    const char *bad[][2] = {{"--channels", "red"}, {"--channels", "1,"}, {"--channel-axis", "sideways"},
+                            {"--channel-axis", "3"}};
+    for (int i = 0; i < 4; i++) {
+        train_on(&c, set, 2);
+        arg(&c, "%s", bad[i][0]);
+        arg(&c, "%s", bad[i][1]);
+        CHECK_RUN(run(&c, 0), 2);
+        CHECK_STR_CONTAINS(last_err, bad[i][0]);
+    }
+    /* --channels 1,2: two of the three. */
+    train_on(&c, set, 2);
+    arg(&c, "--channels");
+    arg(&c, "1,2");
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK(strcmp(model_key(model, "in_channels"), "2") == 0);
+    /* A folder of one-channel and RGB images: the hint. */
+    snprintf(q, sizeof q, "%s/images/img1.png", set);
+    snprintf(p, sizeof p, "%s/images/img1.png", data_dir);
+    CHECK(copy_file(p, q));
+    train_on(&c, set, 2);
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "img1.png has 1 channels, the other images 3 (--channels gray or "
+                                 "--channels N makes them alike)");
+    /* (H, W, 3) arrays: three channels by the rule. */
+    snprintf(set, sizeof set, "%s/npy", dir);
+    CHECK(channel_set(set, 2, true, true));
+    train_on(&c, set, 2);
+    CHECK_RUN(run(&c, 0), 0);
+    snprintf(model, sizeof model, "%s/m.safetensors", set);
+    CHECK(strcmp(model_key(model, "in_channels"), "3") == 0);
+    /* (N, H, W) stacks: N channels by the rule (refused for masks), N images with none, which
+     * the model records and predict applies (one output per page). */
+    snprintf(set, sizeof set, "%s/stack", dir);
+    CHECK(channel_set(set, 3, false, false));
+    const char *kinds[2] = {"images", "masks"};
+    for (int k = 0; k < 2; k++) {
+        uint8_t *planes = NULL;
+        int w = 0, h = 0;
+        for (int i = 0; i < 3; i++) {
+            unet_image g = {0};
+            snprintf(p, sizeof p, "%s/%s/img%d.png", set, kinds[k], i);
+            CHECK_STATUS(unet_image_load(NULL, p, 0, &g), UNET_STATUS_OK);
+            w = g.w, h = g.h;
+            if (!planes) planes = malloc((size_t)3 * w * h);
+            if (planes && g.data) memcpy(planes + (size_t)i * w * h, g.data, (size_t)w * h);
+            unet_image_free(&g);
+            unlink(p);
+        }
+        const int64_t shape[3] = {3, h, w};
+        snprintf(p, sizeof p, "%s/%s/s.npy", set, kinds[k]);
+        CHECK(planes && unet__npy_save_nd(NULL, p, p, UNET_DTYPE_U8, 3, shape, planes) == UNET_STATUS_OK);
+        free(planes);
+    }
+    train_on(&c, set, 2);
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "with several channels");
+    arg(&c, "--channel-axis");
+    arg(&c, "none");
+    CHECK_RUN(run(&c, 0), 0);
+    snprintf(model, sizeof model, "%s/m.safetensors", set);
+    CHECK(strcmp(model_key(model, "channel_axis"), "none") == 0);
+    snprintf(p, sizeof p, "%s/images/s.npy", set);
+    snprintf(out, sizeof out, "%s/o4", dir);
+    predict_args(&c, model, p, out);
+    arg(&c, "--quiet");
+    CHECK_RUN(run(&c, 0), 0);
+    for (int i = 0; i < 3; i++) {
+        snprintf(q, sizeof q, "%s/s_p%d.npy", out, i);
+        CHECK(access(q, R_OK) == 0);
+    }
+    /* A checkpoint of a newer format is refused on one line naming the file. */
+    predict_args(&c, "tests/data/corrupt/model_format_newer.safetensors", p, out);
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "model_format_newer.safetensors: checkpoint format 2 (written by "
+                                 "unet 9.0.0), but this unet");
+    CHECK_EQ(count_lines(last_err), 1);
+}
+
+/* Writes a one-channel float image (.npy or .tif by the name) of S x S with value v at
+ * (y, x) (none when y < 0) and a gradient elsewhere, or zeros (a mask) when !gradient. */
+static bool float_image(const char *path, int S, int y, int x, float v, bool gradient) {
+    unet_image img;
+    if (unet_image_alloc(NULL, &img, S, S, 1, UNET_DTYPE_F32) != UNET_STATUS_OK) return false;
+    float *f = img.data;
+    for (int i = 0; i < S * S; i++) f[i] = gradient ? (float)(i % S) / (float)S : 0.0f;
+    if (y >= 0) f[y * S + x] = v;
+    bool ok = unet_image_save(NULL, path, &img) == UNET_STATUS_OK;
+    unet_image_free(&img);
+    return ok;
+}
+
+/* Trains on set (train_on, 2 steps): exit rc, the output saying `says`. */
+static void train_expect(const char *set, int rc, const char *says) {
+    struct cmd c;
+    train_on(&c, set, 2);
+    CHECK_RUN(run(&c, 0), rc);
+    CHECK_STR_CONTAINS(last_err, says);
+}
+
+/* Replaces set/name.png by name+ext, a float image (float_image) with v at (y 5, x 6); the
+ * training on set fails on one line saying `says`. */
+static void train_refuses_float(const char *set, const char *name, const char *ext, float v,
+                                bool gradient, const char *says) {
+    char p[800];
+    snprintf(p, sizeof p, "%s/%s.png", set, name);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/%s%s", set, name, ext);
+    CHECK(float_image(p, 96, 5, 6, v, gradient));
+    train_expect(set, 1, says);
+    CHECK_EQ(count_lines(last_err), 1);
+}
+
+/* Bad training data is named before training starts: non-finite values in an image (a
+ * validation image too, which used to fail only at the first validation) or a mask, labels
+ * outside the classes, masks that are all background (a warning), empty and one-image
+ * folders, and names that make the mask of an image ambiguous. */
+TEST(training_data_faults) {
+    char dir[300], set[400], p[800], q[800];
+    tmp_path(dir, sizeof dir, "faults");
+    mkdir(dir, 0755);
+    snprintf(set, sizeof set, "%s/a", dir);
+    CHECK(channel_set(set, 2, false, false));
+    struct cmd c;
+    /* A validation image with Inf: refused before the first step. */
+    snprintf(p, sizeof p, "%s/val", dir);
+    CHECK(channel_set(p, 1, false, false));
+    snprintf(q, sizeof q, "%s/val/images/img0.png", dir);
+    unlink(q);
+    snprintf(q, sizeof q, "%s/val/images/img0.npy", dir);
+    CHECK(float_image(q, 96, 3, 4, INFINITY, true));
+    train_on(&c, set, 2);
+    arg(&c, "--val-images");
+    arg(&c, "%s/images", p);
+    arg(&c, "--val-masks");
+    arg(&c, "%s/masks", p);
+    CHECK_RUN(run(&c, 0), 1);
+    snprintf(q, sizeof q, "%s/val/images/img0.npy: non-finite value inf at channel 0, pixel (y 3, x 4); "
+             "1 of 9216 values are NaN or infinite: training data must be finite", dir);
+    CHECK_STR_CONTAINS(last_err, q);
+    CHECK(strstr(last_err, "steps of") == NULL); /* no training started */
+    /* A float TIFF training image with NaN; a float mask with NaN. */
+    train_refuses_float(set, "images/img1", ".tif", NAN, true,
+                        "img1.tif: non-finite value nan at channel 0, pixel (y 5, x 6)");
+    snprintf(q, sizeof q, "%s/images/img1.tif", set);
+    CHECK(float_image(q, 96, -1, 0, 0, true));
+    train_refuses_float(set, "masks/img1", ".npy", NAN, false,
+                        "masks/img1.npy: mask value nan at (x=6, y=5) is not an integer");
+    snprintf(q, sizeof q, "%s/masks/img1.npy", set);
+    /* A label outside the classes (class-id masks 0..2, and a 7). */
+    unet_image m;
+    CHECK_STATUS(unet_image_alloc(NULL, &m, 96, 96, 1, UNET_DTYPE_U8), UNET_STATUS_OK);
+    ((uint8_t *)m.data)[0] = 2;
+    snprintf(q, sizeof q, "%s/masks/img0.png", set);
+    CHECK_STATUS(unet_image_save(NULL, q, &m), UNET_STATUS_OK);
+    ((uint8_t *)m.data)[7 * 96 + 8] = 7;
+    snprintf(q, sizeof q, "%s/masks/img1.npy", set);
+    unlink(q);
+    snprintf(q, sizeof q, "%s/masks/img1.png", set);
+    CHECK_STATUS(unet_image_save(NULL, q, &m), UNET_STATUS_OK);
+    train_on(&c, set, 2);
+    arg(&c, "--classes");
+    arg(&c, "3");
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "masks/img1.png: mask value 7 at (x=8, y=7) is not a class id in 0..2");
+    /* Every mask all background: trained, with a warning. */
+    memset(m.data, 0, 96 * 96);
+    for (int i = 0; i < 2; i++) {
+        snprintf(q, sizeof q, "%s/masks/img%d.png", set, i);
+        CHECK_STATUS(unet_image_save(NULL, q, &m), UNET_STATUS_OK);
+    }
+    unet_image_free(&m);
+    train_expect(set, 0, "warning: every mask in");
+    CHECK_STR_CONTAINS(last_err, "is all background (0): the model can only learn to predict background");
+    /* An empty folder; a folder of one image (held back as a band, trained). */
+    snprintf(set, sizeof set, "%s/empty", dir);
+    CHECK(channel_set(set, 0, false, false));
+    train_expect(set, 1, "/images: no images (.png, .tif, .tiff, .npy) in this directory");
+    snprintf(set, sizeof set, "%s/one", dir);
+    CHECK(channel_set(set, 1, false, false));
+    train_on(&c, set, 2);
+    for (int i = 0; i < c.n; i++)
+        if (strcmp(c.v[i], "--val-split") == 0) snprintf(c.pool[i + 1], sizeof c.pool[0], "0.2");
+    CHECK_RUN(run(&c, 0), 0);
+    snprintf(p, sizeof p, "%s/m.safetensors", set);
+    CHECK(strcmp(model_key(p, "in_channels"), "1") == 0);
+    /* a.png and a.tif side by side: the mask a.png is a.png's, not a.tif's. */
+    snprintf(set, sizeof set, "%s/dup", dir);
+    CHECK(channel_set(set, 1, false, false));
+    snprintf(p, sizeof p, "%s/images/img0.png", set);
+    snprintf(q, sizeof q, "%s/images/img0.tif", set);
+    unet_image g = {0};
+    CHECK_STATUS(unet_image_load(NULL, p, 0, &g), UNET_STATUS_OK);
+    CHECK_STATUS(unet_image_save(NULL, q, &g), UNET_STATUS_OK);
+    unet_image_free(&g);
+    train_expect(set, 1, "img0.tif and ");
+    CHECK_STR_CONTAINS(last_err, "images/img0.png have the same name: the mask");
+    CHECK_EQ(count_lines(last_err), 1);
+    /* Two masks for one image name (img0.png and img0.tif for img0.npy): ambiguous. */
+    unlink(p), unlink(q);
+    snprintf(p, sizeof p, "%s/images/img0.npy", set);
+    CHECK(float_image(p, 96, -1, 0, 0, true));
+    snprintf(p, sizeof p, "%s/masks/img0.png", set);
+    snprintf(q, sizeof q, "%s/masks/img0.tif", set);
+    CHECK(copy_file(p, q));
+    train_expect(set, 1, "img0.npy: several masks in");
+    CHECK_STR_CONTAINS(last_err, "have its name (img0.png, img0.tif)");
+}
+
+/* One kind of output per run fails to be written (RLIMIT_FSIZE just below its size, above
+ * every output written before it): the run exits 1 naming the file, the file's previous
+ * version is left byte for byte, and no temporary stays. */
+struct output_case {
+    const char *what;
+    const char *cmd;          /* predict, weightmap, export, eval */
+    const char *target;       /* the output that fails, in the case's folder */
+};
+
+/* An option and its value. */
+static void opt(struct cmd *c, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void opt(struct cmd *c, const char *name, const char *fmt, ...) {
+    arg(c, "%s", name);
+    va_list ap;
+    va_start(ap, fmt);
+    varg(c, fmt, ap);
+    va_end(ap);
+}
+
+static void output_case_args(struct cmd *c, const struct output_case *k, const char *d,
+                             const char *model) {
+    char img[400];
+    snprintf(img, sizeof img, "%s/images/img0.png", data_dir);
+    if (strcmp(k->cmd, "predict") == 0) {
+        const char *in = strstr(k->target, ".tif") && !strstr(k->target, "_")   ? "in.tif"
+                         : strstr(k->target, ".npy") && !strstr(k->target, "_") ? "in.npy"
+                                                                                 : NULL;
+        char p[700];
+        snprintf(p, sizeof p, "%s_in", d);
+        mkdir(p, 0755);
+        snprintf(p, sizeof p, "%s_in/%s", d, in ? in : "img0.png");
+        if (in) {
+            unet_image g = {0};
+            unet_image_load(NULL, img, 0, &g);
+            unet_image_save(NULL, p, &g);
+            unet_image_free(&g);
+        } else {
+            copy_file(img, p);
+        }
+        predict_args(c, model, p, d);
+        arg(c, "--quiet");
+        if (strstr(k->target, "_instances")) arg(c, "--instances");
+        if (strstr(k->target, "_prob")) arg(c, "--probabilities");
+        if (strstr(k->target, "_overlay")) arg(c, "--overlay");
+        if (strstr(k->target, "_logits")) {
+            opt(c, "--logits", "%s/%s", d, k->target);
+        }
+    } else if (strcmp(k->cmd, "weightmap") == 0) {
+        cmd_init(c, "weightmap");
+        opt(c, "--mask", "%s/masks/img0.png", data_dir);
+        opt(c, "--output", "%s/%s", d, k->target);
+    } else if (strcmp(k->cmd, "export") == 0) {
+        cmd_init(c, "export");
+        arg(c, strstr(k->target, ".onnx") ? "--onnx" : "--bioimageio");
+        arg(c, "%s/%s", d, k->target);
+        if (!strstr(k->target, ".onnx")) {
+            opt(c, "--sample", "%s", img);
+        }
+        arg(c, "%s", model);
+    } else {
+        cmd_init(c, "eval");
+        opt(c, "--pred", "%s/masks", data_dir);
+        opt(c, "--truth", "%s/masks", data_dir);
+        opt(c, "--report", "%s/%s", d, k->target);
+    }
+}
+
+/* The largest file of dir other than `except` (a full path) and the saved copies. */
+static long largest_other(const char *dir, const char *except) {
+    DIR *dd = opendir(dir);
+    long big = 0;
+    struct dirent *e;
+    while (dd && (e = readdir(dd))) {
+        char p[1200];
+        struct stat sb;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        if (e->d_name[0] == '.' || strcmp(p, except) == 0 || stat(p, &sb) != 0 ||
+            !S_ISREG(sb.st_mode) || strstr(e->d_name, ".saved"))
+            continue;
+        if (sb.st_size > big) big = (long)sb.st_size;
+    }
+    if (dd) closedir(dd);
+    return big;
+}
+
+TEST(full_disk_each_output) {
+    make_reference();
+    char model[512];
+    tmp_path(model, sizeof model, "ref/model.safetensors");
+    static const struct output_case cases[] = {
+        {"predict mask (PNG)", "predict", "img0.png"},
+        {"predict mask (TIFF)", "predict", "in.tif"},
+        {"predict mask (.npy)", "predict", "in.npy"},
+        {"predict instances", "predict", "img0_instances.tif"},
+        {"predict probabilities", "predict", "img0_prob.tif"},
+        {"predict overlay", "predict", "img0_overlay.png"},
+        {"predict logits", "predict", "img0_logits.npy"},
+        {"weight map", "weightmap", "w.tif"},
+        {"ONNX export", "export", "m.onnx"},
+        {"bioimage.io package", "export", "pkg.zip"},
+        {"eval report", "eval", "r.html"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const struct output_case *k = &cases[i];
+        char d[400], target[700], saved[800], name[32];
+        snprintf(name, sizeof name, "full_out%zu", i);
+        tmp_path(d, sizeof d, name);
+        mkdir(d, 0755);
+        snprintf(target, sizeof target, "%s/%s", d, k->target);
+        struct cmd c;
+        output_case_args(&c, k, d, model);
+        CHECK_RUN(run(&c, 0), 0);
+        struct stat sb;
+        if (stat(target, &sb) != 0) {
+            printf("  %s: %s was not written\n", k->what, target);
+            harness_cur_failed++;
+            continue;
+        }
+        snprintf(saved, sizeof saved, "%s.saved", target);
+        CHECK(copy_file(target, saved));
+        char folder[700];
+        snprintf(folder, sizeof folder, "%s", target);
+        *strrchr(folder, '/') = 0;
+        long limit = (long)sb.st_size - 1, before = strcmp(k->cmd, "predict") == 0 &&
+                                                           !strstr(k->target, "_logits")
+                                                       ? largest_other(folder, target) : 0;
+        if (before >= limit) {
+            printf("  %s: an output written before it (%ld bytes) is not smaller (%ld)\n",
+                   k->what, before, limit);
+            harness_cur_failed++;
+        }
+        unlink(saved);
+        CHECK(copy_file(target, saved));
+        int rc = run(&c, limit);
+        const char *line = strstr(last_err, "unet: error:");
+        printf("       %-22s limit %6ld: exit %d: %.*s\n", k->what, limit, rc,
+               line ? (int)strcspn(line, "\n") : 0, line ? line : "");
+        CHECK_RUN(rc, 1);
+        CHECK_STR_CONTAINS(last_err, target);
+        CHECK_STR_CONTAINS(last_err, "File too large");
+        CHECK(same_bytes(target, saved));
+        CHECK_EQ(count_files(folder, ".tmp."), 0);
+    }
+}
+
+/* A real full disk (ENOSPC) for the training log and the report, each on a full tmpfs while
+ * the checkpoints are elsewhere: the log's failure stops the run after the resumable
+ * checkpoint is written; the report's leaves the models written.  Needs root (mount). */
+TEST(full_disk_log_and_report) {
+    char dir[300], fs[300], out[512], p[700];
+    mkdir(tmp_path(dir, sizeof dir, "fulllog"), 0755);
+    tmp_path(fs, sizeof fs, "fulllog_fs");
+    mkdir(fs, 0755);
+    if (mount("tmpfs", fs, "tmpfs", 0, "size=16k,mode=0755") != 0) {
+        printf("       (cannot mount a tmpfs: %s; skipped)\n", strerror(errno));
+        return;
+    }
+    /* Fill all but one page. */
+    static char filler[12288];
+    snprintf(p, sizeof p, "%s/filler", fs);
+    CHECK(write_all(p, filler, sizeof filler));
+    snprintf(out, sizeof out, "%s/model.safetensors", dir);
+    struct cmd c;
+    train_args(&c, out, 150, 50);
+    arg(&c, "--log");
+    arg(&c, "%s/log.csv", fs);
+    CHECK_RUN(run(&c, 0), 1);
+    printf("       %s", strstr(last_err, "unet: error") ? strstr(last_err, "unet: error") : last_err);
+    CHECK_STR_CONTAINS(last_err, "log.csv");
+    CHECK_STR_CONTAINS(last_err, "cannot write the log");
+    snprintf(p, sizeof p, "%s/model.resume.safetensors", dir);
+    long step = checkpoint_step(p);
+    CHECK(step > 0 && step < 150);
+    CHECK_EQ(count_files(fs, ".tmp."), 0);
+    /* The report: --log back in the run's folder, the page on the full tmpfs. */
+    snprintf(p, sizeof p, "%s/log.csv", fs);
+    unlink(p);
+    CHECK(write_all(p, filler, 4096)); /* the freed page taken again */
+    train_args(&c, out, 2, 0);
+    arg(&c, "--force");
+    arg(&c, "--report");
+    arg(&c, "%s/r.html", fs);
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "r.html");
+    CHECK_STR_CONTAINS(last_err, "No space left on device");
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    CHECK(strcmp(model_key(p, "train_steps"), "2") == 0);
+    CHECK_EQ(count_files(fs, ".tmp."), 0);
+    CHECK_EQ(umount(fs), 0);
+}
+
+/* Outputs on a read-only file system (a read-only tmpfs, which binds root too; chmod binds
+ * only other users): every command refuses before any work, naming the file or folder. */
+TEST(read_only_outputs) {
+    make_reference();
+    char ro[300], model[512], img[400];
+    tmp_path(ro, sizeof ro, "readonly");
+    mkdir(ro, 0755);
+    if (mount("tmpfs", ro, "tmpfs", MS_RDONLY, "size=64k") != 0) {
+        printf("       (cannot mount a read-only tmpfs: %s; skipped)\n", strerror(errno));
+        return;
+    }
+    tmp_path(model, sizeof model, "ref/model.safetensors");
+    snprintf(img, sizeof img, "%s/images/img0.png", data_dir);
+    struct cmd c;
+    char out[600];
+    snprintf(out, sizeof out, "%s/model.safetensors", ro);
+    train_args(&c, out, 2, 0);
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "Read-only file system");
+    CHECK(strstr(last_err, "steps of") == NULL);
+    snprintf(out, sizeof out, "%s/sub/model.safetensors", ro);
+    train_args(&c, out, 2, 0);
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "/sub: cannot create the directory: Read-only file system");
+    predict_args(&c, model, img, ro);
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "Read-only file system");
+    snprintf(out, sizeof out, "%s/masks", ro);
+    predict_args(&c, model, img, out);
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "/masks: cannot create the directory: Read-only file system");
+    cmd_init(&c, "export");
+    arg(&c, "--onnx");
+    arg(&c, "%s/m.onnx", ro);
+    arg(&c, "%s", model);
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "m.onnx");
+    CHECK_STR_CONTAINS(last_err, "Read-only file system");
+    CHECK_EQ(umount(ro), 0);
+}
+
+/* Several processes writing one folder: two trainings with their own --out and a prediction,
+ * all at once, all succeed, each log in order, each checkpoint whole.  (Two writers of one
+ * model, or of one predict folder, are refused: one_writer_per_model.) */
+TEST(two_processes_one_folder) {
+    make_reference();
+    char dir[300], out[2][512], err[3][512], model[512], img[400];
+    tmp_path(dir, sizeof dir, "shared");
+    mkdir(dir, 0755);
+    tmp_path(model, sizeof model, "ref/model.safetensors");
+    snprintf(img, sizeof img, "%s/images", data_dir);
+    pid_t pid[3];
+    struct cmd c;
+    for (int i = 0; i < 2; i++) {
+        snprintf(out[i], sizeof out[i], "%s/m%d.safetensors", dir, i);
+        snprintf(err[i], sizeof err[i], "%s/err%d.txt", dir, i);
+        train_args(&c, out[i], 30, 5);
+        pid[i] = spawn(&c, err[i], 0);
+    }
+    snprintf(err[2], sizeof err[2], "%s/err2.txt", dir);
+    predict_args(&c, model, img, dir);
+    arg(&c, "--quiet");
+    pid[2] = spawn(&c, err[2], 0);
+    for (int i = 0; i < 3; i++) {
+        int rc = wait_for(pid[i]);
+        char *t = read_text(err[i]);
+        if (rc != 0) printf("  process %d: exit %d: %s\n", i, rc, t ? t : "");
+        CHECK_EQ(rc, 0);
+        free(t);
+    }
+    static char rows[MAX_ROWS][48];
+    for (int i = 0; i < 2; i++) {
+        char log[600], ck[600];
+        snprintf(log, sizeof log, "%s/m%d.log.csv", dir, i);
+        int n = read_losses(log, rows);
+        CHECK_EQ(n, 30);
+        for (int r = 0; r < n; r++) CHECK_EQ(strtol(rows[r], NULL, 10), r + 1);
+        snprintf(ck, sizeof ck, "%s/m%d.resume.safetensors", dir, i);
+        CHECK_EQ(checkpoint_step(ck), 30);
+    }
+    for (int i = 0; i < 4; i++) {
+        char p[600];
+        snprintf(p, sizeof p, "%s/img%d.png", dir, i);
+        CHECK(access(p, R_OK) == 0);
+    }
+    CHECK_EQ(count_files(dir, ".tmp."), 0);
+    CHECK_EQ(count_files(dir, ".lock"), 0);
+}
+
+/* --save-minutes for cluster schedulers (docs/training.md): a job killed without warning (the
+ * SIGKILL after a scheduler's grace period) loses at most M minutes of work.  Killed in its
+ * first epoch (18 steps) after 6 logged steps, a run with --save-minutes 0.0001 (6 ms) has a
+ * resumable checkpoint of a step it logged; with the default (10 minutes) it has none yet. */
+TEST(save_minutes_bounds_a_hard_kill) {
+    char dir[300], out[512], ck[512], log[512], err[512];
+    mkdir(tmp_path(dir, sizeof dir, "save_minutes"), 0755);
+    static char rows[MAX_ROWS][48];
+    for (int timed = 1; timed >= 0; timed--) {
+        snprintf(out, sizeof out, "%s/m%d.safetensors", dir, timed);
+        snprintf(ck, sizeof ck, "%s/m%d.resume.safetensors", dir, timed);
+        snprintf(log, sizeof log, "%s/m%d.log.csv", dir, timed);
+        snprintf(err, sizeof err, "%s/err%d.txt", dir, timed);
+        struct cmd c;
+        train_args(&c, out, 200, 0);
+        if (timed) opt(&c, "--save-minutes", "0.0001");
+        pid_t pid = spawn(&c, err, 0);
+        double t0 = now();
+        while (read_losses(log, rows) < 6 && now() - t0 < 60) sleep_s(0.001);
+        kill(pid, SIGKILL);
+        CHECK_EQ(wait_for(pid), 128 + SIGKILL);
+        int logged = read_losses(log, rows);
+        long step = access(ck, F_OK) == 0 ? checkpoint_step(ck) : 0;
+        printf("       --save-minutes %s: killed after %d steps; resumable checkpoint at step %ld\n",
+               timed ? "0.0001" : "10 (default)", logged, step);
+        CHECK(logged < 18); /* still in the first epoch, whose end also writes one */
+        if (timed) CHECK(step >= 1 && step <= logged);
+        else CHECK_EQ(step, 0);
+    }
+}
+
 int main(void) {
     unet_bin = getenv("UNET_BIN");
     if (!unet_bin || !*unet_bin) {
@@ -2008,6 +2754,8 @@ int main(void) {
     RUN(one_writer_per_model);
     RUN(honest_endings);
     RUN(eval_prob_scores);
+    RUN(eval_instances_file);
+    RUN(option_tables);
     RUN(forced_divergence_is_caught);
     RUN(best_and_last_are_selected);
     RUN(minutes_budget_stops_cleanly);
@@ -2017,6 +2765,13 @@ int main(void) {
     RUN(sighup_exit_129_and_resume);
     RUN(sigpipe_exit_141_and_resume);
     RUN(openmp_waits_passively);
+    RUN(channel_options);
+    RUN(training_data_faults);
+    RUN(full_disk_each_output);
+    RUN(full_disk_log_and_report);
+    RUN(read_only_outputs);
+    RUN(two_processes_one_folder);
+    RUN(save_minutes_bounds_a_hard_kill);
     remove_tree(tmp_dir);
     return harness_finish();
 }

@@ -40,7 +40,7 @@ TEST(conv2d_golden) {
         float *y = test_alloc(ny), *dx = test_alloc(nx), *dw = test_alloc(nw), *db = test_alloc(nb);
         float *scratch = test_alloc(unet__conv2d_scratch_floats(&d));
         unet__conv2d_forward(y, x, w, b, &d, scratch);
-        unet__conv2d_backward(dx, dw, b ? db : NULL, r, x, w, &d, scratch);
+        unet__conv2d_backward(dx, dw, b ? db : NULL, r, x, w, &d, NULL, scratch);
         CHECK_TENSOR("y", y, y_ref, ny, GOLD_ATOL, GOLD_RTOL);
         CHECK_TENSOR("dx", dx, dx_ref, nx, GOLD_ATOL, GOLD_RTOL);
         CHECK_TENSOR("dw", dw, dw_ref, nw, GOLD_ATOL, GOLD_RTOL);
@@ -77,8 +77,8 @@ TEST(convt2d_golden) {
         CHECK_EQ(ny, (size_t)d.N * d.C_out * d.H_out * d.W_out);
         float *y = test_alloc(ny), *dx = test_alloc(nx), *dw = test_alloc(nw), *db = test_alloc(nb);
         float *scratch = test_alloc(unet__convt2d_scratch_floats(&d));
-        unet__convt2d_forward(y, x, w, b, &d, scratch);
-        unet__convt2d_backward(dx, dw, b ? db : NULL, r, x, w, &d, scratch);
+        unet__convt2d_forward(y, x, w, b, &d, NULL, scratch);
+        unet__convt2d_backward(dx, dw, b ? db : NULL, r, x, w, &d, NULL, scratch);
         CHECK_TENSOR("y", y, y_ref, ny, GOLD_ATOL, GOLD_RTOL);
         CHECK_TENSOR("dx", dx, dx_ref, nx, GOLD_ATOL, GOLD_RTOL);
         CHECK_TENSOR("dw", dw, dw_ref, nw, GOLD_ATOL, GOLD_RTOL);
@@ -101,7 +101,7 @@ struct conv_case {
 };
 
 static void cc_forward(struct conv_case *k) {
-    if (k->transpose) unet__convt2d_forward(k->y, k->x, k->w, k->b, &k->t, k->scratch);
+    if (k->transpose) unet__convt2d_forward(k->y, k->x, k->w, k->b, &k->t, NULL, k->scratch);
     else unet__conv2d_forward(k->y, k->x, k->w, k->b, &k->c, k->scratch);
 }
 
@@ -141,8 +141,8 @@ static void cc_free(struct conv_case *k) {
 
 static void gradcheck_case(struct conv_case *k, const char *label) {
     float *dx = test_alloc(k->nx), *dw = test_alloc(k->nw), *db = test_alloc(k->nb);
-    if (k->transpose) unet__convt2d_backward(dx, dw, db, k->r, k->x, k->w, &k->t, k->scratch);
-    else unet__conv2d_backward(dx, dw, db, k->r, k->x, k->w, &k->c, k->scratch);
+    if (k->transpose) unet__convt2d_backward(dx, dw, db, k->r, k->x, k->w, &k->t, NULL, k->scratch);
+    else unet__conv2d_backward(dx, dw, db, k->r, k->x, k->w, &k->c, NULL, k->scratch);
     char what[96];
     /* The loss is linear in each input, so central differences are exact up to float32
      * rounding of the sums: h = 1e-2, tolerance 2e-3 absolute. */
@@ -200,11 +200,11 @@ static void fast_vs_ref(struct conv_case *k, const char *label) {
     cc_forward(k);
     if (k->transpose) {
         unet__convt2d_forward_ref(y_ref, k->x, k->w, k->b, &k->t);
-        unet__convt2d_backward(dx, dw, db, k->r, k->x, k->w, &k->t, k->scratch);
+        unet__convt2d_backward(dx, dw, db, k->r, k->x, k->w, &k->t, NULL, k->scratch);
         unet__convt2d_backward_ref(dx_ref, dw_ref, db_ref, k->r, k->x, k->w, &k->t);
     } else {
         unet__conv2d_forward_ref(y_ref, k->x, k->w, k->b, &k->c);
-        unet__conv2d_backward(dx, dw, db, k->r, k->x, k->w, &k->c, k->scratch);
+        unet__conv2d_backward(dx, dw, db, k->r, k->x, k->w, &k->c, NULL, k->scratch);
         unet__conv2d_backward_ref(dx_ref, dw_ref, db_ref, k->r, k->x, k->w, &k->c);
     }
     printf("     %s\n", label);
@@ -243,8 +243,8 @@ TEST(conv2d_fast_vs_ref) {
     /* Few input channels, many outputs, stride 1: the direct path (U-Net's first layer), in
      * each instruction set's copy. */
     enum unet__cpu_level       levels[UNET__CPU_LEVELS];
-    const int                  n_levels = harness_cpu_levels(levels);
-    const enum unet__cpu_level cap = unet__cpu_limit(UNET__CPU_AVX512);
+    const int                  n_levels = harness_f32_levels(levels);
+    const enum unet__cpu_level cap = unet__cpu_limit(UNET__CPU_TOP);
     for (int trial = 0; trial < 4 * n_levels; trial++) {
         const enum unet__cpu_level level = levels[trial / 4];
         const int                  t = trial % 4;
@@ -313,8 +313,8 @@ TEST(convt2d_fast_vs_ref) {
                               {2, 3, 4, 3, 2, 0}, {2, 3, 3, 101, 2, 2}};
     /* On each instruction set's GEMM micro-kernel. */
     enum unet__cpu_level       levels[UNET__CPU_LEVELS];
-    const int                  n_levels = harness_cpu_levels(levels);
-    const enum unet__cpu_level cap = unet__cpu_limit(UNET__CPU_AVX512);
+    const int                  n_levels = harness_f32_levels(levels);
+    const enum unet__cpu_level cap = unet__cpu_limit(UNET__CPU_TOP);
     for (int j = 0; j < 5 * n_levels; j++) {
         const int i = j % 5;
         unet__cpu_limit(levels[j / 5]);
@@ -361,7 +361,7 @@ TEST(conv_transpose_is_adjoint) {
     fill_uniform(&rng, v, nv, -1, 1);
     fill_uniform(&rng, w, nw, -1, 1);
     unet__conv2d_forward(Au, u, w, NULL, &c, scratch);
-    unet__convt2d_forward(ATv, v, w, NULL, &t, scratch);
+    unet__convt2d_forward(ATv, v, w, NULL, &t, NULL, scratch);
     double lhs = dot_double(Au, v, nv), rhs = dot_double(u, ATv, nu);
     printf("       <Au, v> = %.9g, <u, A^T v> = %.9g\n", lhs, rhs);
     CHECK_CLOSE(lhs, rhs, 1e-3, 1e-5);
@@ -414,6 +414,61 @@ TEST(gemm_vs_ref) {
     }
 }
 
+/* The 2x2 up-convolution's GEMM on the bf16 row: each output is b + sum over ci of x w with both
+ * rounded to bf16, each product within 2^-7 (1 + 2^-8) of its value (test_winograd.c derives
+ * it), summed in float32: |y - ref| <= 2^-7 (1 + 2^-8) S + float32 slack, S = the same
+ * transposed convolution of |x| and |w|.  Odd channel counts leave half-empty words; a 101-wide
+ * row runs several panels.  With the bf16 row off (UNET_CPU cap), the float32 bits. */
+TEST(convt_scatter_bf16) {
+    const struct unet__kernels *bf = unet__kernels_pick(UNET__PRECISION_BF16);
+    if (!bf) {
+        printf("     this CPU has no AVX512_BF16: nothing to run here\n");
+        return;
+    }
+    struct unet__rng rng;
+    unet__rng_seed(&rng, 8);
+    const int shapes[4][5] = {{2, 5, 7, 9, 3}, {1, 20, 13, 11, 17}, {2, 64, 6, 101, 32},
+                              {1, 33, 4, 5, 8}};
+    for (int i = 0; i < 4; i++) {
+        struct conv_case k = {.transpose = true};
+        k.t = (struct unet__convt2d_dims){.N = shapes[i][0], .C_in = shapes[i][1],
+                                          .H_in = shapes[i][2], .W_in = shapes[i][3],
+                                          .C_out = shapes[i][4], .K_h = 2, .K_w = 2,
+                                          .stride_h = 2, .stride_w = 2};
+        cc_setup(&k, &rng);
+        float *ref = test_alloc(k.ny), *S = test_alloc(k.ny), *f32 = test_alloc(k.ny);
+        float *ax = test_alloc(k.nx), *aw = test_alloc(k.nw);
+        for (size_t j = 0; j < k.nx; j++) ax[j] = fabsf(k.x[j]);
+        for (size_t j = 0; j < k.nw; j++) aw[j] = fabsf(k.w[j]);
+        const struct unet__conv_how how = {.k = bf};
+        unet__convt2d_forward(k.y, k.x, k.w, k.b, &k.t, &how, k.scratch);
+        unet__convt2d_forward(f32, k.x, k.w, k.b, &k.t, NULL, k.scratch);
+        unet__convt2d_forward_ref(ref, k.x, k.w, k.b, &k.t);
+        unet__convt2d_forward_ref(S, ax, aw, NULL, &k.t);
+        double used = 0.0, err = 0.0;
+        size_t bad = 0;
+        for (size_t j = 0; j < k.ny; j++) {
+            const double e = fabs((double)k.y[j] - ref[j]);
+            const double bound = ldexp(1.0, -7) * (1.0 + ldexp(1.0, -8)) * S[j] + 1e-5 * (S[j] + 1);
+            bad += e > bound;
+            used = fmax(used, e / bound);
+            err = fmax(err, fabs((double)f32[j] - ref[j]));
+        }
+        printf("     convT N=%d C_in=%d %dx%d C_out=%d: bf16 within %.0f%% of its bound; float32 "
+               "error %.1e\n", k.t.N, k.t.C_in, k.t.H_in, k.t.W_in, k.t.C_out, 100 * used, err);
+        CHECK_EQ(bad, 0);
+        CHECK(used > 0.01); /* rounded to bf16, not float32 */
+        /* Capped below AVX512_BF16, a bf16 request runs the float32 row: the same bits. */
+        const enum unet__cpu_level cap = unet__cpu_limit(UNET__CPU_AVX512);
+        const struct unet__conv_how fallback = {.k = unet__kernels_for(UNET__PRECISION_BF16)};
+        unet__convt2d_forward(k.y, k.x, k.w, k.b, &k.t, &fallback, k.scratch);
+        unet__cpu_limit(cap);
+        CHECK(memcmp(k.y, f32, k.ny * sizeof(float)) == 0);
+        free(ref), free(S), free(f32), free(ax), free(aw);
+        cc_free(&k);
+    }
+}
+
 int main(void) {
     RUN(gemm_vs_ref);
     RUN(conv2d_golden);
@@ -422,6 +477,7 @@ int main(void) {
     RUN(convt2d_gradcheck);
     RUN(conv2d_fast_vs_ref);
     RUN(convt2d_fast_vs_ref);
+    RUN(convt_scatter_bf16);
     RUN(conv_transpose_is_adjoint);
     RUN(conv2d_bad_dims);
     return harness_finish();

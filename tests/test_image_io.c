@@ -118,6 +118,7 @@ static bool write_png_raw(const char *path, int w, int h, int color, int depth, 
     bool ok = false;
     if (setjmp(png_jmpbuf(png)) == 0) {
         png_init_io(png, f);
+        png_set_check_for_invalid_index(png, 0); /* a file with an index past its palette */
         png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, depth, color, interlace,
                      PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
         if (palette) png_set_PLTE(png, info, palette, n_palette);
@@ -902,6 +903,365 @@ TEST(npy_from_numpy) {
 
 /* ---- float conversion ---- */
 
+/* ---- channel layouts (docs/images.md#channels) ---- */
+
+/* The planar image a (A, B, C) array of dtype u8 gives with the channel axis k. */
+static void expect_planar(const uint8_t *arr, const size_t s[3], int k, uint8_t *out) {
+    for (size_t a = 0; a < s[0]; a++)
+        for (size_t b = 0; b < s[1]; b++)
+            for (size_t c = 0; c < s[2]; c++) {
+                size_t at = k == 0   ? (a * s[1] + b) * s[2] + c
+                            : k == 1 ? (b * s[0] + a) * s[2] + c
+                                     : (c * s[0] + a) * s[1] + b;
+                out[at] = arr[(a * s[1] + b) * s[2] + c];
+            }
+}
+
+/* Loads path under channel_axis (page 0) and checks its size against the header-only answer. */
+static unet_image load_axis(unet_ctx *ctx, const char *path, int axis, int page, unet_status want) {
+    unet_image_opts o = unet_image_defaults();
+    o.channel_axis = axis;
+    unet_image got = {0}, info = {0};
+    unet_status s = unet_image_load_with(ctx, path, page, &o, &got);
+    if (s != want) {
+        printf("  %s axis %d page %d: got '%s' (%s), want '%s'\n", path, axis, page,
+               unet_status_str(s), unet_ctx_errmsg(ctx), unet_status_str(want));
+        harness_cur_failed++;
+    }
+    if (s == UNET_STATUS_OK) {
+        CHECK_STATUS(unet_image_info_with(ctx, path, page, &o, &info), UNET_STATUS_OK);
+        CHECK(info.w == got.w && info.h == got.h && info.c == got.c && info.data == NULL);
+    }
+    return got;
+}
+
+/* The rule for 3-D .npy files and every explicit axis, through the copy path (u8), a
+ * converting path (float64, int64) and pages of a stack; the same for the header alone. */
+TEST(channel_layouts) {
+    unet_ctx *ctx = unet_ctx_create();
+    char path[512];
+    static const struct {
+        size_t s[3];
+        int    rule;    /* the axis the rule picks */
+    } shapes[] = {{{6, 5, 3}, 2}, {{6, 5, 4}, 2}, {{3, 6, 5}, 0}, {{6, 5, 5}, 0},
+                  {{3, 6, 3}, 0}, {{4, 4, 4}, 0}, {{2, 7, 1}, 2}, {{1, 6, 5}, 0}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const size_t *s = shapes[i].s;
+        size_t n = s[0] * s[1] * s[2];
+        uint8_t *arr = malloc(n), *want = malloc(n);
+        double *f8 = malloc(n * sizeof *f8);
+        int64_t *i8 = malloc(n * sizeof *i8);
+        for (size_t k = 0; k < n; k++) arr[k] = (uint8_t)(k * 7 + 3), f8[k] = arr[k], i8[k] = arr[k];
+        const int64_t shape[3] = {(int64_t)s[0], (int64_t)s[1], (int64_t)s[2]};
+        int axis = -9;
+        CHECK_STATUS(unet_channel_axis_of(ctx, 3, shape, UNET_CHANNEL_AXIS_AUTO, &axis), UNET_STATUS_OK);
+        CHECK_EQ(axis, shapes[i].rule);
+        char dict[160];
+        snprintf(dict, sizeof dict, "{'descr': '%%s', 'fortran_order': False, 'shape': (%zu, %zu, %zu), }",
+                 s[0], s[1], s[2]);
+        const char *descr[3] = {"|u1", "<f8", "<i8"};
+        const void *data[3] = {arr, f8, i8};
+        const size_t size[3] = {1, 8, 8};
+        for (int d = 0; d < 3; d++) {
+            char hdr[200];
+            snprintf(hdr, sizeof hdr, dict, descr[d]);
+            tmp_path(path, sizeof path, "layout.npy");
+            CHECK(write_npy_raw(path, d == 1 ? 2 : 1, hdr, data[d], n * size[d]));
+            const int axes[] = {UNET_CHANNEL_AXIS_AUTO, 0, 1, 2, -1, -2, -3};
+            for (size_t a = 0; a < sizeof axes / sizeof axes[0]; a++) {
+                int k = axes[a] == UNET_CHANNEL_AXIS_AUTO ? shapes[i].rule
+                                                          : (axes[a] + 3) % 3;
+                unet_image got = load_axis(ctx, path, axes[a], 0, UNET_STATUS_OK);
+                expect_planar(arr, s, k, want);
+                size_t ch = s[k], hh = s[k == 0 ? 1 : 0], ww = s[k == 2 ? 1 : 2];
+                CHECK(got.c == (int)ch && got.h == (int)hh && got.w == (int)ww);
+                size_t bad = 0;
+                for (size_t j = 0; got.data && j < n; j++) {
+                    double v = got.dtype == UNET_DTYPE_U8    ? ((uint8_t *)got.data)[j]
+                               : got.dtype == UNET_DTYPE_F32 ? ((float *)got.data)[j]
+                                                             : ((int32_t *)got.data)[j];
+                    bad += v != want[j];
+                }
+                if (bad) printf("  shape (%zu, %zu, %zu) %s axis %d: %zu samples misplaced\n", s[0],
+                                s[1], s[2], descr[d], axes[a], bad);
+                CHECK_EQ(bad, 0);
+                unet_image_free(&got);
+            }
+            /* No channel axis: s[0] one-channel pages. */
+            unet_image_opts none = {UNET_CHANNEL_AXIS_NONE, 0};
+            int pages = 0;
+            CHECK_STATUS(unet_image_pages_with(ctx, path, &none, &pages), UNET_STATUS_OK);
+            CHECK_EQ(pages, (int)s[0]);
+            CHECK_STATUS(unet_image_pages(ctx, path, &pages), UNET_STATUS_OK);
+            CHECK_EQ(pages, 1);
+            for (int p = 0; p < (int)s[0]; p++) {
+                unet_image got = load_axis(ctx, path, UNET_CHANNEL_AXIS_NONE, p, UNET_STATUS_OK);
+                CHECK(got.c == 1 && got.h == (int)s[1] && got.w == (int)s[2]);
+                size_t bad = 0;
+                for (size_t j = 0; got.data && j < s[1] * s[2]; j++) {
+                    double v = got.dtype == UNET_DTYPE_U8    ? ((uint8_t *)got.data)[j]
+                               : got.dtype == UNET_DTYPE_F32 ? ((float *)got.data)[j]
+                                                             : ((int32_t *)got.data)[j];
+                    bad += v != arr[(size_t)p * s[1] * s[2] + j];
+                }
+                CHECK_EQ(bad, 0);
+                unet_image_free(&got);
+            }
+            load_axis(ctx, path, UNET_CHANNEL_AXIS_NONE, (int)s[0], UNET_STATUS_ARG);
+            CHECK(strstr(unet_ctx_errmsg(ctx), path) != NULL);
+            load_axis(ctx, path, 0, 1, UNET_STATUS_ARG);
+            load_axis(ctx, path, 3, 0, UNET_STATUS_ARG);
+            load_axis(ctx, path, -4, 0, UNET_STATUS_ARG);
+        }
+        free(arr), free(want), free(f8), free(i8);
+    }
+    /* A 2-D array has no open axis: one channel whatever is asked. */
+    unet_image img = random_image(7, 5, 1, UNET_DTYPE_U16, 3);
+    tmp_path(path, sizeof path, "two_d.npy");
+    CHECK_STATUS(unet_image_save(ctx, path, &img), UNET_STATUS_OK);
+    const int axes[] = {UNET_CHANNEL_AXIS_AUTO, UNET_CHANNEL_AXIS_NONE, 0, 1, 2, -1};
+    for (size_t a = 0; a < sizeof axes / sizeof axes[0]; a++) {
+        unet_image got = load_axis(ctx, path, axes[a], 0, UNET_STATUS_OK);
+        CHECK_SAME_IMAGE(&got, &img);
+        unet_image_free(&got);
+    }
+    unet_image_free(&img);
+    /* Names. */
+    static const struct {
+        const char *text;
+        int         axis;
+        const char *name;
+    } names[] = {{"auto", UNET_CHANNEL_AXIS_AUTO, "auto"}, {"none", UNET_CHANNEL_AXIS_NONE, "none"},
+                 {"first", 0, "first"}, {"last", -1, "last"}, {"0", 0, "first"},
+                 {"-1", -1, "last"}, {"1", 1, "1"}, {"2", 2, "2"}, {"-3", -3, "-3"}};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        int a = 77;
+        char buf[8];
+        CHECK_STATUS(unet_channel_axis_parse(ctx, names[i].text, &a), UNET_STATUS_OK);
+        CHECK_EQ(a, names[i].axis);
+        CHECK(strcmp(unet_channel_axis_name(a, buf), names[i].name) == 0);
+    }
+    const char *bad[] = {"", "3", "-4", "middle", "1x", "Last"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int a = 77;
+        CHECK_STATUS(unet_channel_axis_parse(ctx, bad[i], &a), UNET_STATUS_ARG);
+        CHECK_EQ(a, 77);
+    }
+    unet_ctx_free(ctx);
+}
+
+/* A TIFF's pages as the channels of one image (channel axis first); pages that differ are
+ * refused, and axis 1 is no TIFF axis. */
+TEST(tiff_pages_as_channels) {
+    unet_ctx *ctx = unet_ctx_create();
+    char path[512];
+    tmp_path(path, sizeof path, "pages3.tif");
+    struct tiff_spec t = {.w = 9, .h = 7, .spp = 1, .bps = 16, .format = SAMPLEFORMAT_UINT,
+                          .planar = PLANARCONFIG_CONTIG, .compression = COMPRESSION_ADOBE_DEFLATE,
+                          .rps = 3, .photometric = PHOTOMETRIC_MINISBLACK, .pages = 3};
+    unsigned char *planes = random_bytes(9 * 7 * 2 * 3, 21);
+    CHECK(write_tiff_raw(path, &t, planes));
+    int pages = 0;
+    unet_image_opts first = {0, 0};
+    CHECK_STATUS(unet_image_pages_with(ctx, path, &first, &pages), UNET_STATUS_OK);
+    CHECK_EQ(pages, 1);
+    CHECK_STATUS(unet_image_pages(ctx, path, &pages), UNET_STATUS_OK);
+    CHECK_EQ(pages, 3);
+    unet_image got = load_axis(ctx, path, 0, 0, UNET_STATUS_OK);
+    CHECK(got.c == 3 && got.w == 9 && got.h == 7 && got.dtype == UNET_DTYPE_U16);
+    CHECK(got.data && memcmp(got.data, planes, 9 * 7 * 2 * 3) == 0);
+    unet_image_free(&got);
+    got = load_axis(ctx, path, -3, 0, UNET_STATUS_OK);
+    CHECK_EQ(got.c, 3);
+    unet_image_free(&got);
+    /* last, none and auto: samples are channels, pages are images. */
+    const int axes[] = {UNET_CHANNEL_AXIS_AUTO, UNET_CHANNEL_AXIS_NONE, -1, 2};
+    for (size_t a = 0; a < sizeof axes / sizeof axes[0]; a++) {
+        got = load_axis(ctx, path, axes[a], 2, UNET_STATUS_OK);
+        CHECK(got.c == 1 && got.data && memcmp(got.data, planes + 2 * 9 * 7 * 2, 9 * 7 * 2) == 0);
+        unet_image_free(&got);
+    }
+    load_axis(ctx, path, 1, 0, UNET_STATUS_ARG);
+    CHECK(strstr(unet_ctx_errmsg(ctx), "a TIFF's channels are its samples") != NULL);
+    load_axis(ctx, path, 0, 1, UNET_STATUS_ARG);
+    /* RGB pages: their samples in page order. */
+    struct tiff_spec rgb = t;
+    rgb.spp = 3, rgb.pages = 2, rgb.photometric = PHOTOMETRIC_RGB, rgb.bps = 8;
+    unsigned char *rgbp = random_bytes(9 * 7 * 3 * 2, 22);
+    tmp_path(path, sizeof path, "rgb2.tif");
+    CHECK(write_tiff_raw(path, &rgb, rgbp));
+    got = load_axis(ctx, path, 0, 0, UNET_STATUS_OK);
+    CHECK(got.c == 6 && got.data && memcmp(got.data, rgbp, 9 * 7 * 6) == 0);
+    unet_image_free(&got);
+    /* Pages of different sizes cannot be channels. */
+    tmp_path(path, sizeof path, "mixed.tif");
+    TIFF *tif = TIFFOpen(path, "w");
+    for (int p = 0; p < 2; p++) {
+        struct tiff_spec q = t;
+        q.w = 9 + p, q.pages = 2;
+        set_tiff_tags(tif, &q);
+        uint16_t row[16] = {0};
+        for (int y = 0; y < q.h; y++) TIFFWriteScanline(tif, row, (uint32_t)y, 0);
+        TIFFWriteDirectory(tif);
+    }
+    TIFFClose(tif);
+    load_axis(ctx, path, 0, 0, UNET_STATUS_FORMAT);
+    CHECK(strstr(unet_ctx_errmsg(ctx), "page 1 is 10x7 U16, page 0 9x7 U16") != NULL);
+    got = load_axis(ctx, path, UNET_CHANNEL_AXIS_AUTO, 1, UNET_STATUS_OK);
+    CHECK_EQ(got.w, 10);
+    unet_image_free(&got);
+    free(planes);
+    free(rgbp);
+    unet_ctx_free(ctx);
+}
+
+/* Palette PNGs: a gray palette is one channel of its gray levels, a colour palette RGB; with
+ * palette_indices (masks) both give their indices.  1-, 2-, 4- and 8-bit indices, an index past
+ * the palette (black, as libpng expands it). */
+TEST(palette_pngs) {
+    unet_ctx *ctx = unet_ctx_create();
+    char path[512];
+    const int w = 11, h = 5;
+    for (int depth = 1; depth <= 8; depth *= 2) {
+        int n_pal = 1 << depth < 6 ? 1 << depth : 6;
+        png_color gray[6], color[6];
+        for (int i = 0; i < n_pal; i++) {
+            uint8_t v = (uint8_t)(17 + 40 * i);
+            gray[i] = (png_color){v, v, v};
+            color[i] = (png_color){v, (uint8_t)(255 - v), (uint8_t)(i * 3)};
+        }
+        uint8_t idx[11 * 5];
+        for (int i = 0; i < w * h; i++)
+            idx[i] = (uint8_t)((i * 5 + 1) % (depth == 8 ? 8 : 1 << depth)); /* 8-bit: past 6 too */
+        size_t row_bytes = ((size_t)w * depth + 7) / 8;
+        unsigned char packed[11 * 5];
+        memset(packed, 0, sizeof packed);
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++) {
+                int bit = x * depth;
+                packed[y * row_bytes + bit / 8] |=
+                    (unsigned char)(idx[y * w + x] << (8 - depth - bit % 8));
+            }
+        for (int colored = 0; colored < 2; colored++) {
+            tmp_path(path, sizeof path, colored ? "pal_color.png" : "pal_gray.png");
+            CHECK(write_png_raw(path, w, h, PNG_COLOR_TYPE_PALETTE, depth, PNG_INTERLACE_NONE,
+                                packed, row_bytes, colored ? color : gray, n_pal, NULL, 0));
+            for (int indices = 0; indices < 2; indices++) {
+                unet_image_opts o = {UNET_CHANNEL_AXIS_AUTO, indices};
+                unet_image got = {0}, info = {0};
+                CHECK_STATUS(unet_image_load_with(ctx, path, 0, &o, &got), UNET_STATUS_OK);
+                CHECK_STATUS(unet_image_info_with(ctx, path, 0, &o, &info), UNET_STATUS_OK);
+                int c = indices || !colored ? 1 : 3;
+                CHECK(got.c == c && info.c == c && got.dtype == UNET_DTYPE_U8);
+                size_t bad = 0;
+                for (int i = 0; got.data && i < w * h; i++)
+                    for (int ch = 0; ch < c; ch++) {
+                        int k = idx[i];
+                        png_color e = k < n_pal ? (colored ? color[k] : gray[k]) : (png_color){0, 0, 0};
+                        int want = indices ? k : ch == 0 ? e.red : ch == 1 ? e.green : e.blue;
+                        bad += ((uint8_t *)got.data)[(size_t)ch * w * h + i] != want;
+                    }
+                if (bad) printf("  depth %d colored %d indices %d: %zu wrong\n", depth, colored,
+                                indices, bad);
+                CHECK_EQ(bad, 0);
+                unet_image_free(&got);
+            }
+        }
+    }
+    unet_ctx_free(ctx);
+}
+
+/* unet_image_select_channels: BT.601 luma of RGB, the mean of other counts, index lists;
+ * errors leave the image as it was. */
+TEST(select_channels) {
+    unet_ctx *ctx = unet_ctx_create();
+    const unet_dtype dtypes[] = {UNET_DTYPE_U8, UNET_DTYPE_U16, UNET_DTYPE_I32, UNET_DTYPE_F32};
+    for (size_t d = 0; d < 4; d++) {
+        for (int c = 1; c <= 4; c++) {
+            unet_image img = random_image(6, 4, c, dtypes[d], 40 + (uint64_t)c);
+            unet_image gray = random_image(6, 4, c, dtypes[d], 40 + (uint64_t)c);
+            CHECK_STATUS(unet_image_select_channels(ctx, &gray, "gray", "x.png"), UNET_STATUS_OK);
+            CHECK(gray.c == 1 && gray.dtype == dtypes[d]);
+            size_t plane = 24, bad = 0;
+            for (size_t i = 0; i < plane; i++) {
+                double v = 0, got;
+                for (int k = 0; k < c; k++) {
+                    double x;
+                    switch (dtypes[d]) {
+                    case UNET_DTYPE_U8: x = ((uint8_t *)img.data)[k * plane + i]; break;
+                    case UNET_DTYPE_U16: x = ((uint16_t *)img.data)[k * plane + i]; break;
+                    case UNET_DTYPE_I32: x = ((int32_t *)img.data)[k * plane + i]; break;
+                    default: x = ((float *)img.data)[k * plane + i]; break;
+                    }
+                    v += c == 3 ? (k == 0 ? 0.299 : k == 1 ? 0.587 : 0.114) * x : x / c;
+                }
+                switch (dtypes[d]) {
+                case UNET_DTYPE_U8: got = ((uint8_t *)gray.data)[i]; v = floor(v + 0.5); break;
+                case UNET_DTYPE_U16: got = ((uint16_t *)gray.data)[i]; v = floor(v + 0.5); break;
+                case UNET_DTYPE_I32: got = ((int32_t *)gray.data)[i]; v = v < 0 ? -floor(-v + 0.5) : floor(v + 0.5); break;
+                default: got = ((float *)gray.data)[i]; v = (float)v; break;
+                }
+                bad += got != v;
+            }
+            if (bad) printf("  gray of %d channels, dtype %d: %zu wrong\n", c, (int)dtypes[d], bad);
+            CHECK_EQ(bad, 0);
+            unet_image_free(&gray);
+            /* "c-1,0": the last channel then the first; repeats are allowed. */
+            char spec[16];
+            snprintf(spec, sizeof spec, "%d,0,0", c - 1);
+            unet_image sel = random_image(6, 4, c, dtypes[d], 40 + (uint64_t)c);
+            int count = 0;
+            CHECK_STATUS(unet_channels_count(ctx, spec, c, "x.png", &count), UNET_STATUS_OK);
+            CHECK_EQ(count, 3);
+            CHECK_STATUS(unet_image_select_channels(ctx, &sel, spec, "x.png"), UNET_STATUS_OK);
+            size_t bs = unet_dtype_size(dtypes[d]);
+            const unsigned char *a = img.data, *b = sel.data;
+            CHECK(sel.c == 3 && memcmp(b, a + (size_t)(c - 1) * plane * bs, plane * bs) == 0 &&
+                  memcmp(b + plane * bs, a, plane * bs) == 0 &&
+                  memcmp(b + 2 * plane * bs, a, plane * bs) == 0);
+            unet_image_free(&sel);
+            /* all and NULL: unchanged. */
+            sel = random_image(6, 4, c, dtypes[d], 40 + (uint64_t)c);
+            CHECK_STATUS(unet_image_select_channels(ctx, &sel, "all", "x.png"), UNET_STATUS_OK);
+            CHECK_STATUS(unet_image_select_channels(ctx, &sel, NULL, "x.png"), UNET_STATUS_OK);
+            CHECK_SAME_IMAGE(&sel, &img);
+            /* A channel the image lacks: SHAPE naming the file; the image is unchanged. */
+            snprintf(spec, sizeof spec, "0,%d", c);
+            CHECK_STATUS(unet_image_select_channels(ctx, &sel, spec, "x.png"), UNET_STATUS_SHAPE);
+            CHECK(strstr(unet_ctx_errmsg(ctx), "x.png has") != NULL);
+            CHECK_SAME_IMAGE(&sel, &img);
+            unet_image_free(&sel);
+            unet_image_free(&img);
+        }
+    }
+    /* RGB 8-bit: the luma of pure colours is PIL's convert("L"). */
+    unet_image rgb;
+    CHECK_STATUS(unet_image_alloc(ctx, &rgb, 3, 1, 3, UNET_DTYPE_U8), UNET_STATUS_OK);
+    uint8_t *px = rgb.data;
+    px[0] = 255, px[3 + 1] = 255, px[6 + 2] = 255;      /* red, green, blue */
+    CHECK_STATUS(unet_image_select_channels(ctx, &rgb, "gray", NULL), UNET_STATUS_OK);
+    px = rgb.data;
+    CHECK(px[0] == 76 && px[1] == 150 && px[2] == 29);  /* PIL: 76, 150, 29 */
+    unet_image_free(&rgb);
+    /* The last: 65 channels, one over the limit. */
+    static const char too_many[] = "0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,"
+                                   "0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0";
+    const char *bad[] = {"", "grey2", "0,", ",1", "1,,2", "a", "-1", "4096", "1;2", " 1", too_many};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int count = 9;
+        CHECK_STATUS(unet_channels_count(ctx, bad[i], 0, NULL, &count), UNET_STATUS_ARG);
+        CHECK_EQ(count, 0);
+    }
+    int count = 0;
+    CHECK_STATUS(unet_channels_count(ctx, "4095,0", 0, NULL, &count), UNET_STATUS_OK);
+    CHECK_EQ(count, 2);
+    CHECK_STATUS(unet_channels_count(ctx, "grey", 7, NULL, &count), UNET_STATUS_OK);
+    CHECK_EQ(count, 1);
+    CHECK_STATUS(unet_channels_count(ctx, NULL, 7, NULL, &count), UNET_STATUS_OK);
+    CHECK_EQ(count, 7);
+    unet_ctx_free(ctx);
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -1423,66 +1783,143 @@ TEST(corrupt_files) {
     CHECK_EQ(stderr_bytes_during(load_corrupt_dir), 0);
 }
 
-/* Every truncation of small valid files, and random byte changes: no crash, no leak, and
- * truncations fail. */
-static void truncate_and_mutate(void) {
-    static const char *names[] = {"fz.png", "fz16.png", "fz.tif", "fz_lzw_tiled.tif", "fz.npy"};
-    char path[512], cut[512];
-    unet_ctx *ctx = unet_ctx_create();
-    unet_ctx_set_max_pixels(ctx, 1 << 16);
+/* Small valid files of every layout the readers take, for truncate_and_mutate; false when one
+ * could not be written. */
+static const char *const cut_names[] = {
+    "fz.png", "fz16.png", "fz.tif", "fz_lzw_tiled.tif", "fz.npy", "fz_pal_gray.png",
+    "fz_pal_color.png", "fz_adam7.png", "fz_hwc.npy", "fz_stack.npy", "fz_planar.tif",
+    "fz_be.tif", "fz_bigtiff.tif"};
+#define N_CUT_FILES (sizeof cut_names / sizeof cut_names[0])
+
+static bool write_cut_files(unet_ctx *ctx) {
+    char path[512];
+    bool ok = true;
     unet_image img = random_image(9, 7, 3, UNET_DTYPE_U8, 5);
     unet_image img16 = random_image(9, 7, 1, UNET_DTYPE_U16, 6);
-    unet_image_save(ctx, tmp_path(path, sizeof path, names[0]), &img);
-    unet_image_save(ctx, tmp_path(path, sizeof path, names[1]), &img16);
-    unet_image_save(ctx, tmp_path(path, sizeof path, names[2]), &img);
+    ok &= unet_image_save(ctx, tmp_path(path, sizeof path, cut_names[0]), &img) == UNET_STATUS_OK;
+    ok &= unet_image_save(ctx, tmp_path(path, sizeof path, cut_names[1]), &img16) == UNET_STATUS_OK;
+    ok &= unet_image_save(ctx, tmp_path(path, sizeof path, cut_names[2]), &img) == UNET_STATUS_OK;
     struct tiff_spec t = {.w = 9, .h = 7, .spp = 1, .bps = 16, .format = SAMPLEFORMAT_UINT,
                           .planar = PLANARCONFIG_CONTIG, .compression = COMPRESSION_LZW,
                           .tile = 16, .photometric = PHOTOMETRIC_MINISBLACK, .pages = 2};
-    unsigned char *two_pages = random_bytes(9 * 7 * 2 * 2, 8);
-    write_tiff_raw(tmp_path(path, sizeof path, names[3]), &t, two_pages);
-    free(two_pages);
-    unet_image_save(ctx, tmp_path(path, sizeof path, names[4]), &img16);
+    unsigned char *bytes = random_bytes(9 * 7 * 4 * 3 * 2, 8);
+    ok &= write_tiff_raw(tmp_path(path, sizeof path, cut_names[3]), &t, bytes);
+    ok &= unet_image_save(ctx, tmp_path(path, sizeof path, cut_names[4]), &img16) == UNET_STATUS_OK;
+    png_color pal[6];
+    unsigned char trns[6] = {0, 40, 80, 120, 160, 200};
+    for (int i = 0; i < 6; i++) pal[i] = (png_color){(uint8_t)(i * 50), (uint8_t)(i * 50), (uint8_t)(i * 50)};
+    unsigned char packed[9 * 7 * 6];
+    for (size_t i = 0; i < sizeof packed; i++) packed[i] = (unsigned char)(bytes[i] & 0x55);
+    ok &= write_png_raw(tmp_path(path, sizeof path, cut_names[5]), 9, 7, PNG_COLOR_TYPE_PALETTE, 2,
+                        PNG_INTERLACE_NONE, packed, 3, pal, 4, NULL, 0);
+    for (int i = 0; i < 6; i++) pal[i].green = (uint8_t)(255 - i * 30);
+    for (size_t i = 0; i < 9 * 7; i++) packed[i] = (unsigned char)(bytes[i] % 6);
+    ok &= write_png_raw(tmp_path(path, sizeof path, cut_names[6]), 9, 7, PNG_COLOR_TYPE_PALETTE, 8,
+                        PNG_INTERLACE_NONE, packed, 9, pal, 6, trns, 6);
+    ok &= write_png_raw(tmp_path(path, sizeof path, cut_names[7]), 9, 7, PNG_COLOR_TYPE_RGB, 16,
+                        PNG_INTERLACE_ADAM7, bytes, 9 * 6, NULL, 0, NULL, 0);
+    ok &= write_npy_raw(tmp_path(path, sizeof path, cut_names[8]), 1,
+                        "{'descr': '|u1', 'fortran_order': False, 'shape': (7, 9, 3), }", bytes,
+                        7 * 9 * 3);
+    double f8[3 * 7 * 9];
+    for (size_t i = 0; i < 3 * 7 * 9; i++) f8[i] = (double)bytes[i] / 7.0 - 3.0;
+    ok &= write_npy_raw(tmp_path(path, sizeof path, cut_names[9]), 2,
+                        "{'descr': '<f8', 'fortran_order': False, 'shape': (3, 7, 9), }", f8,
+                        sizeof f8);
+    struct tiff_spec planar = {.w = 9, .h = 7, .spp = 3, .bps = 32, .format = SAMPLEFORMAT_IEEEFP,
+                               .planar = PLANARCONFIG_SEPARATE,
+                               .compression = COMPRESSION_ADOBE_DEFLATE, .rps = 4,
+                               .photometric = PHOTOMETRIC_RGB, .pages = 1};
+    float fl[9 * 7 * 3];
+    for (size_t i = 0; i < 9 * 7 * 3; i++) fl[i] = (float)bytes[i] - 100.0f;
+    ok &= write_tiff_raw(tmp_path(path, sizeof path, cut_names[10]), &planar, (unsigned char *)fl);
+    struct tiff_spec be = {.w = 9, .h = 7, .spp = 1, .bps = 16, .format = SAMPLEFORMAT_UINT,
+                           .planar = PLANARCONFIG_CONTIG, .compression = COMPRESSION_NONE,
+                           .rps = 2, .photometric = PHOTOMETRIC_MINISBLACK, .pages = 1,
+                           .big_endian = true};
+    ok &= write_tiff_raw(tmp_path(path, sizeof path, cut_names[11]), &be, bytes);
+    struct tiff_spec big = be;
+    big.big_endian = false, big.bigtiff = true, big.pages = 2, big.bps = 8;
+    ok &= write_tiff_raw(tmp_path(path, sizeof path, cut_names[12]), &big, bytes);
+    free(bytes);
+    unet_image_free(&img);
+    unet_image_free(&img16);
+    return ok;
+}
+
+/* Every truncation of small valid files of every layout, under every channel layout (the
+ * rule, no channel axis, the first axis: a TIFF's pages as channels, palette indices), and
+ * random byte changes: no crash, no leak; a cut file fails naming itself, or loads a page whose
+ * data it kept whole (the first page of a multi-page TIFF) exactly as the whole file does; the
+ * header-only answer is never more permissive than the load. */
+static const unet_image_opts cut_layouts[] = {{UNET_CHANNEL_AXIS_AUTO, 0}, {UNET_CHANNEL_AXIS_NONE, 0},
+                                              {0, 0}, {UNET_CHANNEL_AXIS_AUTO, 1}};
+#define N_LAYOUTS (sizeof cut_layouts / sizeof cut_layouts[0])
+#define CUT_PAGES 3
+static int cut_loads, cut_wrong;
+
+static void load_cut(unet_ctx *ctx, const char *cut, const char *name, size_t n,
+                     unet_image full[N_LAYOUTS][CUT_PAGES]) {
+    for (size_t l = 0; l < N_LAYOUTS; l++) {
+        int pages;
+        unet_image_pages_with(ctx, cut, &cut_layouts[l], &pages);
+        unet_image info;
+        unet_status si = unet_image_info_with(ctx, cut, 0, &cut_layouts[l], &info);
+        for (int page = 0; page < CUT_PAGES; page++) {
+            unet_image got = {0};
+            unet_status s = unet_image_load_with(ctx, cut, page, &cut_layouts[l], &got);
+            if (s == UNET_STATUS_OK) {
+                cut_loads++;
+                if ((!same_image(&got, &full[l][page]) || (page == 0 && si != UNET_STATUS_OK)) &&
+                    cut_wrong++ < 3)
+                    printf("  %s cut to %zu bytes loads page %d (layout %zu) wrongly\n", name, n,
+                           page, l);
+            } else if (!strstr(unet_ctx_errmsg(ctx), cut) || got.data) {
+                cut_wrong++;
+            }
+            unet_image_free(&got);
+        }
+    }
+}
+
+static void truncate_and_mutate(void) {
+    char path[512], cut[512];
+    unet_ctx *ctx = unet_ctx_create();
+    unet_ctx_set_max_pixels(ctx, 1 << 16);
+    if (!write_cut_files(ctx)) {
+        printf("  the files to cut could not be written\n");
+        harness_cur_failed++;
+    }
     struct unet__rng r;
     unet__rng_seed(&r, 99);
-    for (size_t f = 0; f < sizeof names / sizeof names[0]; f++) {
+    tmp_path(cut, sizeof cut, "fuzz.bin");
+    long cuts = 0, mutations = 0;
+    for (size_t f = 0; f < N_CUT_FILES; f++) {
         size_t size = 0;
-        unsigned char *buf = read_all(tmp_path(path, sizeof path, names[f]), &size);
+        unsigned char *buf = read_all(tmp_path(path, sizeof path, cut_names[f]), &size);
         if (!buf) {
-            printf("  %s was not written\n", names[f]);
+            printf("  %s was not written\n", cut_names[f]);
             harness_cur_failed++;
             continue;
         }
-        tmp_path(cut, sizeof cut, "fuzz.bin");
-        /* A cut file may still load a page whose data and directory it kept whole (the first
-         * page of a multi-page TIFF), but never anything other than that page. */
-        unet_image full[2] = {{0}, {0}};
-        for (int page = 0; page < 2; page++) unet_image_load(ctx, path, page, &full[page]);
-        int wrong = 0, loaded = 0;
-        for (size_t n = 0; n < size; n++) {
+        unet_image full[N_LAYOUTS][CUT_PAGES];
+        memset(full, 0, sizeof full);
+        for (size_t l = 0; l < N_LAYOUTS; l++)
+            for (int page = 0; page < CUT_PAGES; page++)
+                unet_image_load_with(ctx, path, page, &cut_layouts[l], &full[l][page]);
+        CHECK(full[0][0].data != NULL);
+        cut_loads = cut_wrong = 0;
+        for (size_t n = 0; n < size; n++, cuts++) {
             write_all(cut, buf, n);
-            for (int page = 0; page < 2; page++) {
-                unet_image got = {0};
-                unet_status s = unet_image_load(ctx, cut, page, &got);
-                if (s == UNET_STATUS_OK) {
-                    loaded++;
-                    if (!same_image(&got, &full[page]) && wrong++ < 3)
-                        printf("  %s cut to %zu of %zu bytes loads page %d wrongly\n", names[f],
-                               n, size, page);
-                } else if (!strstr(unet_ctx_errmsg(ctx), cut)) {
-                    wrong++;
-                }
-                unet_image_free(&got);
-            }
-            int pages;
-            unet_image_pages(ctx, cut, &pages);
+            load_cut(ctx, cut, cut_names[f], n, full);
         }
-        printf("       %-20s %zu truncations, %d page loads succeeded (complete pages)\n",
-               names[f], size, loaded);
-        CHECK_EQ(wrong, 0);
-        unet_image_free(&full[0]);
-        unet_image_free(&full[1]);
+        printf("       %-20s %4zu truncations, %d page loads succeeded (complete pages)\n",
+               cut_names[f], size, cut_loads);
+        CHECK_EQ(cut_wrong, 0);
+        for (size_t l = 0; l < N_LAYOUTS; l++)
+            for (int page = 0; page < CUT_PAGES; page++) unet_image_free(&full[l][page]);
         unsigned char *mut = malloc(size);
-        for (int k = 0; k < 300; k++) {
+        for (int k = 0; k < 40; k++, mutations++) {
             memcpy(mut, buf, size);
             int changes = 1 + (int)unet__rng_below(&r, 4);
             for (int j = 0; j < changes; j++) {
@@ -1491,26 +1928,28 @@ static void truncate_and_mutate(void) {
                                                  : (unsigned char)(mut[at] ^ (1u << unet__rng_below(&r, 8)));
             }
             write_all(cut, mut, size);
-            for (int page = 0; page < 2; page++) {
-                unet_image got = {0};
-                unet_status s = unet_image_load(ctx, cut, page, &got);
-                if (s == UNET_STATUS_OK) {
-                    CHECK((uint64_t)got.w * got.h <= (1 << 16) && got.c >= 1 && got.data);
-                    float *fl = test_alloc((size_t)got.w * got.h * got.c);
-                    unet_image_to_float(ctx, &got, UNET_NORM_PERCENTILE, fl);
-                    free(fl);
-                } else {
-                    CHECK(got.data == NULL);
-                    CHECK(strstr(unet_ctx_errmsg(ctx), cut) != NULL);
+            for (size_t l = 0; l < N_LAYOUTS; l++)
+                for (int page = 0; page < 2; page++) {
+                    unet_image got = {0};
+                    unet_status s = unet_image_load_with(ctx, cut, page, &cut_layouts[l], &got);
+                    if (s == UNET_STATUS_OK) {
+                        CHECK((uint64_t)got.w * got.h <= (1 << 16) && got.c >= 1 && got.data);
+                        float *fl = test_alloc((size_t)got.w * got.h * got.c);
+                        unet_image_to_float(ctx, &got, UNET_NORM_PERCENTILE, fl);
+                        free(fl);
+                        CHECK_STATUS(unet_image_select_channels(ctx, &got, "gray", cut), UNET_STATUS_OK);
+                    } else {
+                        CHECK(got.data == NULL);
+                        CHECK(strstr(unet_ctx_errmsg(ctx), cut) != NULL);
+                    }
+                    unet_image_free(&got);
                 }
-                unet_image_free(&got);
-            }
         }
         free(mut);
         free(buf);
     }
-    unet_image_free(&img);
-    unet_image_free(&img16);
+    printf("       %zu files: %ld truncations and %ld mutations, each under %zu layouts\n",
+           N_CUT_FILES, cuts, mutations, N_LAYOUTS);
     unet_ctx_free(ctx);
 }
 
@@ -1769,8 +2208,8 @@ TEST(fifo_is_not_read) {
     CHECK_STATUS(unet_image_pages(ctx, path, &pages), UNET_STATUS_IO);
     CHECK_STATUS(unet_image_info(ctx, path, 0, &img), UNET_STATUS_IO);
     CHECK_STATUS(unet__tiff_load(ctx, path, 0, true, &img), UNET_STATUS_IO);
-    CHECK_STATUS(unet__png_load(ctx, path, true, &img), UNET_STATUS_IO);
-    CHECK_STATUS(unet__npy_load(ctx, path, true, &img), UNET_STATUS_IO);
+    CHECK_STATUS(unet__png_load(ctx, path, false, true, &img), UNET_STATUS_IO);
+    CHECK_STATUS(unet__npy_load(ctx, path, 0, UNET_CHANNEL_AXIS_AUTO, true, &img), UNET_STATUS_IO);
     CHECK_STATUS(unet_model_load(ctx, path, &m), UNET_STATUS_IO);
     alarm(0);
     unlink(path);
@@ -1861,6 +2300,10 @@ int main(int argc, char **argv) {
     RUN(npy_inputs);
     RUN(npy_header_parser);
     RUN(npy_from_numpy);
+    RUN(channel_layouts);
+    RUN(tiff_pages_as_channels);
+    RUN(palette_pngs);
+    RUN(select_channels);
     RUN(to_float_percentile);
     RUN(to_float_fixed);
     RUN(mask_to_classes);

@@ -1,11 +1,15 @@
 /* test_pipeline.c — the predict pipeline (src/cli/pipeline.c): jobs and their messages keep
  * their order, the stages overlap (the next job is read and the last one written while one is
  * computed), memory reservations stay within the budget, and a job alone over it still runs.
- * The CLI is not part of libunet, so its two files are compiled in here. */
+ * The CLI is not part of libunet, so its files are compiled in here (cli.c calls the option
+ * parser, options.c, and the process group: dist.c and the one-process single.c). */
 #include "harness.h"
 
 #include "cli/cli.c"
+#include "cli/dist.c"
+#include "cli/options.c"
 #include "cli/pipeline.c"
+#include "dist/single.c"
 
 #include <time.h>
 

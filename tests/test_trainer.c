@@ -734,6 +734,147 @@ TEST(data_parallel_seams) {
     fixture_free(&f);
 }
 
+/* unet_dp between threads: a group whose sums are formed in rank order after a barrier (the
+ * same bits on every rank, as MPI_Allreduce gives). */
+struct group {
+    pthread_barrier_t bar;
+    void             *slot[RANKS];
+};
+
+struct member {
+    struct group       *g;
+    int                 r;
+    const unet_dataset *train;
+    int                 sync_bn, batchnorm;
+    float              *weights, *buffers;
+    size_t              n, nb;
+    unet_status         status;
+};
+
+/* v (doubles, or floats when f32) summed over the members in rank order, in double. */
+static void group_reduce(void *v, size_t n, bool f32, struct member *me) {
+    me->g->slot[me->r] = v;
+    pthread_barrier_wait(&me->g->bar);
+    double *sum = calloc(n + 1, sizeof(double));
+    for (int r = 0; r < RANKS && sum; r++)
+        for (size_t i = 0; i < n; i++)
+            sum[i] += f32 ? ((const float *)me->g->slot[r])[i] : ((const double *)me->g->slot[r])[i];
+    pthread_barrier_wait(&me->g->bar);
+    for (size_t i = 0; i < n && sum; i++)
+        if (f32) ((float *)v)[i] = (float)sum[i];
+        else ((double *)v)[i] = sum[i];
+    free(sum);
+}
+
+static void group_sum(double *v, size_t n, void *user) {
+    group_reduce(v, n, false, user);
+}
+
+static void group_sum_f32(float *v, size_t n, void *user) {
+    group_reduce(v, n, true, user);
+}
+
+/* 8 Adam steps (cross entropy, batch 4) of a model with or without batch-norm: one process
+ * (me->g NULL) or this member's share through unet_dp.  Keeps the weights and running
+ * statistics. */
+static unet_status dp_member_run(struct member *me) {
+    unet_ctx *ctx = unet_ctx_create();
+    unet_ctx_set_threads(ctx, 1);
+    unet_model *m = new_model(ctx, me->batchnorm);
+    unet_train_opts o = unet_train_defaults();
+    o.step.loss = UNET_LOSS_CE;
+    o.batch = 4, o.tile = 32, o.steps = 8, o.seed = 5;
+    unet_dp dp = {.rank = me->r, .processes = RANKS, .sum = group_sum, .sum_f32 = group_sum_f32,
+                  .user = me};
+    unet_status s = me->g ? unet_dp_attach(ctx, &dp, m, &o, me->sync_bn) : UNET_STATUS_OK;
+    unet_trainer *t = NULL;
+    if (s == UNET_STATUS_OK) s = unet_trainer_create(ctx, m, me->train, NULL, &o, &t);
+    if (s == UNET_STATUS_OK) s = unet_trainer_run(ctx, t, NULL, NULL);
+    if (s != UNET_STATUS_OK) printf("  rank %d: %s\n", me->r, unet_ctx_errmsg(ctx));
+    const float *w = unet_model_block(m, UNET_BLOCK_WEIGHTS, &me->n);
+    const float *b = unet_model_block(m, UNET_BLOCK_BUFFERS, &me->nb);
+    me->weights = malloc(me->n * sizeof(float));
+    me->buffers = malloc(me->nb * sizeof(float) + 1);
+    if (me->weights) memcpy(me->weights, w, me->n * sizeof(float));
+    if (me->buffers && me->nb) memcpy(me->buffers, b, me->nb * sizeof(float));
+    unet_trainer_free(t);
+    unet_model_free(m);
+    unet_ctx_free(ctx);
+    return s;
+}
+
+static void *member_main(void *arg) {
+    struct member *me = arg;
+    me->status = dp_member_run(me);
+    return NULL;
+}
+
+static double max_abs_diff(const float *a, const float *b, size_t n) {
+    double d = 0;
+    for (size_t i = 0; i < n; i++)
+        if (fabs((double)a[i] - b[i]) > d) d = fabs((double)a[i] - b[i]);
+    return d;
+}
+
+/* Two members' run against one process's: {weights, running statistics} max differences;
+ * the members must agree bit for bit. */
+static void dp_compare(const struct member *one, int batchnorm, int sync_bn, double out[2]) {
+    struct group g;
+    pthread_barrier_init(&g.bar, NULL, RANKS);
+    struct member mb[RANKS];
+    pthread_t th[RANKS];
+    for (int r = 0; r < RANKS; r++) {
+        mb[r] = (struct member){.g = &g, .r = r, .train = one->train, .sync_bn = sync_bn,
+                                .batchnorm = batchnorm};
+        pthread_create(&th[r], NULL, member_main, &mb[r]);
+    }
+    for (int r = 0; r < RANKS; r++) pthread_join(th[r], NULL);
+    out[0] = out[1] = INFINITY;
+    for (int r = 0; r < RANKS; r++) CHECK_STATUS(mb[r].status, UNET_STATUS_OK);
+    if (mb[0].weights && mb[1].weights && mb[0].buffers && mb[1].buffers && one->weights) {
+        CHECK(memcmp(mb[0].weights, mb[1].weights, one->n * sizeof(float)) == 0);
+        CHECK(memcmp(mb[0].buffers, mb[1].buffers, one->nb * sizeof(float)) == 0);
+        out[0] = max_abs_diff(mb[0].weights, one->weights, one->n);
+        out[1] = max_abs_diff(mb[0].buffers, one->buffers, one->nb);
+    }
+    for (int r = 0; r < RANKS; r++) free(mb[r].weights), free(mb[r].buffers);
+    pthread_barrier_destroy(&g.bar);
+}
+
+/* unet_dp_attach: 2 threads x 2 tiles against 1 x 4.  Without batch-norm and with synchronised
+ * batch-norm, the weights and running statistics match to float rounding; with per-process
+ * batch statistics (the default) they differ by far more, the members staying alike. */
+TEST(data_parallel_group) {
+    struct fixture f;
+    fixture_init(&f, 0);
+    struct member bn = {.train = f.train, .batchnorm = 1}, plain = {.train = f.train};
+    CHECK_STATUS(dp_member_run(&bn), UNET_STATUS_OK);
+    CHECK_STATUS(dp_member_run(&plain), UNET_STATUS_OK);
+    double d_plain[2], d_sync[2], d_local[2];
+    dp_compare(&plain, 0, 0, d_plain);
+    dp_compare(&bn, 1, 1, d_sync);
+    dp_compare(&bn, 1, 0, d_local);
+    printf("       max |dw|, |d running stats| vs 1 process: no batch-norm %.3g; sync-bn %.3g, "
+           "%.3g; per-process bn %.3g, %.3g\n",
+           d_plain[0], d_sync[0], d_sync[1], d_local[0], d_local[1]);
+    CHECK(d_plain[0] < 1e-5);
+    CHECK(d_sync[0] < 1e-5 && d_sync[1] < 1e-5);
+    CHECK(d_local[0] > 100 * d_sync[0] && d_local[1] > 1e-4);
+    /* The shares: batch 5 over 2 is 2 + 3; a batch below the processes is refused. */
+    unet_model *m = new_model(f.ctx, 1);
+    unet_train_opts o = unet_train_defaults();
+    unet_dp dp = {.rank = 1, .processes = 2, .sum = group_sum, .sum_f32 = group_sum_f32};
+    o.batch = 5;
+    CHECK_STATUS(unet_dp_attach(f.ctx, &dp, m, &o, 0), UNET_STATUS_OK);
+    CHECK(o.shard_first == 2 && o.shard_count == 3);
+    o.batch = 1;
+    CHECK_STATUS(unet_dp_attach(f.ctx, &dp, m, &o, 0), UNET_STATUS_ARG);
+    CHECK(strstr(unet_ctx_errmsg(f.ctx), "batch") != NULL);
+    unet_model_free(m);
+    free(bn.weights), free(bn.buffers), free(plain.weights), free(plain.buffers);
+    fixture_free(&f);
+}
+
 int main(void) {
     snprintf(tmp_dir, sizeof tmp_dir, "/tmp/unet_test_trainer_%d", (int)getpid());
     mkdir(tmp_dir, 0755);
@@ -753,6 +894,7 @@ int main(void) {
     RUN(sampler_shards_are_slices);
     RUN(grad_hook_sees_every_step);
     RUN(data_parallel_seams);
+    RUN(data_parallel_group);
     remove_tree(tmp_dir);
     return harness_finish();
 }

@@ -42,6 +42,25 @@ def test_png_with_tiles_equals_cli_bit_for_bit(small_model, unet_mod, tmp_path):
     assert np.array_equal(unet_mod.imread(tmp_path / "p" / f"{stem}.png"), labels2 * np.uint8(255))
 
 
+def test_precision_equals_cli(small_model, unet_mod, tmp_path):
+    """precision="bf16" is unet predict --precision bf16, bit for bit (bf16 where the CPU has
+    AVX512_BF16, fp32 elsewhere, both sides alike); the default is fp32 again afterwards."""
+    path, m = small_model
+    png = sample_png()
+    stem = os.path.splitext(os.path.basename(png))[0]
+    img = unet_mod.imread(png)
+    for precision in ("bf16", "fp32"):
+        run_unet("predict", "--model", path, "--input", png, "--output", tmp_path / precision,
+                 "--logits", tmp_path / f"l{precision}", "--precision", precision, "--quiet")
+        _, logits = m.predict(img, logits=True, precision=precision)
+        cli = np.load(tmp_path / f"l{precision}" / f"{stem}_logits.npy")
+        assert logits.tobytes() == cli.tobytes()
+    _, default = m.predict(img, logits=True)
+    assert default.tobytes() == logits.tobytes()  # fp32, the last one asked
+    with pytest.raises(ValueError, match="precision"):
+        m.predict(img, precision="fp16")
+
+
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "int64", "float32", "float64",
                                    "bool"])
 def test_npy_of_each_dtype_equals_cli(small_model, tmp_path, dtype):
@@ -65,7 +84,10 @@ def test_stacks_channels_and_views(unet_mod):
     m = unet_mod.create("unet", base=4, depth=2, seed=5)
     rng = np.random.default_rng(0)
     stack = rng.random((3, 40, 36), dtype=np.float32)
-    got = m.predict(stack, probabilities=True)
+    # unet's rule reads (3, 40, 36) as one 3-channel image; "none" makes it a stack.
+    with pytest.raises(ValueError, match="channel_axis='none' reads"):
+        m.predict(stack)
+    got = m.predict(stack, probabilities=True, channel_axis="none")
     assert got[0].shape == (3, 40, 36) and got[1].shape == (3, 2, 40, 36)
     for i in range(3):
         one = m.predict(stack[i], probabilities=True)

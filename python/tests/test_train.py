@@ -118,7 +118,7 @@ def test_errors(unet_mod, tmp_path):
     bad = [x.copy() for x in images]
     bad[2][5, 7] = np.nan
     with pytest.raises(unet_mod.ArgumentError,
-                       match=r"images\[2\]': non-finite value nan at channel 0, pixel \(y 5, x 7\)"):
+                       match=r"images\[2\]: non-finite value nan at channel 0, pixel \(y 5, x 7\)"):
         unet_mod.train(bad, masks, **quick)
     with pytest.raises(ValueError, match=r"images\[0\]: the mask has shape \(63, 64\)"):
         unet_mod.train(images[:1], [masks[0][1:]], **quick)
@@ -128,7 +128,8 @@ def test_errors(unet_mod, tmp_path):
     for kw, text in [(dict(batch=0), "batch: expected"), (dict(ema=1.5), "ema: "),
                      (dict(loss="bce"), "loss: 'bce'"), (dict(schedule="linear"), "schedule: "),
                      (dict(lr=-1.0), "lr: "), (dict(minutes=-1.0), "minutes: "),
-                     (dict(loss="dice", loss_reduction="sum"), "loss reduction sum")]:
+                     (dict(loss="dice", loss_reduction="sum"), "loss reduction sum"),
+                     (dict(precision="fp16"), "precision: expected fp32 or bf16, got 'fp16'")]:
         with pytest.raises(unet_mod.ArgumentError, match=text):
             unet_mod.train(images, masks, **dict(quick, **kw))
     with pytest.raises(TypeError, match="unexpected keyword"):
@@ -153,9 +154,15 @@ def test_errors(unet_mod, tmp_path):
         if e["step"] == 2:
             os.kill(os.getpid(), signal.SIGINT)
 
-    with pytest.raises(KeyboardInterrupt):
-        unet_mod.train(images, masks, tmp_path / "c.safetensors", **dict(quick, steps=5),
-                       callback=ctrl_c)
+    # Python's own handler, even when the tests were started with SIGINT ignored (a shell's
+    # background job: `nohup make test &`), where Python installs none.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            unet_mod.train(images, masks, tmp_path / "c.safetensors", **dict(quick, steps=5),
+                           callback=ctrl_c)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     m = unet_mod.train(images, masks, tmp_path / "c.safetensors", **dict(quick, steps=5),
                        resume=tmp_path / "c.resume.safetensors")
     assert m.training["first_step"] == 2 and m.training["step"] == 5

@@ -7,8 +7,12 @@
     print(unet.evaluate(labels, truth)["mean_dice"])
     m = unet.train(images, masks, out="model.safetensors", steps=2000)   # lists or folders
 
-Images are numpy arrays of any integer or float dtype: (H, W) for a one-channel model, (H, W, C)
-for C channels, or a stack of either ((N, H, W), (N, H, W, C)).  They are normalised exactly as
+Images are numpy arrays of any integer or float dtype: (H, W), or 3-D with the channels where
+unet's rule puts them for a .npy file (last when the last axis is <= 4 and both others larger,
+else first; channel_axis= says otherwise, "none" makes (N, H, W) a stack), or a stack
+(N, ...) of them.  channels= chooses or converts channels ("gray", "0", "1,2") as
+`unet predict --channels`; a model trained with --channel-axis or --channels applies its own
+unless told otherwise (docs/images.md).  They are normalised exactly as
 `unet predict` normalises image files (8-bit / 255, 16-bit by the 1 and 99.8 percentiles per
 image and channel, float and other integers as they are), so a prediction from Python equals
 the command line's bit for bit.  Computation releases the GIL.  Errors of the C library raise
@@ -42,6 +46,35 @@ __all__ = ["load", "create", "train", "holdout_plan", "evaluate", "imread", "ima
 _U8, _U16, _I32, _F32 = 1, 2, 3, 4
 _NORMS = {"auto": 0, "percentile": 1, "max": 2, "none": 3}
 _LOGITS, _PROBABILITIES = 1, 0  # unet_output
+_AXIS_AUTO, _AXIS_NONE = -100, -101  # UNET_CHANNEL_AXIS_AUTO, _NONE
+_AXIS_NAMES = {"auto": _AXIS_AUTO, "none": _AXIS_NONE, "first": 0, "last": -1}
+
+
+def _axis_code(channel_axis):
+    """channel_axis (None, "auto", "none", "first", "last" or an int) as unet's code."""
+    if channel_axis is None:
+        return _AXIS_AUTO
+    if isinstance(channel_axis, str):
+        if channel_axis not in _AXIS_NAMES:
+            raise ValueError(f"channel_axis: expected one of {', '.join(_AXIS_NAMES)} or an "
+                             f"axis, got {channel_axis!r}")
+        return _AXIS_NAMES[channel_axis]
+    if isinstance(channel_axis, (bool, np.bool_)) or not isinstance(channel_axis,
+                                                                   (int, np.integer)):
+        raise TypeError(f"channel_axis: expected a name or an int, got {channel_axis!r}")
+    return int(channel_axis)
+
+
+def _channels_spec(channels):
+    """channels ("gray", "all", "0", "1,2", or a sequence of ints) as unet's spec, None for
+    all."""
+    if channels is None or (isinstance(channels, str) and channels == "all"):
+        return None
+    if isinstance(channels, str):
+        return channels
+    if isinstance(channels, (int, np.integer)) and not isinstance(channels, bool):
+        return str(int(channels))
+    return ",".join(str(int(c)) for c in channels)
 
 
 def _check_file(path, what):
@@ -139,6 +172,16 @@ class Model:
     def in_channels(self):
         return self._m.config()["in_channels"]
 
+    @property
+    def input(self):
+        """The input layout the model was trained on (unet train --channel-axis, --channels):
+        {"channel_axis": "first", "last", "none", an int or None, "channels": "gray", "0,1"... or
+        None}; predict applies it unless told otherwise."""
+        axis, channels = self._m.input()
+        names = {v: k for k, v in _AXIS_NAMES.items()}
+        return {"channel_axis": None if axis == _AXIS_AUTO else names.get(axis, axis),
+                "channels": channels}
+
     def output_size(self, h, w):
         """(out_h, out_w) of one forward pass on an h x w input."""
         return self._m.output_size(int(h), int(w))
@@ -167,43 +210,50 @@ class Model:
         return out
 
     def _planar(self, image, channel_axis):
-        """image as a list of planar (C, H, W) arrays (views where possible) and whether it
-        was a stack."""
+        """image as planar (N, C, H, W) (a view where possible) and whether it was a stack.
+        One image is 2-D or 3-D, read by unet's channel rule (unet_channel_axis_of) as a .npy
+        file is; a stack is 4-D, or 3-D with channel_axis "none"."""
         a = np.asarray(image)
-        C = self.in_channels
-        if a.dtype == object or a.ndim < 2:
-            raise ValueError(f"image: expected a 2-D image, (H, W, C) or a stack, got shape "
-                             f"{a.shape} of {a.dtype}")
-        if channel_axis is None:
-            if C == 1:
-                if a.ndim > 3:
-                    raise ValueError(f"image: shape {a.shape}: a one-channel model takes (H, W) "
-                                     "or a stack (N, H, W) (or say channel_axis=)")
-                return (a[None, None] if a.ndim == 2 else a[:, None]), a.ndim == 3
-            channel_axis = -1
-        if a.ndim not in (3, 4):
-            raise ValueError(f"image: shape {a.shape}: a {C}-channel model takes (H, W, C) or "
-                             "a stack (N, H, W, C)")
-        stack = a.ndim == 4
-        ax = channel_axis % a.ndim
-        if stack and ax == 0:
-            raise ValueError("image: channel_axis 0 of a 4-D stack is the stack axis")
-        if a.shape[ax] != C:
-            raise ValueError(f"image: shape {a.shape} has {a.shape[ax]} channels on axis "
-                             f"{channel_axis}; the model takes {C}")
-        a = np.moveaxis(a, ax, 1 if stack else 0)
-        return (a if stack else a[None]), stack
+        if a.dtype == object or a.ndim < 2 or a.ndim > 4:
+            raise ValueError(f"image: expected a 2-D image, a 3-D one with channels or a stack, "
+                             f"got shape {a.shape} of {a.dtype}")
+        named = channel_axis is None or isinstance(channel_axis, str)
+        code = self._m.input()[0] if channel_axis is None else _axis_code(channel_axis)
+        if a.ndim == 2:
+            return a[None, None], False
+        if a.ndim == 3:
+            if code == _AXIS_NONE:
+                return a[:, None], True
+            ax = _core.channel_axis(tuple(int(d) for d in a.shape), code)
+            return np.moveaxis(a, ax, 0)[None], False
+        # A stack (N, ...): names and the rule apply to each image's three axes, an int is an
+        # axis of the 4-D array.
+        if code == _AXIS_NONE:
+            raise ValueError(f"image: shape {a.shape}: channel_axis 'none' takes a stack "
+                             "(N, H, W) of one-channel images, not a 4-D array")
+        if named:
+            ax = 1 + _core.channel_axis(tuple(int(d) for d in a.shape[1:]), code)
+        else:
+            ax = code % 4 if -4 <= code < 4 else 0
+            if ax == 0:
+                raise ValueError(f"image: channel_axis {code} of a 4-D stack is the stack axis")
+        return np.moveaxis(a, ax, 1), True
 
     def predict(self, image, *, tile=0, overlap=None, tta=False, batch=1, threads=None,
                 probabilities=False, instances=False, logits=False, grow=2, norm="auto",
-                channel_axis=None):
+                channel_axis=None, channels=None, precision="fp32"):
         """Segments an image of any size with overlapping tiles (as `unet predict`).
 
-        image: (H, W) for a one-channel model, (H, W, C) for C channels, or a stack (N, ...);
-            any integer or float dtype, normalised as `unet predict --norm` does (norm: "auto",
-            "percentile", "max", "none").  channel_axis: where the channels are when not last.
-        tile, overlap, tta, batch: as `unet predict --tile --overlap --tta --batch`;
-        threads: OpenMP threads (None: all cores).
+        image: (H, W), a 3-D image whose channel axis unet's rule finds (last when the last
+            axis is <= 4 and both others larger, else first), or a stack (N, ...); any integer
+            or float dtype, normalised as `unet predict --norm` does (norm: "auto",
+            "percentile", "max", "none").  channel_axis: "first", "last", "none" (a 3-D array
+            is a stack (N, H, W)) or an int, as `unet predict --channel-axis`; channels:
+            "gray", "0", "1,2" or a list of ints, as `--channels`.  Both default to the
+            model's record (Model.input), else the rule and every channel.
+        tile, overlap, tta, batch, precision: as `unet predict --tile --overlap --tta --batch
+        --precision` ("fp32" or "bf16": bf16 products where the CPU has AVX512_BF16, fp32
+        elsewhere; docs/performance.md); threads: OpenMP threads (None: all cores).
         Returns the class ids (H, W) uint8; with probabilities, instances or logits, a tuple
         (classes, then in this order those asked for: probabilities (K, H, W) float32,
         instances (H, W) int32 labels 1..n (as `unet predict --instances`: the seeded watershed
@@ -212,6 +262,9 @@ class Model:
         """
         if norm not in _NORMS:
             raise ValueError(f"norm: expected one of {', '.join(_NORMS)}, got {norm!r}")
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision: expected 'fp32' or 'bf16', got {precision!r}")
+        self._m.set_precision(precision)
         if logits and tta:
             raise ValueError("logits: not available with tta (the 8 predictions are averaged "
                              "as probabilities)")
@@ -221,7 +274,15 @@ class Model:
         if overlap is not None and int(overlap) < 0:
             raise ValueError(f"overlap: expected >= 0, got {overlap}")
         planes, stack = self._planar(image, channel_axis)
+        spec = self._m.input()[1] if channels is None else _channels_spec(channels)
         n, c, h, w = planes.shape
+        C = self.in_channels
+        if spec is not None:
+            c = _core.channels_count(spec, c, "image")
+        if c != C:
+            raise ValueError(f"image: shape {np.shape(image)} has {c} channel"
+                             f"{'' if c == 1 else 's'}; the model takes {C}"
+                             + _channels_hint(spec, c, C, np.ndim(image), planes.shape[1]))
         K = self.classes
         kind = _LOGITS if logits else _PROBABILITIES  # unet predict: --logits without --tta
         labels = np.empty((n, h, w), np.uint8)
@@ -231,7 +292,11 @@ class Model:
         args = (_NORMS[norm], int(tile), -1 if overlap is None else int(overlap), int(bool(tta)),
                 int(batch), _threads(threads))
         for i in range(n):
-            x, code = _as_unet_dtype(planes[i], "image" if n == 1 else f"image {i}")
+            what = "image" if n == 1 else f"image {i}"
+            x, code = _as_unet_dtype(planes[i], what)
+            if spec is not None:
+                data, _ = _core.select_channels(x, code, x.shape[0], h, w, spec, what)
+                x = np.frombuffer(data, dtype=x.dtype).reshape(c, h, w)
             self._m.predict(x, code, c, h, w, args[0], out[i], kind, labels[i],
                             None if inst is None else inst[i], int(grow), *args[1:])
             if logit_copy is not None:
@@ -247,6 +312,23 @@ class Model:
         if not stack:
             res = [r[0] for r in res]
         return res[0] if len(res) == 1 else tuple(res)
+
+
+def _channels_hint(spec, c, want, ndim, stored):
+    """What would make an image of c channels (stored before channels=) fit a model of want,
+    as `unet predict` hints."""
+    if spec is not None:
+        return f" (after channels={spec!r})"
+    hints = []
+    if want == 1 and ndim == 3:
+        hints.append("channel_axis='none' reads (N, H, W) as a stack")
+    if want == 1 and stored == 3:
+        hints.append("channels='gray' converts RGB to its luminance")
+    if want < c:
+        hints.append(f"channels= chooses {want} of them")
+    if not hints:
+        hints.append("channel_axis= says where the channels are")
+    return ": " + "; ".join(hints)
 
 
 def _threads(threads):
@@ -290,18 +372,22 @@ def evaluate(pred, truth, *, classes=None, pred_instances=None, truth_instances=
     return _core.evaluate(p, t, pi, ti, h, w, int(classes))
 
 
-def imread(path, page=0):
+def imread(path, page=0, channel_axis=None, palette_indices=False):
     """An image file (PNG, TIFF page, .npy) as unet reads it: the stored samples, (H, W) for
-    one channel, else (H, W, C); dtype uint8, uint16, int32 or float32."""
-    data, code, c, h, w = _core.imread(_check_file(path, "image"), int(page))
+    one channel, else (H, W, C); dtype uint8, uint16, int32 or float32.  channel_axis as
+    `unet predict --channel-axis` (None: unet's rule); palette_indices: a palette PNG's
+    indices instead of its colours (as masks are read)."""
+    data, code, c, h, w = _core.imread(_check_file(path, "image"), int(page),
+                                       _axis_code(channel_axis), bool(palette_indices))
     dtype = {_U8: np.uint8, _U16: np.uint16, _I32: np.int32, _F32: np.float32}[code]
     a = np.frombuffer(data, dtype=dtype).reshape(c, h, w)
     return a[0] if c == 1 else np.moveaxis(a, 0, -1)
 
 
-def image_pages(path):
-    """The number of images in a file (TIFF pages; 1 for PNG and .npy)."""
-    return _core.image_pages(_check_file(path, "image"))
+def image_pages(path, channel_axis=None):
+    """The number of images in a file (TIFF pages; 1 for PNG and .npy) under channel_axis
+    ("none": a 3-D .npy's first axis; "first": a TIFF's pages are channels, so 1)."""
+    return _core.image_pages(_check_file(path, "image"), _axis_code(channel_axis))
 
 
 # ---- training (docs/python.md, "Training") -------------------------------------------------
@@ -329,18 +415,31 @@ def _list_images(path):
 
 
 def _find_mask(masks, image):
-    """The mask of an image file in the folder masks: the same name, or the same stem with an
-    image extension (as `unet train` finds it)."""
+    """The mask of an image file in the folder masks as `unet train` finds it
+    (src/cli/cli.c, cli_find_mask): the same name, or the same stem with an image extension; two
+    such masks, or a mask whose full name is another image's beside this one, are an error."""
     base = os.path.basename(image)
     p = os.path.join(masks, base)
     if os.access(p, os.R_OK):
         return p
     stem = os.path.splitext(base)[0] if not base.startswith(".") else base
-    for ext in (".png", ".tif", ".tiff", ".npy", ".PNG", ".TIF", ".TIFF"):
+    found = []
+    for ext in (".png", ".tif", ".tiff", ".npy", ".PNG", ".TIF", ".TIFF", ".NPY"):
         p = os.path.join(masks, stem + ext)
-        if os.access(p, os.R_OK):
-            return p
-    raise FileNotFoundError(2, f"{image}: no mask with the same name in this folder", masks)
+        if os.access(p, os.R_OK) and not any(os.path.samefile(p, f) for f in found):
+            found.append(p)
+    if not found:
+        raise FileNotFoundError(2, f"{image}: no mask with the same name in this folder", masks)
+    if len(found) > 1:
+        raise ValueError(f"{image}: several masks in {masks} have its name "
+                         f"({os.path.basename(found[0])}, {os.path.basename(found[1])}): which "
+                         "one is its mask is ambiguous; rename them")
+    sibling = os.path.join(os.path.dirname(image), os.path.basename(found[0]))
+    if sibling != image and os.path.exists(sibling):
+        raise ValueError(f"{image} and {sibling} have the same name: the mask {found[0]} is "
+                         f"{sibling}'s (the same file name); give each image a mask of its own "
+                         "name")
+    return found[0]
 
 
 def _is_path(x):
@@ -349,10 +448,11 @@ def _is_path(x):
 
 class _Loader:
     """Training images into a _core.Dataset, from files or arrays, with the file each came from
-    (for the held-back set)."""
+    (for the held-back set); axis and spec: the layout (unet's channel_axis code, a channels
+    spec or None), as unet train --channel-axis --channels."""
 
-    def __init__(self, target, norm, channel_axis, channels):
-        self.target, self.norm, self.channel_axis = target, norm, channel_axis
+    def __init__(self, target, norm, axis, spec, channels):
+        self.target, self.norm, self.axis, self.spec = target, norm, axis, spec
         self.channels, self.ds, self.files, self.nfile = channels, None, [], 0
 
     def _dataset(self, c):
@@ -364,16 +464,18 @@ class _Loader:
     def folder(self, images, masks):
         for ip in _list_images(images):
             mp = _find_mask(os.fspath(masks), ip) if os.path.isdir(masks) else os.fspath(masks)
-            pages, mpages = image_pages(ip), image_pages(mp)
+            pages, mpages = (_core.image_pages(_check_file(f, "image"), self.axis)
+                             for f in (ip, mp))
             if pages != mpages:
                 raise FormatError(f"{ip} has {pages} pages but its mask {mp} has {mpages}")
             base = os.path.basename(ip)
             for p in range(pages):
                 if self.ds is None and not self.channels:
-                    first = imread(ip, p)
-                    self._dataset(first.shape[2] if first.ndim == 3 else 1)
-                self.ds.add_file(ip, mp, p, _NORMS[self.norm], self.target,
-                                 f"{base}[{p}]" if pages > 1 else base)
+                    _, _, c, _, _ = _core.imread(_check_file(ip, "image"), p, self.axis, 0)
+                    self._dataset(c if self.spec is None else
+                                  _core.channels_count(self.spec, c, ip))
+                self.ds.add_file(ip, mp, p, self.axis, self.spec, _NORMS[self.norm],
+                                 self.target, f"{base}[{p}]" if pages > 1 else base)
                 self.files.append(self.nfile)
             self.nfile += 1
 
@@ -386,10 +488,12 @@ class _Loader:
             a = np.asarray(img)
             if a.ndim == 2:
                 a = a[None]
-            elif a.ndim == 3:
-                a = np.moveaxis(a, -1 if self.channel_axis is None else self.channel_axis, 0)
+            elif a.ndim == 3 and self.axis != _AXIS_NONE:
+                a = np.moveaxis(a, _core.channel_axis(tuple(int(d) for d in a.shape),
+                                                      self.axis), 0)
             else:
-                raise ValueError(f"{name}: expected (H, W) or (H, W, C), got shape {a.shape}")
+                raise ValueError(f"{name}: expected (H, W) or a 3-D image with channels, got "
+                                 f"shape {a.shape}")
             m = np.asarray(mask)
             if m.ndim != 2 or m.shape != a.shape[1:]:
                 raise ValueError(f"{name}: the mask has shape {m.shape}, the image "
@@ -397,6 +501,9 @@ class _Loader:
             x, code = _as_unet_dtype(a, name)
             mk, mcode = _as_unet_dtype(m, f"{name}'s mask")
             c, h, w = a.shape
+            if self.spec is not None:
+                data, c = _core.select_channels(x, code, c, h, w, self.spec, name)
+                x = np.frombuffer(data, dtype=x.dtype)
             self._dataset(c).add_array(x, code, c, h, w, mk, mcode, _NORMS[self.norm],
                                        self.target, name)
             self.files.append(self.nfile)
@@ -410,6 +517,20 @@ class _Loader:
             self.folder(images, masks)
         else:
             self.arrays(images, masks, what)
+
+
+def _train_layout(core, channel_axis, channels, resume):
+    """The layout a training reads its data with: the options given, else the model's record
+    (init, model or resume), else the rule and every channel; a resumed run must read its data
+    as it began."""
+    rec_axis, rec_spec = core.input() if core is not None else (_AXIS_AUTO, None)
+    axis = rec_axis if channel_axis is None else _axis_code(channel_axis)
+    spec = rec_spec if channels is None else _channels_spec(channels)
+    if resume is not None and (axis, spec) != (rec_axis, rec_spec):
+        raise ValueError(f"{os.fspath(resume)} was trained with channel_axis={rec_axis!r}, "
+                         f"channels={rec_spec!r}; a resumed run reads its data the same way "
+                         "(drop the options, or give these)")
+    return axis, spec
 
 
 def _recipe(name, o):
@@ -479,12 +600,17 @@ def train(images, masks, out=None, *, val_images=None, val_masks=None, callback=
           loss_reduction=None, w0=10.0, sigma=5.0, separate_cells=False, augment=None,
           norm="auto", seed=1, threads=None, val_split=0.1, minutes=0.0, max_rollbacks=3,
           rollback_lr=0.5, snapshot_every=100, guard=True, save_every=0, save_minutes=10.0,
-          channel_axis=None):
+          channel_axis=None, channels=None, precision="fp32"):
     """Trains a segmentation network as `unet train` does (docs/training.md, docs/python.md).
 
     images, masks: folders (or files) as `unet train --images --masks` reads them, or lists of
-        numpy arrays: images (H, W) or (H, W, C) of any integer or float dtype (normalised as
-        `norm` says), masks (H, W) of integers (0 background; >2 classes: class ids).
+        numpy arrays: images (H, W) or 3-D with the channels where unet's rule finds them (last
+        when the last axis is <= 4 and both others larger, else first) of any integer or float
+        dtype (normalised as `norm` says), masks (H, W) of integers (0 background; >2 classes:
+        class ids).
+    channel_axis, channels: as `unet train --channel-axis --channels` (docs/images.md), for
+        files and arrays; recorded with the model.  None: the model's record (init, model,
+        resume), else the rule and every channel.
     out: the model file to write, the best by validation Dice (without validation the last),
         with STEM.last.safetensors and STEM.resume.safetensors beside it; None: no files.
     val_images, val_masks: the validation set (else val_split of the images is held back).
@@ -530,7 +656,7 @@ def train(images, masks, out=None, *, val_images=None, val_masks=None, callback=
                 guard=int(bool(guard)), ema=ema, batch=o["batch"], tile=tile, epochs=epochs,
                 steps=steps, seed=seed, minutes=minutes, snapshot_every=snapshot_every,
                 save_every=save_every, save_minutes=save_minutes, out=files[0],
-                last=files[1], resume_out=files[2])
+                last=files[1], resume_out=files[2], precision=precision)
     opts["resume"], resumed_at = None, None
     if resume is not None:
         core = _core.load_training(_check_file(resume, "resume checkpoint"))
@@ -544,12 +670,13 @@ def train(images, masks, out=None, *, val_images=None, val_masks=None, callback=
         classes = core.config()["classes"]
     target = (int(classes), int(bool(o["separate_cells"])), 1, int(o["loss"] == "wce"),
               float(w0), float(sigma))
-    train_set = _Loader(target, norm, channel_axis,
+    axis, spec = _train_layout(core, channel_axis, channels, resume)
+    train_set = _Loader(target, norm, axis, spec,
                         core.config()["in_channels"] if core is not None else 0)
     train_set.load(images, masks, "images")
     val = None
     if val_images is not None:
-        v = _Loader(target[:3] + (0,) + target[4:], norm, channel_axis, train_set.channels)
+        v = _Loader(target[:3] + (0,) + target[4:], norm, axis, spec, train_set.channels)
         v.load(val_images, val_masks, "val_images")
         val = v.ds
     elif val_split > 0:
@@ -565,6 +692,7 @@ def train(images, masks, out=None, *, val_images=None, val_masks=None, callback=
                       bilinear=True if bilinear else None, conv_bias=True if conv_bias else None,
                       batchnorm=None if batchnorm else False, padding=0 if valid else None,
                       dropout=dropout, seed=seed)._m
+    core.set_input(axis, spec)
     logf = _open_log(log, resumed_at) if log else None
 
     def on_event(ev):

@@ -461,6 +461,28 @@ static PyObject *model_forward(ModelObject *self, PyObject *args) {
 }
 
 /* save(path) */
+/* input() -> (channel_axis, channels or None): the layout the model was trained on. */
+static PyObject *model_input(ModelObject *self, PyObject *unused) {
+    (void)unused;
+    int axis;
+    const char *channels;
+    unet_model_input(self->m, &axis, &channels);
+    return Py_BuildValue("(iz)", axis, channels);
+}
+
+/* set_input(channel_axis, channels or None): the layout recorded with the model
+ * (unet_model_set_input), as unet train records --channel-axis and --channels. */
+static PyObject *model_set_input(ModelObject *self, PyObject *args) {
+    int axis;
+    const char *channels;
+    if (!PyArg_ParseTuple(args, "iz:set_input", &axis, &channels)) return NULL;
+    model_lock(self);
+    unet_status s = unet_model_set_input(self->ctx, self->m, axis, channels);
+    PyObject *r = s == UNET_STATUS_OK ? none() : raise_status(self->ctx, s);
+    model_unlock(self);
+    return r;
+}
+
 static PyObject *model_save(ModelObject *self, PyObject *args) {
     PyObject *path_obj;
     if (!PyArg_ParseTuple(args, "O&:save", PyUnicode_FSConverter, &path_obj)) return NULL;
@@ -493,7 +515,24 @@ static PyObject *model_export_onnx(ModelObject *self, PyObject *args) {
     return r;
 }
 
+/* set_precision(name): "fp32" or "bf16" (unet_model_set_precision); returns whether this CPU
+ * runs it as asked (bf16 falls back to fp32 without AVX512_BF16). */
+static PyObject *model_set_precision(ModelObject *self, PyObject *args) {
+    const char *name;
+    if (!PyArg_ParseTuple(args, "s:set_precision", &name)) return NULL;
+    model_lock(self);
+    unet_precision p;
+    unet_status s = unet_precision_parse(self->ctx, name, &p);
+    if (s == UNET_STATUS_OK) s = unet_model_set_precision(self->ctx, self->m, p);
+    PyObject *r = s == UNET_STATUS_OK ? PyBool_FromLong(unet_precision_native(p))
+                                      : raise_status(self->ctx, s);
+    model_unlock(self);
+    return r;
+}
+
 static PyMethodDef model_methods[] = {
+    {"set_precision", (PyCFunction)model_set_precision, METH_VARARGS,
+     "see unet.Model.predict's precision"},
     {"config", (PyCFunction)model_config, METH_NOARGS, "the architecture as a dict"},
     {"tensors", (PyCFunction)model_tensors, METH_NOARGS, "[(name, shape, trainable)]"},
     {"output_size", (PyCFunction)model_output_size, METH_VARARGS, "(out_h, out_w) for (h, w)"},
@@ -502,6 +541,8 @@ static PyMethodDef model_methods[] = {
     {"predict", (PyCFunction)model_predict, METH_VARARGS, "see unet.Model.predict"},
     {"forward", (PyCFunction)model_forward, METH_VARARGS, "see unet.Model.forward"},
     {"save", (PyCFunction)model_save, METH_VARARGS, "write a safetensors checkpoint"},
+    {"input", (PyCFunction)model_input, METH_NOARGS, "(channel_axis, channels) it was trained on"},
+    {"set_input", (PyCFunction)model_set_input, METH_VARARGS, "record the input layout"},
     {"export_onnx", (PyCFunction)model_export_onnx, METH_VARARGS, "write an ONNX file"},
     TRAIN_MODEL_METHODS
     {NULL, NULL, 0, NULL},
@@ -578,12 +619,16 @@ done:
     return r;
 }
 
-/* imread(path, page) -> (bytearray, dtype, c, h, w): the samples as stored, planar. */
+/* imread(path, page, channel_axis, palette_indices) -> (bytearray, dtype, c, h, w): the
+ * samples as stored, planar, under unet_image_opts. */
 static PyObject *core_imread(PyObject *mod, PyObject *args) {
     (void)mod;
     PyObject *path_obj;
     int page;
-    if (!PyArg_ParseTuple(args, "O&i:imread", PyUnicode_FSConverter, &path_obj, &page)) return NULL;
+    unet_image_opts o = unet_image_defaults();
+    if (!PyArg_ParseTuple(args, "O&iip:imread", PyUnicode_FSConverter, &path_obj, &page,
+                          &o.channel_axis, &o.palette_indices))
+        return NULL;
     unet_ctx *ctx = unet_ctx_create();
     if (!ctx) {
         Py_DECREF(path_obj);
@@ -592,7 +637,7 @@ static PyObject *core_imread(PyObject *mod, PyObject *args) {
     unet_image img = {0};
     unet_status s;
     Py_BEGIN_ALLOW_THREADS
-    s = unet_image_load(ctx, PyBytes_AS_STRING(path_obj), page, &img);
+    s = unet_image_load_with(ctx, PyBytes_AS_STRING(path_obj), page, &o, &img);
     Py_END_ALLOW_THREADS
     Py_DECREF(path_obj);
     PyObject *r = NULL;
@@ -608,21 +653,99 @@ static PyObject *core_imread(PyObject *mod, PyObject *args) {
     return r;
 }
 
-/* image_pages(path) -> pages in the file */
+/* v as a Python int when s is OK, else the library's error; frees ctx (may be NULL: out of
+ * memory). */
+static PyObject *int_or_raise(unet_ctx *ctx, unet_status s, long v) {
+    PyObject *r = !ctx ? PyErr_NoMemory() : s == UNET_STATUS_OK ? PyLong_FromLong(v)
+                                                                : raise_status(ctx, s);
+    unet_ctx_free(ctx);
+    return r;
+}
+
+/* image_pages(path, channel_axis) -> pages in the file */
 static PyObject *core_image_pages(PyObject *mod, PyObject *args) {
     (void)mod;
     PyObject *path_obj;
-    if (!PyArg_ParseTuple(args, "O&:image_pages", PyUnicode_FSConverter, &path_obj)) return NULL;
+    unet_image_opts o = unet_image_defaults();
+    if (!PyArg_ParseTuple(args, "O&i:image_pages", PyUnicode_FSConverter, &path_obj,
+                          &o.channel_axis))
+        return NULL;
     unet_ctx *ctx = unet_ctx_create();
     if (!ctx) {
         Py_DECREF(path_obj);
         return PyErr_NoMemory();
     }
     int pages = 0;
-    unet_status s = unet_image_pages(ctx, PyBytes_AS_STRING(path_obj), &pages);
+    unet_status s = unet_image_pages_with(ctx, PyBytes_AS_STRING(path_obj), &o, &pages);
     Py_DECREF(path_obj);
-    PyObject *r = s == UNET_STATUS_OK ? PyLong_FromLong(pages) : raise_status(ctx, s);
+    return int_or_raise(ctx, s, pages);
+}
+
+/* channel_axis(shape, channel_axis) -> the channel axis of an array of that shape (2 or 3
+ * dimensions) under unet's rule (unet_channel_axis_of), or -1 for none. */
+static PyObject *core_channel_axis(PyObject *mod, PyObject *args) {
+    (void)mod;
+    int code, axis = -1;
+    PyObject *shape;
+    if (!PyArg_ParseTuple(args, "Oi:channel_axis", &shape, &code)) return NULL;
+    if (!PyTuple_Check(shape) || PyTuple_GET_SIZE(shape) < 2 || PyTuple_GET_SIZE(shape) > 3)
+        return PyErr_Format(PyExc_ValueError, "channel_axis: expected a shape of 2 or 3 dimensions");
+    int ndim = (int)PyTuple_GET_SIZE(shape);
+    int64_t dims[3];
+    for (int i = 0; i < ndim; i++) {
+        dims[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(shape, i));
+        if (dims[i] == -1 && PyErr_Occurred()) return NULL;
+    }
+    unet_ctx *ctx = unet_ctx_create();
+    unet_status s = ctx ? unet_channel_axis_of(ctx, ndim, dims, code, &axis) : UNET_STATUS_NOMEM;
+    return int_or_raise(ctx, s, axis);
+}
+
+/* channels_count(spec, c, name) -> the channels spec gives an image of c (unet_channels_count). */
+static PyObject *core_channels_count(PyObject *mod, PyObject *args) {
+    (void)mod;
+    const char *spec, *name;
+    int c, out = 0;
+    if (!PyArg_ParseTuple(args, "sis:channels_count", &spec, &c, &name)) return NULL;
+    unet_ctx *ctx = unet_ctx_create();
+    unet_status s = ctx ? unet_channels_count(ctx, spec, c, name, &out) : UNET_STATUS_NOMEM;
+    return int_or_raise(ctx, s, out);
+}
+
+/* select_channels(image, dtype, c, h, w, spec, name) -> (bytearray, c): the planar samples
+ * after unet_image_select_channels (the same dtype). */
+static PyObject *core_select_channels(PyObject *mod, PyObject *args) {
+    (void)mod;
+    PyObject *obj;
+    int dtype, c, h, w;
+    const char *spec, *name;
+    if (!PyArg_ParseTuple(args, "Oiiiiss:select_channels", &obj, &dtype, &c, &h, &w, &spec, &name))
+        return NULL;
+    if (dtype < UNET_DTYPE_U8 || dtype > UNET_DTYPE_F32)
+        return PyErr_Format(PyExc_ValueError, "unknown dtype code %d", dtype);
+    Py_ssize_t bytes = plane_bytes(c, h, w, unet_dtype_size((unet_dtype)dtype));
+    Py_buffer b;
+    if (bytes < 0 || get_buffer(obj, &b, 0, bytes, "image", 0) < 0) return NULL;
+    unet_ctx *ctx = unet_ctx_create();
+    unet_image img = {0};
+    unet_status s = ctx ? unet_image_alloc(ctx, &img, w, h, c, (unet_dtype)dtype) : UNET_STATUS_NOMEM;
+    if (s == UNET_STATUS_OK) {
+        memcpy(img.data, b.buf, (size_t)bytes);
+        Py_BEGIN_ALLOW_THREADS
+        s = unet_image_select_channels(ctx, &img, spec, name);
+        Py_END_ALLOW_THREADS
+    }
+    PyObject *r = NULL;
+    if (s == UNET_STATUS_OK) {
+        PyObject *data = PyByteArray_FromStringAndSize(
+            img.data, (Py_ssize_t)((size_t)img.c * h * w * unet_dtype_size(img.dtype)));
+        if (data) r = Py_BuildValue("(Ni)", data, img.c);
+    } else {
+        r = ctx ? raise_status(ctx, s) : PyErr_NoMemory();
+    }
+    unet_image_free(&img);
     unet_ctx_free(ctx);
+    release(&b);
     return r;
 }
 
@@ -657,6 +780,9 @@ static PyMethodDef core_methods[] = {
     {"imread", core_imread, METH_VARARGS, "(bytearray, dtype, c, h, w) of an image file"},
     {"image_pages", core_image_pages, METH_VARARGS, "images in a file"},
     {"probabilities", core_probabilities, METH_VARARGS, "logits to probabilities in place"},
+    {"channel_axis", core_channel_axis, METH_VARARGS, "unet's channel rule for an array shape"},
+    {"select_channels", core_select_channels, METH_VARARGS, "choose or convert channels"},
+    {"channels_count", core_channels_count, METH_VARARGS, "channels a spec gives"},
     TRAIN_CORE_METHODS
     {NULL, NULL, 0, NULL},
 };

@@ -109,20 +109,23 @@ static PyObject *dataset_add_array(DatasetObject *self, PyObject *args) {
     return s == UNET_STATUS_OK ? none() : raise_status(self->ctx, s);
 }
 
-/* add_file(image_path, mask_path, page, norm, target, name) */
+/* add_file(image_path, mask_path, page, channel_axis, channels or None, norm, target, name) */
 static PyObject *dataset_add_file(DatasetObject *self, PyObject *args) {
     PyObject *ip, *mp, *target;
     int page, norm;
-    const char *name;
-    if (!PyArg_ParseTuple(args, "O&O&iiO!s:add_file", PyUnicode_FSConverter, &ip,
-                          PyUnicode_FSConverter, &mp, &page, &norm, &PyTuple_Type, &target, &name))
+    const char *name, *channels;
+    unet_image_opts io = unet_image_defaults();
+    if (!PyArg_ParseTuple(args, "O&O&iiziO!s:add_file", PyUnicode_FSConverter, &ip,
+                          PyUnicode_FSConverter, &mp, &page, &io.channel_axis, &channels, &norm,
+                          &PyTuple_Type, &target, &name))
         return NULL;
     unet_target_opts to;
     unet_status s = UNET_STATUS_OK;
     if (target_opts(target, &to) == 0) {
         Py_BEGIN_ALLOW_THREADS
-        s = unet_dataset_add_file(self->ctx, self->ds, PyBytes_AS_STRING(ip), PyBytes_AS_STRING(mp),
-                                  page, (unet_norm)norm, &to, name);
+        s = unet_dataset_add_file_with(self->ctx, self->ds, PyBytes_AS_STRING(ip),
+                                       PyBytes_AS_STRING(mp), page, &io, channels,
+                                       (unet_norm)norm, &to, name);
         Py_END_ALLOW_THREADS
     }
     Py_DECREF(ip);
@@ -250,11 +253,12 @@ static int parse_opts(unet_ctx *ctx, PyObject *d, unet_train_opts *o) {
     *o = unet_train_defaults();
     const char *loss = opt_str(d, "loss"), *optim = opt_str(d, "optimizer");
     const char *aug = opt_str(d, "augment"), *sched = opt_str(d, "schedule");
-    const char *red = opt_str(d, "loss_reduction");
+    const char *red = opt_str(d, "loss_reduction"), *prec = opt_str(d, "precision");
     unet_status s = loss ? unet_loss_parse(ctx, loss, &o->step.loss) : UNET_STATUS_OK;
     if (s == UNET_STATUS_OK && optim) s = unet_optim_parse(ctx, optim, &o->optim);
     if (s == UNET_STATUS_OK && aug) s = unet_augment_parse(ctx, aug, &o->augment);
     if (s == UNET_STATUS_OK && sched) s = unet_schedule_parse(ctx, sched, &o->schedule.kind);
+    if (s == UNET_STATUS_OK && prec) s = unet_precision_parse(ctx, prec, &o->precision);
     if (s != UNET_STATUS_OK) {
         raise_status(ctx, s);
         return -1;

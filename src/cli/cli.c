@@ -1,9 +1,11 @@
 /* cli.c — option parsing, messages, file lists and progress lines for the subcommands. */
 #include "cli/cli.h"
+#include "cli/dist.h"
 
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -24,8 +26,9 @@ static void print_line(const char *prefix, const char *fmt, va_list ap) {
     vsnprintf(buf, sizeof buf, fmt, ap);
     for (char *p = buf; *p; p++)
         if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
-    if (capture) cli_log_printf(capture, "unet: %s%s\n", prefix, buf);
-    else fprintf(stderr, "unet: %s%s\n", prefix, buf);
+    const char *who = *prefix ? dist_who() : "";
+    if (capture) cli_log_printf(capture, "unet: %s%s%s\n", prefix, who, buf);
+    else fprintf(stderr, "unet: %s%s%s\n", prefix, who, buf);
 }
 
 void cli_capture(struct cli_log *log) {
@@ -71,6 +74,12 @@ void cli_log_flush(struct cli_log *log) {
     memset(log, 0, sizeof *log);
 }
 
+/* Ranks other than 0 of an MPI run keep their notes to themselves (rank 0 says them); their
+ * errors name the rank and the host (dist_who). */
+static bool notes_off(void) {
+    return dist_rank() > 0;
+}
+
 void cli_error(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -82,119 +91,37 @@ void cli_lib_error(unet_ctx *ctx, unet_status s) {
     cli_error("%s: %s", unet_status_str(s), unet_ctx_errmsg(ctx));
 }
 
+void cli_silence(void) {
+    fflush(stderr);
+    int fd = open("/dev/null", O_WRONLY);
+    if (fd >= 0) dup2(fd, STDERR_FILENO), close(fd);
+}
+
 void cli_note(const char *fmt, ...) {
+    if (notes_off()) return;
     va_list ap;
     va_start(ap, fmt);
     print_line("", fmt, ap);
     va_end(ap);
 }
 
-/* ---- options ---- */
-
-void cli_usage(FILE *f, const char *cmd, const char *synopsis, const struct cli_opt *opts, int n) {
-    fprintf(f, "usage: unet %s %s\n\noptions:\n", cmd, synopsis);
-    for (int i = 0; i < n; i++) {
-        char left[64];
-        snprintf(left, sizeof left, "%s%s%s", opts[i].name, opts[i].arg ? " " : "",
-                 opts[i].arg ? opts[i].arg : "");
-        fprintf(f, "  %-24s %s\n", left, opts[i].help);
-    }
-}
-
-static bool parse_int(const char *s, int *out) {
-    if (!s || !*s) return false;
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (*end || errno || v < -2147483647L || v > 2147483647L) return false;
-    *out = (int)v;
-    return true;
-}
-
-static bool parse_double(const char *s, double *out) {
-    if (!s || !*s) return false;
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (*end || errno || !isfinite(v)) return false;
-    *out = v;
-    return true;
-}
-
-static bool parse_float(const char *s, float *out) {
-    double v;
-    if (!parse_double(s, &v) || fabs(v) > 3.4e38) return false;
-    *out = (float)v;
-    return true;
-}
+/* ---- options: the older rows of train and predict (cli.h), on options.c's parser ---- */
 
 bool cli_parse(const char *cmd, const char *synopsis, int argc, char **argv, int first,
                const struct cli_opt *opts, int n_opts, const char **pos, int max_pos, int *n_pos) {
-    int np = 0;
-    for (int i = first; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            cli_usage(stdout, cmd, synopsis, opts, n_opts);
-            exit(0);
-        }
-        if (strcmp(a, "--") == 0) { /* the end of the options: the rest is positional */
-            for (i++; i < argc; i++) {
-                if (np >= max_pos || !pos) {
-                    cli_error("%s: unexpected argument '%s' (see unet %s --help)", cmd, argv[i], cmd);
-                    return false;
-                }
-                pos[np++] = argv[i];
-            }
-            break;
-        }
-        if (strncmp(a, "--", 2) != 0) {
-            if (np >= max_pos || !pos) {
-                cli_error("%s: unexpected argument '%s' (see unet %s --help)", cmd, a, cmd);
-                return false;
-            }
-            pos[np++] = a;
-            continue;
-        }
-        /* --name=value is accepted too. */
-        const char *eq = strchr(a, '=');
-        size_t len = eq ? (size_t)(eq - a) : strlen(a);
-        int k;
-        for (k = 0; k < n_opts; k++)
-            if (strlen(opts[k].name) == len && strncmp(opts[k].name, a, len) == 0) break;
-        if (k == n_opts) {
-            cli_error("%s: unknown option '%.*s' (see unet %s --help)", cmd, (int)len, a, cmd);
-            return false;
-        }
-        const struct cli_opt *o = &opts[k];
-        if (o->kind == CLI_FLAG) {
-            if (eq) {
-                cli_error("%s: %s takes no value", cmd, o->name);
-                return false;
-            }
-            *(bool *)o->dst = true;
-            continue;
-        }
-        const char *v = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
-        if (!v) {
-            cli_error("%s: %s needs a value (%s)", cmd, o->name, o->arg ? o->arg : "value");
-            return false;
-        }
-        bool ok = true;
-        switch (o->kind) {
-        case CLI_INT: ok = parse_int(v, o->dst); break;
-        case CLI_FLOAT: ok = parse_float(v, o->dst); break;
-        case CLI_DOUBLE: ok = parse_double(v, o->dst); break;
-        case CLI_STR: *(const char **)o->dst = v; break;
-        case CLI_FLAG: break;
-        }
-        if (!ok) {
-            cli_error("%s: %s: '%s' is not a valid %s", cmd, o->name, v,
-                      o->kind == CLI_INT ? "integer" : "number");
-            return false;
-        }
+    (void)first; /* always 2: argv[1] is the command */
+    struct cli_option *t = calloc((size_t)n_opts + 1, sizeof *t);
+    if (!t) {
+        cli_error("%s: out of memory", cmd);
+        return false;
     }
-    if (n_pos) *n_pos = np;
-    return true;
+    for (int i = 0; i < n_opts; i++)
+        t[i] = (struct cli_option){opts[i].name, opts[i].kind, opts[i].dst, opts[i].arg,
+                                   opts[i].help, .def = NULL};
+    const struct cli_command c = {cmd, synopsis, t, n_opts};
+    bool ok = cli_options_parse(&c, argc, argv, pos, max_pos, n_pos);
+    free(t);
+    return ok;
 }
 
 /* ---- files ---- */
@@ -202,6 +129,14 @@ bool cli_parse(const char *cmd, const char *synopsis, int argc, char **argv, int
 bool cli_is_dir(const char *path) {
     struct stat sb;
     return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+static bool has_ext_ci(const char *path, const char *ext) {
+    size_t n = strlen(path), k = strlen(ext);
+    if (n < k) return false;
+    for (size_t i = 0; i < k; i++)
+        if (tolower((unsigned char)path[n - k + i]) != tolower((unsigned char)ext[i])) return false;
+    return true;
 }
 
 static bool is_image_name(const char *name) {
@@ -392,6 +327,27 @@ bool cli_parse_norm(const char *s, unet_norm *out) {
     return false;
 }
 
+bool cli_parse_precision(const char *s, unet_precision *out) {
+    unet_ctx *ctx = unet_ctx_create();
+    bool ok = ctx && unet_precision_parse(ctx, s, out) == UNET_STATUS_OK;
+    if (!ok) cli_error("--precision: '%s' (expected fp32 or bf16)", s);
+    unet_ctx_free(ctx);
+    return ok;
+}
+
+/* The precision a model runs at, said once on stderr for bf16 (unless quiet): it runs, or falls
+ * back to fp32 on a CPU without AVX512_BF16. */
+void cli_set_precision(unet_ctx *ctx, unet_model *m, unet_precision p, bool quiet) {
+    unet_model_set_precision(ctx, m, p);
+    cli_precision_note(p, quiet);
+}
+
+void cli_precision_note(unet_precision p, bool quiet) {
+    if (quiet || p == UNET_PRECISION_FP32) return;
+    if (unet_precision_native(p)) cli_note("bf16 products (AVX512_BF16), float32 elsewhere");
+    else cli_note("--precision bf16: this CPU lacks AVX512_BF16 (or UNET_CPU caps it); fp32");
+}
+
 bool cli_parse_max_pixels(const char *s, uint64_t *out) {
     char *end;
     errno = 0;
@@ -476,12 +432,105 @@ bool cli_nonfinite_to_zero(const char *path, float *x, size_t n) {
     return true;
 }
 
-bool cli_load_image(unet_ctx *ctx, const char *path, int page, unet_norm norm, float **data,
-                    int *c, int *h, int *w) {
+bool cli_input_parse(struct cli_input *in, const char *axis, const char *channels,
+                     const char *norm) {
+    memset(in, 0, sizeof *in);
+    in->opts = unet_image_defaults();
+    in->norm = UNET_NORM_AUTO;
+    in->axis_arg = axis;
+    in->channels_arg = channels;
+    unet_ctx *ctx = unet_ctx_create();
+    bool ok = ctx != NULL;
+    int c;
+    if (ok && axis && unet_channel_axis_parse(ctx, axis, &in->opts.channel_axis) != UNET_STATUS_OK) {
+        cli_error("--channel-axis: %s", unet_ctx_errmsg(ctx));
+        ok = false;
+    }
+    if (ok && channels && unet_channels_count(ctx, channels, 0, NULL, &c) != UNET_STATUS_OK) {
+        cli_error("--channels: %s", unet_ctx_errmsg(ctx));
+        ok = false;
+    }
+    unet_ctx_free(ctx);
+    if (ok && channels && strcmp(channels, "all") != 0) in->channels = channels;
+    return ok && (!norm || cli_parse_norm(norm, &in->norm));
+}
+
+bool cli_input_from_model(struct cli_input *in, const unet_model *m, const char *from,
+                          bool strict, bool quiet) {
+    int axis;
+    const char *channels;
+    unet_model_input(m, &axis, &channels);
+    char a[8], b[8];
+    const char *have = unet_channel_axis_name(in->opts.channel_axis, a);
+    const char *rec = unet_channel_axis_name(axis, b);
+    if (strict && ((in->axis_arg && strcmp(have, rec) != 0) ||
+                   (in->channels_arg && strcmp(in->channels ? in->channels : "all",
+                                               channels ? channels : "all") != 0))) {
+        cli_error("%s was trained with --channel-axis %s --channels %s; a resumed run reads its "
+                  "data the same way (drop the options, or give these)", from, rec,
+                  channels ? channels : "all");
+        return false;
+    }
+    if (!in->axis_arg && axis != UNET_CHANNEL_AXIS_AUTO) {
+        in->opts.channel_axis = axis;
+        if (!quiet) cli_note("%s: reading images with --channel-axis %s (as it was trained)", from, rec);
+    }
+    if (!in->channels_arg && channels) {
+        in->channels = channels;
+        if (!quiet) cli_note("%s: using --channels %s (as it was trained)", from, channels);
+    }
+    return true;
+}
+
+bool cli_input_done(unet_ctx *ctx, const struct cli_input *in, unet_model *m) {
+    unet_status s = unet_model_set_input(ctx, m, in->opts.channel_axis, in->channels);
+    if (s != UNET_STATUS_OK) cli_lib_error(ctx, s);
+    return s == UNET_STATUS_OK;
+}
+
+bool cli_image_pages(unet_ctx *ctx, const struct cli_input *in, const char *path, int *pages) {
+    unet_status s = unet_image_pages_with(ctx, path, &in->opts, pages);
+    if (s != UNET_STATUS_OK) cli_lib_error(ctx, s);
+    return s == UNET_STATUS_OK;
+}
+
+bool cli_image_channels(unet_ctx *ctx, const struct cli_input *in, const char *path, int page,
+                        unet_image *info, int *channels) {
+    unet_status s = unet_image_info_with(ctx, path, page, &in->opts, info);
+    if (s == UNET_STATUS_OK) s = unet_channels_count(ctx, in->channels, info->c, path, channels);
+    if (s != UNET_STATUS_OK) cli_lib_error(ctx, s);
+    return s == UNET_STATUS_OK;
+}
+
+void cli_channels_mismatch(const struct cli_input *in, const char *path, const unet_image *info,
+                           int channels, int want, const char *want_what) {
+    char hint[256] = "";
+    if (in->channels)
+        snprintf(hint, sizeof hint, " (after --channels %s)", in->channels);
+    else if (want == 1 && info->c == 3)
+        snprintf(hint, sizeof hint, ": --channels gray converts RGB to its luminance, "
+                 "--channels N takes channel N");
+    else if (want == 1 && has_ext_ci(path, ".npy"))
+        snprintf(hint, sizeof hint, ": --channel-axis none reads a (N, H, W) array as N images, "
+                 "--channels gray averages them, --channels N takes one");
+    else if (want < info->c)
+        snprintf(hint, sizeof hint, ": choose %d with --channels (like --channels 0%s)", want,
+                 want > 1 ? ",1" : "");
+    else if (has_ext_ci(path, ".npy") || has_ext_ci(path, ".tif") || has_ext_ci(path, ".tiff"))
+        snprintf(hint, sizeof hint, ": --channel-axis says where the channels are "
+                 "(docs/images.md)");
+    cli_error("%s has %d channel%s; %s %d%s", path, channels, channels == 1 ? "" : "s",
+              want_what, want, hint);
+}
+
+bool cli_load_image(unet_ctx *ctx, const struct cli_input *in, const char *path, int page,
+                    float **data, int *c, int *h, int *w) {
     unet_image img = {0};
-    unet_status s = unet_image_load(ctx, path, page, &img);
+    unet_status s = unet_image_load_with(ctx, path, page, &in->opts, &img);
+    if (s == UNET_STATUS_OK) s = unet_image_select_channels(ctx, &img, in->channels, path);
     if (s != UNET_STATUS_OK) {
         cli_lib_error(ctx, s);
+        unet_image_free(&img);
         return false;
     }
     size_t n = (size_t)img.c * img.h * img.w;
@@ -491,17 +540,75 @@ bool cli_load_image(unet_ctx *ctx, const char *path, int page, unet_norm norm, f
         unet_image_free(&img);
         return false;
     }
-    s = unet_image_to_float(ctx, &img, norm, f);
-    if (s != UNET_STATUS_OK) {
-        cli_lib_error(ctx, s);
-        free(f);
-        unet_image_free(&img);
-        return false;
-    }
-    *data = f;
+    s = unet_image_to_float(ctx, &img, in->norm, f);
     *c = img.c;
     *h = img.h;
     *w = img.w;
     unet_image_free(&img);
+    if (s != UNET_STATUS_OK) {
+        cli_lib_error(ctx, s);
+        free(f);
+        return false;
+    }
+    if (!cli_nonfinite_to_zero(path, f, n)) {
+        free(f);
+        return false;
+    }
+    *data = f;
     return true;
 }
+
+static const char *const mask_exts[] = {".png", ".tif", ".tiff", ".npy", ".PNG", ".TIF", ".TIFF",
+                                        ".NPY"};
+
+char *cli_find_mask(const char *dir, const char *path) {
+    char *p = cli_join(dir, cli_basename(path));
+    if (!p) return NULL;
+    if (access(p, R_OK) == 0) return p;
+    free(p);
+    char *stem = cli_stem(path), *found = NULL, *other = NULL;
+    struct stat first = {0}, sb;
+    for (size_t i = 0; stem && i < sizeof mask_exts / sizeof mask_exts[0]; i++) {
+        size_t n = strlen(stem) + strlen(mask_exts[i]) + 1;
+        char name[4096];
+        if (n > sizeof name) break;
+        snprintf(name, sizeof name, "%s%s", stem, mask_exts[i]);
+        p = cli_join(dir, name);
+        if (!p || stat(p, &sb) != 0 || access(p, R_OK) != 0 ||
+            (found && sb.st_dev == first.st_dev && sb.st_ino == first.st_ino)) {
+            free(p);   /* missing, or the same file again (a directory that ignores case) */
+            continue;
+        }
+        if (!found) found = p, first = sb;
+        else if (!other) other = p;
+        else free(p);
+    }
+    free(stem);
+    if (!found) {
+        cli_error("%s: no mask with the same name in %s", path, dir);
+        return NULL;
+    }
+    if (other) {
+        cli_error("%s: several masks in %s have its name (%s, %s): which one is its mask is "
+                  "ambiguous; rename them", path, dir, cli_basename(found), cli_basename(other));
+        free(found), free(other);
+        return NULL;
+    }
+    /* An image with the mask's full name exists beside path: the mask is that image's. */
+    char *img_dir = strdup(path);
+    char *slash = img_dir ? strrchr(img_dir, '/') : NULL;
+    if (img_dir) {
+        if (slash) *slash = 0;
+        char *sibling = slash ? cli_join(img_dir, cli_basename(found)) : strdup(cli_basename(found));
+        if (sibling && strcmp(sibling, path) != 0 && access(sibling, F_OK) == 0) {
+            cli_error("%s and %s have the same name: the mask %s is %s's (the same file name); "
+                      "give each image a mask of its own name", path, sibling, found, sibling);
+            free(sibling), free(img_dir), free(found);
+            return NULL;
+        }
+        free(sibling);
+    }
+    free(img_dir);
+    return found;
+}
+

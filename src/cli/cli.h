@@ -8,6 +8,7 @@
 #define UNET_CLI_H
 
 #include "unet.h"
+#include "cli/options.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -15,9 +16,12 @@
 /* 3: unet train stopped a run that kept diverging after its rollbacks (docs/training.md). */
 enum { CLI_EXIT_FAIL = 1, CLI_EXIT_USAGE = 2, CLI_EXIT_DIVERGED = 3 };
 
-/* ---- options ---- */
-enum cli_kind { CLI_FLAG, CLI_INT, CLI_FLOAT, CLI_DOUBLE, CLI_STR };
-
+/* ---- options ----
+ * Commands declare their options in a table (options.h: struct cli_option, cli_options_parse).
+ * train and predict still use the older five-field rows below, parsed by the same code;
+ * moving them is mechanical: `struct cli_opt` -> `struct cli_option`, ".help = " before each
+ * row's help (and ".def = " where the help names a default), cli_parse -> cli_options_parse
+ * with a struct cli_command; then this block goes. */
 struct cli_opt {
     const char   *name;     /* "--tile" */
     enum cli_kind kind;
@@ -26,12 +30,9 @@ struct cli_opt {
     const char   *help;
 };
 
-/* Parses argv[first..] against opts; positional arguments go to pos (up to max_pos, count in
- * *n_pos; pos may be NULL when none are allowed).  Prints the error and returns false on an
- * unknown option, a missing or malformed value.  "--help" prints the usage and exits 0. */
+/* cli_options_parse over opts (no defaults, no ranges); first must be 2. */
 bool cli_parse(const char *cmd, const char *synopsis, int argc, char **argv, int first,
                const struct cli_opt *opts, int n_opts, const char **pos, int max_pos, int *n_pos);
-void cli_usage(FILE *f, const char *cmd, const char *synopsis, const struct cli_opt *opts, int n_opts);
 
 /* ---- messages ---- */
 /* "unet: error: <formatted>" on stderr. */
@@ -42,6 +43,9 @@ void cli_error(const char *fmt, ...)
     ;
 /* The library's failure: "unet: error: <status>: <detail>". */
 void cli_lib_error(unet_ctx *ctx, unet_status s);
+/* From here on nothing goes to stderr (the ranks of an mpirun but 0, at an ending rank 0
+ * tells). */
+void cli_silence(void);
 void cli_note(const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 1, 2)))
@@ -174,6 +178,11 @@ FILE *cli_log_open(const char *path, const char *header, bool resume, long step)
 
 /* ---- parsing values ---- */
 bool cli_parse_norm(const char *s, unet_norm *out);
+/* --precision fp32|bf16 (usage error otherwise), and setting it on a model with a note when the
+ * CPU runs fp32 instead. */
+bool cli_parse_precision(const char *s, unet_precision *out);
+void cli_set_precision(unet_ctx *ctx, unet_model *m, unet_precision p, bool quiet);
+void cli_precision_note(unet_precision p, bool quiet); /* the note alone */
 /* --max-pixels: a positive decimal count of pixels (width x height), the largest image the
  * loaders accept (unet_ctx_set_max_pixels); false with a message otherwise. */
 bool cli_parse_max_pixels(const char *s, uint64_t *out);
@@ -200,10 +209,44 @@ double cli_now(void);
 /* "1h02m", "3m05s", "12s" */
 const char *cli_duration(double seconds, char *buf, size_t size);
 
-/* ---- images ---- */
-/* Loads page `page` of path as normalised floats (c, h, w): *data malloc'd. */
-bool cli_load_image(unet_ctx *ctx, const char *path, int page, unet_norm norm, float **data,
-                    int *c, int *h, int *w);
+/* ---- images: layout, channels, normalisation, non-finite values (docs/images.md) ---- */
+struct cli_input {
+    const char     *axis_arg, *channels_arg; /* --channel-axis, --channels as given, or NULL */
+    unet_image_opts opts;                    /* how images are read (masks: palette indices) */
+    const char     *channels;                /* the channel spec applied, or NULL: all */
+    unet_norm       norm;
+};
+#define CLI_CHANNEL_AXIS_HELP "where a .npy's channels are: first, last, none (a stack) or an " \
+                              "axis; TIFF first: pages are channels (default: docs/images.md)"
+#define CLI_CHANNELS_HELP "the input channels: gray (luminance), all, or numbers like 0 or 1,2"
+/* --channel-axis, --channels and --norm (each may be NULL) into in; false (printed) for a bad
+ * value, a usage error. */
+bool cli_input_parse(struct cli_input *in, const char *axis, const char *channels,
+                     const char *norm);
+/* The layout model m records (unet_model_input), for the options not given, with a note
+ * naming `from` (unless quiet).  strict (a resumed run): a given option that differs from the
+ * record is an error, since the run must read its data as it began. */
+bool cli_input_from_model(struct cli_input *in, const unet_model *m, const char *from,
+                          bool strict, bool quiet);
+/* train, once the model exists: records the layout on m (saved with it). */
+bool cli_input_done(unet_ctx *ctx, const struct cli_input *in, unet_model *m);
+/* Pages of an image (mask false) or a mask file under in's layout; false (printed) on failure. */
+bool cli_image_pages(unet_ctx *ctx, const struct cli_input *in, const char *path, int *pages);
+/* The header of page `page` and the channels it gives after --channels, before decoding. */
+bool cli_image_channels(unet_ctx *ctx, const struct cli_input *in, const char *path, int page,
+                        unet_image *info, int *channels);
+/* "PATH has C channels; the model takes K" with what would make them fit (--channels gray,
+ * --channel-axis none, ...). */
+void cli_channels_mismatch(const struct cli_input *in, const char *path, const unet_image *info,
+                           int channels, int want, const char *want_what);
+/* Loads page `page` of path as normalised floats (c, h, w) after in's layout and channels:
+ * *data malloc'd; non-finite values as cli_nonfinite_to_zero. */
+bool cli_load_image(unet_ctx *ctx, const struct cli_input *in, const char *path, int page,
+                    float **data, int *c, int *h, int *w);
+/* The mask of image `path` in dir: the same file name, else the same stem with an image
+ * extension; an error (printed, NULL) when there is none, or when the stem matches a file that
+ * is another image's mask by its full name (a.png and a.tif side by side). */
+char *cli_find_mask(const char *dir, const char *path);
 
 /* Non-finite values in a normalised image (n floats): none, true; all, an error naming path
  * and false; some, a warning with the count, each set to 0, and true. */

@@ -9,20 +9,24 @@
 #include <string.h>
 
 int cmd_convolutionalize(int argc, char **argv) {
-    const char *in = NULL, *out = NULL, *arch_name = "fcn32s";
-    int classes = 0, padding = 100, learn_final_up = 0;
+    const char *in = NULL, *out = NULL, *arch_name;
+    int classes, padding, learn_final_up = 0;
     bool learn = false;
-    const struct cli_opt opts[] = {
-        {"--in", CLI_STR, &in, "CLASSIFIER", "VGG classifier (.safetensors: conv1_1..conv5_3, fc6-8)"},
-        {"--out", CLI_STR, &out, "FCN", "the FCN checkpoint to write"},
-        {"--arch", CLI_STR, &arch_name, "NAME", "fcn32s (default), fcn16s or fcn8s"},
-        {"--classes", CLI_INT, &classes, "K", "classes (0 = the classifier's; other: new score layer)"},
-        {"--padding", CLI_INT, &padding, "P", "conv1_1 padding: 100 (any size, the reference) or 1"},
-        {"--learn-final-up", CLI_FLAG, &learn, NULL, "make the last deconvolution trainable"},
+    const struct cli_option opts[] = {
+        {"--in", CLI_STR, &in, "CLASSIFIER",
+         .help = "VGG classifier (.safetensors: conv1_1..conv5_3, fc6-8)"},
+        {"--out", CLI_STR, &out, "FCN", .help = "the FCN checkpoint to write"},
+        {"--arch", CLI_STR, &arch_name, "NAME", .help = "fcn32s, fcn16s or fcn8s", .def = "fcn32s"},
+        {"--classes", CLI_INT, &classes, "K",
+         .help = "classes: 0 = the classifier's, other: a new score layer", .def = "0"},
+        {"--padding", CLI_INT, &padding, "P",
+         .help = "conv1_1 padding: 100 (any size, the reference) or 1", .def = "100"},
+        {"--learn-final-up", CLI_FLAG, &learn, NULL,
+         .help = "make the last deconvolution trainable"},
     };
-    if (!cli_parse("convolutionalize", "--in CLASSIFIER --out FCN [options]", argc, argv, 2, opts,
-                   (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL))
-        return CLI_EXIT_USAGE;
+    const struct cli_command cmd = {"convolutionalize", "--in CLASSIFIER --out FCN [options]", opts,
+                                    CLI_COUNT(opts)};
+    if (!cli_options_parse(&cmd, argc, argv, NULL, 0, NULL)) return CLI_EXIT_USAGE;
     if (!in || !out) {
         cli_error("convolutionalize: --in and --out are required");
         return CLI_EXIT_USAGE;

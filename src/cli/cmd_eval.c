@@ -3,7 +3,8 @@
  * Pairs files by name (NAME.png in --pred matches NAME.tif in --truth).  Masks are read with the
  * training rules (two classes: any non-zero value is foreground).  Instances: the truth's own
  * labels when it is an instance label image (several distinct non-zero values), else connected
- * components; the prediction's NAME_instances.tif when present, else connected components.
+ * components; the prediction's NAME_instances.tif when present (its labels as they are, one
+ * object or none included), else connected components.
  * SEG's mean is also given as the Cell Tracking Challenge computes it over a sequence: the
  * mean over all reference objects of all images (seg_ctc), beside the mean of the images' SEG.
  * V_rand and V_info (ISBI 2012, unet_vscores, borders thinned unless --no-thin) of the mask as a
@@ -20,31 +21,33 @@
 #include <string.h>
 #include <unistd.h>
 
-/* A mask's class ids (training rules) and, when inst is non-NULL and the mask is an instance
- * label image, its labels (*inst NULL otherwise).  On failure nothing is left allocated. */
-static bool load_classes(unet_ctx *ctx, const char *path, int classes, int32_t **cls,
-                         int32_t **inst, int *h, int *w) {
+/* A mask file read once: its class ids by the training rules (cls; NULL: not wanted) and its
+ * labels as stored (inst; NULL: not wanted), *several set when they are an instance label
+ * image (more than one distinct non-zero value).  On failure nothing is left allocated. */
+static bool load_mask(unet_ctx *ctx, const char *path, int classes, int32_t **cls,
+                      int32_t **inst, int *several, int *h, int *w) {
     unet_image m = {0};
-    *cls = NULL;
+    if (cls) *cls = NULL;
     if (inst) *inst = NULL;
-    unet_status s = unet_image_load(ctx, path, 0, &m);
+    const unet_image_opts mask = {UNET_CHANNEL_AXIS_AUTO, 1}; /* palette PNGs: their indices */
+    unet_status s = unet_image_load_with(ctx, path, 0, &mask, &m);
     if (s != UNET_STATUS_OK) {
         cli_lib_error(ctx, s);
         return false;
     }
     size_t P = (size_t)m.h * m.w;
-    int mh = m.h, mw = m.w;
-    int32_t *c = malloc(sizeof(int32_t) * P), *l = inst ? malloc(sizeof(int32_t) * P) : NULL;
-    int several = 0;
-    if (!c || (inst && !l)) {
+    int mh = m.h, mw = m.w, n_inst = 0;
+    int32_t *c = cls ? malloc(sizeof(int32_t) * P) : NULL;
+    int32_t *l = inst ? malloc(sizeof(int32_t) * P) : NULL;
+    if ((cls && !c) || (inst && !l)) {
         cli_error("%s: out of memory", path);
         free(c);
         free(l);
         unet_image_free(&m);
         return false;
     }
-    s = unet_mask_to_classes(ctx, &m, classes, path, c);
-    if (s == UNET_STATUS_OK && inst) s = unet_mask_labels(ctx, &m, path, l, &several);
+    if (cls) s = unet_mask_to_classes(ctx, &m, classes, path, c);
+    if (s == UNET_STATUS_OK && inst) s = unet_mask_labels(ctx, &m, path, l, &n_inst);
     unet_image_free(&m);
     if (s != UNET_STATUS_OK) {
         cli_lib_error(ctx, s);
@@ -52,12 +55,9 @@ static bool load_classes(unet_ctx *ctx, const char *path, int classes, int32_t *
         free(l);
         return false;
     }
-    if (inst && !several) {
-        free(l);
-        l = NULL;
-    }
-    *cls = c;
+    if (cls) *cls = c;
     if (inst) *inst = l;
+    if (several) *several = n_inst;
     *h = mh;
     *w = mw;
     return true;
@@ -161,32 +161,31 @@ static void json_prob(FILE *f, const double *thr, const double *vr, const double
 
 int cmd_eval(int argc, char **argv) {
     const char *pred_dir = NULL, *truth_dir = NULL, *report = NULL, *image_dir = NULL;
-    int classes = 2;
+    int classes;
     bool json = false, prob = false, no_thin = false;
-    const struct cli_opt opts[] = {
-        {"--pred", CLI_STR, &pred_dir, "DIR", "predicted masks (unet predict's output)"},
-        {"--truth", CLI_STR, &truth_dir, "DIR", "ground-truth masks with the same names"},
-        {"--classes", CLI_INT, &classes, "K", "classes (2)"},
+    const struct cli_option opts[] = {
+        {"--pred", CLI_STR, &pred_dir, "DIR", .help = "predicted masks (unet predict's output)"},
+        {"--truth", CLI_STR, &truth_dir, "DIR", .help = "ground-truth masks with the same names"},
+        {"--classes", CLI_INT, &classes, "K", .help = "classes", .def = "2", .lo = 2,
+         .hi = UNET_MAX_CLASSES},
         {"--prob", CLI_FLAG, &prob, NULL,
-         "also score NAME_prob.tif (predict --probabilities): ISBI 2012 V_rand, V_info over "
-         "thresholds 0.0..1.0"},
+         .help = "also score NAME_prob.tif (predict --probabilities): ISBI 2012 V_rand, V_info "
+                 "over thresholds 0.0..1.0"},
         {"--no-thin", CLI_FLAG, &no_thin, NULL,
-         "V_rand, V_info without the challenge's border thinning"},
-        {"--json", CLI_FLAG, &json, NULL, "print JSON instead of a table"},
-        {"--report", CLI_STR, &report, "FILE", "write an HTML report (docs/report.md)"},
-        {"--images", CLI_STR, &image_dir, "DIR", "the input images, for the report's pictures"},
+         .help = "V_rand, V_info without the challenge's border thinning"},
+        {"--json", CLI_FLAG, &json, NULL, .help = "print JSON instead of a table"},
+        {"--report", CLI_STR, &report, "FILE", .help = "write an HTML report (docs/report.md)"},
+        {"--images", CLI_STR, &image_dir, "DIR",
+         .help = "the input images, for the report's pictures"},
     };
-    if (!cli_parse("eval", "--pred DIR --truth DIR [--classes K] [--prob] [--no-thin] [--json] "
-                           "[--report FILE.html [--images DIR]]",
-                   argc, argv, 2, opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL))
-        return CLI_EXIT_USAGE;
+    const struct cli_command cmd = {"eval", "--pred DIR --truth DIR [--classes K] [--prob] "
+                                            "[--no-thin] [--json] [--report FILE.html "
+                                            "[--images DIR]]",
+                                    opts, CLI_COUNT(opts)};
+    if (!cli_options_parse(&cmd, argc, argv, NULL, 0, NULL)) return CLI_EXIT_USAGE;
     if (report && !report_check_out(report)) return CLI_EXIT_USAGE;
     if (!pred_dir || !truth_dir) {
         cli_error("eval: --pred and --truth are required");
-        return CLI_EXIT_USAGE;
-    }
-    if (classes < 2 || classes > UNET_MAX_CLASSES) {
-        cli_error("eval: --classes must be 2..%d", UNET_MAX_CLASSES);
         return CLI_EXIT_USAGE;
     }
     struct cli_files truth;
@@ -235,25 +234,26 @@ int cmd_eval(int argc, char **argv) {
             failed++;
             continue;
         }
-        bool ok = load_classes(ctx, tp, classes, &tc, &ti, &h, &w) &&
-                  load_classes(ctx, pp, classes, &pc, NULL, &ph, &pw);
+        int several = 0;
+        bool ok = load_mask(ctx, tp, classes, &tc, &ti, &several, &h, &w) &&
+                  load_mask(ctx, pp, classes, &pc, NULL, NULL, &ph, &pw);
+        if (ok && !several) free(ti), ti = NULL; /* a binary truth: its connected components */
         if (ok && (ph != h || pw != w)) {
             cli_error("%s is %dx%d but the truth %s is %dx%d", pp, pw, ph, tp, w, h);
             ok = false;
         }
         if (ok) {
-            /* The prediction's instances, when unet predict --instances wrote them; a file
+            /* The prediction's instances, when unet predict --instances wrote them: their
+             * labels as they are, however many (one cell, or none, is an answer too); a file
              * that is there but cannot be used fails the image. */
             char *ip = pred_file(pred_dir, tp, "_instances.tif");
             if (ip && access(ip, R_OK) == 0) {
                 int ih, iw;
-                int32_t *tmp = NULL;
-                ok = load_classes(ctx, ip, 2, &tmp, &pi, &ih, &iw);
+                ok = load_mask(ctx, ip, 0, NULL, &pi, NULL, &ih, &iw);
                 if (ok && (ih != h || iw != w)) {
                     cli_error("%s is %dx%d but the truth %s is %dx%d", ip, iw, ih, tp, w, h);
                     ok = false;
                 }
-                free(tmp);
             }
             free(ip);
         }

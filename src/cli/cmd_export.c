@@ -14,26 +14,33 @@ int cmd_export(int argc, char **argv) {
     const char *onnx = NULL, *bio = NULL;
     bool probabilities = false, no_checkpoint = false;
     unet_bioimageio_opts bo = unet_bioimageio_defaults();
-    const struct cli_opt opts[] = {
-        {"--onnx", CLI_STR, &onnx, "FILE.onnx", "write the model as ONNX (opset 13)"},
+    const struct cli_option opts[] = {
+        {"--onnx", CLI_STR, &onnx, "FILE.onnx", .help = "write the model as ONNX (opset 13)"},
         {"--probabilities", CLI_FLAG, &probabilities, NULL,
-         "ONNX output: softmax probabilities instead of logits"},
-        {"--bioimageio", CLI_STR, &bio, "PATH", "write a bioimage.io package: folder or .zip"},
-        {"--sample", CLI_STR, &bo.sample, "IMAGE", "bioimage.io: test input and cover (required)"},
-        {"--name", CLI_STR, &bo.name, "TEXT", "bioimage.io: model name (5-128 characters)"},
-        {"--description", CLI_STR, &bo.description, "TEXT", "bioimage.io: one-paragraph summary"},
-        {"--authors", CLI_STR, &bo.authors, "'A; B'", "bioimage.io: authors (unknown)"},
-        {"--license", CLI_STR, &bo.license, "SPDX", "bioimage.io: license (CC-BY-4.0)"},
-        {"--training-data", CLI_STR, &bo.training_data, "TEXT", "bioimage.io: README's data"},
-        {"--training-command", CLI_STR, &bo.training_command, "CMD", "bioimage.io: README's command"},
+         .help = "ONNX output: softmax probabilities instead of logits"},
+        {"--bioimageio", CLI_STR, &bio, "PATH",
+         .help = "write a bioimage.io package: folder or .zip"},
+        {"--sample", CLI_STR, &bo.sample, "IMAGE",
+         .help = "bioimage.io: test input and cover (required)"},
+        {"--name", CLI_STR, &bo.name, "TEXT", .help = "bioimage.io: model name (5-128 characters)"},
+        {"--description", CLI_STR, &bo.description, "TEXT",
+         .help = "bioimage.io: one-paragraph summary"},
+        /* The library's defaults (unet_bioimageio_defaults), named in the help. */
+        {"--authors", CLI_STR, &bo.authors, "'A; B'", .help = "bioimage.io: authors (unknown)"},
+        {"--license", CLI_STR, &bo.license, "SPDX", .help = "bioimage.io: license (CC-BY-4.0)"},
+        {"--training-data", CLI_STR, &bo.training_data, "TEXT",
+         .help = "bioimage.io: README's data"},
+        {"--training-command", CLI_STR, &bo.training_command, "CMD",
+         .help = "bioimage.io: README's command"},
         {"--no-checkpoint", CLI_FLAG, &no_checkpoint, NULL,
-         "bioimage.io: leave model.safetensors out of the package"},
+         .help = "bioimage.io: leave model.safetensors out of the package"},
     };
+    const struct cli_command cmd = {
+        "export", "(--onnx FILE.onnx | --bioimageio DIR|FILE.zip --sample IMAGE) MODEL", opts,
+        CLI_COUNT(opts)};
     const char *pos[1];
     int npos = 0;
-    if (!cli_parse("export", "(--onnx FILE.onnx | --bioimageio DIR|FILE.zip --sample IMAGE) MODEL",
-                   argc, argv, 2, opts, (int)(sizeof opts / sizeof opts[0]), pos, 1, &npos))
-        return CLI_EXIT_USAGE;
+    if (!cli_options_parse(&cmd, argc, argv, pos, 1, &npos)) return CLI_EXIT_USAGE;
     if (npos != 1 || (!onnx && !bio)) {
         cli_error("export: give the model and --onnx FILE and/or --bioimageio DIR (see unet export "
                   "--help)");

@@ -5,27 +5,31 @@
 #include <string.h>
 
 int cmd_info(int argc, char **argv) {
-    const char *arch_name = NULL, *size = NULL;
-    int base = 64, depth = 4, classes = 2, in_channels = 1;
+    const char *arch_name, *size;
+    int base, depth, classes, in_channels;
     bool bilinear = false, valid = false, conv_bias = false, no_bn = false, params = false;
-    const struct cli_opt opts[] = {
-        {"--size", CLI_STR, &size, "HxW", "image size for FLOPs and memory (512x512)"},
-        {"--arch", CLI_STR, &arch_name, "NAME", "unet, unet-paper, fcn32s, fcn16s, fcn8s"},
-        {"--base", CLI_INT, &base, "N", "channels of the first level (64)"},
-        {"--depth", CLI_INT, &depth, "N", "pooling steps (4)"},
-        {"--classes", CLI_INT, &classes, "K", "classes (2)"},
-        {"--in-channels", CLI_INT, &in_channels, "C", "input channels (1)"},
-        {"--bilinear", CLI_FLAG, &bilinear, NULL, "bilinear upsampling"},
-        {"--valid", CLI_FLAG, &valid, NULL, "valid convolutions"},
-        {"--conv-bias", CLI_FLAG, &conv_bias, NULL, "biases in the 3x3 convolutions"},
-        {"--no-batchnorm", CLI_FLAG, &no_bn, NULL, "no BatchNorm"},
-        {"--params", CLI_FLAG, &params, NULL, "list the checkpoint's tensors (names and shapes)"},
+    const struct cli_option opts[] = {
+        {"--size", CLI_STR, &size, "HxW", .help = "image size for FLOPs and memory",
+         .def = "512x512"},
+        {"--arch", CLI_STR, &arch_name, "NAME", .help = "unet, unet-paper, fcn32s, fcn16s, fcn8s",
+         .def = "unet"},
+        {"--base", CLI_INT, &base, "N", .help = "channels of the first level", .def = "64"},
+        {"--depth", CLI_INT, &depth, "N", .help = "pooling steps", .def = "4"},
+        {"--classes", CLI_INT, &classes, "K", .help = "classes", .def = "2"},
+        {"--in-channels", CLI_INT, &in_channels, "C", .help = "input channels", .def = "1"},
+        {"--bilinear", CLI_FLAG, &bilinear, NULL, .help = "bilinear upsampling"},
+        {"--valid", CLI_FLAG, &valid, NULL, .help = "valid convolutions"},
+        {"--conv-bias", CLI_FLAG, &conv_bias, NULL, .help = "biases in the 3x3 convolutions"},
+        {"--no-batchnorm", CLI_FLAG, &no_bn, NULL, .help = "no BatchNorm"},
+        {"--params", CLI_FLAG, &params, NULL,
+         .help = "list the checkpoint's tensors (names and shapes)"},
     };
+    const struct cli_command cmd = {"info", "[MODEL.safetensors] [--size HxW] [architecture "
+                                            "options]",
+                                    opts, CLI_COUNT(opts)};
     const char *pos[1];
     int npos = 0;
-    if (!cli_parse("info", "[MODEL.safetensors] [--size HxW] [architecture options]", argc, argv, 2,
-                   opts, (int)(sizeof opts / sizeof opts[0]), pos, 1, &npos))
-        return CLI_EXIT_USAGE;
+    if (!cli_options_parse(&cmd, argc, argv, pos, 1, &npos)) return CLI_EXIT_USAGE;
     unet_ctx *ctx = unet_ctx_create();
     unet_model *m = NULL;
     unet_status s;
@@ -33,7 +37,7 @@ int cmd_info(int argc, char **argv) {
         s = unet_model_load(ctx, pos[0], &m);
     } else {
         unet_arch arch = UNET_ARCH_UNET;
-        s = arch_name ? unet_arch_parse(ctx, arch_name, &arch) : UNET_STATUS_OK;
+        s = unet_arch_parse(ctx, arch_name, &arch);
         if (s == UNET_STATUS_OK) {
             unet_config c = unet_config_default(arch);
             c.base = base, c.classes = classes, c.in_channels = in_channels;
@@ -51,8 +55,8 @@ int cmd_info(int argc, char **argv) {
         return s == UNET_STATUS_ARG ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
     }
     const unet_config *c = unet_model_config(m);
-    int h = 512, w = 512;
-    if (size && !cli_parse_size(size, &h, &w)) {
+    int h, w;
+    if (!cli_parse_size(size, &h, &w)) {
         unet_model_free(m);
         unet_ctx_free(ctx);
         return CLI_EXIT_USAGE;
@@ -74,6 +78,13 @@ int cmd_info(int argc, char **argv) {
     printf("parameters     %zu\n", unet_model_param_count(m));
     const char *selected = unet_model_meta(m, "selected");
     if (selected) printf("selected       %s (the model unet train kept)\n", selected);
+    int axis;
+    const char *channels;
+    char an[8];
+    unet_model_input(m, &axis, &channels);
+    if (axis != UNET_CHANNEL_AXIS_AUTO || channels)   /* docs/images.md */
+        printf("layout         --channel-axis %s --channels %s (predict applies them)\n",
+               unet_channel_axis_name(axis, an), channels ? channels : "all");
     int r = h;
     int oh, ow;
     if (unet_model_round_size(ctx, m, h, &r) == UNET_STATUS_OK && r != h)

@@ -13,6 +13,7 @@
  * against a second predict writing into it.
  */
 #include "cli/cli.h"
+#include "cli/dist.h"
 #include "cli/pipeline.h"
 
 #include <limits.h>
@@ -24,6 +25,8 @@
 
 struct pargs {
     const char *model, *input, *output, *logits, *norm, *max_pixels, *max_memory, *instance_method;
+    const char *channel_axis, *channels;
+    struct cli_input in;    /* layout, channels and normalisation of the inputs */
     uint64_t    budget;
     int         tile, overlap, threads, batch, grow, erode, min_size;
     float       seed_threshold;
@@ -117,10 +120,10 @@ struct job {
 struct run {
     const struct pargs     *a;
     unet_model             *m;
-    unet_norm               norm;
     unet_ctx               *ctx[3];     /* reader, main thread, writer */
     const struct cli_files *files;
     int                     file, page, pages;  /* the reader's position */
+    int                     stride;     /* files file, file + stride, ...: this rank's (dist.h) */
     pthread_mutex_t         model_lock;
     int                     memo_side, memo_T, memo_B, memo_cost_T;
     size_t                  memo_act;
@@ -168,13 +171,10 @@ static bool fits(struct run *r, unet_ctx *ctx, const char *path, int page, doubl
     const struct pargs *a = r->a;
     const unet_config *cfg = unet_model_config(r->m);
     unet_image info;
-    unet_status s = unet_image_info(ctx, path, page, &info);
-    if (s != UNET_STATUS_OK) {
-        cli_lib_error(ctx, s);
-        return false;
-    }
-    if (info.c != cfg->in_channels) {
-        cli_error("%s has %d channels; the model takes %d", path, info.c, cfg->in_channels);
+    int channels;
+    if (!cli_image_channels(ctx, &a->in, path, page, &info, &channels)) return false;
+    if (channels != cfg->in_channels) {
+        cli_channels_mismatch(&a->in, path, &info, channels, cfg->in_channels, "the model takes");
         return false;
     }
     const double P = (double)info.w * info.h, C = info.c, K = cfg->classes;
@@ -206,7 +206,7 @@ static void *read_stage(struct cli_pipeline *pl, void *user) {
     struct run *r = user;
     unet_ctx *ctx = r->ctx[0];
     if (r->page >= r->pages) {
-        if (++r->file >= r->files->count) return NULL;
+        if ((r->file += r->stride) >= r->files->count) return NULL;
         r->page = 0, r->pages = 1;
     }
     struct job *j = calloc(1, sizeof *j);
@@ -217,13 +217,9 @@ static void *read_stage(struct cli_pipeline *pl, void *user) {
     }
     j->path = r->files->paths[r->file];
     j->file = r->file;
-    if (r->page == 0) {
-        unet_status s = unet_image_pages(ctx, j->path, &r->pages);
-        if (s != UNET_STATUS_OK) {
-            cli_lib_error(ctx, s);
-            r->page = r->pages = 0; /* the whole file failed: on to the next */
-            return j;
-        }
+    if (r->page == 0 && !cli_image_pages(ctx, &r->a->in, j->path, &r->pages)) {
+        r->page = r->pages = 0; /* the whole file failed: on to the next */
+        return j;
     }
     j->page = r->page++;
     j->pages = r->pages;
@@ -237,8 +233,7 @@ static void *read_stage(struct cli_pipeline *pl, void *user) {
         !fits(r, ctx, j->path, j->page, &need))
         return j;
     cli_pipeline_reserve(pl, need);
-    j->ok = cli_load_image(ctx, j->path, j->page, r->norm, &j->img, &j->c, &j->h, &j->w) &&
-            cli_nonfinite_to_zero(j->path, j->img, (size_t)j->c * j->h * j->w);
+    j->ok = cli_load_image(ctx, &r->a->in, j->path, j->page, &j->img, &j->c, &j->h, &j->w);
     return j;
 }
 
@@ -416,7 +411,8 @@ static int guard(unet_ctx *ctx, const struct pargs *a, const struct cli_files *f
     for (int i = 0; i < files->count; i++) cli_uses_read(&us, files->paths[i], "an input image", 0);
     for (int i = 0; i < files->count && !rc; i++) {
         int pages = 1;
-        if (unet_image_pages(ctx, files->paths[i], &pages) != UNET_STATUS_OK) continue; /* later */
+        if (unet_image_pages_with(ctx, files->paths[i], &a->in.opts, &pages) != UNET_STATUS_OK)
+            continue; /* reported later */
         for (int p = 0; p < pages && !rc; p++) {
             if (!output_names(a, files->paths[i], p, pages, names)) rc = CLI_EXIT_FAIL;
             for (int k = 0; k < N_OUT && !rc; k++)
@@ -444,12 +440,26 @@ static unet_ctx *stage_ctx(const struct pargs *a, uint64_t max_pixels) {
     return ctx;
 }
 
+/* What every rank of an mpirun must agree on: the build and arguments, the model, the files. */
+static uint64_t predict_hash(int argc, char **argv, unet_model *m, const struct cli_files *files) {
+    uint64_t h = dist_hash_args(argc, argv);
+    size_t n = 0;
+    const float *w = unet_model_block(m, UNET_BLOCK_WEIGHTS, &n);
+    h = dist_hash(h, unet_model_config(m), sizeof(unet_config));
+    h = dist_hash(h, w, n * sizeof(float));
+    for (int i = 0; i < files->count; i++)
+        h = dist_hash(h, files->paths[i], strlen(files->paths[i]) + 1);
+    return h;
+}
+
 int cmd_predict(int argc, char **argv) {
     const unet_instance_opts idef = unet_instance_defaults();
     struct pargs a = {.tile = 0, .overlap = INT_MIN, .batch = 1, .grow = idef.grow,
                       .erode = idef.erode, .min_size = idef.min_size,
                       .seed_threshold = idef.seed_threshold,
                       .instance_method = "watershed"};
+    const char *precision = "fp32";
+    unet_precision prec = UNET_PRECISION_FP32;
     const struct cli_opt opts[] = {
         {"--model", CLI_STR, &a.model, "FILE", "the trained model (.safetensors)"},
         {"--input", CLI_STR, &a.input, "FILE|DIR", "an image, a stack or a folder of images"},
@@ -470,6 +480,10 @@ int cmd_predict(int argc, char **argv) {
         {"--batch", CLI_INT, &a.batch, "B", "tiles per forward pass (1)"},
         {"--tta", CLI_FLAG, &a.tta, NULL, "average the 8 flips/rotations"},
         {"--norm", CLI_STR, &a.norm, "NAME", "auto (default), percentile, max, none"},
+        {"--precision", CLI_STR, &precision, "NAME",
+         "fp32 (default) or bf16: bf16 products where the CPU has AVX512_BF16"},
+        {"--channel-axis", CLI_STR, &a.channel_axis, "AXIS", CLI_CHANNEL_AXIS_HELP},
+        {"--channels", CLI_STR, &a.channels, "SPEC", CLI_CHANNELS_HELP " (default: the model's)"},
         {"--threads", CLI_INT, &a.threads, "T", "threads (all cores)"},
         {"--max-pixels", CLI_STR, &a.max_pixels, "N", CLI_MAX_PIXELS_HELP},
         {"--max-memory", CLI_STR, &a.max_memory, "SIZE", CLI_MAX_MEMORY_HELP},
@@ -482,8 +496,8 @@ int cmd_predict(int argc, char **argv) {
         cli_error("predict: --model, --input and --output are required (see unet predict --help)");
         return CLI_EXIT_USAGE;
     }
-    unet_norm norm = UNET_NORM_AUTO;
-    if (a.norm && !cli_parse_norm(a.norm, &norm)) return CLI_EXIT_USAGE;
+    if (!cli_input_parse(&a.in, a.channel_axis, a.channels, a.norm)) return CLI_EXIT_USAGE;
+    if (!cli_parse_precision(precision, &prec)) return CLI_EXIT_USAGE;
     uint64_t max_pixels = 0;
     if (a.max_pixels && !cli_parse_max_pixels(a.max_pixels, &max_pixels)) return CLI_EXIT_USAGE;
     a.budget = cli_memory_default();
@@ -504,6 +518,7 @@ int cmd_predict(int argc, char **argv) {
     if (!ctx) return CLI_EXIT_FAIL;
     if (max_pixels) unet_ctx_set_max_pixels(ctx, max_pixels);
     if (a.budget < unet_ctx_max_image_bytes(ctx)) unet_ctx_set_max_image_bytes(ctx, a.budget);
+    if (!a.threads) a.threads = dist_threads(unet_ctx_threads(ctx));
     if (a.threads && unet_ctx_set_threads(ctx, a.threads) != UNET_STATUS_OK) {
         cli_lib_error(ctx, UNET_STATUS_ARG);
         unet_ctx_free(ctx);
@@ -518,16 +533,18 @@ int cmd_predict(int argc, char **argv) {
         unet_ctx_free(ctx);
         return CLI_EXIT_FAIL;
     }
+    cli_set_precision(ctx, m, prec, a.quiet);
     /* Which model of a training run this is (unet train writes "best ..." or "last ..."). */
     const char *selected = unet_model_meta(m, "selected");
     if (selected && !a.quiet) cli_note("model %s: %s", a.model, selected);
+    cli_input_from_model(&a.in, m, a.model, false, a.quiet);
     if (!cli_mkdir(a.output) || !cli_list_images(a.input, &files)) {
         unet_model_free(m);
         unet_ctx_free(ctx);
         return CLI_EXIT_FAIL;
     }
     int first_pages = 1;
-    if (files.count == 1) unet_image_pages(ctx, files.paths[0], &first_pages);
+    if (files.count == 1) unet_image_pages_with(ctx, files.paths[0], &a.in.opts, &first_pages);
     if (a.logits && has_ext(a.logits, ".npy") && (files.count > 1 || first_pages > 1)) {
         cli_error("--logits FILE.npy takes one input image; give a directory for several");
         failed = 1;
@@ -537,10 +554,19 @@ int cmd_predict(int argc, char **argv) {
         failed = 1;
         goto out;
     }
-    if ((rc = guard(ctx, &a, &files, &lock_fd)) != 0) goto out;
+    /* Under mpirun rank 0 checks the paths, locks the folder and clears it of temporaries
+     * before any rank writes there (dist_start waits for it); rank r predicts files r, r + N,
+     * r + 2 N... */
+    if (dist_rank() == 0 && (rc = guard(ctx, &a, &files, &lock_fd)) != 0) goto out;
+    if (!dist_start(true, predict_hash(argc, argv, m, &files), "predict")) {
+        rc = CLI_EXIT_FAIL;
+        goto out;
+    }
+    (void)dist_who(); /* its text made once here, before the stage threads print errors */
     { /* Decoding the next image and writing the last overlap the forward of this one. */
-        struct run run = {.a = &a, .m = m, .norm = norm, .ctx = {NULL, ctx, NULL},
-                          .files = &files, .file = -1, .memo_side = -1, .memo_B = -1};
+        struct run run = {.a = &a, .m = m, .ctx = {NULL, ctx, NULL}, .files = &files,
+                          .file = dist_rank() - dist_size(), .stride = dist_size(),
+                          .memo_side = -1, .memo_B = -1};
         run.ctx[0] = stage_ctx(&a, max_pixels);
         run.ctx[2] = stage_ctx(&a, max_pixels);
         if (run.ctx[0] && run.ctx[2]) {
@@ -557,7 +583,11 @@ int cmd_predict(int argc, char **argv) {
         unet_ctx_free(run.ctx[0]);
         unet_ctx_free(run.ctx[2]);
     }
-    if (failed)
+    double counts[2] = {failed, done};   /* over the ranks */
+    dist_sum_f64(counts, 2, NULL);
+    dist_agreed_end();
+    failed = (int)counts[0], done = (int)counts[1];
+    if (failed && dist_rank() == 0)
         cli_error("%d of %d images failed (see above); %d written to %s", failed, done + failed,
                   done, a.output);
 out:

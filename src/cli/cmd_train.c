@@ -29,6 +29,7 @@
  * --resume.
  */
 #include "cli/cli.h"
+#include "cli/dist.h"
 #include "cli/report.h"
 
 #include <math.h>
@@ -41,7 +42,7 @@
 struct args {
     const char *images, *masks, *val_images, *val_masks, *out, *init, *resume, *log;
     const char *arch, *optimizer, *loss, *norm, *augment, *recipe, *max_pixels, *report;
-    const char *max_memory;
+    const char *max_memory, *channel_axis, *channels, *precision;
     const char *schedule, *milestones, *loss_reduction;
     int         base, depth, classes, epochs, steps, batch, tile, seed, threads, save_every;
     int         separate_gap, warmup, max_rollbacks, snapshot_every;
@@ -49,7 +50,7 @@ struct args {
     double      clip, ema, rollback_lr, minutes;
     float       val_split, dropout, w0, sigma, save_minutes;
     bool        bilinear, no_augment, conv_bias, no_batchnorm, valid, nesterov, separate_cells,
-                quiet, no_guard, force;
+                quiet, no_guard, force, sync_bn;
 };
 
 static volatile sig_atomic_t stop_signal = 0;
@@ -71,19 +72,28 @@ struct loaded {
     int           n, cap;
 };
 
-/* Page p of file f (ip, its mask mp) into set, as the library adds a file pair
- * (unet_dataset_add_file); the set takes the channels of its first image, or *channels. */
-static bool add_page(unet_ctx *ctx, const char *ip, const char *mp, int p, int pages, int f,
-                     unet_norm norm, const unet_target_opts *to, int *channels,
+/* Page p of file f (ip, its mask mp) into set, as the library adds a file pair under the
+ * layout in (unet_dataset_add_file_with); the set takes the channels of its first image, or
+ * *channels. */
+static bool add_page(unet_ctx *ctx, const struct cli_input *in, const char *ip, const char *mp,
+                     int p, int pages, int f, const unet_target_opts *to, int *channels,
                      struct loaded *set) {
     unet_image info = {0};
-    unet_status s = *channels ? UNET_STATUS_OK : unet_image_info(ctx, ip, p, &info);
-    if (s == UNET_STATUS_OK && !*channels) *channels = info.c;
-    if (s == UNET_STATUS_OK && !set->ds) s = unet_dataset_create(ctx, *channels, &set->ds);
+    int c;
+    if (!cli_image_channels(ctx, in, ip, p, &info, &c)) return false;
+    if (!*channels) *channels = c;
+    if (c != *channels) {
+        cli_error("%s has %d channels, the other images %d%s", ip, c, *channels,
+                  in->channels ? "" : " (--channels gray or --channels N makes them alike)");
+        return false;
+    }
+    unet_status s = set->ds ? UNET_STATUS_OK : unet_dataset_create(ctx, *channels, &set->ds);
     char name[512];
     if (pages > 1) snprintf(name, sizeof name, "%s[%d]", cli_basename(ip), p);
     else snprintf(name, sizeof name, "%s", cli_basename(ip));
-    if (s == UNET_STATUS_OK) s = unet_dataset_add_file(ctx, set->ds, ip, mp, p, norm, to, name);
+    if (s == UNET_STATUS_OK)
+        s = unet_dataset_add_file_with(ctx, set->ds, ip, mp, p, &in->opts, in->channels,
+                                       in->norm, to, name);
     if (s != UNET_STATUS_OK) {
         cli_lib_error(ctx, s);
         return false;
@@ -100,32 +110,34 @@ static bool add_page(unet_ctx *ctx, const char *ip, const char *mp, int p, int p
     return true;
 }
 
+/* Whether some target of ds is a class other than background (0); false for NULL. */
+static bool has_foreground(const unet_dataset *ds) {
+    const int32_t *t;
+    int h, w;
+    for (int i = 0; ds && unet_dataset_get(ds, i, NULL, &t, NULL, &h, &w, NULL) == UNET_STATUS_OK; i++)
+        for (size_t k = 0; k < (size_t)h * w; k++)
+            if (t[k] > 0) return true;
+    return false;
+}
+
 /* Loads every image of dir (each page of a stack) with its mask from masks into set. */
-static bool load_pairs(unet_ctx *ctx, const char *dir, const char *masks, unet_norm norm,
-                       const unet_target_opts *to, int *channels, struct loaded *set) {
+static bool load_pairs(unet_ctx *ctx, const struct cli_input *in, const char *dir,
+                       const char *masks, const unet_target_opts *to, int *channels,
+                       struct loaded *set) {
     struct cli_files files;
     if (!cli_list_images(dir, &files)) return false;
     bool ok = true;
     for (int f = 0; f < files.count && ok; f++) {
         const char *ip = files.paths[f];
-        char *mp = cli_find_match(masks, ip);
-        if (!mp) {
-            cli_error("%s: no mask with the same name in %s", ip, masks);
-            ok = false;
-            break;
-        }
+        char *mp = cli_find_mask(masks, ip);
         int pages = 0, mpages = 0;
-        unet_status st = unet_image_pages(ctx, ip, &pages);
-        if (st == UNET_STATUS_OK) st = unet_image_pages(ctx, mp, &mpages);
-        if (st != UNET_STATUS_OK) {
-            cli_lib_error(ctx, st);
-            ok = false;
-        } else if (pages != mpages) {
+        ok = mp && cli_image_pages(ctx, in, ip, &pages) && cli_image_pages(ctx, in, mp, &mpages);
+        if (ok && pages != mpages) {
             cli_error("%s has %d pages but its mask %s has %d", ip, pages, mp, mpages);
             ok = false;
         }
         for (int p = 0; p < pages && ok; p++)
-            ok = add_page(ctx, ip, mp, p, pages, f, norm, to, channels, set);
+            ok = add_page(ctx, in, ip, mp, p, pages, f, to, channels, set);
         free(mp);
     }
     cli_files_free(&files);
@@ -251,6 +263,7 @@ static bool train_opts(unet_ctx *ctx, const struct args *a, unet_train_opts *o) 
     }
     if (a->milestones && !parse_milestones(a->milestones, &o->schedule)) return false;
     /* Given values go to the library, which rejects what is out of range. */
+    if (a->precision && !cli_parse_precision(a->precision, &o->precision)) return false;
     if (!isnan(a->lr)) o->optim.lr = a->lr;
     if (!isnan(a->momentum)) o->optim.momentum = a->momentum;
     if (!isnan(a->weight_decay)) o->optim.weight_decay = a->weight_decay;
@@ -276,6 +289,7 @@ static bool train_opts(unet_ctx *ctx, const struct args *a, unet_train_opts *o) 
 struct run_view {
     const struct args     *a;
     const unet_train_info *info;
+    unet_model            *m;
     FILE                  *log;
     struct cli_progress    prog;
     bool                   log_failed;     /* a write to the log failed: stop */
@@ -298,10 +312,9 @@ static void step_progress(struct run_view *r, const unet_train_event *e) {
                 e->total, e->epoch, e->loss, rate, eta);
 }
 
-/* The event callback: a row of the log, a progress line; non-zero asks the run to stop (a
- * signal came, or the log cannot be written). */
-static int on_event(const unet_train_event *e, void *user) {
-    struct run_view *r = user;
+/* A row of the log, a progress line; non-zero asks the run to stop (a signal came, or the log
+ * cannot be written). */
+static int show_event(const unet_train_event *e, struct run_view *r) {
     bool diverged = strncmp(e->event, "diverged:", 9) == 0;
     if (e->kind == UNET_TRAIN_STEP) {
         if (e->warning[0] || diverged) cli_progress_done(&r->prog);
@@ -326,6 +339,33 @@ static int on_event(const unet_train_event *e, void *user) {
     /* A failed write sets the stream's error flag, which stays set. */
     r->log_failed |= fflush(r->log) != 0 || ferror(r->log);
     return stop_signal || r->log_failed;
+}
+
+/* Under mpirun: are the ranks' weights equal (a hash compared)? */
+static bool same_weights(unet_model *m) {
+    if (dist_size() < 2) return true;
+    size_t n = 0;
+    const float *w = unet_model_block(m, UNET_BLOCK_WEIGHTS, &n);
+    return dist_same(dist_hash(DIST_HASH0, w, n * sizeof(float)));
+}
+
+/* The event callback.  Under mpirun only rank 0 has the log and the progress lines, and every
+ * rank stops at the same step when any asks. */
+static int on_event(const unet_train_event *e, void *user) {
+    struct run_view *r = user;
+    if (e->kind == UNET_TRAIN_EPOCH && !same_weights(r->m)) {
+        /* Never seen: the ranks' steps are the same sums.  Nothing trustworthy to add to the
+         * files on disk, which hold the last agreed state. */
+        cli_error("the ranks' weights differ at step %ld (an MPI reduction that is not the same "
+                  "on every rank?); stopping", e->step);
+        return dist_exit(CLI_EXIT_FAIL);
+    }
+    /* Any rank's stop stops every rank after this step (one collective per event), and a
+     * signal's number comes along for every rank's exit status. */
+    int stop = r->log ? show_event(e, r) : stop_signal != 0;
+    int all = dist_max(stop_signal * 2 + (stop != 0));
+    if (all > 1 && !stop_signal) stop_signal = all / 2;
+    return all != 0;
 }
 
 /* What the run's end says, and the exit status. */
@@ -388,6 +428,19 @@ static int ending(unet_ctx *ctx, unet_status s, const struct run_view *r, const 
     return CLI_EXIT_FAIL;
 }
 
+/* What every rank of an mpirun must agree on: the build and arguments, the model's shape and
+ * starting weights, the data as loaded and the run's plan. */
+static uint64_t train_hash(int argc, char **argv, unet_model *m, const unet_train_info *in) {
+    uint64_t h = dist_hash_args(argc, argv);
+    size_t n = 0;
+    const float *w = unet_model_block(m, UNET_BLOCK_WEIGHTS, &n);
+    const long plan[] = {(long)n, in->tile, in->total, in->per_epoch, in->first_step,
+                         in->n_train, in->n_val};
+    h = dist_hash(h, unet_model_config(m), sizeof(unet_config));
+    h = dist_hash(h, w, n * sizeof(float));
+    return dist_hash(h, plan, sizeof plan);
+}
+
 int cmd_train(int argc, char **argv) {
     struct args a = {.base = 64, .depth = 4, .classes = 2, .epochs = 10, .steps = 0, .batch = 0,
                      .tile = 0, .seed = 1, .threads = 0, .lr = NAN, .momentum = NAN,
@@ -417,6 +470,8 @@ int cmd_train(int argc, char **argv) {
         {"--bilinear", CLI_FLAG, &a.bilinear, NULL, "bilinear upsampling instead of up-convolution"},
         {"--conv-bias", CLI_FLAG, &a.conv_bias, NULL, "biases in the 3x3 convolutions"},
         {"--no-batchnorm", CLI_FLAG, &a.no_batchnorm, NULL, "conv -> ReLU without BatchNorm"},
+        {"--sync-bn", CLI_FLAG, &a.sync_bn, NULL, "mpirun: batch-norm statistics over all ranks' "
+                                                  "tiles (docs/scaling.md)"},
         {"--valid", CLI_FLAG, &a.valid, NULL, "unpadded (valid) 3x3 convolutions"},
         {"--dropout", CLI_FLOAT, &a.dropout, "P", "dropout at the end of the contracting path"},
         {"--init", CLI_STR, &a.init, "MODEL", "start from this model's weights"},
@@ -450,7 +505,11 @@ int cmd_train(int argc, char **argv) {
                                                    "paper (+ elastic, rotation, shift, gray), none"},
         {"--no-augment", CLI_FLAG, &a.no_augment, NULL, "same as --augment none"},
         {"--norm", CLI_STR, &a.norm, "NAME", "auto (default), percentile, max, none"},
+        {"--channel-axis", CLI_STR, &a.channel_axis, "AXIS", CLI_CHANNEL_AXIS_HELP},
+        {"--channels", CLI_STR, &a.channels, "SPEC", CLI_CHANNELS_HELP " (saved with the model)"},
         {"--seed", CLI_INT, &a.seed, "S", "random seed (1)"},
+        {"--precision", CLI_STR, &a.precision, "NAME",
+         "fp32 (default) or bf16: bf16 products, float32 weights and optimizer (AVX512_BF16)"},
         {"--threads", CLI_INT, &a.threads, "T", "threads (all cores)"},
         {"--max-pixels", CLI_STR, &a.max_pixels, "N", CLI_MAX_PIXELS_HELP},
         {"--max-memory", CLI_STR, &a.max_memory, "SIZE", CLI_MAX_MEMORY_HELP},
@@ -493,8 +552,8 @@ int cmd_train(int argc, char **argv) {
         return CLI_EXIT_USAGE;
     }
     if (a.batch == 0) a.batch = 4;
-    unet_norm norm = UNET_NORM_AUTO;
-    if (a.norm && !cli_parse_norm(a.norm, &norm)) return CLI_EXIT_USAGE;
+    struct cli_input input;
+    if (!cli_input_parse(&input, a.channel_axis, a.channels, a.norm)) return CLI_EXIT_USAGE;
     uint64_t max_pixels = 0;
     if (a.max_pixels && !cli_parse_max_pixels(a.max_pixels, &max_pixels)) return CLI_EXIT_USAGE;
     uint64_t budget = cli_memory_default();
@@ -550,6 +609,8 @@ int cmd_train(int argc, char **argv) {
     struct run_view view = {.a = &a};
     if (max_pixels) unet_ctx_set_max_pixels(ctx, max_pixels);
     if (budget < unet_ctx_max_image_bytes(ctx)) unet_ctx_set_max_image_bytes(ctx, budget);
+    if (!a.threads) a.threads = dist_threads(unet_ctx_threads(ctx));
+    if (dist_rank() > 0) a.quiet = true;
     if (a.threads) {
         unet_status s = unet_ctx_set_threads(ctx, a.threads);
         if (s != UNET_STATUS_OK) {
@@ -574,7 +635,8 @@ int cmd_train(int argc, char **argv) {
         const struct cli_train_files tf = {a.images, a.masks, a.val_images, a.val_masks, a.init,
                                            a.resume, a.out, last_path, resume_path, lp,
                                            lock_path, run_path, a.report};
-        int grc = cli_train_guard(&tf, a.force, &lock_fd);
+        /* Under mpirun rank 0 alone writes, so it alone checks the paths and holds the lock. */
+        int grc = dist_rank() == 0 ? cli_train_guard(&tf, a.force, &lock_fd) : 0;
         if (grc) {
             rc = grc;
             goto done;
@@ -627,10 +689,17 @@ int cmd_train(int argc, char **argv) {
     to.sigma = a.sigma;
     const char *const dirs[4] = {a.images, a.masks, a.val_images, a.val_masks};
     if (!cli_train_memory(ctx, dirs, to.weights, budget)) goto done;
-    if (!load_pairs(ctx, a.images, a.masks, norm, &to, &channels, &train)) goto done;
+    if (m && !cli_input_from_model(&input, m, a.resume ? a.resume : a.init, a.resume != NULL,
+                                   a.quiet))
+        goto done;
+    if (!load_pairs(ctx, &input, a.images, a.masks, &to, &channels, &train)) goto done;
+    if (!has_foreground(train.ds))
+        cli_note("warning: every mask in %s is all background (0): the model can only learn to "
+                 "predict background; check the masks (or --masks)", a.masks);
     to.weights = 0;     /* validation does not use weight maps */
     if (a.val_images) {
-        if (!load_pairs(ctx, a.val_images, a.val_masks, norm, &to, &channels, &vset)) goto done;
+        if (!load_pairs(ctx, &input, a.val_images, a.val_masks, &to, &channels, &vset))
+            goto done;
     } else if (a.val_split > 0) {
         if (!hold_back(ctx, &a, &train, &held)) goto done;
     } else if (!a.quiet) {
@@ -657,13 +726,20 @@ int cmd_train(int argc, char **argv) {
             goto done;
         }
     }
+    cli_precision_note(o.precision, a.quiet);
     const unet_config *cfg = unet_model_config(m);
+    if (!cli_input_done(ctx, &input, m)) goto done;
 
-    /* The library's training loop: tiles rounded up to a size the network accepts. */
-    o.out = a.out;
-    o.last = last_path;
-    o.resume_out = resume_path;
-    s = unet_trainer_create(ctx, m, train.ds, val, &o, &tr);
+    /* The library's training loop: tiles rounded up to a size the network accepts.  Under
+     * mpirun each rank trains its share of every batch and rank 0 writes the files. */
+    const bool writer = dist_rank() == 0;
+    o.out = writer ? a.out : NULL;
+    o.last = writer ? last_path : NULL;
+    o.resume_out = writer ? resume_path : NULL;
+    unet_dp dp = {.rank = dist_rank(), .processes = dist_size(), .sum = dist_sum_f64,
+                  .sum_f32 = dist_sum_f32};
+    s = dist_size() > 1 ? unet_dp_attach(ctx, &dp, m, &o, a.sync_bn) : UNET_STATUS_OK;
+    if (s == UNET_STATUS_OK) s = unet_trainer_create(ctx, m, train.ds, val, &o, &tr);
     if (s != UNET_STATUS_OK) {
         cli_lib_error(ctx, s);
         rc = s == UNET_STATUS_ARG ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
@@ -671,6 +747,8 @@ int cmd_train(int argc, char **argv) {
     }
     const unet_train_info *in = unet_trainer_info(tr);
     view.info = in;
+    view.m = m;
+    if (!dist_start(true, train_hash(argc, argv, m, in), "train")) goto done;
     if (a.tile > 0 && in->tile != a.tile)
         cli_note("--tile %d is not a valid input size for this network; using %d", a.tile, in->tile);
     if (!cli_train_model_memory(ctx, m, a.batch, in->tile, budget)) goto done;
@@ -685,10 +763,11 @@ int cmd_train(int argc, char **argv) {
     if (unet_model_ema_decay(m) != a.ema)
         cli_note("continuing the checkpoint's moving average of the weights (--ema %g)",
                  unet_model_ema_decay(m));
-    view.log = cli_log_open(lp, unet_train_log_header(), a.resume != NULL, in->first_step);
-    if (!view.log) goto done;
+    view.log = writer ? cli_log_open(lp, unet_train_log_header(), a.resume != NULL, in->first_step)
+                      : NULL;
+    if (!view.log && writer) goto done;
 
-    {
+    if (writer) {
         double flops = 0;
         unet_model_cost(ctx, m, a.batch, in->tile, in->tile, &flops, NULL);
         char shape[64];
@@ -709,6 +788,12 @@ int cmd_train(int argc, char **argv) {
         if (a.resume)
             fprintf(stderr, "unet: resuming at step %ld%s\n", in->first_step,
                     in->rollbacks ? " (with the learning rate of its rollbacks)" : "");
+        if (dist_size() > 1)
+            fprintf(stderr, "unet: %d ranks (mpirun) share each batch of %d tiles (%d%s each), "
+                    "batch-norm %s\n", dist_size(), a.batch, a.batch / dist_size(),
+                    a.batch % dist_size() ? " or 1 more" : "",
+                    !cfg->batchnorm ? "off" : a.sync_bn ? "synchronised (--sync-bn)"
+                                                         : "statistics per rank");
     }
     if (stop_signal) {
         cli_note("interrupted before the first step; nothing new to save");
@@ -721,13 +806,21 @@ int cmd_train(int argc, char **argv) {
                              in->n_val, a.batch, in->tile, in->out_h, a.seed,
                              unet_ctx_threads(ctx), in->total, in->per_epoch,
                              a.resume ? in->first_step : -1, m, &o.optim, {0}};
-    if (!report_run_begin(&run, a.report)) goto done;
+    if (writer && !report_run_begin(&run, a.report)) goto done;
     cli_progress_init(&view.prog);
     double t0 = cli_now();
     s = unet_trainer_run(ctx, tr, on_event, &view);
     cli_progress_done(&view.prog);
+    /* These endings come to every rank at the same step; rank 0 tells them. */
+    if (s == UNET_STATUS_OK || s == UNET_STATUS_INTERRUPTED || in->diverged) {
+        dist_agreed_end();
+        if (!writer) cli_silence();
+    }
     rc = ending(ctx, s, &view, a.out, last_path, resume_path, lp, t0);
-    if (report_run_end(&run, rc, in->step, a.report) && rc == 0) rc = CLI_EXIT_FAIL;
+    if (writer && dist_size() > 1)
+        cli_note("gradient allreduce: %.2f s of %.2f s (%.1f%%), %d ranks", dist_sum_seconds(),
+                 cli_now() - t0, 100.0 * dist_sum_seconds() / (cli_now() - t0), dist_size());
+    if (writer && report_run_end(&run, rc, in->step, a.report) && rc == 0) rc = CLI_EXIT_FAIL;
 done:
     if (view.log) fclose(view.log);
     unet_trainer_free(tr);

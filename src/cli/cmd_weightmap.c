@@ -6,30 +6,28 @@
 #include <string.h>
 
 int cmd_weightmap(int argc, char **argv) {
-    const char *mask_path = NULL, *out_path = NULL, *wc_name = "balance", *png = NULL;
-    float w0 = 10, sigma = 5;
-    const struct cli_opt opts[] = {
-        {"--mask", CLI_STR, &mask_path, "FILE", "instance label image or binary mask"},
-        {"--output", CLI_STR, &out_path, "FILE", "the weight map (.tif or .npy, float32)"},
-        {"--w0", CLI_FLOAT, &w0, "W", "border weight (10)"},
-        {"--sigma", CLI_FLOAT, &sigma, "S", "border width in pixels (5)"},
-        {"--wc", CLI_STR, &wc_name, "balance|none", "class-balancing term (balance)"},
-        {"--png", CLI_STR, &png, "FILE", "also an 8-bit picture of the map (scaled to its max)"},
+    const char *mask_path = NULL, *out_path = NULL, *png = NULL;
+    float w0, sigma;
+    int wc_index;
+    static const unet_wc wcs[] = {UNET_WC_BALANCE, UNET_WC_NONE}; /* --wc's words */
+    const struct cli_option opts[] = {
+        {"--mask", CLI_STR, &mask_path, "FILE", .help = "instance label image or binary mask"},
+        {"--output", CLI_STR, &out_path, "FILE", .help = "the weight map (.tif or .npy, float32)"},
+        {"--w0", CLI_FLOAT, &w0, "W", .help = "border weight", .def = "10"},
+        {"--sigma", CLI_FLOAT, &sigma, "S", .help = "border width in pixels", .def = "5"},
+        {"--wc", CLI_CHOICE, &wc_index, "balance|none", .help = "class-balancing term",
+         .def = "balance"},
+        {"--png", CLI_STR, &png, "FILE",
+         .help = "also an 8-bit picture of the map (scaled to its max)"},
     };
-    if (!cli_parse("weightmap", "--mask FILE --output FILE.tif|FILE.npy [options]", argc, argv, 2,
-                   opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, NULL))
-        return CLI_EXIT_USAGE;
+    const struct cli_command cmd = {"weightmap", "--mask FILE --output FILE.tif|FILE.npy [options]",
+                                    opts, CLI_COUNT(opts)};
+    if (!cli_options_parse(&cmd, argc, argv, NULL, 0, NULL)) return CLI_EXIT_USAGE;
     if (!mask_path || !out_path) {
         cli_error("weightmap: --mask and --output are required");
         return CLI_EXIT_USAGE;
     }
-    unet_wc wc;
-    if (strcmp(wc_name, "balance") == 0) wc = UNET_WC_BALANCE;
-    else if (strcmp(wc_name, "none") == 0) wc = UNET_WC_NONE;
-    else {
-        cli_error("--wc: '%s' (expected balance or none)", wc_name);
-        return CLI_EXIT_USAGE;
-    }
+    unet_wc wc = wcs[wc_index];
     const char *const outs[2] = {out_path, png}, *const roles[2] = {"--output", "--png"};
     int grc = cli_guard_io(mask_path, "--mask", outs, roles);
     if (grc) return grc;
@@ -37,7 +35,8 @@ int cmd_weightmap(int argc, char **argv) {
     unet_image m = {0}, out = {0}, pic = {0};
     int32_t *labels = NULL;
     int rc = CLI_EXIT_FAIL;
-    unet_status s = unet_image_load(ctx, mask_path, 0, &m);
+    const unet_image_opts mask = {UNET_CHANNEL_AXIS_AUTO, 1}; /* palette PNGs: their indices */
+    unet_status s = unet_image_load_with(ctx, mask_path, 0, &mask, &m);
     if (s != UNET_STATUS_OK) goto fail;
     if (m.c != 1) {
         cli_error("%s: a mask has one channel, this image has %d", mask_path, m.c);

@@ -1,5 +1,6 @@
 /* main.c — the unet command: dispatch to the subcommands (one file each in src/cli/). */
 #include "cli/cli.h"
+#include "cli/dist.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -69,8 +70,11 @@ int main(int argc, char **argv) {
         usage(stdout);
         return 0;
     }
+    /* Under mpirun (make MPI=1): the ranks form a group (dist.h, docs/scaling.md). */
+    dist_init(&argc, &argv);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].fn(argc, argv);
+        if (strcmp(argv[1], commands[i].name) == 0) return dist_exit(commands[i].fn(argc, argv));
+    dist_exit(0);
     cli_error("unknown command '%s' (see unet --help)", argv[1]);
     return CLI_EXIT_USAGE;
 }

@@ -7,7 +7,11 @@
  * log, a run still going, a prediction without its image become lines in the page's
  * "What is missing" box.
  *
- *   report.c        inputs (runs, evaluations), the page, its CSS and JavaScript
+ *   report.c        the page buffer, its notes and its frame; report_write, report_eval
+ *   report_log.c    inputs: folders, runs (record, log, model), evaluations; the log parser
+ *   report_train.c  the training section (run cards, curves, events) and the settings table
+ *   report_assets.c the page's CSS and JavaScript
+ *   report_eval.c   an evaluation's section: summary, metrics, the table of images
  *   report_chart.c  line charts as SVG: ticks, log scale, legend, event marks
  *   report_image.c  thumbnails and overlays, PNG in memory (libpng), base64
  *   report_run.c    STEM.run.json: the settings, data, machine and ending of a training run
@@ -144,7 +148,7 @@ int report_run_end(struct report_run *r, int rc, long step, const char *report);
 
 /* ---- between the report files ---- */
 
-struct report_page;     /* report.c: what the page holds, and its notes */
+struct report_page;     /* report_page.h: what the page holds, and its notes */
 struct report_eval;     /* report_eval.c: one evaluation */
 struct cJSON;
 

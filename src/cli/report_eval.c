@@ -251,33 +251,38 @@ static char *resolve(const struct report_eval *e, const char *dir) {
     return strdup(dir);
 }
 
-/* Class ids and instance labels of a mask file, as unet eval reads it; false with a note. */
+/* A mask file as unet eval reads it, once: with cls, its class ids and its objects (the labels
+ * of an instance label image, else the components of a binary mask); without (a
+ * NAME_instances.tif), its labels as they are.  false with a note. */
 static bool load_mask(struct report_page *pg, unet_ctx *ctx, const char *path, int classes,
                       int32_t **cls, int32_t **inst, int *h, int *w) {
     unet_image m = {0};
-    *cls = *inst = NULL;
+    int32_t *c = NULL;
+    *inst = NULL;
     unet_status s = unet_image_load(ctx, path, 0, &m);
     size_t P = (size_t)m.w * m.h;
     int several = 0;
     if (s == UNET_STATUS_OK) {
-        *cls = malloc(sizeof(int32_t) * P), *inst = malloc(sizeof(int32_t) * P);
-        s = *cls && *inst ? unet_mask_to_classes(ctx, &m, classes, path, *cls) : UNET_STATUS_NOMEM;
+        c = cls ? malloc(sizeof(int32_t) * P) : NULL, *inst = malloc(sizeof(int32_t) * P);
+        s = !*inst || (cls && !c) ? UNET_STATUS_NOMEM
+            : cls                 ? unet_mask_to_classes(ctx, &m, classes, path, c)
+                                  : UNET_STATUS_OK;
     }
     if (s == UNET_STATUS_OK) s = unet_mask_labels(ctx, &m, path, *inst, &several);
-    if (s == UNET_STATUS_OK && !several) {
+    if (s == UNET_STATUS_OK && cls && !several) {
         int count;
-        for (size_t i = 0; i < P; i++) (*inst)[i] = (*cls)[i] != 0;
+        for (size_t i = 0; i < P; i++) (*inst)[i] = c[i] != 0;
         s = unet_connected_components(ctx, *inst, m.h, m.w, 1, 4, *inst, &count);
     }
     *h = m.h, *w = m.w;
     unet_image_free(&m);
     if (s != UNET_STATUS_OK) {
         report_note(pg, "%s", unet_ctx_errmsg(ctx));
-        free(*cls), free(*inst);
-        *cls = *inst = NULL;
-        return false;
+        free(c), free(*inst);
+        c = *inst = NULL;
     }
-    return true;
+    if (cls) *cls = c;
+    return s == UNET_STATUS_OK;
 }
 
 /* The three pictures of image i, made to fit in `budget` bytes of base64. */
@@ -313,11 +318,11 @@ static bool image_views(struct report_page *pg, unet_ctx *ctx, const struct repo
                         : NULL;
     free(iname);
     if (instp && access(instp, R_OK) == 0) {
-        int32_t *ic = NULL, *il = NULL;
+        int32_t *il = NULL;
         int ih, iw;
-        if (load_mask(pg, ctx, instp, 2, &ic, &il, &ih, &iw) && ih == h && iw == w)
+        if (load_mask(pg, ctx, instp, 2, NULL, &il, &ih, &iw) && ih == h && iw == w)
             free(pi), pi = il, il = NULL;
-        free(ic), free(il);
+        free(il);
     }
     free(instp);
     if (ip) {

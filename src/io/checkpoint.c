@@ -3,9 +3,10 @@
  * A checkpoint holds every entry of the parameter table (weights and running statistics as F32,
  * num_batches_tracked as a 0-dimensional I64, exactly as torch.save of a state_dict converted by
  * safetensors.torch.save_file) and the architecture as __metadata__ strings:
- *     format=unet arch=unet|unet-paper|fcn8s.. in_channels classes base depth
- *     up=transpose|bilinear conv_bias batchnorm padding dropout init train_steps
- * and, for FCN only, fc_channels learn_final_up; a caller may add keys (unet train's `selected`),
+ *     format=unet format_version unet_version arch=unet|unet-paper|fcn8s.. in_channels classes
+ *     base depth up=transpose|bilinear conv_bias batchnorm padding dropout init train_steps
+ * and, for FCN only, fc_channels learn_final_up; when set, the input layout channel_axis and
+ * channels (unet_model_set_input); a caller may add keys (unet train's `selected`),
  * and every key of a loaded file is kept on the model (unet_model_meta).  A resumable checkpoint
  * adds optimizer.* tensors (the moments, and the moving average with ema_decay, ema_updates).
  * A checkpoint converted from PyTorch has no metadata; the architecture is then inferred from
@@ -17,6 +18,7 @@
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 
+#include <errno.h>
 #include <float.h>
 #include <limits.h>
 #include <math.h>
@@ -89,6 +91,74 @@ static unet_status check_meta_values(unet_ctx *ctx, const struct unet__safetenso
                               st->path, known[i].key, v, known[i].values[0], known[i].values[1]);
     }
     return UNET_STATUS_OK;
+}
+
+/* The checkpoint format: format_version counts changes to what the keys and tensors mean.  A
+ * unet reads every format up to its own (a file without the key is format 1: unet before the
+ * key, or PyTorch); a newer unet may add keys within a format, which an older one keeps and
+ * ignores; a change an older unet would misread raises the format, and the older one refuses
+ * the file, naming the version that wrote it.  unet_version is informational. */
+#define FORMAT_VERSION 1
+
+static unet_status check_format_version(unet_ctx *ctx, const struct unet__safetensors *st) {
+    const char *v = unet__st_meta(st, "format_version");
+    if (!v) return UNET_STATUS_OK;
+    char *end;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (v[0] < '1' || v[0] > '9' || *end || errno)
+        return unet__fail(ctx, UNET_STATUS_FORMAT, "%s: metadata format_version='%s' is not a "
+                          "positive integer", st->path, v);
+    if (n > FORMAT_VERSION) {
+        const char *by = unet__st_meta(st, "unet_version");
+        return unet__fail(ctx, UNET_STATUS_FORMAT, "%s: checkpoint format %ld (written by unet "
+                          "%s), but this unet (%s) reads formats up to %d: update unet to load it",
+                          st->path, n, by ? by : "of an unknown version", UNET_VERSION,
+                          FORMAT_VERSION);
+    }
+    return UNET_STATUS_OK;
+}
+
+/* The input layout keys (unet_model_set_input), checked as strictly as the architecture. */
+static unet_status load_input(unet_ctx *ctx, const struct unet__safetensors *st, unet_model *m) {
+    const char *axis = unet__st_meta(st, "channel_axis"), *ch = unet__st_meta(st, "channels");
+    int a = UNET_CHANNEL_AXIS_AUTO;
+    if (axis && unet_channel_axis_parse(ctx, axis, &a) != UNET_STATUS_OK)
+        return unet__fail(ctx, UNET_STATUS_FORMAT, "%s: metadata channel_axis='%s' (expected "
+                          "first, last, none, auto or an axis -3..2)", st->path, axis);
+    if (unet_model_set_input(ctx, m, a, ch) != UNET_STATUS_OK)
+        return unet__fail(ctx, UNET_STATUS_FORMAT, "%s: metadata: %s", st->path,
+                          unet_ctx_errmsg(ctx));
+    return UNET_STATUS_OK;
+}
+
+unet_status unet_model_set_input(unet_ctx *ctx, unet_model *m, int channel_axis,
+                                 const char *channels) {
+    if (!m) return unet__fail(ctx, UNET_STATUS_ARG, "unet_model_set_input: model is NULL");
+    char name[8];
+    if (strcmp(unet_channel_axis_name(channel_axis, name), "?") == 0)
+        return unet__fail(ctx, UNET_STATUS_ARG, "channel_axis %d: expected -3..2, auto or none",
+                          channel_axis);
+    int c = 0;
+    if (channels && strcmp(channels, "all") == 0) channels = NULL;
+    if (channels && strlen(channels) >= sizeof m->input_channels)
+        return unet__fail(ctx, UNET_STATUS_ARG, "channels: a spec of %zu characters is too long",
+                          strlen(channels));
+    unet_status s = unet_channels_count(ctx, channels, 0, NULL, &c);
+    if (s != UNET_STATUS_OK) return s;
+    if (channels && c != m->cfg.in_channels)
+        return unet__fail(ctx, UNET_STATUS_ARG, "channels='%s' gives %d channel%s, but the model "
+                          "takes %d", channels, c, c == 1 ? "" : "s", m->cfg.in_channels);
+    m->has_input_axis = channel_axis != UNET_CHANNEL_AXIS_AUTO;
+    m->input_axis = channel_axis;
+    snprintf(m->input_channels, sizeof m->input_channels, "%s", channels ? channels : "");
+    return UNET_STATUS_OK;
+}
+
+void unet_model_input(const unet_model *m, int *channel_axis, const char **channels) {
+    if (channel_axis)
+        *channel_axis = m && m->has_input_axis ? m->input_axis : UNET_CHANNEL_AXIS_AUTO;
+    if (channels) *channels = m && m->input_channels[0] ? m->input_channels : NULL;
 }
 
 /* Tensor shapes for unet__config_infer (model.h, struct unet__shapes). */
@@ -300,7 +370,8 @@ static unet_status load_st(unet_ctx *ctx, struct unet__safetensors *st, const ch
     unet_config cfg;
     const struct unet__shapes shapes = {st_shape, st, st->path};
     unet__use_threads(unet__threads(ctx)); /* the copy and the scan of the parameters */
-    unet_status s = check_meta_values(ctx, st);
+    unet_status s = check_format_version(ctx, st);
+    if (s == UNET_STATUS_OK) s = check_meta_values(ctx, st);
     if (s == UNET_STATUS_OK)
         s = unet__st_meta(st, "arch") ? config_from_meta(ctx, st, &cfg)
                                       : unet__config_infer(ctx, &shapes, &cfg);
@@ -377,6 +448,7 @@ static unet_status load_st(unet_ctx *ctx, struct unet__safetensors *st, const ch
     }
     unet__rng_seed(&m->rng, 0x5eed5eed5eedULL);
     s = keep_meta(ctx, st, m);
+    if (s == UNET_STATUS_OK) s = load_input(ctx, st, m);
     if (s != UNET_STATUS_OK) goto fail;
     if (training) {
         s = load_optimizer(ctx, st, m);
@@ -447,7 +519,7 @@ static unet_status save(unet_ctx *ctx, const unet_model *m, const char *path, bo
     const int n_ema = ema ? (m->n_buffers ? 2 : 1) : 0;
     int n = m->n_params + (training ? 2 + n_ema : 0);
     struct unet__st_entry *e = calloc((size_t)n, sizeof *e);
-    const char **meta = calloc(2 * (size_t)(20 + n_extra), sizeof *meta);
+    const char **meta = calloc(2 * (size_t)(32 + n_extra), sizeof *meta);
     if (!e || !meta) {
         free(e);
         free(meta);
@@ -480,7 +552,7 @@ static unet_status save(unet_ctx *ctx, const unet_model *m, const char *path, bo
         }
     }
     const unet_config *c = &m->cfg;
-    char v[14][40];
+    char v[15][40];
     snprintf(v[0], sizeof v[0], "%d", c->in_channels);
     snprintf(v[1], sizeof v[1], "%d", c->classes);
     snprintf(v[2], sizeof v[2], "%d", c->base);
@@ -490,8 +562,10 @@ static unet_status save(unet_ctx *ctx, const unet_model *m, const char *path, bo
     snprintf(v[6], sizeof v[6], "%d", c->padding);
     snprintf(v[7], sizeof v[7], "%g", (double)c->dropout);
     snprintf(v[8], sizeof v[8], "%ld", m->opt_step);
+    snprintf(v[14], sizeof v[14], "%d", FORMAT_VERSION);
     const char *fixed[] = {
-        "format", "unet", "unet_version", UNET_VERSION, "arch", unet_arch_name(c->arch),
+        "format", "unet", "format_version", v[14], "unet_version", UNET_VERSION,
+        "arch", unet_arch_name(c->arch),
         "in_channels", v[0], "classes", v[1], "base", v[2], "depth", v[3],
         "up", c->up == UNET_UP_BILINEAR ? "bilinear" : "transpose", "conv_bias", v[4],
         "batchnorm", v[5], "padding", v[6], "dropout", v[7],
@@ -516,9 +590,14 @@ static unet_status save(unet_ctx *ctx, const unet_model *m, const char *path, bo
         snprintf(v[13], sizeof v[13], "%ld", m->ema_updates);
         meta[k++] = "ema_decay", meta[k++] = v[12], meta[k++] = "ema_updates", meta[k++] = v[13];
     }
+    char axis_name[8];
+    if (m->has_input_axis)
+        meta[k++] = "channel_axis", meta[k++] = unet_channel_axis_name(m->input_axis, axis_name);
+    if (m->input_channels[0]) meta[k++] = "channels", meta[k++] = m->input_channels;
     /* Keys written only for some models or saves: reserved for every save all the same. */
     static const char *const sometimes[] = {"fc_channels", "learn_final_up", "rng0", "rng1",
-                                            "ema_decay", "ema_updates"};
+                                            "ema_decay", "ema_updates", "channel_axis",
+                                            "channels"};
     const int n_sometimes = (int)(sizeof sometimes / sizeof sometimes[0]);
     for (int i = 0; i < 2 * n_extra; i++) {
         /* Caller keys may not be NULL nor shadow any key this function writes. */

@@ -124,6 +124,9 @@ unet_status unet__image_alloc_pixels(unet_ctx *ctx, const char *path, unet_image
     return UNET_STATUS_OK;
 }
 
+static unet_status check_image(unet_ctx *ctx, const char *what, const unet_image *img);
+static double sample_at(const unet_image *img, size_t i);
+
 /* ---- format dispatch ---- */
 
 enum format { FORMAT_UNKNOWN, FORMAT_PNG, FORMAT_TIFF, FORMAT_NPY };
@@ -152,43 +155,301 @@ static unet_status sniff(unet_ctx *ctx, const char *path, enum format *fmt) {
     return UNET_STATUS_OK;
 }
 
-static unet_status load(unet_ctx *ctx, const char *path, int page, bool pixels, unet_image *out) {
+/* ---- channel layouts ---- */
+
+unet_image_opts unet_image_defaults(void) {
+    unet_image_opts o = {.channel_axis = UNET_CHANNEL_AXIS_AUTO, .palette_indices = 0};
+    return o;
+}
+
+static bool axis_valid(int axis) {
+    return axis == UNET_CHANNEL_AXIS_AUTO || axis == UNET_CHANNEL_AXIS_NONE ||
+           (axis >= -3 && axis <= 2);
+}
+
+unet_status unet_channel_axis_of(unet_ctx *ctx, int ndim, const int64_t *shape, int channel_axis,
+                                 int *axis) {
+    if (!axis || (ndim == 3 && !shape))
+        return unet__fail(ctx, UNET_STATUS_ARG, "unet_channel_axis_of: NULL argument");
+    *axis = -1;
+    if (ndim != 2 && ndim != 3)
+        return unet__fail(ctx, UNET_STATUS_ARG, "channel axis: an image has 2 or 3 dimensions, "
+                          "not %d", ndim);
+    if (!axis_valid(channel_axis))
+        return unet__fail(ctx, UNET_STATUS_ARG, "channel axis %d: expected -3..2, auto or none",
+                          channel_axis);
+    if (ndim == 2 || channel_axis == UNET_CHANNEL_AXIS_NONE) return UNET_STATUS_OK;
+    if (channel_axis == UNET_CHANNEL_AXIS_AUTO) {
+        /* Colour last (numpy, scikit-image, PIL, tifffile) when the last axis is small and both
+         * others are larger; else channels first, as unet writes and PyTorch keeps them. */
+        bool last = shape[2] <= 4 && shape[0] > shape[2] && shape[1] > shape[2];
+        *axis = last ? 2 : 0;
+        return UNET_STATUS_OK;
+    }
+    *axis = channel_axis < 0 ? channel_axis + 3 : channel_axis;
+    return UNET_STATUS_OK;
+}
+
+unet_status unet_channel_axis_parse(unet_ctx *ctx, const char *text, int *channel_axis) {
+    static const struct {
+        const char *name;
+        int         axis;
+    } names[] = {{"auto", UNET_CHANNEL_AXIS_AUTO}, {"none", UNET_CHANNEL_AXIS_NONE},
+                 {"first", 0}, {"last", -1}};
+    if (!text || !channel_axis)
+        return unet__fail(ctx, UNET_STATUS_ARG, "unet_channel_axis_parse: NULL argument");
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(text, names[i].name) == 0) {
+            *channel_axis = names[i].axis;
+            return UNET_STATUS_OK;
+        }
+    char *end;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (text[0] && !*end && !errno && v >= -3 && v <= 2) {
+        *channel_axis = (int)v;
+        return UNET_STATUS_OK;
+    }
+    return unet__fail(ctx, UNET_STATUS_ARG, "channel axis '%s' (expected first, last, none, auto "
+                      "or an axis -3..2)", text);
+}
+
+const char *unet_channel_axis_name(int channel_axis, char buf[8]) {
+    if (channel_axis == UNET_CHANNEL_AXIS_AUTO) return "auto";
+    if (channel_axis == UNET_CHANNEL_AXIS_NONE) return "none";
+    if (channel_axis == 0) return "first";
+    if (channel_axis == -1) return "last";
+    if (!axis_valid(channel_axis)) return "?";
+    snprintf(buf, 8, "%d", channel_axis);
+    return buf;
+}
+
+/* A TIFF's pages as the channels of one image (channel axis first): every page of one size and
+ * sample type, their samples in page order.  Sized from the headers before anything is
+ * decoded; each page is then decoded on its own and copied into its planes. */
+#define MAX_PAGE_CHANNELS 4096
+static unet_status tiff_pages_as_channels(unet_ctx *ctx, const char *path, bool pixels,
+                                          unet_image *out) {
+    int pages = 0;
+    unet_status s = unet__tiff_pages(ctx, path, &pages);
+    if (s != UNET_STATUS_OK) return s;
+    if (pages > MAX_PAGE_CHANNELS)
+        return unet__fail(ctx, UNET_STATUS_FORMAT, "%s: %d pages as channels (channel axis "
+                          "first): over the limit of %d", path, pages, MAX_PAGE_CHANNELS);
+    unet_image first = {0}, info;
+    uint64_t c = 0;
+    for (int p = 0; p < pages; p++) {
+        s = unet__tiff_load(ctx, path, p, false, &info);
+        if (s != UNET_STATUS_OK) return s;
+        if (p == 0) first = info;
+        if (info.w != first.w || info.h != first.h || info.dtype != first.dtype)
+            return unet__fail(ctx, UNET_STATUS_FORMAT,
+                              "%s: page %d is %dx%d %s, page 0 %dx%d %s: pages of different "
+                              "sizes or sample types cannot be the channels of one image (channel "
+                              "axis first)", path, p, info.w, info.h, dtype_name(info.dtype),
+                              first.w, first.h, dtype_name(first.dtype));
+        c += (uint64_t)info.c;
+    }
+    s = unet__image_create(ctx, path, (uint64_t)first.w, (uint64_t)first.h, c, first.dtype, out);
+    if (s != UNET_STATUS_OK || !pixels) return s;
+    s = unet__image_alloc_pixels(ctx, path, out);
+    if (s != UNET_STATUS_OK) {
+        memset(out, 0, sizeof *out);
+        return s;
+    }
+    size_t plane = (size_t)out->w * (size_t)out->h * unet_dtype_size(out->dtype), at = 0;
+    for (int p = 0; p < pages; p++) {
+        unet_image page;
+        s = unet__tiff_load(ctx, path, p, true, &page);
+        /* The headers were read once already; a file changed in between is refused too. */
+        if (s == UNET_STATUS_OK && (page.w != out->w || page.h != out->h ||
+                                    page.dtype != out->dtype || at + (size_t)page.c > (size_t)out->c))
+            s = unet__fail(ctx, UNET_STATUS_FORMAT, "%s: page %d changed while reading", path, p);
+        if (s != UNET_STATUS_OK) {
+            unet_image_free(&page);
+            unet_image_free(out);
+            return s;
+        }
+        memcpy((unsigned char *)out->data + at * plane, page.data, (size_t)page.c * plane);
+        at += (size_t)page.c;
+        unet_image_free(&page);
+    }
+    return UNET_STATUS_OK;
+}
+
+static unet_status tiff_axis(unet_ctx *ctx, const char *path, int axis, bool *pages_as_channels) {
+    *pages_as_channels = axis == 0 || axis == -3;
+    if (axis == 1 || axis == -2)
+        return unet__fail(ctx, UNET_STATUS_ARG, "%s: channel axis %d: a TIFF's channels are its "
+                          "samples (last) or, with the channel axis first, its pages", path, axis);
+    return UNET_STATUS_OK;
+}
+
+static unet_status load(unet_ctx *ctx, const char *path, int page, const unet_image_opts *opts,
+                        bool pixels, unet_image *out) {
     if (!out) return unet__fail(ctx, UNET_STATUS_ARG, "unet_image_load: out is NULL");
     memset(out, 0, sizeof *out);
     if (!path) return unet__fail(ctx, UNET_STATUS_ARG, "unet_image_load: path is NULL");
     if (page < 0) return unet__fail(ctx, UNET_STATUS_ARG, "%s: page %d is negative", path, page);
+    const unet_image_opts o = opts ? *opts : unet_image_defaults();
+    if (!axis_valid(o.channel_axis))
+        return unet__fail(ctx, UNET_STATUS_ARG, "%s: channel axis %d: expected -3..2, auto or "
+                          "none", path, o.channel_axis);
     enum format fmt;
     unet_status s = sniff(ctx, path, &fmt);
     if (s != UNET_STATUS_OK) return s;
-    if (fmt != FORMAT_TIFF && page != 0)
-        return unet__fail(ctx, UNET_STATUS_ARG, "%s: page %d requested, the file has one image",
-                          path, page);
+    bool joined = false;
+    if (fmt == FORMAT_TIFF && (s = tiff_axis(ctx, path, o.channel_axis, &joined)) != UNET_STATUS_OK)
+        return s;
+    if ((fmt == FORMAT_PNG || joined) && page != 0)
+        return unet__fail(ctx, UNET_STATUS_ARG, "%s: page %d requested, the file has one image%s",
+                          path, page, joined ? " (its pages are the channels)" : "");
     switch (fmt) {
-    case FORMAT_PNG:  return unet__png_load(ctx, path, pixels, out);
-    case FORMAT_TIFF: return unet__tiff_load(ctx, path, page, pixels, out);
-    case FORMAT_NPY:  return unet__npy_load(ctx, path, pixels, out);
+    case FORMAT_PNG:  return unet__png_load(ctx, path, o.palette_indices != 0, pixels, out);
+    case FORMAT_TIFF:
+        return joined ? tiff_pages_as_channels(ctx, path, pixels, out)
+                      : unet__tiff_load(ctx, path, page, pixels, out);
+    case FORMAT_NPY:  return unet__npy_load(ctx, path, page, o.channel_axis, pixels, out);
     case FORMAT_UNKNOWN: break;
     }
     return UNET_STATUS_FORMAT;
 }
 
+unet_status unet_image_load_with(unet_ctx *ctx, const char *path, int page,
+                                 const unet_image_opts *opts, unet_image *out) {
+    return load(ctx, path, page, opts, true, out);
+}
+
+unet_status unet_image_info_with(unet_ctx *ctx, const char *path, int page,
+                                 const unet_image_opts *opts, unet_image *info) {
+    return load(ctx, path, page, opts, false, info);
+}
+
 unet_status unet_image_load(unet_ctx *ctx, const char *path, int page, unet_image *out) {
-    return load(ctx, path, page, true, out);
+    return load(ctx, path, page, NULL, true, out);
 }
 
 unet_status unet_image_info(unet_ctx *ctx, const char *path, int page, unet_image *info) {
-    return load(ctx, path, page, false, info);
+    return load(ctx, path, page, NULL, false, info);
 }
 
-unet_status unet_image_pages(unet_ctx *ctx, const char *path, int *pages) {
+unet_status unet_image_pages_with(unet_ctx *ctx, const char *path, const unet_image_opts *opts,
+                                  int *pages) {
     if (!pages) return unet__fail(ctx, UNET_STATUS_ARG, "unet_image_pages: pages is NULL");
     *pages = 0;
     if (!path) return unet__fail(ctx, UNET_STATUS_ARG, "unet_image_pages: path is NULL");
+    const unet_image_opts o = opts ? *opts : unet_image_defaults();
+    if (!axis_valid(o.channel_axis))
+        return unet__fail(ctx, UNET_STATUS_ARG, "%s: channel axis %d: expected -3..2, auto or "
+                          "none", path, o.channel_axis);
     enum format fmt;
     unet_status s = sniff(ctx, path, &fmt);
     if (s != UNET_STATUS_OK) return s;
-    if (fmt == FORMAT_TIFF) return unet__tiff_pages(ctx, path, pages);
+    bool joined = false;
+    switch (fmt) {
+    case FORMAT_TIFF:
+        if ((s = tiff_axis(ctx, path, o.channel_axis, &joined)) != UNET_STATUS_OK) return s;
+        if (!joined) return unet__tiff_pages(ctx, path, pages);
+        break;
+    case FORMAT_NPY: return unet__npy_pages(ctx, path, o.channel_axis, pages);
+    case FORMAT_PNG:
+    case FORMAT_UNKNOWN: break;
+    }
     *pages = 1;
+    return UNET_STATUS_OK;
+}
+
+unet_status unet_image_pages(unet_ctx *ctx, const char *path, int *pages) {
+    return unet_image_pages_with(ctx, path, NULL, pages);
+}
+
+/* ---- choosing and converting channels ---- */
+
+#define MAX_SELECT 64
+#define MAX_SPEC_INDEX 4095
+
+/* spec -> gray, or n indices; false with a message on a malformed spec. */
+static bool parse_channels(unet_ctx *ctx, const char *spec, bool *gray, int *idx, int *n) {
+    *gray = false;
+    *n = 0;
+    if (!spec || strcmp(spec, "all") == 0) return true;
+    if (strcmp(spec, "gray") == 0 || strcmp(spec, "grey") == 0) {
+        *gray = true;
+        return true;
+    }
+    const char *p = spec;
+    for (;;) {
+        if (*p < '0' || *p > '9') break;
+        long v = 0;
+        while (*p >= '0' && *p <= '9' && v <= MAX_SPEC_INDEX) v = v * 10 + (*p++ - '0');
+        if (v > MAX_SPEC_INDEX || *n == MAX_SELECT) break;
+        idx[(*n)++] = (int)v;
+        if (*p == 0) return true;
+        if (*p++ != ',') break;
+    }
+    unet__fail(ctx, UNET_STATUS_ARG, "channels '%.80s' (expected gray, all, or up to %d channel "
+               "numbers 0..%d separated by commas, like 0 or 1,2)", spec, MAX_SELECT, MAX_SPEC_INDEX);
+    return false;
+}
+
+unet_status unet_channels_count(unet_ctx *ctx, const char *spec, int c, const char *name,
+                                int *out) {
+    if (!out) return unet__fail(ctx, UNET_STATUS_ARG, "unet_channels_count: out is NULL");
+    *out = 0;
+    bool gray;
+    int idx[MAX_SELECT], n;
+    if (!parse_channels(ctx, spec, &gray, idx, &n)) return UNET_STATUS_ARG;
+    if (!name) name = "image";
+    for (int i = 0; i < n && c > 0; i++)
+        if (idx[i] >= c)
+            return unet__fail(ctx, UNET_STATUS_SHAPE, "%s has %d channel%s (0..%d): it has no "
+                              "channel %d (--channels %s)", name, c, c == 1 ? "" : "s", c - 1,
+                              idx[i], spec);
+    *out = gray ? 1 : n ? n : c;
+    return UNET_STATUS_OK;
+}
+
+unet_status unet_image_select_channels(unet_ctx *ctx, unet_image *img, const char *spec,
+                                       const char *name) {
+    if (!name) name = "image";
+    unet_status s = check_image(ctx, name, img);
+    if (s != UNET_STATUS_OK) return s;
+    bool gray;
+    int idx[MAX_SELECT], n, c_out;
+    if ((s = unet_channels_count(ctx, spec, img->c, name, &c_out)) != UNET_STATUS_OK) return s;
+    parse_channels(ctx, spec, &gray, idx, &n);
+    if ((!gray && n == 0) || (gray && img->c == 1)) return UNET_STATUS_OK;
+    const size_t plane = (size_t)img->w * img->h, bs = unet_dtype_size(img->dtype);
+    unsigned char *dst = unet__alloc(plane * (size_t)c_out * bs);
+    if (!dst)
+        return unet__fail(ctx, UNET_STATUS_NOMEM, "%s: cannot allocate %d channels of %dx%d", name,
+                          c_out, img->w, img->h);
+    const unsigned char *src = img->data;
+    if (!gray) {
+        for (int k = 0; k < n; k++)
+            memcpy(dst + (size_t)k * plane * bs, src + (size_t)idx[k] * plane * bs, plane * bs);
+    } else {
+        /* BT.601 luma for RGB, else the plain mean. */
+        static const double bt601[3] = {0.299, 0.587, 0.114};
+        const int c = img->c;
+        for (size_t i = 0; i < plane; i++) {
+            double v = 0.0;
+            for (int k = 0; k < c; k++) {
+                double x = sample_at(img, (size_t)k * plane + i);
+                v += c == 3 ? bt601[k] * x : x;
+            }
+            if (c != 3) v /= c;
+            switch (img->dtype) {
+            case UNET_DTYPE_U8: ((uint8_t *)dst)[i] = (uint8_t)lround(v); break;
+            case UNET_DTYPE_U16: ((uint16_t *)dst)[i] = (uint16_t)lround(v); break;
+            case UNET_DTYPE_I32: ((int32_t *)dst)[i] = (int32_t)lround(v); break;
+            case UNET_DTYPE_F32: ((float *)dst)[i] = (float)v; break;
+            }
+        }
+    }
+    unet__free(img->data);
+    img->data = dst;
+    img->c = c_out;
     return UNET_STATUS_OK;
 }
 

@@ -42,8 +42,11 @@ static inline bool unet__int_sample(const unsigned char *x, size_t size, bool is
     return true;
 }
 
-/* PNG (libpng): 8/16-bit, gray, gray+alpha, RGB, RGBA, palette; alpha is dropped. */
-unet_status unet__png_load(unet_ctx *ctx, const char *path, bool pixels, unet_image *out);
+/* PNG (libpng): 8/16-bit, gray, gray+alpha, RGB, RGBA, palette; alpha is dropped.  A palette
+ * image gives its colours (gray when every entry is gray, else RGB), or with palette_indices
+ * its indices (one U8 channel). */
+unet_status unet__png_load(unet_ctx *ctx, const char *path, bool palette_indices, bool pixels,
+                           unet_image *out);
 /* U8 or U16 with 1 or 3 channels (checked by the caller). */
 unet_status unet__png_save(unet_ctx *ctx, const char *path, const char *tmp,
                            const unet_image *img);
@@ -62,8 +65,12 @@ unet_status unet__tiff_pages(unet_ctx *ctx, const char *path, int *pages);
 unet_status unet__tiff_save(unet_ctx *ctx, const char *path, const char *tmp,
                             const unet_image *img);
 
-/* NumPy .npy, versions 1.0, 2.0 and 3.0, C order, shape (H, W) or (C, H, W). */
-unet_status unet__npy_load(unet_ctx *ctx, const char *path, bool pixels, unet_image *out);
+/* NumPy .npy, versions 1.0, 2.0 and 3.0, C order, shape (H, W) or 3-D with its channel axis
+ * by unet_channel_axis_of (channel_axis: UNET_CHANNEL_AXIS_AUTO, _NONE or an index); with no
+ * channel axis a 3-D array (N, H, W) has N pages. */
+unet_status unet__npy_load(unet_ctx *ctx, const char *path, int page, int channel_axis,
+                           bool pixels, unet_image *out);
+unet_status unet__npy_pages(unet_ctx *ctx, const char *path, int channel_axis, int *pages);
 unet_status unet__npy_save(unet_ctx *ctx, const char *path, const char *tmp,
                            const unet_image *img);
 /* Any C-order shape of ndim (1..8) dimensions: what unet__npy_save writes for (H, W) and

@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <float.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -219,23 +220,31 @@ static const char *shape_str(char *buf, size_t size, const struct unet__npy_head
 
 /* ---- reading ---- */
 
-unet_status unet__npy_load(unet_ctx *ctx, const char *path, bool pixels, unet_image *out) {
-    memset(out, 0, sizeof *out);
-    char *hdr = NULL;
-    unsigned char *chunk = NULL;
-    FILE *f;
+/* An open .npy file whose header is parsed and checked: dtype t, shape, and data that is
+ * exactly product(shape) * itemsize bytes from data_start. */
+struct npy_file {
+    FILE                   *f;
+    uint64_t                data_start;
+    struct unet__npy_header h;
+    size_t                  t;        /* index in dtypes[] */
+    char                    shape[160];
+};
+
+static unet_status npy_open(unet_ctx *ctx, const char *path, struct npy_file *n) {
+    memset(n, 0, sizeof *n);
     uint64_t file_size;
-    unet_status s = unet__fopen_regular(ctx, path, &f, &file_size);
+    unet_status s = unet__fopen_regular(ctx, path, &n->f, &file_size);
     if (s != UNET_STATUS_OK) return s;
+    char *hdr = NULL;
     unsigned char pre[12];
-    if (fread(pre, 1, 10, f) != 10 || memcmp(pre, "\x93NUMPY", 6) != 0) {
+    if (fread(pre, 1, 10, n->f) != 10 || memcmp(pre, "\x93NUMPY", 6) != 0) {
         s = unet__fail(ctx, UNET_STATUS_FORMAT, "%s: not a .npy file (truncated magic)", path);
         goto done;
     }
     int major = pre[6], minor = pre[7];
     uint64_t prefix = 10, hlen = (uint64_t)pre[8] | (uint64_t)pre[9] << 8;
     if (major == 2 || major == 3) {
-        if (fread(pre + 10, 1, 2, f) != 2) {
+        if (fread(pre + 10, 1, 2, n->f) != 2) {
             s = unet__fail(ctx, UNET_STATUS_FORMAT, "%s: truncated .npy header", path);
             goto done;
         }
@@ -257,92 +266,209 @@ unet_status unet__npy_load(unet_ctx *ctx, const char *path, bool pixels, unet_im
         s = unet__fail(ctx, UNET_STATUS_NOMEM, "%s: cannot allocate the .npy header", path);
         goto done;
     }
-    if (fread(hdr, 1, (size_t)hlen, f) != (size_t)hlen) {
+    if (fread(hdr, 1, (size_t)hlen, n->f) != (size_t)hlen) {
         s = unet__fail(ctx, UNET_STATUS_IO, "%s: cannot read the .npy header", path);
         goto done;
     }
     hdr[hlen] = 0;
-    struct unet__npy_header h;
+    struct unet__npy_header *h = &n->h;
     char err[128];
-    if (!unet__npy_parse_header(hdr, (size_t)hlen, &h, err, sizeof err)) {
+    if (!unet__npy_parse_header(hdr, (size_t)hlen, h, err, sizeof err)) {
         s = unet__fail(ctx, UNET_STATUS_FORMAT, "%s: invalid .npy header: %s", path, err);
         goto done;
     }
-    char shape[160];
-    shape_str(shape, sizeof shape, &h);
-    size_t t = 0;
-    while (t < N_DTYPES && strcmp(dtypes[t].descr, h.descr) != 0) t++;
-    if (t == N_DTYPES) {
+    shape_str(n->shape, sizeof n->shape, h);
+    while (n->t < N_DTYPES && strcmp(dtypes[n->t].descr, h->descr) != 0) n->t++;
+    if (n->t == N_DTYPES) {
         s = unet__fail(ctx, UNET_STATUS_FORMAT,
                        "%s: .npy dtype '%s' is not supported (little-endian bool, (u)int8..64, "
                        "float32, float64)",
-                       path, h.descr);
+                       path, h->descr);
         goto done;
     }
-    if (h.fortran_order) {
+    if (h->fortran_order) {
         s = unet__fail(ctx, UNET_STATUS_FORMAT,
                        "%s: .npy array is in Fortran order; save it in C order "
                        "(numpy.ascontiguousarray)",
                        path);
         goto done;
     }
-    if (h.ndim != 2 && h.ndim != 3) {
-        s = unet__fail(ctx, UNET_STATUS_FORMAT, "%s: .npy shape %s is not (H, W) or (C, H, W)",
-                       path, shape);
+    if (h->ndim != 2 && h->ndim != 3) {
+        s = unet__fail(ctx, UNET_STATUS_FORMAT,
+                       "%s: .npy shape %s is not (H, W), (C, H, W) or (H, W, C)", path, n->shape);
         goto done;
     }
     size_t dims[UNET__NPY_MAX_DIMS + 1];
-    for (int i = 0; i < h.ndim; i++) dims[i] = (size_t)h.shape[i];
-    dims[h.ndim] = dtypes[t].itemsize;
+    for (int i = 0; i < h->ndim; i++) dims[i] = (size_t)h->shape[i];
+    dims[h->ndim] = dtypes[n->t].itemsize;
     size_t nbytes = 0;
-    bool fits = unet__prod_size(dims, h.ndim + 1, &nbytes);
+    bool fits = unet__prod_size(dims, h->ndim + 1, &nbytes);
     uint64_t data_size = file_size - prefix - hlen;
     if (!fits || (uint64_t)nbytes != data_size) {
         char need[32];
         snprintf(need, sizeof need, fits ? "%zu bytes" : "over 2^64 bytes", nbytes);
         s = unet__fail(ctx, UNET_STATUS_FORMAT, "%s: .npy data is %llu bytes, shape %s of '%s' "
-                       "needs %s", path, (unsigned long long)data_size, shape, h.descr, need);
+                       "needs %s", path, (unsigned long long)data_size, n->shape, h->descr, need);
         goto done;
     }
-    uint64_t c = h.ndim == 3 ? (uint64_t)h.shape[0] : 1;
-    s = unet__image_create(ctx, path, (uint64_t)h.shape[h.ndim - 1],
-                           (uint64_t)h.shape[h.ndim - 2], c, dtypes[t].dtype, out);
+    n->data_start = prefix + hlen;
+done:
+    free(hdr);
+    if (s != UNET_STATUS_OK) {
+        fclose(n->f);
+        n->f = NULL;
+    }
+    return s;
+}
+
+/* Which part of the array is the image, and how: the array's three axes s (a 2-D array is
+ * (1, H, W)), the channel axis among them (0, 1, 2; 0 with s[0] = 1 for one channel), and for
+ * an array without one (UNET_CHANNEL_AXIS_NONE) its s[0] pages, page `page` being the image. */
+struct npy_layout {
+    size_t s[3];
+    int    axis;
+    bool   stack;     /* no channel axis: s[0] one-channel pages */
+    int    pages;
+};
+
+static unet_status npy_layout(unet_ctx *ctx, const char *path, const struct npy_file *n,
+                              int channel_axis, struct npy_layout *L) {
+    const struct unet__npy_header *h = &n->h;
+    memset(L, 0, sizeof *L);
+    L->pages = 1;
+    L->s[0] = h->ndim == 3 ? (size_t)h->shape[0] : 1;
+    L->s[1] = (size_t)h->shape[h->ndim - 2];
+    L->s[2] = (size_t)h->shape[h->ndim - 1];
+    int axis;
+    unet_status s = unet_channel_axis_of(ctx, h->ndim, h->shape, channel_axis, &axis);
+    if (s != UNET_STATUS_OK)
+        return unet__fail(ctx, s, "%s: %s", path, unet_ctx_errmsg(ctx));
+    if (h->ndim == 3 && axis < 0) {
+        if (L->s[0] < 1 || L->s[0] > INT_MAX)
+            return unet__fail(ctx, UNET_STATUS_FORMAT, "%s: .npy shape %s: %zu images (no channel "
+                              "axis) is not a valid stack", path, n->shape, L->s[0]);
+        L->pages = (int)L->s[0];
+        L->stack = true;
+    }
+    L->axis = axis < 0 ? 0 : axis;
+    return UNET_STATUS_OK;
+}
+
+/* Where the next item of the file goes in a planar (c, h, w) image: counters over the array's
+ * axes (a, b, k) of sizes s, in C order. */
+struct walk {
+    size_t s[3], a, b, k;
+    int    axis;
+};
+
+static size_t walk_pos(const struct walk *w) {
+    switch (w->axis) {
+    case 1: return (w->b * w->s[0] + w->a) * w->s[2] + w->k;   /* (H, C, W) */
+    case 2: return (w->k * w->s[0] + w->a) * w->s[1] + w->b;   /* (H, W, C) */
+    default: return (w->a * w->s[1] + w->b) * w->s[2] + w->k;  /* (C, H, W) */
+    }
+}
+
+static void walk_next(struct walk *w) {
+    if (++w->k < w->s[2]) return;
+    w->k = 0;
+    if (++w->b < w->s[1]) return;
+    w->b = 0;
+    w->a++;
+}
+
+/* n items of bs bytes from src to their places in dst. */
+static void scatter(unsigned char *dst, const unsigned char *src, size_t n, size_t bs,
+                    struct walk *w) {
+    for (size_t i = 0; i < n; i++, walk_next(w)) {
+        size_t at = walk_pos(w);
+        switch (bs) {
+        case 1: dst[at] = src[i]; break;
+        case 2: memcpy(dst + 2 * at, src + 2 * i, 2); break;
+        default: memcpy(dst + 4 * at, src + 4 * i, 4); break;
+        }
+    }
+}
+
+unet_status unet__npy_pages(unet_ctx *ctx, const char *path, int channel_axis, int *pages) {
+    *pages = 0;
+    struct npy_file n;
+    unet_status s = npy_open(ctx, path, &n);
+    if (s != UNET_STATUS_OK) return s;
+    struct npy_layout L;
+    s = npy_layout(ctx, path, &n, channel_axis, &L);
+    fclose(n.f);
+    if (s == UNET_STATUS_OK) *pages = L.pages;
+    return s;
+}
+
+unet_status unet__npy_load(unet_ctx *ctx, const char *path, int page, int channel_axis,
+                           bool pixels, unet_image *out) {
+    memset(out, 0, sizeof *out);
+    struct npy_file n;
+    unet_status s = npy_open(ctx, path, &n);
+    if (s != UNET_STATUS_OK) return s;
+    unsigned char *chunk = NULL, *conv = NULL;
+    struct npy_layout L;
+    s = npy_layout(ctx, path, &n, channel_axis, &L);
+    if (s != UNET_STATUS_OK) goto done;
+    if (page >= L.pages) {
+        s = unet__fail(ctx, UNET_STATUS_ARG, "%s: page %d requested, the file has %d image%s",
+                       path, page, L.pages, L.pages == 1 ? "" : "s");
+        goto done;
+    }
+    /* The image: one plane of a stack, or the whole array with its channel axis. */
+    struct walk w = {{L.s[0], L.s[1], L.s[2]}, 0, 0, 0, L.axis};
+    if (L.stack) w.s[0] = 1;
+    size_t ch = w.axis == 0 ? w.s[0] : w.axis == 1 ? w.s[1] : w.s[2];
+    size_t ih = w.axis == 0 ? w.s[1] : w.s[0], iw = w.axis == 2 ? w.s[1] : w.s[2];
+    s = unet__image_create(ctx, path, (uint64_t)iw, (uint64_t)ih, (uint64_t)ch,
+                           dtypes[n.t].dtype, out);
     if (s != UNET_STATUS_OK || !pixels) goto done;
     s = unet__image_alloc_pixels(ctx, path, out);
     if (s != UNET_STATUS_OK) goto done;
-    if (dtypes[t].conv == CONV_COPY) {
-        if (fread(out->data, 1, nbytes, f) != nbytes) {
+    const size_t itemsize = dtypes[n.t].itemsize, out_size = unet_dtype_size(dtypes[n.t].dtype);
+    const size_t items = w.s[0] * w.s[1] * w.s[2];
+    const uint64_t offset = n.data_start + (uint64_t)page * items * itemsize;
+    if (fseeko(n.f, (off_t)offset, SEEK_SET) != 0) {
+        s = unet__fail(ctx, UNET_STATUS_IO, "%s: cannot seek to the .npy data", path);
+        goto done;
+    }
+    const bool copy = dtypes[n.t].conv == CONV_COPY;
+    if (copy && w.axis == 0) { /* the file's order is the image's */
+        if (fread(out->data, itemsize, items, n.f) != items)
             s = unet__fail(ctx, UNET_STATUS_IO, "%s: cannot read the .npy data", path);
-            goto done;
-        }
         goto done;
     }
     chunk = malloc(CHUNK_BYTES);
-    if (!chunk) {
+    conv = copy || w.axis == 0 ? NULL : malloc(CHUNK_BYTES);
+    if (!chunk || (!copy && w.axis != 0 && !conv)) {
         s = unet__fail(ctx, UNET_STATUS_NOMEM, "%s: cannot allocate a read buffer", path);
         goto done;
     }
-    size_t items = nbytes / dtypes[t].itemsize, per_chunk = CHUNK_BYTES / dtypes[t].itemsize;
-    size_t out_size = unet_dtype_size(dtypes[t].dtype);
+    size_t per_chunk = CHUNK_BYTES / itemsize;
     for (size_t i = 0; i < items; i += per_chunk) {
-        size_t n = items - i < per_chunk ? items - i : per_chunk;
-        if (fread(chunk, dtypes[t].itemsize, n, f) != n) {
+        size_t k = items - i < per_chunk ? items - i : per_chunk;
+        if (fread(chunk, itemsize, k, n.f) != k) {
             s = unet__fail(ctx, UNET_STATUS_IO, "%s: cannot read the .npy data", path);
             goto done;
         }
-        size_t bad = convert((unsigned char *)out->data + i * out_size, chunk, n,
-                             dtypes[t].itemsize, dtypes[t].conv);
-        if (bad != n) {
+        /* Converted in place when the order is the image's, else through conv. */
+        unsigned char *dst = w.axis == 0 ? (unsigned char *)out->data + i * out_size : conv;
+        size_t bad = copy ? k : convert(dst, chunk, k, itemsize, dtypes[n.t].conv);
+        if (bad != k) {
             s = unet__fail(ctx, UNET_STATUS_FORMAT,
-                           "%s: .npy element %zu does not fit in %s", path, i + bad,
-                           dtypes[t].dtype == UNET_DTYPE_F32 ? "float32" : "int32");
+                           "%s: .npy element %zu does not fit in %s", path,
+                           (size_t)page * items + i + bad,
+                           dtypes[n.t].dtype == UNET_DTYPE_F32 ? "float32" : "int32");
             goto done;
         }
+        if (w.axis != 0) scatter(out->data, copy ? chunk : conv, k, out_size, &w);
     }
 done:
-    fclose(f);
-    free(hdr);
+    fclose(n.f);
     free(chunk);
+    free(conv);
     if (s != UNET_STATUS_OK) unet_image_free(out);
     return s;
 }

@@ -6,7 +6,8 @@
  * survive the longjmp (no volatile locals) and the caller frees it on either path.  The
  * warning function stores nothing and prints nothing: the library never prints.
  *
- * Reading asks libpng for 8- or 16-bit gray or RGB rows (palette expanded, sub-byte gray
+ * Reading asks libpng for 8- or 16-bit gray or RGB rows (a palette expanded to RGB, or read as
+ * indices that are mapped to gray when every entry is gray or kept for masks; sub-byte gray
  * expanded, alpha and tRNS dropped, 16-bit samples swapped from the file's big-endian to the
  * host's little-endian) and checks the size against unet_ctx_max_pixels and
  * unet_ctx_max_image_bytes right after the header, and against the IDAT bytes the file holds
@@ -28,7 +29,9 @@
 struct png_job {
     unet_ctx      *ctx;
     const char    *path;        /* for messages */
+    bool           indices;     /* a palette image gives its indices, not its colours */
     char           msg[256];    /* libpng's error message */
+    int            err;         /* errno when libpng failed (a write's reason), or 0 */
     FILE          *f;
     unet_image     img;         /* the result while reading */
     unsigned char *buf;         /* interleaved pixels (reading RGB) or one row (writing) */
@@ -37,6 +40,7 @@ struct png_job {
 
 static void on_error(png_structp png, png_const_charp msg) {
     struct png_job *j = png_get_error_ptr(png);
+    j->err = errno;
     snprintf(j->msg, sizeof j->msg, "%s", msg ? msg : "unknown libpng error");
     png_longjmp(png, 1);
 }
@@ -93,6 +97,22 @@ static unet_status read_body(png_structp png, png_infop info, struct png_job *j,
     int depth = 0, color = 0, interlace = 0;
     png_get_IHDR(png, info, &w, &h, &depth, &color, &interlace, NULL, NULL);
     int c = (color & PNG_COLOR_MASK_COLOR) ? 3 : 1;
+    /* A palette image: its indices when asked for, one gray channel when every entry is gray
+     * (r = g = b), else RGB.  (PLTE comes before IDAT, so png_read_info has read it.) */
+    uint8_t gray[256] = {0}; /* index -> gray; an index past the palette is black, as libpng's */
+    bool map_gray = false;
+    if (color == PNG_COLOR_TYPE_PALETTE) {
+        png_colorp pal = NULL;
+        int n_pal = 0;
+        if (png_get_PLTE(png, info, &pal, &n_pal) != 0 && n_pal > 0 && n_pal <= 256) {
+            map_gray = !j->indices;
+            for (int i = 0; i < n_pal && map_gray; i++) {
+                map_gray = pal[i].red == pal[i].green && pal[i].green == pal[i].blue;
+                gray[i] = pal[i].red;
+            }
+        }
+        if (j->indices || map_gray) c = 1;
+    }
     unet_dtype dtype = depth == 16 ? UNET_DTYPE_U16 : UNET_DTYPE_U8;
     unet_status s = unet__image_create(j->ctx, j->path, w, h, (uint64_t)c, dtype, &j->img);
     if (s != UNET_STATUS_OK) return s;
@@ -111,7 +131,10 @@ static unet_status read_body(png_structp png, png_infop info, struct png_job *j,
     s = unet__image_alloc_pixels(j->ctx, j->path, &j->img);
     if (s != UNET_STATUS_OK) return s;
 
-    if (color == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
+    if (color == PNG_COLOR_TYPE_PALETTE) {
+        if (c == 3) png_set_palette_to_rgb(png);
+        else if (depth < 8) png_set_packing(png); /* one index per byte */
+    }
     if (color == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
     png_set_strip_alpha(png);   /* also the alpha a tRNS chunk would become */
     if (depth == 16) png_set_swap(png);
@@ -147,15 +170,21 @@ static unet_status read_body(png_structp png, png_infop info, struct png_job *j,
             for (png_uint_32 y = 0; y < h; y++) split_row(&j->img, j->rows[y], y);
     }
     png_read_end(png, NULL);
+    if (map_gray) {
+        uint8_t *px = j->img.data;
+        for (size_t i = 0, n = (size_t)w * h; i < n; i++) px[i] = gray[px[i]];
+    }
     return UNET_STATUS_OK;
 }
 
-unet_status unet__png_load(unet_ctx *ctx, const char *path, bool pixels, unet_image *out) {
+unet_status unet__png_load(unet_ctx *ctx, const char *path, bool palette_indices, bool pixels,
+                           unet_image *out) {
     memset(out, 0, sizeof *out);
     struct png_job j;
     memset(&j, 0, sizeof j);
     j.ctx = ctx;
     j.path = path;
+    j.indices = palette_indices;
     uint64_t file_size = 0;
     unet_status s = unet__fopen_regular(ctx, path, &j.f, &file_size);
     if (s != UNET_STATUS_OK) return s;
@@ -188,8 +217,8 @@ struct png_pixels {
 static unet_status write_body(png_structp png, png_infop info, struct png_job *j,
                               const struct png_pixels *p) {
     if (setjmp(png_jmpbuf(png)))
-        return unet__fail(j->ctx, UNET_STATUS_IO, "%s: writing the PNG failed: %s", j->path,
-                          j->msg);
+        return unet__fail(j->ctx, UNET_STATUS_IO, "%s: writing the PNG failed (%s): %s", j->path,
+                          j->err ? strerror(j->err) : "libpng", j->msg);
     png_init_io(png, j->f);
     png_set_user_limits(png, 0x7fffffff, 0x7fffffff);
     const unet_image *img = p->img;
@@ -240,6 +269,7 @@ static unet_status write_file(unet_ctx *ctx, FILE *f, const char *name,
     j.ctx = ctx;
     j.path = name;
     j.f = f;
+    errno = 0;
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &j, on_error, on_warning);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     unet_status s = UNET_STATUS_NOMEM;

@@ -22,6 +22,7 @@
 #include "io/file.h"
 #include "io/image_formats.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -334,11 +335,20 @@ fail:
     return s;
 }
 
-static unet_status count_pages(unet_ctx *ctx, const char *path, TIFF *tif, int *pages) {
+/* The directories (pages) of tif.  A chain that breaks (the next directory's offset points
+ * past the end of a truncated file, or at garbage) is an error, not a shorter stack: a stack
+ * cut after its first pages would otherwise pass for a complete one with fewer pages. */
+static unet_status count_pages(unet_ctx *ctx, const char *path, TIFF *tif, struct tiff_err *e,
+                               int *pages) {
+    e->msg[0] = 0;
     tdir_t n = TIFFNumberOfDirectories(tif);
     if (n < 1 || n > INT32_MAX)
         return unet__fail(ctx, UNET_STATUS_FORMAT, "%s: TIFF with %llu directories", path,
                           (unsigned long long)n);
+    if (e->msg[0])
+        return unet__fail(ctx, UNET_STATUS_FORMAT, "%s: the TIFF's directory after page %llu "
+                          "cannot be read (a truncated or damaged file): %s", path,
+                          (unsigned long long)n - 1, e->msg);
     *pages = (int)n;
     return UNET_STATUS_OK;
 }
@@ -353,8 +363,7 @@ unet_status unet__tiff_load(unet_ctx *ctx, const char *path, int page, bool pixe
     if (s != UNET_STATUS_OK) return s;
     if (page > 0 && !TIFFSetDirectory(tif, (tdir_t)page)) {
         int pages = 0;
-        e.msg[0] = 0;
-        s = count_pages(ctx, path, tif, &pages);
+        s = count_pages(ctx, path, tif, &e, &pages);
         if (s == UNET_STATUS_OK && page >= pages)
             s = unet__fail(ctx, UNET_STATUS_ARG, "%s: page %d requested, the TIFF has %d", path,
                            page, pages);
@@ -374,12 +383,21 @@ unet_status unet__tiff_pages(unet_ctx *ctx, const char *path, int *pages) {
     uint64_t file_size;
     unet_status s = open_read(ctx, path, &e, &tif, &file_size);
     if (s != UNET_STATUS_OK) return s;
-    s = count_pages(ctx, path, tif, pages);
+    s = count_pages(ctx, path, tif, &e, pages);
     TIFFClose(tif);
     return s;
 }
 
 /* ---- writing ---- */
+
+/* A failed write: the system's reason (a full disk, a file size limit) when there is one, and
+ * libtiff's message. */
+static unet_status write_failed(unet_ctx *ctx, const char *path, const char *what,
+                                const struct tiff_err *e) {
+    int err = errno;
+    return unet__fail(ctx, UNET_STATUS_IO, "%s: writing %s failed (%s): %s", path, what,
+                      err ? strerror(err) : "libtiff", err_text(e));
+}
 
 unet_status unet__tiff_save(unet_ctx *ctx, const char *path, const char *tmp,
                             const unet_image *img) {
@@ -438,15 +456,15 @@ unet_status unet__tiff_save(unet_ctx *ctx, const char *path, const char *tmp,
                         memcpy(buf + (i * (size_t)spp + (size_t)ch) * bs,
                                src + ((size_t)ch * plane + y0 * w + i) * bs, bs);
             }
+            errno = 0;
             if (TIFFWriteEncodedStrip(tif, (uint32_t)strip, buf, (tmsize_t)(rows * row_bytes)) < 0) {
-                s = unet__fail(ctx, UNET_STATUS_IO, "%s: writing the TIFF failed: %s", path,
-                               err_text(&e));
+                s = write_failed(ctx, path, "the TIFF", &e);
                 goto done;
             }
         }
+        errno = 0;
         if (!TIFFWriteDirectory(tif)) {
-            s = unet__fail(ctx, UNET_STATUS_IO, "%s: writing the TIFF directory failed: %s", path,
-                           err_text(&e));
+            s = write_failed(ctx, path, "the TIFF directory", &e);
             goto done;
         }
     }

@@ -113,31 +113,77 @@ static void update_running(float *running_mean, float *running_var, int c, doubl
         running_var[c] = (float)((1.0 - m) * running_var[c] + m * var_sum / (double)(M - 1));
 }
 
+/* Channel c's sum over the batch and its sum of squared deviations from mean. */
+static double channel_sum(const float *x, const struct unet__bn_dims *d, int c) {
+    double s = 0.0;
+    for (int n = 0; n < d->N; n++)
+        s += sum_f64(x + plane_offset(d, n, c), plane_size(d));
+    return s;
+}
+
+static double channel_ssd(const float *x, const struct unet__bn_dims *d, int c, double mean) {
+    double ss = 0.0;
+    for (int n = 0; n < d->N; n++)
+        ss += sum_sq_dev_f64(x + plane_offset(d, n, c), plane_size(d), mean);
+    return ss;
+}
+
+/* Channel c normalised with the statistics of M values (mean, squared deviations ss): saved
+ * for backward, the running ones updated, y written. */
+static void channel_normalize(float *y, float *save_mean, float *save_rstd, float *running_mean,
+                              float *running_var, const float *x, const float *gamma,
+                              const float *beta, const struct unet__bn_dims *d, int c, double mean,
+                              double ss, size_t M) {
+    const double rstd = 1.0 / sqrt(ss / (double)M + (double)d->eps);
+    save_mean[c] = (float)mean;
+    save_rstd[c] = (float)rstd;
+    update_running(running_mean, running_var, c, mean, ss, M, d->momentum);
+    const float a = (float)(rstd * (gamma ? gamma[c] : 1.0f));
+    const float b = beta ? beta[c] : 0.0f;
+    for (int n = 0; n < d->N; n++)
+        plane_affine(y + plane_offset(d, n, c), x + plane_offset(d, n, c), plane_size(d),
+                     (float)mean, a, b);
+}
+
 void unet__batchnorm_forward_train(float *y, float *save_mean, float *save_rstd,
                                    float *running_mean, float *running_var, const float *x,
                                    const float *gamma, const float *beta,
                                    const struct unet__bn_dims *d) {
-    const size_t P = plane_size(d), M = (size_t)d->N * P;
+    const size_t M = (size_t)d->N * plane_size(d);
     UNET_ASSERT(M >= 2);
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < d->C; c++) {
-        double s = 0.0;
-        for (int n = 0; n < d->N; n++)
-            s += sum_f64(x + plane_offset(d, n, c), P);
-        const double mean = s / (double)M;
-        double       ss = 0.0;
-        for (int n = 0; n < d->N; n++)
-            ss += sum_sq_dev_f64(x + plane_offset(d, n, c), P, mean);
-        const double rstd = 1.0 / sqrt(ss / (double)M + (double)d->eps);
-        save_mean[c] = (float)mean;
-        save_rstd[c] = (float)rstd;
-        update_running(running_mean, running_var, c, mean, ss, M, d->momentum);
-        const float a = (float)(rstd * (gamma ? gamma[c] : 1.0f));
-        const float b = beta ? beta[c] : 0.0f;
-        for (int n = 0; n < d->N; n++)
-            plane_affine(y + plane_offset(d, n, c), x + plane_offset(d, n, c), P, (float)mean, a,
-                         b);
+        const double mean = channel_sum(x, d, c) / (double)M;
+        channel_normalize(y, save_mean, save_rstd, running_mean, running_var, x, gamma, beta, d,
+                          c, mean, channel_ssd(x, d, c, mean), M);
     }
+}
+
+/* Synchronised batch-norm: the same two passes, each channel's sums (and the count) summed
+ * over the processes by sync->fn between them; a process's share of the sums is formed as
+ * above, so the statistics differ from one process's only by the order of the double sums. */
+void unet__batchnorm_forward_train_sync(float *y, float *save_mean, float *save_rstd,
+                                        float *running_mean, float *running_var, const float *x,
+                                        const float *gamma, const float *beta,
+                                        const struct unet__bn_dims *d,
+                                        const struct unet__bn_sync *sync) {
+    const int C = d->C;
+    double *v = sync->buf, *ss = sync->buf + C + 1;  /* sums, count; squared deviations */
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++)
+        v[c] = channel_sum(x, d, c);
+    v[C] = (double)d->N * plane_size(d);
+    sync->fn(v, (size_t)C + 1, sync->user);
+    const size_t M = (size_t)v[C];
+    UNET_ASSERT(M >= 2);
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++)
+        ss[c] = channel_ssd(x, d, c, v[c] / (double)M);
+    sync->fn(ss, (size_t)C, sync->user);
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++)
+        channel_normalize(y, save_mean, save_rstd, running_mean, running_var, x, gamma, beta, d,
+                          c, v[c] / (double)M, ss[c], M);
 }
 
 void unet__batchnorm_forward_eval(float *y, const float *x, const float *gamma, const float *beta,
@@ -160,34 +206,74 @@ void unet__batchnorm_forward_eval(float *y, const float *x, const float *gamma, 
  *     dx = rstd (g - mean(g) - xhat mean(g xhat))
  *        = (dy - sum dy / M - (x - mean) k) rstd gamma,  k = rstd^2 sum dy (x - mean) / M
  *     dgamma = sum dy xhat = rstd sum dy (x - mean),   dbeta = sum dy. */
+/* Channel c's sum dy and sum dy (x - mean) over the batch. */
+static void channel_dsums(const float *dy, const float *x, const struct unet__bn_dims *d, int c,
+                          float mean, double *s_dy, double *s_dyxmu) {
+    *s_dy = *s_dyxmu = 0.0;
+    for (int n = 0; n < d->N; n++) {
+        size_t o = plane_offset(d, n, c);
+        sum_dy_xmu_f64(dy + o, x + o, plane_size(d), mean, s_dy, s_dyxmu);
+    }
+}
+
+/* dx of channel c from the sums over M values. */
+static void channel_dx(float *dx, const float *dy, const float *x, const float *gamma,
+                       const struct unet__bn_dims *d, int c, float mean, double rstd, double s_dy,
+                       double s_dyxmu, size_t M) {
+    const size_t P = plane_size(d);
+    const float gm = (float)(s_dy / (double)M);
+    const float k = (float)(s_dyxmu * rstd * rstd / (double)M);
+    const float s = (float)(rstd * (gamma ? gamma[c] : 1.0f));
+    for (int n = 0; n < d->N; n++) {
+        size_t       o = plane_offset(d, n, c);
+        float       *dxp = dx + o;
+        const float *dyp = dy + o, *xp = x + o;
+#pragma omp simd
+        for (size_t i = 0; i < P; i++)
+            dxp[i] += (dyp[i] - gm - (xp[i] - mean) * k) * s;
+    }
+}
+
+/* Inverts y = (x - mean) rstd gamma + beta where mean and rstd depend on every x of the
+ * channel.  With xhat = (x - mean) rstd and g = dy gamma:
+ *     dx = rstd (g - mean(g) - xhat mean(g xhat))
+ *        = (dy - sum dy / M - (x - mean) k) rstd gamma,  k = rstd^2 sum dy (x - mean) / M
+ *     dgamma = sum dy xhat = rstd sum dy (x - mean),   dbeta = sum dy. */
 void unet__batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
                               const float *x, const float *gamma, const float *save_mean,
                               const float *save_rstd, const struct unet__bn_dims *d) {
-    const size_t P = plane_size(d), M = (size_t)d->N * P;
+    const size_t M = (size_t)d->N * plane_size(d);
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < d->C; c++) {
-        const float  mean = save_mean[c];
-        const double rstd = save_rstd[c];
-        double       s_dy = 0.0, s_dyxmu = 0.0;
-        for (int n = 0; n < d->N; n++) {
-            size_t o = plane_offset(d, n, c);
-            sum_dy_xmu_f64(dy + o, x + o, P, mean, &s_dy, &s_dyxmu);
-        }
-        if (gamma && dgamma) dgamma[c] += (float)(s_dyxmu * rstd);
+        double s_dy, s_dyxmu;
+        channel_dsums(dy, x, d, c, save_mean[c], &s_dy, &s_dyxmu);
+        if (gamma && dgamma) dgamma[c] += (float)(s_dyxmu * save_rstd[c]);
         if (gamma && dbeta) dbeta[c] += (float)s_dy;
-        if (!dx) continue;
-        const float gm = (float)(s_dy / (double)M);
-        const float k = (float)(s_dyxmu * rstd * rstd / (double)M);
-        const float s = (float)(rstd * (gamma ? gamma[c] : 1.0f));
-        for (int n = 0; n < d->N; n++) {
-            size_t       o = plane_offset(d, n, c);
-            float       *dxp = dx + o;
-            const float *dyp = dy + o, *xp = x + o;
-#pragma omp simd
-            for (size_t i = 0; i < P; i++)
-                dxp[i] += (dyp[i] - gm - (xp[i] - mean) * k) * s;
-        }
+        if (dx) channel_dx(dx, dy, x, gamma, d, c, save_mean[c], save_rstd[c], s_dy, s_dyxmu, M);
     }
+}
+
+/* Synchronised: dgamma and dbeta get this process's sums (the processes' parameter gradients
+ * are summed afterwards), dx the sums over all processes. */
+void unet__batchnorm_backward_sync(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                   const float *x, const float *gamma, const float *save_mean,
+                                   const float *save_rstd, const struct unet__bn_dims *d,
+                                   const struct unet__bn_sync *sync) {
+    const int C = d->C;
+    double *v = sync->buf;  /* (sum dy, sum dy (x - mean)) per channel, then the count */
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        channel_dsums(dy, x, d, c, save_mean[c], &v[2 * c], &v[2 * c + 1]);
+        if (gamma && dgamma) dgamma[c] += (float)(v[2 * c + 1] * save_rstd[c]);
+        if (gamma && dbeta) dbeta[c] += (float)v[2 * c];
+    }
+    v[2 * C] = (double)d->N * plane_size(d);
+    sync->fn(v, 2 * (size_t)C + 1, sync->user);
+    const size_t M = (size_t)v[2 * C];
+    if (!dx) return;
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++)
+        channel_dx(dx, dy, x, gamma, d, c, save_mean[c], save_rstd[c], v[2 * c], v[2 * c + 1], M);
 }
 
 /* ---- naive definitions: one element at a time, all in double ---- */

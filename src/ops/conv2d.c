@@ -316,9 +316,14 @@ UNET__TARGET_AVX512 void unet__conv2d_direct_rows_avx512(float *y, const float *
 }
 #endif
 
+/* The row that runs a convolution: how's, else float32's best. */
+static const struct unet__kernels *row_of(const struct unet__conv_how *how) {
+    return how && how->k ? how->k : unet__kernels_pick(UNET__PRECISION_F32);
+}
+
 static void conv_direct(float *y, const float *x, const float *w, const struct unet__conv2d_dims *d,
-                        const struct unet__conv_epilogue *ep) {
-    const unet__conv2d_rows_fn rows_fn = unet__kernels_pick(UNET__PRECISION_F32)->direct_rows;
+                        const struct unet__conv_epilogue *ep, const struct unet__conv_how *how) {
+    const unet__conv2d_rows_fn rows_fn = row_of(how)->direct_rows;
     const long long rows = (long long)d->N * d->C_out * d->H_out;
     /* Small layers stay on the calling thread (a team costs more than ~1M multiply-adds). */
     const bool par = (double)rows * d->W_out * d->C_in * d->K_h * d->K_w >= (double)(1 << 20);
@@ -329,14 +334,15 @@ static void conv_direct(float *y, const float *x, const float *w, const struct u
 
 void unet__conv2d_forward_ep(float *y, const float *x, const float *w,
                              const struct unet__conv2d_dims *d,
-                             const struct unet__conv_epilogue *ep, float *scratch) {
+                             const struct unet__conv_epilogue *ep,
+                             const struct unet__conv_how *how, float *scratch) {
     UNET_ASSERT(!(ep && ep->pool) || unet__conv2d_fusable(d));
     if (is_direct(d) && !(ep && ep->accumulate)) {
-        conv_direct(y, x, w, d, ep);
+        conv_direct(y, x, w, d, ep, how);
         return;
     }
     if (unet__winograd_applies(d)) {
-        unet__conv2d_winograd(y, x, w, false, d, ep, scratch);
+        unet__conv2d_winograd(y, x, w, false, d, ep, how, scratch);
         return;
     }
     const bool acc = ep && ep->accumulate;
@@ -352,28 +358,32 @@ bool unet__conv2d_fusable(const struct unet__conv2d_dims *d) {
 
 void unet__conv2d_forward_cat(float *y, const float *a, const float *b, int c_a, const float *w,
                               const struct unet__conv2d_dims *d,
-                              const struct unet__conv_epilogue *ep, float *scratch) {
+                              const struct unet__conv_epilogue *ep,
+                              const struct unet__conv_how *how, float *scratch) {
     UNET_ASSERT(unet__conv2d_fusable(d) && !(ep && ep->accumulate));
-    unet__conv2d_winograd_cat(y, a, b, c_a, w, d, ep, scratch);
+    unet__conv2d_winograd_cat(y, a, b, c_a, w, d, ep, how, scratch);
 }
 
 void unet__conv2d_forward(float *y, const float *x, const float *w, const float *b,
                           const struct unet__conv2d_dims *d, float *scratch) {
     struct unet__conv_epilogue ep = {.shift = b};
-    unet__conv2d_forward_ep(y, x, w, d, &ep, scratch);
+    unet__conv2d_forward_ep(y, x, w, d, &ep, NULL, scratch);
 }
 
 void unet__conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
-                           const float *w, const struct unet__conv2d_dims *d, float *scratch) {
+                           const float *w, const struct unet__conv2d_dims *d,
+                           const struct unet__conv_how *how, float *scratch) {
+    const struct unet__kernels *k = row_of(how);
     if (db) bias_backward(db, dy, d->N, d->C_out, (size_t)d->H_out * d->W_out);
-    if (dw && unet__winograd_applies(d)) unet__conv2d_winograd_wgrad(dw, dy, x, d, scratch);
+    if (dw && unet__winograd_applies(d)) unet__conv2d_winograd_wgrad(dw, dy, x, d, k, scratch);
     else if (dw) conv_backward_weight_gemm(dw, dy, x, d, scratch);
     if (!dx) return;
     struct unet__conv2d_dims a = unet__winograd_dims_data(d);
     if (unet__winograd_applies(d) && unet__winograd_applies(&a)) {
         /* dx += A^T dy is itself a 3x3 convolution of dy (kernel rotated, channels swapped). */
         struct unet__conv_epilogue ep = {.accumulate = true};
-        unet__conv2d_winograd(dx, dy, w, true, &a, &ep, scratch);
+        const struct unet__conv_how flipped = {.k = k};
+        unet__conv2d_winograd(dx, dy, w, true, &a, &ep, &flipped, scratch);
         return;
     }
     conv_backward_data_gemm(dx, dy, w, d, scratch);
@@ -474,21 +484,28 @@ static bool convt_is_scatter(const struct unet__convt2d_dims *d) {
            d->outpad_h == 0 && d->outpad_w == 0;
 }
 
+/* Sized in words of one value (float32), an upper bound for bf16 pairs. */
 static size_t convt_scatter_floats(const struct unet__convt2d_dims *d) {
     size_t rows = (size_t)(d->C_out * d->K_h * d->K_w + K_MR - 1) / K_MR * K_MR;
     return rows * d->C_in + (size_t)unet__thread_slots() * ((size_t)d->C_in * K_NR + K_MR * K_NR);
 }
 
 static void convt_scatter_forward(float *y, const float *x, const float *w, const float *b,
-                                  const struct unet__convt2d_dims *d, float *scratch) {
+                                  const struct unet__convt2d_dims *d,
+                                  const struct unet__conv_how *how, float *scratch) {
     const int KK = d->K_h * d->K_w, R = d->C_out * KK, C_in = d->C_in;
     const int rows = (R + K_MR - 1) / K_MR * K_MR, P = d->H_in * d->W_in;
     /* Pixel panels run along input rows (never across one), so that a panel's outputs for
      * one kernel row are a run of one output row. */
     const int per_row = (d->W_in + K_NR - 1) / K_NR, panels = d->H_in * per_row;
     const int slots = unet__thread_slots();
-    const unet__micro_gemm_fn gemm = unet__kernels_pick(UNET__PRECISION_F32)->micro_gemm;
-    float *A = scratch; /* (rows / K_MR, C_in, K_MR): W (C_in, R) by panels of rows */
+    const struct unet__kernels *K = row_of(how);
+    const unet__micro_gemm_fn gemm = K->micro_gemm;
+    const int pack = K->pack, kwords = (C_in + pack - 1) / pack; /* of the reduction */
+    /* GEMM rows (co, kh, 0 .. K_w - 1) are consecutive and, when K_w divides K_MR, in one
+     * panel: their products interleave into one run of an output row. */
+    const int group = K_MR % d->K_w == 0 ? d->K_w : 1;
+    float *A = scratch; /* (rows / K_MR, kwords, K_MR) words: W (C_in, R) by panels of rows */
     float *bufs = A + (size_t)rows * C_in;
     int team = 1;
 #ifdef _OPENMP
@@ -507,12 +524,15 @@ static void convt_scatter_forward(float *y, const float *x, const float *w, cons
         float *Cb = B + (size_t)C_in * K_NR; /* (K_MR, K_NR) products */
 #pragma omp for schedule(static)
         for (int rp = 0; rp < rows / K_MR; rp++)
-            for (int ci = 0; ci < C_in; ci++)
+            for (int i = 0; i < kwords; i++) {
+                float lo[K_MR], hi[K_MR];
                 for (int r = 0; r < K_MR; r++) {
-                    int row = rp * K_MR + r;
-                    A[((size_t)rp * C_in + ci) * K_MR + r] =
-                        row < R ? w[(size_t)ci * R + row] : 0.0f;
+                    const int row = rp * K_MR + r, ci = i * pack;
+                    lo[r] = row < R ? w[(size_t)ci * R + row] : 0.0f;
+                    hi[r] = row < R && ci + 1 < C_in ? w[(size_t)(ci + 1) * R + row] : 0.0f;
                 }
+                K->pack_words(A + ((size_t)rp * kwords + i) * K_MR, lo, hi, K_MR);
+            }
         for (int n = 0; n < d->N; n++) {
             const float *xn = x + (size_t)n * C_in * P;
             float *yn = y + (size_t)n * d->C_out * d->H_out * d->W_out;
@@ -522,14 +542,15 @@ static void convt_scatter_forward(float *y, const float *x, const float *w, cons
                 const int np = d->W_in - j0 < K_NR ? d->W_in - j0 : K_NR;
                 const int width = (np + 15) / 16 * 16;
                 const float *xp = xn + (size_t)i * d->W_in + j0;
-                for (int ci = 0; ci < C_in; ci++) {
-                    float *dst = B + (size_t)ci * width;
-                    memcpy(dst, xp + (size_t)ci * P, sizeof(float) * (size_t)np);
+                for (int ci = 0; ci < C_in; ci += pack) {
+                    float *dst = B + (size_t)(ci / pack) * width;
+                    K->pack_words(dst, xp + (size_t)ci * P,
+                                  ci + 1 < C_in ? xp + (size_t)(ci + 1) * P : NULL, np);
                     for (int j = np; j < width; j++) dst[j] = 0.0f;
                 }
                 for (int rp = 0; rp < rows / K_MR; rp++) {
-                    gemm(A + (size_t)rp * C_in * K_MR, B, C_in, width, Cb, K_NR, false);
-                    for (int r = 0; r < K_MR && rp * K_MR + r < R; r++) {
+                    gemm(A + (size_t)rp * kwords * K_MR, B, kwords, width, Cb, K_NR, false);
+                    for (int r = 0; r < K_MR && rp * K_MR + r < R; r += group) {
                         const int row = rp * K_MR + r, co = row / KK;
                         const int kh = row % KK / d->K_w, kw = row % d->K_w;
                         const float bias = b ? b[co] : 0.0f;
@@ -537,7 +558,15 @@ static void convt_scatter_forward(float *y, const float *x, const float *w, cons
                         float *yr = yn + ((size_t)co * d->H_out + oh) * d->W_out +
                                     (size_t)j0 * d->K_w + kw;
                         const float *z = Cb + (size_t)r * K_NR;
-                        for (int j = 0; j < np; j++) yr[(size_t)j * d->K_w] = z[j] + bias;
+                        if (group == 2) /* U-Net's 2x2: two rows interleaved */
+                            for (int j = 0; j < np; j++) {
+                                yr[2 * j] = z[j] + bias;
+                                yr[2 * j + 1] = z[K_NR + j] + bias;
+                            }
+                        else
+                            for (int j = 0; j < np; j++)
+                                for (int g = 0; g < group; g++)
+                                    yr[(size_t)j * d->K_w + g] = z[g * K_NR + j] + bias;
                     }
                 }
             }
@@ -556,10 +585,11 @@ size_t unet__convt2d_scratch_floats(const struct unet__convt2d_dims *d) {
 }
 
 void unet__convt2d_forward(float *y, const float *x, const float *w, const float *b,
-                           const struct unet__convt2d_dims *d, float *scratch) {
+                           const struct unet__convt2d_dims *d, const struct unet__conv_how *how,
+                           float *scratch) {
     /* y = A^T x: the input gradient of the convolution A, with x in the role of dy. */
     if (convt_is_scatter(d)) {
-        convt_scatter_forward(y, x, w, b, d, scratch);
+        convt_scatter_forward(y, x, w, b, d, how, scratch);
         return;
     }
     struct unet__conv2d_dims c = unet__convt2d_as_conv(d);
@@ -570,7 +600,9 @@ void unet__convt2d_forward(float *y, const float *x, const float *w, const float
 }
 
 void unet__convt2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
-                            const float *w, const struct unet__convt2d_dims *d, float *scratch) {
+                            const float *w, const struct unet__convt2d_dims *d,
+                            const struct unet__conv_how *how, float *scratch) {
+    (void)how; /* float32 (OpenBLAS) whatever the precision */
     /* Inverts y = A^T x + b:  dx = A dy (the convolution's forward), dW = x dy-col^T (the
      * convolution's weight gradient with x as its output gradient and dy as its input). */
     struct unet__conv2d_dims c = unet__convt2d_as_conv(d);

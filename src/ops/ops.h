@@ -30,6 +30,19 @@ struct unet__conv2d_dims {
     int H_out, W_out;       /* derived by unet__conv2d_dims_init */
 };
 
+/* How a convolution runs: the kernel row (ops/kernels.h: its precision and instruction set;
+ * NULL: the best float32 row this CPU has) and, for a forward by Winograd, the weights already
+ * transformed for that row by unet__winograd_weights (NULL: transformed in the call).  The model
+ * passes its precision's row, and at inference its cache of transformed weights (model.h);
+ * a NULL `how` is float32 with nothing cached.  Only the Winograd products and the 2x2
+ * up-convolution's GEMM depend on the row's precision: the other paths are float32 whatever
+ * it is (ops/kernels.h). */
+struct unet__kernels;
+struct unet__conv_how {
+    const struct unet__kernels *k;
+    const float                *wino_u;
+};
+
 /* Checks the fields above H_out and fills H_out, W_out.  name labels the error message. */
 unet_status unet__conv2d_dims_init(unet_ctx *ctx, struct unet__conv2d_dims *d, const char *name);
 /* Floats of scratch forward and backward need (bounded: im2col is tiled). */
@@ -37,9 +50,11 @@ size_t unet__conv2d_scratch_floats(const struct unet__conv2d_dims *d);
 
 void unet__conv2d_forward(float *y, const float *x, const float *w, const float *b,
                           const struct unet__conv2d_dims *d, float *scratch);
-/* dx += dL/dx, dw += dL/dw, db += dL/db; any may be NULL. */
+/* dx += dL/dx, dw += dL/dw, db += dL/db; any may be NULL.  how: as for
+ * unet__conv2d_forward_ep (its wino_u is not read: the input gradient needs other transforms). */
 void unet__conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
-                           const float *w, const struct unet__conv2d_dims *d, float *scratch);
+                           const float *w, const struct unet__conv2d_dims *d,
+                           const struct unet__conv_how *how, float *scratch);
 void unet__conv2d_forward_ref(float *y, const float *x, const float *w, const float *b,
                               const struct unet__conv2d_dims *d);
 void unet__conv2d_backward_ref(float *dx, float *dw, float *db, const float *dy, const float *x,
@@ -76,10 +91,11 @@ unet__epilogue_apply(float *v, size_t n, const struct unet__conv_epilogue *ep, i
 }
 
 /* Conv2d with an epilogue (conv2d.c): the fast path the model uses; unet__conv2d_forward is
- * this with shift = b. */
+ * this with shift = b, float32. */
 void unet__conv2d_forward_ep(float *y, const float *x, const float *w,
                              const struct unet__conv2d_dims *d,
-                             const struct unet__conv_epilogue *ep, float *scratch);
+                             const struct unet__conv_epilogue *ep,
+                             const struct unet__conv_how *how, float *scratch);
 
 /* The direct convolution for few input channels (conv2d.c), one output row q = (n, co, oh) with
  * its epilogue, compiled per instruction set; ops/kernels.h picks the copy. */
@@ -104,7 +120,8 @@ bool unet__conv2d_fusable(const struct unet__conv2d_dims *d);
  * concat + conv (model.c).  Same result as unet__conv2d_forward_ep on the concatenation. */
 void unet__conv2d_forward_cat(float *y, const float *a, const float *b, int c_a, const float *w,
                               const struct unet__conv2d_dims *d,
-                              const struct unet__conv_epilogue *ep, float *scratch);
+                              const struct unet__conv_epilogue *ep,
+                              const struct unet__conv_how *how, float *scratch);
 
 /* ---------------------------------------------------------------------------------------
  * Winograd F(4x4, 3x3) (winograd.c): 3x3 stride-1 convolutions (padding 0..2, C_out >= 16)
@@ -112,36 +129,55 @@ void unet__conv2d_forward_cat(float *y, const float *a, const float *b, int c_a,
  * forward pass and the input gradient when it applies.
  * ------------------------------------------------------------------------------------- */
 bool unet__winograd_applies(const struct unet__conv2d_dims *d);
-/* Floats of scratch unet__conv2d_winograd needs for d (0 when it does not apply). */
+/* Floats of scratch unet__conv2d_winograd needs for d (0 when it does not apply), enough for
+ * every kernel row (float32 and bf16 blocks differ). */
 size_t unet__winograd_scratch_floats(const struct unet__conv2d_dims *d);
-/* y (=|+=) epilogue(conv(x, w)).  flip: w is stored as the (C_out, C_in, 3, 3) weight of the
- * forward convolution whose input gradient this is, i.e. this computes
- * conv(x, w[ci][co] rotated 180 degrees) for d = unet__winograd_dims_data(forward dims). */
+/* y (=|+=) epilogue(conv(x, w)) on how's row (NULL: float32).  flip: w is stored as the
+ * (C_out, C_in, 3, 3) weight of the forward convolution whose input gradient this is, i.e. this
+ * computes conv(x, w[ci][co] rotated 180 degrees) for d = unet__winograd_dims_data(forward
+ * dims).  how->wino_u, when given (never with flip), holds w transformed for the row. */
 void unet__conv2d_winograd(float *y, const float *x, const float *w, bool flip,
                            const struct unet__conv2d_dims *d,
-                           const struct unet__conv_epilogue *ep, float *scratch);
+                           const struct unet__conv_epilogue *ep,
+                           const struct unet__conv_how *how, float *scratch);
 /* The forward convolution of the channel concatenation [a, b] without forming it: a holds
  * channels [0, c_a) and b the other C_in - c_a, both (N, ., H_in, W_in).  Inference's fused
  * concat + conv (model.c); only where unet__winograd_applies. */
 void unet__conv2d_winograd_cat(float *y, const float *a, const float *b, int c_a, const float *w,
                                const struct unet__conv2d_dims *d,
-                               const struct unet__conv_epilogue *ep, float *scratch);
+                               const struct unet__conv_epilogue *ep,
+                               const struct unet__conv_how *how, float *scratch);
 /* The dims of the convolution that computes the input gradient of d: C_in and C_out swapped,
  * input H_out x W_out, output H_in x W_in, padding K - 1 - pad (stride 1). */
 struct unet__conv2d_dims unet__winograd_dims_data(const struct unet__conv2d_dims *d);
 /* dw (C_out, C_in, 3, 3) += the weight gradient of conv(x, w) for output gradient dy, by the
  * adjoint of the same transforms (weight gradients of 3x3 stride-1 convolutions where
- * unet__winograd_applies). */
+ * unet__winograd_applies), with the products on row k (NULL: float32). */
 void unet__conv2d_winograd_wgrad(float *dw, const float *dy, const float *x,
-                                 const struct unet__conv2d_dims *d, float *scratch);
+                                 const struct unet__conv2d_dims *d,
+                                 const struct unet__kernels *k, float *scratch);
 size_t unet__winograd_wgrad_scratch_floats(const struct unet__conv2d_dims *d);
+/* The transformed weights of the forward convolution d (w (C_out, C_in, 3, 3)) as row k's
+ * products read them: unet__winograd_weights_floats(d, k) floats, made by
+ * unet__winograd_weights; the same for any N, H, W, so a model keeps them from one forward to
+ * the next while its weights do not change (model.h, the weight cache). */
+size_t unet__winograd_weights_floats(const struct unet__conv2d_dims *d,
+                                     const struct unet__kernels *k);
+void unet__winograd_weights(float *u, const float *w, const struct unet__conv2d_dims *d,
+                            const struct unet__kernels *k);
 /* The GEMM micro-kernel (winograd_<isa>.c; ops/kernels.h picks the copy for the CPU): C (8 x
  * width, leading dimension ldc) = (or += when acc) A^T B over K, A (K, 8) and B (K, width)
- * contiguous, width 16, 32 or 48.  Winograd's products and the 2x2 stride-2 transposed
- * convolution (conv2d.c) run on it. */
+ * contiguous, width 16, 32 or 48, in 32-bit words (ops/winograd.h: a float, or a pair of bf16
+ * whose two products are summed in float32); C is float32.  Winograd's products and the 2x2
+ * stride-2 transposed convolution (conv2d.c) run on it. */
 enum { UNET__MICRO_MR = 8, UNET__MICRO_NR = 48 }; /* rows of C; the widest width */
-typedef void (*unet__micro_gemm_fn)(const float *A, const float *B, int K, int width, float *C,
+typedef void (*unet__micro_gemm_fn)(const void *A, const void *B, int K, int width, float *C,
                                     int ldc, bool acc);
+/* n operand words (ops/winograd.h) from float runs: lo (one value of K per word), or lo and hi
+ * (the next value of K; NULL: zero) for two-value words.  Part of each kernel row, for the
+ * operands packed outside the Winograd passes (the 2x2 up-convolution's GEMM). */
+typedef void (*unet__pack_words_fn)(void *dst, const float *lo, const float *hi, int n);
+void unet__pack_words_f32(void *dst, const float *lo, const float *hi, int n);
 /* Tests only (not thread-safe): caps the scratch blocks at about `floats` each so that small
  * cases run in several output-channel and tile blocks; 0 restores the default. */
 void unet__winograd_set_budget(size_t floats);
@@ -168,10 +204,14 @@ unet_status unet__convt2d_dims_init(unet_ctx *ctx, struct unet__convt2d_dims *d,
 struct unet__conv2d_dims unet__convt2d_as_conv(const struct unet__convt2d_dims *d);
 size_t unet__convt2d_scratch_floats(const struct unet__convt2d_dims *d);
 
+/* how: as for unet__conv2d_forward_ep (the scatter GEMM of a kernel == stride up-convolution
+ * runs on its row; the rest is float32). */
 void unet__convt2d_forward(float *y, const float *x, const float *w, const float *b,
-                           const struct unet__convt2d_dims *d, float *scratch);
+                           const struct unet__convt2d_dims *d, const struct unet__conv_how *how,
+                           float *scratch);
 void unet__convt2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
-                            const float *w, const struct unet__convt2d_dims *d, float *scratch);
+                            const float *w, const struct unet__convt2d_dims *d,
+                            const struct unet__conv_how *how, float *scratch);
 void unet__convt2d_forward_ref(float *y, const float *x, const float *w, const float *b,
                                const struct unet__convt2d_dims *d);
 void unet__convt2d_backward_ref(float *dx, float *dw, float *db, const float *dy, const float *x,
@@ -201,6 +241,24 @@ void unet__batchnorm_forward_eval(float *y, const float *x, const float *gamma, 
 void unet__batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
                               const float *x, const float *gamma, const float *save_mean,
                               const float *save_rstd, const struct unet__bn_dims *d);
+/* Synchronised batch-norm (data-parallel training): fn(v, n, user) replaces the n doubles of v
+ * by their sums over all processes (every process calls it alike); buf holds 2 C + 1 doubles.
+ * The batch statistics (forward) and the sums of dx (backward) are then over every process's
+ * batch; dgamma and dbeta stay this process's share. */
+struct unet__bn_sync {
+    void  (*fn)(double *v, size_t n, void *user);
+    void   *user;
+    double *buf;
+};
+void unet__batchnorm_forward_train_sync(float *y, float *save_mean, float *save_rstd,
+                                        float *running_mean, float *running_var, const float *x,
+                                        const float *gamma, const float *beta,
+                                        const struct unet__bn_dims *d,
+                                        const struct unet__bn_sync *sync);
+void unet__batchnorm_backward_sync(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                   const float *x, const float *gamma, const float *save_mean,
+                                   const float *save_rstd, const struct unet__bn_dims *d,
+                                   const struct unet__bn_sync *sync);
 void unet__batchnorm_forward_train_ref(float *y, float *save_mean, float *save_rstd,
                                        float *running_mean, float *running_var, const float *x,
                                        const float *gamma, const float *beta,

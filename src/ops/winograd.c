@@ -79,31 +79,57 @@ bool unet__winograd_applies(const struct unet__conv2d_dims *d) {
 /* Threads that get their own buffers: unet__thread_slots() (the processors OpenMP sees, fixed
  * for the process).  The same number sizes the scratch and caps the team. */
 
-static struct wino_plan plan_of(const struct unet__conv2d_dims *d) {
+/* Words of K values at pack per word (winograd.h). */
+static int words_of(int K, int pack) {
+    return (K + pack - 1) / pack;
+}
+
+static const struct unet__kernels *row_of(const struct unet__conv_how *how) {
+    return how && how->k ? how->k : unet__kernels_pick(UNET__PRECISION_F32);
+}
+
+/* The blocking for operands of `pack` values per word: V takes words_of(C_in) per tile and
+ * k, M and U float32-sized words. */
+static struct wino_plan plan_of(const struct unet__conv2d_dims *d, int pack) {
     struct wino_plan p;
+    const size_t kw = (size_t)words_of(d->C_in, pack);
     p.tiles_h = (d->H_out + 3) / 4;
     p.tiles_w = (d->W_out + 3) / 4;
     p.tiles = (size_t)d->N * p.tiles_h * p.tiles_w;
     p.cop = round_up(d->C_out, MR);
-    size_t tb = vm_budget / (36 * ((size_t)d->C_in + (size_t)p.cop));
+    size_t tb = vm_budget / (36 * (kw + (size_t)p.cop));
     tb = tb < NR ? NR : tb / NR * NR;
     size_t all = (p.tiles + LANES - 1) / LANES * LANES;
     p.tb = (int)(tb < all ? tb : all);
-    p.keep_u = 36 * (size_t)p.cop * d->C_in <= u_keep;
+    p.keep_u = 36 * (size_t)p.cop * kw <= u_keep;
     /* A thread's own block: V + M in a quarter of the budget (about its share of L2). */
-    size_t to = vm_budget / 4 / (36 * ((size_t)d->C_in + (size_t)p.cop));
+    size_t to = vm_budget / 4 / (36 * (kw + (size_t)p.cop));
     to = to < NR ? NR : to / NR * NR;
     p.tb_own = (int)(to < all ? to : all);
     return p;
 }
 
+/* Scratch words of one pack: the transformed weights (all of them when kept, else a chunk per
+ * thread) and the larger of the shared block and the threads' own blocks. */
+static size_t scratch_words(const struct unet__conv2d_dims *d, int pack) {
+    struct wino_plan p = plan_of(d, pack);
+    const size_t kw = (size_t)words_of(d->C_in, pack);
+    size_t u = p.keep_u ? (size_t)p.cop * kw : (size_t)unet__thread_slots() * kc_chunk / pack * MR;
+    size_t vm = (kw + (size_t)p.cop) * p.tb;
+    size_t vm_own = (size_t)unet__thread_slots() * (kw + (size_t)p.cop) * p.tb_own;
+    return 36 * (u + (vm > vm_own ? vm : vm_own));
+}
+
 size_t unet__winograd_scratch_floats(const struct unet__conv2d_dims *d) {
     if (!unet__winograd_applies(d)) return 0;
-    struct wino_plan p = plan_of(d);
-    size_t u = p.keep_u ? (size_t)p.cop * d->C_in : (size_t)unet__thread_slots() * kc_chunk * MR;
-    size_t vm = ((size_t)d->C_in + (size_t)p.cop) * p.tb;
-    size_t vm_own = (size_t)unet__thread_slots() * ((size_t)d->C_in + (size_t)p.cop) * p.tb_own;
-    return 36 * (u + (vm > vm_own ? vm : vm_own));
+    /* Enough for both word formats, so that a plan serves either precision. */
+    size_t f = scratch_words(d, 1), b = scratch_words(d, 2);
+    return f > b ? f : b;
+}
+
+size_t unet__winograd_weights_floats(const struct unet__conv2d_dims *d,
+                                     const struct unet__kernels *k) {
+    return 36 * (size_t)round_up(d->C_out, MR) * (size_t)words_of(d->C_in, k->pack);
 }
 
 struct unet__conv2d_dims unet__winograd_dims_data(const struct unet__conv2d_dims *d) {
@@ -122,25 +148,26 @@ static bool small_work(const struct unet__conv2d_dims *d, const struct wino_plan
     return 36.0 * p->cop * d->C_in * (double)p->tiles < PARALLEL_MIN_MACS;
 }
 
-/* The products of one tile block (V, M of nt tiles) for output-channel panel cp and input
- * channels [ci0, ci0 + kc): M[k] rows [cp MR, cp MR + MR) (+)= U[k] V[k] over the block's tile
- * panels, U (36, kc, MR); the first chunk (ci0 = 0) overwrites M. */
+/* The products of one tile block (V, M of nt tiles) for output-channel panel cp and the kwc
+ * words of input channels from word w0: M[k] rows [cp MR, cp MR + MR) (+)= U[k] V[k] over the
+ * block's tile panels, with U[k] at U + k ldk (kwc x MR words); the first words (w0 = 0)
+ * overwrite M. */
 static void products(const struct unet__kernels *K, const struct wino_args *a, const float *U,
-                     int ci0, int kc, const float *V, float *M, int cp, int nt) {
-    const int C_in = a->d->C_in;
+                     size_t ldk, int w0, int kwc, const float *V, float *M, int cp, int nt) {
+    const int kw = words_of(a->d->C_in, K->pack);
     for (int k = 0; k < 36; k++) {
-        const float *Uk = U + (size_t)k * kc * MR;
+        const float *Uk = U + (size_t)k * ldk;
         float *Mk = M + ((size_t)k * a->p.cop + (size_t)cp * MR) * nt;
         for (int tile = 0; tile < nt; tile += NR) {
             int width;
-            const float *Vp = V + (size_t)k * C_in * nt + panel_offset(C_in, nt, tile, &width);
-            K->micro_gemm(Uk, Vp + (size_t)ci0 * width, kc, width, Mk + tile, nt, ci0 > 0);
+            const float *Vp = V + (size_t)k * kw * nt + panel_offset(kw, nt, tile, &width);
+            K->micro_gemm(Uk, Vp + (size_t)w0 * width, kwc, width, Mk + tile, nt, w0 > 0);
         }
     }
 }
 
 /* The products for weights too large to keep: the panel's weights are transformed KC input
- * channels at a time into the thread's buffer (36 x KC x MR floats, cache-resident) and each
+ * channels at a time into the thread's buffer (36 x KC x MR values, cache-resident) and each
  * chunk's products are accumulated into M right away, so the 4x larger transformed weights
  * never go through memory. */
 static void chunked_products(const struct unet__kernels *K, const struct wino_args *a, float *Uc,
@@ -148,10 +175,29 @@ static void chunked_products(const struct unet__kernels *K, const struct wino_ar
     const int C_in = a->d->C_in;
     for (int ci0 = 0; ci0 < C_in; ci0 += kc_chunk) {
         const int kc = C_in - ci0 < kc_chunk ? C_in - ci0 : kc_chunk;
+        const int kwc = words_of(kc, K->pack);
         for (int g = ci0; g < ci0 + kc; g += WCI)
-            K->winograd->weights(Uc, w, flip, a, cp, g, kc, ci0);
-        products(K, a, Uc, ci0, kc, V, M, cp, nt);
+            K->winograd->weights(Uc, w, flip, a, cp, g, kwc, ci0);
+        products(K, a, Uc, (size_t)kwc * MR, ci0 / K->pack, kwc, V, M, cp, nt);
     }
+}
+
+/* All of U, panel by panel: (cop / MR, 36, words of C_in, MR), the layout products reads. */
+static void weights_all(const struct unet__kernels *K, const struct wino_args *a, float *U,
+                        const float *w, bool flip) {
+    const int kw = words_of(a->d->C_in, K->pack);
+#pragma omp for schedule(dynamic, 1)
+    for (int cp = 0; cp < a->p.cop / MR; cp++)
+        for (int ci0 = 0; ci0 < a->d->C_in; ci0 += WCI)
+            K->winograd->weights(U + (size_t)cp * 36 * kw * MR, w, flip, a, cp, ci0, kw, 0);
+}
+
+void unet__winograd_weights(float *u, const float *w, const struct unet__conv2d_dims *d,
+                            const struct unet__kernels *k) {
+    UNET_ASSERT(unet__winograd_applies(d));
+    const struct wino_args a = {.d = d, .p = plan_of(d, k->pack), .c_split = d->C_in};
+#pragma omp parallel
+    weights_all(k, &a, u, w, false);
 }
 
 /* Tiles in the block starting at t0 (a multiple of LANES: missing tiles are zero). */
@@ -174,14 +220,24 @@ static int block_tiles(const struct wino_plan *p, size_t t0, int tb) {
  * core for a while takes fewer chunks instead of holding up the barrier. */
 static void winograd_forward(float *y, const float *x, const float *x2, int c_split,
                              const float *w, bool flip, const struct unet__conv2d_dims *d,
-                             const struct unet__conv_epilogue *ep, float *scratch) {
+                             const struct unet__conv_epilogue *ep,
+                             const struct unet__conv_how *how, float *scratch) {
     UNET_ASSERT(unet__winograd_applies(d));
-    const struct unet__kernels      *K = unet__kernels_pick(UNET__PRECISION_F32);
+    const struct unet__kernels      *K = row_of(how);
     const struct unet__wino_kernels *W = K->winograd;
-    const struct wino_args a = {.d = d, .p = plan_of(d), .ep = ep, .x2 = x2, .c_split = c_split};
-    const int C_in = d->C_in, slots = unet__thread_slots(), panels_co = a.p.cop / MR;
+    const struct wino_args a = {.d = d, .p = plan_of(d, K->pack), .ep = ep, .x2 = x2,
+                                .c_split = c_split};
+    const int C_in = d->C_in, kw = words_of(C_in, K->pack), slots = unet__thread_slots();
+    const int panels_co = a.p.cop / MR;
+    /* Transformed weights given (the model's cache): every panel is there, as when kept. */
+    const float *cached = how ? how->wino_u : NULL;
+    const bool keep = cached || a.p.keep_u;
+    UNET_ASSERT(!(cached && flip));
     float *Ubuf = scratch;
-    float *V = Ubuf + 36 * (a.p.keep_u ? (size_t)a.p.cop * C_in : (size_t)slots * kc_chunk * MR);
+    float *V = Ubuf + 36 * (a.p.keep_u ? (size_t)a.p.cop * kw
+                                       : (size_t)slots * kc_chunk / K->pack * MR);
+    const float *U = cached ? cached : Ubuf;
+    const size_t u_panel = (size_t)36 * kw * MR;
     int team = 1;
 #ifdef _OPENMP
     team = omp_get_max_threads();
@@ -189,8 +245,8 @@ static void winograd_forward(float *y, const float *x, const float *x2, int c_sp
     if (small_work(d, &a.p)) team = 1;
 #endif
     const size_t own_blocks = (a.p.tiles + (size_t)a.p.tb_own - 1) / (size_t)a.p.tb_own;
-    const bool own = a.p.keep_u && own_blocks >= 4 * (size_t)team;
-    const size_t vm_own = 36 * ((size_t)C_in + (size_t)a.p.cop) * a.p.tb_own;
+    const bool own = keep && own_blocks >= 4 * (size_t)team;
+    const size_t vm_own = 36 * ((size_t)kw + (size_t)a.p.cop) * a.p.tb_own;
 #pragma omp parallel num_threads(team)
     {
         int me = 0;
@@ -198,38 +254,34 @@ static void winograd_forward(float *y, const float *x, const float *x2, int c_sp
         me = omp_get_thread_num();
 #endif
         if (own) {
-#pragma omp for schedule(dynamic, 1)
-            for (int cp = 0; cp < panels_co; cp++)
-                for (int ci0 = 0; ci0 < C_in; ci0 += WCI)
-                    W->weights(Ubuf + (size_t)cp * 36 * C_in * MR, w, flip, &a, cp, ci0, C_in, 0);
-            float *Vme = V + (size_t)me * vm_own, *Mme = Vme + (size_t)36 * C_in * a.p.tb_own;
+            if (!cached) weights_all(K, &a, Ubuf, w, flip);
+            float *Vme = V + (size_t)me * vm_own, *Mme = Vme + (size_t)36 * kw * a.p.tb_own;
 #pragma omp for schedule(dynamic, 1)
             for (size_t b = 0; b < own_blocks; b++) {
                 const size_t t0 = b * (size_t)a.p.tb_own;
                 const int nt = block_tiles(&a.p, t0, a.p.tb_own), groups = nt / LANES;
-                for (int q = 0; q < C_in * groups; q++) W->input(Vme, x, &a, t0, nt, q);
+                for (int q = 0; q < kw * groups; q++) W->input(Vme, x, &a, t0, nt, q);
                 for (int cp = 0; cp < panels_co; cp++)
-                    products(K, &a, Ubuf + (size_t)cp * 36 * C_in * MR, 0, C_in, Vme, Mme, cp, nt);
+                    products(K, &a, U + cp * u_panel, (size_t)kw * MR, 0, kw, Vme, Mme, cp, nt);
                 for (int q = 0; q < d->C_out * groups; q++) W->output(y, Mme, &a, t0, nt, q);
             }
         } else {
-            float *M = V + (size_t)36 * C_in * a.p.tb;
+            float *M = V + (size_t)36 * kw * a.p.tb;
             for (size_t t0 = 0; t0 < a.p.tiles; t0 += (size_t)a.p.tb) {
                 const int nt = block_tiles(&a.p, t0, a.p.tb), groups = nt / LANES;
 #pragma omp for schedule(dynamic, 8)
-                for (int q = 0; q < C_in * groups; q++) W->input(V, x, &a, t0, nt, q);
+                for (int q = 0; q < kw * groups; q++) W->input(V, x, &a, t0, nt, q);
 #pragma omp for schedule(dynamic, 1)
                 for (int cp = 0; cp < panels_co; cp++) {
-                    if (!a.p.keep_u) {
-                        float *Uc = Ubuf + (size_t)me * 36 * kc_chunk * MR;
+                    if (!keep) {
+                        float *Uc = Ubuf + (size_t)me * 36 * kc_chunk / K->pack * MR;
                         chunked_products(K, &a, Uc, w, flip, V, M, cp, nt);
                         continue;
                     }
-                    float *U = Ubuf + (size_t)cp * 36 * C_in * MR;
-                    if (t0 == 0)
+                    if (!cached && t0 == 0)
                         for (int ci0 = 0; ci0 < C_in; ci0 += WCI)
-                            W->weights(U, w, flip, &a, cp, ci0, C_in, 0);
-                    products(K, &a, U, 0, C_in, V, M, cp, nt);
+                            W->weights(Ubuf + cp * u_panel, w, flip, &a, cp, ci0, kw, 0);
+                    products(K, &a, U + cp * u_panel, (size_t)kw * MR, 0, kw, V, M, cp, nt);
                 }
 #pragma omp for schedule(dynamic, 8)
                 for (int q = 0; q < d->C_out * groups; q++) W->output(y, M, &a, t0, nt, q);
@@ -240,15 +292,16 @@ static void winograd_forward(float *y, const float *x, const float *x2, int c_sp
 
 void unet__conv2d_winograd(float *y, const float *x, const float *w, bool flip,
                            const struct unet__conv2d_dims *d, const struct unet__conv_epilogue *ep,
-                           float *scratch) {
-    winograd_forward(y, x, NULL, d->C_in, w, flip, d, ep, scratch);
+                           const struct unet__conv_how *how, float *scratch) {
+    winograd_forward(y, x, NULL, d->C_in, w, flip, d, ep, how, scratch);
 }
 
 void unet__conv2d_winograd_cat(float *y, const float *a, const float *b, int c_a, const float *w,
                                const struct unet__conv2d_dims *d,
-                               const struct unet__conv_epilogue *ep, float *scratch) {
+                               const struct unet__conv_epilogue *ep,
+                               const struct unet__conv_how *how, float *scratch) {
     UNET_ASSERT(c_a > 0 && c_a < d->C_in);
-    winograd_forward(y, a, b, c_a, w, false, d, ep, scratch);
+    winograd_forward(y, a, b, c_a, w, false, d, ep, how, scratch);
 }
 
 /* ---- Weight gradient ----
@@ -278,20 +331,24 @@ static struct wgrad_plan wgrad_plan_of(const struct unet__conv2d_dims *d,
     return w;
 }
 
+/* Scratch words: M in float32, Xt and Dt in words of at most one value (the float32 size, an
+ * upper bound for bf16 pairs of tiles). */
 size_t unet__winograd_wgrad_scratch_floats(const struct unet__conv2d_dims *d) {
     if (!unet__winograd_applies(d)) return 0;
-    struct wino_plan p = plan_of(d);
+    struct wino_plan p = plan_of(d, 1);
     struct wgrad_plan w = wgrad_plan_of(d, &p);
     const size_t ci16 = (size_t)ci16_of(d);
     return 36 * ((size_t)w.cobp * ci16 + ci16 * w.tb + (size_t)w.cobp * w.tb);
 }
 
 void unet__conv2d_winograd_wgrad(float *dw, const float *dy, const float *x,
-                                 const struct unet__conv2d_dims *d, float *scratch) {
+                                 const struct unet__conv2d_dims *d,
+                                 const struct unet__kernels *k, float *scratch) {
     UNET_ASSERT(unet__winograd_applies(d));
-    const struct unet__kernels      *K = unet__kernels_pick(UNET__PRECISION_F32);
+    const struct unet__kernels      *K = k ? k : unet__kernels_pick(UNET__PRECISION_F32);
     const struct unet__wino_kernels *W = K->winograd;
-    const struct wino_args a = {.d = d, .p = plan_of(d), .ep = NULL, .c_split = d->C_in};
+    const int P = K->pack; /* tiles per word of Xt and Dt (the products reduce over tiles) */
+    const struct wino_args a = {.d = d, .p = plan_of(d, 1), .ep = NULL, .c_split = d->C_in};
     const struct wgrad_plan wp = wgrad_plan_of(d, &a.p);
     const int ci16 = ci16_of(d), cpanels = (ci16 + NR - 1) / NR;
     float *M = scratch;
@@ -314,10 +371,12 @@ void unet__conv2d_winograd_wgrad(float *dw, const float *dy, const float *x,
             for (int u = 0; u < micro; u++) {
                 const int cp = u / cpanels, xp = u % cpanels;
                 const int width = ci16 - xp * NR < NR ? ci16 - xp * NR : NR;
-                for (int k = 0; k < 36; k++)
-                    K->micro_gemm(Dt + ((size_t)k * cobp + (size_t)cp * MR) * nt,
-                                  Xt + (size_t)k * ci16 * nt + (size_t)xp * NR * nt, nt, width,
-                                  M + ((size_t)k * cobp + (size_t)cp * MR) * ci16 +
+                const size_t ntw = (size_t)(nt / P); /* words of the block's tiles */
+                for (int kk = 0; kk < 36; kk++)
+                    K->micro_gemm(Dt + ((size_t)kk * cobp + (size_t)cp * MR) * ntw,
+                                  Xt + ((size_t)kk * ci16 + (size_t)xp * NR) * ntw, (int)ntw,
+                                  width,
+                                  M + ((size_t)kk * cobp + (size_t)cp * MR) * ci16 +
                                       (size_t)xp * NR,
                                   ci16, t0 > 0);
             }

@@ -1,12 +1,21 @@
 /* winograd.h — what the Winograd driver (winograd.c) and its kernels share.
  *
- * The kernels are compiled once per instruction set: winograd_portable.c, winograd_avx2.c and
- * winograd_avx512.c each define that set's GEMM micro-kernel and include winograd_groups.h, the
- * transforms and the per-group passes, under their own target attribute, so that the lane
- * loops are vectorized for that CPU; winograd_avx512.c adds the masked row loads and stores and
- * the register transpose.  Each exports one struct unet__wino_kernels; ops/kernels.c picks one
- * at run time (with the matching micro-kernel) and winograd.c's parallel loops call it.
- * winograd.c's opening comment holds the algorithm, the layouts and the numerics.
+ * The kernels are compiled once per instruction set and precision: winograd_portable.c,
+ * winograd_avx2.c, winograd_avx512.c (float32) and winograd_avx512_bf16.c (bf16 products) each
+ * define that set's GEMM micro-kernel and include winograd_groups.h, the transforms and the
+ * per-group passes, under their own target attribute, so that the lane loops are vectorized
+ * for that CPU; the two AVX-512 copies share the masked row loads and stores, the register
+ * transpose and the micro-kernel's code (winograd_avx512.h).  Each exports one struct
+ * unet__wino_kernels; ops/kernels.c puts it in a row of the kernel table with the matching
+ * micro-kernel and winograd.c's parallel loops call the row they are given.  winograd.c's
+ * opening comment holds the algorithm, the layouts and the numerics.
+ *
+ * Words.  The GEMM operands (the transformed weights U, the transformed inputs V, the weight
+ * gradient's Xt and Dt) are arrays of 32-bit words, each holding `pack` (the row's, kernels.h)
+ * consecutive values of the reduction index K: one float (float32 rows), or two bf16 (bf16
+ * rows: value 2i in the low half, 2i + 1 in the high half, as vdpbf16ps pairs them).  A
+ * dimension of K values takes (K + pack - 1) / pack words, zero-padded; the driver counts its
+ * buffers in words and never reads them, so it sizes them as floats.
  */
 #ifndef UNET_OPS_WINOGRAD_H
 #define UNET_OPS_WINOGRAD_H
@@ -95,26 +104,30 @@ static inline int ci16_of(const struct unet__conv2d_dims *d) {
 /* One instruction set's passes, each over one group q of LANES columns (winograd_groups.h says
  * what each computes); winograd.c calls them from its parallel loops. */
 struct unet__wino_kernels {
-    void (*weights)(float *U, const float *w, bool flip, const struct wino_args *a, int cp,
+    void (*weights)(void *U, const float *w, bool flip, const struct wino_args *a, int cp,
                     int ci0, int ldu, int cibase);
-    void (*input)(float *V, const float *x, const struct wino_args *a, size_t t0, int nt, int q);
+    void (*input)(void *V, const float *x, const struct wino_args *a, size_t t0, int nt, int q);
     void (*output)(float *y, const float *M, const struct wino_args *a, size_t t0, int nt, int q);
-    void (*wx)(float *Xt, const float *x, const struct wino_args *a, size_t t0, int nt, int q);
-    void (*wdy)(float *Dt, const float *dy, const struct wino_args *a, int co0, int cob,
+    void (*wx)(void *Xt, const float *x, const struct wino_args *a, size_t t0, int nt, int q);
+    void (*wdy)(void *Dt, const float *dy, const struct wino_args *a, int co0, int cob,
                 size_t t0, int nt, int q);
     void (*wout)(float *dw, const float *M, const struct wino_args *a, int co0, int cob, int q);
 };
 
-/* The copies: winograd_portable.c, winograd_avx2.c, winograd_avx512.c. */
+/* The copies: winograd_portable.c, winograd_avx2.c, winograd_avx512.c (float32) and
+ * winograd_avx512_bf16.c (bf16 words). */
 extern const struct unet__wino_kernels unet__wino_portable;
-void unet__micro_gemm_portable(const float *A, const float *B, int K, int width, float *C,
+void unet__micro_gemm_portable(const void *A, const void *B, int K, int width, float *C,
                                int ldc, bool acc);
 #ifdef UNET__X86
-extern const struct unet__wino_kernels unet__wino_avx2, unet__wino_avx512;
-void unet__micro_gemm_avx2(const float *A, const float *B, int K, int width, float *C, int ldc,
+extern const struct unet__wino_kernels unet__wino_avx2, unet__wino_avx512, unet__wino_avx512_bf16;
+void unet__micro_gemm_avx2(const void *A, const void *B, int K, int width, float *C, int ldc,
                            bool acc);
-void unet__micro_gemm_avx512(const float *A, const float *B, int K, int width, float *C,
-                             int ldc, bool acc);
+void unet__micro_gemm_avx512(const void *A, const void *B, int K, int width, float *C, int ldc,
+                             bool acc);
+void unet__micro_gemm_avx512_bf16(const void *A, const void *B, int K, int width, float *C,
+                                  int ldc, bool acc);
+void unet__pack_words_bf16(void *dst, const float *lo, const float *hi, int n);
 #endif
 
 #endif /* UNET_OPS_WINOGRAD_H */

@@ -44,8 +44,9 @@
 AVX2_KERNEL(2)
 AVX2_KERNEL(3)
 
-UNET__TARGET_AVX2 void unet__micro_gemm_avx2(const float *A, const float *B, int K, int width,
+UNET__TARGET_AVX2 void unet__micro_gemm_avx2(const void *Aw, const void *Bw, int K, int width,
                                               float *C, int ldc, bool acc) {
+    const float *A = Aw, *B = Bw;
     const int step = width == 48 ? 24 : 16;
     for (int r = 0; r < MR; r += 4)
         for (int j = 0; j < width; j += step) {
@@ -57,6 +58,7 @@ UNET__TARGET_AVX2 void unet__micro_gemm_avx2(const float *A, const float *B, int
 #define WINO_TARGET  UNET__TARGET_AVX2
 #define WINO_KERNELS unet__wino_avx2
 #define WINO_AVX512  0
+#define WINO_BF16    0
 #include "ops/winograd_groups.h"
 
 #else

@@ -1,242 +1,29 @@
-/* winograd_avx512.c — the Winograd kernels for AVX-512F: the GEMM micro-kernel in 512-bit
- * registers, the row kernels that move 16 tiles of a tile row as runs of a row (masked loads and
- * stores at the image border, permutes to and from the transforms' lanes), the 16 x 16 register
- * transpose of the weight gradient, and winograd_groups.h compiled for that target with them.
- * Contract: winograd.h (the micro-kernel's: winograd_portable.c); tested against the _ref
- * convolution in tests/test_winograd.c, which also covers rows of 16 tiles cut by the border.
+/* winograd_avx512.c — the Winograd kernels for AVX-512F in float32: the micro-kernel and the
+ * row kernels of winograd_avx512.h with float operands, and winograd_groups.h compiled for that
+ * target with them.  Contract: winograd.h (the micro-kernel's: winograd_portable.c); tested
+ * against the _ref convolution in tests/test_winograd.c, which also covers rows of 16 tiles cut
+ * by the border.
  */
 #include "ops/winograd.h"
 
 #ifdef UNET__X86
-#include <immintrin.h>
+#define Z_TARGET         UNET__TARGET_AVX512
+#define Z_AVEC           __m512
+#define Z_BVEC           __m512
+#define Z_BCAST(p)       _mm512_set1_ps(*(const float *)(const void *)(p))
+#define Z_LOADB(p)       _mm512_loadu_ps(p)
+#define Z_MADD(c, a, b)  _mm512_fmadd_ps(a, b, c)
+#include "ops/winograd_avx512.h"
 
-/* Permute indices of the row kernels below.  A run of 64 floats in two pairs of vectors holds
- * 16 tiles of 4 columns: ROW_LO[c] picks column c of tiles 0-7 from the first pair, ROW_HI[c]
- * that of tiles 8-15 from the second (into lanes 8-15).  PAIR_LO / PAIR_HI interleave two
- * vectors (a0 b0 a1 b1 ...), low and high halves. */
-static const int ROW_LO[4][16] = {{0, 4, 8, 12, 16, 20, 24, 28}, {1, 5, 9, 13, 17, 21, 25, 29},
-                                  {2, 6, 10, 14, 18, 22, 26, 30}, {3, 7, 11, 15, 19, 23, 27, 31}};
-static const int ROW_HI[4][16] = {{0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 12, 16, 20, 24, 28},
-                                  {0, 0, 0, 0, 0, 0, 0, 0, 1, 5, 9, 13, 17, 21, 25, 29},
-                                  {0, 0, 0, 0, 0, 0, 0, 0, 2, 6, 10, 14, 18, 22, 26, 30},
-                                  {0, 0, 0, 0, 0, 0, 0, 0, 3, 7, 11, 15, 19, 23, 27, 31}};
-static const int PAIR_LO[16] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
-static const int PAIR_HI[16] = {8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
-
-/* Lanes [0, last) of 16: a masked load or store that stops at the image border. */
-static inline __mmask16 tail_mask16(int last) {
-    return last >= 16 ? (__mmask16)0xFFFF : last > 0 ? (__mmask16)((1u << last) - 1u) : 0;
-}
-
-/* gather_patches for 16 consecutive tiles of one tile row (the usual case): each patch row of
- * the 16 tiles is one run of 66 input floats, loaded as 5 vectors (masked: the zero padding and
- * the image border) and de-interleaved with permutes instead of 576 scalar loads. */
-UNET__TARGET_AVX512 static void gather_row16_avx512(float dd[36][LANES], const float *xc, int ih0,
-                                                    int iw0, int H, int W, size_t next) {
-    __mmask16 mask[5];
-    for (int v = 0; v < 5; v++) {
-        int first = -iw0 - 16 * v, last = W - iw0 - 16 * v; /* lanes [first, last) are inside */
-        if (v == 4 && last > 2) last = 2;
-        if (first < 0) first = 0;
-        if (last > 16) last = 16;
-        mask[v] = last > first ? (__mmask16)(((1u << last) - 1u) & ~((1u << first) - 1u)) : 0;
-    }
-    for (int ri = 0; ri < 6; ri++) {
-        const int ih = ih0 + ri;
-        if (ih < 0 || ih >= H) {
-            for (int c = 0; c < 6; c++) _mm512_storeu_ps(dd[ri * 6 + c], _mm512_setzero_ps());
-            continue;
-        }
-        const float *row = xc + (ptrdiff_t)ih * W + iw0;
-        /* The same run of the next channel is read a few groups later: fetch it now (the
-         * layer's input is usually far larger than the caches; a prefetch never faults). */
-        for (int v = 0; v < 5; v++) _mm_prefetch((const char *)(row + next + 16 * v), _MM_HINT_T0);
-        __m512 r[5];
-        for (int v = 0; v < 5; v++) r[v] = _mm512_maskz_loadu_ps(mask[v], row + 16 * v);
-        __m512 d[4];
-        for (int c = 0; c < 4; c++) {
-            __m512 a = _mm512_permutex2var_ps(r[0], _mm512_loadu_si512(ROW_LO[c]), r[1]);
-            __m512 b = _mm512_permutex2var_ps(r[2], _mm512_loadu_si512(ROW_HI[c]), r[3]);
-            d[c] = _mm512_mask_blend_ps(0xFF00, a, b);
-            _mm512_storeu_ps(dd[ri * 6 + c], d[c]);
-        }
-        /* Columns 4 and 5 of tile j are columns 0 and 1 of tile j + 1. */
-        __m512i r4 = _mm512_castps_si512(r[4]);
-        __m512i c4 = _mm512_alignr_epi32(r4, _mm512_castps_si512(d[0]), 1);
-        __m512i r4s = _mm512_alignr_epi32(r4, r4, 1); /* lane 0: column 65 */
-        __m512i c5 = _mm512_alignr_epi32(r4s, _mm512_castps_si512(d[1]), 1);
-        _mm512_storeu_ps(dd[ri * 6 + 4], _mm512_castsi512_ps(c4));
-        _mm512_storeu_ps(dd[ri * 6 + 5], _mm512_castsi512_ps(c5));
-    }
-}
-
-/* The inverse for the outputs: the 4x4 results o (16, LANES) of 16 consecutive tiles of one
- * tile row are, per output row, one run of 64 floats: interleaved with permutes and stored
- * (masked at the right border; added when acc) instead of 256 scalar stores. */
-UNET__TARGET_AVX512 static void scatter_row16_avx512(float *yc, float o[16][LANES], int oh0,
-                                                     int ow0, int H, int W, bool acc) {
-    static const int q0[16] = {0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23};
-    static const int q1[16] = {8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31};
-    const __m512i ilo = _mm512_loadu_si512(PAIR_LO), ihi = _mm512_loadu_si512(PAIR_HI);
-    const __m512i iq0 = _mm512_loadu_si512(q0), iq1 = _mm512_loadu_si512(q1);
-    __mmask16 mask[4];
-    for (int v = 0; v < 4; v++) {
-        mask[v] = tail_mask16(W - ow0 - 16 * v);
-    }
-    const int nh = H - oh0 < 4 ? H - oh0 : 4;
-    for (int ri = 0; ri < nh; ri++) {
-        const __m512 c0 = _mm512_loadu_ps(o[ri * 4]), c1 = _mm512_loadu_ps(o[ri * 4 + 1]);
-        const __m512 c2 = _mm512_loadu_ps(o[ri * 4 + 2]), c3 = _mm512_loadu_ps(o[ri * 4 + 3]);
-        /* (c0 c1) and (c2 c3) interleaved, then pairs of pairs: tile j's 4 values together. */
-        const __m512 a0 = _mm512_permutex2var_ps(c0, ilo, c1);
-        const __m512 a1 = _mm512_permutex2var_ps(c0, ihi, c1);
-        const __m512 b0 = _mm512_permutex2var_ps(c2, ilo, c3);
-        const __m512 b1 = _mm512_permutex2var_ps(c2, ihi, c3);
-        __m512 out[4];
-        out[0] = _mm512_permutex2var_ps(a0, iq0, b0);
-        out[1] = _mm512_permutex2var_ps(a0, iq1, b0);
-        out[2] = _mm512_permutex2var_ps(a1, iq0, b1);
-        out[3] = _mm512_permutex2var_ps(a1, iq1, b1);
-        float *row = yc + (size_t)(oh0 + ri) * W + ow0;
-        for (int v = 0; v < 4; v++) {
-            if (!mask[v]) continue;
-            __m512 val = out[v];
-            if (acc) val = _mm512_add_ps(val, _mm512_maskz_loadu_ps(mask[v], row + 16 * v));
-            _mm512_mask_storeu_ps(row + 16 * v, mask[v], val);
-        }
-    }
-}
-
-/* The pooled 2x2 of 16 consecutive tiles of one tile row: per pooled row, windows (pr, 0) and
- * (pr, 1) of tile j go to columns 2j and 2j + 1, one run of 32 floats (masked at the border). */
-UNET__TARGET_AVX512 static void pool_row16_avx512(float *pc, float pm[4][LANES], int ph0, int pw0,
-                                                  int Hp, int Wp) {
-    __mmask16 mask[2];
-    for (int v = 0; v < 2; v++) {
-        mask[v] = tail_mask16(Wp - pw0 - 16 * v);
-    }
-    for (int pr = 0; pr < 2 && ph0 + pr < Hp; pr++) {
-        const __m512 c0 = _mm512_loadu_ps(pm[2 * pr]), c1 = _mm512_loadu_ps(pm[2 * pr + 1]);
-        float *row = pc + (size_t)(ph0 + pr) * Wp + pw0;
-        _mm512_mask_storeu_ps(row, mask[0],
-                              _mm512_permutex2var_ps(c0, _mm512_loadu_si512(PAIR_LO), c1));
-        _mm512_mask_storeu_ps(row + 16, mask[1],
-                              _mm512_permutex2var_ps(c0, _mm512_loadu_si512(PAIR_HI), c1));
-    }
-}
-
-/* The 4x4 output-gradient tiles of 16 consecutive tiles of one tile row: per tile row, one run
- * of 64 floats (masked at the border; rows past H are zero), de-interleaved into the 4 columns
- * with the same permutes as gather_row16_avx512. */
-UNET__TARGET_AVX512 static void dy_row16_avx512(float yy[16][LANES], const float *yc, int oh0,
-                                                int ow0, int H, int W) {
-    __mmask16 mask[4];
-    for (int v = 0; v < 4; v++) {
-        mask[v] = tail_mask16(W - ow0 - 16 * v);
-    }
-    for (int ri = 0; ri < 4; ri++) {
-        if (oh0 + ri >= H) {
-            for (int c = 0; c < 4; c++) _mm512_storeu_ps(yy[ri * 4 + c], _mm512_setzero_ps());
-            continue;
-        }
-        const float *row = yc + (size_t)(oh0 + ri) * W + ow0;
-        __m512 r[4];
-        for (int v = 0; v < 4; v++) r[v] = _mm512_maskz_loadu_ps(mask[v], row + 16 * v);
-        for (int c = 0; c < 4; c++) {
-            __m512 a = _mm512_permutex2var_ps(r[0], _mm512_loadu_si512(ROW_LO[c]), r[1]);
-            __m512 b = _mm512_permutex2var_ps(r[2], _mm512_loadu_si512(ROW_HI[c]), r[3]);
-            _mm512_storeu_ps(yy[ri * 4 + c], _mm512_mask_blend_ps(0xFF00, a, b));
-        }
-    }
-}
-
-UNET__TARGET_AVX512 static void transpose_store_avx512(float *dst, size_t ld, const float *src,
-                                                       size_t stride, int nc) {
-    __m512 r[16], t[16];
-    for (int i = 0; i < 16; i++)
-        r[i] = i < nc ? _mm512_loadu_ps(src + (size_t)i * stride) : _mm512_setzero_ps();
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        const __m512d a0 = _mm512_castps_pd(t[i]), a1 = _mm512_castps_pd(t[i + 1]);
-        const __m512d a2 = _mm512_castps_pd(t[i + 2]), a3 = _mm512_castps_pd(t[i + 3]);
-        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a0, a2));
-        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a0, a2));
-        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(a1, a3));
-        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(a1, a3));
-    }
-    /* r[4 b + c] now holds, in its 128-bit lane L, column 4 L + c of rows 4 b .. 4 b + 3. */
-    for (int c = 0; c < 4; c++) {
-        const __m512 a0 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x88);
-        const __m512 a1 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xDD);
-        const __m512 b0 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x88);
-        const __m512 b1 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xDD);
-        t[c] = _mm512_shuffle_f32x4(a0, b0, 0x88);
-        t[8 + c] = _mm512_shuffle_f32x4(a0, b0, 0xDD);
-        t[4 + c] = _mm512_shuffle_f32x4(a1, b1, 0x88);
-        t[12 + c] = _mm512_shuffle_f32x4(a1, b1, 0xDD);
-    }
-    const __mmask16 m = tail_mask16(nc);
-    for (int j = 0; j < 16; j++) _mm512_mask_storeu_ps(dst + (size_t)j * ld, m, t[j]);
-}
-
-/* ---- the GEMM micro-kernel ---- */
-
-/* 8 rows x NV zmm columns: per k, NV loads of B, 8 broadcasts of A, 8 NV FMAs (24
- * accumulators for the full 48-wide panel).  Written out with macros: with arrays and loops the
- * compiler keeps the accumulators in memory. */
-#define ROWS8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
-#define Z_DECL1(r) __m512 c##r##0 = _mm512_setzero_ps();
-#define Z_DECL2(r) Z_DECL1(r) __m512 c##r##1 = c##r##0;
-#define Z_DECL3(r) Z_DECL2(r) __m512 c##r##2 = c##r##0;
-#define Z_FMA1(r)                                                                               \
-    { const __m512 ar = _mm512_set1_ps(A[r]); c##r##0 = _mm512_fmadd_ps(ar, b0, c##r##0); }
-#define Z_FMA2(r)                                                                               \
-    {                                                                                           \
-        const __m512 ar = _mm512_set1_ps(A[r]);                                                 \
-        c##r##0 = _mm512_fmadd_ps(ar, b0, c##r##0);                                             \
-        c##r##1 = _mm512_fmadd_ps(ar, b1, c##r##1);                                             \
-    }
-#define Z_FMA3(r)                                                                               \
-    {                                                                                           \
-        const __m512 ar = _mm512_set1_ps(A[r]);                                                 \
-        c##r##0 = _mm512_fmadd_ps(ar, b0, c##r##0);                                             \
-        c##r##1 = _mm512_fmadd_ps(ar, b1, c##r##1);                                             \
-        c##r##2 = _mm512_fmadd_ps(ar, b2, c##r##2);                                             \
-    }
-#define Z_PUT(P, v) _mm512_storeu_ps((P), acc ? _mm512_add_ps(_mm512_loadu_ps(P), (v)) : (v));
-#define Z_ST1(r) Z_PUT(C + (size_t)(r) * ldc, c##r##0)
-#define Z_ST2(r) Z_ST1(r) Z_PUT(C + (size_t)(r) * ldc + 16, c##r##1)
-#define Z_ST3(r) Z_ST2(r) Z_PUT(C + (size_t)(r) * ldc + 32, c##r##2)
-#define Z_LOAD1 const __m512 b0 = _mm512_loadu_ps(B);
-#define Z_LOAD2 Z_LOAD1 const __m512 b1 = _mm512_loadu_ps(B + 16);
-#define Z_LOAD3 Z_LOAD2 const __m512 b2 = _mm512_loadu_ps(B + 32);
-#define AVX512_KERNEL(NV)                                                                       \
-    UNET__TARGET_AVX512 static void gemm_avx512_##NV(                                          \
-        const float *A, const float *B, int K, float *C, int ldc, bool acc) {                   \
-        ROWS8(Z_DECL##NV)                                                                       \
-        for (int k = 0; k < K; k++, A += MR, B += 16 * NV) {                                    \
-            Z_LOAD##NV                                                                          \
-            ROWS8(Z_FMA##NV)                                                                    \
-        }                                                                                       \
-        ROWS8(Z_ST##NV)                                                                         \
-    }
-AVX512_KERNEL(1)
-AVX512_KERNEL(2)
-AVX512_KERNEL(3)
-
-UNET__TARGET_AVX512 void unet__micro_gemm_avx512(const float *A, const float *B, int K,
-                                                  int width, float *C, int ldc, bool acc) {
-    if (width == 48) gemm_avx512_3(A, B, K, C, ldc, acc);
-    else if (width == 32) gemm_avx512_2(A, B, K, C, ldc, acc);
-    else gemm_avx512_1(A, B, K, C, ldc, acc);
+UNET__TARGET_AVX512 void unet__micro_gemm_avx512(const void *A, const void *B, int K, int width,
+                                                  float *C, int ldc, bool acc) {
+    micro_gemm_avx512(A, B, K, width, C, ldc, acc);
 }
 
 #define WINO_TARGET  UNET__TARGET_AVX512
 #define WINO_KERNELS unet__wino_avx512
 #define WINO_AVX512  1
+#define WINO_BF16    0
 #include "ops/winograd_groups.h"
 
 #else

@@ -6,18 +6,33 @@
  *     WINO_KERNELS   the name of the struct unet__wino_kernels it exports
  *     WINO_AVX512    1 when it has defined the AVX-512 row kernels gather_row16_avx512,
  *                    scatter_row16_avx512, pool_row16_avx512, dy_row16_avx512 and
- *                    transpose_store_avx512 (winograd_avx512.c), else 0
+ *                    transpose_store_avx512 (winograd_avx512.h), else 0
+ *     WINO_BF16      1 when the GEMM operands it writes are bf16 pairs (winograd.h's words), with
+ *                    pack_lanes_bf16, pack_weights_bf16 and transpose_pairs_bf16 defined
+ *                    (winograd_avx512_bf16.c), else 0: float32
  * and the functions below, always inlined into the exported wrappers at the end, are compiled
- * for that instruction set.  The math is in winograd.c's opening comment; the tests run every
- * copy against unet__conv2d_forward_ref / _backward_ref (tests/test_winograd.c).
+ * for that instruction set.  The transforms run in float32 either way; only what they store for
+ * the products (U, V, and the weight gradient's Xt and Dt) changes format, in one place each
+ * (store_weights, store_lanes, transpose_words).  The math is in winograd.c's opening comment;
+ * the tests run every copy against unet__conv2d_forward_ref / _backward_ref
+ * (tests/test_winograd.c).
  */
 #ifndef UNET_OPS_WINOGRAD_GROUPS_H
 #define UNET_OPS_WINOGRAD_GROUPS_H
 
 #include "ops/winograd.h"
 
-#if !defined(WINO_TARGET) || !defined(WINO_KERNELS) || !defined(WINO_AVX512)
-#error "define WINO_TARGET, WINO_KERNELS and WINO_AVX512 before including winograd_groups.h"
+#if !defined(WINO_TARGET) || !defined(WINO_KERNELS) || !defined(WINO_AVX512) || !defined(WINO_BF16)
+#error "define WINO_TARGET, WINO_KERNELS, WINO_AVX512 and WINO_BF16 before winograd_groups.h"
+#endif
+
+/* A word of the GEMM operands and the K values it holds (winograd.h). */
+#if WINO_BF16
+typedef uint32_t word;
+enum { PACK = 2 };
+#else
+typedef float word;
+enum { PACK = 1 };
 #endif
 
 /* ---- the transforms, each on `lanes` independent columns ----
@@ -127,12 +142,23 @@ static ALWAYS_INLINE void wgrad_transform(float o[9][LANES], float m[36][LANES])
 
 /* ---- one group of LANES columns of each pass ---- */
 
+/* u[k] (WL lanes: nci input channels of MR) into U's words: a float per lane, or bf16 pairs of
+ * input channels (2i, 2i + 1) per output channel. */
+static ALWAYS_INLINE void store_weights(word *dst, const float u[WL], int nci) {
+#if WINO_BF16
+    pack_weights_bf16(dst, u, nci);
+#else
+    memcpy(dst, u, sizeof(float) * (size_t)nci * MR);
+#endif
+}
+
 /* Input channels [ci0, ci0 + WCI) of the transformed weights of output-channel panel cp, into
- * U (36, C_in, MR): lanes are (input channel, output channel), so each k's results are one
- * contiguous run.  Output channels past C_out are zero.  flip: the input-gradient kernel
+ * U (36, words of C_in, MR): lanes are (input channel, output channel), so each k's results are
+ * one contiguous run.  ldu counts words (k planes of U are ldu MR words apart) and U starts at
+ * input channel cibase (a multiple of WCI).  Output channels past C_out are zero.  flip: the input-gradient kernel
  * w'[co][ci][kh][kw] = w[ci][co][2 - kh][2 - kw] of a weight stored as (C_in, C_out, 3, 3)
  * (the forward convolution's (C_out, C_in, 3, 3), whose C_in is this convolution's C_out). */
-static ALWAYS_INLINE void weights_group(float *U, const float *w, bool flip,
+static ALWAYS_INLINE void weights_group(word *U, const float *w, bool flip,
                                         const struct wino_args *a, int cp, int ci0, int ldu,
                                         int cibase) {
     const int C_in = a->d->C_in, C_out = a->d->C_out;
@@ -154,7 +180,7 @@ static ALWAYS_INLINE void weights_group(float *U, const float *w, bool flip,
     }
     kernel_transform(u, g);
     for (int k = 0; k < 36; k++)
-        memcpy(U + ((size_t)k * ldu + (ci0 - cibase)) * MR, u[k], sizeof(float) * (size_t)nci * MR);
+        store_weights(U + ((size_t)k * ldu + (size_t)(ci0 - cibase) / PACK) * MR, u[k], nci);
 }
 
 /* dd (36, LANES): the 6x6 input patches of channel ci for the tiles t0.. t0 + LANES (zero
@@ -205,21 +231,39 @@ static ALWAYS_INLINE void gather_group(float dd[36][LANES], const float *x,
     gather_patches(dd, x, a, ci, t0);
 }
 
-/* Group q of V for the tiles [t0, t0 + nt), nt a multiple of LANES: input channel q / groups,
- * tiles from q % groups * LANES (those past the last tile are zero).  V[k] is stored in panels
- * of NR tiles (panel_offset), the order the GEMM micro-kernel reads it.  Patches are gathered
- * with the zero padding applied on the fly. */
+/* The transformed patches of PACK channels (one, or the two of a bf16 pair: lo, hi) of 16 tiles
+ * into one run of V's words. */
+static ALWAYS_INLINE void store_lanes(word *dst, const float lo[LANES], const float hi[LANES]) {
+#if WINO_BF16
+    pack_lanes_bf16(dst, lo, hi);
+#else
+    (void)hi;
+    memcpy(dst, lo, sizeof(float) * LANES);
+#endif
+}
 
-static ALWAYS_INLINE void input_group(float *V, const float *x, const struct wino_args *a,
+/* Group q of V for the tiles [t0, t0 + nt), nt a multiple of LANES: the word of input channels
+ * [PACK i, PACK i + PACK) with i = q / groups (zero past C_in), tiles from q % groups * LANES
+ * (those past the last tile are zero).  V[k] (words of C_in, nt) is stored in panels of NR tiles
+ * (panel_offset), the order the GEMM micro-kernel reads it.  Patches are gathered with the zero
+ * padding applied on the fly. */
+static ALWAYS_INLINE void input_group(word *V, const float *x, const struct wino_args *a,
                                       size_t t0, int nt, int q) {
-    const int C_in = a->d->C_in, groups = nt / LANES;
-    const int ci = q / groups, g0 = q % groups * LANES;
-    float dd[36][LANES], v[36][LANES];
-    gather_group(dd, x, a, ci, t0 + (size_t)g0);
-    input_transform(v, dd);
+    const int C_in = a->d->C_in, kw = (C_in + PACK - 1) / PACK, groups = nt / LANES;
+    const int i = q / groups, g0 = q % groups * LANES;
+    float v[PACK][36][LANES];
+    for (int c = 0; c < PACK; c++) {
+        if (i * PACK + c >= C_in) {
+            memset(v[c], 0, sizeof v[c]);
+            continue;
+        }
+        float dd[36][LANES];
+        gather_group(dd, x, a, i * PACK + c, t0 + (size_t)g0);
+        input_transform(v[c], dd);
+    }
     int width;
-    float *dst = V + panel_offset(C_in, nt, g0, &width) + (size_t)ci * width + g0 % NR;
-    for (int k = 0; k < 36; k++) memcpy(dst + (size_t)k * C_in * nt, v[k], sizeof v[k]);
+    word *dst = V + panel_offset(kw, nt, g0, &width) + (size_t)i * width + g0 % NR;
+    for (int k = 0; k < 36; k++) store_lanes(dst + (size_t)k * kw * nt, v[0][k], v[PACK - 1][k]);
 }
 
 /* The epilogue's pooled copy of 16 tiles of channel co: each 4x4 tile holds whole 2x2 windows
@@ -301,14 +345,18 @@ static ALWAYS_INLINE void output_group(float *y, const float *M, const struct wi
  * Xt[k] holds the transformed input patches of a tile block in panels of NR input channels,
  * (ci16 / NR panels, nt, width) with C_in rounded up to 16 (ci16; zero channels past C_in);
  * Dt[k] the transformed output-gradient tiles of a block of output channels in panels of MR,
- * (cobp / MR, nt, MR); the GEMM micro-kernel then reduces over the tiles. */
+ * (cobp / MR, nt, MR); the GEMM micro-kernel then reduces over the tiles, so their words hold
+ * PACK consecutive tiles: panels (nt / PACK, width) and (nt / PACK, MR). */
 
 /* dst[j ld + c] = src[c stride + j] for the 16 tiles j and the nc (8 or 16) channels c: the
  * transposition from the transforms' lanes (tiles) to the micro-kernel's rows (tiles of
- * channels).  AVX-512: a 16 x 16 register transpose; otherwise element by element. */
-static ALWAYS_INLINE void transpose_store(float *dst, size_t ld, const float *src, size_t stride,
+ * channels); with bf16 words, row j / 2 holds tiles j and j + 1 as pairs.  AVX-512: a 16 x 16
+ * register transpose; otherwise element by element. */
+static ALWAYS_INLINE void transpose_words(word *dst, size_t ld, const float *src, size_t stride,
                                           int nc) {
-#if WINO_AVX512
+#if WINO_BF16
+    transpose_pairs_bf16(dst, ld, src, stride, nc);
+#elif WINO_AVX512
     transpose_store_avx512(dst, ld, src, stride, nc);
 #else
     for (int j = 0; j < LANES; j++)
@@ -318,7 +366,7 @@ static ALWAYS_INLINE void transpose_store(float *dst, size_t ld, const float *sr
 
 /* Group q: input channels [16 (q / groups), + 16) (zero past C_in), tiles from
  * q % groups * LANES: 16 channels at a time so that the transposition is one 16 x 16 block. */
-static ALWAYS_INLINE void wgrad_x_group(float *Xt, const float *x, const struct wino_args *a,
+static ALWAYS_INLINE void wgrad_x_group(word *Xt, const float *x, const struct wino_args *a,
                                         size_t t0, int nt, int q) {
     const int ci16 = ci16_of(a->d), groups = nt / LANES;
     const int ci0 = q / groups * LANES, g0 = q % groups * LANES;
@@ -333,14 +381,15 @@ static ALWAYS_INLINE void wgrad_x_group(float *Xt, const float *x, const struct 
             memset(v[c], 0, sizeof v[c]);
         }
     }
-    float *dst = Xt + (size_t)(ci0 / NR) * NR * nt + (size_t)g0 * width + ci0 % NR;
+    word *dst = Xt + (size_t)(ci0 / NR) * NR * (nt / PACK) + (size_t)(g0 / PACK) * width + ci0 % NR;
     for (int k = 0; k < 36; k++)
-        transpose_store(dst + (size_t)k * ci16 * nt, (size_t)width, v[0][k], 36 * LANES, LANES);
+        transpose_words(dst + (size_t)k * ci16 * (nt / PACK), (size_t)width, v[0][k], 36 * LANES,
+                        LANES);
 }
 
 /* Group q: the MR output channels co0 + MR (q / groups) .. (zero past co0 + cob), tiles from
  * q % groups * LANES: each 4x4 tile of dy (zero outside the output) transformed to A dy A^T. */
-static ALWAYS_INLINE void wgrad_dy_group(float *Dt, const float *dy, const struct wino_args *a,
+static ALWAYS_INLINE void wgrad_dy_group(word *Dt, const float *dy, const struct wino_args *a,
                                          int co0, int cob, size_t t0, int nt, int q) {
     const struct unet__conv2d_dims *d = a->d;
     const int H = d->H_out, W = d->W_out, groups = nt / LANES, cobp = round_up(cob, MR);
@@ -370,9 +419,9 @@ static ALWAYS_INLINE void wgrad_dy_group(float *Dt, const float *dy, const struc
         }
         grad_transform(z[c], yy);
     }
-    float *dst = Dt + (size_t)(c0 / MR) * MR * nt + (size_t)g0 * MR;
+    word *dst = Dt + (size_t)(c0 / MR) * MR * (nt / PACK) + (size_t)(g0 / PACK) * MR;
     for (int k = 0; k < 36; k++)
-        transpose_store(dst + (size_t)k * cobp * nt, MR, z[0][k], 36 * LANES, MR);
+        transpose_words(dst + (size_t)k * cobp * (nt / PACK), MR, z[0][k], 36 * LANES, MR);
 }
 
 /* Group q: dw[co0 + q / groups][ci..ci + LANES] += G^T M G, M (36, cobp, ci16). */
@@ -393,12 +442,12 @@ static ALWAYS_INLINE void wgrad_out_group(float *dw, const float *M, const struc
 
 /* ---- the exported set: the groups compiled for WINO_TARGET ---- */
 
-WINO_TARGET static void weights_pass(float *U, const float *w, bool flip,
+WINO_TARGET static void weights_pass(void *U, const float *w, bool flip,
                                      const struct wino_args *a, int cp, int ci0, int ldu,
                                      int cibase) {
     weights_group(U, w, flip, a, cp, ci0, ldu, cibase);
 }
-WINO_TARGET static void input_pass(float *V, const float *x, const struct wino_args *a,
+WINO_TARGET static void input_pass(void *V, const float *x, const struct wino_args *a,
                                    size_t t0, int nt, int q) {
     input_group(V, x, a, t0, nt, q);
 }
@@ -406,11 +455,11 @@ WINO_TARGET static void output_pass(float *y, const float *M, const struct wino_
                                     size_t t0, int nt, int q) {
     output_group(y, M, a, t0, nt, q);
 }
-WINO_TARGET static void wx_pass(float *Xt, const float *x, const struct wino_args *a, size_t t0,
+WINO_TARGET static void wx_pass(void *Xt, const float *x, const struct wino_args *a, size_t t0,
                                 int nt, int q) {
     wgrad_x_group(Xt, x, a, t0, nt, q);
 }
-WINO_TARGET static void wdy_pass(float *Dt, const float *dy, const struct wino_args *a, int co0,
+WINO_TARGET static void wdy_pass(void *Dt, const float *dy, const struct wino_args *a, int co0,
                                  int cob, size_t t0, int nt, int q) {
     wgrad_dy_group(Dt, dy, a, co0, cob, t0, nt, q);
 }

@@ -9,8 +9,9 @@
  */
 #include "ops/winograd.h"
 
-void unet__micro_gemm_portable(const float *A, const float *B, int K, int width, float *C,
+void unet__micro_gemm_portable(const void *Aw, const void *Bw, int K, int width, float *C,
                                int ldc, bool acc) {
+    const float *A = Aw, *B = Bw;
     float sum[MR][NR];
     memset(sum, 0, sizeof sum);
     for (int k = 0; k < K; k++, A += MR, B += width)
@@ -26,4 +27,5 @@ void unet__micro_gemm_portable(const float *A, const float *B, int K, int width,
 #define WINO_TARGET
 #define WINO_KERNELS unet__wino_portable
 #define WINO_AVX512  0
+#define WINO_BF16    0
 #include "ops/winograd_groups.h"
