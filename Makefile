@@ -135,8 +135,11 @@ $(BUILD)/tests/%: tests/%.c $(BUILD)/libunet.a $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libunet.a $(LDLIBS)
 
-# test_options compiles the CLI's option parser in (src/cli/ is not part of the library).
+# test_options compiles the CLI's option parser in, test_pipeline the predict pipeline (src/cli/
+# is not part of the library).
 $(BUILD)/tests/test_options: src/cli/options.c src/cli/cli.c src/cli/dist.c src/dist/single.c
+$(BUILD)/tests/test_pipeline: src/cli/pipeline.c src/cli/options.c src/cli/cli.c src/cli/dist.c \
+                              src/dist/single.c
 
 $(BUILD)/examples/%: examples/%.c $(BUILD)/libunet.a include/unet.h
 	@mkdir -p $(dir $@)

@@ -3,6 +3,7 @@
  * process so that the peak RSS (getrusage) is that configuration's alone.
  *
  *     bench_unet infer|train SIZE BATCH THREADS RUNS [layers] [bf16] [nocache]
+ *     bench_unet scale SIZE BATCH T1:T2 RUNS [bf16] [nocache]
  *
  * infer: unet_model_forward on a BATCH x 1 x SIZE x SIZE input (eval mode, BatchNorm folded
  * with the running statistics).  train: unet_train_step (forward in training mode,
@@ -23,6 +24,15 @@
  * computes them.  With "layers", it also prints per-node times (the sum over all timed runs
  * divided by RUNS; wall clock, or the process's CPU time when UNET_PROF_CPU is set, which is
  * steadier on a shared machine) as "LAYER name op size channels fwd_ms ... bwd_ms ..." lines.
+ *
+ * scale: where a second thread is lost in the training step (issue 14, item 5).  Training
+ * steps alternate between T1 and T2 threads in this one process (after one warm-up of each),
+ * so that the machine's load hits both alike, each with its own per-node wall-clock profile.
+ * Prints, per kind of op and direction, the milliseconds per step with T1 and T2 threads and
+ * the speed-up; "step" is what the training step does outside the nodes (loss, zeroing the
+ * gradients, their norm, the optimizer).  Then RESULT lines for both thread counts and
+ *
+ *     SCALE size=256 batch=4 t1=1 t2=2 speedup=... (median of the per-pair ratios)
  */
 #include "model.h"
 
@@ -50,16 +60,84 @@ static const char *op_name(enum unet__node_op op) {
 
 static int usage(void) {
     fprintf(stderr, "usage: bench_unet infer|train SIZE BATCH THREADS RUNS [layers] [bf16] "
-                    "[nocache]\n");
+                    "[nocache]\n"
+                    "       bench_unet scale SIZE BATCH T1:T2 RUNS [bf16] [nocache]\n");
     return 2;
+}
+
+#define N_KINDS 10 /* the ops of op_name, then the step outside the nodes */
+
+/* Milliseconds per step of each (op kind, direction) of prof, and the rest of the step. */
+static void by_kind(const unet_model *m, const double *prof, double step_s, int runs,
+                    double out[N_KINDS][2]) {
+    memset(out, 0, sizeof(double) * N_KINDS * 2);
+    double nodes = 0.0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        out[m->nodes[i].op][0] += prof[2 * i] * 1e3 / runs;
+        out[m->nodes[i].op][1] += prof[2 * i + 1] * 1e3 / runs;
+        nodes += prof[2 * i] + prof[2 * i + 1];
+    }
+    out[N_KINDS - 1][0] = (step_s - nodes) * 1e3 / runs;
+}
+
+/* bench_unet scale: alternate T1- and T2-thread training steps, one profile each. */
+static int scale(unet_ctx *ctx, unet_model *m, const float *x, const int32_t *target, int size,
+                 int batch, const int thr[2], int runs) {
+    unet_optim opt = unet_optim_default(UNET_OPTIM_ADAM);
+    double *prof[2] = {calloc((size_t)m->n_nodes * 2, sizeof(double)),
+                       calloc((size_t)m->n_nodes * 2, sizeof(double))};
+    double *t[2] = {calloc((size_t)runs, sizeof(double)), calloc((size_t)runs, sizeof(double))};
+    double *ratio = calloc((size_t)runs, sizeof(double)), total[2] = {0.0, 0.0};
+    if (!prof[0] || !prof[1] || !t[0] || !t[1] || !ratio) return 1;
+    for (int r = -1; r < runs; r++)
+        for (int k = 0; k < 2; k++) {
+            unet_ctx_set_threads(ctx, thr[k]);
+            m->prof = r >= 0 ? prof[k] : NULL;
+            double loss, t0 = bench_now();
+            if (unet_train_step(ctx, m, &opt, UNET_LOSS_CE, x, target, NULL, batch, size, size,
+                                &loss) != UNET_STATUS_OK) {
+                fprintf(stderr, "bench_unet: %s\n", unet_ctx_errmsg(ctx));
+                return 1;
+            }
+            if (r < 0) continue;
+            t[k][r] = bench_now() - t0;
+            total[k] += t[k][r];
+            if (k == 1) ratio[r] = t[0][r] / t[1][r];
+        }
+    m->prof = NULL;
+    double kinds[2][N_KINDS][2];
+    for (int k = 0; k < 2; k++) by_kind(m, prof[k], total[k], runs, kinds[k]);
+    printf("OP %-9s %-3s %10s %10s %8s\n", "op", "dir", "ms_t1", "ms_t2", "speedup");
+    for (int o = 0; o < N_KINDS; o++)
+        for (int d = 0; d < 2; d++) {
+            double a = kinds[0][o][d], b = kinds[1][o][d];
+            if (a < 0.05 && b < 0.05) continue;
+            printf("OP %-9s %-3s %10.1f %10.1f %7.2fx\n",
+                   o == N_KINDS - 1 ? "step" : op_name((enum unet__node_op)o),
+                   o == N_KINDS - 1 ? "-" : d ? "bwd" : "fwd", a, b, b > 0 ? a / b : 0.0);
+        }
+    for (int k = 0; k < 2; k++) {
+        double med = bench_median(t[k], runs);
+        printf("RESULT impl=unet mode=train size=%d batch=%d threads=%d runs=%d median_s=%.4f "
+               "min_s=%.4f max_s=%.4f\n",
+               size, batch, thr[k], runs, med, t[k][0], t[k][runs - 1]);
+    }
+    printf("SCALE size=%d batch=%d t1=%d t2=%d speedup=%.3f\n", size, batch, thr[0], thr[1],
+           bench_median(ratio, runs));
+    for (int k = 0; k < 2; k++) free(prof[k]), free(t[k]);
+    free(ratio);
+    return 0;
 }
 
 int main(int argc, char **argv) {
     if (argc < 6) return usage();
     const char *mode = argv[1];
-    const bool train = strcmp(mode, "train") == 0;
+    const bool is_scale = strcmp(mode, "scale") == 0;
+    const bool train = is_scale || strcmp(mode, "train") == 0;
     if (!train && strcmp(mode, "infer") != 0) return usage();
     const int size = atoi(argv[2]), batch = atoi(argv[3]), threads = atoi(argv[4]);
+    int thr[2] = {threads, 0};
+    if (is_scale && (sscanf(argv[4], "%d:%d", &thr[0], &thr[1]) != 2 || thr[1] < 1)) return usage();
     const int runs = atoi(argv[5]);
     bool layers = false, bf16 = false, cache = true;
     for (int i = 6; i < argc; i++) {
@@ -99,6 +177,13 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < npix; i++) {
         x[i] = 2.0f * unet__rng_uniform(&rng) - 1.0f;
         target[i] = (int32_t)unet__rng_below(&rng, (uint64_t)cfg.classes);
+    }
+    if (is_scale) {
+        int rc = scale(ctx, m, x, target, size, batch, thr, runs);
+        free(x), free(logits), free(target), free(t), free(cpu);
+        unet_model_free(m);
+        unet_ctx_free(ctx);
+        return rc;
     }
     unet_optim opt = unet_optim_default(UNET_OPTIM_ADAM);
     double *prof = NULL;

@@ -237,7 +237,9 @@ typedef enum unet_output {
 } unet_output;
 
 typedef struct unet_predict_opts {
-    int         tile;       /* input tile side; 0 = one tile for the whole image up to max_tile */
+    int         tile;       /* input tile side; 0 = one tile for the whole image up to max_tile.
+                             * An image that fits in one tile is always one pass (of the
+                             * smallest valid size that holds it), whatever tile says. */
     int         max_tile;   /* largest automatic tile side (default 1024) */
     int         overlap;    /* output pixels shared by neighbouring tiles (same-padding nets; the
                              * tile's outer overlap/2 pixels are discarded). Default 64. */

@@ -91,6 +91,19 @@ struct tiling {
     int ny, nx;
 };
 
+/* The smallest valid tile whose output core (a multiple of q) covers an h x w image: one pass. */
+static unet_status one_pass_tile(unet_ctx *ctx, const unet_model *m, int h, int w, int shrink,
+                                 int q, int *T) {
+    const int side = h > w ? h : w;
+    int oh, ow;
+    unet_status s = unet_model_round_size(ctx, m, side + shrink, T);
+    while (s == UNET_STATUS_OK &&
+           (s = unet_model_output_size(ctx, m, *T, *T, &oh, &ow)) == UNET_STATUS_OK &&
+           oh / q * q < side)
+        s = unet_model_round_size(ctx, m, *T + 1, T);
+    return s;
+}
+
 static unet_status plan_tiles(unet_ctx *ctx, const unet_model *m, int h, int w,
                               const unet_predict_opts *o, struct tiling *t) {
     int oh, ow;
@@ -105,20 +118,14 @@ static unet_status plan_tiles(unet_ctx *ctx, const unet_model *m, int h, int w,
     int shrink = probe_in - oh; /* context lost by valid convolutions */
     const int q = pool_factor(m);
     int margin = same ? (o->overlap / 2 + q - 1) / q * q : 0;
+    /* One tile for the whole image when it fits under max_tile (no tile given) or in the given
+     * tile: overlapping tiles would only compute its pixels again (a 512x512 image in 512-pixel
+     * tiles with the default overlap took four passes). */
+    int one;
+    s = one_pass_tile(ctx, m, h, w, shrink, q, &one);
+    if (s != UNET_STATUS_OK) return s;
     int T = o->tile;
-    if (T <= 0) {
-        /* One tile for the whole image when it fits under max_tile. */
-        int need = (h > w ? h : w) + shrink;
-        s = unet_model_round_size(ctx, m, need, &T);
-        if (s != UNET_STATUS_OK) return s;
-        if (T > o->max_tile) {
-            s = unet_model_round_size(ctx, m, o->max_tile, &T);
-            if (s != UNET_STATUS_OK) return s;
-            /* Rounding may go over max_tile by less than one period. */
-        } else {
-            margin = 0; /* a single tile: nothing to discard */
-        }
-    } else {
+    if (T > 0) {
         int r;
         s = unet_model_round_size(ctx, m, T, &r);
         if (s != UNET_STATUS_OK) return s;
@@ -126,7 +133,13 @@ static unet_status plan_tiles(unet_ctx *ctx, const unet_model *m, int h, int w,
             return unet__fail(ctx, UNET_STATUS_ARG,
                               "tile %d is not a valid input size for this network (next valid: %d)",
                               T, r);
+    } else {
+        T = o->max_tile;
+        /* Rounding may go over max_tile by less than one period. */
+        s = unet_model_round_size(ctx, m, T, &T);
+        if (s != UNET_STATUS_OK) return s;
     }
+    if (one <= T) T = one, margin = 0; /* a single tile: nothing to discard */
     s = unet_model_output_size(ctx, m, T, T, &oh, &ow);
     if (s != UNET_STATUS_OK) return s;
     t->T_in = T;
@@ -306,6 +319,7 @@ unet_status unet_predict(unet_ctx *ctx, unet_model *m, const float *image, int h
 unet_status unet_probabilities(unet_ctx *ctx, float *out, int classes, int h, int w) {
     if (!out || classes < 1 || classes > UNET_MAX_CLASSES || h < 1 || w < 1)
         return unet__fail(ctx, UNET_STATUS_ARG, "probabilities: bad arguments");
+    unet__use_threads(unet__threads(ctx));
     to_probabilities(out, classes, (size_t)h * w);
     return UNET_STATUS_OK;
 }

@@ -2050,6 +2050,37 @@ TEST(sigpipe_exit_141_and_resume) {
     interrupt_with(SIGPIPE, 141);
 }
 
+/* The CLI's OpenMP threads wait passively unless OMP_WAIT_POLICY says otherwise (main.c
+ * restarts itself with it set).  libgomp's OMP_DISPLAY_ENV=verbose prints the spin count it
+ * starts with: 0 when passive, 300000 when the variable is unset (it spins a while). */
+TEST(openmp_waits_passively) {
+#if defined(_OPENMP) && !defined(__clang__)
+    const char *saved = getenv("OMP_WAIT_POLICY");
+    char keep[64];
+    snprintf(keep, sizeof keep, "%s", saved ? saved : "");
+    static const char *set[] = {NULL, "active", "passive"};
+    static const char *want[] = {"GOMP_SPINCOUNT = '0'", "OMP_WAIT_POLICY = 'ACTIVE'",
+                                 "GOMP_SPINCOUNT = '0'"};
+    setenv("OMP_DISPLAY_ENV", "verbose", 1);
+    for (int i = 0; i < 3; i++) {
+        if (set[i]) setenv("OMP_WAIT_POLICY", set[i], 1);
+        else unsetenv("OMP_WAIT_POLICY");
+        struct cmd c;
+        cmd_init(&c, "--version");
+        CHECK_RUN(run(&c, 0), 0);
+        /* The runtime this process ran with: the last of its displays (a restart shows two). */
+        const char *last = last_err, *p;
+        while ((p = strstr(last + 1, "OPENMP DISPLAY ENVIRONMENT BEGIN"))) last = p;
+        CHECK_STR_CONTAINS(last, want[i]);
+    }
+    unsetenv("OMP_DISPLAY_ENV");
+    if (saved) setenv("OMP_WAIT_POLICY", keep, 1);
+    else unsetenv("OMP_WAIT_POLICY");
+#else
+    printf("  (not libgomp: OMP_DISPLAY_ENV's format differs; nothing checked)\n");
+#endif
+}
+
 /* ---- issue 18: inputs real users have, faults of long runs ---- */
 
 /* dir/images and dir/masks as copies of the tiny dataset's first n images, made RGB (g, g/2,
@@ -2829,6 +2860,7 @@ int main(void) {
     RUN(held_back_set);
     RUN(sighup_exit_129_and_resume);
     RUN(sigpipe_exit_141_and_resume);
+    RUN(openmp_waits_passively);
     RUN(channel_options);
     RUN(training_data_faults);
     RUN(full_disk_each_output);

@@ -107,6 +107,71 @@ TEST(same_padding_any_size) {
     unet_ctx_free(ctx);
 }
 
+static int count_tiles(int done, int total, void *user) {
+    int *seen = user;
+    seen[0]++;
+    seen[1] = total;
+    (void)done;
+    return 0;
+}
+
+/* An image that fits in one tile is one pass, whatever the tile size: the same numbers as
+ * without a tile, and one call of the progress callback (four overlapping tiles before). */
+TEST(one_tile_when_the_image_fits) {
+    unet_ctx *ctx = unet_ctx_create();
+    const unet_arch arch[2] = {UNET_ARCH_UNET, UNET_ARCH_UNET_PAPER};
+    for (int a = 0; a < 2; a++) {
+        unet_model *m = tiny(arch[a], 3);
+        if (!m) continue;
+        const int sizes[2][2] = {{64, 64}, {37, 50}};
+        for (int k = 0; k < 2; k++) {
+            const int H = sizes[k][0], W = sizes[k][1];
+            float *img = random_image(1, H, W, 7 + k);
+            float *whole = test_alloc((size_t)2 * H * W), *tiled = test_alloc((size_t)2 * H * W);
+            unet_predict_opts o = unet_predict_defaults();
+            int seen[2] = {0, 0};
+            CHECK_STATUS(unet_predict(ctx, m, img, H, W, &o, whole, count_tiles, seen),
+                         UNET_STATUS_OK);
+            CHECK_EQ(seen[1], 1);
+            /* The smallest valid tile whose output, in whole pooling periods (8 at depth 3),
+             * covers the image; a larger one; the largest valid one below it. */
+            int oh = 0, ow = 0, fit = 1, big = 0, small = 0;
+            for (;; fit++) {
+                CHECK_STATUS(unet_model_round_size(ctx, m, fit, &fit), UNET_STATUS_OK);
+                CHECK_STATUS(unet_model_output_size(ctx, m, fit, fit, &oh, &ow), UNET_STATUS_OK);
+                if (oh / 8 * 8 >= (H > W ? H : W)) break;
+            }
+            CHECK_STATUS(unet_model_round_size(ctx, m, fit + 40, &big), UNET_STATUS_OK);
+            for (int r = 0, c = 1; c < fit; c = r + 1) {
+                CHECK_STATUS(unet_model_round_size(ctx, m, c, &r), UNET_STATUS_OK);
+                if (r < fit) small = r;
+            }
+            const int tiles[2] = {fit, big};
+            for (int t = 0; t < 2; t++) {
+                o.tile = tiles[t];
+                seen[0] = seen[1] = 0;
+                CHECK_STATUS(unet_predict(ctx, m, img, H, W, &o, tiled, count_tiles, seen),
+                             UNET_STATUS_OK);
+                CHECK_EQ(seen[0], 1);
+                CHECK_EQ(seen[1], 1);
+                CHECK(memcmp(tiled, whole, sizeof(float) * 2 * H * W) == 0);
+            }
+            /* One valid size smaller: tiles again. */
+            o.tile = small;
+            o.overlap = arch[a] == UNET_ARCH_UNET ? 8 : 0;
+            seen[0] = seen[1] = 0;
+            CHECK_STATUS(unet_predict(ctx, m, img, H, W, &o, tiled, count_tiles, seen),
+                         UNET_STATUS_OK);
+            CHECK(seen[1] > 1);
+            printf("       %s %dx%d: tile %d and %d run one pass; tile %d runs %d tiles\n",
+                   unet_arch_name(arch[a]), H, W, fit, big, small, seen[1]);
+            free(img), free(whole), free(tiled);
+        }
+        unet_model_free(m);
+    }
+    unet_ctx_free(ctx);
+}
+
 static int count_calls(int done, int total, void *user) {
     int *calls = user;
     (*calls)++;
@@ -200,12 +265,47 @@ TEST(nonfinite_input_and_output) {
     unet_ctx_free(ctx);
 }
 
+/* unet__first_nonfinite (blocks of 256 without an early exit, then the exact element) against
+ * its element-by-element definition: bad values at block edges and in the tail, each kind. */
+static size_t first_nonfinite_ref(const float *a, size_t n, bool nonneg) {
+    for (size_t i = 0; i < n; i++)
+        if (isnan(a[i]) || isinf(a[i]) || (nonneg && a[i] < 0.0f)) return i;
+    return n;
+}
+
+TEST(first_nonfinite_matches_ref) {
+    static const size_t sizes[] = {0, 1, 255, 256, 257, 511, 512, 513, 1000};
+    const float kinds[] = {NAN, INFINITY, -INFINITY, -1.0f, -0.0f, 3e38f};
+    float a[1024];
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        size_t n = sizes[si];
+        for (size_t i = 0; i < n; i++) a[i] = 0.5f + (float)(i % 7);
+        for (int nonneg = 0; nonneg < 2; nonneg++) {
+            CHECK_EQ(unet__first_nonfinite(a, n, nonneg), n);
+            const size_t at[] = {0, 1, 254, 255, 256, 257, 300, 511, 512, n - 1};
+            for (size_t k = 0; k < sizeof at / sizeof at[0]; k++) {
+                if (n == 0 || at[k] >= n) continue;
+                for (size_t v = 0; v < sizeof kinds / sizeof kinds[0]; v++) {
+                    float keep = a[at[k]];
+                    a[at[k]] = kinds[v];
+                    if (at[k] + 3 < n) a[at[k] + 3] = NAN; /* a later one must not win */
+                    CHECK_EQ(unet__first_nonfinite(a, n, nonneg), first_nonfinite_ref(a, n, nonneg));
+                    a[at[k]] = keep;
+                    if (at[k] + 3 < n) a[at[k] + 3] = 0.5f + (float)((at[k] + 3) % 7);
+                }
+            }
+        }
+    }
+}
+
 int main(void) {
     RUN(round_sizes);
     RUN(overlap_tile_is_seamless);
     RUN(same_padding_any_size);
+    RUN(one_tile_when_the_image_fits);
     RUN(tta_and_progress);
     RUN(argmax_and_overlay);
     RUN(nonfinite_input_and_output);
+    RUN(first_nonfinite_matches_ref);
     return harness_finish();
 }

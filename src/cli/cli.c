@@ -19,12 +19,59 @@
 /* Prints "unet: <prefix><message>" as one line: messages can quote bytes from a damaged file
  * (a tensor name, a metadata value), and a control character there must not split the line
  * or drive the terminal, so each becomes '?'. */
+static _Thread_local struct cli_log *capture; /* cli_capture */
+
 static void print_line(const char *prefix, const char *fmt, va_list ap) {
     char buf[2048];
     vsnprintf(buf, sizeof buf, fmt, ap);
     for (char *p = buf; *p; p++)
         if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
-    fprintf(stderr, "unet: %s%s%s\n", prefix, *prefix ? dist_who() : "", buf);
+    const char *who = *prefix ? dist_who() : "";
+    if (capture) cli_log_printf(capture, "unet: %s%s%s\n", prefix, who, buf);
+    else fprintf(stderr, "unet: %s%s%s\n", prefix, who, buf);
+}
+
+void cli_capture(struct cli_log *log) {
+    capture = log;
+}
+
+void cli_log_printf(struct cli_log *log, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    if (log->len + (size_t)n + 1 > log->cap) {
+        size_t cap = 2 * (log->len + (size_t)n + 1);
+        char *t = realloc(log->text, cap);
+        if (!t) { /* out of memory: said now rather than never */
+            va_start(ap, fmt);
+            vfprintf(stderr, fmt, ap);
+            va_end(ap);
+            return;
+        }
+        log->text = t, log->cap = cap;
+    }
+    va_start(ap, fmt);
+    vsnprintf(log->text + log->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    log->len += (size_t)n;
+}
+
+void cli_message(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    char buf[4096];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (capture) cli_log_printf(capture, "%s", buf);
+    else fputs(buf, stderr);
+}
+
+void cli_log_flush(struct cli_log *log) {
+    if (log->len) fwrite(log->text, 1, log->len, stderr);
+    free(log->text);
+    memset(log, 0, sizeof *log);
 }
 
 /* Ranks other than 0 of an MPI run keep their notes to themselves (rank 0 says them); their

@@ -38,6 +38,28 @@ void cli_note(const char *fmt, ...)
 #endif
     ;
 
+/* Messages kept instead of printed (the predict pipeline prints each image's messages in
+ * input order, whichever thread made them).  cli_capture(log) sends the calling thread's
+ * cli_error, cli_lib_error and cli_note lines to log until cli_capture(NULL);
+ * cli_log_flush prints what log holds to stderr and empties it. */
+struct cli_log {
+    char  *text;
+    size_t len, cap;
+};
+void cli_capture(struct cli_log *log);
+void cli_log_printf(struct cli_log *log, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+void cli_log_flush(struct cli_log *log);
+/* Text as it is (no prefix, no newline added) to stderr, or to the calling thread's capture. */
+void cli_message(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+
 /* ---- files ---- */
 struct cli_files {
     char **paths;

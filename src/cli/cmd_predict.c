@@ -14,9 +14,11 @@
  */
 #include "cli/cli.h"
 #include "cli/dist.h"
+#include "cli/pipeline.h"
 
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,17 +100,76 @@ static bool save(unet_ctx *ctx, const char *path, const unet_image *img) {
     return true;
 }
 
+/* One image (page) on its way through the pipeline (cli/pipeline.h): decoded by the reader,
+ * predicted by the main thread, written by the writer.  ok false: it failed (reported). */
+struct job {
+    const char *path;
+    int         file, page, pages;
+    bool        ok;
+    char      (*name)[OUT_NAME_MAX];    /* N_OUT output names */
+    float      *img, *out;
+    int32_t    *labels;
+    int         c, h, w;
+    unet_output output;                 /* what out holds */
+    double      start;
+};
+
+/* What the stages share.  The model is the main thread's while it predicts: the reader's
+ * questions about it (tile size, activation memory) hold model_lock, and their answers are
+ * kept, so that a folder of images of one size asks once, before the first forward. */
+struct run {
+    const struct pargs     *a;
+    unet_model             *m;
+    unet_ctx               *ctx[3];     /* reader, main thread, writer */
+    const struct cli_files *files;
+    int                     file, page, pages;  /* the reader's position */
+    int                     stride;     /* files file, file + stride, ...: this rank's (dist.h) */
+    pthread_mutex_t         model_lock;
+    int                     memo_side, memo_T, memo_B, memo_cost_T;
+    size_t                  memo_act;
+    struct cli_progress     prog;
+    int                     done, failed;       /* counted by the writer */
+};
+
 static int progress_cb(int done, int total, void *user) {
     struct cli_progress *p = user;
+    flockfile(stderr); /* the writer prints between status lines */
     if (total > 1) cli_progress_line(p, "  tile %d/%d", done, total);
+    funlockfile(stderr);
     return 0;
+}
+
+/* The default tile of an image whose longer side is side, and the activation memory of a
+ * batch of B tiles of T, as the model says (asked under model_lock, remembered). */
+static int default_tile(struct run *r, unet_ctx *ctx, int side) {
+    if (r->memo_side != side) {
+        int T;
+        pthread_mutex_lock(&r->model_lock);
+        if (unet_model_round_size(ctx, r->m, side < 1024 ? side : 1024, &T) != UNET_STATUS_OK)
+            T = 1024;
+        pthread_mutex_unlock(&r->model_lock);
+        r->memo_side = side, r->memo_T = T;
+    }
+    return r->memo_T;
+}
+
+static size_t activations(struct run *r, unet_ctx *ctx, int B, int T) {
+    if (r->memo_B != B || r->memo_cost_T != T) {
+        size_t act = 0;
+        pthread_mutex_lock(&r->model_lock);
+        unet_model_cost(ctx, r->m, B, T, T, NULL, &act);
+        pthread_mutex_unlock(&r->model_lock);
+        r->memo_B = B, r->memo_cost_T = T, r->memo_act = act;
+    }
+    return r->memo_act;
 }
 
 /* The memory predicting page `page` of path takes, from its header, against the budget; and
  * its channels against the model's.  Both before any pixel is decoded (a sparse .npy of 4096
- * channels used to be loaded, 1.3 GB, before this was noticed). */
-static bool fits(unet_ctx *ctx, unet_model *m, const struct pargs *a, const char *path, int page) {
-    const unet_config *cfg = unet_model_config(m);
+ * channels used to be loaded, 1.3 GB, before this was noticed).  *need: the bytes. */
+static bool fits(struct run *r, unet_ctx *ctx, const char *path, int page, double *need) {
+    const struct pargs *a = r->a;
+    const unet_config *cfg = unet_model_config(r->m);
     unet_image info;
     int channels;
     if (!cli_image_channels(ctx, &a->in, path, page, &info, &channels)) return false;
@@ -118,71 +179,131 @@ static bool fits(unet_ctx *ctx, unet_model *m, const struct pargs *a, const char
     }
     const double P = (double)info.w * info.h, C = info.c, K = cfg->classes;
     int side = info.h > info.w ? info.h : info.w, T = a->tile;
-    if (T <= 0 && unet_model_round_size(ctx, m, side < 1024 ? side : 1024, &T) != UNET_STATUS_OK)
-        T = 1024;
+    if (T <= 0) T = default_tile(r, ctx, side);
     /* Batches never hold more tiles than the image has. */
     double tiles = ceil((double)info.h / T) * ceil((double)info.w / T);
     int B = (double)a->batch < tiles ? a->batch : (int)tiles;
-    size_t act = 0;
-    unet_model_cost(ctx, m, B, T, T, NULL, &act);
-    double need = P * C * (double)unet_dtype_size(info.dtype)  /* the decoded image */
-                  + 4 * C * P + 4 * K * P + 5 * P               /* floats, output, labels, mask */
-                  + (a->instances ? 6 * P : 0) + (a->overlay ? 3 * P : 0) +
-                  (a->tta ? 4 * (C + K) * P : 0) + (double)act +
-                  4.0 * B * (C + K) * (double)T * T             /* tiles in and out */
-                  + 4.0 * (double)unet_model_param_count(m);
+    size_t act = activations(r, ctx, B, T);
+    *need = P * C * (double)unet_dtype_size(info.dtype)  /* the decoded image */
+            + 4 * C * P + 4 * K * P + 5 * P               /* floats, output, labels, mask */
+            + (a->instances ? 6 * P : 0) + (a->overlay ? 3 * P : 0) +
+            (a->tta ? 4 * (C + K) * P : 0) + (double)act +
+            4.0 * B * (C + K) * (double)T * T             /* tiles in and out */
+            + 4.0 * (double)unet_model_param_count(r->m);
     char what[4200];
     snprintf(what, sizeof what, "%s: predicting this %dx%d image with %d channels", path, info.w,
              info.h, info.c);
-    return cli_within_budget(what, need, a->budget);
+    return cli_within_budget(what, *need, a->budget);
 }
 
-/* Predicts one image (page) and writes the requested outputs; false on failure (reported). */
-static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, const char *path,
-                        int page, int pages, struct cli_progress *prog) {
-    const unet_config *cfg = unet_model_config(m);
-    float *img = NULL, *out = NULL;
-    int32_t *labels = NULL;
-    int c, h, w;
-    bool ok = false;
-    static char name[N_OUT][OUT_NAME_MAX];
-    unet_image mask = {0}, extra = {0};
-    if (!output_names(a, path, page, pages, name) || !fits(ctx, m, a, path, page)) goto done;
-    if (!cli_load_image(ctx, &a->in, path, page, &img, &c, &h, &w)) goto done;
-    const int K = cfg->classes;
+static void job_free(struct job *j) {
+    free(j->name), free(j->img), free(j->out), free(j->labels);
+    free(j);
+}
+
+/* Reader: the next page of the next file, decoded (ok false when it could not be). */
+static void *read_stage(struct cli_pipeline *pl, void *user) {
+    struct run *r = user;
+    unet_ctx *ctx = r->ctx[0];
+    if (r->page >= r->pages) {
+        if ((r->file += r->stride) >= r->files->count) return NULL;
+        r->page = 0, r->pages = 1;
+    }
+    struct job *j = calloc(1, sizeof *j);
+    if (!j) {
+        cli_error("out of memory");
+        r->page = r->pages;
+        return NULL;
+    }
+    j->path = r->files->paths[r->file];
+    j->file = r->file;
+    if (r->page == 0 && !cli_image_pages(ctx, &r->a->in, j->path, &r->pages)) {
+        r->page = r->pages = 0; /* the whole file failed: on to the next */
+        return j;
+    }
+    j->page = r->page++;
+    j->pages = r->pages;
+    double need = 0;
+    j->name = malloc(sizeof *j->name * N_OUT);
+    if (!j->name) {
+        cli_error("out of memory");
+        return j;
+    }
+    if (!output_names(r->a, j->path, j->page, j->pages, j->name) ||
+        !fits(r, ctx, j->path, j->page, &need))
+        return j;
+    cli_pipeline_reserve(pl, need);
+    j->ok = cli_load_image(ctx, &r->a->in, j->path, j->page, &j->img, &j->c, &j->h, &j->w);
+    return j;
+}
+
+/* Main thread: the forward passes, then the classes. */
+static void compute_stage(void *user, void *job) {
+    struct run *r = user;
+    struct job *j = job;
+    unet_ctx *ctx = r->ctx[1];
+    const struct pargs *a = r->a;
+    j->start = cli_now();
+    if (j->ok) {
+        j->ok = false;
+        const int K = unet_model_config(r->m)->classes;
+        const size_t P = (size_t)j->h * j->w;
+        j->out = malloc(sizeof(float) * P * (size_t)K);
+        j->labels = malloc(sizeof(int32_t) * P);
+        if (!j->out || !j->labels) {
+            cli_error("%s: out of memory (%dx%d)", j->path, j->w, j->h);
+        } else {
+            unet_predict_opts po = unet_predict_defaults();
+            po.tile = a->tile;
+            if (a->overlap != INT_MIN) po.overlap = a->overlap; /* the library rejects negatives */
+            po.tta = a->tta;
+            po.batch = a->batch;
+            /* Logits first when asked for (probabilities follow from them exactly, without TTA). */
+            po.output = a->logits && !a->tta ? UNET_OUTPUT_LOGITS : UNET_OUTPUT_PROBABILITIES;
+            pthread_mutex_lock(&r->model_lock);
+            unet_status s = unet_predict(ctx, r->m, j->img, j->h, j->w, &po, j->out,
+                                         a->quiet ? NULL : progress_cb, &r->prog);
+            pthread_mutex_unlock(&r->model_lock);
+            if (s != UNET_STATUS_OK) {
+                cli_error("%s: %s: %s", j->path, unet_status_str(s), unet_ctx_errmsg(ctx));
+            } else {
+                size_t bad = unet_count_nonfinite(j->out, P * (size_t)K);
+                if (bad)
+                    cli_note("warning: %s: %zu of %zu output values are NaN or infinite (the "
+                             "network overflowed there); those pixels get class 0",
+                             j->path, bad, P * (size_t)K);
+                unet_argmax(j->out, K, j->h, j->w, po.output, j->labels);
+                j->output = po.output;
+                j->ok = true;
+            }
+        }
+    }
+    flockfile(stderr);
+    cli_progress_done(&r->prog);
+    funlockfile(stderr);
+}
+
+/* Writer: the requested outputs of one image; false on failure (reported). */
+static bool write_outputs(struct run *r, struct job *j) {
+    unet_ctx *ctx = r->ctx[2];
+    const struct pargs *a = r->a;
+    const int K = unet_model_config(r->m)->classes, h = j->h, w = j->w;
     const size_t P = (size_t)h * w;
-    out = malloc(sizeof(float) * P * (size_t)K);
-    labels = malloc(sizeof(int32_t) * P);
-    if (!out || !labels) {
-        cli_error("%s: out of memory (%dx%d)", path, w, h);
-        goto done;
-    }
-    unet_predict_opts po = unet_predict_defaults();
-    po.tile = a->tile;
-    if (a->overlap != INT_MIN) po.overlap = a->overlap; /* the library rejects negatives */
-    po.tta = a->tta;
-    po.batch = a->batch;
-    /* Logits first when asked for (probabilities follow from them exactly, without TTA). */
-    po.output = a->logits && !a->tta ? UNET_OUTPUT_LOGITS : UNET_OUTPUT_PROBABILITIES;
-    unet_status s = unet_predict(ctx, m, img, h, w, &po, out, a->quiet ? NULL : progress_cb, prog);
-    if (s != UNET_STATUS_OK) {
-        cli_error("%s: %s: %s", path, unet_status_str(s), unet_ctx_errmsg(ctx));
-        goto done;
-    }
-    size_t bad = unet_count_nonfinite(out, P * (size_t)K);
-    if (bad)
-        cli_note("warning: %s: %zu of %zu output values are NaN or infinite (the network "
-                 "overflowed there); those pixels get class 0", path, bad, P * (size_t)K);
+    float *img = j->img, *out = j->out;
+    int32_t *labels = j->labels;
+    char (*name)[OUT_NAME_MAX] = j->name;
+    unet_image mask = {0}, extra = {0};
+    unet_status s;
+    bool ok = false;
     if (a->logits) {
         unet_image li = {.w = w, .h = h, .c = K, .dtype = UNET_DTYPE_F32, .data = out};
         if (!save(ctx, name[OUT_LOGITS], &li)) goto done;
     }
-    unet_argmax(out, K, h, w, po.output, labels);
     /* The mask in the input's format family (TIFF for TIFF, .npy for .npy, else PNG): 0/255 for
      * two classes (visible, and read back as binary), class ids otherwise and in .npy. */
-    bool npy = has_ext(path, ".npy");
+    bool npy = has_ext(j->path, ".npy");
     if (unet_image_alloc(ctx, &mask, w, h, 1, UNET_DTYPE_U8) != UNET_STATUS_OK) {
-        cli_error("%s: out of memory", path);
+        cli_error("%s: out of memory", j->path);
         goto done;
     }
     uint8_t *mk = mask.data;
@@ -193,12 +314,12 @@ static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, con
         int count;
         /* The watershed floods by the cells' probability (plane 1; the only plane for one
          * class); logits, already written, become probabilities here. */
-        if (po.output == UNET_OUTPUT_LOGITS) {
+        if (j->output == UNET_OUTPUT_LOGITS) {
             if ((s = unet_probabilities(ctx, out, K, h, w)) != UNET_STATUS_OK) {
                 cli_lib_error(ctx, s);
                 goto done;
             }
-            po.output = UNET_OUTPUT_PROBABILITIES;
+            j->output = UNET_OUTPUT_PROBABILITIES;
         }
         unet_instance_opts io = {strcmp(a->instance_method, "cc") == 0 ? UNET_INSTANCES_CC
                                                                         : UNET_INSTANCES_WATERSHED,
@@ -227,7 +348,7 @@ static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, con
         ok = false;
     }
     if (a->probabilities) {
-        if (po.output == UNET_OUTPUT_LOGITS) {
+        if (j->output == UNET_OUTPUT_LOGITS) {
             /* Softmax (sigmoid) of the logits already written. */
             s = unet_probabilities(ctx, out, K, h, w);
             if (s != UNET_STATUS_OK) {
@@ -247,7 +368,7 @@ static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, con
         }
         for (size_t i = 0; i < P; i++) img[i] = hi > lo ? (img[i] - lo) / (hi - lo) : 0.0f;
         if (unet_image_alloc(ctx, &extra, w, h, 3, UNET_DTYPE_U8) != UNET_STATUS_OK) {
-            cli_error("%s: out of memory", path);
+            cli_error("%s: out of memory", j->path);
             goto done;
         }
         s = unet_overlay(ctx, img, labels, h, w, extra.data);
@@ -259,10 +380,24 @@ static bool predict_one(unet_ctx *ctx, unet_model *m, const struct pargs *a, con
     }
     ok = true;
 done:
-    free(img), free(out), free(labels);
     unet_image_free(&mask);
     unet_image_free(&extra);
     return ok;
+}
+
+static void write_stage(void *user, void *job) {
+    struct run *r = user;
+    struct job *j = job;
+    if (j->ok && write_outputs(r, j)) {
+        r->done++;
+        if (!r->a->quiet)
+            cli_message("[%d/%d] %s%s  %.2f s\n", j->file + 1, r->files->count,
+                        cli_basename(j->path), j->pages > 1 ? " (page)" : "",
+                        cli_now() - j->start);
+    } else {
+        r->failed++;
+    }
+    job_free(j);
 }
 
 /* Before any image is predicted: the path rule over every output of every input (each page of
@@ -293,6 +428,16 @@ static int guard(unet_ctx *ctx, const struct pargs *a, const struct cli_files *f
     unet_remove_stale_temporaries(a->output);
     if (a->logits) unet_remove_stale_temporaries(a->logits);
     return 0;
+}
+
+/* A context for a pipeline thread with the main one's limits and thread count. */
+static unet_ctx *stage_ctx(const struct pargs *a, uint64_t max_pixels) {
+    unet_ctx *ctx = unet_ctx_create();
+    if (!ctx) return NULL;
+    if (max_pixels) unet_ctx_set_max_pixels(ctx, max_pixels);
+    if (a->budget < unet_ctx_max_image_bytes(ctx)) unet_ctx_set_max_image_bytes(ctx, a->budget);
+    if (a->threads) unet_ctx_set_threads(ctx, a->threads);
+    return ctx;
 }
 
 /* What every rank of an mpirun must agree on: the build and arguments, the model, the files. */
@@ -419,28 +564,26 @@ int cmd_predict(int argc, char **argv) {
         rc = CLI_EXIT_FAIL;
         goto out;
     }
-    struct cli_progress prog;
-    cli_progress_init(&prog);
-    for (int i = dist_rank(); i < files.count; i += dist_size()) {
-        const char *path = files.paths[i];
-        int pages = 1;
-        if (!cli_image_pages(ctx, &a.in, path, &pages)) {
-            failed++;
-            continue;
+    (void)dist_who(); /* its text made once here, before the stage threads print errors */
+    { /* Decoding the next image and writing the last overlap the forward of this one. */
+        struct run run = {.a = &a, .m = m, .ctx = {NULL, ctx, NULL}, .files = &files,
+                          .file = dist_rank() - dist_size(), .stride = dist_size(),
+                          .memo_side = -1, .memo_B = -1};
+        run.ctx[0] = stage_ctx(&a, max_pixels);
+        run.ctx[2] = stage_ctx(&a, max_pixels);
+        if (run.ctx[0] && run.ctx[2]) {
+            pthread_mutex_init(&run.model_lock, NULL);
+            cli_progress_init(&run.prog);
+            const struct cli_stages stages = {read_stage, compute_stage, write_stage, &run};
+            cli_pipeline_run(&stages, (double)a.budget, &run.prog);
+            pthread_mutex_destroy(&run.model_lock);
+            failed = run.failed, done = run.done;
+        } else {
+            cli_error("out of memory");
+            rc = CLI_EXIT_FAIL;
         }
-        for (int p = 0; p < pages; p++) {
-            double t = cli_now();
-            bool ok = predict_one(ctx, m, &a, path, p, pages, &prog);
-            cli_progress_done(&prog);
-            if (!ok) {
-                failed++;
-                continue;
-            }
-            done++;
-            if (!a.quiet)
-                fprintf(stderr, "[%d/%d] %s%s  %.2f s\n", i + 1, files.count, cli_basename(path),
-                        pages > 1 ? " (page)" : "", cli_now() - t);
-        }
+        unet_ctx_free(run.ctx[0]);
+        unet_ctx_free(run.ctx[2]);
     }
     double counts[2] = {failed, done};   /* over the ranks */
     dist_sum_f64(counts, 2, NULL);

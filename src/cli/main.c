@@ -4,7 +4,31 @@
 
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+/* OpenMP threads wait passively unless OMP_WAIT_POLICY says otherwise.  unet's layers are
+ * sequences of short parallel loops; where other jobs share the cores, a waiter that spins
+ * burns the time slice its partner needs: a 2-thread training step (128x128, batch 2) took
+ * 4.7 s spinning against 1.6 s passive on this 2-core machine under load (docs/performance.md).
+ * GNU libgomp reads the variable once, in its constructor, before main (and the C library's
+ * start-up resets the environment an executable's pre-initialiser could set), so when it is
+ * unset unet sets it and starts itself again: one exec, a few milliseconds.  Not under
+ * valgrind, which does not follow an exec by default.  LLVM's runtime reads it at its first
+ * parallel region: setting it is enough. */
+static void wait_passively(char **argv) {
+#if defined(_OPENMP) && defined(__linux__)
+    if (getenv("OMP_WAIT_POLICY")) return;
+    const char *preload = getenv("LD_PRELOAD");
+    if (preload && strstr(preload, "vgpreload")) return;
+    if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return;
+#if !defined(__clang__)
+    execv("/proc/self/exe", argv); /* returns only when it failed: the runtime's default then */
+#endif
+#endif
+    (void)argv;
+}
 
 static const struct {
     const char *name;
@@ -30,6 +54,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    wait_passively(argv);
     /* Past a file-size limit (ulimit -f) a write fails with EFBIG and unet reports it, instead
      * of the default SIGXFSZ killing the process in the middle of a run. */
     signal(SIGXFSZ, SIG_IGN);

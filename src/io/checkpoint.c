@@ -366,8 +366,10 @@ static bool is_optimizer_tensor(void *user, const char *name) {
 static unet_status load_st(unet_ctx *ctx, struct unet__safetensors *st, const char *path,
                            unet_model **out, bool training, unet_meta_fn meta_fn, void *user) {
     unet_model *m = NULL;
+    size_t     *bad = NULL; /* per parameter: its first non-finite element, or its size */
     unet_config cfg;
     const struct unet__shapes shapes = {st_shape, st, st->path};
+    unet__use_threads(unet__threads(ctx)); /* the copy and the scan of the parameters */
     unet_status s = check_format_version(ctx, st);
     if (s == UNET_STATUS_OK) s = check_meta_values(ctx, st);
     if (s == UNET_STATUS_OK)
@@ -404,13 +406,26 @@ static unet_status load_st(unet_ctx *ctx, struct unet__safetensors *st, const ch
     s = read_params(ctx, st, path, m, &keep_optimizer, what);
     if (s != UNET_STATUS_OK) goto fail;
     /* Non-finite weights or running statistics (or a negative running variance, whose square
-     * root batch-norm takes) would silently produce NaN masks: refuse them here. */
+     * root batch-norm takes) would silently produce NaN masks: refuse them here.  The scan
+     * of the parameters runs over the threads; the first bad one is reported. */
+    if (!(bad = malloc(sizeof *bad * (size_t)m->n_params))) {
+        s = unet__fail(ctx, UNET_STATUS_NOMEM, "%s: out of memory", path);
+        goto fail;
+    }
+#pragma omp parallel for schedule(dynamic)
+    for (int j = 0; j < m->n_params; j++) {
+        const struct unet__param *p = &m->params[j];
+        bad[j] = p->kind == UNET__PARAM_COUNTER
+                     ? p->numel
+                     : unet__first_nonfinite(unet__model_param_data(m, p), p->numel,
+                                             is_running_var(m, j));
+    }
     for (int j = 0; j < m->n_params; j++) {
         const struct unet__param *p = &m->params[j];
         if (p->kind == UNET__PARAM_COUNTER) continue;
         bool var = is_running_var(m, j);
         const float *d = unet__model_param_data(m, p);
-        size_t i = unet__first_nonfinite(d, p->numel, var);
+        size_t i = bad[j];
         if (i < p->numel) {
             s = unet__fail(ctx, UNET_STATUS_NUMERIC, "%s: %s holds %g at index %zu%s", path,
                            p->name, (double)d[i], i, var ? " (a variance must be >= 0)" : "");
@@ -441,9 +456,11 @@ static unet_status load_st(unet_ctx *ctx, struct unet__safetensors *st, const ch
         if (meta_fn)
             for (int i = 0; i < st->meta_count; i++) meta_fn(st->meta[2 * i], st->meta[2 * i + 1], user);
     }
+    free(bad);
     *out = m;
     return UNET_STATUS_OK;
 fail:
+    free(bad);
     unet_model_free(m);
     return s;
 }

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -86,6 +87,38 @@ unet_status unet__read_file(unet_ctx *ctx, const char *path, size_t max_bytes,
     *buf = b;
     *size = n;
     return UNET_STATUS_OK;
+}
+
+unet_status unet__map_file(unet_ctx *ctx, const char *path, size_t max_bytes,
+                           unsigned char **buf, size_t *size, bool *mapped) {
+    *buf = NULL;
+    *size = 0;
+    *mapped = false;
+    int fd;
+    unet_status s = unet__open_regular(ctx, path, &fd);
+    if (s != UNET_STATUS_OK) return s;
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) sb.st_size = 0;
+    if ((uint64_t)sb.st_size > (uint64_t)max_bytes) {
+        close(fd);
+        return unet__fail(ctx, UNET_STATUS_FORMAT, "%s: file is %llu bytes, over the limit of %zu",
+                          path, (unsigned long long)sb.st_size, max_bytes);
+    }
+    void *p = MAP_FAILED;
+#ifdef MAP_POPULATE
+    if (sb.st_size > 0)
+        p = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+#endif
+    close(fd);
+    if (p == MAP_FAILED) return unet__read_file(ctx, path, max_bytes, buf, size);
+    *buf = p;
+    *size = (size_t)sb.st_size;
+    *mapped = true;
+    return UNET_STATUS_OK;
+}
+
+void unet__unmap_file(unsigned char *buf, size_t size) {
+    if (buf) munmap(buf, size);
 }
 
 unet_status unet__atomic_begin(unet_ctx *ctx, struct unet__atomic *a, const char *path) {

@@ -24,6 +24,16 @@
 unet_status unet__read_file(unet_ctx *ctx, const char *path, size_t max_bytes,
                             unsigned char **buf, size_t *size);
 
+/* Maps all of path read-only (mmap, pages populated up front): no copy and no allocation, for
+ * files read once from start to end (checkpoints).  *mapped tells how to release it: true,
+ * unet__unmap_file; false (mmap failed, or an empty file), a malloc'd buffer from
+ * unet__read_file, free().  The same size limit as unet__read_file.  The file must not be
+ * truncated while mapped (reading beyond its new end raises SIGBUS); unet writes files by
+ * rename, which leaves a mapped file intact. */
+unet_status unet__map_file(unet_ctx *ctx, const char *path, size_t max_bytes,
+                           unsigned char **buf, size_t *size, bool *mapped);
+void unet__unmap_file(unsigned char *buf, size_t size);
+
 /* Opens path for reading if it is a regular file: O_NONBLOCK while opening, so a FIFO never
  * blocks, then fstat.  A FIFO, device, socket or directory is UNET_STATUS_IO "not a regular
  * file".  Returns the descriptor in *fd (blocking mode restored) or a status with a message. */

@@ -40,6 +40,7 @@ struct unet__safetensors {
     char                   *path;       /* for messages */
     unsigned char          *buf;        /* the whole file */
     size_t                  size;
+    bool                    mapped;     /* buf is mapped (unet__map_file), not malloc'd */
     size_t                  data_start; /* 8 + header length */
     struct unet__st_tensor *tensors;
     int                     count;
@@ -47,7 +48,7 @@ struct unet__safetensors {
     int                     meta_count;
 };
 
-/* Reads and validates a whole file: every offset and size is checked against the file before
+/* Maps (or reads) and validates a whole file: every offset and size is checked against the file before
  * use, so a corrupt or truncated file gives UNET_STATUS_FORMAT (or IO) naming the file. */
 unet_status unet__st_open(unet_ctx *ctx, const char *path, struct unet__safetensors **out);
 /* The same from memory (the fuzz target's entry); takes ownership of buf (malloc'd) on success
