@@ -14,6 +14,13 @@
 #include <stdio.h>
 
 /* 3: unet train stopped a run that kept diverging after its rollbacks (docs/training.md). */
+/* printf-style checking of a declaration's format (argument f) and values (from a). */
+#if defined(__GNUC__)
+#define CLI_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define CLI_PRINTF(f, a)
+#endif
+
 enum { CLI_EXIT_FAIL = 1, CLI_EXIT_USAGE = 2, CLI_EXIT_DIVERGED = 3 };
 
 /* ---- options ----
@@ -22,21 +29,13 @@ enum { CLI_EXIT_FAIL = 1, CLI_EXIT_USAGE = 2, CLI_EXIT_DIVERGED = 3 };
 
 /* ---- messages ---- */
 /* "unet: error: <formatted>" on stderr. */
-void cli_error(const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 1, 2)))
-#endif
-    ;
+void cli_error(const char *fmt, ...) CLI_PRINTF(1, 2);
 /* The library's failure: "unet: error: <status>: <detail>". */
 void cli_lib_error(unet_ctx *ctx, unet_status s);
 /* From here on nothing goes to stderr (the ranks of an mpirun but 0, at an ending rank 0
  * tells). */
 void cli_silence(void);
-void cli_note(const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 1, 2)))
-#endif
-    ;
+void cli_note(const char *fmt, ...) CLI_PRINTF(1, 2);
 
 /* Messages kept instead of printed (the predict pipeline prints each image's messages in
  * input order, whichever thread made them).  cli_capture(log) sends the calling thread's
@@ -47,18 +46,10 @@ struct cli_log {
     size_t len, cap;
 };
 void cli_capture(struct cli_log *log);
-void cli_log_printf(struct cli_log *log, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
+void cli_log_printf(struct cli_log *log, const char *fmt, ...) CLI_PRINTF(2, 3);
 void cli_log_flush(struct cli_log *log);
 /* Text as it is (no prefix, no newline added) to stderr, or to the calling thread's capture. */
-void cli_message(const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 1, 2)))
-#endif
-    ;
+void cli_message(const char *fmt, ...) CLI_PRINTF(1, 2);
 
 /* ---- files ---- */
 struct cli_files {
@@ -184,11 +175,7 @@ struct cli_progress {
 };
 void cli_progress_init(struct cli_progress *p);
 /* Rewrites the status line on a terminal; prints nothing otherwise. */
-void cli_progress_line(struct cli_progress *p, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
+void cli_progress_line(struct cli_progress *p, const char *fmt, ...) CLI_PRINTF(2, 3);
 /* Ends the status line (a newline on a terminal). */
 void cli_progress_done(struct cli_progress *p);
 double cli_now(void);

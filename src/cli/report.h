@@ -34,11 +34,7 @@ struct report_buf {
 
 void report_write_bytes(struct report_buf *b, const void *p, size_t n);
 void report_puts(struct report_buf *b, const char *s);
-void report_printf(struct report_buf *b, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
+void report_printf(struct report_buf *b, const char *fmt, ...) CLI_PRINTF(2, 3);
 /* s with & < > " ' escaped, for text and attribute values. */
 void report_html(struct report_buf *b, const char *s);
 void report_base64(struct report_buf *b, const void *p, size_t n);
@@ -153,11 +149,7 @@ struct report_eval;     /* report_eval.c: one evaluation */
 struct cJSON;
 
 /* A line for the page's "What is missing" box (and stderr). */
-void report_note(struct report_page *pg, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
+void report_note(struct report_page *pg, const char *fmt, ...) CLI_PRINTF(2, 3);
 /* An allocation failed: the page says that parts of it are missing. */
 void report_oom(struct report_page *pg);
 /* "validation Dice" for "val_dice", "pixel error" for "pixel_error", into buf. */
