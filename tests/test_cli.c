@@ -2547,6 +2547,16 @@ TEST(full_disk_each_output) {
                    k->what, before, limit);
             harness_cur_failed++;
         }
+#if defined(__clang__) && defined(_OPENMP)
+        /* LLVM's OpenMP runtime (clang's -fopenmp) sizes a 1 KB file in /dev/shm as the program
+         * starts, and dies there (SIGXFSZ, or SIGBUS when that is ignored) under a smaller
+         * file-size limit: nothing linked with it runs under one.  gcc's builds test these. */
+        if (limit < 1024) {
+            printf("       %-22s limit %6ld: not testable under LLVM's libomp (it needs 1024)\n",
+                   k->what, limit);
+            continue;
+        }
+#endif
         unlink(saved);
         CHECK(copy_file(target, saved));
         int rc = run(&c, limit);
