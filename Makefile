@@ -83,7 +83,8 @@ TEST_SRC = $(wildcard tests/test_*.c)
 TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 EXAMPLE_SRC = $(wildcard examples/*.c)
 EXAMPLE_BIN = $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
-BENCH_SRC = $(wildcard bench/bench_*.c)
+# bench_allreduce.c is an MPI program: bench/mpi.sh builds it with mpicc.
+BENCH_SRC = $(filter-out bench/bench_allreduce.c,$(wildcard bench/bench_*.c))
 BENCH_BIN = $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 HDRS     = $(wildcard include/*.h src/*.h src/ops/*.h src/io/*.h src/cli/*.h tests/*.h)
 

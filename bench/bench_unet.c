@@ -147,8 +147,6 @@ int main(int argc, char **argv) {
         else return usage();
     }
     if (size < 16 || batch < 1 || threads < 1 || runs < 1) return usage();
-    unet__wcache_enable(cache);
-
     unet_ctx *ctx = unet_ctx_create();
     unet_model *m = NULL;
     unet_config cfg = unet_config_default(UNET_ARCH_UNET);
@@ -162,6 +160,7 @@ int main(int argc, char **argv) {
         return 3;
     }
     if (bf16) unet_model_set_precision(ctx, m, UNET_PRECISION_BF16);
+    unet_model_set_cache(m, cache);
     double flops = 0.0;
     unet_model_cost(ctx, m, batch, size, size, &flops, NULL);
     if (train) flops *= 3.0;

@@ -136,6 +136,7 @@ struct unet_model {
      * and one kernel row. */
     uint64_t             weights_gen;
     struct unet__wcache *wcache;        /* model_cache.c; NULL until the first inference */
+    bool                 cache_off;     /* unet_model_set_cache(m, 0): no cache, as before it */
 
     /* Training state: gradients and optimizer moments share the parameter block's layout. */
     float              *grads, *opt_m, *opt_v;
@@ -278,10 +279,6 @@ const float *unet__wcache_fold(unet_model *m, int i);
 /* The cache's bytes (transformed weights and folds), for tests and benchmarks. */
 size_t unet__wcache_bytes(const unet_model *m);
 void unet__wcache_free(unet_model *m);
-/* Tests and benchmarks (not thread-safe): false turns the transformed-weight cache off for the
- * process (every forward transforms in the call, as before it existed); returns the previous
- * setting. */
-bool unet__wcache_enable(bool on);
 
 /* ---- running (model_run.c) ---- */
 /* Forward over the planned batch: x (n, in_channels, h, w) -> returns the output value's data. */

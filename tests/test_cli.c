@@ -1268,6 +1268,65 @@ TEST(predict_memory_from_nothing) {
     CHECK_RUN(run(&c, 0), 2);
 }
 
+/* The inference cache of transformed weights counts against --max-memory: under a budget that
+ * holds the image and the model but not the cache too, the default (--cache auto) predicts
+ * without it and says so; --cache on refuses the image, naming the cache; --cache off predicts
+ * with no note.  All three write the same mask. */
+TEST(predict_cache_within_the_budget) {
+    make_reference();
+    char model[512], img[700], outd[3][300], budget[32];
+    tmp_path(model, sizeof model, "cache_model.safetensors");
+    snprintf(img, sizeof img, "%s/images/img0.png", data_dir);
+    /* A model whose cache (about 30 MB) is large beside the rest of the estimate. */
+    unet_config cfg = unet_config_default(UNET_ARCH_UNET);
+    cfg.base = 32, cfg.depth = 3;
+    unet_model *m = NULL;
+    CHECK_STATUS(unet_model_create(NULL, &cfg, 5, &m), UNET_STATUS_OK);
+    CHECK_STATUS(unet_model_save(NULL, m, model), UNET_STATUS_OK);
+    const double cache = (double)unet_model_cache_bytes(m);
+    unet_model_free(m);
+    /* The estimate with the cache, from the message of a budget far too small. */
+    struct cmd c;
+    tmp_path(outd[0], sizeof outd[0], "cache_auto");
+    predict_args(&c, model, img, outd[0]);
+    arg(&c, "--max-memory");
+    arg(&c, "64K");
+    CHECK_RUN(run(&c, 0), 1);
+    CHECK_STR_CONTAINS(last_err, "of it is the inference cache of transformed weights: --cache "
+                                 "off saves it");
+    const char *at = strstr(last_err, "needs about ");
+    double need = 0;
+    CHECK(at && sscanf(at, "needs about %lf MiB", &need) == 1);
+    need *= 1048576;
+    printf("       estimate %.1f MiB with the cache of %.1f MiB\n", need / 1048576,
+           cache / 1048576);
+    CHECK(cache > 4 * 1048576); /* half of it is well over the message's rounding */
+    snprintf(budget, sizeof budget, "%.0fK", (need - cache / 2) / 1024);
+    const char *modes[3] = {"auto", "on", "off"};
+    for (int k = 0; k < 3; k++) {
+        tmp_path(outd[k], sizeof outd[k], k == 0 ? "cache_auto" : k == 1 ? "cache_on" : "cache_off");
+        predict_args(&c, model, img, outd[k]);
+        arg(&c, "--max-memory");
+        arg(&c, budget);
+        arg(&c, "--cache");
+        arg(&c, modes[k]);
+        CHECK_RUN(run(&c, 0), k == 1 ? 1 : 0);
+        if (k == 0) CHECK_STR_CONTAINS(last_err, "inference cache of transformed weights does not "
+                                                 "fit the budget");
+        if (k == 1) CHECK_STR_CONTAINS(last_err, "over the budget");
+        if (k == 1) CHECK_STR_CONTAINS(last_err, "--cache off saves it");
+        if (k == 2) CHECK(strstr(last_err, "inference cache") == NULL);
+    }
+    char a[700], b[700];
+    snprintf(a, sizeof a, "%s/img0.png", outd[0]);
+    snprintf(b, sizeof b, "%s/img0.png", outd[2]);
+    CHECK(same_bytes(a, b));
+    predict_args(&c, model, img, outd[2]);
+    arg(&c, "--cache");
+    arg(&c, "sometimes");
+    CHECK_RUN(run(&c, 0), 2);
+}
+
 /* A FIFO (named pipe) among the images, as a mask, as the model or as the input: never opened
  * (opening one for reading blocks until a writer comes, which used to hang unet forever);
  * skipped with a note in a folder, refused naming it otherwise. */
@@ -2855,6 +2914,7 @@ int main(void) {
     RUN(train_outputs_never_overwrite_inputs);
     RUN(case_folding_outputs_collide);
     RUN(predict_memory_from_nothing);
+    RUN(predict_cache_within_the_budget);
     RUN(fifos_never_block);
     RUN(predict_nonfinite_values);
     RUN(one_writer_per_model);

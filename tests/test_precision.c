@@ -43,9 +43,13 @@ static void batch(float *x, int32_t *t, uint64_t seed) {
 /* Logits of an inference forward, with the cache on (as always) or off (every convolution
  * transforms its weights in the call: the reference for "not stale"). */
 static void logits(unet_ctx *ctx, unet_model *m, const float *x, float *y, bool cache) {
-    const bool was = unet__wcache_enable(cache);
+    const int was = unet_model_cache(m);
+    unet_model_set_cache(m, cache);
+    /* The first forward of a generation transforms in the call; the second makes the entries
+     * and reads them. */
     CHECK_STATUS(unet_model_forward(ctx, m, x, N, H, W, y), UNET_STATUS_OK);
-    unet__wcache_enable(was);
+    if (cache) CHECK_STATUS(unet_model_forward(ctx, m, x, N, H, W, y), UNET_STATUS_OK);
+    unet_model_set_cache(m, was);
 }
 
 /* y from the cache equals y without it, bit for bit (the cached transform is the same
@@ -55,10 +59,12 @@ static void check_fresh(unet_ctx *ctx, unet_model *m, const float *x, const char
     float *y = test_alloc((size_t)PIX * 2), *ref = test_alloc((size_t)PIX * 2);
     logits(ctx, m, x, y, true);
     CHECK(unet__wcache_bytes(m) > 0);
-    logits(ctx, m, x, ref, false);
+    logits(ctx, m, x, ref, false); /* frees the entries */
     const bool same = memcmp(y, ref, sizeof(float) * PIX * 2) == 0;
     printf("     after %s: cached logits %s the fresh ones\n", after, same ? "equal" : "DIFFER from");
     CHECK(same);
+    logits(ctx, m, x, ref, true); /* made again: the next change must invalidate them */
+    CHECK(unet__wcache_bytes(m) > 0);
     free(y), free(ref);
 }
 
@@ -167,6 +173,38 @@ TEST(training_never_reads_the_cache) {
 /* Under UNET_CPU (here unet__cpu_limit) below avx512bf16 a bf16 model runs the float32 row: the
  * same logits and the same training step as a float32 model, bit for bit.  Above it, bf16
  * really runs: the logits differ from float32's by bf16's rounding, not more. */
+/* The cache's entries are made at the second forward of a generation, never at the first (one
+ * image in one tile holds no memory for them); they stay within unet_model_cache_bytes; and
+ * unet_model_set_cache(m, 0) frees them, with the same logits bit for bit. */
+TEST(weight_cache_made_at_second_use_and_switched_off) {
+    unet_ctx *ctx = unet_ctx_create();
+    float x[PIX], y1[PIX * 2], y2[PIX * 2], y3[PIX * 2];
+    int32_t t[PIX];
+    batch(x, t, 5);
+    unet_model *m = small_unet(ctx, 11);
+    CHECK_EQ(unet_model_cache(m), 1);
+    const uint64_t all = unet_model_cache_bytes(m);
+    CHECK_STATUS(unet_model_forward(ctx, m, x, N, H, W, y1), UNET_STATUS_OK);
+    const size_t first = unet__wcache_bytes(m); /* the folds alone: 2 C_out floats each */
+    CHECK_STATUS(unet_model_forward(ctx, m, x, N, H, W, y2), UNET_STATUS_OK);
+    const size_t second = unet__wcache_bytes(m);
+    printf("     after one forward %zu bytes, after two %zu, bound %llu\n", first, second,
+           (unsigned long long)all);
+    CHECK(first < 4096);
+    CHECK(second > 8 * first && second <= all);
+    unet_model_set_cache(m, 0);
+    CHECK_EQ(unet_model_cache(m), 0);
+    CHECK_EQ(unet__wcache_bytes(m), 0);
+    CHECK_STATUS(unet_model_forward(ctx, m, x, N, H, W, y3), UNET_STATUS_OK);
+    CHECK_STATUS(unet_model_forward(ctx, m, x, N, H, W, y3), UNET_STATUS_OK);
+    CHECK_EQ(unet__wcache_bytes(m), 0);
+    CHECK(memcmp(y1, y2, sizeof y1) == 0 && memcmp(y2, y3, sizeof y2) == 0);
+    unet_model_set_cache(m, 1);
+    CHECK_EQ(unet_model_cache_bytes(NULL), 0);
+    unet_model_free(m);
+    unet_ctx_free(ctx);
+}
+
 TEST(bf16_capped_off_runs_float32) {
     unet_ctx *ctx = unet_ctx_create();
     float x[PIX], yf[PIX * 2], yb[PIX * 2];
@@ -299,6 +337,7 @@ TEST(trainer_runs_at_its_precision) {
 int main(void) {
     RUN(weight_cache_follows_the_weights);
     RUN(training_never_reads_the_cache);
+    RUN(weight_cache_made_at_second_use_and_switched_off);
     RUN(bf16_capped_off_runs_float32);
     RUN(bf16_training_keeps_float32_master_weights);
     RUN(trainer_runs_at_its_precision);

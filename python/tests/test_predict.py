@@ -61,6 +61,20 @@ def test_precision_equals_cli(small_model, unet_mod, tmp_path):
         m.predict(img, precision="fp16")
 
 
+def test_cache_switch(unet_mod):
+    """Model.cache turns the inference cache off and on (unet_model_set_cache); the
+    predictions are the same bits either way, and cache_bytes is its size."""
+    m = unet_mod.create("unet", base=16, depth=2, seed=3)
+    img = np.random.default_rng(1).random((48, 40), dtype=np.float32)
+    assert m.cache is True and m.cache_bytes > 0
+    a = [m.predict(img, logits=True)[1] for _ in range(2)]  # the second made and read it
+    m.cache = False
+    assert m.cache is False
+    b = m.predict(img, logits=True)[1]
+    m.cache = True
+    assert a[0].tobytes() == a[1].tobytes() == b.tobytes()
+
+
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "int64", "float32", "float64",
                                    "bool"])
 def test_npy_of_each_dtype_equals_cli(small_model, tmp_path, dtype):

@@ -165,6 +165,22 @@ class Model:
         return self._m.tensors()
 
     @property
+    def cache(self):
+        """The inference cache of transformed weights (as `unet predict --cache`): True (the
+        default) keeps them from the second prediction on, about 1.1x faster, at cache_bytes of
+        memory (about 4x the 3x3 convolutions' weights); False frees it.  Same results."""
+        return self._m.cache()
+
+    @cache.setter
+    def cache(self, on):
+        self._m.set_cache(bool(on))
+
+    @property
+    def cache_bytes(self):
+        """The memory the inference cache takes once made, at the current precision."""
+        return self._m.cache_bytes()
+
+    @property
     def classes(self):
         return self._m.config()["classes"]
 

@@ -530,9 +530,32 @@ static PyObject *model_set_precision(ModelObject *self, PyObject *args) {
     return r;
 }
 
+/* set_cache(on), cache(), cache_bytes(): the inference cache (unet_model_set_cache). */
+static PyObject *model_set_cache(ModelObject *self, PyObject *args) {
+    int on;
+    if (!PyArg_ParseTuple(args, "p:set_cache", &on)) return NULL;
+    model_lock(self);
+    unet_model_set_cache(self->m, on);
+    model_unlock(self);
+    return none();
+}
+
+static PyObject *model_cache(ModelObject *self, PyObject *unused) {
+    (void)unused;
+    return PyBool_FromLong(unet_model_cache(self->m));
+}
+
+static PyObject *model_cache_bytes(ModelObject *self, PyObject *unused) {
+    (void)unused;
+    return PyLong_FromUnsignedLongLong(unet_model_cache_bytes(self->m));
+}
+
 static PyMethodDef model_methods[] = {
     {"set_precision", (PyCFunction)model_set_precision, METH_VARARGS,
      "see unet.Model.predict's precision"},
+    {"set_cache", (PyCFunction)model_set_cache, METH_VARARGS, "see unet.Model.cache"},
+    {"cache", (PyCFunction)model_cache, METH_NOARGS, "see unet.Model.cache"},
+    {"cache_bytes", (PyCFunction)model_cache_bytes, METH_NOARGS, "see unet.Model.cache"},
     {"config", (PyCFunction)model_config, METH_NOARGS, "the architecture as a dict"},
     {"tensors", (PyCFunction)model_tensors, METH_NOARGS, "[(name, shape, trainable)]"},
     {"output_size", (PyCFunction)model_output_size, METH_VARARGS, "(out_h, out_w) for (h, w)"},

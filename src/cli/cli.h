@@ -138,6 +138,8 @@ int cli_train_guard(const struct cli_train_files *f, bool force, int *lock_fd);
 bool cli_parse_bytes(const char *opt, const char *s, uint64_t *out);
 uint64_t cli_memory_default(void);
 const char *cli_bytes_str(double bytes, char *buf, size_t size);
+/* What the program itself takes beside its data: code, libraries, thread stacks. */
+#define CLI_PROGRAM_BYTES (16.0 * 1048576)
 bool cli_within_budget(const char *what, double need, uint64_t budget);
 #define CLI_MAX_MEMORY_HELP "memory budget checked before loading (default: the machine's)"
 /* Train's data estimate, from the image headers only, before anything is loaded: the images

@@ -19,13 +19,14 @@
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
 struct pargs {
     const char *model, *input, *output, *logits, *norm, *max_pixels, *max_memory, *instance_method;
-    const char *channel_axis, *channels;
+    const char *channel_axis, *channels, *cache;
     struct cli_input in;    /* layout, channels and normalisation of the inputs */
     uint64_t    budget;
     int         tile, overlap, threads, batch, grow, erode, min_size;
@@ -129,6 +130,10 @@ struct run {
     size_t                  memo_act;
     struct cli_progress     prog;
     int                     done, failed;       /* counted by the writer */
+    /* The inference cache (unet_model_set_cache) against the budget: its bytes while it is on
+     * (the reader's view), and the reader's word to the main thread that it is to go. */
+    double                  cache_bytes;
+    atomic_bool             cache_drop;
 };
 
 static int progress_cb(int done, int total, void *user) {
@@ -188,12 +193,30 @@ static bool fits(struct run *r, unet_ctx *ctx, const char *path, int page, doubl
             + 4 * C * P + 4 * K * P + 5 * P               /* floats, output, labels, mask */
             + (a->instances ? 6 * P : 0) + (a->overlay ? 3 * P : 0) +
             (a->tta ? 4 * (C + K) * P : 0) + (double)act +
-            4.0 * B * (C + K) * (double)T * T             /* tiles in and out */
-            + 4.0 * (double)unet_model_param_count(r->m);
-    char what[4200];
-    snprintf(what, sizeof what, "%s: predicting this %dx%d image with %d channels", path, info.w,
-             info.h, info.c);
-    return cli_within_budget(what, *need, a->budget);
+            4.0 * B * (C + K) * (double)T * T;            /* tiles in and out */
+    /* Held once for all images: the weights and, while it is on, the inference cache. */
+    const double weights = 4.0 * (double)unet_model_param_count(r->m);
+    char mb[2][32], what[4200];
+    const double base = *need + weights + CLI_PROGRAM_BYTES;
+    if (r->cache_bytes > 0 && base + r->cache_bytes > (double)a->budget &&
+        base <= (double)a->budget && strcmp(a->cache, "auto") == 0) {
+        cli_bytes_str(r->cache_bytes, mb[0], sizeof mb[0]);
+        cli_bytes_str((double)a->budget, mb[1], sizeof mb[1]);
+        if (!a->quiet)
+            cli_note("%s: the %s inference cache of transformed weights does not fit the budget "
+                     "of %s beside this %dx%d image: predicting without it from here (about "
+                     "1.1x slower; --max-memory raises the budget)", path, mb[0], mb[1], info.w,
+                     info.h);
+        r->cache_bytes = 0;
+        atomic_store(&r->cache_drop, true);
+    }
+    snprintf(what, sizeof what, "%s: predicting this %dx%d image with %d channels", path,
+             info.w, info.h, info.c);
+    if (cli_within_budget(what, *need + weights + r->cache_bytes, a->budget)) return true;
+    if (r->cache_bytes > 0)
+        cli_note("  %s of it is the inference cache of transformed weights: --cache off saves it",
+                 cli_bytes_str(r->cache_bytes, mb[0], sizeof mb[0]));
+    return false;
 }
 
 static void job_free(struct job *j) {
@@ -261,6 +284,7 @@ static void compute_stage(void *user, void *job) {
             /* Logits first when asked for (probabilities follow from them exactly, without TTA). */
             po.output = a->logits && !a->tta ? UNET_OUTPUT_LOGITS : UNET_OUTPUT_PROBABILITIES;
             pthread_mutex_lock(&r->model_lock);
+            if (atomic_load(&r->cache_drop)) unet_model_set_cache(r->m, 0);
             unet_status s = unet_predict(ctx, r->m, j->img, j->h, j->w, &po, j->out,
                                          a->quiet ? NULL : progress_cb, &r->prog);
             pthread_mutex_unlock(&r->model_lock);
@@ -457,7 +481,7 @@ int cmd_predict(int argc, char **argv) {
     struct pargs a = {.tile = 0, .overlap = INT_MIN, .batch = 1, .grow = idef.grow,
                       .erode = idef.erode, .min_size = idef.min_size,
                       .seed_threshold = idef.seed_threshold,
-                      .instance_method = "watershed"};
+                      .instance_method = "watershed", .cache = "auto"};
     const char *precision = "fp32";
     unet_precision prec = UNET_PRECISION_FP32;
     const struct cli_option opts[] = {
@@ -493,6 +517,9 @@ int cmd_predict(int argc, char **argv) {
         {"--channel-axis", CLI_STR, &a.channel_axis, "AXIS", .help = CLI_CHANNEL_AXIS_HELP},
         {"--channels", CLI_STR, &a.channels, "SPEC",
          .help = CLI_CHANNELS_HELP " (default: the model's)"},
+        {"--cache", CLI_WORD, &a.cache, "auto|on|off",
+         .help = "the inference cache of transformed weights: faster, 4x the weights' memory; "
+                 "auto (default: on while it fits --max-memory), on, off"},
         {"--threads", CLI_INT, &a.threads, "T", .help = "threads (all cores)"},
         {"--max-pixels", CLI_STR, &a.max_pixels, "N", .help = CLI_MAX_PIXELS_HELP},
         {"--max-memory", CLI_STR, &a.max_memory, "SIZE", .help = CLI_MAX_MEMORY_HELP},
@@ -566,16 +593,22 @@ int cmd_predict(int argc, char **argv) {
     }
     (void)dist_who(); /* its text made once here, before the stage threads print errors */
     { /* Decoding the next image and writing the last overlap the forward of this one. */
+        if (strcmp(a.cache, "off") == 0) unet_model_set_cache(m, 0);
         struct run run = {.a = &a, .m = m, .ctx = {NULL, ctx, NULL}, .files = &files,
                           .file = dist_rank() - dist_size(), .stride = dist_size(),
-                          .memo_side = -1, .memo_B = -1};
+                          .memo_side = -1, .memo_B = -1,
+                          .cache_bytes = (double)(unet_model_cache(m) ? unet_model_cache_bytes(m) : 0)};
+        atomic_init(&run.cache_drop, false);
         run.ctx[0] = stage_ctx(&a, max_pixels);
         run.ctx[2] = stage_ctx(&a, max_pixels);
         if (run.ctx[0] && run.ctx[2]) {
             pthread_mutex_init(&run.model_lock, NULL);
             cli_progress_init(&run.prog);
             const struct cli_stages stages = {read_stage, compute_stage, write_stage, &run};
-            cli_pipeline_run(&stages, (double)a.budget, &run.prog);
+            /* The jobs share what the weights and the cache leave of the budget. */
+            const double held = 4.0 * (double)unet_model_param_count(m) + run.cache_bytes;
+            cli_pipeline_run(&stages, (double)a.budget > held ? (double)a.budget - held : 1.0,
+                             &run.prog);
             pthread_mutex_destroy(&run.model_lock);
             failed = run.failed, done = run.done;
         } else {

@@ -353,7 +353,7 @@ const char *cli_bytes_str(double b, char *buf, size_t size) {
 }
 
 bool cli_within_budget(const char *what, double need, uint64_t budget) {
-    need += 16.0 * 1048576; /* the program itself: code, libraries, thread stacks */
+    need += CLI_PROGRAM_BYTES;
     if (need <= (double)budget) return true;
     char a[32], b[32];
     cli_error("%s needs about %s of memory, over the budget of %s (--max-memory; the default is "
@@ -410,8 +410,9 @@ bool cli_train_model_memory(unet_ctx *ctx, const unet_model *m, int batch, int t
     /* Weights, gradients and two moments; the activations kept for backward and their
      * gradients (about 6 times the inference plan, measured at base 64, depth 4, 4 x 256^2);
      * the batch being trained and the sampler's batches in flight (about 4), each tiles in,
-     * targets and weights out. */
+     * targets and weights out; the inference cache that validation makes (model_cache.c). */
     double need = 16.0 * (double)unet_model_param_count(m) + 6.0 * (double)act +
+                  (double)unet_model_cache_bytes(m) +
                   5.0 * batch * (4.0 * c->in_channels * T2 + 8.0 * O2);
     char what[96];
     snprintf(what, sizeof what, "training with batches of %d tiles of %dx%d", batch, tile, tile);
