@@ -210,6 +210,7 @@ static int ending(unet_ctx *ctx, unet_status s, const struct run_view *r, const 
 /* What every rank of an mpirun must agree on: the build and arguments, the model's shape and
  * starting weights, the data as loaded and the run's plan. */
 static uint64_t train_hash(int argc, char **argv, unet_model *m, const unet_train_info *in) {
+    if (dist_size() == 1) return 0; /* nobody to agree with: no pass over the weights */
     uint64_t h = dist_hash_args(argc, argv);
     size_t n = 0;
     const float *w = unet_model_block(m, UNET_BLOCK_WEIGHTS, &n);
