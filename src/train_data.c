@@ -1,6 +1,6 @@
 /* train_data.c — training data as `unet train` makes it: images with targets (and weight maps)
- * from masks, the held-back validation set cut from a dataset, and the command line's names of losses,
- * optimizers and augmentations.
+ * from masks, the default recipe's choice from the masks, the held-back validation set cut from
+ * a dataset, and the command line's names of losses, optimizers and augmentations.
  *
  * These were the CLI's until the training loop became a library call (trainer.c): the Python
  * package trains on numpy arrays or folders and must make the same training set and hold back
@@ -104,6 +104,46 @@ unet_status unet_mask_to_target(unet_ctx *ctx, const unet_image *mask, const une
     free(sep);
     free(labels);
     return st;
+}
+
+/* ---- the default recipe's choice ---- */
+
+/* *cells: whether mask labels each cell with its own id (unet_mask_labels' flag); 0 for a mask
+ * unet_mask_labels refuses (its loading names the problem later). */
+static unet_status labels_cells(unet_ctx *ctx, const unet_image *mask, int *cells) {
+    *cells = 0;
+    if (!mask->data || mask->c != 1 || mask->h <= 0 || mask->w <= 0) return UNET_STATUS_OK;
+    int32_t *labels = malloc(sizeof(int32_t) * (size_t)mask->h * (size_t)mask->w);
+    if (!labels) return unet__fail(ctx, UNET_STATUS_NOMEM, "plan_from_masks: out of memory");
+    if (unet_mask_labels(ctx, mask, NULL, labels, cells) != UNET_STATUS_OK) *cells = 0;
+    free(labels);
+    return UNET_STATUS_OK;
+}
+
+unet_status unet_plan_from_masks(unet_ctx *ctx, const unet_image *masks, int n, int classes,
+                                 int *separate) {
+    if (!separate || n < 0 || (n > 0 && !masks))
+        return unet__fail(ctx, UNET_STATUS_ARG, "plan_from_masks: NULL argument or n < 0");
+    *separate = 0;
+    unet_status s = UNET_STATUS_OK;
+    for (int i = 0; classes == 2 && i < n && !*separate && s == UNET_STATUS_OK; i++)
+        s = labels_cells(ctx, &masks[i], separate);
+    return s;
+}
+
+unet_status unet_plan_from_mask_files(unet_ctx *ctx, const char *const *paths, int n,
+                                      int classes, int *separate) {
+    if (!separate || n < 0 || (n > 0 && !paths))
+        return unet__fail(ctx, UNET_STATUS_ARG, "plan_from_mask_files: NULL argument or n < 0");
+    *separate = 0;
+    unet_status s = UNET_STATUS_OK;
+    for (int i = 0; classes == 2 && i < n && !*separate && s == UNET_STATUS_OK; i++) {
+        unet_image m = {0};
+        if (paths[i] && unet_image_load(ctx, paths[i], 0, &m) == UNET_STATUS_OK)
+            s = labels_cells(ctx, &m, separate);
+        unet_image_free(&m);
+    }
+    return s;
 }
 
 /* ---- images with their masks ---- */

@@ -459,6 +459,71 @@ TEST(masks_become_targets) {
     unet_ctx_free(ctx);
 }
 
+/* The default recipe's choice from the masks (docs/training.md, "The default recipe"): with 2
+ * classes, masks that label each cell with its own id separate cells (one such mask in a set is
+ * enough); a binary 0/255 mask does not, nor does a class mask of 0, 1, 2 with 3 classes (with
+ * 2 classes it reads as two cells); unreadable, non-integer and several-channel masks count as
+ * not labelling cells, left to the loading that follows. */
+TEST(default_recipe_plans_from_masks) {
+    enum { H = 10, W = 12 };
+    unet_image m[4];
+    CHECK_STATUS(unet_image_alloc(NULL, &m[0], W, H, 1, UNET_DTYPE_U8), UNET_STATUS_OK);
+    CHECK_STATUS(unet_image_alloc(NULL, &m[1], W, H, 1, UNET_DTYPE_U16), UNET_STATUS_OK);
+    CHECK_STATUS(unet_image_alloc(NULL, &m[2], W, H, 1, UNET_DTYPE_U8), UNET_STATUS_OK);
+    CHECK_STATUS(unet_image_alloc(NULL, &m[3], W, H, 1, UNET_DTYPE_F32), UNET_STATUS_OK);
+    uint8_t *binary = m[0].data, *cls = m[2].data;
+    uint16_t *ids = m[1].data;
+    float *half = m[3].data;
+    for (int i = 0; i < H * W; i++) {
+        const int x = i % W, cell = i / W > 2 && i / W < 8 && x > 1 && x < 10;
+        binary[i] = cell ? 255 : 0;
+        ids[i] = cell ? (x < 6 ? 7 : 300) : 0;            /* two touching cells */
+        cls[i] = cell ? (x < 6 ? 1 : 2) : 0;              /* classes 0, 1, 2 */
+        half[i] = cell ? (x < 6 ? 1.0f : 2.5f) : 0.0f;    /* not integer labels */
+    }
+    unet_ctx *ctx = unet_ctx_create();
+    int sep = -1;
+    CHECK_STATUS(unet_plan_from_masks(ctx, &m[1], 1, 2, &sep), UNET_STATUS_OK);
+    CHECK_EQ(sep, 1);
+    CHECK_STATUS(unet_plan_from_masks(ctx, &m[0], 1, 2, &sep), UNET_STATUS_OK);
+    CHECK_EQ(sep, 0);
+    CHECK_STATUS(unet_plan_from_masks(ctx, &m[0], 2, 2, &sep), UNET_STATUS_OK);
+    CHECK_EQ(sep, 1);                                     /* binary, then ids: one is enough */
+    CHECK_STATUS(unet_plan_from_masks(ctx, &m[2], 1, 3, &sep), UNET_STATUS_OK);
+    CHECK_EQ(sep, 0);                                     /* class ids with 3 classes */
+    CHECK_STATUS(unet_plan_from_masks(ctx, m, 2, 3, &sep), UNET_STATUS_OK);
+    CHECK_EQ(sep, 0);                                     /* only 2 classes plan */
+    CHECK_STATUS(unet_plan_from_masks(ctx, &m[2], 1, 2, &sep), UNET_STATUS_OK);
+    CHECK_EQ(sep, 1);                                     /* 1 and 2 with 2 classes: two cells */
+    CHECK_STATUS(unet_plan_from_masks(ctx, &m[3], 1, 2, &sep), UNET_STATUS_OK);
+    CHECK_EQ(sep, 0);                                     /* 2.5: the loading refuses it */
+    m[1].c = 2;
+    CHECK_STATUS(unet_plan_from_masks(ctx, &m[1], 1, 2, &sep), UNET_STATUS_OK);
+    CHECK_EQ(sep, 0);
+    m[1].c = 1;
+    CHECK_STATUS(unet_plan_from_masks(ctx, m, 0, 2, &sep), UNET_STATUS_OK);
+    CHECK_EQ(sep, 0);
+    CHECK_STATUS(unet_plan_from_masks(ctx, m, 1, 2, NULL), UNET_STATUS_ARG);
+    CHECK_STATUS(unet_plan_from_masks(ctx, NULL, 1, 2, &sep), UNET_STATUS_ARG);
+    /* Files: page 0 of each, in order; a missing file counts as no cells. */
+    char bin_png[512], ids_tif[512], missing[512];
+    tmp_path(bin_png, sizeof bin_png, "plan_binary.png");
+    tmp_path(ids_tif, sizeof ids_tif, "plan_ids.tif");
+    tmp_path(missing, sizeof missing, "plan_missing.png");
+    CHECK_STATUS(unet_image_save(NULL, bin_png, &m[0]), UNET_STATUS_OK);
+    CHECK_STATUS(unet_image_save(NULL, ids_tif, &m[1]), UNET_STATUS_OK);
+    const char *files[] = {missing, bin_png, ids_tif};
+    CHECK_STATUS(unet_plan_from_mask_files(ctx, files, 2, 2, &sep), UNET_STATUS_OK);
+    CHECK_EQ(sep, 0);
+    CHECK_STATUS(unet_plan_from_mask_files(ctx, files, 3, 2, &sep), UNET_STATUS_OK);
+    CHECK_EQ(sep, 1);
+    CHECK_STATUS(unet_plan_from_mask_files(ctx, files + 2, 1, 3, &sep), UNET_STATUS_OK);
+    CHECK_EQ(sep, 0);
+    CHECK_STATUS(unet_plan_from_mask_files(ctx, NULL, 1, 2, &sep), UNET_STATUS_ARG);
+    for (int i = 0; i < 4; i++) unet_image_free(&m[i]);
+    unet_ctx_free(ctx);
+}
+
 /* The held-back set moves images: whole ones (in order, the rest closing up), or the bottom
  * band of each (the kept rows' channel planes closing up in place). */
 TEST(holdout_moves_images_and_bands) {
@@ -890,6 +955,7 @@ int main(void) {
     RUN(stop_before_the_first_step);
     RUN(bad_options_name_the_option);
     RUN(masks_become_targets);
+    RUN(default_recipe_plans_from_masks);
     RUN(holdout_moves_images_and_bands);
     RUN(sampler_shards_are_slices);
     RUN(grad_hook_sees_every_step);

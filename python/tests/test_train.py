@@ -1,8 +1,10 @@
 """unet.train against `unet train`: the same losses and files bit for bit from arrays and from
 folders, events through the callback, a clean stop and a resume, the GIL, and the errors."""
 import os
+import re
 import signal
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -71,6 +73,54 @@ def test_arrays_and_folders_equal_cli_bit_for_bit(unet_mod, cli_run, tmp_path):
                    tmp_path / "f" / "m.safetensors", log=tmp_path / "f" / "m.log.csv", **OPTS)
     assert _rows(tmp_path / "f" / "m.log.csv") == _rows(cli_run / "m.log.csv")
     _same_files(tmp_path / "f", cli_run)
+
+
+@pytest.fixture(scope="module")
+def instance_masks(unet_mod, tmp_path_factory):
+    """data/sample/train's masks as instance label images (each cell pixel of the left half id
+    7, of the right half id 300: two ids, as the Cell Tracking Challenge's masks give every
+    cell its own), also written as .npy files into a folder: (folder, arrays)."""
+    d = tmp_path_factory.mktemp("instances")
+    _, masks = _arrays(unet_mod)
+    arrays = []
+    for name, m in zip(sorted(os.listdir(os.path.join(TRAIN, "masks"))), masks):
+        ids = np.where(np.arange(m.shape[1]) < m.shape[1] // 2, 7, 300).astype(np.uint16)
+        arrays.append(np.where(m > 0, ids, 0).astype(np.uint16))
+        np.save(d / (os.path.splitext(name)[0] + ".npy"), arrays[-1])
+    return d, arrays
+
+
+def test_instance_masks_plan_the_recipe_as_cli(unet_mod, instance_masks, tmp_path):
+    """With no loss, recipe or separate_cells, instance masks train with separated cells and the
+    weighted loss, as `unet train` chooses from the same masks (the library's
+    unet_plan_from_masks): the same warning, log rows and files, from arrays and folders;
+    loss="ce+dice" trains without, as `unet train --loss ce+dice` does."""
+    folder, inst = instance_masks
+    images, _ = _arrays(unet_mod)
+    note = unet_mod._core.PLAN_SEPARATE_NOTE
+    assert note.startswith("the masks label each cell with its own id: training with "
+                           "--separate-cells --loss wce")
+    runs = {}
+    for key, extra in (("planned", []), ("ce+dice", ["--loss", "ce+dice"])):
+        d = tmp_path / ("cli-" + key)
+        r = run_unet("train", "--images", os.path.join(TRAIN, "images"), "--masks", folder,
+                     "--out", d / "m.safetensors", *CLI, *extra)
+        assert (note in r.stderr) == (key == "planned"), r.stderr
+        runs[key] = d
+    assert _rows(runs["planned"] / "m.log.csv") != _rows(runs["ce+dice"] / "m.log.csv")
+    for name, masks in (("a", inst), ("f", folder)):
+        with pytest.warns(UserWarning, match=re.escape(note)):
+            unet_mod.train(images if name == "a" else os.path.join(TRAIN, "images"), masks,
+                           tmp_path / name / "m.safetensors", log=tmp_path / name / "m.log.csv",
+                           **OPTS)
+        assert _rows(tmp_path / name / "m.log.csv") == _rows(runs["planned"] / "m.log.csv")
+        _same_files(tmp_path / name, runs["planned"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # no note
+        unet_mod.train(images, inst, tmp_path / "c" / "m.safetensors",
+                       log=tmp_path / "c" / "m.log.csv", loss="ce+dice", **OPTS)
+    assert _rows(tmp_path / "c" / "m.log.csv") == _rows(runs["ce+dice"] / "m.log.csv")
+    _same_files(tmp_path / "c", runs["ce+dice"])
 
 
 def test_callback_stops_then_resume_continues(unet_mod, cli_run, tmp_path):

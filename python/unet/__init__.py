@@ -549,6 +549,30 @@ def _train_layout(core, channel_axis, channels, resume):
     return axis, spec
 
 
+def _plan_from_masks(masks, classes):
+    """The default recipe's choice from the masks (unet_plan_from_masks, the rule unet train
+    applies; docs/training.md "The default recipe"): True when classes is 2 and a mask labels
+    each cell with its own id.  masks: a folder or file (page 0 of each mask file), or a list of
+    arrays; a mask the loading will refuse counts as not labelling cells (the loading names
+    the problem)."""
+    if _is_path(masks):
+        try:
+            files = _list_images(masks)
+        except OSError:
+            return False
+        return _core.plan_from_masks(files, int(classes), True)
+    planes = []
+    for m in map(np.asarray, masks):
+        if m.ndim != 2 or not m.size:
+            continue
+        try:
+            mk, code = _as_unet_dtype(m, "mask")
+        except (TypeError, ValueError):
+            continue
+        planes.append((mk, code, m.shape[0], m.shape[1]))
+    return _core.plan_from_masks(planes, int(classes), False)
+
+
 def _recipe(name, o):
     """unet train --recipe: fills what the recipe sets and the caller left as None
     (src/cli/cmd_train.c, apply_recipe)."""
@@ -613,7 +637,7 @@ def train(images, masks, out=None, *, val_images=None, val_masks=None, callback=
           batchnorm=True, valid=False, dropout=None, epochs=10, steps=0, batch=None, tile=0,
           lr=None, optimizer=None, momentum=None, nesterov=False, weight_decay=None,
           schedule=None, warmup=0, milestones=None, clip=0.0, ema=0.0, loss=None,
-          loss_reduction=None, w0=10.0, sigma=5.0, separate_cells=False, augment=None,
+          loss_reduction=None, w0=10.0, sigma=5.0, separate_cells=None, augment=None,
           norm="auto", seed=1, threads=None, val_split=0.1, minutes=0.0, max_rollbacks=3,
           rollback_lr=0.5, snapshot_every=100, guard=True, save_every=0, save_minutes=10.0,
           channel_axis=None, channels=None, precision="fp32"):
@@ -640,6 +664,11 @@ def train(images, masks, out=None, *, val_images=None, val_masks=None, callback=
     log: a CSV log to write (unet train's STEM.log.csv, byte for byte).
     The other options are unet train's, under Python names (no_batchnorm -> batchnorm=False,
     no_augment -> augment="none", no_guard -> guard=False); None keeps unet train's default.
+    With neither recipe, loss nor separate_cells, classes=2 and masks that label each cell with
+    its own id (two or more different non-zero values in one mask, as the Cell Tracking
+    Challenge's masks do), the run separates touching cells and trains with loss="wce", with
+    a warning, as unet train does (docs/training.md, "The default recipe"); loss="ce+dice" or
+    recipe="seed" trains without.
     Returns the trained model (the moving average's weights when ema is on); its .training is
     a dict of what the run did (steps, best, selected, per_epoch, ...).
     """
@@ -664,6 +693,12 @@ def train(images, masks, out=None, *, val_images=None, val_masks=None, callback=
     for p in (files[0], log):
         if p:
             os.makedirs(os.path.dirname(os.path.abspath(p)), exist_ok=True)
+    if not _is_path(masks):
+        masks = list(masks)   # read twice: planned from, then loaded
+    if recipe is None and loss is None and separate_cells is None and \
+            _plan_from_masks(masks, classes):
+        o["loss"], o["separate_cells"] = "wce", True
+        warnings.warn(_core.PLAN_SEPARATE_NOTE, stacklevel=2)
     opts = dict(loss=o["loss"], optimizer=o["optimizer"], augment=o["augment"],
                 schedule=schedule, loss_reduction=o["loss_reduction"], milestones=milestones,
                 lr=o["lr"], momentum=o["momentum"],

@@ -56,6 +56,7 @@ CORE_HIDDEN PyObject *core_load_training(PyObject *mod, PyObject *args);
 CORE_HIDDEN PyObject *core_log_header(PyObject *mod, PyObject *unused);
 CORE_HIDDEN PyObject *core_probe(PyObject *mod, PyObject *args);
 CORE_HIDDEN PyObject *core_holdout_plan(PyObject *mod, PyObject *args);
+CORE_HIDDEN PyObject *core_plan_from_masks(PyObject *mod, PyObject *args);
 CORE_HIDDEN int train_add_types(PyObject *mod);
 
 #define TRAIN_MODEL_METHODS                                                                    \
@@ -67,6 +68,8 @@ CORE_HIDDEN int train_add_types(PyObject *mod);
     {"load_training", core_load_training, METH_VARARGS, "a resumable checkpoint -> Model"},   \
     {"log_header", core_log_header, METH_NOARGS, "the training log's header line"},          \
     {"probe", core_probe, METH_VARARGS, "whether a file is a checkpoint unet wrote"},       \
-    {"holdout_plan", core_holdout_plan, METH_VARARGS, "unet_holdout_plan"},
+    {"holdout_plan", core_holdout_plan, METH_VARARGS, "unet_holdout_plan"},                   \
+    {"plan_from_masks", core_plan_from_masks, METH_VARARGS,                                  \
+     "unet_plan_from_masks, unet_plan_from_mask_files"},
 
 #endif /* UNET_PY_CORE_H */

@@ -195,6 +195,8 @@ static PyTypeObject DatasetType = {
 
 int train_add_types(PyObject *mod) {
     if (PyType_Ready(&DatasetType) < 0) return -1;
+    if (PyModule_AddStringConstant(mod, "PLAN_SEPARATE_NOTE", UNET_PLAN_SEPARATE_NOTE) < 0)
+        return -1;
     Py_INCREF(&DatasetType);
     return PyModule_AddObject(mod, "Dataset", (PyObject *)&DatasetType);
 }
@@ -500,6 +502,70 @@ PyObject *core_holdout_plan(PyObject *mod, PyObject *args) {
     }
     unet_ctx_free(ctx);
     PyMem_Free(buf);
+    return r;
+}
+
+/* One item of plan_from_masks: a path into *bytes and *path (files), else a (mask, dtype, h, w)
+ * tuple into *b and *m.  0, or -1 with an exception set. */
+static int plan_item(PyObject *item, int files, unet_image *m, Py_buffer *b, PyObject **bytes,
+                     const char **path) {
+    if (files) {
+        if (!PyUnicode_FSConverter(item, bytes)) return -1;
+        *path = PyBytes_AS_STRING(*bytes);
+        return 0;
+    }
+    PyObject *obj;
+    int dtype, h, w;
+    if (!PyArg_ParseTuple(item, "Oiii:plan_from_masks", &obj, &dtype, &h, &w)) return -1;
+    if (dtype < UNET_DTYPE_U8 || dtype > UNET_DTYPE_F32) {
+        PyErr_Format(PyExc_ValueError, "unknown dtype code %d", dtype);
+        return -1;
+    }
+    Py_ssize_t size = plane_bytes(1, h, w, unet_dtype_size((unet_dtype)dtype));
+    if (size < 0 || get_buffer(obj, b, 0, size, "mask", 0) < 0) return -1;
+    *m = (unet_image){.w = w, .h = h, .c = 1, .dtype = (unet_dtype)dtype, .data = b->buf};
+    return 0;
+}
+
+/* plan_from_masks(items, classes, files) -> bool, the default recipe's choice from the masks:
+ * items are paths (files true: page 0 of each, unet_plan_from_mask_files) or (mask, dtype, h,
+ * w) tuples, h * w samples of a unet_dtype each (unet_plan_from_masks). */
+PyObject *core_plan_from_masks(PyObject *mod, PyObject *args) {
+    (void)mod;
+    PyObject *list;
+    int classes, files;
+    if (!PyArg_ParseTuple(args, "O!ip:plan_from_masks", &PyList_Type, &list, &classes, &files))
+        return NULL;
+    const Py_ssize_t n = PyList_GET_SIZE(list);
+    if (n > INT_MAX) return PyErr_Format(PyExc_ValueError, "plan_from_masks: too many masks");
+    unet_image *m = PyMem_Calloc((size_t)n + 1, sizeof *m);
+    Py_buffer *b = PyMem_Calloc((size_t)n + 1, sizeof *b);
+    PyObject **bytes = PyMem_Calloc((size_t)n + 1, sizeof *bytes);
+    const char **paths = PyMem_Calloc((size_t)n + 1, sizeof *paths);
+    unet_ctx *ctx = m && b && bytes && paths ? unet_ctx_create() : NULL;
+    Py_ssize_t got = 0;
+    while (ctx && got < n &&
+           plan_item(PyList_GET_ITEM(list, got), files, &m[got], &b[got], &bytes[got],
+                     &paths[got]) == 0)
+        got++;
+    PyObject *r = NULL;
+    if (!ctx) {
+        PyErr_NoMemory();
+    } else if (got == n) {
+        int separate = 0;
+        unet_status s;
+        Py_BEGIN_ALLOW_THREADS
+        s = files ? unet_plan_from_mask_files(ctx, paths, (int)n, classes, &separate)
+                  : unet_plan_from_masks(ctx, m, (int)n, classes, &separate);
+        Py_END_ALLOW_THREADS
+        r = s == UNET_STATUS_OK ? PyBool_FromLong(separate) : raise_status(ctx, s);
+    }
+    for (Py_ssize_t i = 0; i < got; i++) {
+        release(&b[i]);
+        Py_XDECREF(bytes[i]);
+    }
+    unet_ctx_free(ctx);
+    PyMem_Free(m), PyMem_Free(b), PyMem_Free(bytes), PyMem_Free(paths);
     return r;
 }
 

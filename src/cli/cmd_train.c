@@ -368,7 +368,10 @@ int cmd_train(int argc, char **argv) {
         cli_error("out of memory");
         return CLI_EXIT_FAIL;
     }
-    train_plan_from_masks(ctx, &a);
+    if (!train_plan_from_masks(ctx, &a)) {
+        unet_ctx_free(ctx);
+        return CLI_EXIT_FAIL;
+    }
     if (!a.loss) a.loss = "ce+dice";
     unet_train_opts o;
     if (!train_opts(ctx, &a, &o)) {

@@ -116,43 +116,31 @@ bool train_hold_back(unet_ctx *ctx, const struct args *a, struct loaded *set,
 
 /* ---- options ---- */
 
-/* Whether the masks in dir label each cell with its own id (two or more different non-zero
- * values in one mask, as the Cell Tracking Challenge's masks do) rather than marking classes;
- * the first page of each mask is read until one does.  A mask that cannot be read is left to
- * the loading that follows, which names the file and the problem. */
-static bool instance_masks(unet_ctx *ctx, const char *dir) {
-    struct cli_files files;
-    if (!cli_list_images_quiet(dir, &files)) return false;
-    bool found = false;
-    for (int f = 0; f < files.count && !found; f++) {
-        unet_image m = {0};
-        if (unet_image_load(ctx, files.paths[f], 0, &m) == UNET_STATUS_OK && m.c == 1) {
-            int32_t *labels = malloc(sizeof(int32_t) * (size_t)m.h * m.w);
-            int inst = 0;
-            if (labels && unet_mask_labels(ctx, &m, files.paths[f], labels, &inst) ==
-                              UNET_STATUS_OK)
-                found = inst;
-            free(labels);
-        }
-        unet_image_free(&m);
-    }
-    cli_files_free(&files);
-    return found;
-}
-
 /* The default recipe's choice from the data (docs/training.md, "The default recipe"): with
  * neither --recipe, --loss nor --separate-cells, two classes and masks that label every cell
  * with its own id, touching cells are separated and the loss is the border-weighted cross
  * entropy (Eq. 2 of the paper).  Cross-validated on DIC-C2DH-HeLa (docs/results.md) it raised
  * SEG of the watershed instances over the same steps from 0.46-0.59 to 0.81; binary and class
- * masks (ISBI 2012) keep cross entropy + Dice. */
-void train_plan_from_masks(unet_ctx *ctx, struct args *a) {
-    if (a->recipe || a->loss || a->separate_cells || a->classes != 2) return;
-    if (!instance_masks(ctx, a->masks)) return;
+ * masks (ISBI 2012) keep cross entropy + Dice.  The rule is the library's
+ * (unet_plan_from_mask_files, which unet.train calls too); a masks folder that cannot be listed
+ * is left to the loading that follows, which names the problem. */
+bool train_plan_from_masks(unet_ctx *ctx, struct args *a) {
+    if (a->recipe || a->loss || a->separate_cells) return true;
+    struct cli_files files;
+    if (!cli_list_images_quiet(a->masks, &files)) return true;
+    int separate = 0;
+    unet_status s = unet_plan_from_mask_files(ctx, (const char *const *)files.paths, files.count,
+                                              a->classes, &separate);
+    cli_files_free(&files);
+    if (s != UNET_STATUS_OK) {
+        cli_lib_error(ctx, s);
+        return false;
+    }
+    if (!separate) return true;
     a->loss = "wce";
     a->separate_cells = true;
-    cli_note("the masks label each cell with its own id: training with --separate-cells --loss "
-             "wce (--loss ce+dice or --recipe seed: without)");
+    cli_note("%s", UNET_PLAN_SEPARATE_NOTE);
+    return true;
 }
 
 void train_apply_recipe(struct args *a) {

@@ -33,8 +33,9 @@ struct loaded {
 
 /* --recipe's settings into a (what it leaves unset). */
 void train_apply_recipe(struct args *a);
-/* The default recipe's choice from the masks (docs/training.md, "The default recipe"). */
-void train_plan_from_masks(unet_ctx *ctx, struct args *a);
+/* The default recipe's choice from the masks (docs/training.md, "The default recipe");
+ * false with the message printed when the library fails (out of memory). */
+bool train_plan_from_masks(unet_ctx *ctx, struct args *a);
 /* The trainer's options from a; false with the message printed on a usage error. */
 bool train_opts(unet_ctx *ctx, const struct args *a, unet_train_opts *o);
 /* Every image of dir (each page of a stack) with its mask from masks into set. */
