@@ -610,6 +610,11 @@ typedef struct unet_vscore {
     double v_rand, v_rand_split, v_rand_merge;
     double v_info, v_info_split, v_info_merge;
     int    n_pred;                      /* objects of the proposal (after thinning) */
+    /* The challenge's pixel similarity (Fiji's PixelError): over all pixels, positives are
+     * truth != 0 and prob > threshold (no thinning); pixel_f = 2 tp / (2 tp + fp + fn), its
+     * F-score (0 when tp = 0).  The challenge's pixel error is 1 - the best pixel_f over the
+     * thresholds, with tp, fp, fn summed over a stack's slices first. */
+    double tp, fp, fn, pixel_f;
 } unet_vscore;
 
 /* The challenge's thresholds 0.0, 0.1, ..., 1.0, made as Fiji's loop makes them (t += 0.1, so
@@ -618,6 +623,9 @@ void unet_vscore_thresholds(double t[UNET_VSCORE_THRESHOLDS]);
 unet_status unet_vscores(unet_ctx *ctx, const float *prob, const int32_t *truth,
                          int truth_instances, int h, int w, int thin, const double *thresholds,
                          int n_thresholds, unet_vscore *out);
+/* The F-score 2 tp / (2 tp + fp + fn) of pixel counts (0 when tp is 0): unet_vscore.pixel_f,
+ * and of counts summed over images (the challenge's stack). */
+double unet_pixel_f(double tp, double fp, double fn);
 
 /* ---------------------------------------------------------------------------------------
  * The paper's border weight map and separated-cell targets (Ronneberger et al., Eq. 2, Fig. 3)

@@ -33,6 +33,8 @@
 #             (--instances by connected components grown back over the separation, or by the
 #             seeded watershed); e.g. VARIANTS="tta ws tta+ws"
 #   EVAL_FLAGS  more unet eval options, e.g. --prob (V_rand/V_info of the probability maps)
+#   EVAL_ONLY   1: train and predict nothing; score every finished fold's predictions (pred/,
+#               pred-V/) again with this unet eval, rewriting eval.json (e.g. after a new metric)
 #   OUT       [runs/cv]; runs go to OUT/<dataset>/<recipe>_<budget>/seed<k>/fold<f>/
 #   THREADS   [2]
 # A fold whose eval.json exists is skipped, an interrupted training is resumed from its
@@ -54,6 +56,7 @@ MINUTES=${MINUTES:-15}
 STEPS=${STEPS:-}
 VARIANTS=${VARIANTS:-}
 EVAL_FLAGS=${EVAL_FLAGS:-}
+EVAL_ONLY=${EVAL_ONLY:-}
 DATASETS=${DATASETS:-isbi2012 dic-c2dh-hela fluo-n2dl-hela fluo-n2dh-gowt1}
 RECIPES=${RECIPES:-seed}
 FOLDS=${FOLDS:-}
@@ -179,11 +182,15 @@ variant_flags() {
 # predict_eval DIR SPLIT NAME FLAGS: DIR/pred[-NAME] and DIR/eval[-NAME].json
 predict_eval() {
     pr=$1 ps=$2 sfx=${3:+-$3} flags=$4
-    [ -s "$pr/eval$sfx.json" ] && return 0
-    rm -rf "$pr/pred$sfx"
-    # shellcheck disable=SC2086
-    "$UNET" predict --model "$pr/model.safetensors" --input "$ps/test/images" \
-        --output "$pr/pred$sfx" --probabilities --threads "$THREADS" --quiet $flags
+    if [ "$EVAL_ONLY" = 1 ]; then   # score the predictions there again, nothing else
+        [ -d "$pr/pred$sfx" ] || return 0
+    else
+        [ -s "$pr/eval$sfx.json" ] && return 0
+        rm -rf "$pr/pred$sfx"
+        # shellcheck disable=SC2086
+        "$UNET" predict --model "$pr/model.safetensors" --input "$ps/test/images" \
+            --output "$pr/pred$sfx" --probabilities --threads "$THREADS" --quiet $flags
+    fi
     # shellcheck disable=SC2086
     "$UNET" eval --pred "$pr/pred$sfx" --truth "$ps/test/masks" --json $EVAL_FLAGS \
         > "$pr/eval$sfx.json.tmp"
@@ -207,9 +214,13 @@ for d in $DATASETS; do
                 [ "$fold" -le "$(n_folds "$d")" ] || continue
                 r=$OUT/$d/${rec}_$budget/seed$seed/fold$fold
                 s=$OUT/splits/$d/fold$fold
-                mkdir -p "$r"
-                split "$d" "$fold"
-                if [ ! -s "$r/time.txt" ] || [ -e "$r/model.resume.safetensors" ]; then
+                if [ "$EVAL_ONLY" = 1 ]; then   # the fold's split is there since its training
+                    [ -s "$r/model.safetensors" ] && [ -d "$s/test/masks" ] || continue
+                else
+                    mkdir -p "$r"
+                    split "$d" "$fold"
+                fi
+                if [ "$EVAL_ONLY" != 1 ] && { [ ! -s "$r/time.txt" ] || [ -e "$r/model.resume.safetensors" ]; }; then
                     resume=
                     [ -e "$r/model.resume.safetensors" ] && resume="--resume $r/model.resume.safetensors"
                     echo "== $d $rec $budget seed $seed fold $fold: $steps steps (test: $(ls "$s/test/images" | tr '\n' ' '))"

@@ -485,6 +485,23 @@ static void vscore_from_table(const uint64_t *cell, size_t n_fg, const uint32_t 
     v->v_info = merge + split > 0 ? 2.0 * merge * split / (merge + split) : 0.0;
 }
 
+/* The challenge's pixel similarity at th (Fiji's PixelError.precisionRecallStats): every pixel
+ * counts, positive where truth != 0 and where prob > th. */
+static void pixel_similarity(const float *prob, const int32_t *truth, size_t n, double th,
+                             unet_vscore *v) {
+    uint64_t tp = 0, fp = 0, fn = 0;
+    for (size_t i = 0; i < n; i++) {
+        const bool t = truth[i] != 0, p = prob[i] > th;
+        tp += t && p, fp += !t && p, fn += t && !p;
+    }
+    v->tp = (double)tp, v->fp = (double)fp, v->fn = (double)fn;
+    v->pixel_f = unet_pixel_f(v->tp, v->fp, v->fn);
+}
+
+double unet_pixel_f(double tp, double fp, double fn) {
+    return tp > 0 ? 2.0 * tp / (2.0 * tp + fp + fn) : 0.0;
+}
+
 unet_status unet_vscores(unet_ctx *ctx, const float *prob, const int32_t *truth,
                          int truth_instances, int h, int w, int thin, const double *thresholds,
                          int n_thresholds, unet_vscore *out) {
@@ -532,6 +549,7 @@ unet_status unet_vscores(unet_ctx *ctx, const float *prob, const int32_t *truth,
                                            &n_fg);
         unet_vscore v = {.threshold = th, .n_pred = k_pred};
         vscore_from_table(cell, n_fg, t_size, k_true, p_size_fg, k_pred, &v);
+        pixel_similarity(prob, truth, n, th, &v);
         out[k] = v;
     }
     free(sc.block);

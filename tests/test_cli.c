@@ -1684,6 +1684,10 @@ TEST(eval_prob_scores) {
         CHECK_STR_CONTAINS(last_err, thin ? "\"v_rand\": 1," : "\"v_rand\": 0.875,");
         CHECK_STR_CONTAINS(last_err, thin ? "\"v_rand_at_05\": 1," : "\"v_rand_at_05\": 0.875,");
         CHECK_STR_CONTAINS(last_err, "\"best_v_rand_threshold\": 0.3,");
+        /* The challenge's pixel error: at t 0.0 and 0.1 all 7 pixels are positive (tp 6, fp 1:
+         * F 12/13), from 0.2 five (tp 5, fn 1: F 10/11): 1 - 12/13 = 1/13 at t = 0. */
+        CHECK_STR_CONTAINS(last_err, "\"best_pixel_error\": 0.0769231, "
+                                     "\"best_pixel_error_threshold\": 0}");
         CHECK_STR_CONTAINS(last_err, "\"seg_ctc\": ");
         CHECK_STR_CONTAINS(last_err, thin ? "\"thinned\": true" : "\"thinned\": false");
     }

@@ -672,6 +672,31 @@ TEST(vscores_thresholds) {
     CHECK(t[10] < 1.0 && t[10] > 0.9999999);
 }
 
+/* The challenge's pixel similarity (Fiji's PixelError), by hand on 2x3 pixels:
+ *   truth  2 2 0      prob  .9 .2 .6
+ *          0 3 0            .05 .8 .4    (instance ids count as positives: truth != 0)
+ *   t = 0.5: positives {0, 2, 4}: tp 2 (0, 4), fp 1 (2), fn 1 (1): F = 4 / 6 = 2/3.
+ *   t = 0.1: positives {0, 1, 2, 4, 5}: tp 3, fp 2, fn 0: F = 6 / 8 = 3/4.
+ *   t = 0.0: all six: tp 3, fp 3: F = 6 / 9 = 2/3.   t = 0.9: none: tp 0, F = 0.
+ * The best is 3/4 (t = 0.1): pixel error 1/4, whatever the thinning (it reads prob only).  Two
+ * such images as a stack: the counts add, F at t = 0.5 stays 2/3. */
+TEST(vscores_pixel_error_hand) {
+    const int32_t truth[6] = {2, 2, 0, 0, 3, 0};
+    const float   prob[6] = {.9f, .2f, .6f, .05f, .8f, .4f};
+    const double  thr[4] = {0.5, 0.1, 0.0, 0.9};
+    const double  want[4] = {2.0 / 3, 3.0 / 4, 2.0 / 3, 0.0};
+    for (int thin = 0; thin < 2; thin++) {
+        unet_vscore v[4];
+        vscores_ok(prob, truth, 1, 2, 3, thin, thr, 4, v);
+        for (int k = 0; k < 4; k++) CHECK_CLOSE(v[k].pixel_f, want[k], 1e-12, 0);
+        CHECK(v[0].tp == 2 && v[0].fp == 1 && v[0].fn == 1);
+        CHECK(v[1].tp == 3 && v[1].fp == 2 && v[1].fn == 0);
+        CHECK(v[3].tp == 0 && v[3].fn == 3);
+        CHECK_CLOSE(unet_pixel_f(2 * v[0].tp, 2 * v[0].fp, 2 * v[0].fn), 2.0 / 3, 1e-12, 0);
+    }
+    CHECK_EQ(unet_pixel_f(0, 5, 5), 0.0);
+}
+
 TEST(vscores_hand) {
     /* One row: truth 1 1 1 0 1 1 1 (objects T1 = {0,1,2}, T2 = {4,5,6}; n = 6 foreground
      * pixels, H(T) = ln 2), prob .9 .9 .2 .2 .9 .9 .9.
@@ -970,5 +995,6 @@ int main(void) {
     RUN(vscores_thinned_labels_vs_numpy);
     RUN(vscores_match_rand_error);
     RUN(vscores_bad_arguments);
+    RUN(vscores_pixel_error_hand);
     return harness_finish();
 }

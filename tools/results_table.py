@@ -42,7 +42,16 @@ def _plain(k):
     return lambda m: m.get(k)
 
 
+def _prob_raw(k):
+    return lambda m: m["prob"][k] if isinstance(m.get("prob"), dict) and \
+        isinstance(m["prob"].get(k), (int, float)) else None
+
+
+# pixel error: the fraction of pixels of the mask in the wrong class; pixel error (ISBI): the
+# challenge's, 1 - the best F-score of pixel similarity of the probability map over thresholds,
+# the fold's images counted together.
 METRICS = [("pixel_error", "pixel error", _plain("pixel_error")),
+           ("pixel_isbi", "pixel error (ISBI, best t)", _prob_raw("best_pixel_error")),
            ("vrand", "V_rand error (best t)", _prob("best_v_rand")),
            ("vinfo", "V_info error (best t)", _prob("best_v_info")),
            ("vrand05", "V_rand error (t 0.5)", _prob("v_rand_at_05")),
@@ -53,7 +62,7 @@ METRICS = [("pixel_error", "pixel error", _plain("pixel_error")),
            ("seg_ctc", "SEG (CTC)", _plain("seg_ctc")),
            ("ap50", "AP50", _plain("ap50"))]
 READ = {k: f for k, _, f in METRICS}
-DEFAULT = ["pixel_error", "vrand", "vinfo", "vrand05", "rand_error", "iou", "seg", "seg_ctc",
+DEFAULT = ["pixel_error", "pixel_isbi", "vrand", "vinfo", "vrand05", "rand_error", "iou", "seg", "seg_ctc",
            "ap50"]
 
 
@@ -219,7 +228,7 @@ def paired_tables(args):
     data = scan(args.root)
     keys = args.metrics.split(",") if args.metrics else DEFAULT
     titles = {k: t for k, t, _ in METRICS}
-    lower_better = {"pixel_error", "vrand", "vinfo", "vrand05", "rand_error"}
+    lower_better = {"pixel_error", "pixel_isbi", "vrand", "vinfo", "vrand05", "rand_error"}
     for ds in sorted({k[0] for k in data}):
         if args.dataset and ds not in args.dataset.split(","):
             continue

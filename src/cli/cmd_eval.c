@@ -134,10 +134,12 @@ static int best_of(const double *v, int n) {
     return b;
 }
 
-/* JSON object of probability-map scores: the curves over thresholds, at 0.5, the best. */
-static void json_prob(FILE *f, const double *thr, const double *vr, const double *vi) {
+/* JSON object of probability-map scores: the curves over thresholds, at 0.5, the best; pf is
+ * the pixel similarity's F-score (the challenge's pixel error is 1 - its best). */
+static void json_prob(FILE *f, const double *thr, const double *vr, const double *vi,
+                      const double *pf) {
     const int T = UNET_VSCORE_THRESHOLDS, h = 5; /* thr[5] == 0.5 */
-    int       br = best_of(vr, T), bi = best_of(vi, T);
+    int       br = best_of(vr, T), bi = best_of(vi, T), bp = best_of(pf, T);
     fprintf(f, "{\"thresholds\": ");
     json_nums(f, thr, T);
     fprintf(f, ", \"v_rand\": ");
@@ -156,8 +158,16 @@ static void json_prob(FILE *f, const double *thr, const double *vr, const double
     json_num(f, bi < 0 ? NAN : vi[bi]);
     fprintf(f, ", \"best_v_info_threshold\": ");
     json_num(f, bi < 0 ? NAN : thr[bi]);
+    fprintf(f, ", \"pixel_f\": ");
+    json_nums(f, pf, T);
+    fprintf(f, ", \"best_pixel_error\": ");
+    json_num(f, bp < 0 ? NAN : 1.0 - pf[bp]);
+    fprintf(f, ", \"best_pixel_error_threshold\": ");
+    json_num(f, bp < 0 ? NAN : thr[bp]);
     fputc('}', f);
 }
+
+enum { PROW = 8 }; /* values per image of the probability table */
 
 int cmd_eval(int argc, char **argv) {
     const char *pred_dir = NULL, *truth_dir = NULL, *report = NULL, *image_dir = NULL;
@@ -197,11 +207,14 @@ int cmd_eval(int argc, char **argv) {
     int n_rand = 0, n_seg = 0, n_iou = 0, seg_objects = 0, n_v = 0;
     const int T = UNET_VSCORE_THRESHOLDS;
     double thr[UNET_VSCORE_THRESHOLDS], curve_r[UNET_VSCORE_THRESHOLDS] = {0},
-           curve_i[UNET_VSCORE_THRESHOLDS] = {0};
+           curve_i[UNET_VSCORE_THRESHOLDS] = {0}, curve_p[UNET_VSCORE_THRESHOLDS];
+    double sum_tp[UNET_VSCORE_THRESHOLDS] = {0}, sum_fp[UNET_VSCORE_THRESHOLDS] = {0},
+           sum_fn[UNET_VSCORE_THRESHOLDS] = {0}; /* the stack's pixel counts */
     int n_curve = 0;
     unet_vscore_thresholds(thr);
-    /* Per image, for the table printed after the first: V at 0.5 and the best over thresholds. */
-    double *prow = prob ? calloc((size_t)truth.count * 6, sizeof *prow) : NULL;
+    /* Per image, for the table printed after the first: V at 0.5, the best V over thresholds,
+     * the best pixel error. */
+    double *prow = prob ? calloc((size_t)truth.count * PROW, sizeof *prow) : NULL;
     char  **pname = prob ? calloc((size_t)truth.count, sizeof *pname) : NULL;
     if (prob && (!prow || !pname)) {
         cli_error("eval: out of memory");
@@ -324,10 +337,12 @@ int cmd_eval(int argc, char **argv) {
             fprintf(o, ", \"v_info\": ");
             json_num(o, vm.v_info);
             if (prob) {
-                double vr[UNET_VSCORE_THRESHOLDS], vi[UNET_VSCORE_THRESHOLDS];
-                for (int k = 0; k < T; k++) vr[k] = vp[k].v_rand, vi[k] = vp[k].v_info;
+                double vr[UNET_VSCORE_THRESHOLDS], vi[UNET_VSCORE_THRESHOLDS],
+                    pxf[UNET_VSCORE_THRESHOLDS];
+                for (int k = 0; k < T; k++)
+                    vr[k] = vp[k].v_rand, vi[k] = vp[k].v_info, pxf[k] = vp[k].pixel_f;
                 fprintf(o, ", \"prob\": ");
-                json_prob(o, thr, vr, vi);
+                json_prob(o, thr, vr, vi, pxf);
             }
             fputc('}', o);
         } else {
@@ -336,13 +351,18 @@ int cmd_eval(int argc, char **argv) {
                     vm.v_rand, vm.v_info);
         }
         if (prob) {
-            double vr[UNET_VSCORE_THRESHOLDS], vi[UNET_VSCORE_THRESHOLDS];
-            for (int k = 0; k < T; k++) vr[k] = vp[k].v_rand, vi[k] = vp[k].v_info;
-            int br = best_of(vr, T), bi = best_of(vi, T);
-            double *row = prow + (size_t)n * 6;
+            double vr[UNET_VSCORE_THRESHOLDS], vi[UNET_VSCORE_THRESHOLDS],
+                pxf[UNET_VSCORE_THRESHOLDS];
+            for (int k = 0; k < T; k++) {
+                vr[k] = vp[k].v_rand, vi[k] = vp[k].v_info, pxf[k] = vp[k].pixel_f;
+                sum_tp[k] += vp[k].tp, sum_fp[k] += vp[k].fp, sum_fn[k] += vp[k].fn;
+            }
+            int br = best_of(vr, T), bi = best_of(vi, T), bp = best_of(pxf, T);
+            double *row = prow + (size_t)n * PROW;
             row[0] = vr[5], row[1] = vi[5];
             row[2] = br < 0 ? NAN : vr[br], row[3] = br < 0 ? NAN : thr[br];
             row[4] = bi < 0 ? NAN : vi[bi], row[5] = bi < 0 ? NAN : thr[bi];
+            row[6] = bp < 0 ? NAN : 1.0 - pxf[bp], row[7] = bp < 0 ? NAN : thr[bp];
             pname[n] = strdup(cli_basename(tp));
             if (!isnan(vr[0])) {
                 for (int k = 0; k < T; k++) curve_r[k] += vr[k], curve_i[k] += vi[k];
@@ -366,6 +386,7 @@ int cmd_eval(int argc, char **argv) {
     for (int k = 0; k < T; k++) {
         curve_r[k] = n_curve ? curve_r[k] / n_curve : NAN;
         curve_i[k] = n_curve ? curve_i[k] / n_curve : NAN;
+        curve_p[k] = n ? unet_pixel_f(sum_tp[k], sum_fp[k], sum_fn[k]) : NAN;
     }
     if (json) {
         fprintf(o, "\n], \"mean\": {\"images\": %d, \"pixel_error\": ", n);
@@ -388,7 +409,7 @@ int cmd_eval(int argc, char **argv) {
         json_num(o, mvi);
         if (prob) {
             fprintf(o, ", \"prob\": ");
-            json_prob(o, thr, curve_r, curve_i);
+            json_prob(o, thr, curve_r, curve_i, curve_p);
         }
         fprintf(o, "}, \"thinned\": %s, \"failed\": %d}\n", no_thin ? "false" : "true", failed);
     } else {
@@ -403,20 +424,22 @@ int cmd_eval(int argc, char **argv) {
         if (prob) {
             fprintf(o, "\nprobability maps (NAME_prob.tif), ISBI 2012 scores%s at thresholds "
                        "0.0, 0.1, ..., 1.0:\n", no_thin ? " (not thinned)" : " after thinning");
-            fprintf(o, "%-28s %10s %10s %17s %17s\n", "image", "V_rand@0.5", "V_info@0.5",
-                    "best V_rand (t)", "best V_info (t)");
+            fprintf(o, "%-28s %10s %10s %17s %17s %17s\n", "image", "V_rand@0.5", "V_info@0.5",
+                    "best V_rand (t)", "best V_info (t)", "pixel error (t)");
             for (int i = 0; i < n; i++) {
-                const double *row = prow + (size_t)i * 6;
-                fprintf(o, "%-28s %10.4f %10.4f %10.4f (%.1f) %10.4f (%.1f)\n",
+                const double *row = prow + (size_t)i * PROW;
+                fprintf(o, "%-28s %10.4f %10.4f %10.4f (%.1f) %10.4f (%.1f) %10.4f (%.1f)\n",
                         pname[i] ? pname[i] : "?", row[0], row[1], row[2], row[3], row[4],
-                        row[5]);
+                        row[5], row[6], row[7]);
             }
-            int br = best_of(curve_r, T), bi = best_of(curve_i, T);
-            fprintf(o, "%-28s %10.4f %10.4f %10.4f (%.1f) %10.4f (%.1f)\n", "mean", curve_r[5],
-                    curve_i[5], br < 0 ? NAN : curve_r[br], br < 0 ? NAN : thr[br],
-                    bi < 0 ? NAN : curve_i[bi], bi < 0 ? NAN : thr[bi]);
+            int br = best_of(curve_r, T), bi = best_of(curve_i, T), bp = best_of(curve_p, T);
+            fprintf(o, "%-28s %10.4f %10.4f %10.4f (%.1f) %10.4f (%.1f) %10.4f (%.1f)\n", "mean",
+                    curve_r[5], curve_i[5], br < 0 ? NAN : curve_r[br], br < 0 ? NAN : thr[br],
+                    bi < 0 ? NAN : curve_i[bi], bi < 0 ? NAN : thr[bi],
+                    bp < 0 ? NAN : 1.0 - curve_p[bp], bp < 0 ? NAN : thr[bp]);
             fprintf(o, "(mean: the best threshold of the mean over images, as the challenge "
-                       "ranked a stack; errors are 1 - V)\n");
+                       "ranked a stack; errors are 1 - V; pixel error: the challenge's, 1 - the "
+                       "best F-score of pixel similarity, the images' pixels counted together)\n");
         }
     }
     for (int i = 0; prob && i < truth.count; i++) free(pname[i]);
