@@ -1304,12 +1304,13 @@ TEST(predict_cache_within_the_budget) {
     snprintf(budget, sizeof budget, "%.0fK", (need - cache / 2) / 1024);
     const char *modes[3] = {"auto", "on", "off"};
     for (int k = 0; k < 3; k++) {
-        tmp_path(outd[k], sizeof outd[k], k == 0 ? "cache_auto" : k == 1 ? "cache_on" : "cache_off");
+        const char *dirs[3] = {"cache_auto", "cache_on", "cache_off"};
+        tmp_path(outd[k], sizeof outd[k], dirs[k]);
         predict_args(&c, model, img, outd[k]);
         arg(&c, "--max-memory");
-        arg(&c, budget);
+        arg(&c, "%s", budget);
         arg(&c, "--cache");
-        arg(&c, modes[k]);
+        arg(&c, "%s", modes[k]);
         CHECK_RUN(run(&c, 0), k == 1 ? 1 : 0);
         if (k == 0) CHECK_STR_CONTAINS(last_err, "inference cache of transformed weights does not "
                                                  "fit the budget");
