@@ -200,6 +200,16 @@ void unet__winograd_weights(float *u, const float *w, const struct unet__conv2d_
     weights_all(k, &a, u, w, false);
 }
 
+/* The outputs of output-channel panel cp for the block's nt tiles from t0, right after the
+ * products that wrote its rows of M: those 36 x MR x nt sums are then still in the cache (read
+ * after all panels' products they came from memory, the output pass's main cost). */
+static void output_panel(const struct unet__wino_kernels *W, float *y, const float *M,
+                         const struct wino_args *a, size_t t0, int nt, int cp) {
+    const int groups = nt / LANES, co_end = (cp + 1) * MR < a->d->C_out ? (cp + 1) * MR
+                                                                        : a->d->C_out;
+    for (int q = cp * MR * groups; q < co_end * groups; q++) W->output(y, M, a, t0, nt, q);
+}
+
 /* Tiles in the block starting at t0 (a multiple of LANES: missing tiles are zero). */
 static int block_tiles(const struct wino_plan *p, size_t t0, int tb) {
     size_t left = (p->tiles - t0 + LANES - 1) / LANES * LANES;
@@ -261,9 +271,10 @@ static void winograd_forward(float *y, const float *x, const float *x2, int c_sp
                 const size_t t0 = b * (size_t)a.p.tb_own;
                 const int nt = block_tiles(&a.p, t0, a.p.tb_own), groups = nt / LANES;
                 for (int q = 0; q < kw * groups; q++) W->input(Vme, x, &a, t0, nt, q);
-                for (int cp = 0; cp < panels_co; cp++)
+                for (int cp = 0; cp < panels_co; cp++) {
                     products(K, &a, U + cp * u_panel, (size_t)kw * MR, 0, kw, Vme, Mme, cp, nt);
-                for (int q = 0; q < d->C_out * groups; q++) W->output(y, Mme, &a, t0, nt, q);
+                    output_panel(W, y, Mme, &a, t0, nt, cp);
+                }
             }
         } else {
             float *M = V + (size_t)36 * kw * a.p.tb;
@@ -276,15 +287,14 @@ static void winograd_forward(float *y, const float *x, const float *x2, int c_sp
                     if (!keep) {
                         float *Uc = Ubuf + (size_t)me * 36 * kc_chunk / K->pack * MR;
                         chunked_products(K, &a, Uc, w, flip, V, M, cp, nt);
-                        continue;
+                    } else {
+                        if (!cached && t0 == 0)
+                            for (int ci0 = 0; ci0 < C_in; ci0 += WCI)
+                                W->weights(Ubuf + cp * u_panel, w, flip, &a, cp, ci0, kw, 0);
+                        products(K, &a, U + cp * u_panel, (size_t)kw * MR, 0, kw, V, M, cp, nt);
                     }
-                    if (!cached && t0 == 0)
-                        for (int ci0 = 0; ci0 < C_in; ci0 += WCI)
-                            W->weights(Ubuf + cp * u_panel, w, flip, &a, cp, ci0, kw, 0);
-                    products(K, &a, U + cp * u_panel, (size_t)kw * MR, 0, kw, V, M, cp, nt);
+                    output_panel(W, y, M, &a, t0, nt, cp);
                 }
-#pragma omp for schedule(dynamic, 8)
-                for (int q = 0; q < d->C_out * groups; q++) W->output(y, M, &a, t0, nt, q);
             }
         }
     }
