@@ -166,6 +166,13 @@ TEST(winograd_vs_ref) {
         check_case(&k, s ? "C_in=40 19x25 C_out=24 pad=1" : "C_in=40 16x20 C_out=24 pad=1");
         wcase_free(&k);
     }
+    /* 220 tiles at the default budget: the weight gradient in blocks of its tile floor (128)
+     * and a partial last one. */
+    struct wcase k = {.d = {.N = 2, .C_in = 40, .H_in = 37, .W_in = 41, .C_out = 24, .K_h = 3,
+                            .K_w = 3, .stride_h = 1, .stride_w = 1, .pad_h = 1, .pad_w = 1}};
+    wcase_setup(&k, &rng);
+    check_case(&k, "N=2 C_in=40 37x41 C_out=24 pad=1 (two weight-gradient tile blocks)");
+    wcase_free(&k);
 }
 
 /* Every output is computed by one thread in one fixed order: the same bits for 1 and 2 threads,
@@ -453,7 +460,7 @@ TEST(winograd_bf16_vs_ref) {
     const int shapes[][5] = {/* C_in, C_out, H, W, pad */
                              {16, 16, 9, 13, 1},  {17, 21, 7, 66, 1},  {33, 40, 19, 25, 0},
                              {40, 23, 16, 20, 2}, {1, 16, 11, 9, 1},   {64, 48, 12, 70, 1},
-                             {129, 32, 6, 9, 1}};
+                             {129, 32, 6, 9, 1},   {24, 16, 37, 41, 1}};
     double worst_y = 0.0;
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         for (int small = 0; small < 2; small++) {

@@ -62,10 +62,18 @@ static size_t vm_budget = VM_BUDGET_DEFAULT;
 static size_t u_keep = U_KEEP_DEFAULT;
 static int    kc_chunk = KC_DEFAULT;
 
+/* Tiles per block of the weight gradient at least (wgrad_plan_of): its products reduce over
+ * the block's tiles, and below ~64 words of them each micro-kernel call spends more on loading
+ * and storing its sums than on products (the deep layers, whose budgeted blocks were 16-32
+ * tiles: 8-16 bf16 words). */
+#define WGRAD_MIN_TILES_DEFAULT 128
+static int wgrad_min_tiles = WGRAD_MIN_TILES_DEFAULT;
+
 void unet__winograd_set_budget(size_t floats) {
     vm_budget = floats ? floats : VM_BUDGET_DEFAULT;
     u_keep = floats ? floats : U_KEEP_DEFAULT;
     kc_chunk = floats ? 16 : KC_DEFAULT;
+    wgrad_min_tiles = floats ? LANES : WGRAD_MIN_TILES_DEFAULT;
 }
 
 /* Below 16 output channels the per-channel transforms cost more than the 4x cheaper products
@@ -319,7 +327,9 @@ void unet__conv2d_winograd_cat(float *y, const float *a, const float *b, int c_a
  *     dw = G^T [ sum_t (A dy_t A^T) ⊙ (B^T d_t B) ] G
  * i.e. 36 products M[k] (C_out x C_in) = Dt[k] Xt[k]^T reducing over the tiles, then one 6x6 ->
  * 3x3 transform per (output, input channel) pair.  Output channels are blocked so that M
- * (36 x cob x ci16) stays under the budget; each block reads all tile blocks, accumulating M
+ * (36 x cob x ci16) stays under the budget, and tiles so that Xt and Dt do too, but in blocks
+ * of at least wgrad_min_tiles (the scratch grows with that floor: 37 MB for 1024 input channels
+ * at batch 4, against 19 MB without it); each block reads all tile blocks, accumulating M
  * (one thread per micro-tile of M, in tile order), then adds G^T M G into dw. */
 struct wgrad_plan {
     int cob, cobp;      /* output channels per block, a multiple of MR (or all); rounded up */
@@ -335,7 +345,7 @@ static struct wgrad_plan wgrad_plan_of(const struct unet__conv2d_dims *d,
     w.cob = cob >= (size_t)d->C_out ? d->C_out : (int)cob;
     w.cobp = round_up(w.cob, MR);
     size_t tb = vm_budget / (36 * (ci16 + (size_t)w.cobp));
-    tb = tb < LANES ? LANES : tb / LANES * LANES;
+    tb = tb < (size_t)wgrad_min_tiles ? (size_t)wgrad_min_tiles : tb / LANES * LANES;
     size_t all = (p->tiles + LANES - 1) / LANES * LANES;
     w.tb = (int)(tb < all ? tb : all);
     return w;

@@ -165,15 +165,16 @@ static ALWAYS_INLINE void weights_group(word *U, const float *w, bool flip,
     const int nci = C_in - ci0 < WCI ? C_in - ci0 : WCI;
     float g[9][WL], u[36][WL];
     if (nci < WCI || (cp + 1) * MR > C_out) memset(g, 0, sizeof g);
-    for (int r = 0; r < MR && cp * MR + r < C_out; r++) {
-        const int co = cp * MR + r;
-        if (flip) {
-            for (int i = 0; i < nci; i++) {
-                const float *src = w + ((size_t)(ci0 + i) * C_out + co) * 9;
-                for (int k = 0; k < 9; k++) g[k][i * MR + r] = src[8 - k];
-            }
-        } else {
-            const float *src = w + ((size_t)co * C_in + ci0) * 9;
+    const int nco = C_out - cp * MR < MR ? C_out - cp * MR : MR;
+    if (flip) { /* input channel by input channel: each one's nco kernels are one run of w */
+        for (int i = 0; i < nci; i++) {
+            const float *src = w + ((size_t)(ci0 + i) * C_out + (size_t)cp * MR) * 9;
+            for (int r = 0; r < nco; r++)
+                for (int k = 0; k < 9; k++) g[k][i * MR + r] = src[r * 9 + 8 - k];
+        }
+    } else {
+        for (int r = 0; r < nco; r++) {
+            const float *src = w + ((size_t)(cp * MR + r) * C_in + ci0) * 9;
             for (int i = 0; i < nci; i++)
                 for (int k = 0; k < 9; k++) g[k][i * MR + r] = src[i * 9 + k];
         }
