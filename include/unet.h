@@ -1152,25 +1152,27 @@ unet_status unet_mask_to_target(unet_ctx *ctx, const unet_image *mask, const une
 
 /* The default recipe's choice from the masks (docs/training.md, "The default recipe"), for a
  * run whose caller chose neither the loss nor the separation of cells (nor a recipe), as
- * `unet train` and unet.train make it: *separate = 1 when classes is 2 and one of the masks
- * labels each cell with its own id (two or more different non-zero values in one mask, as the
- * Cell Tracking Challenge's masks do: unet_mask_labels' flag).  Such a run separates touching
- * cells and trains with the border-weighted cross entropy (unet_target_opts .separate_cells
- * and .weights, UNET_LOSS_WCE); UNET_PLAN_SEPARATE_NOTE is the note its caller shows (the
- * library prints nothing).  Else *separate = 0: binary masks (one non-zero value, 0/1 or
- * 0/255) and, with classes != 2, any masks (class masks, whose values are class ids: none is
- * read).  With classes 2 a mask of the values 0, 1, 2 cannot be told from two cells labelled
- * 1 and 2, and gives 1.  The masks are read in order until one labels cells; a mask that is
- * not one channel or holds a value that is not an integer 0..2^31-1 counts as not labelling
- * cells, and so does (_files: page 0 of each) a file that cannot be read: the loading that
- * follows names the problem.  UNET_STATUS_ARG: NULL separate, NULL masks or paths with n > 0,
- * n < 0; UNET_STATUS_NOMEM. */
+ * `unet train` and unet.train make it: *separate = 1 when classes is 2, the masks label each
+ * cell with its own id (two or more different non-zero values in one mask, as the Cell
+ * Tracking Challenge's masks do: unet_mask_labels' flag) and at least 2 in 5 of those cells,
+ * counted over all the masks, touch another cell (an 8-neighbour pixel holding another
+ * non-zero id).  Such a run separates touching cells and trains with the border-weighted cross
+ * entropy (unet_target_opts .separate_cells and .weights, UNET_LOSS_WCE); UNET_PLAN_SEPARATE_NOTE
+ * is the note its caller shows (the library prints nothing).  Else *separate = 0: cells that
+ * mostly stand apart (fluorescent nuclei), binary masks (one non-zero value, 0/1 or 0/255)
+ * and, with classes != 2, any masks (class masks, whose values are class ids: none is read).
+ * With classes 2 a mask of the values 0, 1, 2 cannot be told from two cells labelled 1 and 2,
+ * and counts as two cells.  A mask that is not one channel or holds a value that is not an
+ * integer 0..2^31-1 counts as labelling no cells, and so does (_files: page 0 of each) a file
+ * that cannot be read: the loading that follows names the problem.  UNET_STATUS_ARG: NULL
+ * separate, NULL masks or paths with n > 0, n < 0; UNET_STATUS_NOMEM. */
 unet_status unet_plan_from_masks(unet_ctx *ctx, const unet_image *masks, int n, int classes,
                                  int *separate);
 unet_status unet_plan_from_mask_files(unet_ctx *ctx, const char *const *paths, int n,
                                       int classes, int *separate);
 #define UNET_PLAN_SEPARATE_NOTE                                                                \
-    "the masks label each cell with its own id: training with --separate-cells --loss wce "    \
+    "the masks label each cell with its own id and many cells touch: training with "          \
+    "--separate-cells --loss wce "                                                             \
     "(--loss ce+dice or --recipe seed: without)"
 
 /* An image (as stored, c = the set's channels) and its mask (1 channel, the same size) into ds

@@ -2856,8 +2856,8 @@ TEST(default_recipe_from_masks) {
     struct cmd c;
     train_on(&c, dir, 1);
     CHECK_RUN(run(&c, 0), 0);
-    CHECK_STR_CONTAINS(last_err, "the masks label each cell with its own id: training with "
-                                 "--separate-cells --loss wce");
+    CHECK_STR_CONTAINS(last_err, "the masks label each cell with its own id and many cells "
+                                 "touch: training with --separate-cells --loss wce");
     char *text = read_text(rj);
     CHECK_STR_CONTAINS(text, "\"loss\":\t\"wce\"");
     free(text);

@@ -503,6 +503,37 @@ TEST(default_recipe_plans_from_masks) {
     m[1].c = 1;
     CHECK_STATUS(unet_plan_from_masks(ctx, m, 0, 2, &sep), UNET_STATUS_OK);
     CHECK_EQ(sep, 0);
+    /* Cells that stand apart: five cells, two of them touching (2 in 5) separate; one more
+     * cell apart (2 in 6), or the two moved one pixel apart, does not; diagonal neighbours
+     * touch; the count is over all the masks. */
+    unet_image apart;
+    CHECK_STATUS(unet_image_alloc(NULL, &apart, W, H, 1, UNET_DTYPE_U16), UNET_STATUS_OK);
+    uint16_t *a = apart.data;
+    memset(a, 0, sizeof(uint16_t) * H * W);
+    a[0] = a[1] = 11, a[2] = 12;                          /* 11 and 12 touch */
+    a[4] = 13, a[6] = 14, a[8 * W] = 15;                  /* alone */
+    CHECK_STATUS(unet_plan_from_masks(ctx, &apart, 1, 2, &sep), UNET_STATUS_OK);
+    CHECK_EQ(sep, 1);
+    a[9 * W + 11] = 16;
+    CHECK_STATUS(unet_plan_from_masks(ctx, &apart, 1, 2, &sep), UNET_STATUS_OK);
+    CHECK_EQ(sep, 0);
+    a[2] = 0, a[W + 2] = 12;                              /* diagonal: still touching */
+    CHECK_STATUS(unet_plan_from_masks(ctx, &apart, 1, 2, &sep), UNET_STATUS_OK);
+    CHECK_EQ(sep, 0);
+    a[9 * W + 11] = 0;
+    CHECK_STATUS(unet_plan_from_masks(ctx, &apart, 1, 2, &sep), UNET_STATUS_OK);
+    CHECK_EQ(sep, 1);
+    a[W + 2] = 0, a[2 * W + 2] = 12;                      /* one pixel apart */
+    CHECK_STATUS(unet_plan_from_masks(ctx, &apart, 1, 2, &sep), UNET_STATUS_OK);
+    CHECK_EQ(sep, 0);
+    unet_image pair[2] = {apart, m[1]};                   /* 0 + 2 touching of 5 + 2 cells */
+    CHECK_STATUS(unet_plan_from_masks(ctx, pair, 2, 2, &sep), UNET_STATUS_OK);
+    CHECK_EQ(sep, 0);
+    pair[0].w = 5;                                        /* row 0 only: 11, 11, 0, 0, 13 */
+    pair[0].h = 1;
+    CHECK_STATUS(unet_plan_from_masks(ctx, pair, 2, 2, &sep), UNET_STATUS_OK);
+    CHECK_EQ(sep, 1);                                     /* 2 touching of 2 + 2 cells */
+    unet_image_free(&apart);
     CHECK_STATUS(unet_plan_from_masks(ctx, m, 1, 2, NULL), UNET_STATUS_ARG);
     CHECK_STATUS(unet_plan_from_masks(ctx, NULL, 1, 2, &sep), UNET_STATUS_ARG);
     /* Files: page 0 of each, in order; a missing file counts as no cells. */

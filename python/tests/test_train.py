@@ -98,8 +98,8 @@ def test_instance_masks_plan_the_recipe_as_cli(unet_mod, instance_masks, tmp_pat
     folder, inst = instance_masks
     images, _ = _arrays(unet_mod)
     note = unet_mod._core.PLAN_SEPARATE_NOTE
-    assert note.startswith("the masks label each cell with its own id: training with "
-                           "--separate-cells --loss wce")
+    assert note.startswith("the masks label each cell with its own id and many cells touch: "
+                           "training with --separate-cells --loss wce")
     runs = {}
     for key, extra in (("planned", []), ("ce+dice", ["--loss", "ce+dice"])):
         d = tmp_path / ("cli-" + key)

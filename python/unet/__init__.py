@@ -551,8 +551,8 @@ def _train_layout(core, channel_axis, channels, resume):
 
 def _plan_from_masks(masks, classes):
     """The default recipe's choice from the masks (unet_plan_from_masks, the rule unet train
-    applies; docs/training.md "The default recipe"): True when classes is 2 and a mask labels
-    each cell with its own id.  masks: a folder or file (page 0 of each mask file), or a list of
+    applies; docs/training.md "The default recipe"): True when classes is 2, the masks label
+    each cell with its own id and at least 2 in 5 of the cells touch another.  masks: a folder or file (page 0 of each mask file), or a list of
     arrays; a mask the loading will refuse counts as not labelling cells (the loading names
     the problem)."""
     if _is_path(masks):
@@ -666,7 +666,7 @@ def train(images, masks, out=None, *, val_images=None, val_masks=None, callback=
     no_augment -> augment="none", no_guard -> guard=False); None keeps unet train's default.
     With neither recipe, loss nor separate_cells, classes=2 and masks that label each cell with
     its own id (two or more different non-zero values in one mask, as the Cell Tracking
-    Challenge's masks do), the run separates touching cells and trains with loss="wce", with
+    Challenge's masks do) and at least 2 in 5 of the cells touch another, the run separates touching cells and trains with loss="wce", with
     a warning, as unet train does (docs/training.md, "The default recipe"); loss="ce+dice" or
     recipe="seed" trains without.
     Returns the trained model (the moving average's weights when ema is on); its .training is
