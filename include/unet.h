@@ -1175,6 +1175,31 @@ unet_status unet_plan_from_mask_files(unet_ctx *ctx, const char *const *paths, i
     "--separate-cells --loss wce "                                                             \
     "(--loss ce+dice or --recipe seed: without)"
 
+/* The default recipe's sizes and length (docs/training.md, "The default recipe"): what the
+ * caller left 0, planned from the time budget and the training images.  A time budget
+ * (minutes > 0) plans the run that docs/results.md measured for short budgets on 2 cores:
+ *   base   16 (else 64: the seed's Pytorch-UNet width);
+ *   batch  2 (else 4);
+ *   steps  with neither steps nor epochs: UNET_MAX_STEPS, so the budget alone ends the run
+ *          (epochs 1); else epochs 10 when 0;
+ *   tile   (train not NULL and depth > 0, for a U-Net with same-padded convolutions) the largest
+ *          image side rounded up to a multiple of 2^depth, at most 256: images smaller than
+ *          the default tile are not padded out to it.  depth 0 leaves the tile 0 (the
+ *          trainer's default: 256, 316 for the paper's valid U-Net).
+ * Given values are kept, so a second call (with the images, for the tile) plans only what is
+ * still 0.  planned (the caller's 0 at first) gains a bit per field planned:
+ * UNET_PLANNED_BASE, _BATCH, _STEPS (steps or epochs), _TILE.  Other values (negative ones)
+ * are kept for the trainer and the model to refuse by name.  UNET_STATUS_ARG: NULL p. */
+typedef struct unet_plan {
+    int    base, batch, tile, epochs;
+    long   steps;
+    int    depth;     /* the U-Net's pooling steps (in); 0: no tile is planned */
+    double minutes;   /* the time budget (in); 0: none */
+    int    planned;   /* in/out: UNET_PLANNED_* bits */
+} unet_plan;
+enum { UNET_PLANNED_BASE = 1, UNET_PLANNED_BATCH = 2, UNET_PLANNED_STEPS = 4, UNET_PLANNED_TILE = 8 };
+unet_status unet_plan_run(unet_ctx *ctx, const unet_dataset *train, unet_plan *p);
+
 /* An image (as stored, c = the set's channels) and its mask (1 channel, the same size) into ds
  * as unet train adds them: the image normalised by unet_image_to_float (norm), the mask made
  * a target (and weight map) by unet_mask_to_target (o); then unet_dataset_add (name: NULL is

@@ -197,6 +197,32 @@ unet_status unet_plan_from_mask_files(unet_ctx *ctx, const char *const *paths, i
     return s;
 }
 
+unet_status unet_plan_run(unet_ctx *ctx, const unet_dataset *train, unet_plan *p) {
+    if (!p) return unet__fail(ctx, UNET_STATUS_ARG, "plan_run: NULL plan");
+    const bool budget = p->minutes > 0;
+    if (!p->base) p->base = budget ? 16 : 64, p->planned |= UNET_PLANNED_BASE;
+    if (!p->batch) p->batch = budget ? 2 : 4, p->planned |= UNET_PLANNED_BATCH;
+    if (!p->steps && !p->epochs) {
+        p->planned |= UNET_PLANNED_STEPS;
+        if (budget) p->steps = UNET_MAX_STEPS, p->epochs = 1;
+    }
+    if (!p->epochs) p->epochs = 10;
+    const int n = train ? unet_dataset_count(train) : 0;
+    if (!p->tile && p->depth > 0 && p->depth <= 16 && n > 0) {
+        const int m = 1 << p->depth;
+        int side = 0;
+        for (int i = 0; i < n; i++) {
+            int h = 0, w = 0;
+            unet_dataset_get(train, i, NULL, NULL, NULL, &h, &w, NULL);
+            side = h > side ? h : side, side = w > side ? w : side;
+        }
+        side = (side + m - 1) / m * m;
+        p->tile = side < 256 ? side : 256;
+        p->planned |= UNET_PLANNED_TILE;
+    }
+    return UNET_STATUS_OK;
+}
+
 /* ---- images with their masks ---- */
 
 /* Training data must be finite: the first NaN or Inf of a float image (c, h, w) as `bad`,
