@@ -87,6 +87,8 @@ struct unet__node {
     float   *save_mean, *save_rstd;     /* bn, training */
     uint8_t *mask;                      /* pool argmax or dropout mask, training */
     struct unet__fusion fuse;           /* inference plans: what runs inside what */
+    float              *scratch;        /* inference plans: a conv or transposed conv's scratch,
+                                         * in the arena for the node's step (NULL: m->scratch) */
 };
 
 struct unet__value {
