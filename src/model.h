@@ -89,6 +89,10 @@ struct unet__node {
     struct unet__fusion fuse;           /* inference plans: what runs inside what */
     float              *scratch;        /* inference plans: a conv or transposed conv's scratch,
                                          * in the arena for the node's step (NULL: m->scratch) */
+    float              *wino_u;         /* inference plans: room in the arena, free during the
+                                         * node's step, for a Winograd convolution's transformed
+                                         * weights when the cache has none (NULL: no room) */
+    size_t              wino_u_floats;
 };
 
 struct unet__value {

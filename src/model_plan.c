@@ -211,28 +211,59 @@ static int cmp_interval_size(const void *a, const void *b) {
     return x->id - y->id;
 }
 
-/* Greedy by size (largest first), each at the lowest offset that does not overlap, in memory,
- * any already placed interval that overlaps it in time.  Returns the total floats. */
+/* The lowest offset for iv[i] that does not overlap, in memory, any of iv[0..i) that overlaps
+ * it in time. */
+static size_t lowest_fit(const struct interval *iv, int i) {
+    size_t off = 0;
+    bool moved = true;
+    while (moved) {
+        moved = false;
+        for (int j = 0; j < i; j++) {
+            if (iv[j].end < iv[i].start || iv[i].end < iv[j].start) continue;
+            if (off < iv[j].offset + iv[j].size && iv[j].offset < off + iv[i].size) {
+                off = iv[j].offset + iv[j].size;
+                moved = true;
+            }
+        }
+    }
+    return off;
+}
+
+/* Greedy by size (largest first), each at its lowest fit.  Returns the total floats. */
 static size_t place_intervals(struct interval *iv, int n) {
     qsort(iv, (size_t)n, sizeof *iv, cmp_interval_size);
     size_t total = 0;
     for (int i = 0; i < n; i++) {
-        size_t off = 0;
-        bool moved = true;
-        while (moved) {
-            moved = false;
-            for (int j = 0; j < i; j++) {
-                if (iv[j].end < iv[i].start || iv[i].end < iv[j].start) continue;
-                if (off < iv[j].offset + iv[j].size && iv[j].offset < off + iv[i].size) {
-                    off = iv[j].offset + iv[j].size;
-                    moved = true;
-                }
-            }
-        }
-        iv[i].offset = off;
-        if (off + iv[i].size > total) total = off + iv[i].size;
+        iv[i].offset = lowest_fit(iv, i);
+        if (iv[i].offset + iv[i].size > total) total = iv[i].offset + iv[i].size;
     }
     return total;
+}
+
+/* Inference: room for the transformed weights of each Winograd convolution during its step
+ * (ids 4 NV + node after iv[0..k)), where it fits within the total the activations already
+ * take: the arena does not grow for them.  A first forward (predict of one image) then
+ * transforms each convolution's weights once into it, as the inference cache does, instead of
+ * once per tile block for the large layers (the cache makes its entries only at the second
+ * use: model_cache.c).  Largest first; the size for float32 words, the largest row.  Returns
+ * the new count. */
+static int place_weight_room(const unet_model *m, struct interval *iv, int k, size_t total) {
+    const struct unet__kernels *f32 = unet__kernels_pick(UNET__PRECISION_F32);
+    const int first = k;
+    for (int i = 0; f32 && i < m->n_nodes; i++) {
+        const struct unet__node *nd = &m->nodes[i];
+        if (nd->op != UNET__NODE_CONV || !unet__conv2d_fusable(&nd->d.conv)) continue;
+        iv[k++] = (struct interval){.size = unet__round16(unet__winograd_weights_floats(&nd->d.conv, f32)),
+                                    .start = i, .end = i, .id = 4 * m->n_values + i};
+    }
+    qsort(iv + first, (size_t)(k - first), sizeof *iv, cmp_interval_size);
+    int n = first;
+    for (int i = first; i < k; i++) {
+        iv[n] = iv[i];
+        iv[n].offset = lowest_fit(iv, n);
+        if (iv[n].offset + iv[n].size <= total) n++;
+    }
+    return n;
 }
 
 /* Fills last_use of every value (the last node reading it; NN for the output). */
@@ -397,12 +428,13 @@ static int lifetimes(const unet_model *m, const struct unet__node *nodes,
 static unet_status plan(unet_ctx *ctx, unet_model *m, int n, bool training) {
     const int NV = m->n_values, NN = m->n_nodes;
     unet_status s = UNET_STATUS_OK;
-    struct interval *iv = calloc((size_t)NV * 3 + (size_t)NN + 1, sizeof *iv);
+    struct interval *iv = calloc((size_t)NV * 3 + 2 * (size_t)NN + 1, sizeof *iv);
     if (!iv) return unet__fail(ctx, UNET_STATUS_NOMEM, "plan: out of memory");
     compute_last_use(m, m->nodes, m->values);
     plan_fusion(m, m->nodes, m->values, training);
     int k = lifetimes(m, m->nodes, m->values, n, training, true, iv);
     size_t values_floats = place_intervals(iv, k);
+    if (!training) k = place_weight_room(m, iv, k, values_floats);
 
     /* Inference: the scale and shift of the batch-norm being folded. */
     size_t fold_floats = 0;
@@ -434,11 +466,17 @@ static unet_status plan(unet_ctx *ctx, unet_model *m, int n, bool training) {
             m->values[v].data_fw = m->values[v].data_bw = NULL;
             m->values[v].bw_ready = false;
         }
-        for (int i = 0; i < NN; i++) m->nodes[i].scratch = NULL;
+        for (int i = 0; i < NN; i++) {
+            m->nodes[i].scratch = m->nodes[i].wino_u = NULL;
+            m->nodes[i].wino_u_floats = 0;
+        }
         for (int i = 0; i < k; i++) {
             int v = iv[i].id;
             float *p = base ? base + iv[i].offset : NULL;
-            if (v >= 3 * NV) m->nodes[v - 3 * NV].scratch = p;
+            if (v >= 4 * NV) {
+                m->nodes[v - 4 * NV].wino_u = p;
+                m->nodes[v - 4 * NV].wino_u_floats = iv[i].size;
+            } else if (v >= 3 * NV) m->nodes[v - 3 * NV].scratch = p;
             else if (v < NV) m->values[v].data = p;
             else if (v < 2 * NV) m->values[v - NV].grad = p;
             else m->values[v - 2 * NV].data_bw = p;

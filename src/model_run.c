@@ -54,7 +54,13 @@ static struct unet__conv_how how_of(unet_model *m, int i) {
  * from the inference cache, remade whenever the weights change. */
 static void conv_forward(unet_model *m, int i) {
     const struct unet__node    *c = &m->nodes[i];
-    const struct unet__conv_how how = how_of(m, i);
+    struct unet__conv_how       how = how_of(m, i);
+    /* No cache entry (yet): the weights transformed once into the plan's room for them. */
+    if (!how.wino_u && c->wino_u && !m->training_mode &&
+        unet__winograd_weights_floats(&c->d.conv, how.k) <= c->wino_u_floats) {
+        unet__winograd_weights(c->wino_u, P(m, c->w), &c->d.conv, how.k);
+        how.wino_u = c->wino_u;
+    }
     struct unet__conv_epilogue  ep = {.shift = P(m, c->b)};
     float                      *y = m->values[c->out].data;
     if (c->fuse.bn >= 0) {

@@ -339,6 +339,61 @@ static void whole_gradcheck(unet_config c, const char *label, int H, int W) {
 
 /* The composition: backward order, fused ReLUs, gradient zeroing and memory reuse over the whole
  * network, every parameter tensor (the exact values are checked against PyTorch above). */
+/* An inference plan gives Winograd convolutions room in the arena, free during their step, for
+ * their transformed weights (model_plan.c place_weight_room): a forward without cache entries
+ * (the first, or any with the cache off) transforms each convolution's weights once into it.
+ * The logits are those of the transform in the call, bit for bit, and the arena is no larger
+ * than the plan without the room. */
+TEST(weight_room_in_the_arena) {
+    enum { S = 160 };
+    unet_ctx *ctx = unet_ctx_create();
+    unet_config c = unet_config_default(UNET_ARCH_UNET);
+    c.base = 16, c.depth = 2;
+    unet_model *m = NULL;
+    CHECK_STATUS(unet_model_create(ctx, &c, 3, &m), UNET_STATUS_OK);
+    if (!m) goto done;
+    unet_model_set_cache(m, 0);
+    /* A small Winograd budget: the layers of this small network then keep no weights in the
+     * call and transform them per tile block and chunk, as the large layers of a full size
+     * network do. */
+    unet__winograd_set_budget(36 * 40 * 16);
+    CHECK_STATUS(unet_model_prepare(ctx, m, 1, S, S, 0), UNET_STATUS_OK);
+    int rooms = 0, winograd = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const struct unet__node *nd = &m->nodes[i];
+        winograd += nd->op == UNET__NODE_CONV && unet__conv2d_fusable(&nd->d.conv);
+        if (!nd->wino_u) continue;
+        rooms++;
+        CHECK(nd->wino_u_floats >= unet__winograd_weights_floats(&nd->d.conv, unet__kernels_for(m->precision)));
+        CHECK((const unsigned char *)(nd->wino_u + nd->wino_u_floats) <= m->act.base + m->act.size);
+    }
+    printf("       %d of %d Winograd convolutions with room for their transformed weights, arena "
+           "%.2f MiB\n", rooms, winograd, (double)m->act.size / (1 << 20));
+    CHECK(rooms > 0 && rooms == winograd); /* this size leaves room for every one */
+    float *x = test_alloc(S * S), *y1 = test_alloc(2 * S * S), *y2 = test_alloc(2 * S * S);
+    struct unet__rng rng;
+    unet__rng_seed(&rng, 4);
+    fill_uniform(&rng, x, S * S, 0, 1);
+    CHECK_STATUS(unet_model_forward(ctx, m, x, 1, S, S, y1), UNET_STATUS_OK);
+    for (int i = 0; i < m->n_nodes; i++) m->nodes[i].wino_u = NULL;
+    /* The cache's transform (its entries made at the second forward) is the same, and so are
+     * the logits, bit for bit. */
+    unet_model_set_cache(m, 1);
+    for (int k = 0; k < 2; k++)
+        CHECK_STATUS(unet_model_forward(ctx, m, x, 1, S, S, y2), UNET_STATUS_OK);
+    CHECK(unet__wcache_bytes(m) > 0);
+    CHECK(memcmp(y1, y2, sizeof *y1 * 2 * S * S) == 0);
+    /* Transformed per tile block and chunk in the call: the same sums in another grouping. */
+    unet_model_set_cache(m, 0);
+    CHECK_STATUS(unet_model_forward(ctx, m, x, 1, S, S, y2), UNET_STATUS_OK);
+    CHECK_TENSOR("room vs in the call", y1, y2, 2 * S * S, 1e-5, 1e-4);
+    free(x), free(y1), free(y2);
+done:
+    unet__winograd_set_budget(0);
+    unet_model_free(m);
+    unet_ctx_free(ctx);
+}
+
 TEST(whole_unet_gradcheck) {
     unet_config c = unet_config_default(UNET_ARCH_UNET);
     c.base = 2, c.depth = 2, c.conv_bias = 1;
@@ -645,6 +700,7 @@ int main(void) {
     RUN(unet_bilinear_matches_pytorch);
     RUN(whole_unet_gradcheck);
     RUN(inference_plan_reuses_memory);
+    RUN(weight_room_in_the_arena);
     RUN(checkpoint_round_trip);
     RUN(bad_checkpoints);
     RUN(bad_targets_are_errors);
