@@ -1152,26 +1152,53 @@ unet_status unet_mask_to_target(unet_ctx *ctx, const unet_image *mask, const une
 
 /* The default recipe's choice from the masks (docs/training.md, "The default recipe"), for a
  * run whose caller chose neither the loss nor the separation of cells (nor a recipe), as
- * `unet train` and unet.train make it: *separate = 1 when classes is 2 and one of the masks
- * labels each cell with its own id (two or more different non-zero values in one mask, as the
- * Cell Tracking Challenge's masks do: unet_mask_labels' flag).  Such a run separates touching
- * cells and trains with the border-weighted cross entropy (unet_target_opts .separate_cells
- * and .weights, UNET_LOSS_WCE); UNET_PLAN_SEPARATE_NOTE is the note its caller shows (the
- * library prints nothing).  Else *separate = 0: binary masks (one non-zero value, 0/1 or
- * 0/255) and, with classes != 2, any masks (class masks, whose values are class ids: none is
- * read).  With classes 2 a mask of the values 0, 1, 2 cannot be told from two cells labelled
- * 1 and 2, and gives 1.  The masks are read in order until one labels cells; a mask that is
- * not one channel or holds a value that is not an integer 0..2^31-1 counts as not labelling
- * cells, and so does (_files: page 0 of each) a file that cannot be read: the loading that
- * follows names the problem.  UNET_STATUS_ARG: NULL separate, NULL masks or paths with n > 0,
- * n < 0; UNET_STATUS_NOMEM. */
+ * `unet train` and unet.train make it: *separate = 1 when classes is 2, the masks label each
+ * cell with its own id (two or more different non-zero values in one mask, as the Cell
+ * Tracking Challenge's masks do: unet_mask_labels' flag) and at least 2 in 5 of those cells,
+ * counted over all the masks, touch another cell (an 8-neighbour pixel holding another
+ * non-zero id).  Such a run separates touching cells and trains with the border-weighted cross
+ * entropy (unet_target_opts .separate_cells and .weights, UNET_LOSS_WCE); UNET_PLAN_SEPARATE_NOTE
+ * is the note its caller shows (the library prints nothing).  Else *separate = 0: cells that
+ * mostly stand apart (fluorescent nuclei), binary masks (one non-zero value, 0/1 or 0/255)
+ * and, with classes != 2, any masks (class masks, whose values are class ids: none is read).
+ * With classes 2 a mask of the values 0, 1, 2 cannot be told from two cells labelled 1 and 2,
+ * and counts as two cells.  A mask that is not one channel or holds a value that is not an
+ * integer 0..2^31-1 counts as labelling no cells, and so does (_files: page 0 of each) a file
+ * that cannot be read: the loading that follows names the problem.  UNET_STATUS_ARG: NULL
+ * separate, NULL masks or paths with n > 0, n < 0; UNET_STATUS_NOMEM. */
 unet_status unet_plan_from_masks(unet_ctx *ctx, const unet_image *masks, int n, int classes,
                                  int *separate);
 unet_status unet_plan_from_mask_files(unet_ctx *ctx, const char *const *paths, int n,
                                       int classes, int *separate);
 #define UNET_PLAN_SEPARATE_NOTE                                                                \
-    "the masks label each cell with its own id: training with --separate-cells --loss wce "    \
+    "the masks label each cell with its own id and many cells touch: training with "          \
+    "--separate-cells --loss wce "                                                             \
     "(--loss ce+dice or --recipe seed: without)"
+
+/* The default recipe's sizes and length (docs/training.md, "The default recipe"): what the
+ * caller left 0, planned from the time budget and the training images.  A time budget
+ * (minutes > 0) plans the run that docs/results.md measured for short budgets on 2 cores:
+ *   base   16 (else 64: the seed's Pytorch-UNet width);
+ *   batch  2 (else 4);
+ *   steps  with neither steps nor epochs: UNET_MAX_STEPS, so the budget alone ends the run
+ *          (epochs 1); else epochs 10 when 0;
+ *   tile   (train not NULL and depth > 0, for a U-Net with same-padded convolutions) the largest
+ *          image side rounded up to a multiple of 2^depth, at most 256: images smaller than
+ *          the default tile are not padded out to it.  depth 0 leaves the tile 0 (the
+ *          trainer's default: 256, 316 for the paper's valid U-Net).
+ * Given values are kept, so a second call (with the images, for the tile) plans only what is
+ * still 0.  planned (the caller's 0 at first) gains a bit per field planned:
+ * UNET_PLANNED_BASE, _BATCH, _STEPS (steps or epochs), _TILE.  Other values (negative ones)
+ * are kept for the trainer and the model to refuse by name.  UNET_STATUS_ARG: NULL p. */
+typedef struct unet_plan {
+    int    base, batch, tile, epochs;
+    long   steps;
+    int    depth;     /* the U-Net's pooling steps (in); 0: no tile is planned */
+    double minutes;   /* the time budget (in); 0: none */
+    int    planned;   /* in/out: UNET_PLANNED_* bits */
+} unet_plan;
+enum { UNET_PLANNED_BASE = 1, UNET_PLANNED_BATCH = 2, UNET_PLANNED_STEPS = 4, UNET_PLANNED_TILE = 8 };
+unet_status unet_plan_run(unet_ctx *ctx, const unet_dataset *train, unet_plan *p);
 
 /* An image (as stored, c = the set's channels) and its mask (1 channel, the same size) into ds
  * as unet train adds them: the image normalised by unet_image_to_float (norm), the mask made

@@ -115,6 +115,7 @@ rate() {
         unet:16:256:2) echo 280 ;;
         unet:16:256:4) echo 136 ;;
         unet:32:256:2) echo 100 ;;
+        unet:64:256:4) echo 15 ;;       # unet train's default width and batch without --minutes
         unet-paper:16:412:1) echo 350 ;;
         unet-paper:32:412:1) echo 125 ;;
         *) echo "" ;;

@@ -108,16 +108,63 @@ unet_status unet_mask_to_target(unet_ctx *ctx, const unet_image *mask, const une
 
 /* ---- the default recipe's choice ---- */
 
-/* *cells: whether mask labels each cell with its own id (unet_mask_labels' flag); 0 for a mask
- * unet_mask_labels refuses (its loading names the problem later). */
-static unet_status labels_cells(unet_ctx *ctx, const unet_image *mask, int *cells) {
-    *cells = 0;
+static int cmp_i32(const void *a, const void *b) {
+    const int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The number of distinct values among ids[0..n), sorting them. */
+static long distinct(int32_t *ids, size_t n) {
+    qsort(ids, n, sizeof *ids, cmp_i32);
+    long d = 0;
+    for (size_t i = 0; i < n; i++) d += i == 0 || ids[i] != ids[i - 1];
+    return d;
+}
+
+/* A mask's cells and those of them that touch another cell (an 8-neighbour pixel holding
+ * another non-zero id), added to *cells and *touching when the mask labels each cell with its
+ * own id (unet_mask_labels' flag); nothing for a binary mask or one unet_mask_labels refuses
+ * (its loading names the problem later). */
+static unet_status count_touching(unet_ctx *ctx, const unet_image *mask, long *cells,
+                                  long *touching) {
     if (!mask->data || mask->c != 1 || mask->h <= 0 || mask->w <= 0) return UNET_STATUS_OK;
-    int32_t *labels = malloc(sizeof(int32_t) * (size_t)mask->h * (size_t)mask->w);
-    if (!labels) return unet__fail(ctx, UNET_STATUS_NOMEM, "plan_from_masks: out of memory");
-    if (unet_mask_labels(ctx, mask, NULL, labels, cells) != UNET_STATUS_OK) *cells = 0;
-    free(labels);
+    const int h = mask->h, w = mask->w;
+    const size_t P = (size_t)h * (size_t)w;
+    int32_t *labels = malloc(sizeof(int32_t) * P), *ids = malloc(sizeof(int32_t) * P);
+    if (!labels || !ids) {
+        free(labels), free(ids);
+        return unet__fail(ctx, UNET_STATUS_NOMEM, "plan_from_masks: out of memory");
+    }
+    int inst = 0;
+    if (unet_mask_labels(ctx, mask, NULL, labels, &inst) != UNET_STATUS_OK) inst = 0;
+    if (inst) {
+        size_t n = 0, t = 0;
+        for (size_t i = 0; i < P; i++)
+            if (labels[i]) ids[n++] = labels[i];
+        *cells += distinct(ids, n);
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++) {
+                const int32_t v = labels[(size_t)y * w + x];
+                bool touch = false;
+                for (int dy = -1; dy <= 1 && v && !touch; dy++)
+                    for (int dx = -1; dx <= 1 && !touch; dx++) {
+                        const int yy = y + dy, xx = x + dx;
+                        if (yy < 0 || yy >= h || xx < 0 || xx >= w) continue;
+                        const int32_t u = labels[(size_t)yy * w + xx];
+                        touch = u && u != v;
+                    }
+                if (touch) ids[t++] = v;
+            }
+        *touching += distinct(ids, t);
+    }
+    free(labels), free(ids);
     return UNET_STATUS_OK;
+}
+
+/* The rule: separate when the cells are labelled one by one and at least 2 in 5 of them touch
+ * another (docs/training.md gives the evidence). */
+static int plan_separate(long cells, long touching) {
+    return cells > 0 && 5 * touching >= 2 * cells;
 }
 
 unet_status unet_plan_from_masks(unet_ctx *ctx, const unet_image *masks, int n, int classes,
@@ -125,9 +172,11 @@ unet_status unet_plan_from_masks(unet_ctx *ctx, const unet_image *masks, int n, 
     if (!separate || n < 0 || (n > 0 && !masks))
         return unet__fail(ctx, UNET_STATUS_ARG, "plan_from_masks: NULL argument or n < 0");
     *separate = 0;
+    long cells = 0, touching = 0;
     unet_status s = UNET_STATUS_OK;
-    for (int i = 0; classes == 2 && i < n && !*separate && s == UNET_STATUS_OK; i++)
-        s = labels_cells(ctx, &masks[i], separate);
+    for (int i = 0; classes == 2 && i < n && s == UNET_STATUS_OK; i++)
+        s = count_touching(ctx, &masks[i], &cells, &touching);
+    if (s == UNET_STATUS_OK) *separate = plan_separate(cells, touching);
     return s;
 }
 
@@ -136,14 +185,42 @@ unet_status unet_plan_from_mask_files(unet_ctx *ctx, const char *const *paths, i
     if (!separate || n < 0 || (n > 0 && !paths))
         return unet__fail(ctx, UNET_STATUS_ARG, "plan_from_mask_files: NULL argument or n < 0");
     *separate = 0;
+    long cells = 0, touching = 0;
     unet_status s = UNET_STATUS_OK;
-    for (int i = 0; classes == 2 && i < n && !*separate && s == UNET_STATUS_OK; i++) {
+    for (int i = 0; classes == 2 && i < n && s == UNET_STATUS_OK; i++) {
         unet_image m = {0};
         if (paths[i] && unet_image_load(ctx, paths[i], 0, &m) == UNET_STATUS_OK)
-            s = labels_cells(ctx, &m, separate);
+            s = count_touching(ctx, &m, &cells, &touching);
         unet_image_free(&m);
     }
+    if (s == UNET_STATUS_OK) *separate = plan_separate(cells, touching);
     return s;
+}
+
+unet_status unet_plan_run(unet_ctx *ctx, const unet_dataset *train, unet_plan *p) {
+    if (!p) return unet__fail(ctx, UNET_STATUS_ARG, "plan_run: NULL plan");
+    const bool budget = p->minutes > 0;
+    if (!p->base) p->base = budget ? 16 : 64, p->planned |= UNET_PLANNED_BASE;
+    if (!p->batch) p->batch = budget ? 2 : 4, p->planned |= UNET_PLANNED_BATCH;
+    if (!p->steps && !p->epochs) {
+        p->planned |= UNET_PLANNED_STEPS;
+        if (budget) p->steps = UNET_MAX_STEPS, p->epochs = 1;
+    }
+    if (!p->epochs) p->epochs = 10;
+    const int n = train ? unet_dataset_count(train) : 0;
+    if (!p->tile && p->depth > 0 && p->depth <= 16 && n > 0) {
+        const int m = 1 << p->depth;
+        int side = 0;
+        for (int i = 0; i < n; i++) {
+            int h = 0, w = 0;
+            unet_dataset_get(train, i, NULL, NULL, NULL, &h, &w, NULL);
+            side = h > side ? h : side, side = w > side ? w : side;
+        }
+        side = (side + m - 1) / m * m;
+        p->tile = side < 256 ? side : 256;
+        p->planned |= UNET_PLANNED_TILE;
+    }
+    return UNET_STATUS_OK;
 }
 
 /* ---- images with their masks ---- */

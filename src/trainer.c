@@ -56,6 +56,10 @@ unet_status unet_train_check(unet_ctx *ctx, const unet_train_opts *o) {
     if (o->steps < 0 || o->steps > UNET_MAX_STEPS)
         return unet__fail(ctx, UNET_STATUS_ARG, "steps: expected 0..%ld, got %ld", UNET_MAX_STEPS,
                           o->steps);
+    if (o->steps == UNET_MAX_STEPS && o->schedule.kind != UNET_SCHEDULE_CONSTANT)
+        return unet__fail(ctx, UNET_STATUS_ARG, "schedule %s decays over the run's length, and a "
+                          "run that only its time budget ends has none: give steps or epochs",
+                          unet_schedule_name(o->schedule.kind));
     if (o->workers < 0 || o->workers > MAX_WORKERS)
         return unet__fail(ctx, UNET_STATUS_ARG, "workers: expected 0..%d, got %d", MAX_WORKERS,
                           o->workers);

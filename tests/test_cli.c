@@ -1749,7 +1749,7 @@ TEST(option_tables) {
         {"info", "--size HxW", "image size for FLOPs and memory (512x512)"},
         {"weightmap", "--wc balance|none", "class-balancing term (balance)"},
         {"convolutionalize", "--arch NAME", "fcn32s, fcn16s or fcn8s (fcn32s)"},
-        {"train", "--base N", "channels of the first level (64)"},
+        {"train", "--base N", "channels of the first level (64; 16 with --minutes)"},
         {"train", "--loss ce|ce+dice|dice|wce\n", "ce, ce+dice (default), dice, wce (weight map"},
         {"train", "--max-rollbacks N", "up to N times, then stop with exit 3 (3)\n"},
         {"predict", "--instance-method watershed|cc", "or cc (connected components)\n"},
@@ -2856,8 +2856,8 @@ TEST(default_recipe_from_masks) {
     struct cmd c;
     train_on(&c, dir, 1);
     CHECK_RUN(run(&c, 0), 0);
-    CHECK_STR_CONTAINS(last_err, "the masks label each cell with its own id: training with "
-                                 "--separate-cells --loss wce");
+    CHECK_STR_CONTAINS(last_err, "the masks label each cell with its own id and many cells "
+                                 "touch: training with --separate-cells --loss wce");
     char *text = read_text(rj);
     CHECK_STR_CONTAINS(text, "\"loss\":\t\"wce\"");
     free(text);
@@ -2879,6 +2879,50 @@ TEST(default_recipe_from_masks) {
     text = read_text(rj);
     CHECK_STR_CONTAINS(text, "\"loss\":\t\"ce+dice\"");
     free(text);
+}
+
+/* A time budget plans the run (docs/training.md, "The default recipe"): base 16, batch 2, the
+ * tile from the images (96 x 96), no end but the budget, said in a note; the run's record has
+ * no step count; a decaying schedule needs the run's length. */
+TEST(time_budget_plans_the_run) {
+    char dir[300], rj[512];
+    tmp_path(dir, sizeof dir, "budget");
+    mkdir(dir, 0755);
+    snprintf(rj, sizeof rj, "%s/m.run.json", dir);
+    struct cmd c;
+    cmd_init(&c, "train");
+    arg(&c, "--images");
+    arg(&c, "%s/images", data_dir);
+    arg(&c, "--masks");
+    arg(&c, "%s/masks", data_dir);
+    arg(&c, "--out");
+    arg(&c, "%s/m.safetensors", dir);
+    arg(&c, "--val-split");
+    arg(&c, "0");
+    arg(&c, "--threads");
+    arg(&c, "1");
+    arg(&c, "--minutes");
+    arg(&c, "0.02");
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK_STR_CONTAINS(last_err, "the time budget of 0.02 minutes plans the run "
+                                 "(docs/training.md): --base 16, --batch 2, until the budget");
+    CHECK_STR_CONTAINS(last_err, "(base 16, depth 4,");
+    CHECK_STR_CONTAINS(last_err, "of 2 tiles 96x96 -> 96x96");
+    CHECK_STR_CONTAINS(last_err, "until the time budget of 0.02 minutes, adam");
+    CHECK_STR_CONTAINS(last_err, "unet: the time budget of 0.02 minutes ended the run at step ");
+    CHECK(!strstr(last_err, "1099511627776"));
+    char *text = read_text(rj);
+    CHECK_STR_CONTAINS(text, "\"steps\":\tnull");
+    free(text);
+    arg(&c, "--schedule");
+    arg(&c, "cosine");
+    arg(&c, "--force");
+    CHECK_RUN(run(&c, 0), 2);
+    CHECK_STR_CONTAINS(last_err, "schedule cosine decays over the run's length");
+    arg(&c, "--steps");
+    arg(&c, "3");
+    CHECK_RUN(run(&c, 0), 0);
+    CHECK_STR_CONTAINS(last_err, "3 steps of 2 tiles 96x96");
 }
 
 int main(void) {
@@ -2945,6 +2989,7 @@ int main(void) {
     RUN(save_minutes_bounds_a_hard_kill);
     RUN(border_class_from_instance_labels);
     RUN(default_recipe_from_masks);
+    RUN(time_budget_plans_the_run);
     remove_tree(tmp_dir);
     return harness_finish();
 }

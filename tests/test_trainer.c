@@ -503,6 +503,37 @@ TEST(default_recipe_plans_from_masks) {
     m[1].c = 1;
     CHECK_STATUS(unet_plan_from_masks(ctx, m, 0, 2, &sep), UNET_STATUS_OK);
     CHECK_EQ(sep, 0);
+    /* Cells that stand apart: five cells, two of them touching (2 in 5) separate; one more
+     * cell apart (2 in 6), or the two moved one pixel apart, does not; diagonal neighbours
+     * touch; the count is over all the masks. */
+    unet_image apart;
+    CHECK_STATUS(unet_image_alloc(NULL, &apart, W, H, 1, UNET_DTYPE_U16), UNET_STATUS_OK);
+    uint16_t *a = apart.data;
+    memset(a, 0, sizeof(uint16_t) * H * W);
+    a[0] = a[1] = 11, a[2] = 12;                          /* 11 and 12 touch */
+    a[4] = 13, a[6] = 14, a[8 * W] = 15;                  /* alone */
+    CHECK_STATUS(unet_plan_from_masks(ctx, &apart, 1, 2, &sep), UNET_STATUS_OK);
+    CHECK_EQ(sep, 1);
+    a[9 * W + 11] = 16;
+    CHECK_STATUS(unet_plan_from_masks(ctx, &apart, 1, 2, &sep), UNET_STATUS_OK);
+    CHECK_EQ(sep, 0);
+    a[2] = 0, a[W + 2] = 12;                              /* diagonal: still touching */
+    CHECK_STATUS(unet_plan_from_masks(ctx, &apart, 1, 2, &sep), UNET_STATUS_OK);
+    CHECK_EQ(sep, 0);
+    a[9 * W + 11] = 0;
+    CHECK_STATUS(unet_plan_from_masks(ctx, &apart, 1, 2, &sep), UNET_STATUS_OK);
+    CHECK_EQ(sep, 1);
+    a[W + 2] = 0, a[2 * W + 2] = 12;                      /* one pixel apart */
+    CHECK_STATUS(unet_plan_from_masks(ctx, &apart, 1, 2, &sep), UNET_STATUS_OK);
+    CHECK_EQ(sep, 0);
+    unet_image pair[2] = {apart, m[1]};                   /* 0 + 2 touching of 5 + 2 cells */
+    CHECK_STATUS(unet_plan_from_masks(ctx, pair, 2, 2, &sep), UNET_STATUS_OK);
+    CHECK_EQ(sep, 0);
+    pair[0].w = 5;                                        /* row 0 only: 11, 11, 0, 0, 13 */
+    pair[0].h = 1;
+    CHECK_STATUS(unet_plan_from_masks(ctx, pair, 2, 2, &sep), UNET_STATUS_OK);
+    CHECK_EQ(sep, 1);                                     /* 2 touching of 2 + 2 cells */
+    unet_image_free(&apart);
     CHECK_STATUS(unet_plan_from_masks(ctx, m, 1, 2, NULL), UNET_STATUS_ARG);
     CHECK_STATUS(unet_plan_from_masks(ctx, NULL, 1, 2, &sep), UNET_STATUS_ARG);
     /* Files: page 0 of each, in order; a missing file counts as no cells. */
@@ -521,6 +552,75 @@ TEST(default_recipe_plans_from_masks) {
     CHECK_EQ(sep, 0);
     CHECK_STATUS(unet_plan_from_mask_files(ctx, NULL, 1, 2, &sep), UNET_STATUS_ARG);
     for (int i = 0; i < 4; i++) unet_image_free(&m[i]);
+    unet_ctx_free(ctx);
+}
+
+/* The default recipe's sizes and length (unet_plan_run): a time budget plans base 16, batch 2
+ * and no end but the budget; without one base 64, batch 4, 10 epochs; given values are kept;
+ * the tile is the images' largest side rounded up to 2^depth, at most 256, and only with a
+ * depth (a same-padded U-Net); a schedule cannot decay over a run with no length. */
+TEST(default_recipe_plans_sizes) {
+    unet_plan p = {.minutes = 5};
+    CHECK_STATUS(unet_plan_run(NULL, NULL, &p), UNET_STATUS_OK);
+    CHECK(p.base == 16 && p.batch == 2 && p.steps == UNET_MAX_STEPS && p.epochs == 1);
+    CHECK_EQ(p.tile, 0);
+    CHECK_EQ(p.planned, UNET_PLANNED_BASE | UNET_PLANNED_BATCH | UNET_PLANNED_STEPS);
+    p = (unet_plan){0};
+    CHECK_STATUS(unet_plan_run(NULL, NULL, &p), UNET_STATUS_OK);
+    CHECK(p.base == 64 && p.batch == 4 && p.steps == 0 && p.epochs == 10);
+    p = (unet_plan){.base = 8, .batch = 3, .steps = 70, .minutes = 5};
+    CHECK_STATUS(unet_plan_run(NULL, NULL, &p), UNET_STATUS_OK);
+    CHECK(p.base == 8 && p.batch == 3 && p.steps == 70 && p.epochs == 10 && p.planned == 0);
+    p = (unet_plan){.epochs = 3, .minutes = 5};
+    CHECK_STATUS(unet_plan_run(NULL, NULL, &p), UNET_STATUS_OK);
+    CHECK(p.steps == 0 && p.epochs == 3);
+    p = (unet_plan){.batch = -1};                           /* left for the trainer to refuse */
+    CHECK_STATUS(unet_plan_run(NULL, NULL, &p), UNET_STATUS_OK);
+    CHECK_EQ(p.batch, -1);
+    CHECK_STATUS(unet_plan_run(NULL, NULL, NULL), UNET_STATUS_ARG);
+
+    unet_dataset *ds = NULL;
+    CHECK_STATUS(unet_dataset_create(NULL, 1, &ds), UNET_STATUS_OK);
+    const int sizes[][2] = {{100, 37}, {61, 120}};          /* h, w */
+    for (int k = 0; k < 2; k++) {
+        const int h = sizes[k][0], w = sizes[k][1];
+        float *x = calloc((size_t)h * w, sizeof *x);
+        int32_t *t = calloc((size_t)h * w, sizeof *t);
+        CHECK_STATUS(unet_dataset_add(NULL, ds, x, t, NULL, h, w, NULL), UNET_STATUS_OK);
+        free(x), free(t);
+    }
+    p = (unet_plan){.depth = 4, .minutes = 1};
+    CHECK_STATUS(unet_plan_run(NULL, NULL, &p), UNET_STATUS_OK);   /* no images: no tile */
+    CHECK_EQ(p.tile, 0);
+    CHECK_STATUS(unet_plan_run(NULL, ds, &p), UNET_STATUS_OK);     /* the second call */
+    CHECK_EQ(p.tile, 128);                                  /* 120 rounded up to 16 */
+    CHECK_EQ(p.planned, UNET_PLANNED_BASE | UNET_PLANNED_BATCH | UNET_PLANNED_STEPS |
+                        UNET_PLANNED_TILE);
+    p = (unet_plan){.depth = 3};
+    CHECK_STATUS(unet_plan_run(NULL, ds, &p), UNET_STATUS_OK);
+    CHECK_EQ(p.tile, 120);
+    p = (unet_plan){.depth = 0};                            /* not a same-padded U-Net */
+    CHECK_STATUS(unet_plan_run(NULL, ds, &p), UNET_STATUS_OK);
+    CHECK_EQ(p.tile, 0);
+    p = (unet_plan){.depth = 4, .tile = 64};
+    CHECK_STATUS(unet_plan_run(NULL, ds, &p), UNET_STATUS_OK);
+    CHECK_EQ(p.tile, 64);
+    float *big = calloc(300 * 20, sizeof *big);
+    int32_t *bt = calloc(300 * 20, sizeof *bt);
+    CHECK_STATUS(unet_dataset_add(NULL, ds, big, bt, NULL, 300, 20, NULL), UNET_STATUS_OK);
+    free(big), free(bt);
+    p = (unet_plan){.depth = 4};
+    CHECK_STATUS(unet_plan_run(NULL, ds, &p), UNET_STATUS_OK);
+    CHECK_EQ(p.tile, 256);                                  /* at most the default */
+    unet_dataset_free(ds);
+
+    unet_ctx *ctx = unet_ctx_create();
+    unet_train_opts o = unet_train_defaults();
+    o.steps = UNET_MAX_STEPS, o.minutes = 1;
+    CHECK_STATUS(unet_train_check(ctx, &o), UNET_STATUS_OK);
+    o.schedule.kind = UNET_SCHEDULE_COSINE;
+    CHECK_STATUS(unet_train_check(ctx, &o), UNET_STATUS_ARG);
+    CHECK_STR_CONTAINS(unet_ctx_errmsg(ctx), "schedule cosine decays over the run's length");
     unet_ctx_free(ctx);
 }
 
@@ -956,6 +1056,7 @@ int main(void) {
     RUN(bad_options_name_the_option);
     RUN(masks_become_targets);
     RUN(default_recipe_plans_from_masks);
+    RUN(default_recipe_plans_sizes);
     RUN(holdout_moves_images_and_bands);
     RUN(sampler_shards_are_slices);
     RUN(grad_hook_sees_every_step);

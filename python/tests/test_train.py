@@ -98,8 +98,8 @@ def test_instance_masks_plan_the_recipe_as_cli(unet_mod, instance_masks, tmp_pat
     folder, inst = instance_masks
     images, _ = _arrays(unet_mod)
     note = unet_mod._core.PLAN_SEPARATE_NOTE
-    assert note.startswith("the masks label each cell with its own id: training with "
-                           "--separate-cells --loss wce")
+    assert note.startswith("the masks label each cell with its own id and many cells touch: "
+                           "training with --separate-cells --loss wce")
     runs = {}
     for key, extra in (("planned", []), ("ce+dice", ["--loss", "ce+dice"])):
         d = tmp_path / ("cli-" + key)
@@ -175,7 +175,7 @@ def test_errors(unet_mod, tmp_path):
     with pytest.raises(unet_mod.FormatError, match="mask value 7 at"):
         unet_mod.train(images[:1], [masks[0] * 7], classes=3, **quick)
     # Bad options: the C library's message names the option.
-    for kw, text in [(dict(batch=0), "batch: expected"), (dict(ema=1.5), "ema: "),
+    for kw, text in [(dict(batch=-1), "batch: expected"), (dict(ema=1.5), "ema: "),
                      (dict(loss="bce"), "loss: 'bce'"), (dict(schedule="linear"), "schedule: "),
                      (dict(lr=-1.0), "lr: "), (dict(minutes=-1.0), "minutes: "),
                      (dict(loss="dice", loss_reduction="sum"), "loss reduction sum"),
@@ -235,3 +235,23 @@ def test_holdout_plan_as_unet_train(unet_mod):
     assert p["kind"] == "images" and len(p["held"]) == 1
     with pytest.raises(unet_mod.ArgumentError, match="fraction"):
         unet_mod.holdout_plan([10], val_split=1.5)
+
+
+def test_time_budget_plans_as_cli(unet_mod):
+    """With a time budget and base, batch, epochs and tile left out, the run is planned as unet
+    train plans it (the library's unet_plan_run): base 16, batch 2, no end but the budget, the
+    tile from the images' largest side (120 -> 128); given values are kept."""
+    images, masks = _arrays(unet_mod)
+    images = [i[:100, :120] for i in images[:4]]
+    masks = [m[:100, :120] for m in masks[:4]]
+    m = unet_mod.train(images, masks, minutes=0.005, val_split=0, threads=1)
+    t = m.training
+    assert m.info()["base"] == 16
+    assert t["tile"] == 128 and t["total"] == 2 ** 40 and t["budget_over"]
+    assert t["per_epoch"] == 2   # 4 x 100 x 120 pixels in batches of 2 tiles of 128 x 128
+    m = unet_mod.train(images, masks, minutes=0.005, val_split=0, threads=1, base=4, batch=4,
+                       steps=2, tile=64)
+    t = m.training
+    assert m.info()["base"] == 4 and t["tile"] == 64 and t["total"] == 2
+    with pytest.raises(unet_mod.ArgumentError, match="schedule cosine decays over the run"):
+        unet_mod.train(images, masks, minutes=0.005, val_split=0, schedule="cosine")

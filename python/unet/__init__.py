@@ -551,8 +551,8 @@ def _train_layout(core, channel_axis, channels, resume):
 
 def _plan_from_masks(masks, classes):
     """The default recipe's choice from the masks (unet_plan_from_masks, the rule unet train
-    applies; docs/training.md "The default recipe"): True when classes is 2 and a mask labels
-    each cell with its own id.  masks: a folder or file (page 0 of each mask file), or a list of
+    applies; docs/training.md "The default recipe"): True when classes is 2, the masks label
+    each cell with its own id and at least 2 in 5 of the cells touch another.  masks: a folder or file (page 0 of each mask file), or a list of
     arrays; a mask the loading will refuse counts as not labelling cells (the loading names
     the problem)."""
     if _is_path(masks):
@@ -633,8 +633,8 @@ def _check_outputs(paths, log, force):
 
 def train(images, masks, out=None, *, val_images=None, val_masks=None, callback=None,
           model=None, init=None, resume=None, log=None, force=False, recipe=None,
-          arch=None, base=64, depth=4, classes=2, bilinear=False, conv_bias=False,
-          batchnorm=True, valid=False, dropout=None, epochs=10, steps=0, batch=None, tile=0,
+          arch=None, base=None, depth=4, classes=2, bilinear=False, conv_bias=False,
+          batchnorm=True, valid=False, dropout=None, epochs=None, steps=0, batch=None, tile=0,
           lr=None, optimizer=None, momentum=None, nesterov=False, weight_decay=None,
           schedule=None, warmup=0, milestones=None, clip=0.0, ema=0.0, loss=None,
           loss_reduction=None, w0=10.0, sigma=5.0, separate_cells=None, augment=None,
@@ -666,9 +666,13 @@ def train(images, masks, out=None, *, val_images=None, val_masks=None, callback=
     no_augment -> augment="none", no_guard -> guard=False); None keeps unet train's default.
     With neither recipe, loss nor separate_cells, classes=2 and masks that label each cell with
     its own id (two or more different non-zero values in one mask, as the Cell Tracking
-    Challenge's masks do), the run separates touching cells and trains with loss="wce", with
-    a warning, as unet train does (docs/training.md, "The default recipe"); loss="ce+dice" or
-    recipe="seed" trains without.
+    Challenge's masks do) and at least 2 in 5 of the cells touch another, the run separates
+    touching cells and trains with loss="wce", with a warning, as unet train does
+    (docs/training.md, "The default recipe"); loss="ce+dice" or recipe="seed" trains without.
+    base, batch, epochs and tile left None (or 0) are planned as unet train plans them
+    (unet_plan_run): with a time budget (minutes) base 16, batch 2 and, with no steps or
+    epochs, no end but the budget; else base 64, batch 4, 10 epochs; the tile of a U-Net with
+    same-padded convolutions from the images' largest side (at most 256).
     Returns the trained model (the moving average's weights when ema is on); its .training is
     a dict of what the run did (steps, best, selected, per_epoch, ...).
     """
@@ -736,8 +740,21 @@ def train(images, masks, out=None, *, val_images=None, val_masks=None, callback=
             warnings.warn(f"no validation data: the images are too small to hold back "
                           f"{100 * val_split:.0f}% of their rows; the model written is the last, "
                           "not the best (give val_images and val_masks)", stacklevel=2)
+    # The default recipe's sizes and length for what is None or 0 (unet_plan_run, as unet train
+    # plans them): base, batch, steps from the time budget; the tile of a same-padded U-Net from
+    # the images left after the hold-back.
+    name = o["arch"] or "unet"
+    if resume is not None:
+        depth_t = 0
+    elif core is None:
+        depth_t = depth if name == "unet" and not valid else 0
+    else:
+        c = core.config()
+        depth_t = c["depth"] if c["arch"] == "unet" and c["padding"] != 0 else 0
+    base, opts["batch"], opts["tile"], opts["epochs"], opts["steps"], _ = train_set.ds.plan(
+        base or 0, opts["batch"] or 0, opts["tile"] or 0, epochs or 0, steps or 0, depth_t,
+        float(minutes))
     if core is None:
-        name = o["arch"] or "unet"
         core = create(name, in_channels=train_set.channels, classes=classes, base=base,
                       depth=depth if name in ("unet", "unet-paper") else None,
                       bilinear=True if bilinear else None, conv_bias=True if conv_bias else None,

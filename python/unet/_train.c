@@ -175,7 +175,24 @@ static PyObject *dataset_holdout(DatasetObject *self, PyObject *args) {
     return Py_BuildValue("(iN)", kind, (PyObject *)val);
 }
 
+/* plan(base, batch, tile, epochs, steps, depth, minutes) -> (base, batch, tile, epochs, steps,
+ * planned): the default recipe's sizes and length for what is 0 (unet_plan_run, with this set's
+ * images for the tile). */
+static PyObject *dataset_plan(DatasetObject *self, PyObject *args) {
+    unet_plan p = {0};
+    long long steps;
+    if (!PyArg_ParseTuple(args, "iiiiLid:plan", &p.base, &p.batch, &p.tile, &p.epochs, &steps,
+                          &p.depth, &p.minutes))
+        return NULL;
+    p.steps = (long)steps;
+    unet_status s = unet_plan_run(self->ctx, self->ds, &p);
+    if (s != UNET_STATUS_OK) return raise_status(self->ctx, s);
+    return Py_BuildValue("(iiiiLi)", p.base, p.batch, p.tile, p.epochs, (long long)p.steps,
+                         p.planned);
+}
+
 static PyMethodDef dataset_methods[] = {
+    {"plan", (PyCFunction)dataset_plan, METH_VARARGS, "the default recipe's sizes (unet_plan_run)"},
     {"count", (PyCFunction)dataset_count, METH_NOARGS, "images in the set"},
     {"add_array", (PyCFunction)dataset_add_array, METH_VARARGS, "add an image and its mask"},
     {"add_file", (PyCFunction)dataset_add_file, METH_VARARGS, "add a page of a file pair"},

@@ -61,6 +61,30 @@ static char *beside(const char *out, const char *suffix) {
     return p;
 }
 
+/* " of N" steps (epochs), or nothing for a run that only its time budget ends. */
+static const char *of_total(long total, char *buf, size_t size) {
+    if (total == UNET_MAX_STEPS) return "";
+    snprintf(buf, size, " of %ld", total);
+    return buf;
+}
+
+/* What a time budget planned (unet_plan_run), said once; not the base of a model read from
+ * --init. */
+static void plan_note(const struct args *a, const unet_plan *p, bool has_model) {
+    if (a->quiet || a->minutes <= 0) return;
+    char text[160] = "";
+    size_t n = 0;
+    if ((p->planned & UNET_PLANNED_BASE) && !has_model)
+        n += (size_t)snprintf(text + n, sizeof text - n, ", --base %d", p->base);
+    if (p->planned & UNET_PLANNED_BATCH)
+        n += (size_t)snprintf(text + n, sizeof text - n, ", --batch %d", p->batch);
+    if ((p->planned & UNET_PLANNED_STEPS) && p->steps == UNET_MAX_STEPS)
+        n += (size_t)snprintf(text + n, sizeof text - n, ", until the budget");
+    if (n)
+        cli_note("the time budget of %g minutes plans the run (docs/training.md): %s", a->minutes,
+                 text + 2);
+}
+
 static const char *SYNOPSIS = "--images DIR --masks DIR --out MODEL.safetensors [options]";
 
 /* ---- the run's events: the log and the progress lines ---- */
@@ -78,17 +102,24 @@ static void step_progress(struct run_view *r, const unet_train_event *e) {
     const unet_train_info *in = r->info;
     double rate = (double)(e->step - in->first_step) * r->a->batch / e->elapsed;
     char eta[32];
-    cli_duration((double)(e->total - e->step) * r->a->batch / rate, eta, sizeof eta);
+    if (e->total == UNET_MAX_STEPS) /* only the time budget ends the run */
+        cli_duration(fmax(0, 60 * r->a->minutes - e->elapsed), eta, sizeof eta);
+    else
+        cli_duration((double)(e->total - e->step) * r->a->batch / rate, eta, sizeof eta);
     if (r->a->quiet) return;
+    char steps[32] = "", epochs[32] = "";   /* "/N", or nothing when the budget ends the run */
+    if (e->total != UNET_MAX_STEPS) {
+        snprintf(steps, sizeof steps, "/%ld", e->total);
+        snprintf(epochs, sizeof epochs, "/%ld", (e->total + in->per_epoch - 1) / in->per_epoch);
+    }
     if (r->prog.tty)
-        cli_progress_line(&r->prog, "epoch %ld/%ld  step %ld/%ld  loss %.4f  %.2f img/s  ETA %s",
-                          e->epoch, (e->total + in->per_epoch - 1) / in->per_epoch, e->step,
-                          e->total, e->loss, rate, eta);
+        cli_progress_line(&r->prog, "epoch %ld%s  step %ld%s  loss %.4f  %.2f img/s  ETA %s",
+                          e->epoch, epochs, e->step, steps, e->loss, rate, eta);
     /* Not a terminal (a log file): a plain line every tenth of an epoch. */
     long every = in->per_epoch >= 20 ? in->per_epoch / 10 : in->per_epoch;
     if (!r->prog.tty && e->step % every == 0 && e->step % in->per_epoch != 0)
-        fprintf(stderr, "step %ld/%ld  epoch %ld  loss %.4f  %.2f img/s  ETA %s\n", e->step,
-                e->total, e->epoch, e->loss, rate, eta);
+        fprintf(stderr, "step %ld%s  epoch %ld  loss %.4f  %.2f img/s  ETA %s\n", e->step, steps,
+                e->epoch, e->loss, rate, eta);
 }
 
 /* A row of the log, a progress line; non-zero asks the run to stop (a signal came, or the log
@@ -153,12 +184,13 @@ static int ending(unet_ctx *ctx, unet_status s, const struct run_view *r, const 
                   double t0) {
     const unet_train_info *in = r->info;
     const struct args *a = r->a;
+    char of[32];
     if (s == UNET_STATUS_OK) {
         char took[32];
         cli_duration(cli_now() - t0, took, sizeof took);
         if (in->budget_over)
-            fprintf(stderr, "unet: the time budget of %g minutes ended the run at step %ld of %ld\n",
-                    a->minutes, in->step, in->total);
+            fprintf(stderr, "unet: the time budget of %g minutes ended the run at step %ld%s\n",
+                    a->minutes, in->step, of_total(in->total, of, sizeof of));
         if (in->selected[0])
             fprintf(stderr, "unet: done in %s; wrote %s (%s) (data preparation waited %.1f s)\n",
                     took, out, in->selected, in->data_seconds);
@@ -169,7 +201,8 @@ static int ending(unet_ctx *ctx, unet_status s, const struct run_view *r, const 
         return 0;
     }
     if (in->diverged) {
-        cli_error("%s; stopped at step %ld of %ld", unet_ctx_errmsg(ctx), in->step, in->total);
+        cli_error("%s; stopped at step %ld%s", unet_ctx_errmsg(ctx), in->step,
+                  of_total(in->total, of, sizeof of));
         if (in->last_good_written)
             cli_note("%s and the resumable checkpoint %s hold the last good state (step %ld)",
                      last_path, resume_path, in->good_step);
@@ -195,8 +228,8 @@ static int ending(unet_ctx *ctx, unet_status s, const struct run_view *r, const 
         return 128 + stop_signal;
     }
     if (s == UNET_STATUS_INTERRUPTED) {
-        cli_note("interrupted at step %ld of %ld; continue with the same command plus --resume %s",
-                 in->step, in->total, resume_path);
+        cli_note("interrupted at step %ld%s; continue with the same command plus --resume %s",
+                 in->step, of_total(in->total, of, sizeof of), resume_path);
         return 128 + stop_signal;
     }
     cli_lib_error(ctx, s);
@@ -244,7 +277,8 @@ int cmd_train(int argc, char **argv) {
                  "sgd --momentum 0.99 --loss-reduction sum --lr " PAPER_SGD_LR_TEXT},
         {"--arch", CLI_WORD, &a.arch, "unet|unet-paper|fcn32s|fcn16s|fcn8s",
          .help = "unet (default), unet-paper, fcn32s, fcn16s, fcn8s"},
-        {"--base", CLI_INT, &a.base, "N", .help = "channels of the first level", .def = "64"},
+        {"--base", CLI_INT, &a.base, "N",
+         .help = "channels of the first level (64; 16 with --minutes)", .lo = 1, .hi = 4096},
         {"--depth", CLI_INT, &a.depth, "N", .help = "pooling steps", .def = "4"},
         {"--classes", CLI_INT, &a.classes, "K",
          .help = "classes (2; 1 = sigmoid; >2: mask values are ids)", .lo = 1, .hi = none},
@@ -261,12 +295,15 @@ int cmd_train(int argc, char **argv) {
         {"--init", CLI_STR, &a.init, "MODEL", .help = "start from this model's weights"},
         {"--resume", CLI_STR, &a.resume, "FILE",
          .help = "continue an interrupted run (STEM.resume.safetensors)"},
-        {"--epochs", CLI_INT, &a.epochs, "N", .help = "epochs", .def = "10"},
+        {"--epochs", CLI_INT, &a.epochs, "N",
+         .help = "epochs (10; with --minutes and no --steps: until the budget)", .lo = 1,
+         .hi = none},
         {"--steps", CLI_INT, &a.steps, "N", .help = "optimizer steps (instead of --epochs)"},
-        {"--batch", CLI_INT, &a.batch, "B", .help = "tiles per step (4; paper recipe 1)", .lo = 0,
+        {"--batch", CLI_INT, &a.batch, "B", .help = "tiles per step (4; 2 with --minutes; paper recipe 1)", .lo = 0,
          .hi = none},
         {"--tile", CLI_INT, &a.tile, "T",
-         .help = "input tile side (256; rounded up to a valid size)", .lo = 0, .hi = none},
+         .help = "input tile side (256 or the images' largest side; rounded up to a valid size)",
+         .lo = 0, .hi = none},
         {"--lr", CLI_DOUBLE, &a.lr, "LR", .help = "learning rate (adam 1e-3, sgd 1e-2)"},
         {"--optimizer", CLI_WORD, &a.optimizer, "adam|adamw|sgd",
          .help = "adam (default), adamw or sgd"},
@@ -346,7 +383,12 @@ int cmd_train(int argc, char **argv) {
     if (a.no_augment) a.augment = "none";
     if (!a.augment) a.augment = "flips";
     if (!a.optimizer) a.optimizer = "adam";
-    if (a.batch == 0) a.batch = 4;
+    /* The default recipe's sizes and length (unet_plan_run): what the command line and the
+     * recipe left 0; the tile once the images are loaded. */
+    unet_plan plan = {.base = a.base, .batch = a.batch, .epochs = a.epochs, .steps = a.steps,
+                      .minutes = a.minutes};
+    unet_plan_run(NULL, NULL, &plan);
+    a.base = plan.base, a.batch = plan.batch, a.epochs = plan.epochs;
     struct cli_input input;
     if (!cli_input_parse(&input, a.channel_axis, a.channels, a.norm)) return CLI_EXIT_USAGE;
     uint64_t max_pixels = 0;
@@ -375,6 +417,12 @@ int cmd_train(int argc, char **argv) {
     if (!a.loss) a.loss = "ce+dice";
     unet_train_opts o;
     if (!train_opts(ctx, &a, &o)) {
+        unet_ctx_free(ctx);
+        return CLI_EXIT_USAGE;
+    }
+    o.steps = plan.steps;
+    if (unet_train_check(ctx, &o) != UNET_STATUS_OK) {
+        cli_error("train: %s (--schedule with --minutes alone)", unet_ctx_errmsg(ctx));
         unet_ctx_free(ctx);
         return CLI_EXIT_USAGE;
     }
@@ -506,6 +554,16 @@ int cmd_train(int argc, char **argv) {
         cli_note("no validation (--val-split 0): %s will be the last model", a.out);
     }
     const unet_dataset *val = a.val_images ? vset.ds : held;
+    if (!a.resume) {
+        /* The tile of a U-Net with same-padded convolutions, from the images' sizes. */
+        const unet_config *mc = m ? unet_model_config(m) : NULL;
+        const bool same = mc ? mc->arch == UNET_ARCH_UNET && mc->padding != 0
+                             : (!a.arch || strcmp(a.arch, "unet") == 0) && !a.valid;
+        plan.tile = a.tile, plan.depth = same ? (mc ? mc->depth : a.depth) : 0;
+        unet_plan_run(NULL, train.ds, &plan);
+        a.tile = o.tile = plan.tile;
+        plan_note(&a, &plan, m != NULL);
+    }
     if (!m) {
         unet_arch arch = UNET_ARCH_UNET;
         if (a.arch) unet_arch_parse(ctx, a.arch, &arch);
@@ -575,13 +633,18 @@ int cmd_train(int argc, char **argv) {
             snprintf(shape, sizeof shape, "base %d, depth %d", cfg->base, cfg->depth);
         else
             snprintf(shape, sizeof shape, "VGG base %d", cfg->base);
+        char steps[32] = "steps", until[64] = "";
+        if (in->total == UNET_MAX_STEPS)
+            snprintf(until, sizeof until, " until the time budget of %g minutes", a.minutes);
+        else
+            snprintf(steps, sizeof steps, "%ld steps", in->total);
         fprintf(stderr,
                 "unet: training %s (%s, %zu parameters) on %d images, validating on %d\n"
-                "unet: %ld steps of %d tiles %dx%d -> %dx%d (%ld per epoch), %s lr %g (%s%s), "
+                "unet: %s of %d tiles %dx%d -> %dx%d (%ld per epoch)%s, %s lr %g (%s%s), "
                 "loss %s%s, augment %s, %d threads\n",
                 unet_arch_name(cfg->arch), shape, unet_model_param_count(m), in->n_train,
-                in->n_val, in->total, a.batch, in->tile, in->tile, in->out_h, in->out_w,
-                in->per_epoch, a.optimizer, o.optim.lr, unet_schedule_name(o.schedule.kind),
+                in->n_val, steps, a.batch, in->tile, in->tile, in->out_h, in->out_w,
+                in->per_epoch, until, a.optimizer, o.optim.lr, unet_schedule_name(o.schedule.kind),
                 o.schedule.warmup ? ", warm-up" : "", a.loss,
                 o.step.reduction == UNET_REDUCTION_SUM ? " summed" : "", a.augment,
                 unet_ctx_threads(ctx));

@@ -112,7 +112,10 @@ static cJSON *recipe(const struct report_run *r) {
     cJSON_AddNumberToObject(o, "batch", r->batch);
     cJSON_AddNumberToObject(o, "tile", r->tile);
     cJSON_AddNumberToObject(o, "output_tile", r->out_tile);
-    cJSON_AddNumberToObject(o, "steps", (double)r->steps);
+    if (r->steps == UNET_MAX_STEPS) /* only the time budget ends the run */
+        cJSON_AddNullToObject(o, "steps");
+    else
+        cJSON_AddNumberToObject(o, "steps", (double)r->steps);
     cJSON_AddNumberToObject(o, "steps_per_epoch", (double)r->per_epoch);
     cJSON_AddNumberToObject(o, "seed", r->seed);
     return o;
