@@ -14,6 +14,8 @@
  */
 #include "model.h"
 
+#include "io/file.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -429,6 +431,10 @@ void unet_model_free(unet_model *m) {
     if (!m) return;
     unet__model_plan_free(m);
     unet__wcache_free(m);
+    if (m->map) { /* the weights lie in the mapped checkpoint */
+        unet__unmap_file(m->map, m->map_bytes);
+        m->weights = NULL;
+    }
     /* The aligned blocks (unet__alloc), then the malloc'd ones. */
     void *blocks[] = {m->weights, m->buffers, m->grads,    m->opt_m,
                       m->opt_v,   m->snapshot, m->ema_w, m->ema_b};
@@ -527,6 +533,20 @@ const struct unet__param *unet__model_find_param(const unet_model *m, const char
     for (int i = 0; i < m->n_params; i++)
         if (strcmp(m->params[i].name, name) == 0) return &m->params[i];
     return NULL;
+}
+
+unet_status unet__model_own_weights(unet_ctx *ctx, unet_model *m) {
+    if (!m->map) return UNET_STATUS_OK;
+    float *w = unet__alloc(m->n_weights * sizeof(float));
+    if (!w)
+        return unet__fail(ctx, UNET_STATUS_NOMEM, "model: cannot allocate %zu MiB of parameters",
+                          m->n_weights * sizeof(float) >> 20);
+    memcpy(w, m->weights, m->n_weights * sizeof(float));
+    unet__unmap_file(m->map, m->map_bytes);
+    m->map = NULL;
+    m->map_bytes = 0;
+    m->weights = w;
+    return UNET_STATUS_OK;
 }
 
 float *unet__model_param_data(const unet_model *m, const struct unet__param *p) {

@@ -87,6 +87,12 @@ struct unet__node {
     float   *save_mean, *save_rstd;     /* bn, training */
     uint8_t *mask;                      /* pool argmax or dropout mask, training */
     struct unet__fusion fuse;           /* inference plans: what runs inside what */
+    float              *scratch;        /* inference plans: a conv or transposed conv's scratch,
+                                         * in the arena for the node's step (NULL: m->scratch) */
+    float              *wino_u;         /* inference plans: room in the arena, free during the
+                                         * node's step, for a Winograd convolution's transformed
+                                         * weights when the cache has none (NULL: no room) */
+    size_t              wino_u_floats;
 };
 
 struct unet__value {
@@ -109,6 +115,13 @@ struct unet_model {
     size_t              n_weights, n_buffers;   /* floats */
     int                 n_counters;
     float              *weights;                /* the parameter block */
+    /* When the parameter block lies in the mapped checkpoint (an inference load of a file
+     * whose float32 weights are one aligned run in the block's order, checkpoint.c): that
+     * mapping (the whole file, private and writable: a write copies the page it touches,
+     * the file never changes), unmapped with the model; weights points into it.  NULL when
+     * the block is the model's own (unet__alloc). */
+    unsigned char      *map;
+    size_t              map_bytes;
     float              *buffers;                /* running statistics */
     int64_t            *counters;               /* num_batches_tracked */
 
@@ -236,6 +249,10 @@ void unet__fcn_init_new_layers(unet_model *m);
 /* Builds the graph and parameter table for cfg with zeroed parameters (load fills them). */
 unet_status unet__model_build(unet_ctx *ctx, const unet_config *cfg, unet_model **out);
 const struct unet__param *unet__model_find_param(const unet_model *m, const char *name);
+/* Gives the model its own parameter block when it points into a mapped checkpoint (a copy,
+ * then the mapping is released); nothing otherwise.  Training calls it before its first step:
+ * it writes every weight at each step. */
+unet_status unet__model_own_weights(unet_ctx *ctx, unet_model *m);
 /* Pointer to a parameter's data (weights or buffers block); NULL for counters. */
 float *unet__model_param_data(const unet_model *m, const struct unet__param *p);
 

@@ -211,28 +211,59 @@ static int cmp_interval_size(const void *a, const void *b) {
     return x->id - y->id;
 }
 
-/* Greedy by size (largest first), each at the lowest offset that does not overlap, in memory,
- * any already placed interval that overlaps it in time.  Returns the total floats. */
+/* The lowest offset for iv[i] that does not overlap, in memory, any of iv[0..i) that overlaps
+ * it in time. */
+static size_t lowest_fit(const struct interval *iv, int i) {
+    size_t off = 0;
+    bool moved = true;
+    while (moved) {
+        moved = false;
+        for (int j = 0; j < i; j++) {
+            if (iv[j].end < iv[i].start || iv[i].end < iv[j].start) continue;
+            if (off < iv[j].offset + iv[j].size && iv[j].offset < off + iv[i].size) {
+                off = iv[j].offset + iv[j].size;
+                moved = true;
+            }
+        }
+    }
+    return off;
+}
+
+/* Greedy by size (largest first), each at its lowest fit.  Returns the total floats. */
 static size_t place_intervals(struct interval *iv, int n) {
     qsort(iv, (size_t)n, sizeof *iv, cmp_interval_size);
     size_t total = 0;
     for (int i = 0; i < n; i++) {
-        size_t off = 0;
-        bool moved = true;
-        while (moved) {
-            moved = false;
-            for (int j = 0; j < i; j++) {
-                if (iv[j].end < iv[i].start || iv[i].end < iv[j].start) continue;
-                if (off < iv[j].offset + iv[j].size && iv[j].offset < off + iv[i].size) {
-                    off = iv[j].offset + iv[j].size;
-                    moved = true;
-                }
-            }
-        }
-        iv[i].offset = off;
-        if (off + iv[i].size > total) total = off + iv[i].size;
+        iv[i].offset = lowest_fit(iv, i);
+        if (iv[i].offset + iv[i].size > total) total = iv[i].offset + iv[i].size;
     }
     return total;
+}
+
+/* Inference: room for the transformed weights of each Winograd convolution during its step
+ * (ids 4 NV + node after iv[0..k)), where it fits within the total the activations already
+ * take: the arena does not grow for them.  A first forward (predict of one image) then
+ * transforms each convolution's weights once into it, as the inference cache does, instead of
+ * once per tile block for the large layers (the cache makes its entries only at the second
+ * use: model_cache.c).  Largest first; the size for float32 words, the largest row.  Returns
+ * the new count. */
+static int place_weight_room(const unet_model *m, struct interval *iv, int k, size_t total) {
+    const struct unet__kernels *f32 = unet__kernels_pick(UNET__PRECISION_F32);
+    const int first = k;
+    for (int i = 0; f32 && i < m->n_nodes; i++) {
+        const struct unet__node *nd = &m->nodes[i];
+        if (nd->op != UNET__NODE_CONV || !unet__conv2d_fusable(&nd->d.conv)) continue;
+        iv[k++] = (struct interval){.size = unet__round16(unet__winograd_weights_floats(&nd->d.conv, f32)),
+                                    .start = i, .end = i, .id = 4 * m->n_values + i};
+    }
+    qsort(iv + first, (size_t)(k - first), sizeof *iv, cmp_interval_size);
+    int n = first;
+    for (int i = first; i < k; i++) {
+        iv[n] = iv[i];
+        iv[n].offset = lowest_fit(iv, n);
+        if (iv[n].offset + iv[n].size <= total) n++;
+    }
+    return n;
 }
 
 /* Fills last_use of every value (the last node reading it; NN for the output). */
@@ -313,16 +344,34 @@ static bool recomputed(const unet_model *m, const struct unet__node *nodes,
     return v > 0 && v != m->out_value && nodes[values[v].producer].op == UNET__NODE_BN;
 }
 
+/* The scratch floats node nd needs: forward and backward (training), or only forward. */
+static size_t node_scratch(const struct unet__node *nd, bool training) {
+    if (nd->op == UNET__NODE_CONV)
+        return training ? unet__conv2d_scratch_floats(&nd->d.conv)
+                        : unet__conv2d_forward_scratch_floats(&nd->d.conv);
+    if (nd->op == UNET__NODE_CONVT) return unet__convt2d_scratch_floats(&nd->d.convt);
+    return 0;
+}
+
 /* The lifetimes of activations (and, training, their gradients) on one timeline: forward
  * steps 0..NN, backward steps NN+1.. (backward of node i at NN + 1 + (NN - 1 - i)).
  * Inference: a value lives from its producer to its last consumer, and dropout's output is its
- * input.  Training: activations live through the whole step; a gradient lives from the
- * backward of the value's last consumer (the first to accumulate into it) to the backward of
- * its producer.  iv needs 3 * n_values entries; returns the count. */
+ * input; with scratch, each convolution's scratch lives for its own step (id 3 NV + node), so
+ * it takes memory the activations leave free then instead of a block of its own, which a
+ * fresh process would touch for the first time too.  Training: activations live through the
+ * whole step; a gradient lives from the backward of the value's last consumer (the first to
+ * accumulate into it) to the backward of its producer.  iv needs 3 * n_values + n_nodes
+ * entries; returns the count. */
 static int lifetimes(const unet_model *m, const struct unet__node *nodes,
-                     const struct unet__value *values, int n, bool training, struct interval *iv) {
+                     const struct unet__value *values, int n, bool training, bool scratch,
+                     struct interval *iv) {
     const int NV = m->n_values, NN = m->n_nodes;
     int k = 0;
+    for (int i = 0; scratch && !training && i < NN; i++) {
+        size_t f = node_scratch(&nodes[i], false);
+        if (f == 0) continue;
+        iv[k++] = (struct interval){.size = unet__round16(f), .start = i, .end = i, .id = 3 * NV + i};
+    }
     for (int v = 1; v < NV; v++) {
         const struct unet__value *x = &values[v];
         const struct unet__fusion *f = &nodes[x->producer].fuse;
@@ -379,12 +428,13 @@ static int lifetimes(const unet_model *m, const struct unet__node *nodes,
 static unet_status plan(unet_ctx *ctx, unet_model *m, int n, bool training) {
     const int NV = m->n_values, NN = m->n_nodes;
     unet_status s = UNET_STATUS_OK;
-    struct interval *iv = calloc((size_t)NV * 3 + 1, sizeof *iv);
+    struct interval *iv = calloc((size_t)NV * 3 + 2 * (size_t)NN + 1, sizeof *iv);
     if (!iv) return unet__fail(ctx, UNET_STATUS_NOMEM, "plan: out of memory");
     compute_last_use(m, m->nodes, m->values);
     plan_fusion(m, m->nodes, m->values, training);
-    int k = lifetimes(m, m->nodes, m->values, n, training, iv);
+    int k = lifetimes(m, m->nodes, m->values, n, training, true, iv);
     size_t values_floats = place_intervals(iv, k);
+    if (!training) k = place_weight_room(m, iv, k, values_floats);
 
     /* Inference: the scale and shift of the batch-norm being folded. */
     size_t fold_floats = 0;
@@ -416,10 +466,18 @@ static unet_status plan(unet_ctx *ctx, unet_model *m, int n, bool training) {
             m->values[v].data_fw = m->values[v].data_bw = NULL;
             m->values[v].bw_ready = false;
         }
+        for (int i = 0; i < NN; i++) {
+            m->nodes[i].scratch = m->nodes[i].wino_u = NULL;
+            m->nodes[i].wino_u_floats = 0;
+        }
         for (int i = 0; i < k; i++) {
             int v = iv[i].id;
             float *p = base ? base + iv[i].offset : NULL;
-            if (v < NV) m->values[v].data = p;
+            if (v >= 4 * NV) {
+                m->nodes[v - 4 * NV].wino_u = p;
+                m->nodes[v - 4 * NV].wino_u_floats = iv[i].size;
+            } else if (v >= 3 * NV) m->nodes[v - 3 * NV].scratch = p;
+            else if (v < NV) m->values[v].data = p;
             else if (v < 2 * NV) m->values[v - NV].grad = p;
             else m->values[v - 2 * NV].data_bw = p;
         }
@@ -486,12 +544,9 @@ unet_status unet_model_prepare(unet_ctx *ctx, unet_model *m, int n, int h, int w
             }
     s = plan(ctx, m, n, training != 0);
     if (s != UNET_STATUS_OK) return s;
-    size_t scratch = 0;
-    for (int i = 0; i < m->n_nodes; i++) {
-        const struct unet__node *nd = &m->nodes[i];
-        size_t f = 0;
-        if (nd->op == UNET__NODE_CONV) f = unet__conv2d_scratch_floats(&nd->d.conv);
-        if (nd->op == UNET__NODE_CONVT) f = unet__convt2d_scratch_floats(&nd->d.convt);
+    size_t scratch = 0; /* training: one block for the largest; inference: in the arena */
+    for (int i = 0; training && i < m->n_nodes; i++) {
+        size_t f = node_scratch(&m->nodes[i], true);
         if (f > scratch) scratch = f;
     }
     if (scratch) {
@@ -547,7 +602,7 @@ unet_status unet_model_cost(unet_ctx *ctx, const unet_model *m, int n, int h, in
         }
         compute_last_use(m, nodes, values);
         plan_fusion(m, nodes, values, false);
-        int k = lifetimes(m, nodes, values, n, false, iv);
+        int k = lifetimes(m, nodes, values, n, false, false, iv);
         *act_bytes = place_intervals(iv, k) * sizeof(float);
     }
 done:

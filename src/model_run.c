@@ -54,7 +54,13 @@ static struct unet__conv_how how_of(unet_model *m, int i) {
  * from the inference cache, remade whenever the weights change. */
 static void conv_forward(unet_model *m, int i) {
     const struct unet__node    *c = &m->nodes[i];
-    const struct unet__conv_how how = how_of(m, i);
+    struct unet__conv_how       how = how_of(m, i);
+    /* No cache entry (yet): the weights transformed once into the plan's room for them. */
+    if (!how.wino_u && c->wino_u && !m->training_mode &&
+        unet__winograd_weights_floats(&c->d.conv, how.k) <= c->wino_u_floats) {
+        unet__winograd_weights(c->wino_u, P(m, c->w), &c->d.conv, how.k);
+        how.wino_u = c->wino_u;
+    }
     struct unet__conv_epilogue  ep = {.shift = P(m, c->b)};
     float                      *y = m->values[c->out].data;
     if (c->fuse.bn >= 0) {
@@ -73,11 +79,11 @@ static void conv_forward(unet_model *m, int i) {
         const struct unet__node *cat = &m->nodes[c->fuse.cat];
         unet__conv2d_forward_cat(y, m->values[cat->in].data, m->values[cat->in2].data,
                                  m->values[cat->in].c, P(m, c->w), &c->d.conv, &ep, &how,
-                                 m->scratch);
+                                 c->scratch ? c->scratch : m->scratch);
         return;
     }
     unet__conv2d_forward_ep(y, m->values[c->in].data, P(m, c->w), &c->d.conv, &ep, &how,
-                            m->scratch);
+                            c->scratch ? c->scratch : m->scratch);
 }
 
 const float *unet__model_forward(unet_model *m, const float *x) {
@@ -101,7 +107,7 @@ const float *unet__model_forward(unet_model *m, const float *x) {
         case UNET__NODE_CONVT: {
             const struct unet__conv_how how = {.k = unet__kernels_for(m->precision)};
             unet__convt2d_forward(y, in, P(m, nd->w), P(m, nd->b), &nd->d.convt, &how,
-                                  m->scratch);
+                                  nd->scratch ? nd->scratch : m->scratch);
             break;
         }
         case UNET__NODE_BN:

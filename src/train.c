@@ -46,6 +46,8 @@ unet_status unet__check_optim(unet_ctx *ctx, const unet_optim *o) {
  * start a fresh optimizer: its step count restarts at 0 (Adam's bias correction), whatever the
  * checkpoint's train_steps said; a resumable checkpoint restores moments and step together. */
 static unet_status alloc_state(unet_ctx *ctx, unet_model *m) {
+    unet_status s = unet__model_own_weights(ctx, m); /* not page by page as the steps write */
+    if (s != UNET_STATUS_OK) return s;
     if (!m->snapshot) {
         size_t bytes = m->n_buffers * sizeof(float) + (size_t)m->n_counters * sizeof(int64_t);
         m->snapshot = unet__alloc(bytes + 64);

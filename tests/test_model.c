@@ -231,9 +231,22 @@ TEST(inference_plan_reuses_memory) {
     size_t sum = 0;
     for (int v = 1; v < m->n_values; v++)
         sum += (size_t)m->values[v].c * m->values[v].h * m->values[v].w * sizeof(float);
-    printf("       planned %.2f MiB for %.2f MiB of activations\n", (double)m->act.size / (1 << 20),
-           (double)sum / (1 << 20));
-    CHECK(m->act.size < sum / 2);
+    size_t values = 0; /* the activations' part of the plan (unet_model_cost leaves scratch) */
+    CHECK_STATUS(unet_model_cost(ctx, m, 1, 64, 64, NULL, &values), UNET_STATUS_OK);
+    printf("       planned %.2f MiB for %.2f MiB of activations, %.2f MiB with scratch\n",
+           (double)values / (1 << 20), (double)sum / (1 << 20), (double)m->act.size / (1 << 20));
+    CHECK(values < sum / 2);
+    /* Each convolution's scratch is in the arena (no block of its own), where the activations
+     * leave room during its step: the logits below check that nothing alive is overwritten. */
+    CHECK(m->scratch == NULL);
+    for (int i = 0; i < m->n_nodes; i++) {
+        const struct unet__node *nd = &m->nodes[i];
+        if (nd->op != UNET__NODE_CONV && nd->op != UNET__NODE_CONVT) continue;
+        size_t f = nd->op == UNET__NODE_CONV ? unet__conv2d_forward_scratch_floats(&nd->d.conv)
+                                             : unet__convt2d_scratch_floats(&nd->d.convt);
+        const unsigned char *p = (const unsigned char *)nd->scratch;
+        CHECK(f == 0 || (p && p >= m->act.base && p + f * sizeof(float) <= m->act.base + m->act.size));
+    }
     /* No two values alive at once overlap: run forward and compare against a training plan
      * (which keeps everything). */
     float *x = test_alloc(64 * 64), *y1 = test_alloc(2 * 64 * 64), *y2 = test_alloc(2 * 64 * 64);
@@ -326,6 +339,61 @@ static void whole_gradcheck(unet_config c, const char *label, int H, int W) {
 
 /* The composition: backward order, fused ReLUs, gradient zeroing and memory reuse over the whole
  * network, every parameter tensor (the exact values are checked against PyTorch above). */
+/* An inference plan gives Winograd convolutions room in the arena, free during their step, for
+ * their transformed weights (model_plan.c place_weight_room): a forward without cache entries
+ * (the first, or any with the cache off) transforms each convolution's weights once into it.
+ * The logits are those of the transform in the call, bit for bit, and the arena is no larger
+ * than the plan without the room. */
+TEST(weight_room_in_the_arena) {
+    enum { S = 160 };
+    unet_ctx *ctx = unet_ctx_create();
+    unet_config c = unet_config_default(UNET_ARCH_UNET);
+    c.base = 16, c.depth = 2;
+    unet_model *m = NULL;
+    CHECK_STATUS(unet_model_create(ctx, &c, 3, &m), UNET_STATUS_OK);
+    if (!m) goto done;
+    unet_model_set_cache(m, 0);
+    /* A small Winograd budget: the layers of this small network then keep no weights in the
+     * call and transform them per tile block and chunk, as the large layers of a full size
+     * network do. */
+    unet__winograd_set_budget(36 * 40 * 16);
+    CHECK_STATUS(unet_model_prepare(ctx, m, 1, S, S, 0), UNET_STATUS_OK);
+    int rooms = 0, winograd = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const struct unet__node *nd = &m->nodes[i];
+        winograd += nd->op == UNET__NODE_CONV && unet__conv2d_fusable(&nd->d.conv);
+        if (!nd->wino_u) continue;
+        rooms++;
+        CHECK(nd->wino_u_floats >= unet__winograd_weights_floats(&nd->d.conv, unet__kernels_for(m->precision)));
+        CHECK((const unsigned char *)(nd->wino_u + nd->wino_u_floats) <= m->act.base + m->act.size);
+    }
+    printf("       %d of %d Winograd convolutions with room for their transformed weights, arena "
+           "%.2f MiB\n", rooms, winograd, (double)m->act.size / (1 << 20));
+    CHECK(rooms > 0 && rooms == winograd); /* this size leaves room for every one */
+    float *x = test_alloc(S * S), *y1 = test_alloc(2 * S * S), *y2 = test_alloc(2 * S * S);
+    struct unet__rng rng;
+    unet__rng_seed(&rng, 4);
+    fill_uniform(&rng, x, S * S, 0, 1);
+    CHECK_STATUS(unet_model_forward(ctx, m, x, 1, S, S, y1), UNET_STATUS_OK);
+    for (int i = 0; i < m->n_nodes; i++) m->nodes[i].wino_u = NULL;
+    /* The cache's transform (its entries made at the second forward) is the same, and so are
+     * the logits, bit for bit. */
+    unet_model_set_cache(m, 1);
+    for (int k = 0; k < 2; k++)
+        CHECK_STATUS(unet_model_forward(ctx, m, x, 1, S, S, y2), UNET_STATUS_OK);
+    CHECK(unet__wcache_bytes(m) > 0);
+    CHECK(memcmp(y1, y2, sizeof *y1 * 2 * S * S) == 0);
+    /* Transformed per tile block and chunk in the call: the same sums in another grouping. */
+    unet_model_set_cache(m, 0);
+    CHECK_STATUS(unet_model_forward(ctx, m, x, 1, S, S, y2), UNET_STATUS_OK);
+    CHECK_TENSOR("room vs in the call", y1, y2, 2 * S * S, 1e-5, 1e-4);
+    free(x), free(y1), free(y2);
+done:
+    unet__winograd_set_budget(0);
+    unet_model_free(m);
+    unet_ctx_free(ctx);
+}
+
 TEST(whole_unet_gradcheck) {
     unet_config c = unet_config_default(UNET_ARCH_UNET);
     c.base = 2, c.depth = 2, c.conv_bias = 1;
@@ -479,6 +547,152 @@ TEST(fresh_optimizer_after_load) {
     unet_ctx_free(ctx);
 }
 
+/* Logits of m on a fixed 1 x in_channels x 20 x 20 input into out (malloc'd), or NULL. */
+static float *logits_of(unet_ctx *ctx, unet_model *m) {
+    const unet_config *c = unet_model_config(m);
+    float *x = malloc(sizeof *x * (size_t)c->in_channels * 400);
+    float *y = malloc(sizeof *y * (size_t)c->classes * 400);
+    for (int i = 0; i < c->in_channels * 400; i++) x[i] = (float)((i * 37) % 101) / 101.0f;
+    if (unet_model_forward(ctx, m, x, 1, 20, 20, y) != UNET_STATUS_OK) {
+        free(y);
+        y = NULL;
+    }
+    free(x);
+    return y;
+}
+
+/* An inference load of a checkpoint unet wrote uses the weights where they lie in the mapped
+ * file (checkpoint.c, use_mapped_weights): the same logits, bit for bit, as the copy that every
+ * other load makes; a write to the weights never reaches the file; the model outlives the file
+ * being replaced (by rename, as unet writes); a file of another layout takes the copy; a
+ * truncated file or a non-finite weight in the mapping is refused with an error. */
+TEST(weights_used_in_place) {
+    unet_ctx *ctx = unet_ctx_create();
+    char dir[] = "/tmp/unet-test-XXXXXX", path[64], old[64];
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/m.safetensors", dir);
+    snprintf(old, sizeof old, "%s/old.safetensors", dir);
+    unet_config c = unet_config_default(UNET_ARCH_UNET);
+    c.base = 4, c.depth = 2, c.classes = 3;
+    unet_model *a = NULL, *b = NULL, *copy = NULL;
+    CHECK_STATUS(unet_model_create(ctx, &c, 7, &a), UNET_STATUS_OK);
+    for (size_t i = 0; a && i < a->n_buffers; i++) a->buffers[i] += 0.01f * (float)(i % 7);
+    CHECK_STATUS(unet_model_save(ctx, a, path), UNET_STATUS_OK);
+    unsigned char *file = NULL;
+    size_t size = 0;
+    CHECK_STATUS(unet__read_file(ctx, path, 1 << 30, &file, &size), UNET_STATUS_OK);
+    CHECK_STATUS(unet_model_load(ctx, path, &b), UNET_STATUS_OK);
+    CHECK_STATUS(unet__model_load_mem(ctx, "copy", file, size, false, NULL, NULL, &copy),
+                 UNET_STATUS_OK);
+    if (!a || !b || !copy || !file) goto done;
+    /* The header is padded so that the data section, weights first, is 64-byte aligned. */
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = hlen << 8 | file[i];
+    CHECK_EQ((8 + hlen) % 64, 0);
+    CHECK(b->map != NULL);
+    CHECK(copy->map == NULL);
+    CHECK((unsigned char *)b->weights == b->map + 8 + hlen);
+    CHECK(memcmp(b->weights, a->weights, a->n_weights * sizeof(float)) == 0);
+    float *ya = logits_of(ctx, a), *yb = logits_of(ctx, b), *yc = logits_of(ctx, copy);
+    CHECK(ya && yb && yc);
+    if (ya && yb && yc) {
+        CHECK(memcmp(yb, yc, sizeof *yb * 3 * 400) == 0);
+        CHECK(memcmp(yb, ya, sizeof *yb * 3 * 400) == 0);
+    }
+
+    /* The file replaced by another model (save renames over it): b keeps its weights. */
+    unet_model *other = NULL;
+    CHECK_STATUS(unet_model_create(ctx, &c, 8, &other), UNET_STATUS_OK);
+    CHECK_STATUS(unet_model_save(ctx, other, path), UNET_STATUS_OK);
+    unet_model_free(other);
+    float *yb2 = logits_of(ctx, b);
+    CHECK(yb2 && yb && memcmp(yb2, yb, sizeof *yb * 3 * 400) == 0);
+    free(yb2);
+    unet_model_free(b);
+    b = NULL;
+
+    /* Writes to the weights stay in the process: the file keeps its bytes. */
+    FILE *f = fopen(path, "wb");
+    CHECK(f && fwrite(file, 1, size, f) == size);
+    if (f) fclose(f);
+    CHECK_STATUS(unet_model_load(ctx, path, &b), UNET_STATUS_OK);
+    if (b) {
+        CHECK(b->map != NULL);
+        b->weights[0] += 1.0f;
+        unet__model_weights_changed(b);
+        float x[20 * 20];
+        int32_t t[20 * 20];
+        for (int i = 0; i < 400; i++) x[i] = (float)(i % 9) / 9.0f, t[i] = i % 3;
+        unet_optim o = unet_optim_default(UNET_OPTIM_SGD);
+        double L;
+        CHECK_STATUS(unet_train_step(ctx, b, &o, UNET_LOSS_CE, x, t, NULL, 1, 20, 20, &L),
+                     UNET_STATUS_OK);
+        CHECK(b->map == NULL); /* training took its own copy of the weights */
+        unsigned char *now = NULL;
+        size_t now_size = 0;
+        CHECK_STATUS(unet__read_file(ctx, path, 1 << 30, &now, &now_size), UNET_STATUS_OK);
+        CHECK(now && now_size == size && memcmp(now, file, size) == 0);
+        free(now);
+    }
+    unet_model_free(b);
+    b = NULL;
+
+    /* A file whose weights are not one run in the block's order (as unet wrote them before,
+     * and PyTorch's writer does): the copy, with the same logits. */
+    struct unet__st_entry *e = calloc((size_t)a->n_params, sizeof *e);
+    for (int i = 0; e && i < a->n_params; i++) {
+        const struct unet__param *p = &a->params[i];
+        e[i].name = p->name;
+        e[i].ndim = p->ndim;
+        memcpy(e[i].shape, p->shape, sizeof p->shape);
+        e[i].dtype = p->kind == UNET__PARAM_COUNTER ? UNET__DTYPE_I64 : UNET__DTYPE_F32;
+        e[i].data = p->kind == UNET__PARAM_COUNTER ? (const void *)&a->counters[p->offset]
+                                                   : (const void *)unet__model_param_data(a, p);
+    }
+    const char *meta[] = {"arch", "unet", "base", "4", "depth", "2", "classes", "3"};
+    CHECK_STATUS(unet__st_write(ctx, old, e, a->n_params, meta, 4), UNET_STATUS_OK);
+    free(e);
+    CHECK_STATUS(unet_model_load(ctx, old, &b), UNET_STATUS_OK);
+    if (b) {
+        CHECK(b->map == NULL);
+        float *yo = logits_of(ctx, b);
+        CHECK(yo && yb && memcmp(yo, yb, sizeof *yb * 3 * 400) == 0);
+        free(yo);
+    }
+    unet_model_free(b);
+    b = NULL;
+
+    /* Truncated inside the weights: refused before anything reads the mapping. */
+    f = fopen(path, "wb");
+    CHECK(f && fwrite(file, 1, 8 + hlen + 1000, f) == 8 + hlen + 1000);
+    if (f) fclose(f);
+    CHECK_STATUS(unet_model_load(ctx, path, &b), UNET_STATUS_FORMAT);
+    CHECK_STR_CONTAINS(unet_ctx_errmsg(ctx), "m.safetensors");
+    printf("       %s\n", unet_ctx_errmsg(ctx));
+    CHECK(b == NULL);
+    /* A NaN among the mapped weights: the finite check reads the mapping. */
+    const float nan = NAN;
+    memcpy(file + 8 + hlen + 4 * 5, &nan, sizeof nan);
+    f = fopen(path, "wb");
+    CHECK(f && fwrite(file, 1, size, f) == size);
+    if (f) fclose(f);
+    CHECK_STATUS(unet_model_load(ctx, path, &b), UNET_STATUS_NUMERIC);
+    CHECK_STR_CONTAINS(unet_ctx_errmsg(ctx), "inc.double_conv.0.weight holds nan at index 5");
+    CHECK(b == NULL);
+    free(ya);
+    free(yb);
+    free(yc);
+done:
+    free(file);
+    unet_model_free(b);
+    unet_model_free(copy);
+    unet_model_free(a);
+    unlink(path);
+    unlink(old);
+    rmdir(dir);
+    unet_ctx_free(ctx);
+}
+
 int main(void) {
     RUN(param_counts);
     RUN(output_sizes);
@@ -486,9 +700,11 @@ int main(void) {
     RUN(unet_bilinear_matches_pytorch);
     RUN(whole_unet_gradcheck);
     RUN(inference_plan_reuses_memory);
+    RUN(weight_room_in_the_arena);
     RUN(checkpoint_round_trip);
     RUN(bad_checkpoints);
     RUN(bad_targets_are_errors);
     RUN(fresh_optimizer_after_load);
+    RUN(weights_used_in_place);
     return harness_finish();
 }

@@ -16,6 +16,7 @@
  * non-float tensor is an error naming the tensor.
  */
 #include "io/checkpoint.h"
+#include "io/file.h"
 #include "io/safetensors.h"
 
 #include <errno.h>
@@ -189,8 +190,11 @@ static unet_status read_params(unet_ctx *ctx, const struct unet__safetensors *st
         if (map && map->source && !map->source(map->user, p, &name, shape, &ndim)) continue;
         const struct unet__st_tensor *t = unet__st_find(st, name);
         if (t) used[t - st->tensors] = true;
-        if (p->kind != UNET__PARAM_COUNTER)
-            s = unet__st_read_f32(ctx, st, name, shape, ndim, unet__model_param_data(m, p));
+        if (p->kind != UNET__PARAM_COUNTER) /* weights in the mapped file: only checked */
+            s = unet__st_read_f32(ctx, st, name, shape, ndim,
+                                  p->kind == UNET__PARAM_WEIGHT && m->map
+                                      ? NULL
+                                      : unet__model_param_data(m, p));
         else if (!t)
             s = unet__fail(ctx, UNET_STATUS_FORMAT, "%s: tensor '%s' is missing", path, name);
         else if (unet__st_numel(t) != 1 || t->ndim > 1 ||
@@ -362,6 +366,43 @@ static bool is_optimizer_tensor(void *user, const char *name) {
     return strncmp(name, "optimizer.", 10) == 0;
 }
 
+/* Where m's parameter block lies in st's mapping, or NULL: every trainable parameter a
+ * float32 tensor of its own name and size, one after the other in the block's order (as
+ * save() writes them), from an address with unet__alloc's alignment. */
+static float *weights_in_file(const struct unet__safetensors *st, const unet_model *m) {
+    if (!st->mapped || m->n_weights == 0) return NULL;
+    const unsigned char *base = NULL;
+    for (int i = 0; i < m->n_params; i++) {
+        const struct unet__param     *p = &m->params[i];
+        const struct unet__st_tensor *t;
+        if (p->kind != UNET__PARAM_WEIGHT) continue;
+        if (!(t = unet__st_find(st, p->name)) || t->dtype != UNET__DTYPE_F32 ||
+            t->nbytes != p->numel * sizeof(float))
+            return NULL;
+        const unsigned char *d = unet__st_data(st, t);
+        if (!base) base = d; /* the first trainable parameter is at offset 0 */
+        if (d != base + p->offset * sizeof(float)) return NULL;
+    }
+    return (uintptr_t)base % UNET__ST_DATA_ALIGN ? NULL : (float *)(uintptr_t)base;
+}
+
+/* An inference load points the model's weights into the mapped file instead of copying them
+ * (124 MB of memory the process would touch for the first time: the kernel zeroes every page
+ * of it).  The mapping becomes the model's and private-writable: whatever writes the weights
+ * later (a training step, an EMA swap) writes its own copy of a page, never the file.  The
+ * parse checked every tensor against the file's size; the file must then not be truncated or
+ * rewritten in place while the model lives (unet writes files by rename, which leaves it
+ * intact; docs/checkpoints.md).  Any other file, or a system that refuses, gets the copy. */
+static void use_mapped_weights(struct unet__safetensors *st, unet_model *m) {
+    float *w = weights_in_file(st, m);
+    if (!w || !unet__map_writable(st->buf, st->size)) return;
+    unet__free(m->weights);
+    m->weights = w;
+    m->map = st->buf;
+    m->map_bytes = st->size;
+    st->kept = true;
+}
+
 /* The model in st (opened from `path`, a name for messages). */
 static unet_status load_st(unet_ctx *ctx, struct unet__safetensors *st, const char *path,
                            unet_model **out, bool training, unet_meta_fn meta_fn, void *user) {
@@ -402,6 +443,7 @@ static unet_status load_st(unet_ctx *ctx, struct unet__safetensors *st, const ch
     char what[160];
     snprintf(what, sizeof what, "a %s (base %d, depth %d): the architecture does not match",
              unet_arch_name(cfg.arch), cfg.base, cfg.depth);
+    if (!training) use_mapped_weights(st, m);
     const struct unet__weights_map keep_optimizer = {.extra = is_optimizer_tensor};
     s = read_params(ctx, st, path, m, &keep_optimizer, what);
     if (s != UNET_STATUS_OK) goto fail;
@@ -525,19 +567,28 @@ static unet_status save(unet_ctx *ctx, const unet_model *m, const char *path, bo
         free(meta);
         return unet__fail(ctx, UNET_STATUS_NOMEM, "%s: out of memory", path);
     }
-    for (int i = 0; i < m->n_params; i++) {
-        const struct unet__param *p = &m->params[i];
-        e[i].name = p->name;
-        e[i].ndim = p->ndim;
-        memcpy(e[i].shape, p->shape, sizeof p->shape);
-        if (p->kind == UNET__PARAM_COUNTER) {
-            e[i].dtype = UNET__DTYPE_I64;
-            e[i].data = &m->counters[p->offset];
-        } else {
-            e[i].dtype = UNET__DTYPE_F32;
-            e[i].data = unet__model_param_data(m, p);
+    /* The trainable parameters first, one after the other in the order of the parameter
+     * block, at the start of the (aligned) data section: an inference load uses them in place
+     * from the mapped file (weights_in_file).  Then the running statistics and counters. */
+    static const enum unet__param_kind kinds[] = {UNET__PARAM_WEIGHT, UNET__PARAM_BUFFER,
+                                                  UNET__PARAM_COUNTER};
+    int ne = 0;
+    for (size_t kind = 0; kind < sizeof kinds / sizeof kinds[0]; kind++)
+        for (int j = 0; j < m->n_params; j++) {
+            const struct unet__param *p = &m->params[j];
+            if (p->kind != kinds[kind]) continue;
+            e[ne].name = p->name;
+            e[ne].ndim = p->ndim;
+            memcpy(e[ne].shape, p->shape, sizeof p->shape);
+            if (p->kind == UNET__PARAM_COUNTER) {
+                e[ne].dtype = UNET__DTYPE_I64;
+                e[ne].data = &m->counters[p->offset];
+            } else {
+                e[ne].dtype = UNET__DTYPE_F32;
+                e[ne].data = unet__model_param_data(m, p);
+            }
+            ne++;
         }
-    }
     if (training) {
         const char *names[4] = {"optimizer.exp_avg", "optimizer.exp_avg_sq", "optimizer.ema",
                                 "optimizer.ema_buffers"};

@@ -121,6 +121,10 @@ void unet__unmap_file(unsigned char *buf, size_t size) {
     if (buf) munmap(buf, size);
 }
 
+bool unet__map_writable(unsigned char *buf, size_t size) {
+    return buf && mprotect(buf, size, PROT_READ | PROT_WRITE) == 0;
+}
+
 unet_status unet__atomic_begin(unet_ctx *ctx, struct unet__atomic *a, const char *path) {
     a->fd = -1;
     a->path = unet__strdup(path);

@@ -33,6 +33,9 @@ unet_status unet__read_file(unet_ctx *ctx, const char *path, size_t max_bytes,
 unet_status unet__map_file(unet_ctx *ctx, const char *path, size_t max_bytes,
                            unsigned char **buf, size_t *size, bool *mapped);
 void unet__unmap_file(unsigned char *buf, size_t size);
+/* Makes a mapping from unet__map_file writable in this process only (a write copies the page
+ * it touches; the file is never written).  False when the system refuses. */
+bool unet__map_writable(unsigned char *buf, size_t size);
 
 /* Opens path for reading if it is a regular file: O_NONBLOCK while opening, so a FIFO never
  * blocks, then fstat.  A FIFO, device, socket or directory is UNET_STATUS_IO "not a regular

@@ -66,8 +66,11 @@ void unet__st_close(struct unet__safetensors *st) {
     for (int i = 0; i < 2 * st->meta_count; i++) free(st->meta[i]);
     free(st->tensors);
     free(st->meta);
-    if (st->mapped) unet__unmap_file(st->buf, st->size);
-    else free(st->buf);
+    if (st->mapped) {
+        if (!st->kept) unet__unmap_file(st->buf, st->size);
+    } else {
+        free(st->buf);
+    }
     free(st->path);
     free(st);
 }
@@ -445,7 +448,7 @@ unet_status unet__st_read_f32(unet_ctx *ctx, const struct unet__safetensors *st,
         t->dtype != UNET__DTYPE_BF16)
         return unet__fail(ctx, UNET_STATUS_FORMAT, "%s: %s: expected a float dtype, got %s",
                           st->path, name, unet__dtype_name(t->dtype));
-    unet__st_to_f32(st, t, out);
+    if (out) unet__st_to_f32(st, t, out);
     return UNET_STATUS_OK;
 }
 
@@ -492,10 +495,10 @@ unet_status unet__st_write(unet_ctx *ctx, const char *path, const struct unet__s
         s = unet__fail(ctx, UNET_STATUS_NOMEM, "%s: out of memory", path);
         goto done;
     }
-    /* Pad the header with spaces so the data section starts 8-byte aligned (as the reference
-     * implementation does). */
+    /* Pad the header with spaces so that the data section starts UNET__ST_DATA_ALIGN-byte
+     * aligned (the reference implementation pads to 8; a multiple of 8 is both). */
     size_t hlen = strlen(json);
-    size_t padded = (hlen + 7) / 8 * 8;
+    size_t padded = (8 + hlen + UNET__ST_DATA_ALIGN - 1) / UNET__ST_DATA_ALIGN * UNET__ST_DATA_ALIGN - 8;
     s = unet__atomic_begin(ctx, &at, path);
     if (s != UNET_STATUS_OK) goto done;
     f = fopen(at.tmp, "wb");

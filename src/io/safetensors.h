@@ -41,6 +41,8 @@ struct unet__safetensors {
     unsigned char          *buf;        /* the whole file */
     size_t                  size;
     bool                    mapped;     /* buf is mapped (unet__map_file), not malloc'd */
+    bool                    kept;       /* the mapping was handed on (a model's weights point
+                                         * into it, checkpoint.c): close leaves it */
     size_t                  data_start; /* 8 + header length */
     struct unet__st_tensor *tensors;
     int                     count;
@@ -68,12 +70,16 @@ void unet__st_to_i64(const struct unet__safetensors *st, const struct unet__st_t
 const char *unet__st_meta(const struct unet__safetensors *st, const char *key);
 
 /* Checks that tensor `name` exists with exactly this shape and a float dtype, then converts it
- * into out.  Messages name the tensor and both shapes:
+ * into out (out NULL: only the checks).  Messages name the tensor and both shapes:
  * "model.safetensors: down1.maxpool_conv.1.double_conv.0.weight: expected (128, 64, 3, 3), got (128, 64, 1, 1)". */
 unet_status unet__st_read_f32(unet_ctx *ctx, const struct unet__safetensors *st, const char *name,
                               const int64_t *shape, int ndim, float *out);
 
 /* ---- writing ---- */
+/* The data section of a file unet__st_write writes starts at a multiple of this many bytes
+ * (the header is padded with spaces), so a float32 tensor written first can be used in place
+ * from a mapping of the file with the alignment of unet__alloc. */
+#define UNET__ST_DATA_ALIGN 64
 struct unet__st_entry {
     const char      *name;
     enum unet__dtype dtype;

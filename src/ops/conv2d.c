@@ -86,6 +86,13 @@ unet_status unet__conv2d_dims_init(unet_ctx *ctx, struct unet__conv2d_dims *d, c
     return UNET_STATUS_OK;
 }
 
+/* A forward by Winograd when it applies (or direct, without scratch), else by im2col tiles
+ * (unet__conv2d_forward_ep). */
+size_t unet__conv2d_forward_scratch_floats(const struct unet__conv2d_dims *d) {
+    if (unet__winograd_applies(d)) return unet__winograd_scratch_floats(d);
+    return is_pointwise(d) ? 0 : (size_t)ckk(d) * (size_t)tile_pixels(d);
+}
+
 size_t unet__conv2d_scratch_floats(const struct unet__conv2d_dims *d) {
     if (is_pointwise(d)) return 0;
     size_t f = (size_t)ckk(d) * (size_t)tile_pixels(d);

@@ -47,6 +47,8 @@ struct unet__conv_how {
 unet_status unet__conv2d_dims_init(unet_ctx *ctx, struct unet__conv2d_dims *d, const char *name);
 /* Floats of scratch forward and backward need (bounded: im2col is tiled). */
 size_t unet__conv2d_scratch_floats(const struct unet__conv2d_dims *d);
+/* What the forward alone needs (an inference plan): at most unet__conv2d_scratch_floats. */
+size_t unet__conv2d_forward_scratch_floats(const struct unet__conv2d_dims *d);
 
 void unet__conv2d_forward(float *y, const float *x, const float *w, const float *b,
                           const struct unet__conv2d_dims *d, float *scratch);
