@@ -92,9 +92,15 @@ n_folds() {
 }
 
 # runs/cv/splits/<dataset>/fold<f>/{train,test}/{images,masks}: symlinks to DATA, never copies.
+# A split that is there with the right test images is kept, so that two queues (THREADS=1
+# each) can share OUT without one removing a split the other is reading.
 split() {
     sd=$OUT/splits/$1/fold$2
     held=$(fold_images "$1" "$2")
+    if [ -d "$sd/train/masks" ] && [ -d "$sd/test/masks" ]; then
+        have=$(ls "$sd/test/images" | sed 's/\.[^.]*$//')
+        [ "$(echo $have)" = "$(echo $held)" ] && return 0
+    fi
     rm -rf "$sd"
     mkdir -p "$sd/train/images" "$sd/train/masks" "$sd/test/images" "$sd/test/masks"
     n_test=0
