@@ -120,6 +120,7 @@ rate() {
     case "$1" in
         unet:16:256:2) echo 280 ;;
         unet:16:256:4) echo 136 ;;
+        unet:16:128:8) echo 265 ;;      # 0.946x unet:16:256:2 in the same calibrate.sh run (244 / 258, loaded)
         unet:32:256:2) echo 100 ;;
         unet:64:256:4) echo 15 ;;       # unet train's default width and batch without --minutes
         unet-paper:16:412:1) echo 350 ;;
