@@ -99,6 +99,7 @@ split() {
     held=$(fold_images "$1" "$2")
     if [ -d "$sd/train/masks" ] && [ -d "$sd/test/masks" ]; then
         have=$(ls "$sd/test/images" | sed 's/\.[^.]*$//')
+        # shellcheck disable=SC2086,SC2116  # split into words on purpose: compared as lists
         [ "$(echo $have)" = "$(echo $held)" ] && return 0
     fi
     rm -rf "$sd"
