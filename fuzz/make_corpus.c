@@ -18,6 +18,7 @@
  */
 #include "internal.h"
 #include "io/safetensors.h"
+#include "io/checkpoint.h"
 #include "model.h"
 
 #include <png.h>
@@ -257,15 +258,8 @@ static void save_torch_style(unet_ctx *ctx, const char *dir) {
         unet_model_free(m);
         return;
     }
-    for (int i = 0; i < m->n_params; i++) {
-        const struct unet__param *p = &m->params[i];
-        e[i].name = p->name;
-        e[i].ndim = p->ndim;
-        memcpy(e[i].shape, p->shape, sizeof p->shape);
-        e[i].dtype = p->kind == UNET__PARAM_COUNTER ? UNET__DTYPE_I64 : UNET__DTYPE_F32;
-        e[i].data = p->kind == UNET__PARAM_COUNTER ? (const void *)&m->counters[p->offset]
-                                                   : (const void *)unet__model_param_data(m, p);
-    }
+    for (int i = 0; i < m->n_params; i++)
+        unet__st_entry_of_param(m, &m->params[i], &e[i]);
     if (unet__st_write(ctx, path, e, m->n_params, NULL, 0) != UNET_STATUS_OK)
         fail(unet_ctx_errmsg(ctx));
     free(e);

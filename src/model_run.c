@@ -47,6 +47,11 @@ static struct unet__conv_how how_of(unet_model *m, int i) {
     return h;
 }
 
+/* A node's scratch: its room in an inference plan's arena, else the model's block. */
+static float *scratch_of(const unet_model *m, const struct unet__node *nd) {
+    return nd->scratch ? nd->scratch : m->scratch;
+}
+
 /* Convolution node i, as its fusion record says (inference plans): with a folded batch-norm
  * (+ its ReLU) in the epilogue it writes the batch-norm's output, and with a fused pool the
  * pool's output too; after a fused concat it reads the concat's two inputs.  The fold (scale
@@ -79,11 +84,11 @@ static void conv_forward(unet_model *m, int i) {
         const struct unet__node *cat = &m->nodes[c->fuse.cat];
         unet__conv2d_forward_cat(y, m->values[cat->in].data, m->values[cat->in2].data,
                                  m->values[cat->in].c, P(m, c->w), &c->d.conv, &ep, &how,
-                                 c->scratch ? c->scratch : m->scratch);
+                                 scratch_of(m, c));
         return;
     }
     unet__conv2d_forward_ep(y, m->values[c->in].data, P(m, c->w), &c->d.conv, &ep, &how,
-                            c->scratch ? c->scratch : m->scratch);
+                            scratch_of(m, c));
 }
 
 const float *unet__model_forward(unet_model *m, const float *x) {
@@ -107,7 +112,7 @@ const float *unet__model_forward(unet_model *m, const float *x) {
         case UNET__NODE_CONVT: {
             const struct unet__conv_how how = {.k = unet__kernels_for(m->precision)};
             unet__convt2d_forward(y, in, P(m, nd->w), P(m, nd->b), &nd->d.convt, &how,
-                                  nd->scratch ? nd->scratch : m->scratch);
+                                  scratch_of(m, nd));
             break;
         }
         case UNET__NODE_BN:

@@ -4,6 +4,7 @@
  * architectures, the memory plan, checkpoint round trips and bad checkpoints. */
 #include "harness.h"
 #include "io/file.h"
+#include "io/checkpoint.h"
 #include "model.h"
 
 #include <unistd.h>
@@ -640,15 +641,8 @@ TEST(weights_used_in_place) {
     /* A file whose weights are not one run in the block's order (as unet wrote them before,
      * and PyTorch's writer does): the copy, with the same logits. */
     struct unet__st_entry *e = calloc((size_t)a->n_params, sizeof *e);
-    for (int i = 0; e && i < a->n_params; i++) {
-        const struct unet__param *p = &a->params[i];
-        e[i].name = p->name;
-        e[i].ndim = p->ndim;
-        memcpy(e[i].shape, p->shape, sizeof p->shape);
-        e[i].dtype = p->kind == UNET__PARAM_COUNTER ? UNET__DTYPE_I64 : UNET__DTYPE_F32;
-        e[i].data = p->kind == UNET__PARAM_COUNTER ? (const void *)&a->counters[p->offset]
-                                                   : (const void *)unet__model_param_data(a, p);
-    }
+    for (int i = 0; e && i < a->n_params; i++)
+        unet__st_entry_of_param(a, &a->params[i], &e[i]);
     const char *meta[] = {"arch", "unet", "base", "4", "depth", "2", "classes", "3"};
     CHECK_STATUS(unet__st_write(ctx, old, e, a->n_params, meta, 4), UNET_STATUS_OK);
     free(e);

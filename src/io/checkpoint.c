@@ -366,6 +366,20 @@ static bool is_optimizer_tensor(void *user, const char *name) {
     return strncmp(name, "optimizer.", 10) == 0;
 }
 
+void unet__st_entry_of_param(const unet_model *m, const struct unet__param *p,
+                             struct unet__st_entry *e) {
+    e->name = p->name;
+    e->ndim = p->ndim;
+    memcpy(e->shape, p->shape, sizeof p->shape);
+    if (p->kind == UNET__PARAM_COUNTER) {
+        e->dtype = UNET__DTYPE_I64;
+        e->data = &m->counters[p->offset];
+    } else {
+        e->dtype = UNET__DTYPE_F32;
+        e->data = unet__model_param_data(m, p);
+    }
+}
+
 /* Where m's parameter block lies in st's mapping, or NULL: every trainable parameter a
  * float32 tensor of its own name and size, one after the other in the block's order (as
  * save() writes them), from an address with unet__alloc's alignment. */
@@ -575,19 +589,7 @@ static unet_status save(unet_ctx *ctx, const unet_model *m, const char *path, bo
     int ne = 0;
     for (size_t kind = 0; kind < sizeof kinds / sizeof kinds[0]; kind++)
         for (int j = 0; j < m->n_params; j++) {
-            const struct unet__param *p = &m->params[j];
-            if (p->kind != kinds[kind]) continue;
-            e[ne].name = p->name;
-            e[ne].ndim = p->ndim;
-            memcpy(e[ne].shape, p->shape, sizeof p->shape);
-            if (p->kind == UNET__PARAM_COUNTER) {
-                e[ne].dtype = UNET__DTYPE_I64;
-                e[ne].data = &m->counters[p->offset];
-            } else {
-                e[ne].dtype = UNET__DTYPE_F32;
-                e[ne].data = unet__model_param_data(m, p);
-            }
-            ne++;
+            if (m->params[j].kind == kinds[kind]) unet__st_entry_of_param(m, &m->params[j], &e[ne++]);
         }
     if (training) {
         const char *names[4] = {"optimizer.exp_avg", "optimizer.exp_avg_sq", "optimizer.ema",

@@ -12,6 +12,12 @@
 #include "model.h"
 
 struct unet__safetensors; /* io/safetensors.h */
+struct unet__st_entry;    /* io/safetensors.h */
+
+/* Fills e with parameter p of m as a checkpoint holds it: name, shape, float32 data (int64 for
+ * counters), pointing into m. */
+void unet__st_entry_of_param(const unet_model *m, const struct unet__param *p,
+                             struct unet__st_entry *e);
 
 /* Where parameters come from in a weights file. */
 struct unet__weights_map {
