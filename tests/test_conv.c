@@ -469,6 +469,141 @@ TEST(convt_scatter_bf16) {
     }
 }
 
+/* ---- the scatter case's backward on the micro-kernel (unet__convt2d_backward_scatter) ---- */
+
+/* How far got is from ref within e <= rel S + slack (S + 1), S the same gradient of |x|, |w|,
+ * |dy|: counts the elements outside, returns the largest e / bound. */
+static double within(const char *what, const float *got, const float *ref, const float *S,
+                     size_t n, double rel, double slack, size_t *bad) {
+    double used = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        const double e = fabs((double)got[i] - ref[i]);
+        const double bound = rel * S[i] + slack * (S[i] + 1.0);
+        if (!(e <= bound) && (*bad)++ < 3)
+            printf("  %s[%zu]: got %.9g, want %.9g (bound %.3g)\n", what, i, got[i], ref[i], bound);
+        used = fmax(used, e / bound);
+    }
+    return used;
+}
+
+/* One backward of k's case: dx, dw from the same non-zero start (backward accumulates). */
+static void scatter_backward(float *dx, float *dw, const struct conv_case *k,
+                             const struct unet__kernels *row, const float *x, const float *w,
+                             const float *dy) {
+    for (size_t i = 0; i < k->nx; i++) dx[i] = 0.5f;
+    for (size_t i = 0; i < k->nw; i++) dw[i] = -0.25f;
+    if (row) unet__convt2d_backward_scatter(dx, dw, dy, x, w, &k->t, row, k->scratch);
+    else unet__convt2d_backward_ref(dx, dw, NULL, dy, x, w, &k->t);
+}
+
+static float bf16_round(float v) {
+    return unet__bf16_float(unet__bf16_bits(v));
+}
+
+/* Against the naive loops: every float32 row's copy to float32 sums' accuracy (e <= 1e-5 (S +
+ * 1)), the bf16 row to the naive loops on the inputs rounded to bf16 with that same float32
+ * bound (bf16 products are exact in float32) and to the unrounded ones within the bound of
+ * convt_scatter_bf16, 2^-7 (1 + 2^-8) S.  Odd channel counts (a lone last value in a bf16
+ * pair of input channels or of R), R past one 48-wide panel, images of several pixel chunks
+ * with an odd last one, 3x3 and 2x1 kernels.  unet__convt2d_backward takes this path for a bf16
+ * row (the same bits), for any thread count (the same bits), and keeps the float32 GEMMs for
+ * float32 rows, a capped-off bf16 request included (the float32 bits). */
+TEST(convt_scatter_backward) {
+    struct unet__rng rng;
+    unet__rng_seed(&rng, 9);
+    const int shapes[5][7] = {{2, 5, 7, 9, 3, 2, 2},      {3, 33, 5, 13, 17, 2, 2},
+                              {2, 37, 11, 101, 13, 2, 2}, {1, 9, 4, 5, 5, 3, 3},
+                              {2, 7, 6, 10, 3, 2, 1}};
+    const struct unet__kernels *bf = unet__kernels_pick(UNET__PRECISION_BF16);
+    enum unet__cpu_level        levels[UNET__CPU_LEVELS];
+    const int                   n_levels = harness_f32_levels(levels);
+    for (int i = 0; i < 5; i++) {
+        const int *s = shapes[i];
+        struct conv_case k = {.transpose = true};
+        k.t = (struct unet__convt2d_dims){.N = s[0], .C_in = s[1], .H_in = s[2], .W_in = s[3],
+                                          .C_out = s[4], .K_h = s[5], .K_w = s[6],
+                                          .stride_h = s[5], .stride_w = s[6]};
+        cc_setup(&k, &rng);
+        printf("     convT N=%d C_in=%d %dx%d C_out=%d K=s=%dx%d\n", s[0], s[1], s[2], s[3], s[4],
+               s[5], s[6]);
+        float *dx = test_alloc(k.nx), *dw = test_alloc(k.nw);
+        float *dx_ref = test_alloc(k.nx), *dw_ref = test_alloc(k.nw);
+        float *dx_S = test_alloc(k.nx), *dw_S = test_alloc(k.nw);
+        float *ax = test_alloc(k.nx), *aw = test_alloc(k.nw), *ady = test_alloc(k.ny);
+        for (size_t j = 0; j < k.nx; j++) ax[j] = fabsf(k.x[j]);
+        for (size_t j = 0; j < k.nw; j++) aw[j] = fabsf(k.w[j]);
+        for (size_t j = 0; j < k.ny; j++) ady[j] = fabsf(k.r[j]);
+        unet__convt2d_backward_ref(dx_S, dw_S, NULL, ady, ax, aw, &k.t);
+        scatter_backward(dx_ref, dw_ref, &k, NULL, k.x, k.w, k.r);
+        size_t bad = 0;
+        const enum unet__cpu_level cap = unet__cpu_limit(UNET__CPU_TOP);
+        for (int l = 0; l < n_levels; l++) {
+            unet__cpu_limit(levels[l]);
+            const struct unet__kernels *f32 = unet__kernels_pick(UNET__PRECISION_F32);
+            scatter_backward(dx, dw, &k, f32, k.x, k.w, k.r);
+            const double ux = within("dx", dx, dx_ref, dx_S, k.nx, 0.0, 1e-5, &bad);
+            const double uw = within("dw", dw, dw_ref, dw_S, k.nw, 0.0, 1e-5, &bad);
+            printf("       %-15s dx, dw within %.0f%%, %.0f%% of the float32 bound\n", f32->name,
+                   100 * ux, 100 * uw);
+            CHECK(!unet__convt2d_backward_packed(&k.t, f32));
+        }
+        unet__cpu_limit(cap);
+        CHECK_EQ(bad, 0);
+        if (bf) {
+            /* The naive loops on the inputs rounded to bf16. */
+            float *rx = test_alloc(k.nx), *rw = test_alloc(k.nw), *rdy = test_alloc(k.ny);
+            float *dx_r = test_alloc(k.nx), *dw_r = test_alloc(k.nw);
+            for (size_t j = 0; j < k.nx; j++) rx[j] = bf16_round(k.x[j]);
+            for (size_t j = 0; j < k.nw; j++) rw[j] = bf16_round(k.w[j]);
+            for (size_t j = 0; j < k.ny; j++) rdy[j] = bf16_round(k.r[j]);
+            scatter_backward(dx_r, dw_r, &k, NULL, rx, rw, rdy);
+            unet__use_threads(1);
+            scatter_backward(dx, dw, &k, bf, k.x, k.w, k.r);
+            const double rx_u = within("dx", dx, dx_r, dx_S, k.nx, 0.0, 1e-5, &bad);
+            const double rw_u = within("dw", dw, dw_r, dw_S, k.nw, 0.0, 1e-5, &bad);
+            const double bound = ldexp(1.0, -7) * (1.0 + ldexp(1.0, -8));
+            const double ux = within("dx", dx, dx_ref, dx_S, k.nx, bound, 1e-5, &bad);
+            const double uw = within("dw", dw, dw_ref, dw_S, k.nw, bound, 1e-5, &bad);
+            printf("       %-15s dx, dw within %.0f%%, %.0f%% of the float32 bound on bf16 inputs, "
+                   "%.0f%%, %.0f%% of the bf16 bound\n", bf->name, 100 * rx_u, 100 * rw_u,
+                   100 * ux, 100 * uw);
+            CHECK_EQ(bad, 0);
+            /* Rounded to bf16 (far from the float32 result), not float32. */
+            CHECK(ux > 0.01 && uw > 0.01);
+            /* Two threads, and unet__convt2d_backward with the bf16 row: the same bits. */
+            float *dx2 = test_alloc(k.nx), *dw2 = test_alloc(k.nw);
+            unet__use_threads(2);
+            scatter_backward(dx2, dw2, &k, bf, k.x, k.w, k.r);
+            CHECK(memcmp(dx, dx2, k.nx * sizeof(float)) == 0);
+            CHECK(memcmp(dw, dw2, k.nw * sizeof(float)) == 0);
+            unet__use_threads(unet__default_threads());
+            CHECK(unet__convt2d_backward_packed(&k.t, bf));
+            const struct unet__conv_how how = {.k = bf};
+            for (size_t j = 0; j < k.nx; j++) dx2[j] = 0.5f;
+            for (size_t j = 0; j < k.nw; j++) dw2[j] = -0.25f;
+            unet__convt2d_backward(dx2, dw2, NULL, k.r, k.x, k.w, &k.t, &how, k.scratch);
+            CHECK(memcmp(dx, dx2, k.nx * sizeof(float)) == 0);
+            CHECK(memcmp(dw, dw2, k.nw * sizeof(float)) == 0);
+            /* Capped below AVX512_BF16, a bf16 request runs the float32 GEMMs: their bits. */
+            const enum unet__cpu_level top = unet__cpu_limit(UNET__CPU_AVX512);
+            const struct unet__conv_how fallback = {.k = unet__kernels_for(UNET__PRECISION_BF16)};
+            CHECK(!unet__convt2d_backward_packed(&k.t, fallback.k));
+            for (size_t j = 0; j < k.nx; j++) dx[j] = dx2[j] = 0.5f;
+            for (size_t j = 0; j < k.nw; j++) dw[j] = dw2[j] = -0.25f;
+            unet__convt2d_backward(dx, dw, NULL, k.r, k.x, k.w, &k.t, &fallback, k.scratch);
+            unet__convt2d_backward(dx2, dw2, NULL, k.r, k.x, k.w, &k.t, NULL, k.scratch);
+            unet__cpu_limit(top);
+            CHECK(memcmp(dx, dx2, k.nx * sizeof(float)) == 0);
+            CHECK(memcmp(dw, dw2, k.nw * sizeof(float)) == 0);
+            free(rx), free(rw), free(rdy), free(dx_r), free(dw_r), free(dx2), free(dw2);
+        }
+        free(dx), free(dw), free(dx_ref), free(dw_ref), free(dx_S), free(dw_S);
+        free(ax), free(aw), free(ady);
+        cc_free(&k);
+    }
+    if (!bf) printf("     this CPU has no AVX512_BF16: the float32 rows only\n");
+}
+
 int main(void) {
     RUN(gemm_vs_ref);
     RUN(conv2d_golden);
@@ -478,6 +613,7 @@ int main(void) {
     RUN(conv2d_fast_vs_ref);
     RUN(convt2d_fast_vs_ref);
     RUN(convt_scatter_bf16);
+    RUN(convt_scatter_backward);
     RUN(conv_transpose_is_adjoint);
     RUN(conv2d_bad_dims);
     return harness_finish();

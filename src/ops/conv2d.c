@@ -497,6 +497,27 @@ static size_t convt_scatter_floats(const struct unet__convt2d_dims *d) {
     return rows * d->C_in + (size_t)unet__thread_slots() * ((size_t)d->C_in * K_NR + K_MR * K_NR);
 }
 
+/* Threads for a scatter GEMM of `macs` multiply-adds: the team, at most the slots its scratch
+ * is sized for, and no team when tiny. */
+static int scatter_team(double macs) {
+    int team = 1;
+#ifdef _OPENMP
+    team = omp_get_max_threads();
+    if (team > unet__thread_slots()) team = unet__thread_slots();
+    if (macs < (double)(1 << 22)) team = 1;
+#endif
+    (void)macs;
+    return team;
+}
+
+static int thread_me(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
 static void convt_scatter_forward(float *y, const float *x, const float *w, const float *b,
                                   const struct unet__convt2d_dims *d,
                                   const struct unet__conv_how *how, float *scratch) {
@@ -505,7 +526,6 @@ static void convt_scatter_forward(float *y, const float *x, const float *w, cons
     /* Pixel panels run along input rows (never across one), so that a panel's outputs for
      * one kernel row are a run of one output row. */
     const int per_row = (d->W_in + K_NR - 1) / K_NR, panels = d->H_in * per_row;
-    const int slots = unet__thread_slots();
     const struct unet__kernels *K = row_of(how);
     const unet__micro_gemm_fn gemm = K->micro_gemm;
     const int pack = K->pack, kwords = (C_in + pack - 1) / pack; /* of the reduction */
@@ -514,20 +534,11 @@ static void convt_scatter_forward(float *y, const float *x, const float *w, cons
     const int group = K_MR % d->K_w == 0 ? d->K_w : 1;
     float *A = scratch; /* (rows / K_MR, kwords, K_MR) words: W (C_in, R) by panels of rows */
     float *bufs = A + (size_t)rows * C_in;
-    int team = 1;
-#ifdef _OPENMP
-    team = omp_get_max_threads();
-    if (team > slots) team = slots;
-    if ((double)rows * C_in * P * d->N < (double)(1 << 22)) team = 1; /* tiny: no team */
-#endif
-    (void)team, (void)slots;
+    const int team = scatter_team((double)rows * C_in * P * d->N);
+    (void)team;
 #pragma omp parallel num_threads(team)
     {
-        int me = 0;
-#ifdef _OPENMP
-        me = omp_get_thread_num();
-#endif
-        float *B = bufs + (size_t)me * ((size_t)C_in * K_NR + K_MR * K_NR);
+        float *B = bufs + (size_t)thread_me() * ((size_t)C_in * K_NR + K_MR * K_NR);
         float *Cb = B + (size_t)C_in * K_NR; /* (K_MR, K_NR) products */
 #pragma omp for schedule(static)
         for (int rp = 0; rp < rows / K_MR; rp++)
@@ -581,14 +592,235 @@ static void convt_scatter_forward(float *y, const float *x, const float *w, cons
     }
 }
 
+/* ---- the scatter case's backward, on the same micro-kernel ----
+ * With G (R, P) the gather of dy that mirrors the forward's scatter,
+ *     G[r = (co, kh, kw)][p = (i, j)] = dy[co][i K_h + kh][j K_w + kw],
+ * the forward y = scatter(W^T x) + b has, per image,
+ *     dx += W G     (C_in, P), a reduction over R: one GEMM per image, like the forward's;
+ *     dW += x G^T   (C_in, R), a reduction over all N P pixels.
+ * Words pair values of the reduction index (pack 2, bf16 rows; pack 1 for float32 rows): dx
+ * pairs G's rows r = 2k, 2k + 1 (for a 2x2 kernel, the two kw of one output row); dW pairs, in a
+ * chunk of T pixels of one image, pixel t with pixel t + ceil(T / 2), so that both halves of a
+ * word come from contiguous runs.  No column buffer: G is gathered into the panels as they are
+ * packed.  Both products are float32 sums of the row's products (bf16 products on a bf16 row). */
+
+/* lo[j] = G[r][(i, j0 + j)] for j < n: every K_w-th value of one output row from kw; and, when
+ * hi, hi[j] = G[r + 1][(i, j0 + j)], in one pass over the row when r and r + 1 share it (the
+ * two kw of a 2x2 kernel). */
+static void gather_g(float *restrict lo, float *restrict hi, const float *dyn,
+                     const struct unet__convt2d_dims *d, int r, int i, int j0, int n) {
+    const int KK = d->K_h * d->K_w, co = r / KK, kh = r % KK / d->K_w, kw = r % d->K_w;
+    const float *src = dyn + ((size_t)co * d->H_out + (size_t)i * d->K_h + kh) * d->W_out +
+                       (size_t)j0 * d->K_w + kw;
+    if (hi && d->K_w == 2 && kw == 0) {
+#pragma omp simd
+        for (int j = 0; j < n; j++) lo[j] = src[2 * j], hi[j] = src[2 * j + 1];
+        return;
+    }
+    if (d->K_w == 1) memcpy(lo, src, sizeof(float) * (size_t)n);
+    else
+        for (int j = 0; j < n; j++) lo[j] = src[(size_t)j * d->K_w];
+    if (hi) gather_g(hi, NULL, dyn, d, r + 1, i, j0, n);
+}
+
+/* gather_g over the pixels [p0, p0 + n) of an image, input row by input row. */
+static void gather_run(float *lo, float *hi, const float *dyn, const struct unet__convt2d_dims *d,
+                       int r, int p0, int n) {
+    for (int p = p0; p < p0 + n;) {
+        const int i = p / d->W_in, j = p % d->W_in;
+        const int run = d->W_in - j < p0 + n - p ? d->W_in - j : p0 + n - p;
+        gather_g(lo + (p - p0), hi ? hi + (p - p0) : NULL, dyn, d, r, i, j, run);
+        p += run;
+    }
+}
+
+/* dx: A = W (C_in, R) by panels of K_MR input channels, words of R; per thread a B panel of G
+ * (kwords x K_NR words), two gathered rows and the (K_MR, K_NR) products. */
+static size_t convt_dx_floats(const struct unet__convt2d_dims *d) {
+    const size_t R = (size_t)d->C_out * d->K_h * d->K_w;
+    const size_t cip = (size_t)(d->C_in + K_MR - 1) / K_MR * K_MR;
+    return cip * R + (size_t)unet__thread_slots() * (R * K_NR + 2 * K_NR + K_MR * K_NR);
+}
+
+static void convt_scatter_dx(float *dx, const float *dy, const float *w,
+                             const struct unet__convt2d_dims *d, const struct unet__kernels *K,
+                             float *scratch) {
+    const int R = d->C_out * d->K_h * d->K_w, C_in = d->C_in, P = d->H_in * d->W_in;
+    const int cps = (C_in + K_MR - 1) / K_MR, pack = K->pack, kwords = (R + pack - 1) / pack;
+    const int panels = (P + K_NR - 1) / K_NR; /* of K_NR pixels, across input rows */
+    float *A = scratch; /* (cps, kwords, K_MR) words */
+    float *bufs = A + (size_t)cps * K_MR * R;
+    const size_t per_thread = (size_t)R * K_NR + 2 * K_NR + K_MR * K_NR;
+    const int team = scatter_team((double)cps * K_MR * R * P * d->N);
+    (void)team;
+#pragma omp parallel num_threads(team)
+    {
+        float *B = bufs + (size_t)thread_me() * per_thread;
+        float *lo = B + (size_t)R * K_NR, *hi = lo + K_NR, *Cb = hi + K_NR;
+#pragma omp for schedule(static)
+        for (int cp = 0; cp < cps; cp++)
+            for (int k = 0; k < kwords; k++) {
+                float l[K_MR], h[K_MR];
+                for (int m = 0; m < K_MR; m++) {
+                    const int ci = cp * K_MR + m, r = k * pack;
+                    l[m] = ci < C_in ? w[(size_t)ci * R + r] : 0.0f;
+                    h[m] = ci < C_in && r + 1 < R ? w[(size_t)ci * R + r + 1] : 0.0f;
+                }
+                K->pack_words(A + ((size_t)cp * kwords + k) * K_MR, l, h, K_MR);
+            }
+        for (int n = 0; n < d->N; n++) {
+            const float *dyn = dy + (size_t)n * d->C_out * d->H_out * d->W_out;
+            float *dxn = dx + (size_t)n * C_in * P;
+#pragma omp for schedule(dynamic, 4)
+            for (int pp = 0; pp < panels; pp++) {
+                const int p0 = pp * K_NR, np = P - p0 < K_NR ? P - p0 : K_NR;
+                const int width = (np + 15) / 16 * 16;
+                /* Rows r, r + 1 of G, gathered together: one word row (pack 2) or two. */
+                for (int r = 0; r < R; r += 2) {
+                    const bool two = r + 1 < R;
+                    gather_run(lo, two ? hi : NULL, dyn, d, r, p0, np);
+                    for (int h = 0; h < 2 / pack && r + h < R; h++) {
+                        float *dst = B + (size_t)(r / pack + h) * width;
+                        K->pack_words(dst, h ? hi : lo, pack == 2 && two ? hi : NULL, np);
+                        for (int j = np; j < width; j++) dst[j] = 0.0f;
+                    }
+                }
+                for (int cp = 0; cp < cps; cp++) {
+                    K->micro_gemm(A + (size_t)cp * kwords * K_MR, B, kwords, width, Cb, K_NR,
+                                  false);
+                    for (int m = 0; m < K_MR && cp * K_MR + m < C_in; m++) {
+                        float *dxr = dxn + (size_t)(cp * K_MR + m) * P + p0;
+                        const float *z = Cb + (size_t)m * K_NR;
+#pragma omp simd
+                        for (int j = 0; j < np; j++) dxr[j] += z[j];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* dW: the pixels of each image in chunks of up to CHUNK_WORDS words.  Per chunk, both operands
+ * are packed (in parallel, by panels) into words of pixels and transposed into the
+ * micro-kernel's panels: A = x (C_in rounded to K_MR, chunk), B = G^T (R rounded to 16, chunk);
+ * then the micro-tiles (K_MR input channels x up to K_NR of R) of the float32 sums M add the
+ * chunk's products.  Each micro-tile of M sums its chunks in chunk order, so the result does not
+ * depend on the thread count; at the end dW += M. */
+enum { CHUNK_WORDS = 128 };
+
+static size_t convt_dw_floats(const struct unet__convt2d_dims *d) {
+    const size_t R16 = (size_t)(d->C_out * d->K_h * d->K_w + 15) / 16 * 16;
+    const size_t cip = (size_t)(d->C_in + K_MR - 1) / K_MR * K_MR;
+    return cip * R16 + (cip + R16) * CHUNK_WORDS +
+           (size_t)unet__thread_slots() * ((size_t)K_NR * CHUNK_WORDS + 4 * CHUNK_WORDS);
+}
+
+/* Words of a chunk of T values v[0 .. T): (v[t], v[t + h]) with pack 2, h = ceil(T / 2) (the
+ * last hi zero when T is odd), v[t] with pack 1; returns the number of words. */
+static int pack_chunk(const struct unet__kernels *K, float *dst, const float *v, int T) {
+    if (K->pack == 1) {
+        K->pack_words(dst, v, NULL, T);
+        return T;
+    }
+    const int h = (T + 1) / 2;
+    K->pack_words(dst, v, v + h, T / 2);
+    if (T % 2) K->pack_words(dst + T / 2, v + T / 2, NULL, 1);
+    return h;
+}
+
+/* dst[k rows + m] = src[m n + k]: `rows` runs of n words into a panel of n rows of `rows`. */
+static void transpose_words(float *dst, const float *src, int rows, int n) {
+    const uint32_t *s = (const uint32_t *)src;
+    uint32_t *t = (uint32_t *)dst;
+    for (int k = 0; k < n; k++)
+        for (int m = 0; m < rows; m++) t[(size_t)k * rows + m] = s[(size_t)m * n + k];
+}
+
+static void convt_scatter_dw(float *dw, const float *dy, const float *x,
+                             const struct unet__convt2d_dims *d, const struct unet__kernels *K,
+                             float *scratch) {
+    const int R = d->C_out * d->K_h * d->K_w, R16 = (R + 15) / 16 * 16, C_in = d->C_in;
+    const int P = d->H_in * d->W_in, cps = (C_in + K_MR - 1) / K_MR;
+    const int rps = (R16 + K_NR - 1) / K_NR, chunk = CHUNK_WORDS * K->pack;
+    float *M = scratch;                             /* (cps K_MR, R16) float32 sums */
+    float *Ap = M + (size_t)cps * K_MR * R16;       /* cps panels (words, K_MR) */
+    float *Bp = Ap + (size_t)cps * K_MR * CHUNK_WORDS; /* rps panels (words, width) */
+    float *bufs = Bp + (size_t)R16 * CHUNK_WORDS;
+    const size_t per_thread = (size_t)K_NR * CHUNK_WORDS + 4 * CHUNK_WORDS;
+    const int team = scatter_team((double)cps * K_MR * R16 * P * d->N);
+    (void)team;
+#pragma omp parallel num_threads(team)
+    {
+        float *stage = bufs + (size_t)thread_me() * per_thread;
+        float *gs = stage + (size_t)K_NR * CHUNK_WORDS; /* two gathered rows of G */
+        for (int n = 0; n < d->N; n++) {
+            const float *xn = x + (size_t)n * C_in * P;
+            const float *dyn = dy + (size_t)n * d->C_out * d->H_out * d->W_out;
+            for (int p0 = 0; p0 < P; p0 += chunk) {
+                const int T = P - p0 < chunk ? P - p0 : chunk;
+                const int words = (T + K->pack - 1) / K->pack;
+#pragma omp for schedule(dynamic, 1)
+                for (int q = 0; q < cps + rps; q++) {
+                    const int first = q < cps ? q * K_MR : (q - cps) * K_NR;
+                    const int rows = q < cps ? K_MR : (R16 - first < K_NR ? R16 - first : K_NR);
+                    for (int m = 0; m < rows; m++) {
+                        float *dst = stage + (size_t)m * words;
+                        const int c = first + m;
+                        if (q < cps ? c >= C_in : c >= R) {
+                            memset(dst, 0, sizeof(float) * (size_t)words);
+                        } else if (q < cps) {
+                            pack_chunk(K, dst, xn + (size_t)c * P + p0, T);
+                        } else if (m % 2 == 0) {
+                            /* G's rows c, c + 1 over the chunk, input row by input row */
+                            const bool two = m + 1 < rows && c + 1 < R;
+                            gather_run(gs, two ? gs + chunk : NULL, dyn, d, c, p0, T);
+                            pack_chunk(K, dst, gs, T);
+                        } else {
+                            pack_chunk(K, dst, gs + chunk, T);
+                        }
+                    }
+                    transpose_words(q < cps ? Ap + (size_t)first * words : Bp + (size_t)first * words,
+                                    stage, rows, words);
+                }
+#pragma omp for schedule(static)
+                for (int u = 0; u < cps * rps; u++) {
+                    const int cp = u % cps, r0 = u / cps * K_NR;
+                    const int width = R16 - r0 < K_NR ? R16 - r0 : K_NR;
+                    K->micro_gemm(Ap + (size_t)cp * K_MR * words, Bp + (size_t)r0 * words, words,
+                                  width, M + (size_t)cp * K_MR * R16 + r0, R16, n > 0 || p0 > 0);
+                }
+            }
+        }
+#pragma omp for schedule(static)
+        for (int ci = 0; ci < C_in; ci++)
+            for (int r = 0; r < R; r++) dw[(size_t)ci * R + r] += M[(size_t)ci * R16 + r];
+    }
+}
+
 size_t unet__convt2d_scratch_floats(const struct unet__convt2d_dims *d) {
     struct unet__conv2d_dims c = unet__convt2d_as_conv(d);
     size_t f = unet__conv2d_scratch_floats(&c);
     if (convt_is_scatter(d)) {
-        size_t g = convt_scatter_floats(d);
-        if (g > f) f = g;
+        const size_t g[3] = {convt_scatter_floats(d), convt_dx_floats(d), convt_dw_floats(d)};
+        for (int i = 0; i < 3; i++)
+            if (g[i] > f) f = g[i];
     }
     return f;
+}
+
+/* bf16 rows only: on float32 rows the micro-kernel was no faster than OpenBLAS (AVX-512 1.03x,
+ * AVX2 0.92x, portable 0.04x; bench_convt, docs/performance.md), so float32 keeps gemm.c. */
+bool unet__convt2d_backward_packed(const struct unet__convt2d_dims *d,
+                                   const struct unet__kernels     *k) {
+    return convt_is_scatter(d) && k->pack == 2;
+}
+
+void unet__convt2d_backward_scatter(float *dx, float *dw, const float *dy, const float *x,
+                                    const float *w, const struct unet__convt2d_dims *d,
+                                    const struct unet__kernels *k, float *scratch) {
+    UNET_ASSERT(convt_is_scatter(d));
+    if (dw) convt_scatter_dw(dw, dy, x, d, k, scratch);
+    if (dx) convt_scatter_dx(dx, dy, w, d, k, scratch);
 }
 
 void unet__convt2d_forward(float *y, const float *x, const float *w, const float *b,
@@ -609,11 +841,15 @@ void unet__convt2d_forward(float *y, const float *x, const float *w, const float
 void unet__convt2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                             const float *w, const struct unet__convt2d_dims *d,
                             const struct unet__conv_how *how, float *scratch) {
-    (void)how; /* float32 (OpenBLAS) whatever the precision */
+    if (db) bias_backward(db, dy, d->N, d->C_out, (size_t)d->H_out * d->W_out);
+    const struct unet__kernels *k = row_of(how);
+    if (unet__convt2d_backward_packed(d, k)) {
+        unet__convt2d_backward_scatter(dx, dw, dy, x, w, d, k, scratch);
+        return;
+    }
     /* Inverts y = A^T x + b:  dx = A dy (the convolution's forward), dW = x dy-col^T (the
      * convolution's weight gradient with x as its output gradient and dy as its input). */
     struct unet__conv2d_dims c = unet__convt2d_as_conv(d);
-    if (db) bias_backward(db, dy, d->N, d->C_out, (size_t)d->H_out * d->W_out);
     if (dw) conv_backward_weight_gemm(dw, x, dy, &c, scratch);
     if (dx) conv_forward_gemm(dx, dy, w, &c, scratch, 1.0f);
 }

@@ -214,6 +214,17 @@ void unet__convt2d_forward(float *y, const float *x, const float *w, const float
 void unet__convt2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                             const float *w, const struct unet__convt2d_dims *d,
                             const struct unet__conv_how *how, float *scratch);
+/* Whether unet__convt2d_backward of d on row k (how's) runs unet__convt2d_backward_scatter
+ * (the scatter case, kernel == stride without padding, on a bf16 row) rather than the float32
+ * GEMMs of gemm.c. */
+bool unet__convt2d_backward_packed(const struct unet__convt2d_dims *d,
+                                   const struct unet__kernels     *k);
+/* The scatter case's input and weight gradients (dx, dw accumulated; either may be NULL) on
+ * row k's GEMM micro-kernel, in the scratch of unet__convt2d_scratch_floats; d must be the
+ * scatter case.  Tests and bench_convt run it on float32 rows too. */
+void unet__convt2d_backward_scatter(float *dx, float *dw, const float *dy, const float *x,
+                                    const float *w, const struct unet__convt2d_dims *d,
+                                    const struct unet__kernels *k, float *scratch);
 void unet__convt2d_forward_ref(float *y, const float *x, const float *w, const float *b,
                                const struct unet__convt2d_dims *d);
 void unet__convt2d_backward_ref(float *dx, float *dw, float *db, const float *dy, const float *x,
