@@ -623,13 +623,23 @@ static void gather_g(float *restrict lo, float *restrict hi, const float *dyn,
     if (hi) gather_g(hi, NULL, dyn, d, r + 1, i, j0, n);
 }
 
-/* gather_g over the pixels [p0, p0 + n) of an image, input row by input row. */
+/* gather_g over the pixels [p0, p0 + n) of an image, input row by input row; then asks for the
+ * cache lines of the next n pixels of the same rows of G (the caller's next panel or chunk: too
+ * many rows for the hardware prefetcher to follow). */
 static void gather_run(float *lo, float *hi, const float *dyn, const struct unet__convt2d_dims *d,
                        int r, int p0, int n) {
-    for (int p = p0; p < p0 + n;) {
-        const int i = p / d->W_in, j = p % d->W_in;
-        const int run = d->W_in - j < p0 + n - p ? d->W_in - j : p0 + n - p;
-        gather_g(lo + (p - p0), hi ? hi + (p - p0) : NULL, dyn, d, r, i, j, run);
+    const int P = d->H_in * d->W_in, KK = d->K_h * d->K_w;
+    const int end = p0 + 2 * n < P ? p0 + 2 * n : P;
+    for (int p = p0; p < end;) {
+        const int i = p / d->W_in, j = p % d->W_in, stop = p < p0 + n ? p0 + n : end;
+        const int run = d->W_in - j < stop - p ? d->W_in - j : stop - p;
+        if (p < p0 + n) {
+            gather_g(lo + (p - p0), hi ? hi + (p - p0) : NULL, dyn, d, r, i, j, run);
+        } else {
+            const float *src = dyn + ((size_t)(r / KK) * d->H_out + (size_t)i * d->K_h +
+                                      r % KK / d->K_w) * d->W_out + (size_t)j * d->K_w;
+            for (int f = 0; f < run * d->K_w; f += 16) __builtin_prefetch(src + f);
+        }
         p += run;
     }
 }
@@ -736,6 +746,19 @@ static void transpose_words(float *dst, const float *src, int rows, int n) {
         for (int m = 0; m < rows; m++) t[(size_t)k * rows + m] = s[(size_t)m * n + k];
 }
 
+/* Panel b of R16 (a multiple of 16) columns: its first column, and its width in *width: 48
+ * wide, but a last 16 is shared with the panel before as 32 + 32 (a 16-wide micro-tile does a
+ * third of the multiply-adds per broadcast of A). */
+static int r_panel(int R16, int b, int *width) {
+    const int full = R16 / K_NR, rest = R16 % K_NR;
+    if (rest == 16 && full > 0 && b >= full - 1) {
+        *width = 32;
+        return (full - 1) * K_NR + (b - full + 1) * 32;
+    }
+    *width = R16 - b * K_NR < K_NR ? R16 - b * K_NR : K_NR;
+    return b * K_NR;
+}
+
 static void convt_scatter_dw(float *dw, const float *dy, const float *x,
                              const struct unet__convt2d_dims *d, const struct unet__kernels *K,
                              float *scratch) {
@@ -761,8 +784,8 @@ static void convt_scatter_dw(float *dw, const float *dy, const float *x,
                 const int words = (T + K->pack - 1) / K->pack;
 #pragma omp for schedule(dynamic, 1)
                 for (int q = 0; q < cps + rps; q++) {
-                    const int first = q < cps ? q * K_MR : (q - cps) * K_NR;
-                    const int rows = q < cps ? K_MR : (R16 - first < K_NR ? R16 - first : K_NR);
+                    int rows = K_MR;
+                    const int first = q < cps ? q * K_MR : r_panel(R16, q - cps, &rows);
                     for (int m = 0; m < rows; m++) {
                         float *dst = stage + (size_t)m * words;
                         const int c = first + m;
@@ -784,8 +807,8 @@ static void convt_scatter_dw(float *dw, const float *dy, const float *x,
                 }
 #pragma omp for schedule(static)
                 for (int u = 0; u < cps * rps; u++) {
-                    const int cp = u % cps, r0 = u / cps * K_NR;
-                    const int width = R16 - r0 < K_NR ? R16 - r0 : K_NR;
+                    int width;
+                    const int cp = u % cps, r0 = r_panel(R16, u / cps, &width);
                     K->micro_gemm(Ap + (size_t)cp * K_MR * words, Bp + (size_t)r0 * words, words,
                                   width, M + (size_t)cp * K_MR * R16 + r0, R16, n > 0 || p0 > 0);
                 }
