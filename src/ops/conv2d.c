@@ -20,8 +20,9 @@
  * (winograd.c; the input gradient is still "the product with A^T", computed as a convolution
  * with the rotated kernel); convolutions with at most 4 input channels run direct (below); a
  * transposed convolution whose kernel equals its stride (U-Net's 2x2 up-convolution) is A^T x
- * with a col2im that only scatters, so its GEMM writes the output directly.  Each takes an
- * epilogue (scale, shift, ReLU: a folded inference batch-norm) where it applies.
+ * with a col2im that only scatters, so its GEMM writes the output directly, and on a bf16 row
+ * its backward gathers dy (the mirror of that scatter) into the same micro-kernel's panels.
+ * Each takes an epilogue (scale, shift, ReLU: a folded inference batch-norm) where it applies.
  *
  * Memory: im2col is done in tiles of output pixels so the column buffer stays under
  * COL_TILE_FLOATS for any image size.  1x1 convolutions with stride 1 and no padding skip
@@ -483,7 +484,7 @@ struct unet__conv2d_dims unet__convt2d_as_conv(const struct unet__convt2d_dims *
  * x (C_in, P), whose rows r = (co, kh, kw) go straight to y[co][i K + kh][j K + kw] (+ bias)
  * with no column buffer, no zeroing and no accumulation.  It runs on the packed micro-kernel
  * of winograd.c: W^T is packed once per call in panels of 8 rows (K_MR), x in panels of up to
- * 48 pixels per thread. */
+ * 48 pixels per thread.  Its backward on a bf16 row: below, after the forward. */
 enum { K_MR = UNET__MICRO_MR, K_NR = UNET__MICRO_NR };
 
 static bool convt_is_scatter(const struct unet__convt2d_dims *d) {
@@ -831,8 +832,9 @@ size_t unet__convt2d_scratch_floats(const struct unet__convt2d_dims *d) {
     return f;
 }
 
-/* bf16 rows only: on float32 rows the micro-kernel was no faster than OpenBLAS (AVX-512 1.03x,
- * AVX2 0.92x, portable 0.04x; bench_convt, docs/performance.md), so float32 keeps gemm.c. */
+/* bf16 rows only: on float32 rows the micro-kernel was no faster than OpenBLAS (AVX-512
+ * 1.03-1.06x, its deepest layer 0.95x; AVX2 0.92-0.99x; portable 0.04x: bench_convt,
+ * docs/performance.md), so float32 keeps gemm.c and its results. */
 bool unet__convt2d_backward_packed(const struct unet__convt2d_dims *d,
                                    const struct unet__kernels     *k) {
     return convt_is_scatter(d) && k->pack == 2;

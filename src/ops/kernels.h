@@ -9,9 +9,10 @@
  * dispatches on its own, and the NO_BLAS build's loop is portable C.
  *
  * Precision.  A bf16 row (AVX512_BF16, winograd_avx512_bf16.c) runs the products of the Winograd
- * convolutions (forward, input and weight gradient) and of the 2x2 up-convolution on operands
- * rounded to bf16, two per 32-bit word (pack 2; ops/winograd.h), with float32 sums; everything
- * else (the transforms, the epilogue, the direct first layer, the GEMMs of OpenBLAS) is float32,
+ * convolutions and of the 2x2 up-convolution (forward, input and weight gradient, both) on
+ * operands rounded to bf16, two per 32-bit word (pack 2; ops/winograd.h), with float32 sums;
+ * everything else (the transforms, the epilogue, the direct first layer, the GEMMs of OpenBLAS:
+ * the final 1x1 convolution, other transposed convolutions) is float32,
  * and so is a whole bf16 request on a CPU without the instructions: unet__kernels_for falls back
  * to the best float32 row.  The model holds the precision (unet_model_set_precision) and passes
  * its row to the ops (struct unet__conv_how); a NULL row is float32.
