@@ -206,8 +206,9 @@ unet_status unet__convt2d_dims_init(unet_ctx *ctx, struct unet__convt2d_dims *d,
 struct unet__conv2d_dims unet__convt2d_as_conv(const struct unet__convt2d_dims *d);
 size_t unet__convt2d_scratch_floats(const struct unet__convt2d_dims *d);
 
-/* how: as for unet__conv2d_forward_ep (the scatter GEMM of a kernel == stride up-convolution
- * runs on its row; the rest is float32). */
+/* how: as for unet__conv2d_forward_ep (the scatter GEMMs of a kernel == stride up-convolution
+ * run on its row: the forward on any row, the backward on a bf16 row,
+ * unet__convt2d_backward_packed; the rest is float32). */
 void unet__convt2d_forward(float *y, const float *x, const float *w, const float *b,
                            const struct unet__convt2d_dims *d, const struct unet__conv_how *how,
                            float *scratch);
