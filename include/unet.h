@@ -173,7 +173,9 @@ size_t unet_model_param_count(const unet_model *m);      /* trainable parameters
 unet_status unet_model_output_size(unet_ctx *ctx, const unet_model *m, int h, int w, int *out_h,
                                    int *out_w);
 /* Multiply-adds x 2 of one forward pass at n x h x w (convolutions only), and the bytes of
- * activations an inference plan keeps. */
+ * the arena an inference plan at that size allocates (unet_model_prepare with training 0:
+ * the activations alive at once, each convolution's scratch, the pools' argmax buffer), for
+ * the thread count set now. */
 unet_status unet_model_cost(unet_ctx *ctx, const unet_model *m, int n, int h, int w,
                             double *flops, size_t *act_bytes);
 

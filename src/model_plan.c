@@ -356,18 +356,18 @@ static size_t node_scratch(const struct unet__node *nd, bool training) {
 /* The lifetimes of activations (and, training, their gradients) on one timeline: forward
  * steps 0..NN, backward steps NN+1.. (backward of node i at NN + 1 + (NN - 1 - i)).
  * Inference: a value lives from its producer to its last consumer, and dropout's output is its
- * input; with scratch, each convolution's scratch lives for its own step (id 3 NV + node), so
+ * input; each convolution's scratch lives for its own step (id 3 NV + node), so
  * it takes memory the activations leave free then instead of a block of its own, which a
  * fresh process would touch for the first time too.  Training: activations live through the
  * whole step; a gradient lives from the backward of the value's last consumer (the first to
  * accumulate into it) to the backward of its producer.  iv needs 3 * n_values + n_nodes
  * entries; returns the count. */
 static int lifetimes(const unet_model *m, const struct unet__node *nodes,
-                     const struct unet__value *values, int n, bool training, bool scratch,
+                     const struct unet__value *values, int n, bool training,
                      struct interval *iv) {
     const int NV = m->n_values, NN = m->n_nodes;
     int k = 0;
-    for (int i = 0; scratch && !training && i < NN; i++) {
+    for (int i = 0; !training && i < NN; i++) {
         size_t f = node_scratch(&nodes[i], false);
         if (f == 0) continue;
         iv[k++] = (struct interval){.size = unet__round16(f), .start = i, .end = i, .id = 3 * NV + i};
@@ -424,40 +424,60 @@ static int lifetimes(const unet_model *m, const struct unet__node *nodes,
     return k;
 }
 
+/* The first part of an arena, which inference and training share: the placed values (and
+ * gradients), and for inference the pools' one argmax buffer (nobody reads it back) and the
+ * scale and shift of the batch-norm being folded.  Sized from nodes and values (the model's
+ * own, or unet_model_cost's copies at another size); iv gets the placed intervals (3 n_values
+ * + 2 n_nodes + 1 entries) and *k their count. */
+struct arena_head {
+    size_t values_floats, pool_bytes, fold_floats;
+};
+
+static struct arena_head arena_head(const unet_model *m, struct unet__node *nodes,
+                                    struct unet__value *values, int n, bool training,
+                                    struct interval *iv, int *k) {
+    struct arena_head h = {0};
+    compute_last_use(m, nodes, values);
+    plan_fusion(m, nodes, values, training);
+    *k = lifetimes(m, nodes, values, n, training, iv);
+    h.values_floats = place_intervals(iv, *k);
+    for (int i = 0; i < m->n_nodes; i++) {
+        if (nodes[i].fuse.bn >= 0 && 2 * unet__round16((size_t)nodes[i].c_out) > h.fold_floats)
+            h.fold_floats = 2 * unet__round16((size_t)nodes[i].c_out);
+        if (!training && nodes[i].op == UNET__NODE_POOL) {
+            const struct unet__value *x = &values[nodes[i].out];
+            size_t b = unet__round16((size_t)n * x->c * x->h * x->w);
+            if (b > h.pool_bytes) h.pool_bytes = b;
+        }
+    }
+    return h;
+}
+
+/* Reserves the head in a (counting, before commit; handing out, after). */
+static float *reserve_head(struct unet__arena *a, const struct arena_head *h, uint8_t **pool,
+                           float **fold) {
+    float *base = unet__arena_floats(a, h->values_floats);
+    *pool = unet__arena_bytes(a, h->pool_bytes);
+    *fold = h->fold_floats ? unet__arena_floats(a, h->fold_floats) : NULL;
+    return base;
+}
+
 /* Plans one arena: values (and gradients and saved statistics when training). */
 static unet_status plan(unet_ctx *ctx, unet_model *m, int n, bool training) {
     const int NV = m->n_values, NN = m->n_nodes;
     unet_status s = UNET_STATUS_OK;
     struct interval *iv = calloc((size_t)NV * 3 + 2 * (size_t)NN + 1, sizeof *iv);
     if (!iv) return unet__fail(ctx, UNET_STATUS_NOMEM, "plan: out of memory");
-    compute_last_use(m, m->nodes, m->values);
-    plan_fusion(m, m->nodes, m->values, training);
-    int k = lifetimes(m, m->nodes, m->values, n, training, true, iv);
-    size_t values_floats = place_intervals(iv, k);
-    if (!training) k = place_weight_room(m, iv, k, values_floats);
-
-    /* Inference: the scale and shift of the batch-norm being folded. */
-    size_t fold_floats = 0;
-    for (int i = 0; i < NN; i++)
-        if (m->nodes[i].fuse.bn >= 0 && 2 * unet__round16((size_t)m->nodes[i].c_out) > fold_floats)
-            fold_floats = 2 * unet__round16((size_t)m->nodes[i].c_out);
-
-    /* Inference: pools share one argmax buffer (nobody reads it back). */
-    size_t pool_scratch = 0;
-    if (!training)
-        for (int i = 0; i < NN; i++)
-            if (m->nodes[i].op == UNET__NODE_POOL) {
-                size_t b = unet__round16(unet__value_floats(m, m->nodes[i].out, n));
-                if (b > pool_scratch) pool_scratch = b;
-            }
+    int k = 0;
+    const struct arena_head head = arena_head(m, m->nodes, m->values, n, training, iv, &k);
+    if (!training) k = place_weight_room(m, iv, k, head.values_floats);
 
     unet__model_plan_free(m);
     struct unet__arena *a = &m->act;
     unet__arena_init(a);
     for (int pass = 0; pass < 2; pass++) {
-        float *base = unet__arena_floats(a, values_floats);
-        uint8_t *pool_mask = unet__arena_bytes(a, pool_scratch);
-        m->fold = fold_floats ? unet__arena_floats(a, fold_floats) : NULL;
+        uint8_t *pool_mask;
+        float *base = reserve_head(a, &head, &pool_mask, &m->fold);
         /* Every pointer is reset: a value that gets no memory in this plan (a fused concat, a
          * folded convolution's output, the input's gradient) must not keep pointing into the
          * previous plan's freed block. */
@@ -594,16 +614,20 @@ unet_status unet_model_cost(unet_ctx *ctx, const unet_model *m, int n, int h, in
     }
     if (flops) *flops = f;
     if (act_bytes) {
-        /* The inference plan's size: the same placement as plan(), without allocating. */
-        iv = calloc((size_t)m->n_values * 3 + 1, sizeof *iv);
+        /* The inference arena's size: plan()'s placement and reservations, counted only. */
+        iv = calloc((size_t)m->n_values * 3 + 2 * (size_t)m->n_nodes + 1, sizeof *iv);
         if (!iv) {
             s = unet__fail(ctx, UNET_STATUS_NOMEM, "cost: out of memory");
             goto done;
         }
-        compute_last_use(m, nodes, values);
-        plan_fusion(m, nodes, values, false);
-        int k = lifetimes(m, nodes, values, n, false, false, iv);
-        *act_bytes = place_intervals(iv, k) * sizeof(float);
+        int k = 0;
+        const struct arena_head head = arena_head(m, nodes, values, n, false, iv, &k);
+        struct unet__arena a;
+        unet__arena_init(&a);
+        uint8_t *pool;
+        float *fold;
+        reserve_head(&a, &head, &pool, &fold);
+        *act_bytes = a.size;
     }
 done:
     free(iv);

@@ -99,7 +99,7 @@ int cmd_info(int argc, char **argv) {
         unet_model_cost(ctx, m, 1, h, w, &flops, &act);
         printf("input          %dx%d -> output %dx%d\n", h, w, oh, ow);
         printf("forward        %.1f GFLOP (multiply-adds x 2) at %dx%d\n", flops / 1e9, h, w);
-        printf("memory         %.0f MiB of activations planned for inference at %dx%d\n",
+        printf("memory         %.0f MiB of activations and scratch planned for inference at %dx%d\n",
                (double)act / (1 << 20), h, w);
     } else {
         cli_lib_error(ctx, s); /* the rest is still printed; the exit status says it failed */
