@@ -1181,12 +1181,13 @@ unet_status unet_plan_from_mask_files(unet_ctx *ctx, const char *const *paths, i
  * caller left 0, planned from the time budget and the training images.  A time budget
  * (minutes > 0) plans the run that docs/results.md measured for short budgets on 2 cores:
  *   base   16 (else 64: the seed's Pytorch-UNet width);
- *   batch  2 (else 4);
+ *   batch  2 (else 4), and 8 where the tile is planned (below) with the batch;
  *   steps  with neither steps nor epochs: UNET_MAX_STEPS, so the budget alone ends the run
  *          (epochs 1); else epochs 10 when 0;
  *   tile   (train not NULL and depth > 0, for a U-Net with same-padded convolutions) the largest
- *          image side rounded up to a multiple of 2^depth, at most 256: images smaller than
- *          the default tile are not padded out to it.  depth 0 leaves the tile 0 (the
+ *          image side rounded up to a multiple of 2^depth, at most 128 (8 tiles of 128x128
+ *          are the pixels of 2 of 256x256) (else 256): images smaller than the tile are
+ *          not padded out to it.  depth 0 leaves the tile 0 (the
  *          trainer's default: 256, 316 for the paper's valid U-Net).
  * Given values are kept, so a second call (with the images, for the tile) plans only what is
  * still 0.  planned (the caller's 0 at first) gains a bit per field planned:

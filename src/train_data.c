@@ -217,8 +217,12 @@ unet_status unet_plan_run(unet_ctx *ctx, const unet_dataset *train, unet_plan *p
             side = h > side ? h : side, side = w > side ? w : side;
         }
         side = (side + m - 1) / m * m;
-        p->tile = side < 256 ? side : 256;
+        /* A budget trains on 8 tiles of at most 128x128 a step, the pixels of 2 of 256x256
+         * (docs/results.md, "Session 6"), when it planned the batch too. */
+        const int cap = budget ? 128 : 256;
+        p->tile = side < cap ? side : cap;
         p->planned |= UNET_PLANNED_TILE;
+        if (budget && (p->planned & UNET_PLANNED_BATCH)) p->batch = 8;
     }
     return UNET_STATUS_OK;
 }

@@ -2881,7 +2881,7 @@ TEST(default_recipe_from_masks) {
     free(text);
 }
 
-/* A time budget plans the run (docs/training.md, "The default recipe"): base 16, batch 2, the
+/* A time budget plans the run (docs/training.md, "The default recipe"): base 16, batch 8, the
  * tile from the images (96 x 96), no end but the budget, said in a note; the run's record has
  * no step count; a decaying schedule needs the run's length. */
 TEST(time_budget_plans_the_run) {
@@ -2905,9 +2905,9 @@ TEST(time_budget_plans_the_run) {
     arg(&c, "0.02");
     CHECK_RUN(run(&c, 0), 0);
     CHECK_STR_CONTAINS(last_err, "the time budget of 0.02 minutes plans the run "
-                                 "(docs/training.md): --base 16, --batch 2, until the budget");
+                                 "(docs/training.md): --base 16, --batch 8, until the budget");
     CHECK_STR_CONTAINS(last_err, "(base 16, depth 4,");
-    CHECK_STR_CONTAINS(last_err, "of 2 tiles 96x96 -> 96x96");
+    CHECK_STR_CONTAINS(last_err, "of 8 tiles 96x96 -> 96x96");
     CHECK_STR_CONTAINS(last_err, "until the time budget of 0.02 minutes, adam");
     CHECK_STR_CONTAINS(last_err, "unet: the time budget of 0.02 minutes ended the run at step ");
     CHECK(!strstr(last_err, "1099511627776"));
@@ -2922,7 +2922,7 @@ TEST(time_budget_plans_the_run) {
     arg(&c, "--steps");
     arg(&c, "3");
     CHECK_RUN(run(&c, 0), 0);
-    CHECK_STR_CONTAINS(last_err, "3 steps of 2 tiles 96x96");
+    CHECK_STR_CONTAINS(last_err, "3 steps of 8 tiles 96x96");
 }
 
 int main(void) {

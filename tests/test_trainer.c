@@ -557,8 +557,9 @@ TEST(default_recipe_plans_from_masks) {
 
 /* The default recipe's sizes and length (unet_plan_run): a time budget plans base 16, batch 2
  * and no end but the budget; without one base 64, batch 4, 10 epochs; given values are kept;
- * the tile is the images' largest side rounded up to 2^depth, at most 256, and only with a
- * depth (a same-padded U-Net); a schedule cannot decay over a run with no length. */
+ * the tile is the images' largest side rounded up to 2^depth, at most 256 (128 and a batch of
+ * 8, if the batch was planned, under a budget), and only with a depth (a same-padded U-Net); a
+ * schedule cannot decay over a run with no length. */
 TEST(default_recipe_plans_sizes) {
     unet_plan p = {.minutes = 5};
     CHECK_STATUS(unet_plan_run(NULL, NULL, &p), UNET_STATUS_OK);
@@ -592,8 +593,10 @@ TEST(default_recipe_plans_sizes) {
     p = (unet_plan){.depth = 4, .minutes = 1};
     CHECK_STATUS(unet_plan_run(NULL, NULL, &p), UNET_STATUS_OK);   /* no images: no tile */
     CHECK_EQ(p.tile, 0);
+    CHECK_EQ(p.batch, 2);
     CHECK_STATUS(unet_plan_run(NULL, ds, &p), UNET_STATUS_OK);     /* the second call */
     CHECK_EQ(p.tile, 128);                                  /* 120 rounded up to 16 */
+    CHECK_EQ(p.batch, 8);                                   /* planned with the tile */
     CHECK_EQ(p.planned, UNET_PLANNED_BASE | UNET_PLANNED_BATCH | UNET_PLANNED_STEPS |
                         UNET_PLANNED_TILE);
     p = (unet_plan){.depth = 3};
@@ -612,6 +615,16 @@ TEST(default_recipe_plans_sizes) {
     p = (unet_plan){.depth = 4};
     CHECK_STATUS(unet_plan_run(NULL, ds, &p), UNET_STATUS_OK);
     CHECK_EQ(p.tile, 256);                                  /* at most the default */
+    CHECK_EQ(p.batch, 4);
+    p = (unet_plan){.depth = 4, .minutes = 5};
+    CHECK_STATUS(unet_plan_run(NULL, ds, &p), UNET_STATUS_OK);
+    CHECK(p.tile == 128 && p.batch == 8);                   /* a budget's: at most 128 */
+    p = (unet_plan){.depth = 4, .batch = 3, .minutes = 5};
+    CHECK_STATUS(unet_plan_run(NULL, ds, &p), UNET_STATUS_OK);
+    CHECK(p.tile == 128 && p.batch == 3);                   /* a given batch is kept */
+    p = (unet_plan){.depth = 4, .tile = 256, .minutes = 5};
+    CHECK_STATUS(unet_plan_run(NULL, ds, &p), UNET_STATUS_OK);
+    CHECK(p.tile == 256 && p.batch == 2);                   /* a given tile: the batch of 2 */
     unet_dataset_free(ds);
 
     unet_ctx *ctx = unet_ctx_create();

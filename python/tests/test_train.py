@@ -239,7 +239,7 @@ def test_holdout_plan_as_unet_train(unet_mod):
 
 def test_time_budget_plans_as_cli(unet_mod):
     """With a time budget and base, batch, epochs and tile left out, the run is planned as unet
-    train plans it (the library's unet_plan_run): base 16, batch 2, no end but the budget, the
+    train plans it (the library's unet_plan_run): base 16, batch 8, no end but the budget, the
     tile from the images' largest side (120 -> 128); given values are kept."""
     images, masks = _arrays(unet_mod)
     images = [i[:100, :120] for i in images[:4]]
@@ -248,7 +248,7 @@ def test_time_budget_plans_as_cli(unet_mod):
     t = m.training
     assert m.info()["base"] == 16
     assert t["tile"] == 128 and t["total"] == 2 ** 40 and t["budget_over"]
-    assert t["per_epoch"] == 2   # 4 x 100 x 120 pixels in batches of 2 tiles of 128 x 128
+    assert t["per_epoch"] == 1   # 4 x 100 x 120 pixels in batches of 8 tiles of 128 x 128
     m = unet_mod.train(images, masks, minutes=0.005, val_split=0, threads=1, base=4, batch=4,
                        steps=2, tile=64)
     t = m.training

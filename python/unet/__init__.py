@@ -670,9 +670,10 @@ def train(images, masks, out=None, *, val_images=None, val_masks=None, callback=
     touching cells and trains with loss="wce", with a warning, as unet train does
     (docs/training.md, "The default recipe"); loss="ce+dice" or recipe="seed" trains without.
     base, batch, epochs and tile left None (or 0) are planned as unet train plans them
-    (unet_plan_run): with a time budget (minutes) base 16, batch 2 and, with no steps or
-    epochs, no end but the budget; else base 64, batch 4, 10 epochs; the tile of a U-Net with
-    same-padded convolutions from the images' largest side (at most 256).
+    (unet_plan_run): with a time budget (minutes) base 16, batch 8 (2 with a given tile) and,
+    with no steps or epochs, no end but the budget; else base 64, batch 4, 10 epochs; the tile
+    of a U-Net with same-padded convolutions from the images' largest side (at most 128 with a
+    budget, 256 without).
     Returns the trained model (the moving average's weights when ema is on); its .training is
     a dict of what the run did (steps, best, selected, per_epoch, ...).
     """

@@ -299,7 +299,7 @@ int cmd_train(int argc, char **argv) {
          .help = "epochs (10; with --minutes and no --steps: until the budget)", .lo = 1,
          .hi = none},
         {"--steps", CLI_INT, &a.steps, "N", .help = "optimizer steps (instead of --epochs)"},
-        {"--batch", CLI_INT, &a.batch, "B", .help = "tiles per step (4; 2 with --minutes; paper recipe 1)", .lo = 0,
+        {"--batch", CLI_INT, &a.batch, "B", .help = "tiles per step (4; 8 of at most 128x128 with --minutes; paper recipe 1)", .lo = 0,
          .hi = none},
         {"--tile", CLI_INT, &a.tile, "T",
          .help = "input tile side (256 or the images' largest side; rounded up to a valid size)",
@@ -561,7 +561,7 @@ int cmd_train(int argc, char **argv) {
                              : (!a.arch || strcmp(a.arch, "unet") == 0) && !a.valid;
         plan.tile = a.tile, plan.depth = same ? (mc ? mc->depth : a.depth) : 0;
         unet_plan_run(NULL, train.ds, &plan);
-        a.tile = o.tile = plan.tile;
+        a.tile = o.tile = plan.tile, a.batch = o.batch = plan.batch; /* the tile's batch */
         plan_note(&a, &plan, m != NULL);
     }
     if (!m) {
