@@ -519,6 +519,29 @@ static int thread_me(void) {
 #endif
 }
 
+/* A (rows, red) matrix, element (m, k) at a[m row_stride + k red_stride], packed as the
+ * micro-kernel's A operand: panels of K_MR rows (rows rounded up, zeros past the end), each
+ * (words of `red`, K_MR), a word pairing k and k + 1 on a bf16 row.  The panels are shared by
+ * the team: call inside the parallel region. */
+static void pack_a_panels(const struct unet__kernels *K, float *A, const float *a, int rows,
+                          int red, size_t row_stride, size_t red_stride) {
+    const int pack = K->pack, kwords = (red + pack - 1) / pack;
+#pragma omp for schedule(static)
+    for (int rp = 0; rp < (rows + K_MR - 1) / K_MR; rp++)
+        for (int i = 0; i < kwords; i++) {
+            float lo[K_MR], hi[K_MR];
+            const int k = i * pack;
+            for (int r = 0; r < K_MR; r++) {
+                const int m = rp * K_MR + r;
+                const float *e = m < rows ? a + (size_t)m * row_stride + (size_t)k * red_stride
+                                          : NULL;
+                lo[r] = e ? e[0] : 0.0f;
+                hi[r] = e && k + 1 < red ? e[red_stride] : 0.0f;
+            }
+            K->pack_words(A + ((size_t)rp * kwords + i) * K_MR, lo, hi, K_MR);
+        }
+}
+
 static void convt_scatter_forward(float *y, const float *x, const float *w, const float *b,
                                   const struct unet__convt2d_dims *d,
                                   const struct unet__conv_how *how, float *scratch) {
@@ -541,17 +564,7 @@ static void convt_scatter_forward(float *y, const float *x, const float *w, cons
     {
         float *B = bufs + (size_t)thread_me() * ((size_t)C_in * K_NR + K_MR * K_NR);
         float *Cb = B + (size_t)C_in * K_NR; /* (K_MR, K_NR) products */
-#pragma omp for schedule(static)
-        for (int rp = 0; rp < rows / K_MR; rp++)
-            for (int i = 0; i < kwords; i++) {
-                float lo[K_MR], hi[K_MR];
-                for (int r = 0; r < K_MR; r++) {
-                    const int row = rp * K_MR + r, ci = i * pack;
-                    lo[r] = row < R ? w[(size_t)ci * R + row] : 0.0f;
-                    hi[r] = row < R && ci + 1 < C_in ? w[(size_t)(ci + 1) * R + row] : 0.0f;
-                }
-                K->pack_words(A + ((size_t)rp * kwords + i) * K_MR, lo, hi, K_MR);
-            }
+        pack_a_panels(K, A, w, R, C_in, 1, (size_t)R); /* W^T: row (co, kh, kw), words of C_in */
         for (int n = 0; n < d->N; n++) {
             const float *xn = x + (size_t)n * C_in * P;
             float *yn = y + (size_t)n * d->C_out * d->H_out * d->W_out;
@@ -668,17 +681,7 @@ static void convt_scatter_dx(float *dx, const float *dy, const float *w,
     {
         float *B = bufs + (size_t)thread_me() * per_thread;
         float *lo = B + (size_t)R * K_NR, *hi = lo + K_NR, *Cb = hi + K_NR;
-#pragma omp for schedule(static)
-        for (int cp = 0; cp < cps; cp++)
-            for (int k = 0; k < kwords; k++) {
-                float l[K_MR], h[K_MR];
-                for (int m = 0; m < K_MR; m++) {
-                    const int ci = cp * K_MR + m, r = k * pack;
-                    l[m] = ci < C_in ? w[(size_t)ci * R + r] : 0.0f;
-                    h[m] = ci < C_in && r + 1 < R ? w[(size_t)ci * R + r + 1] : 0.0f;
-                }
-                K->pack_words(A + ((size_t)cp * kwords + k) * K_MR, l, h, K_MR);
-            }
+        pack_a_panels(K, A, w, C_in, R, (size_t)R, 1); /* W: row ci, words of R */
         for (int n = 0; n < d->N; n++) {
             const float *dyn = dy + (size_t)n * d->C_out * d->H_out * d->W_out;
             float *dxn = dx + (size_t)n * C_in * P;
