@@ -790,22 +790,24 @@ static void convt_scatter_dw(float *dw, const float *dy, const float *x,
                 for (int q = 0; q < cps + rps; q++) {
                     int rows = K_MR;
                     const int first = q < cps ? q * K_MR : r_panel(R16, q - cps, &rows);
-                    for (int m = 0; m < rows; m++) {
-                        float *dst = stage + (size_t)m * words;
-                        const int c = first + m;
-                        if (q < cps ? c >= C_in : c >= R) {
-                            memset(dst, 0, sizeof(float) * (size_t)words);
-                        } else if (q < cps) {
-                            pack_chunk(K, dst, xn + (size_t)c * P + p0, T);
-                        } else if (m % 2 == 0) {
-                            /* G's rows c, c + 1 over the chunk, input row by input row */
-                            const bool two = m + 1 < rows && c + 1 < R;
-                            gather_run(gs, two ? gs + chunk : NULL, dyn, d, c, p0, T);
-                            pack_chunk(K, dst, gs, T);
-                        } else {
-                            pack_chunk(K, dst, gs + chunk, T);
+                    if (q < cps) /* x's channels first .. first + K_MR - 1 */
+                        for (int m = 0; m < rows; m++) {
+                            float *dst = stage + (size_t)m * words;
+                            if (first + m < C_in)
+                                pack_chunk(K, dst, xn + (size_t)(first + m) * P + p0, T);
+                            else
+                                memset(dst, 0, sizeof(float) * (size_t)words);
                         }
-                    }
+                    else /* G's rows c, c + 1 together (rows is even), input row by input row */
+                        for (int m = 0; m < rows; m += 2) {
+                            float *dst = stage + (size_t)m * words;
+                            const int c = first + m, n2 = c + 1 < R ? 2 : c < R ? 1 : 0;
+                            if (n2) gather_run(gs, n2 == 2 ? gs + chunk : NULL, dyn, d, c, p0, T);
+                            for (int h = 0; h < 2; h++) {
+                                if (h < n2) pack_chunk(K, dst + (size_t)h * words, gs + h * chunk, T);
+                                else memset(dst + (size_t)h * words, 0, sizeof(float) * (size_t)words);
+                            }
+                        }
                     transpose_words(q < cps ? Ap + (size_t)first * words : Bp + (size_t)first * words,
                                     stage, rows, words);
                 }
