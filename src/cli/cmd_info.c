@@ -67,8 +67,8 @@ int cmd_info(int argc, char **argv) {
     printf("channels       in %d, classes %d, base %d%s\n", c->in_channels, c->classes, c->base,
            unet ? "" : " (VGG blocks)");
     if (unet) {
-        printf("depth          %d (%d pooling steps, %d channels at the bottom)\n", c->depth,
-               c->depth, c->base << c->depth);
+        printf("depth          %d (%d pooling step%s, %d channels at the bottom)\n", c->depth,
+               c->depth, c->depth == 1 ? "" : "s", c->base << c->depth);
         printf("layers         3x3 convs %s padding%s%s, %s upsampling%s\n",
                c->padding ? "same" : "valid (no)", c->batchnorm ? " + BatchNorm" : "",
                c->conv_bias ? " with bias" : "",
