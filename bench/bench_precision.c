@@ -7,7 +7,8 @@
  * infer: two models with the same weights, one float32 and one bf16 (each keeps its own
  * transformed-weight cache, which a switch of precision would drop), one forward each per
  * round.  train: one model whose precision is switched before each unet_train_step (Adam, random
- * labels; training keeps no cache).  One warm-up round, then ROUNDS timed ones.  Prints
+ * labels; training keeps no cache).  Warm-up rounds (two for inference: its cache entries are
+ * made at the second use), then ROUNDS timed ones.  Prints
  *
  *     PRECISION mode=infer size=512 batch=1 threads=1 rounds=7 fp32_cpu_s=... bf16_cpu_s=...
  *               cpu_ratio=... fp32_s=... bf16_s=... wall_ratio=...
@@ -70,7 +71,7 @@ int main(int argc, char **argv) {
     }
     unet_optim opt = unet_optim_default(UNET_OPTIM_ADAM);
     double cpu[2][MAX_ROUNDS], wall[2][MAX_ROUNDS], ratio[MAX_ROUNDS];
-    for (int r = -1; r < rounds; r++)
+    for (int r = train ? -1 : -2; r < rounds; r++)
         for (int p = 0; p < 2; p++) {
             unet_model *mp = train ? m[0] : m[p];
             if (train)

@@ -10,8 +10,9 @@
  * cross-entropy loss, backward, Adam update) on random labels.  bf16: the model's precision is
  * UNET_PRECISION_BF16 (float32 where the CPU lacks AVX512_BF16: the line says which ran);
  * nocache: inference transforms its weights in every call, as before the inference cache
- * (model.h).  One warm-up call (it also plans the memory and fills the cache), then RUNS timed
- * calls.  Prints one machine-readable line:
+ * (model.h).  Warm-up calls first (they plan the memory; inference takes two, as the cache
+ * entries are made at the second use: model_cache.c), then RUNS timed calls.  Prints one
+ * machine-readable line:
  *
  *     RESULT impl=unet|unet-bf16 mode=infer size=512 batch=1 threads=2 runs=5 median_s=... min_s=...
  *            max_s=... cpu_s=... rss_mb=... gflop=... precision=fp32|bf16 cache=on|off cache_mb=...
@@ -187,9 +188,9 @@ int main(int argc, char **argv) {
     unet_optim opt = unet_optim_default(UNET_OPTIM_ADAM);
     double *prof = NULL;
 
-    for (int r = -1; r < runs; r++) {
+    for (int r = train ? -1 : -2; r < runs; r++) {
         if (r == 0 && layers) {
-            /* Per-node timing starts after the warm-up call (which planned the memory). */
+            /* Per-node timing starts after the warm-up calls (memory planned, cache made). */
             prof = calloc((size_t)m->n_nodes * 2, sizeof *prof);
             m->prof = prof;
             m->prof_cpu = getenv("UNET_PROF_CPU") != NULL;
