@@ -1261,7 +1261,7 @@ TEST(predict_memory_from_nothing) {
     arg(&c, "--max-memory");
     arg(&c, "64K");
     CHECK_RUN(run(&c, 0), 1);
-    CHECK_STR_CONTAINS(last_err, "img0.png: predicting this 96x96 image with 1 channels needs "
+    CHECK_STR_CONTAINS(last_err, "img0.png: predicting this 96x96 image with 1 channel needs "
                                  "about");
     CHECK_STR_CONTAINS(last_err, "over the budget of 64 KiB (--max-memory");
     snprintf(c.pool[c.n - 1], sizeof c.pool[0], "1x");

@@ -210,8 +210,8 @@ static bool fits(struct run *r, unet_ctx *ctx, const char *path, int page, doubl
         r->cache_bytes = 0;
         atomic_store(&r->cache_drop, true);
     }
-    snprintf(what, sizeof what, "%s: predicting this %dx%d image with %d channels", path,
-             info.w, info.h, info.c);
+    snprintf(what, sizeof what, "%s: predicting this %dx%d image with %d channel%s", path,
+             info.w, info.h, info.c, info.c == 1 ? "" : "s");
     if (cli_within_budget(what, *need + weights + r->cache_bytes, a->budget)) return true;
     if (r->cache_bytes > 0)
         cli_note("  %s of it is the inference cache of transformed weights: --cache off saves it",
