@@ -3,12 +3,13 @@
 # Usage: scripts/deps.sh [extra-package ...]   (make runs it; as root it calls apt-get)
 # Open MPI (openmpi-bin, libopenmpi-dev) is for make MPI=1 and tests/mpi.sh (docs/scaling.md).
 # The Python package's tests (tests/python.sh) need python3 with numpy, pytest, onnx (the ONNX
-# checker) and yaml, and node with npm for ONNX Runtime (scripts/onnxruntime.sh).  node and npm
-# count as present when they are on PATH (e.g. from NodeSource), else Debian's are installed.
+# checker), yaml and PIL (masks with colour tables), and node with npm for ONNX Runtime
+# (scripts/onnxruntime.sh).  node and npm count as present when they are on PATH (e.g. from
+# NodeSource), else Debian's are installed.
 set -e
 need="gcc make libc6-dev libopenblas-openmp-dev libpng-dev libtiff-dev libcjson-dev
 python3-dev python3-numpy python3-setuptools python3-pip python3-pytest python3-onnx python3-yaml
-openmpi-bin libopenmpi-dev $*"
+python3-pil openmpi-bin libopenmpi-dev $*"
 command -v node >/dev/null 2>&1 || need="$need nodejs"
 command -v npm >/dev/null 2>&1 || need="$need npm"
 missing=""

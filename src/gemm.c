@@ -5,7 +5,8 @@
  * they meet the hardware.  By default that is OpenBLAS's sgemm, called single-threaded once per
  * block of C from an OpenMP loop: unet owns the threads (one pool, a thread count per context,
  * no oversubscription with our own parallel loops) and every element of C is produced by one
- * call in one order, so results are identical for any thread count.  OpenBLAS's OpenMP build
+ * call over the same block, whatever the thread count, so results are identical for any thread
+ * count (unet__sgemm's blocks).  OpenBLAS's OpenMP build
  * runs single-threaded inside a parallel region; outside one, the calling thread's team size is
  * set to 1 around the call.  (Debian's serial build is not safe to call from several threads:
  * it is built without USE_LOCKING and its buffer pool races, which showed as wrong results.)  With NO_BLAS=1 the same
@@ -105,30 +106,36 @@ void unet__sgemm_serial(bool trans_a, bool trans_b, int M, int N, int K, float a
 #endif
 }
 
-/* Below this many multiply-adds a product runs on one thread: forking costs more. */
+/* Below this many multiply-adds a product is one call: forking costs more. */
 #define GEMM_PARALLEL_MIN (1 << 18)
+
+/* Above it, the wider output dimension is cut into GEMM_BLOCKS blocks (fewer when narrow),
+ * fixed by the product's shape alone: a thread count decides only who runs a block, never
+ * where the blocks start.  OpenBLAS's kernels sum an element of C in an order that can depend
+ * on where it falls in the call (its AVX2 "Haswell" sgemm does: edge columns go through
+ * narrower kernels), so blocks that moved with the thread count changed the last bits. */
+#define GEMM_BLOCKS 8
 
 void unet__sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
                  const float *A, int lda, const float *B, int ldb, float beta,
                  float *C, int ldc) {
+    if ((double)M * N * K < GEMM_PARALLEL_MIN) {
+        unet__sgemm_serial(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    /* Columns in multiples of 16 (vector and cache-line aligned), rows of 4.  Each block is an
+     * independent product of a slice of op(A) or op(B). */
+    const bool by_cols = N >= M;
+    const int  extent = by_cols ? N : M, align = by_cols ? 16 : 4;
+    int chunk = (extent + GEMM_BLOCKS - 1) / GEMM_BLOCKS;
+    chunk = (chunk + align - 1) / align * align;
+    const int blocks = (extent + chunk - 1) / chunk;
     int nt = 1;
 #ifdef _OPENMP
     nt = omp_get_max_threads();
 #endif
-    if (nt <= 1 || (double)M * N * K < GEMM_PARALLEL_MIN) {
-        unet__sgemm_serial(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-        return;
-    }
-    /* Split the wider of the two output dimensions into one contiguous block per thread,
-     * columns in multiples of 16 (vector and cache-line aligned).  Each block is an
-     * independent product of a slice of op(A) or op(B). */
-    bool by_cols = N >= M;
-    int extent = by_cols ? N : M;
-    int align = by_cols ? 16 : 4;
-    int chunk = (extent + nt - 1) / nt;
-    chunk = (chunk + align - 1) / align * align;
-    int blocks = (extent + chunk - 1) / chunk;
-#pragma omp parallel for schedule(static) num_threads(blocks)
+    if (nt > blocks) nt = blocks;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (int t = 0; t < blocks; t++) {
         int s = t * chunk;
         int e = s + chunk < extent ? s + chunk : extent;

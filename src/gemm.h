@@ -9,8 +9,9 @@
 #include "internal.h"
 
 /* Splits the work over the current OpenMP team size (unet__use_threads) by row or column
- * blocks of C, each block a single-threaded BLAS call, so every element of C is computed by
- * one thread in one fixed order: the result does not depend on the number of threads.
+ * blocks of C that the shape alone fixes, each block a single-threaded BLAS call, so every
+ * element of C is computed by the same call in one fixed order: the result does not depend on
+ * the number of threads.
  * Must not be called from inside a parallel region. */
 void unet__sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
                  const float *A, int lda, const float *B, int ldb, float beta,
