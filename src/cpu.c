@@ -8,11 +8,20 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef UNET__X86
+#include <immintrin.h>
+#endif
 
 static const char *const level_names[UNET__CPU_LEVELS] = {"portable", "avx2", "avx512",
                                                            "avx512bf16"};
 
 static _Atomic int cpu_cap = -1;
+
+void unet__store_fence(void) {
+#ifdef UNET__X86
+    _mm_sfence();
+#endif
+}
 
 const char *unet__cpu_level_name(enum unet__cpu_level level) {
     return (int)level >= 0 && (int)level < UNET__CPU_LEVELS ? level_names[level] : "?";

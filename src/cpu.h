@@ -50,5 +50,9 @@ enum unet__cpu_level unet__cpu_limit(enum unet__cpu_level level);
 /* "portable", "avx2", "avx512", "avx512bf16"; and back (false for an unknown name). */
 const char *unet__cpu_level_name(enum unet__cpu_level level);
 bool unet__cpu_level_parse(const char *name, enum unet__cpu_level *out);
+/* Makes the calling thread's non-temporal stores (the kernels' streaming stores) visible
+ * before its later stores, such as a barrier's: sfence on x86-64, nothing elsewhere (no kernel
+ * streams there). */
+void unet__store_fence(void);
 
 #endif /* UNET_CPU_H */

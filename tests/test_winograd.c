@@ -157,6 +157,23 @@ TEST(winograd_vs_ref) {
         check_case(&k, label);
         wcase_free(&k);
     }
+    /* Streaming stores (every output at the test budget; on their own only for maps of 16 MiB
+     * and more): rows of 64 outputs, whole aligned runs of 16 written by them, a partial last
+     * tile and the border by ordinary stores; the input gradient's output too (dx). */
+    unet__winograd_set_budget(36 * 40);
+    const int srows[3][3] = {{9, 64, 1}, {6, 66, 0}, {7, 62, 1}};
+    for (int i = 0; i < 3; i++) {
+        struct wcase k = {.d = {.N = 2, .C_in = 17, .H_in = srows[i][0], .W_in = srows[i][1],
+                                .C_out = 16, .K_h = 3, .K_w = 3, .stride_h = 1, .stride_w = 1,
+                                .pad_h = srows[i][2], .pad_w = srows[i][2]}};
+        wcase_setup(&k, &rng);
+        char label[96];
+        snprintf(label, sizeof label, "N=2 C_in=17 %dx%d C_out=16 pad=%d (streaming stores)",
+                 srows[i][0], srows[i][1], srows[i][2]);
+        check_case(&k, label);
+        wcase_free(&k);
+    }
+    unet__winograd_set_budget(0);
     /* The U-Net's shape: C_in 40 -> 24, a 4-aligned and an odd size. */
     for (int s = 0; s < 2; s++) {
         struct wcase k = {.d = {.N = 1, .C_in = 40, .H_in = 16 + 3 * s, .W_in = 20 + 5 * s,

@@ -181,7 +181,8 @@ typedef void (*unet__micro_gemm_fn)(const void *A, const void *B, int K, int wid
 typedef void (*unet__pack_words_fn)(void *dst, const float *lo, const float *hi, int n);
 void unet__pack_words_f32(void *dst, const float *lo, const float *hi, int n);
 /* Tests only (not thread-safe): caps the scratch blocks at about `floats` each so that small
- * cases run in several output-channel and tile blocks; 0 restores the default. */
+ * cases run in several output-channel and tile blocks, and writes every output with the
+ * streaming stores of large maps (winograd.c); 0 restores the default. */
 void unet__winograd_set_budget(size_t floats);
 
 /* ---------------------------------------------------------------------------------------

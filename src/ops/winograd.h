@@ -79,6 +79,7 @@ struct wino_args {
     const struct unet__conv_epilogue *ep;
     const float                      *x2;      /* channels from c_split on (a fused concat) */
     int                               c_split; /* C_in when there is no x2 */
+    bool                              stream;  /* y by non-temporal stores (plan_of) */
 };
 
 /* Input plane (image n, channel ci): channel ci of x, or of x2 past c_split. */

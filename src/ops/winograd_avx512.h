@@ -84,7 +84,8 @@ UNET__TARGET_AVX512 static void gather_row16_avx512(float dd[36][LANES], const f
  * tile row are, per output row, one run of 64 floats: interleaved with permutes and stored
  * (masked at the right border; added when acc) instead of 256 scalar stores. */
 UNET__TARGET_AVX512 static void scatter_row16_avx512(float *yc, float o[16][LANES], int oh0,
-                                                     int ow0, int H, int W, bool acc) {
+                                                     int ow0, int H, int W, bool acc,
+                                                     bool stream) {
     static const int q0[16] = {0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23};
     static const int q1[16] = {8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31};
     const __m512i ilo = _mm512_loadu_si512(PAIR_LO), ihi = _mm512_loadu_si512(PAIR_HI);
@@ -112,7 +113,10 @@ UNET__TARGET_AVX512 static void scatter_row16_avx512(float *yc, float o[16][LANE
             if (!mask[v]) continue;
             __m512 val = out[v];
             if (acc) val = _mm512_add_ps(val, _mm512_maskz_loadu_ps(mask[v], row + 16 * v));
-            _mm512_mask_storeu_ps(row + 16 * v, mask[v], val);
+            if (stream && mask[v] == 0xFFFF && ((uintptr_t)(row + 16 * v) & 63) == 0)
+                _mm512_stream_ps(row + 16 * v, val);
+            else
+                _mm512_mask_storeu_ps(row + 16 * v, mask[v], val);
         }
     }
 }

@@ -322,7 +322,7 @@ static ALWAYS_INLINE void output_group(float *y, const float *M, const struct wi
     if (row_of_lanes(&a->p, t0 + (size_t)g0)) {
         const struct wino_tile tl = tile_at(&a->p, t0 + (size_t)g0);
         scatter_row16_avx512(y + ((size_t)tl.n * C_out + co) * H * W, o, tl.oh0, tl.ow0, H, W,
-                             acc);
+                             acc, a->stream && !acc);
         return;
     }
 #endif
