@@ -69,6 +69,15 @@ static int    kc_chunk = KC_DEFAULT;
 #define WGRAD_MIN_TILES_DEFAULT 128
 static int wgrad_min_tiles = WGRAD_MIN_TILES_DEFAULT;
 
+/* The weight gradient's parts (wgrad_plan_of): as many as the processors (unet__thread_slots,
+ * fixed for the process), up to PARTS_MAX and this many floats (32 MiB) of their partial sums
+ * M, but two at least where there are two tile blocks; parts_want > 0 (the tests) replaces
+ * the processors. */
+#define PARTS_BUDGET_DEFAULT ((size_t)1 << 23)
+#define PARTS_MAX            16
+static size_t parts_budget = PARTS_BUDGET_DEFAULT;
+static int    parts_want;
+
 /* Outputs of at least this many bytes are written by non-temporal stores (the AVX-512 row
  * kernel, where a run of 16 floats is whole and aligned): such a map is far larger than the
  * caches, so an ordinary store first reads each line it writes, only for the line to leave the
@@ -88,6 +97,8 @@ void unet__winograd_set_budget(size_t floats) {
     u_keep = floats ? floats : U_KEEP_DEFAULT;
     kc_chunk = floats ? 16 : KC_DEFAULT;
     wgrad_min_tiles = floats ? LANES : WGRAD_MIN_TILES_DEFAULT;
+    parts_budget = floats ? SIZE_MAX : PARTS_BUDGET_DEFAULT;
+    parts_want = floats ? 3 : 0;
 }
 
 /* Below 16 output channels the per-channel transforms cost more than the 4x cheaper products
@@ -347,11 +358,26 @@ void unet__conv2d_winograd_cat(float *y, const float *a, const float *b, int c_a
  * 3x3 transform per (output, input channel) pair.  Output channels are blocked so that M
  * (36 x cob x ci16) stays under the budget, and tiles so that Xt and Dt do too, but in blocks
  * of at least wgrad_min_tiles (the scratch grows with that floor: 37 MB for 1024 input channels
- * at batch 4, against 19 MB without it); each block reads all tile blocks, accumulating M
- * (one thread per micro-tile of M, in tile order), then adds G^T M G into dw. */
+ * at batch 4, against 19 MB without it).
+ *
+ * Two schedules, chosen by the shape alone (so the sums, and the bits, are the same for any
+ * thread count):
+ *   - Parts (two tile blocks or more, the early layers): the tiles are cut into `parts`
+ *     contiguous ranges, each summed into its own M by one thread, which transforms and
+ *     multiplies its blocks in its own Xt and Dt; then M = M_0 + M_1 + ... in part order.  A
+ *     thread reads only what it wrote until that last sum: on this project's machines the two
+ *     cores' caches are ~240 ns apart (a line's round trip is 470 ns), and the shared schedule,
+ *     where the transforms of a block are split over the threads and the products over k, gained
+ *     nothing from a second thread at 256x256 (docs/performance.md).
+ *   - Shared (one block: the deep layers): each pass is an `omp for`; the transforms split by
+ *     group, the products by k (a thread's chunk is every micro-tile of one k, whose Dt[k],
+ *     Xt[k] and M[k] stay in its L2), one thread per micro-tile of M, in tile order.
+ * Then G^T M G is added into dw. */
 struct wgrad_plan {
-    int cob, cobp;      /* output channels per block, a multiple of MR (or all); rounded up */
-    int tb;             /* tiles per block, a multiple of LANES */
+    int    cob, cobp; /* output channels per block, a multiple of MR (or all); rounded up */
+    int    tb;        /* tiles per block, a multiple of LANES */
+    int    parts;     /* tile ranges with their own M (1: the shared schedule) */
+    size_t groups;    /* groups of LANES tiles in all */
 };
 
 static struct wgrad_plan wgrad_plan_of(const struct unet__conv2d_dims *d,
@@ -364,19 +390,46 @@ static struct wgrad_plan wgrad_plan_of(const struct unet__conv2d_dims *d,
     w.cobp = round_up(w.cob, MR);
     size_t tb = vm_budget / (36 * (ci16 + (size_t)w.cobp));
     tb = tb < (size_t)wgrad_min_tiles ? (size_t)wgrad_min_tiles : tb / LANES * LANES;
-    size_t all = (p->tiles + LANES - 1) / LANES * LANES;
+    w.groups = (p->tiles + LANES - 1) / LANES;
+    const size_t all = w.groups * LANES, blocks = (all + tb - 1) / tb;
     w.tb = (int)(tb < all ? tb : all);
+    size_t parts = (size_t)(parts_want ? parts_want : unet__thread_slots());
+    const size_t fit = parts_budget / (36 * (size_t)w.cobp * ci16);
+    parts = parts > fit ? fit : parts > PARTS_MAX ? PARTS_MAX : parts;
+    parts = parts < 2 ? 2 : parts;
+    w.parts = (int)(parts < blocks ? parts : blocks);
     return w;
 }
 
-/* Scratch words: M in float32, Xt and Dt in words of at most one value (the float32 size, an
- * upper bound for bf16 pairs of tiles). */
+/* Buffers of Xt and Dt: one per thread that sums a part (the processors, at most the parts). */
+static int wgrad_buffers(const struct wgrad_plan *w) {
+    const int slots = unet__thread_slots();
+    return w->parts > 1 && slots < w->parts ? slots : w->parts;
+}
+
+/* Scratch words: M in float32 (one per part), Xt and Dt in words of at most one value (the
+ * float32 size, an upper bound for bf16 pairs of tiles). */
 size_t unet__winograd_wgrad_scratch_floats(const struct unet__conv2d_dims *d) {
     if (!unet__winograd_applies(d)) return 0;
     struct wino_plan p = plan_of(d, 1);
     struct wgrad_plan w = wgrad_plan_of(d, &p);
     const size_t ci16 = (size_t)ci16_of(d);
-    return 36 * ((size_t)w.cobp * ci16 + ci16 * w.tb + (size_t)w.cobp * w.tb);
+    return 36 * ((size_t)w.parts * w.cobp * ci16 +
+                 (size_t)wgrad_buffers(&w) * (ci16 + (size_t)w.cobp) * w.tb);
+}
+
+/* Item v of the 36 x micro products of one block of nt tiles (Xt, Dt transformed by the
+ * caller): M[k] (+)= Dt[k]^T Xt[k] on micro-tile v mod micro of k = v / micro. */
+static void wgrad_products(const struct unet__kernels *K, float *M, const float *Dt,
+                           const float *Xt, int ci16, int cobp, int nt, bool acc, int v) {
+    const int cpanels = (ci16 + NR - 1) / NR, micro = cobp / MR * cpanels;
+    const int kk = v / micro, u = v % micro;
+    const int cp = u / cpanels, xp = u % cpanels;
+    const int width = ci16 - xp * NR < NR ? ci16 - xp * NR : NR;
+    const size_t ntw = (size_t)(nt / K->pack); /* words of the block's tiles */
+    K->micro_gemm(Dt + ((size_t)kk * cobp + (size_t)cp * MR) * ntw,
+                  Xt + ((size_t)kk * ci16 + (size_t)xp * NR) * ntw, (int)ntw, width,
+                  M + ((size_t)kk * cobp + (size_t)cp * MR) * ci16 + (size_t)xp * NR, ci16, acc);
 }
 
 void unet__conv2d_winograd_wgrad(float *dw, const float *dy, const float *x,
@@ -385,39 +438,59 @@ void unet__conv2d_winograd_wgrad(float *dw, const float *dy, const float *x,
     UNET_ASSERT(unet__winograd_applies(d));
     const struct unet__kernels      *K = k ? k : unet__kernels_pick(UNET__PRECISION_F32);
     const struct unet__wino_kernels *W = K->winograd;
-    const int P = K->pack; /* tiles per word of Xt and Dt (the products reduce over tiles) */
-    const struct wino_args a = {.d = d, .p = plan_of(d, 1), .ep = NULL, .c_split = d->C_in};
-    const struct wgrad_plan wp = wgrad_plan_of(d, &a.p);
-    const int ci16 = ci16_of(d), cpanels = (ci16 + NR - 1) / NR;
-    float *M = scratch;
-    float *Xt = M + (size_t)36 * wp.cobp * ci16;
-    float *Dt = Xt + (size_t)36 * ci16 * wp.tb;
-    const bool par = !small_work(d, &a.p);
-    (void)par;
-#pragma omp parallel if (par)
+    const struct wino_plan  p = plan_of(d, 1);
+    const struct wgrad_plan wp = wgrad_plan_of(d, &p);
+    const int ci16 = ci16_of(d), cpanels = (ci16 + NR - 1) / NR, parts = wp.parts;
+    const size_t m_floats = (size_t)36 * wp.cobp * ci16;
+    const struct wino_args a = {.d = d, .p = p, .c_split = d->C_in, .parts = parts,
+                                .part_floats = m_floats};
+    const size_t xt_floats = (size_t)36 * ci16 * wp.tb, buf_floats = xt_floats +
+                                                                      (size_t)36 * wp.cobp * wp.tb;
+    float *M = scratch, *bufs = M + (size_t)parts * m_floats;
+    int team = 1;
+#ifdef _OPENMP
+    team = omp_get_max_threads();
+    if (team > unet__thread_slots()) team = unet__thread_slots();
+    if (small_work(d, &a.p)) team = 1;
+#endif
+#pragma omp parallel num_threads(team)
     for (int co0 = 0; co0 < d->C_out; co0 += wp.cob) {
         const int cob = d->C_out - co0 < wp.cob ? d->C_out - co0 : wp.cob;
         const int cobp = round_up(cob, MR), micro = cobp / MR * cpanels;
-        for (size_t t0 = 0; t0 < a.p.tiles; t0 += (size_t)wp.tb) {
-            const int nt = block_tiles(&a.p, t0, wp.tb), groups = nt / LANES;
-#pragma omp for schedule(dynamic, 8) nowait
-            for (int q = 0; q < ci16 / LANES * groups; q++) W->wx(Xt, x, &a, t0, nt, q);
-#pragma omp for schedule(dynamic, 8)
-            for (int q = 0; q < cobp / MR * groups; q++) W->wdy(Dt, dy, &a, co0, cob, t0, nt, q);
-            /* M[k] (+)= Dt[k]^T Xt[k] over this block's tiles, by MR x NR micro-tiles. */
-#pragma omp for schedule(dynamic, 1)
-            for (int u = 0; u < micro; u++) {
-                const int cp = u / cpanels, xp = u % cpanels;
-                const int width = ci16 - xp * NR < NR ? ci16 - xp * NR : NR;
-                const size_t ntw = (size_t)(nt / P); /* words of the block's tiles */
-                for (int kk = 0; kk < 36; kk++)
-                    K->micro_gemm(Dt + ((size_t)kk * cobp + (size_t)cp * MR) * ntw,
-                                  Xt + ((size_t)kk * ci16 + (size_t)xp * NR) * ntw, (int)ntw,
-                                  width,
-                                  M + ((size_t)kk * cobp + (size_t)cp * MR) * ci16 +
-                                      (size_t)xp * NR,
-                                  ci16, t0 > 0);
+        if (parts > 1) {
+            int me = 0;
+#ifdef _OPENMP
+            me = omp_get_thread_num();
+#endif
+            float *Xt = bufs + (size_t)me * buf_floats, *Dt = Xt + xt_floats;
+            /* Part j: groups [j G / parts, (j + 1) G / parts), on thread j mod team. */
+#pragma omp for schedule(static, 1)
+            for (int j = 0; j < parts; j++) {
+                float       *Mj = M + (size_t)j * m_floats;
+                const size_t end = wp.groups * (size_t)(j + 1) / (size_t)parts * LANES;
+                for (size_t t0 = wp.groups * (size_t)j / (size_t)parts * LANES; t0 < end;
+                     t0 += (size_t)wp.tb) {
+                    const int nt = end - t0 < (size_t)wp.tb ? (int)(end - t0) : wp.tb;
+                    const int groups = nt / LANES;
+                    for (int q = 0; q < ci16 / LANES * groups; q++) W->wx(Xt, x, &a, t0, nt, q);
+                    for (int q = 0; q < cobp / MR * groups; q++)
+                        W->wdy(Dt, dy, &a, co0, cob, t0, nt, q);
+                    const bool acc = t0 > wp.groups * (size_t)j / (size_t)parts * LANES;
+                    for (int v = 0; v < 36 * micro; v++)
+                        wgrad_products(K, Mj, Dt, Xt, ci16, cobp, nt, acc, v);
+                }
             }
+        } else {
+            float *Xt = bufs, *Dt = Xt + xt_floats;
+            const int nt = block_tiles(&a.p, 0, wp.tb), groups = nt / LANES;
+            UNET_ASSERT((size_t)nt >= wp.groups * LANES);
+#pragma omp for schedule(dynamic, 8) nowait
+            for (int q = 0; q < ci16 / LANES * groups; q++) W->wx(Xt, x, &a, 0, nt, q);
+#pragma omp for schedule(dynamic, 8)
+            for (int q = 0; q < cobp / MR * groups; q++) W->wdy(Dt, dy, &a, co0, cob, 0, nt, q);
+#pragma omp for schedule(dynamic, micro)
+            for (int v = 0; v < 36 * micro; v++)
+                wgrad_products(K, M, Dt, Xt, ci16, cobp, nt, false, v);
         }
 #pragma omp for schedule(dynamic, 8)
         for (int q = 0; q < cob * (ci16 / LANES); q++) W->wout(dw, M, &a, co0, cob, q);

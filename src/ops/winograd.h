@@ -80,6 +80,8 @@ struct wino_args {
     const float                      *x2;      /* channels from c_split on (a fused concat) */
     int                               c_split; /* C_in when there is no x2 */
     bool                              stream;  /* y by non-temporal stores (plan_of) */
+    int    parts;       /* weight gradient: partial sums M, part_floats apart, added in order */
+    size_t part_floats;
 };
 
 /* Input plane (image n, channel ci): channel ci of x, or of x2 past c_split. */

@@ -425,7 +425,8 @@ static ALWAYS_INLINE void wgrad_dy_group(word *Dt, const float *dy, const struct
         transpose_words(dst + (size_t)k * cobp * (nt / PACK), MR, z[0][k], 36 * LANES, MR);
 }
 
-/* Group q: dw[co0 + q / groups][ci..ci + LANES] += G^T M G, M (36, cobp, ci16). */
+/* Group q: dw[co0 + q / groups][ci..ci + LANES] += G^T M G, M (36, cobp, ci16) the sum of the
+ * parts' partial sums in part order. */
 static ALWAYS_INLINE void wgrad_out_group(float *dw, const float *M, const struct wino_args *a,
                                           int co0, int cob, int q) {
     const int C_in = a->d->C_in, ci16 = ci16_of(a->d), groups = ci16 / LANES;
@@ -433,8 +434,12 @@ static ALWAYS_INLINE void wgrad_out_group(float *dw, const float *M, const struc
     const int c = q / groups, ci0 = q % groups * LANES, co = co0 + c;
     const int nl = C_in - ci0 < LANES ? C_in - ci0 : LANES;
     float m[36][LANES], o[9][LANES];
-    for (int k = 0; k < 36; k++)
-        memcpy(m[k], M + ((size_t)k * cobp + c) * ci16 + ci0, sizeof m[k]);
+    for (int k = 0; k < 36; k++) {
+        const float *src = M + ((size_t)k * cobp + c) * ci16 + ci0;
+        memcpy(m[k], src, sizeof m[k]);
+        for (int j = 1; j < a->parts; j++)
+            for (int l = 0; l < LANES; l++) m[k][l] += src[(size_t)j * a->part_floats + l];
+    }
     wgrad_transform(o, m);
     float *dst = dw + ((size_t)co * C_in + ci0) * 9;
     for (int j = 0; j < nl; j++)
