@@ -172,6 +172,18 @@ TEST(winograd_vs_ref) {
         check_case(&k, s ? "C_in=40 19x25 C_out=24 pad=1" : "C_in=40 16x20 C_out=24 pad=1");
         wcase_free(&k);
     }
+    /* 384 tiles at the test budget: the threads' own blocks (8 of 48 tiles) with weights too
+     * large to keep, transformed a chunk at a time in each block. */
+    {
+        struct wcase k = {.d = {.N = 2, .C_in = 17, .H_in = 48, .W_in = 64, .C_out = 16,
+                                .K_h = 3, .K_w = 3, .stride_h = 1, .stride_w = 1, .pad_h = 1,
+                                .pad_w = 1}};
+        unet__winograd_set_budget(36 * 40);
+        wcase_setup(&k, &rng);
+        check_case(&k, "N=2 C_in=17 48x64 C_out=16 pad=1 (own blocks, chunked weights)");
+        unet__winograd_set_budget(0);
+        wcase_free(&k);
+    }
     /* 220 tiles at the default budget: the weight gradient in blocks of its tile floor (128)
      * and a partial last one. */
     struct wcase k = {.d = {.N = 2, .C_in = 40, .H_in = 37, .W_in = 41, .C_out = 24, .K_h = 3,

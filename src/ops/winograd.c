@@ -251,10 +251,14 @@ static int block_tiles(const struct wino_plan *p, size_t t0, int tb) {
 }
 
 /* One parallel region for the whole convolution, in one of two schedules.
- *   - Own blocks (many tiles, all weights kept): the weights are transformed once, then each
- *     thread takes whole tile blocks (input transform, products, output transform) with its
- *     own V and M, dynamically: no barrier per block, and a thread slowed by other work on
- *     the machine takes fewer blocks.  The early layers, most of the pixels.
+ *   - Own blocks (at least 4 per thread): each thread takes whole tile blocks (input
+ *     transform, products, output transform) with its own V and M, dynamically: no barrier
+ *     per block, a thread slowed by other work on the machine takes fewer blocks, and a
+ *     thread reads only the V it wrote.  Weights that fit U_KEEP are transformed once before;
+ *     larger ones a chunk at a time in each block, into the thread's buffer (one transform per
+ *     block, as in the shared schedule).  The early layers, most of the pixels, and the 64x64
+ *     ones of a 256x256 batch of 4, whose forward at 2 threads took 20% longer in shared
+ *     blocks (V written by both threads and read by both: docs/performance.md).
  *   - Shared blocks (few tiles or large weights): each pass is an `omp for` whose implicit
  *     barrier orders it before the next; the products are split by output-channel panel, each
  *     thread transforming the panel's weights (unless kept from the first block) into its
@@ -289,7 +293,7 @@ static void winograd_forward(float *y, const float *x, const float *x2, int c_sp
     if (small_work(d, &a.p)) team = 1;
 #endif
     const size_t own_blocks = (a.p.tiles + (size_t)a.p.tb_own - 1) / (size_t)a.p.tb_own;
-    const bool own = keep && own_blocks >= 4 * (size_t)team;
+    const bool own = own_blocks >= 4 * (size_t)team;
     const size_t vm_own = 36 * ((size_t)kw + (size_t)a.p.cop) * a.p.tb_own;
 #pragma omp parallel num_threads(team)
     {
@@ -298,15 +302,20 @@ static void winograd_forward(float *y, const float *x, const float *x2, int c_sp
         me = omp_get_thread_num();
 #endif
         if (own) {
-            if (!cached) weights_all(K, &a, Ubuf, w, flip);
+            if (keep && !cached) weights_all(K, &a, Ubuf, w, flip);
             float *Vme = V + (size_t)me * vm_own, *Mme = Vme + (size_t)36 * kw * a.p.tb_own;
+            float *Uc = Ubuf + (size_t)me * 36 * kc_chunk / K->pack * MR;
 #pragma omp for schedule(dynamic, 1)
             for (size_t b = 0; b < own_blocks; b++) {
                 const size_t t0 = b * (size_t)a.p.tb_own;
                 const int nt = block_tiles(&a.p, t0, a.p.tb_own), groups = nt / LANES;
                 for (int q = 0; q < kw * groups; q++) W->input(Vme, x, &a, t0, nt, q);
                 for (int cp = 0; cp < panels_co; cp++) {
-                    products(K, &a, U + cp * u_panel, (size_t)kw * MR, 0, kw, Vme, Mme, cp, nt);
+                    if (keep)
+                        products(K, &a, U + cp * u_panel, (size_t)kw * MR, 0, kw, Vme, Mme, cp,
+                                 nt);
+                    else
+                        chunked_products(K, &a, Uc, w, flip, Vme, Mme, cp, nt);
                     output_panel(W, y, Mme, &a, t0, nt, cp);
                 }
             }
