@@ -251,7 +251,7 @@ static int block_tiles(const struct wino_plan *p, size_t t0, int tb) {
 }
 
 /* One parallel region for the whole convolution, in one of two schedules.
- *   - Own blocks (at least 4 per thread): each thread takes whole tile blocks (input
+ *   - Own blocks (at least 3 per thread): each thread takes whole tile blocks (input
  *     transform, products, output transform) with its own V and M, dynamically: no barrier
  *     per block, a thread slowed by other work on the machine takes fewer blocks, and a
  *     thread reads only the V it wrote.  Weights that fit U_KEEP are transformed once before;
@@ -293,7 +293,7 @@ static void winograd_forward(float *y, const float *x, const float *x2, int c_sp
     if (small_work(d, &a.p)) team = 1;
 #endif
     const size_t own_blocks = (a.p.tiles + (size_t)a.p.tb_own - 1) / (size_t)a.p.tb_own;
-    const bool own = own_blocks >= 4 * (size_t)team;
+    const bool own = own_blocks >= 3 * (size_t)team;
     const size_t vm_own = 36 * ((size_t)kw + (size_t)a.p.cop) * a.p.tb_own;
 #pragma omp parallel num_threads(team)
     {
