@@ -409,9 +409,10 @@ bool cli_train_model_memory(unet_ctx *ctx, const unet_model *m, int batch, int t
     const double T2 = (double)tile * tile, O2 = (double)oh * ow;
     /* Weights, gradients and two moments; the activations kept for backward and their
      * gradients (about 6 times the inference arena of unet_model_cost: at base 64, depth 4,
-     * 4 x 256^2 this estimate without the inference cache is 1695 MiB, against the 1733 MiB
-     * peak RSS of bench_unet's training process, which makes no cache and counts the libraries
-     * and OpenBLAS's buffers: bench/run, 2026-12-05);
+     * 4 x 256^2 this estimate without the inference cache is 1695 MiB, against the 1747-1768
+     * MiB peak RSS of bench_unet's training process, which makes no cache and counts the
+     * libraries, OpenBLAS's buffers and the weight gradient's per-part sums: bench/run,
+     * 2026-12-05 13:27);
      * the batch being trained and the sampler's batches in flight (about 4), each tiles in,
      * targets and weights out; the inference cache that validation makes (model_cache.c). */
     double need = 16.0 * (double)unet_model_param_count(m) + 6.0 * (double)act +

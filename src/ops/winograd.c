@@ -366,8 +366,8 @@ void unet__conv2d_winograd_cat(float *y, const float *a, const float *b, int c_a
  * i.e. 36 products M[k] (C_out x C_in) = Dt[k] Xt[k]^T reducing over the tiles, then one 6x6 ->
  * 3x3 transform per (output, input channel) pair.  Output channels are blocked so that M
  * (36 x cob x ci16) stays under the budget, and tiles so that Xt and Dt do too, but in blocks
- * of at least wgrad_min_tiles (the scratch grows with that floor: 37 MB for 1024 input channels
- * at batch 4, against 19 MB without it).
+ * of at least wgrad_min_tiles (the scratch grows with that floor: 37 MB a part for 1024 input
+ * channels at batch 4, against 19 MB without it).
  *
  * Two schedules, chosen by the shape alone (so the sums, and the bits, are the same for any
  * thread count):
