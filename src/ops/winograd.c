@@ -453,8 +453,8 @@ void unet__conv2d_winograd_wgrad(float *dw, const float *dy, const float *x,
     const size_t m_floats = (size_t)36 * wp.cobp * ci16;
     const struct wino_args a = {.d = d, .p = p, .c_split = d->C_in, .parts = parts,
                                 .part_floats = m_floats};
-    const size_t xt_floats = (size_t)36 * ci16 * wp.tb, buf_floats = xt_floats +
-                                                                      (size_t)36 * wp.cobp * wp.tb;
+    const size_t xt_floats = (size_t)36 * ci16 * wp.tb;
+    const size_t buf_floats = xt_floats + (size_t)36 * wp.cobp * wp.tb; /* Xt, Dt */
     float *M = scratch, *bufs = M + (size_t)parts * m_floats;
     int team = 1;
 #ifdef _OPENMP
@@ -471,11 +471,12 @@ void unet__conv2d_winograd_wgrad(float *dw, const float *dy, const float *x,
 #ifdef _OPENMP
             me = omp_get_thread_num();
 #endif
-            float *Xt = bufs + (size_t)me * buf_floats, *Dt = Xt + xt_floats;
-            /* Part j: groups [j G / parts, (j + 1) G / parts), on thread j mod team. */
+            /* Part j: groups [j G / parts, (j + 1) G / parts), on thread j mod team, in that
+             * thread's buffer (me < parts <= wgrad_buffers when it has a part). */
 #pragma omp for schedule(static, 1)
             for (int j = 0; j < parts; j++) {
-                float       *Mj = M + (size_t)j * m_floats;
+                float *Xt = bufs + (size_t)me * buf_floats, *Dt = Xt + xt_floats;
+                float *Mj = M + (size_t)j * m_floats;
                 const size_t end = wp.groups * (size_t)(j + 1) / (size_t)parts * LANES;
                 for (size_t t0 = wp.groups * (size_t)j / (size_t)parts * LANES; t0 < end;
                      t0 += (size_t)wp.tb) {
