@@ -142,15 +142,24 @@ static struct wino_plan plan_of(const struct unet__conv2d_dims *d, int pack) {
     return p;
 }
 
+/* Where thread me's own-block V and M start, for per floats of them a thread: one block's room
+ * away from the next thread's.  When this VM's two vCPUs sit on different L3s (bench_pingpong
+ * ~450 ns), buffers side by side cost the 512x512 and 256x256 layers 12-14% at 2 threads
+ * (64 channels bf16 22 -> 19 ms, 128 channels 15.7 -> 13.8 ms, alternated in one process; no
+ * change with the vCPUs on one L3).  The cause is not known (this VM has no cache counters);
+ * the gap is what the measurements support (docs/performance.md). */
+static size_t own_offset(int me, size_t per) {
+    return 2 * (size_t)me * per;
+}
+
 /* Scratch words of one pack: the transformed weights (all of them when kept, else a chunk per
- * thread) and the larger of the shared block and the threads' own blocks (each one block's room
- * apart: winograd_forward). */
+ * thread) and the larger of the shared block and the threads' own blocks (own_offset). */
 static size_t scratch_words(const struct unet__conv2d_dims *d, int pack) {
     struct wino_plan p = plan_of(d, pack);
     const size_t kw = (size_t)words_of(d->C_in, pack);
     size_t u = p.keep_u ? (size_t)p.cop * kw : (size_t)unet__thread_slots() * kc_chunk / pack * MR;
-    size_t vm = (kw + (size_t)p.cop) * p.tb;
-    size_t vm_own = (2 * (size_t)unet__thread_slots() - 1) * (kw + (size_t)p.cop) * p.tb_own;
+    size_t vm = (kw + (size_t)p.cop) * p.tb, per = (kw + (size_t)p.cop) * p.tb_own;
+    size_t vm_own = own_offset(unet__thread_slots() - 1, per) + per;
     return 36 * (u + (vm > vm_own ? vm : vm_own));
 }
 
@@ -304,13 +313,7 @@ static void winograd_forward(float *y, const float *x, const float *x2, int c_sp
 #endif
         if (own) {
             if (keep && !cached) weights_all(K, &a, Ubuf, w, flip);
-            /* A thread's V and M one block's room away from the next thread's: when this VM's
-             * two vCPUs sit on different L3s (bench_pingpong ~450 ns), buffers side by side
-             * cost the 512x512 and 256x256 layers 12-14% at 2 threads (64 channels bf16
-             * 22 -> 19 ms, 128 channels 15.7 -> 13.8 ms, alternated in one process; no change
-             * with the vCPUs on one L3).  The cause is not known (this VM has no cache
-             * counters); the gap is what the measurements support (docs/performance.md). */
-            float *Vme = V + 2 * (size_t)me * vm_own, *Mme = Vme + (size_t)36 * kw * a.p.tb_own;
+            float *Vme = V + own_offset(me, vm_own), *Mme = Vme + (size_t)36 * kw * a.p.tb_own;
             float *Uc = Ubuf + (size_t)me * 36 * kc_chunk / K->pack * MR;
 #pragma omp for schedule(dynamic, 1)
             for (size_t b = 0; b < own_blocks; b++) {
