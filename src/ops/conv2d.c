@@ -553,7 +553,7 @@ static void pack_a_panels(const struct unet__kernels *K, float *A, const float *
 static void convt_scatter_forward(float *y, const float *x, const float *w, const float *b,
                                   const struct unet__convt2d_dims *d,
                                   const struct unet__conv_how *how, float *scratch) {
-    const int KK = d->K_h * d->K_w, R = d->C_out * KK, C_in = d->C_in;
+    const int R = d->C_out * d->K_h * d->K_w, C_in = d->C_in;
     const int rows = (R + K_MR - 1) / K_MR * K_MR, P = d->H_in * d->W_in;
     /* Pixel panels run along input rows (never across one), so that a panel's outputs for
      * one kernel row are a run of one output row. */
@@ -561,9 +561,6 @@ static void convt_scatter_forward(float *y, const float *x, const float *w, cons
     const struct unet__kernels *K = row_of(how);
     const unet__micro_gemm_fn gemm = K->micro_gemm;
     const int pack = K->pack, kwords = (C_in + pack - 1) / pack; /* of the reduction */
-    /* GEMM rows (co, kh, 0 .. K_w - 1) are consecutive and, when K_w divides K_MR, in one
-     * panel: their products interleave into one run of an output row. */
-    const int group = K_MR % d->K_w == 0 ? d->K_w : 1;
     float *A = scratch; /* (rows / K_MR, kwords, K_MR) words: W (C_in, R) by panels of rows */
     float *bufs = A + (size_t)rows * C_in;
     const int team = scatter_team((double)rows * C_in * P * d->N);
@@ -590,29 +587,60 @@ static void convt_scatter_forward(float *y, const float *x, const float *w, cons
                 }
                 for (int rp = 0; rp < rows / K_MR; rp++) {
                     gemm(A + (size_t)rp * kwords * K_MR, B, kwords, width, Cb, K_NR, false);
-                    for (int r = 0; r < K_MR && rp * K_MR + r < R; r += group) {
-                        const int row = rp * K_MR + r, co = row / KK;
-                        const int kh = row % KK / d->K_w, kw = row % d->K_w;
-                        const float bias = b ? b[co] : 0.0f;
-                        const size_t oh = (size_t)i * d->K_h + kh;
-                        float *yr = yn + ((size_t)co * d->H_out + oh) * d->W_out +
-                                    (size_t)j0 * d->K_w + kw;
-                        const float *z = Cb + (size_t)r * K_NR;
-                        if (group == 2) /* U-Net's 2x2: two rows interleaved */
-                            for (int j = 0; j < np; j++) {
-                                yr[2 * j] = z[j] + bias;
-                                yr[2 * j + 1] = z[K_NR + j] + bias;
-                            }
-                        else
-                            for (int j = 0; j < np; j++)
-                                for (int g = 0; g < group; g++)
-                                    yr[(size_t)j * d->K_w + g] = z[g * K_NR + j] + bias;
-                    }
+                    K->convt_scatter(yn, Cb, b, d, rp * K_MR, i, j0, np);
                 }
             }
         }
     }
 }
+
+/* The products of one GEMM panel, rows r0 .. r0 + K_MR of (co, kh, kw) for the np pixels j0 ..
+ * of input row i, Cb (K_MR, K_NR), to their outputs (+ bias).  Rows (co, kh, 0 .. K_w - 1) are
+ * consecutive and, when K_w divides K_MR, in one panel: their products interleave into one run
+ * of an output row, a vector loop for U-Net's 2x2 (was a scalar one: a quarter of the layer).
+ * Compiled per instruction set like direct_rows. */
+static inline __attribute__((always_inline)) void
+convt_scatter(float *yn, const float *Cb, const float *b, const struct unet__convt2d_dims *d,
+              int r0, int i, int j0, int np) {
+    const int KK = d->K_h * d->K_w, R = d->C_out * KK;
+    const int group = K_MR % d->K_w == 0 ? d->K_w : 1;
+    for (int r = 0; r < K_MR && r0 + r < R; r += group) {
+        const int row = r0 + r, co = row / KK;
+        const int kh = row % KK / d->K_w, kw = row % d->K_w;
+        const float bias = b ? b[co] : 0.0f;
+        const size_t oh = (size_t)i * d->K_h + kh;
+        float *yr = yn + ((size_t)co * d->H_out + oh) * d->W_out + (size_t)j0 * d->K_w + kw;
+        const float *z = Cb + (size_t)r * K_NR;
+        if (group == 2) { /* U-Net's 2x2: two rows interleaved */
+#pragma omp simd
+            for (int j = 0; j < np; j++) {
+                yr[2 * j] = z[j] + bias;
+                yr[2 * j + 1] = z[K_NR + j] + bias;
+            }
+        } else
+            for (int j = 0; j < np; j++)
+                for (int g = 0; g < group; g++)
+                    yr[(size_t)j * d->K_w + g] = z[g * K_NR + j] + bias;
+    }
+}
+
+void unet__convt_scatter_portable(float *yn, const float *Cb, const float *b,
+                                  const struct unet__convt2d_dims *d, int r0, int i, int j0,
+                                  int np) {
+    convt_scatter(yn, Cb, b, d, r0, i, j0, np);
+}
+#ifdef UNET__X86
+UNET__TARGET_AVX2 void unet__convt_scatter_avx2(float *yn, const float *Cb, const float *b,
+                                                const struct unet__convt2d_dims *d, int r0,
+                                                int i, int j0, int np) {
+    convt_scatter(yn, Cb, b, d, r0, i, j0, np);
+}
+UNET__TARGET_AVX512 void unet__convt_scatter_avx512(float *yn, const float *Cb, const float *b,
+                                                    const struct unet__convt2d_dims *d, int r0,
+                                                    int i, int j0, int np) {
+    convt_scatter(yn, Cb, b, d, r0, i, j0, np);
+}
+#endif
 
 /* ---- the scatter case's backward, on the same micro-kernel ----
  * With G (R, P) the gather of dy that mirrors the forward's scatter,

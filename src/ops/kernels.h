@@ -44,6 +44,7 @@ struct unet__kernels {
     unet__micro_gemm_fn              micro_gemm;  /* 8 x 16/32/48 register-blocked GEMM on words */
     unet__pack_words_fn              pack_words;  /* floats into the micro-kernel's words */
     unet__conv2d_rows_fn             direct_rows; /* direct convolution, one output row */
+    unet__convt_scatter_fn           convt_scatter; /* 2x2 up-convolution: products to outputs */
 };
 
 /* The best row for precision p that this CPU runs; NULL when there is none (never for F32: its

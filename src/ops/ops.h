@@ -180,6 +180,20 @@ typedef void (*unet__micro_gemm_fn)(const void *A, const void *B, int K, int wid
  * operands packed outside the Winograd passes (the 2x2 up-convolution's GEMM). */
 typedef void (*unet__pack_words_fn)(void *dst, const float *lo, const float *hi, int n);
 void unet__pack_words_f32(void *dst, const float *lo, const float *hi, int n);
+/* The 2x2 (kernel == stride) up-convolution's scatter of one GEMM panel's products, rows r0 ..
+ * r0 + UNET__MICRO_MR of (co, kh, kw) for the np pixels j0 .. of input row i, to the output of
+ * one image yn (+ bias b, NULL: none) (conv2d.c), compiled per instruction set. */
+struct unet__convt2d_dims;
+typedef void (*unet__convt_scatter_fn)(float *yn, const float *Cb, const float *b,
+                                       const struct unet__convt2d_dims *d, int r0, int i, int j0,
+                                       int np);
+void unet__convt_scatter_portable(float *yn, const float *Cb, const float *b,
+                                  const struct unet__convt2d_dims *d, int r0, int i, int j0,
+                                  int np);
+void unet__convt_scatter_avx2(float *yn, const float *Cb, const float *b,
+                              const struct unet__convt2d_dims *d, int r0, int i, int j0, int np);
+void unet__convt_scatter_avx512(float *yn, const float *Cb, const float *b,
+                                const struct unet__convt2d_dims *d, int r0, int i, int j0, int np);
 /* Tests only (not thread-safe): caps the scratch blocks at about `floats` each so that small
  * cases run in several output-channel and tile blocks, and writes every output with the
  * streaming stores of large maps (winograd.c); 0 restores the default. */

@@ -300,8 +300,8 @@ static void winograd_forward(float *y, const float *x, const float *x2, int c_sp
 #ifdef _OPENMP
     team = omp_get_max_threads();
     if (team > slots) team = slots;
-    if (small_work(d, &a.p)) team = 1;
 #endif
+    if (small_work(d, &a.p)) team = 1;
     const size_t own_blocks = (a.p.tiles + (size_t)a.p.tb_own - 1) / (size_t)a.p.tb_own;
     const bool own = own_blocks >= 3 * (size_t)team;
     const size_t vm_own = 36 * ((size_t)kw + (size_t)a.p.cop) * a.p.tb_own;
@@ -470,8 +470,9 @@ void unet__conv2d_winograd_wgrad(float *dw, const float *dy, const float *x,
 #ifdef _OPENMP
     team = omp_get_max_threads();
     if (team > unet__thread_slots()) team = unet__thread_slots();
-    if (small_work(d, &a.p)) team = 1;
 #endif
+    if (small_work(d, &a.p)) team = 1;
+    (void)team; /* without OpenMP: only the num_threads below, which is not compiled */
 #pragma omp parallel num_threads(team)
     for (int co0 = 0; co0 < d->C_out; co0 += wp.cob) {
         const int cob = d->C_out - co0 < wp.cob ? d->C_out - co0 : wp.cob;
