@@ -41,11 +41,16 @@ enum { PACK = 1 };
  * A 1-D transform reads its n_in inputs at x, x + sx, ... and writes its n_out outputs at y,
  * y + sy, ..., each a run of `lanes` floats. */
 
-#define TWO_SIDED(T, n_in, n_out, lanes, out, in)                                              \
+#define TWO_SIDED(T, n_in, n_out, lanes, out, in) TWO_SIDED_AT(T, n_in, n_out, lanes, out, in, lanes)
+
+/* The same with element (r, c) of X at in + (r n_in + c) step (step >= lanes): read where
+ * it lies (the output transform's sums, in M) instead of copied first. */
+#define TWO_SIDED_AT(T, n_in, n_out, lanes, out, in, step)                                     \
     do {                                                                                       \
         float t_[(n_out) * (n_in) * (lanes)];                                                  \
         for (int c_ = 0; c_ < (n_in); c_++)                                                    \
-            T(t_ + c_ * (lanes), (n_in) * (lanes), (in) + c_ * (lanes), (n_in) * (lanes));     \
+            T(t_ + c_ * (lanes), (n_in) * (lanes), (in) + c_ * (size_t)(step),                 \
+              (n_in) * (size_t)(step));                                                        \
         for (int r_ = 0; r_ < (n_out); r_++)                                                   \
             T((out) + r_ * (n_out) * (lanes), (lanes), t_ + r_ * (n_in) * (lanes), (lanes));   \
     } while (0)
@@ -123,11 +128,6 @@ static ALWAYS_INLINE void kernel_transform(float u[36][WL], float g[9][WL]) {
 /* v (36, LANES) = B^T d B for d (36, LANES), both row-major 6x6. */
 static ALWAYS_INLINE void input_transform(float v[36][LANES], float d[36][LANES]) {
     TWO_SIDED(bt_1d, 6, 6, LANES, &v[0][0], &d[0][0]);
-}
-
-/* o (16, LANES) = A^T m A for m (36, LANES): row-major 4x4 from 6x6. */
-static ALWAYS_INLINE void output_transform(float o[16][LANES], float m[36][LANES]) {
-    TWO_SIDED(at_1d, 6, 4, LANES, &o[0][0], &m[0][0]);
 }
 
 /* z (36, LANES) = A y A^T for a 4x4 output-gradient tile y (16, LANES). */
@@ -327,10 +327,9 @@ static ALWAYS_INLINE void output_group(float *y, const float *M, const struct wi
     const int C_out = d->C_out, H = d->H_out, W = d->W_out;
     const int groups = nt / LANES;
     const int co = q / groups, g0 = q % groups * LANES;
-    float m[36][LANES], o[16][LANES];
-    for (int k = 0; k < 36; k++)
-        memcpy(m[k], M + ((size_t)k * a->p.cop + co) * nt + g0, sizeof m[k]);
-    output_transform(o, m);
+    float o[16][LANES];
+    /* o = A^T m A for the 36 rows m[k] = M[k][co][g0 ..] (M[k] is (cop, nt)). */
+    TWO_SIDED_AT(at_1d, 6, 4, LANES, &o[0][0], M + (size_t)co * nt + g0, (size_t)a->p.cop * nt);
     const bool acc = ep && ep->accumulate;
     unet__epilogue_apply(&o[0][0], 16 * LANES, ep, co);
     if (ep && ep->pool) pool_tiles(ep->pool, o, a, t0 + (size_t)g0, co);
