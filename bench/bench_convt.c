@@ -12,13 +12,19 @@
  * layer and in total, prints the median CPU milliseconds of each and the median over rounds of
  * the per-round ratios:
  *
- *     CONVT layer=1024->512 in=16x16 batch=4 blas_ms=... f32_ms=... bf16_ms=...
+ *     CONVT pass=bwd layer=1024->512 in=16x16 batch=4 blas_ms=... f32_ms=... bf16_ms=...
  *           blas/f32=... blas/bf16=...
  *
  * f32 and bf16 are unet__convt2d_backward_scatter on the row unet__kernels_for gives (bf16:
  * float32's when this CPU, or UNET_CPU, has no AVX512_BF16; the first line says which rows ran);
  * unet__convt2d_backward runs it for bf16 rows only, and blas, what it runs for float32: the
  * convolution kernels of ops.h on the transposed convolution's adjoint (unet__convt2d_as_conv).
+ *
+ *     bench_convt SIZE BATCH THREADS ROUNDS fwd
+ *
+ * times the forward instead (lines CONVT pass=fwd ...): f32 and bf16 are unet__convt2d_forward
+ * on those rows (the scatter GEMM, both precisions), blas the convolution's input gradient
+ * through gemm.c (OpenBLAS), as the forward ran before the scatter.
  */
 #include "ops/kernels.h"
 
@@ -31,13 +37,30 @@
 enum { MAX_ROUNDS = 64, LAYERS = 4, WAYS = 3 };
 
 static int usage(void) {
-    fprintf(stderr, "usage: bench_convt SIZE BATCH THREADS ROUNDS (SIZE a multiple of 16, "
+    fprintf(stderr, "usage: bench_convt SIZE BATCH THREADS ROUNDS [fwd] (SIZE a multiple of 16, "
                     "ROUNDS <= %d)\n", MAX_ROUNDS);
     return 2;
 }
 
 /* The backward of d the way `way` names: 0 the float32 GEMMs, 1 the scatter backward on the
  * float32 row, 2 on bf16's. */
+static void backward(int way, float *dx, float *dw, const float *dy, const float *x,
+                     const float *w, const struct unet__convt2d_dims *d, float *scratch);
+
+/* The forward y = A^T x of d the way `way` names (as backward's). */
+static void forward(int way, float *y, const float *x, const float *w,
+                    const struct unet__convt2d_dims *d, float *scratch) {
+    if (way == 0) {
+        const struct unet__conv2d_dims c = unet__convt2d_as_conv(d);
+        memset(y, 0, sizeof(float) * (size_t)d->N * d->C_out * d->H_out * d->W_out);
+        unet__conv2d_backward(y, NULL, NULL, x, y, w, &c, NULL, scratch);
+        return;
+    }
+    const struct unet__conv_how how = {
+        .k = unet__kernels_for(way == 2 ? UNET__PRECISION_BF16 : UNET__PRECISION_F32)};
+    unet__convt2d_forward(y, x, w, NULL, d, &how, scratch);
+}
+
 static void backward(int way, float *dx, float *dw, const float *dy, const float *x,
                      const float *w, const struct unet__convt2d_dims *d, float *scratch) {
     if (way == 0) {
@@ -53,7 +76,9 @@ static void backward(int way, float *dx, float *dw, const float *dy, const float
 }
 
 int main(int argc, char **argv) {
-    if (argc != 5) return usage();
+    if (argc != 5 && argc != 6) return usage();
+    const bool fwd = argc == 6;
+    if (fwd && strcmp(argv[5], "fwd") != 0) return usage();
     const int size = atoi(argv[1]), batch = atoi(argv[2]), threads = atoi(argv[3]);
     const int rounds = atoi(argv[4]);
     if (size < 16 || size % 16 || batch < 1 || threads < 1 || rounds < 1 || rounds > MAX_ROUNDS)
@@ -87,7 +112,10 @@ int main(int argc, char **argv) {
         for (int r = -1; r < rounds; r++)
             for (int way = 0; way < WAYS; way++) {
                 const double c0 = bench_cpu_now();
-                backward(way, dx, dw, dy, x, w, &d, scratch);
+                if (fwd)
+                    forward(way, dy, x, w, &d, scratch);
+                else
+                    backward(way, dx, dw, dy, x, w, &d, scratch);
                 if (r >= 0) ms[l][way][r] = (bench_cpu_now() - c0) * 1e3;
             }
         for (int way = 0; way < WAYS; way++)
@@ -103,8 +131,8 @@ int main(int argc, char **argv) {
         if (l < LAYERS)
             snprintf(what, sizeof what, "%d->%d in=%dx%d", 1024 >> l, 512 >> l, size / 16 << l,
                      size / 16 << l);
-        printf("CONVT layer=%s batch=%d blas_ms=%.1f f32_ms=%.1f bf16_ms=%.1f blas/f32=%.2f "
-               "blas/bf16=%.2f\n", what, batch, med[0], med[1], med[2],
+        printf("CONVT pass=%s layer=%s batch=%d blas_ms=%.1f f32_ms=%.1f bf16_ms=%.1f blas/f32=%.2f "
+               "blas/bf16=%.2f\n", fwd ? "fwd" : "bwd", what, batch, med[0], med[1], med[2],
                bench_median(ratio[0], rounds), bench_median(ratio[1], rounds));
     }
     return 0;
