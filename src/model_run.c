@@ -202,6 +202,16 @@ static void recompute_bn_output(unet_model *m, int v, int i) {
 /* dy *= (y > 0): ReLU's backward, in place on a gradient nobody else reads afterwards.  A
  * select rather than a conditional store, so that it vectorizes (`omp simd`) instead of
  * branching on the sign of every element. */
+/* Whether node i is the only reader of value v (reading it once): then v's gradient is node
+ * i's input gradient alone. */
+static bool sole_reader(const unet_model *m, int v, int i) {
+    for (int j = 0; j < m->n_nodes; j++) {
+        const struct unet__node *nj = &m->nodes[j];
+        if ((j != i && (nj->in == v || nj->in2 == v)) || (j == i && nj->in2 == v)) return false;
+    }
+    return true;
+}
+
 void unet__model_backward(unet_model *m, const float *dlogits) {
     const int NN = m->n_nodes;
     /* Products on the precision's row; weights transformed in the calls (never the cache). */
@@ -209,11 +219,14 @@ void unet__model_backward(unet_model *m, const float *dlogits) {
     struct unet__value *out = &m->values[m->out_value];
     memcpy(out->grad, dlogits, numel(m, m->out_value) * sizeof(float));
     /* A value's gradient is zeroed when the backward of its last consumer (the first to
-     * accumulate into it) is about to run. */
+     * accumulate into it) is about to run; a convolution that is its only reader sets it
+     * instead (unet__conv2d_backward_set: no zeroing, and the Winograd input gradient writes
+     * without reading). */
     for (int i = NN - 1; i >= 0; i--) {
         double t0 = m->prof ? prof_now(m) : 0.0;
         struct unet__node *nd = &m->nodes[i];
-        if (nd->in > 0 && m->values[nd->in].last_use == i)
+        const bool set_dx = nd->op == UNET__NODE_CONV && nd->in > 0 && sole_reader(m, nd->in, i);
+        if (nd->in > 0 && m->values[nd->in].last_use == i && !set_dx)
             memset(m->values[nd->in].grad, 0, numel(m, nd->in) * sizeof(float));
         if (nd->in2 > 0 && nd->in2 != nd->in && m->values[nd->in2].last_use == i)
             memset(m->values[nd->in2].grad, 0, numel(m, nd->in2) * sizeof(float));
@@ -227,8 +240,8 @@ void unet__model_backward(unet_model *m, const float *dlogits) {
         if (nd->relu) unet__relu_mask_grad(dy, y, numel(m, nd->out));
         switch (nd->op) {
         case UNET__NODE_CONV:
-            unet__conv2d_backward(dx, G(m, nd->w), G(m, nd->b), dy, x, P(m, nd->w), &nd->d.conv,
-                                  &how, m->scratch);
+            unet__conv2d_backward_set(dx, set_dx, G(m, nd->w), G(m, nd->b), dy, x, P(m, nd->w),
+                                      &nd->d.conv, &how, m->scratch);
             break;
         case UNET__NODE_CONVT:
             unet__convt2d_backward(dx, G(m, nd->w), G(m, nd->b), dy, x, P(m, nd->w), &nd->d.convt,

@@ -388,6 +388,48 @@ TEST(conv2d_bad_dims) {
     unet_ctx_free(ctx);
 }
 
+/* unet__conv2d_backward_set: dx set from garbage (NaN, which would show through any read or
+ * gap) equals dx accumulated onto zeros, on the Winograd input gradient (each row: float32,
+ * and bf16 where the CPU has it; odd sizes, a border) and on the GEMM one (stride 2, and a
+ * 3-channel input whose input gradient has too few output channels for Winograd). */
+TEST(conv2d_backward_set) {
+    struct unet__rng rng;
+    unet__rng_seed(&rng, 11);
+    const int shapes[3][7] = {/* N, C_in, H, W, C_out, stride, pad */
+                              {2, 17, 13, 11, 19, 1, 1},
+                              {1, 5, 9, 7, 6, 2, 1},
+                              {2, 3, 10, 9, 16, 1, 0}};
+    const enum unet__precision precs[2] = {UNET__PRECISION_F32, UNET__PRECISION_BF16};
+    for (int i = 0; i < 3; i++)
+        for (int p = 0; p < 2; p++) {
+            struct unet__conv2d_dims d = {.N = shapes[i][0], .C_in = shapes[i][1],
+                                          .H_in = shapes[i][2], .W_in = shapes[i][3],
+                                          .C_out = shapes[i][4], .K_h = 3, .K_w = 3,
+                                          .stride_h = shapes[i][5], .stride_w = shapes[i][5],
+                                          .pad_h = shapes[i][6], .pad_w = shapes[i][6]};
+            CHECK_STATUS(unet__conv2d_dims_init(NULL, &d, "set"), UNET_STATUS_OK);
+            const size_t nx = (size_t)d.N * d.C_in * d.H_in * d.W_in;
+            const size_t ny = (size_t)d.N * d.C_out * d.H_out * d.W_out;
+            const size_t nw = (size_t)d.C_out * d.C_in * 9;
+            float *x = test_alloc(nx), *w = test_alloc(nw), *dy = test_alloc(ny);
+            float *acc = test_alloc(nx), *set = test_alloc(nx);
+            float *scratch = test_alloc(unet__conv2d_scratch_floats(&d));
+            fill_uniform(&rng, x, nx, -1.0f, 1.0f);
+            fill_uniform(&rng, w, nw, -0.5f, 0.5f);
+            fill_uniform(&rng, dy, ny, -1.0f, 1.0f);
+            for (size_t j = 0; j < nx; j++) acc[j] = 0.0f, set[j] = NAN;
+            const struct unet__conv_how how = {.k = unet__kernels_for(precs[p])};
+            unet__conv2d_backward(acc, NULL, NULL, dy, x, w, &d, &how, scratch);
+            unet__conv2d_backward_set(set, true, NULL, NULL, dy, x, w, &d, &how, scratch);
+            size_t bad = 0;
+            for (size_t j = 0; j < nx; j++) bad += !(set[j] == acc[j]);
+            printf("     N=%d C_in=%d %dx%d C_out=%d stride %d, %s: %zu of %zu differ\n", d.N,
+                   d.C_in, d.H_in, d.W_in, d.C_out, d.stride_h, how.k->name, bad, nx);
+            CHECK_EQ(bad, 0);
+            free(x), free(w), free(dy), free(acc), free(set), free(scratch);
+        }
+}
+
 TEST(gemm_vs_ref) {
     struct unet__rng rng;
     unet__rng_seed(&rng, 6);
@@ -647,6 +689,7 @@ int main(void) {
     RUN(convt2d_fast_vs_ref);
     RUN(convt_scatter_bf16);
     RUN(convt_scatter_backward);
+    RUN(conv2d_backward_set);
     RUN(conv_transpose_is_adjoint);
     RUN(conv2d_bad_dims);
     return harness_finish();

@@ -386,9 +386,9 @@ void unet__conv2d_forward(float *y, const float *x, const float *w, const float 
     unet__conv2d_forward_ep(y, x, w, d, &ep, NULL, scratch);
 }
 
-void unet__conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
-                           const float *w, const struct unet__conv2d_dims *d,
-                           const struct unet__conv_how *how, float *scratch) {
+void unet__conv2d_backward_set(float *dx, bool set_dx, float *dw, float *db, const float *dy,
+                               const float *x, const float *w, const struct unet__conv2d_dims *d,
+                               const struct unet__conv_how *how, float *scratch) {
     const struct unet__kernels *k = row_of(how);
     if (db) bias_backward(db, dy, d->N, d->C_out, (size_t)d->H_out * d->W_out);
     if (dw && unet__winograd_applies(d)) unet__conv2d_winograd_wgrad(dw, dy, x, d, k, scratch);
@@ -396,13 +396,20 @@ void unet__conv2d_backward(float *dx, float *dw, float *db, const float *dy, con
     if (!dx) return;
     struct unet__conv2d_dims a = unet__winograd_dims_data(d);
     if (unet__winograd_applies(d) && unet__winograd_applies(&a)) {
-        /* dx += A^T dy is itself a 3x3 convolution of dy (kernel rotated, channels swapped). */
-        struct unet__conv_epilogue ep = {.accumulate = true};
+        /* dx (+)= A^T dy is itself a 3x3 convolution of dy (kernel rotated, channels swapped). */
+        struct unet__conv_epilogue ep = {.accumulate = !set_dx};
         const struct unet__conv_how flipped = {.k = k};
         unet__conv2d_winograd(dx, dy, w, true, &a, &ep, &flipped, scratch);
         return;
     }
+    if (set_dx) memset(dx, 0, sizeof(float) * (size_t)d->N * d->C_in * d->H_in * d->W_in);
     conv_backward_data_gemm(dx, dy, w, d, scratch);
+}
+
+void unet__conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                           const float *w, const struct unet__conv2d_dims *d,
+                           const struct unet__conv_how *how, float *scratch) {
+    unet__conv2d_backward_set(dx, false, dw, db, dy, x, w, d, how, scratch);
 }
 
 /* The definition of the convolution d and its gradients, the one naive loop nest every _ref

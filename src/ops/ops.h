@@ -57,6 +57,12 @@ void unet__conv2d_forward(float *y, const float *x, const float *w, const float 
 void unet__conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                            const float *w, const struct unet__conv2d_dims *d,
                            const struct unet__conv_how *how, float *scratch);
+/* The same, but dx = dL/dx when set_dx (dx's old contents, garbage or not, are not read): a
+ * gradient whose only contributor this is needs no zeroing first, and the Winograd input
+ * gradient then writes it without reading it (model_run.c). */
+void unet__conv2d_backward_set(float *dx, bool set_dx, float *dw, float *db, const float *dy,
+                               const float *x, const float *w, const struct unet__conv2d_dims *d,
+                               const struct unet__conv_how *how, float *scratch);
 void unet__conv2d_forward_ref(float *y, const float *x, const float *w, const float *b,
                               const struct unet__conv2d_dims *d);
 void unet__conv2d_backward_ref(float *dx, float *dw, float *db, const float *dy, const float *x,
