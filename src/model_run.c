@@ -219,13 +219,14 @@ void unet__model_backward(unet_model *m, const float *dlogits) {
     struct unet__value *out = &m->values[m->out_value];
     memcpy(out->grad, dlogits, numel(m, m->out_value) * sizeof(float));
     /* A value's gradient is zeroed when the backward of its last consumer (the first to
-     * accumulate into it) is about to run; a convolution that is its only reader sets it
-     * instead (unet__conv2d_backward_set: no zeroing, and the Winograd input gradient writes
-     * without reading). */
+     * accumulate into it) is about to run; a convolution or batch-norm that is its only reader
+     * sets it instead (unet__conv2d_backward_set, unet__batchnorm_backward_set: no zeroing,
+     * and no read of it in the pass that writes it). */
     for (int i = NN - 1; i >= 0; i--) {
         double t0 = m->prof ? prof_now(m) : 0.0;
         struct unet__node *nd = &m->nodes[i];
-        const bool set_dx = nd->op == UNET__NODE_CONV && nd->in > 0 && sole_reader(m, nd->in, i);
+        const bool set_dx = (nd->op == UNET__NODE_CONV || nd->op == UNET__NODE_BN) &&
+                            nd->in > 0 && sole_reader(m, nd->in, i);
         if (nd->in > 0 && m->values[nd->in].last_use == i && !set_dx)
             memset(m->values[nd->in].grad, 0, numel(m, nd->in) * sizeof(float));
         if (nd->in2 > 0 && nd->in2 != nd->in && m->values[nd->in2].last_use == i)
@@ -249,12 +250,13 @@ void unet__model_backward(unet_model *m, const float *dlogits) {
             break;
         case UNET__NODE_BN:
             if (m->bn_sync.fn)
-                unet__batchnorm_backward_sync(dx, G(m, nd->w), G(m, nd->b), dy, x, P(m, nd->w),
-                                              nd->save_mean, nd->save_rstd, &nd->d.bn,
-                                              &m->bn_sync);
+                unet__batchnorm_backward_sync(dx, set_dx, G(m, nd->w), G(m, nd->b), dy, x,
+                                              P(m, nd->w), nd->save_mean, nd->save_rstd,
+                                              &nd->d.bn, &m->bn_sync);
             else if (dx || m->grads)
-                unet__batchnorm_backward(dx, G(m, nd->w), G(m, nd->b), dy, x, P(m, nd->w),
-                                         nd->save_mean, nd->save_rstd, &nd->d.bn);
+                unet__batchnorm_backward_set(dx, set_dx, G(m, nd->w), G(m, nd->b), dy, x,
+                                             P(m, nd->w), nd->save_mean, nd->save_rstd,
+                                             &nd->d.bn);
             break;
         case UNET__NODE_POOL:
             if (dx) unet__maxpool2_backward(dx, dy, nd->mask, &nd->d.pool);

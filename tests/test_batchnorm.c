@@ -239,6 +239,17 @@ static void bn_fast_vs_ref(const struct unet__bn_dims *d, bool affine, struct un
     float *xy = copy_of(x, nx);
     unet__batchnorm_forward_train(xy, mean, rstd, NULL, NULL, xy, g, b, d);
     CHECK(memcmp(xy, y, sizeof(float) * nx) == 0);
+    /* Set (from NaN garbage, which any read would show) equals accumulated onto zeros; the
+     * parameter gradients still accumulate. */
+    float *set = test_alloc(nx), *dg_set = copy_of(dg, C), *db_set = copy_of(db, C);
+    for (size_t i = 0; i < nx; i++) dx[i] = 0.0f, set[i] = NAN;
+    unet__batchnorm_backward(dx, dg, db, r, x, g, mean, rstd, d);
+    unet__batchnorm_backward_set(set, true, dg_set, db_set, r, x, g, mean, rstd, d);
+    size_t bad = 0;
+    for (size_t i = 0; i < nx; i++) bad += !(set[i] == dx[i]);
+    CHECK_EQ(bad, 0);
+    CHECK(memcmp(dg, dg_set, sizeof(float) * C) == 0 && memcmp(db, db_set, sizeof(float) * C) == 0);
+    free(set), free(dg_set), free(db_set);
     free(x), free(r), free(gamma), free(beta), free(rm), free(rv), free(rm_ref), free(rv_ref);
     free(y), free(y_ref), free(mean), free(rstd), free(mean_ref), free(rstd_ref);
     free(dx), free(dx_ref), free(dg), free(db), free(dg_ref), free(db_ref), free(xy);
@@ -299,7 +310,7 @@ TEST(batchnorm_threads) {
     unet__batchnorm_forward_train_sync(o, o + nx, o + nx + C, o + nx + 2 * C, o + nx + 3 * C, x,
                                        gamma, beta, &d, &one);
     CHECK_EQ(sum_calls, 2);
-    unet__batchnorm_backward_sync(o + nx + 6 * C, o + nx + 4 * C, o + nx + 5 * C, r, x, gamma,
+    unet__batchnorm_backward_sync(o + nx + 6 * C, false, o + nx + 4 * C, o + nx + 5 * C, r, x, gamma,
                                   o + nx, o + nx + C, &d, &one);
     CHECK_EQ(sum_calls, 3);
     CHECK(buf[2 * C] == (double)d.N * d.H * d.W);

@@ -217,9 +217,9 @@ static void channel_dsums(const float *dy, const float *x, const struct unet__bn
 }
 
 /* dx of channel c from the sums over M values. */
-static void channel_dx(float *dx, const float *dy, const float *x, const float *gamma,
-                       const struct unet__bn_dims *d, int c, float mean, double rstd, double s_dy,
-                       double s_dyxmu, size_t M) {
+static void channel_dx(float *dx, bool set_dx, const float *dy, const float *x,
+                       const float *gamma, const struct unet__bn_dims *d, int c, float mean,
+                       double rstd, double s_dy, double s_dyxmu, size_t M) {
     const size_t P = plane_size(d);
     const float gm = (float)(s_dy / (double)M);
     const float k = (float)(s_dyxmu * rstd * rstd / (double)M);
@@ -228,9 +228,15 @@ static void channel_dx(float *dx, const float *dy, const float *x, const float *
         size_t       o = plane_offset(d, n, c);
         float       *dxp = dx + o;
         const float *dyp = dy + o, *xp = x + o;
+        if (set_dx) {
 #pragma omp simd
-        for (size_t i = 0; i < P; i++)
-            dxp[i] += (dyp[i] - gm - (xp[i] - mean) * k) * s;
+            for (size_t i = 0; i < P; i++)
+                dxp[i] = (dyp[i] - gm - (xp[i] - mean) * k) * s;
+        } else {
+#pragma omp simd
+            for (size_t i = 0; i < P; i++)
+                dxp[i] += (dyp[i] - gm - (xp[i] - mean) * k) * s;
+        }
     }
 }
 
@@ -242,6 +248,13 @@ static void channel_dx(float *dx, const float *dy, const float *x, const float *
 void unet__batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
                               const float *x, const float *gamma, const float *save_mean,
                               const float *save_rstd, const struct unet__bn_dims *d) {
+    unet__batchnorm_backward_set(dx, false, dgamma, dbeta, dy, x, gamma, save_mean, save_rstd, d);
+}
+
+void unet__batchnorm_backward_set(float *dx, bool set_dx, float *dgamma, float *dbeta,
+                                  const float *dy, const float *x, const float *gamma,
+                                  const float *save_mean, const float *save_rstd,
+                                  const struct unet__bn_dims *d) {
     const size_t M = (size_t)d->N * plane_size(d);
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < d->C; c++) {
@@ -249,15 +262,18 @@ void unet__batchnorm_backward(float *dx, float *dgamma, float *dbeta, const floa
         channel_dsums(dy, x, d, c, save_mean[c], &s_dy, &s_dyxmu);
         if (gamma && dgamma) dgamma[c] += (float)(s_dyxmu * save_rstd[c]);
         if (gamma && dbeta) dbeta[c] += (float)s_dy;
-        if (dx) channel_dx(dx, dy, x, gamma, d, c, save_mean[c], save_rstd[c], s_dy, s_dyxmu, M);
+        if (dx)
+            channel_dx(dx, set_dx, dy, x, gamma, d, c, save_mean[c], save_rstd[c], s_dy, s_dyxmu,
+                       M);
     }
 }
 
 /* Synchronised: dgamma and dbeta get this process's sums (the processes' parameter gradients
  * are summed afterwards), dx the sums over all processes. */
-void unet__batchnorm_backward_sync(float *dx, float *dgamma, float *dbeta, const float *dy,
-                                   const float *x, const float *gamma, const float *save_mean,
-                                   const float *save_rstd, const struct unet__bn_dims *d,
+void unet__batchnorm_backward_sync(float *dx, bool set_dx, float *dgamma, float *dbeta,
+                                   const float *dy, const float *x, const float *gamma,
+                                   const float *save_mean, const float *save_rstd,
+                                   const struct unet__bn_dims *d,
                                    const struct unet__bn_sync *sync) {
     const int C = d->C;
     double *v = sync->buf;  /* (sum dy, sum dy (x - mean)) per channel, then the count */
@@ -273,7 +289,8 @@ void unet__batchnorm_backward_sync(float *dx, float *dgamma, float *dbeta, const
     if (!dx) return;
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++)
-        channel_dx(dx, dy, x, gamma, d, c, save_mean[c], save_rstd[c], v[2 * c], v[2 * c + 1], M);
+        channel_dx(dx, set_dx, dy, x, gamma, d, c, save_mean[c], save_rstd[c], v[2 * c],
+                   v[2 * c + 1], M);
 }
 
 /* ---- naive definitions: one element at a time, all in double ---- */

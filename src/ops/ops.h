@@ -276,6 +276,12 @@ void unet__batchnorm_forward_eval(float *y, const float *x, const float *gamma, 
 void unet__batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
                               const float *x, const float *gamma, const float *save_mean,
                               const float *save_rstd, const struct unet__bn_dims *d);
+/* The same with dx = its gradient when set_dx (dx's old contents are not read), as
+ * unet__conv2d_backward_set. */
+void unet__batchnorm_backward_set(float *dx, bool set_dx, float *dgamma, float *dbeta,
+                                  const float *dy, const float *x, const float *gamma,
+                                  const float *save_mean, const float *save_rstd,
+                                  const struct unet__bn_dims *d);
 /* Synchronised batch-norm (data-parallel training): fn(v, n, user) replaces the n doubles of v
  * by their sums over all processes (every process calls it alike); buf holds 2 C + 1 doubles.
  * The batch statistics (forward) and the sums of dx (backward) are then over every process's
@@ -290,9 +296,10 @@ void unet__batchnorm_forward_train_sync(float *y, float *save_mean, float *save_
                                         const float *gamma, const float *beta,
                                         const struct unet__bn_dims *d,
                                         const struct unet__bn_sync *sync);
-void unet__batchnorm_backward_sync(float *dx, float *dgamma, float *dbeta, const float *dy,
-                                   const float *x, const float *gamma, const float *save_mean,
-                                   const float *save_rstd, const struct unet__bn_dims *d,
+void unet__batchnorm_backward_sync(float *dx, bool set_dx, float *dgamma, float *dbeta,
+                                   const float *dy, const float *x, const float *gamma,
+                                   const float *save_mean, const float *save_rstd,
+                                   const struct unet__bn_dims *d,
                                    const struct unet__bn_sync *sync);
 void unet__batchnorm_forward_train_ref(float *y, float *save_mean, float *save_rstd,
                                        float *running_mean, float *running_var, const float *x,
