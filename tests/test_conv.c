@@ -308,16 +308,19 @@ TEST(convt2d_fast_vs_ref) {
     }
     /* Kernel == stride without padding: the one-GEMM scatter path (U-Net's up-convolution),
      * with rows that leave a partial last panel of 48 and rows of several panels (101 wide),
-     * and a 3x3 / stride-3 and a 2x3 / stride 2x3 kernel. */
-    const int shapes[5][6] = {{2, 5, 7, 9, 3, 2}, {1, 20, 13, 11, 17, 2}, {1, 4, 5, 6, 6, 3},
-                              {2, 3, 4, 3, 2, 0}, {2, 3, 3, 101, 2, 2}};
+     * rows of more panels than a chunk takes (500 wide: 11 panels, chunks of 8 and 3), and a
+     * 3x3 / stride-3 and a 2x3 / stride 2x3 kernel. */
+    enum { N_SHAPES = 6 };
+    const int shapes[N_SHAPES][6] = {{2, 5, 7, 9, 3, 2},   {1, 20, 13, 11, 17, 2},
+                                     {1, 4, 5, 6, 6, 3},   {2, 3, 4, 3, 2, 0},
+                                     {2, 3, 3, 101, 2, 2}, {1, 3, 2, 500, 2, 2}};
     /* On each instruction set's GEMM micro-kernel. */
     enum unet__cpu_level       levels[UNET__CPU_LEVELS];
     const int                  n_levels = harness_f32_levels(levels);
     const enum unet__cpu_level cap = unet__cpu_limit(UNET__CPU_TOP);
-    for (int j = 0; j < 5 * n_levels; j++) {
-        const int i = j % 5;
-        unet__cpu_limit(levels[j / 5]);
+    for (int j = 0; j < N_SHAPES * n_levels; j++) {
+        const int i = j % N_SHAPES;
+        unet__cpu_limit(levels[j / N_SHAPES]);
         struct conv_case k = {.transpose = true};
         k.t = (struct unet__convt2d_dims){.N = shapes[i][0], .C_in = shapes[i][1],
                                           .H_in = shapes[i][2], .W_in = shapes[i][3],
@@ -330,7 +333,7 @@ TEST(convt2d_fast_vs_ref) {
         char label[160];
         snprintf(label, sizeof label, "convT N=%d C_in=%d %dx%d C_out=%d K=s=%dx%d (scatter, %s)",
                  k.t.N, k.t.C_in, k.t.H_in, k.t.W_in, k.t.C_out, k.t.K_h, k.t.K_w,
-                 unet__cpu_level_name(levels[j / 5]));
+                 unet__cpu_level_name(levels[j / N_SHAPES]));
         fast_vs_ref(&k, label);
         cc_free(&k);
     }
