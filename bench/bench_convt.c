@@ -45,23 +45,6 @@ static int usage(void) {
 /* The backward of d the way `way` names: 0 the float32 GEMMs, 1 the scatter backward on the
  * float32 row, 2 on bf16's. */
 static void backward(int way, float *dx, float *dw, const float *dy, const float *x,
-                     const float *w, const struct unet__convt2d_dims *d, float *scratch);
-
-/* The forward y = A^T x of d the way `way` names (as backward's). */
-static void forward(int way, float *y, const float *x, const float *w,
-                    const struct unet__convt2d_dims *d, float *scratch) {
-    if (way == 0) {
-        const struct unet__conv2d_dims c = unet__convt2d_as_conv(d);
-        memset(y, 0, sizeof(float) * (size_t)d->N * d->C_out * d->H_out * d->W_out);
-        unet__conv2d_backward(y, NULL, NULL, x, y, w, &c, NULL, scratch);
-        return;
-    }
-    const struct unet__conv_how how = {
-        .k = unet__kernels_for(way == 2 ? UNET__PRECISION_BF16 : UNET__PRECISION_F32)};
-    unet__convt2d_forward(y, x, w, NULL, d, &how, scratch);
-}
-
-static void backward(int way, float *dx, float *dw, const float *dy, const float *x,
                      const float *w, const struct unet__convt2d_dims *d, float *scratch) {
     if (way == 0) {
         const struct unet__conv2d_dims  c = unet__convt2d_as_conv(d);
@@ -73,6 +56,19 @@ static void backward(int way, float *dx, float *dw, const float *dy, const float
     const struct unet__kernels *k =
         unet__kernels_for(way == 2 ? UNET__PRECISION_BF16 : UNET__PRECISION_F32);
     unet__convt2d_backward_scatter(dx, dw, dy, x, w, d, k, scratch);
+}
+
+/* The forward y = A^T x of d the way `way` names (as backward's). */
+static void forward(int way, float *y, const float *x, const float *w,
+                    const struct unet__convt2d_dims *d, float *scratch) {
+    if (way == 0) {
+        const struct unet__conv2d_dims c = unet__convt2d_as_conv(d);
+        unet__conv2d_backward_set(y, true, NULL, NULL, x, NULL, w, &c, NULL, scratch);
+        return;
+    }
+    const struct unet__conv_how how = {
+        .k = unet__kernels_for(way == 2 ? UNET__PRECISION_BF16 : UNET__PRECISION_F32)};
+    unet__convt2d_forward(y, x, w, NULL, d, &how, scratch);
 }
 
 int main(int argc, char **argv) {
@@ -131,8 +127,8 @@ int main(int argc, char **argv) {
         if (l < LAYERS)
             snprintf(what, sizeof what, "%d->%d in=%dx%d", 1024 >> l, 512 >> l, size / 16 << l,
                      size / 16 << l);
-        printf("CONVT pass=%s layer=%s batch=%d blas_ms=%.1f f32_ms=%.1f bf16_ms=%.1f blas/f32=%.2f "
-               "blas/bf16=%.2f\n", fwd ? "fwd" : "bwd", what, batch, med[0], med[1], med[2],
+        printf("CONVT pass=%s layer=%s batch=%d blas_ms=%.1f f32_ms=%.1f bf16_ms=%.1f "
+               "blas/f32=%.2f blas/bf16=%.2f\n", fwd ? "fwd" : "bwd", what, batch, med[0], med[1], med[2],
                bench_median(ratio[0], rounds), bench_median(ratio[1], rounds));
     }
     return 0;

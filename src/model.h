@@ -106,6 +106,7 @@ struct unet__value {
     bool   bw_ready;                    /* data_bw holds the recomputed output (in backward) */
     int    producer;                    /* node id, -1 for the input */
     int    last_use;                    /* last node reading it (n_nodes for the output) */
+    int    reads;                       /* nodes' reads of it (in and in2 count one each) */
 };
 
 struct unet_model {

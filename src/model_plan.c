@@ -266,13 +266,18 @@ static int place_weight_room(const unet_model *m, struct interval *iv, int k, si
     return n;
 }
 
-/* Fills last_use of every value (the last node reading it; NN for the output). */
+/* Fills last_use of every value (the last node reading it; NN for the output) and reads. */
 static void compute_last_use(const unet_model *m, const struct unet__node *nodes,
                              struct unet__value *values) {
     for (int v = 0; v < m->n_values; v++) values[v].last_use = values[v].producer;
+    for (int v = 0; v < m->n_values; v++) values[v].reads = 0;
     for (int i = 0; i < m->n_nodes; i++) {
         values[nodes[i].in].last_use = i;
-        if (nodes[i].in2 >= 0) values[nodes[i].in2].last_use = i;
+        values[nodes[i].in].reads++;
+        if (nodes[i].in2 >= 0) {
+            values[nodes[i].in2].last_use = i;
+            values[nodes[i].in2].reads++;
+        }
     }
     values[m->out_value].last_use = m->n_nodes;
 }

@@ -202,16 +202,6 @@ static void recompute_bn_output(unet_model *m, int v, int i) {
 /* dy *= (y > 0): ReLU's backward, in place on a gradient nobody else reads afterwards.  A
  * select rather than a conditional store, so that it vectorizes (`omp simd`) instead of
  * branching on the sign of every element. */
-/* Whether node i is the only reader of value v (reading it once): then v's gradient is node
- * i's input gradient alone. */
-static bool sole_reader(const unet_model *m, int v, int i) {
-    for (int j = 0; j < m->n_nodes; j++) {
-        const struct unet__node *nj = &m->nodes[j];
-        if ((j != i && (nj->in == v || nj->in2 == v)) || (j == i && nj->in2 == v)) return false;
-    }
-    return true;
-}
-
 void unet__model_backward(unet_model *m, const float *dlogits) {
     const int NN = m->n_nodes;
     /* Products on the precision's row; weights transformed in the calls (never the cache). */
@@ -226,7 +216,7 @@ void unet__model_backward(unet_model *m, const float *dlogits) {
         double t0 = m->prof ? prof_now(m) : 0.0;
         struct unet__node *nd = &m->nodes[i];
         const bool set_dx = (nd->op == UNET__NODE_CONV || nd->op == UNET__NODE_BN) &&
-                            nd->in > 0 && sole_reader(m, nd->in, i);
+                            nd->in > 0 && m->values[nd->in].reads == 1;
         if (nd->in > 0 && m->values[nd->in].last_use == i && !set_dx)
             memset(m->values[nd->in].grad, 0, numel(m, nd->in) * sizeof(float));
         if (nd->in2 > 0 && nd->in2 != nd->in && m->values[nd->in2].last_use == i)

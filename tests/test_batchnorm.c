@@ -310,8 +310,8 @@ TEST(batchnorm_threads) {
     unet__batchnorm_forward_train_sync(o, o + nx, o + nx + C, o + nx + 2 * C, o + nx + 3 * C, x,
                                        gamma, beta, &d, &one);
     CHECK_EQ(sum_calls, 2);
-    unet__batchnorm_backward_sync(o + nx + 6 * C, false, o + nx + 4 * C, o + nx + 5 * C, r, x, gamma,
-                                  o + nx, o + nx + C, &d, &one);
+    unet__batchnorm_backward_sync(o + nx + 6 * C, false, o + nx + 4 * C, o + nx + 5 * C, r, x,
+                                  gamma, o + nx, o + nx + C, &d, &one);
     CHECK_EQ(sum_calls, 3);
     CHECK(buf[2 * C] == (double)d.N * d.H * d.W);
     CHECK(memcmp(out[0], o, sizeof(float) * stride) == 0);

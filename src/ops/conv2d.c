@@ -577,6 +577,14 @@ static void pack_a_panels(const struct unet__kernels *K, float *A, const float *
         }
 }
 
+/* Pixel panel pp of rows of per_row panels (W_in pixels): its input row *i, first pixel *j0
+ * and pixel count. */
+static int panel_at(int pp, int per_row, int W_in, int *i, int *j0) {
+    *i = pp / per_row;
+    *j0 = pp % per_row * K_NR;
+    return W_in - *j0 < K_NR ? W_in - *j0 : K_NR;
+}
+
 static void convt_scatter_forward(float *y, const float *x, const float *w, const float *b,
                                   const struct unet__convt2d_dims *d,
                                   const struct unet__conv_how *how, float *scratch) {
@@ -610,8 +618,8 @@ static void convt_scatter_forward(float *y, const float *x, const float *w, cons
                 const int row0 = cc / parts * per_row, q0 = cc % parts * ch;
                 const int p0 = row0 + q0, p1 = row0 + (q0 + ch < per_row ? q0 + ch : per_row);
                 for (int pp = p0; pp < p1; pp++) {
-                    const int i = pp / per_row, j0 = pp % per_row * K_NR;
-                    const int np = d->W_in - j0 < K_NR ? d->W_in - j0 : K_NR;
+                    int i, j0;
+                    const int np = panel_at(pp, per_row, d->W_in, &i, &j0);
                     const int width = (np + 15) / 16 * 16;
                     const float *xp = xn + (size_t)i * d->W_in + j0;
                     for (int ci = 0; ci < C_in; ci += pack) {
@@ -623,8 +631,8 @@ static void convt_scatter_forward(float *y, const float *x, const float *w, cons
                 }
                 for (int rp = 0; rp < rows / K_MR; rp++)
                     for (int pp = p0; pp < p1; pp++) {
-                        const int i = pp / per_row, j0 = pp % per_row * K_NR;
-                        const int np = d->W_in - j0 < K_NR ? d->W_in - j0 : K_NR;
+                        int i, j0;
+                        const int np = panel_at(pp, per_row, d->W_in, &i, &j0);
                         gemm(A + (size_t)rp * kwords * K_MR, B + (size_t)(pp - p0) * slot, kwords,
                              (np + 15) / 16 * 16, Cb, K_NR, false);
                         K->convt_scatter(yn, Cb, b, d, rp * K_MR, i, j0, np);

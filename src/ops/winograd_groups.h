@@ -41,7 +41,8 @@ enum { PACK = 1 };
  * A 1-D transform reads its n_in inputs at x, x + sx, ... and writes its n_out outputs at y,
  * y + sy, ..., each a run of `lanes` floats. */
 
-#define TWO_SIDED(T, n_in, n_out, lanes, out, in) TWO_SIDED_AT(T, n_in, n_out, lanes, out, in, lanes)
+#define TWO_SIDED(T, n_in, n_out, lanes, out, in)                                              \
+    TWO_SIDED_AT(T, n_in, n_out, lanes, out, in, lanes)
 
 /* The same with element (r, c) of X at in + (r n_in + c) step (step >= lanes): read where
  * it lies (the output transform's sums, in M) instead of copied first. */
