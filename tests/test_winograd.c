@@ -230,15 +230,19 @@ TEST(winograd_thread_count_invariant) {
  * has rows of 16+ tiles (the AVX-512 row paths, pooled rows cut by the border); 20 x 28 with
  * bilinear upsampling. */
 TEST(inference_fusions_match_unfused) {
-    /* H, W, concats fused, bilinear upsampling */
-    const int sizes[4][4] = {{36, 44, 2, 0}, {34, 42, 1, 0}, {24, 70, 1, 0}, {20, 28, 2, 1}};
+    /* H, W, concats fused, bilinear upsampling, non-temporal stores (as for large maps) */
+    const int sizes[5][5] = {{36, 44, 2, 0, 0}, {34, 42, 1, 0, 0}, {24, 70, 1, 0, 0},
+                             {20, 28, 2, 1, 0}, {16, 128, 2, 0, 1}};
     /* At every instruction-set level: each has its own epilogue, pool and concat code paths. */
     enum unet__cpu_level       levels[UNET__CPU_LEVELS];
     const int                  n_levels = harness_cpu_levels(levels);
     const enum unet__cpu_level cap = unet__cpu_limit(UNET__CPU_TOP);
     for (int li = 0; li < n_levels; li++) {
         unet__cpu_limit(levels[li]);
-        for (int sz = 0; sz < 4; sz++) {
+        for (int sz = 0; sz < 5; sz++) {
+            /* Small blocks and non-temporal stores for every output, pooled rows included
+             * (whole aligned rows of 32 pooled floats: W = 128). */
+            unet__winograd_set_budget(sizes[sz][4] ? 36 * 40 * 16 : 0);
             unet_ctx   *ctx = unet_ctx_create();
             unet_model *m = NULL;
             unet_config c = unet_config_default(UNET_ARCH_UNET);
@@ -297,6 +301,7 @@ TEST(inference_fusions_match_unfused) {
             unet_ctx_free(ctx);
         }
     }
+    unet__winograd_set_budget(0);
     unet__cpu_limit(cap);
 }
 

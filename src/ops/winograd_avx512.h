@@ -122,9 +122,13 @@ UNET__TARGET_AVX512 static void scatter_row16_avx512(float *yc, float o[16][LANE
 }
 
 /* The pooled 2x2 of 16 consecutive tiles of one tile row: per pooled row, windows (pr, 0) and
- * (pr, 1) of tile j go to columns 2j and 2j + 1, one run of 32 floats (masked at the border). */
+ * (pr, 1) of tile j go to columns 2j and 2j + 1, one run of 32 floats (masked at the border).
+ * stream: when the convolution's output is (scatter_row16_avx512), whole aligned runs go by
+ * non-temporal stores too: the pooled map, a quarter of a map far larger than the caches, is
+ * read only by the next layer (bench_precision infer 512 1 2 7, 3 alternated pairs: float32
+ * 0.467-0.483 -> 0.459-0.472 s, bf16 0.300-0.313 -> 0.288-0.299 s). */
 UNET__TARGET_AVX512 static void pool_row16_avx512(float *pc, float pm[4][LANES], int ph0, int pw0,
-                                                  int Hp, int Wp) {
+                                                  int Hp, int Wp, bool stream) {
     __mmask16 mask[2];
     for (int v = 0; v < 2; v++) {
         mask[v] = tail_mask16(Wp - pw0 - 16 * v);
@@ -132,10 +136,15 @@ UNET__TARGET_AVX512 static void pool_row16_avx512(float *pc, float pm[4][LANES],
     for (int pr = 0; pr < 2 && ph0 + pr < Hp; pr++) {
         const __m512 c0 = _mm512_loadu_ps(pm[2 * pr]), c1 = _mm512_loadu_ps(pm[2 * pr + 1]);
         float *row = pc + (size_t)(ph0 + pr) * Wp + pw0;
-        _mm512_mask_storeu_ps(row, mask[0],
-                              _mm512_permutex2var_ps(c0, _mm512_loadu_si512(PAIR_LO), c1));
-        _mm512_mask_storeu_ps(row + 16, mask[1],
-                              _mm512_permutex2var_ps(c0, _mm512_loadu_si512(PAIR_HI), c1));
+        const __m512 lo = _mm512_permutex2var_ps(c0, _mm512_loadu_si512(PAIR_LO), c1);
+        const __m512 hi = _mm512_permutex2var_ps(c0, _mm512_loadu_si512(PAIR_HI), c1);
+        if (stream && (mask[0] & mask[1]) == 0xFFFF && ((uintptr_t)row & 63) == 0) {
+            _mm512_stream_ps(row, lo);
+            _mm512_stream_ps(row + 16, hi);
+        } else {
+            _mm512_mask_storeu_ps(row, mask[0], lo);
+            _mm512_mask_storeu_ps(row + 16, mask[1], hi);
+        }
     }
 }
 

@@ -303,7 +303,7 @@ static ALWAYS_INLINE void pool_tiles(float *pool, float o[16][LANES], const stru
     if (row_of_lanes(&a->p, t0)) {
         const struct wino_tile tl = tile_at(&a->p, t0);
         pool_row16_avx512(pool + ((size_t)tl.n * d->C_out + co) * Hp * Wp, pm, tl.oh0 / 2,
-                          tl.ow0 / 2, Hp, Wp);
+                          tl.ow0 / 2, Hp, Wp, a->stream);
         return;
     }
 #endif
