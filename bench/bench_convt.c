@@ -128,8 +128,8 @@ int main(int argc, char **argv) {
             snprintf(what, sizeof what, "%d->%d in=%dx%d", 1024 >> l, 512 >> l, size / 16 << l,
                      size / 16 << l);
         printf("CONVT pass=%s layer=%s batch=%d blas_ms=%.1f f32_ms=%.1f bf16_ms=%.1f "
-               "blas/f32=%.2f blas/bf16=%.2f\n", fwd ? "fwd" : "bwd", what, batch, med[0], med[1], med[2],
-               bench_median(ratio[0], rounds), bench_median(ratio[1], rounds));
+               "blas/f32=%.2f blas/bf16=%.2f\n", fwd ? "fwd" : "bwd", what, batch, med[0], med[1],
+               med[2], bench_median(ratio[0], rounds), bench_median(ratio[1], rounds));
     }
     return 0;
 }

@@ -228,10 +228,12 @@ TEST(winograd_thread_count_invariant) {
  * concatenation formed) must give the same logits.  36 x 44 fuses both concats; 34 x 42 pools
  * odd maps (floor) and pads the deeper upsampled map (F.pad), so that concat is formed; 24 x 70
  * has rows of 16+ tiles (the AVX-512 row paths, pooled rows cut by the border); 20 x 28 with
- * bilinear upsampling. */
+ * bilinear upsampling; 16 x 128 with the non-temporal stores of large maps forced, the pooled
+ * map's included (whole aligned rows of 32 pooled floats). */
 TEST(inference_fusions_match_unfused) {
     /* H, W, concats fused, bilinear upsampling, non-temporal stores (as for large maps) */
-    const int sizes[5][5] = {{36, 44, 2, 0, 0}, {34, 42, 1, 0, 0}, {24, 70, 1, 0, 0},
+    enum { N_SIZES = 5 };
+    const int sizes[N_SIZES][5] = {{36, 44, 2, 0, 0}, {34, 42, 1, 0, 0}, {24, 70, 1, 0, 0},
                              {20, 28, 2, 1, 0}, {16, 128, 2, 0, 1}};
     /* At every instruction-set level: each has its own epilogue, pool and concat code paths. */
     enum unet__cpu_level       levels[UNET__CPU_LEVELS];
@@ -239,9 +241,8 @@ TEST(inference_fusions_match_unfused) {
     const enum unet__cpu_level cap = unet__cpu_limit(UNET__CPU_TOP);
     for (int li = 0; li < n_levels; li++) {
         unet__cpu_limit(levels[li]);
-        for (int sz = 0; sz < 5; sz++) {
-            /* Small blocks and non-temporal stores for every output, pooled rows included
-             * (whole aligned rows of 32 pooled floats: W = 128). */
+        for (int sz = 0; sz < N_SIZES; sz++) {
+            /* Small blocks and non-temporal stores for every output. */
             unet__winograd_set_budget(sizes[sz][4] ? 36 * 40 * 16 : 0);
             unet_ctx   *ctx = unet_ctx_create();
             unet_model *m = NULL;

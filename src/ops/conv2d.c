@@ -525,12 +525,17 @@ static int convt_chunk(int kwords, int per_row) {
     return ch < 1 ? 1 : ch;
 }
 
+/* A thread's room for packed pixel panels: one panel of C_in input channels, and at least
+ * CONVT_B_FLOATS for a chunk of them. */
+static size_t convt_b_floats(int C_in) {
+    const size_t b = (size_t)C_in * K_NR;
+    return b < CONVT_B_FLOATS ? CONVT_B_FLOATS : b;
+}
+
 /* Sized in words of one value (float32), an upper bound for bf16 pairs. */
 static size_t convt_scatter_floats(const struct unet__convt2d_dims *d) {
     size_t rows = (size_t)(d->C_out * d->K_h * d->K_w + K_MR - 1) / K_MR * K_MR;
-    size_t b = (size_t)d->C_in * K_NR;
-    if (b < CONVT_B_FLOATS) b = CONVT_B_FLOATS;
-    return rows * d->C_in + (size_t)unet__thread_slots() * (b + K_MR * K_NR);
+    return rows * d->C_in + (size_t)unet__thread_slots() * (convt_b_floats(d->C_in) + K_MR * K_NR);
 }
 
 /* Threads for a scatter GEMM of `macs` multiply-adds: the team, at most the slots its scratch
@@ -601,8 +606,7 @@ static void convt_scatter_forward(float *y, const float *x, const float *w, cons
     const int team = scatter_team((double)rows * C_in * P * d->N);
     const int ch = convt_chunk(kwords, per_row), parts = (per_row + ch - 1) / ch;
     const int chunks = d->H_in * parts; /* chunk (i, part): panels of row i */
-    size_t per = (size_t)C_in * K_NR; /* a thread's B: as convt_scatter_floats */
-    if (per < CONVT_B_FLOATS) per = CONVT_B_FLOATS;
+    const size_t per = convt_b_floats(C_in); /* a thread's B */
     const size_t slot = (size_t)kwords * K_NR; /* one panel of B */
     (void)team;
 #pragma omp parallel num_threads(team)
