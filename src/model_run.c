@@ -209,13 +209,15 @@ void unet__model_backward(unet_model *m, const float *dlogits) {
     struct unet__value *out = &m->values[m->out_value];
     memcpy(out->grad, dlogits, numel(m, m->out_value) * sizeof(float));
     /* A value's gradient is zeroed when the backward of its last consumer (the first to
-     * accumulate into it) is about to run; a convolution or batch-norm that is its only reader
-     * sets it instead (unet__conv2d_backward_set, unet__batchnorm_backward_set: no zeroing,
-     * and no read of it in the pass that writes it). */
+     * accumulate into it) is about to run; a convolution, up-convolution or batch-norm that is
+     * its only reader sets it instead (unet__conv2d_backward_set, unet__convt2d_backward_set,
+     * unet__batchnorm_backward_set: no zeroing, and no read of it in the pass that writes
+     * it). */
     for (int i = NN - 1; i >= 0; i--) {
         double t0 = m->prof ? prof_now(m) : 0.0;
         struct unet__node *nd = &m->nodes[i];
-        const bool set_dx = (nd->op == UNET__NODE_CONV || nd->op == UNET__NODE_BN) &&
+        const bool set_dx = (nd->op == UNET__NODE_CONV || nd->op == UNET__NODE_CONVT ||
+                             nd->op == UNET__NODE_BN) &&
                             nd->in > 0 && m->values[nd->in].reads == 1;
         if (nd->in > 0 && m->values[nd->in].last_use == i && !set_dx)
             memset(m->values[nd->in].grad, 0, numel(m, nd->in) * sizeof(float));
@@ -235,8 +237,8 @@ void unet__model_backward(unet_model *m, const float *dlogits) {
                                       &nd->d.conv, &how, m->scratch);
             break;
         case UNET__NODE_CONVT:
-            unet__convt2d_backward(dx, G(m, nd->w), G(m, nd->b), dy, x, P(m, nd->w), &nd->d.convt,
-                                   &how, m->scratch);
+            unet__convt2d_backward_set(dx, set_dx, G(m, nd->w), G(m, nd->b), dy, x, P(m, nd->w),
+                                       &nd->d.convt, &how, m->scratch);
             break;
         case UNET__NODE_BN:
             if (m->bn_sync.fn)

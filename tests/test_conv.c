@@ -391,6 +391,32 @@ TEST(conv2d_bad_dims) {
     unet_ctx_free(ctx);
 }
 
+/* The operands of a set-against-accumulate check: x, w, dy random, acc zeros, set NaN. */
+struct set_case {
+    float *x, *w, *dy, *acc, *set, *scratch;
+    size_t nx;
+};
+
+static struct set_case set_case_new(struct unet__rng *rng, size_t nx, size_t nw, size_t ny,
+                                    size_t scratch) {
+    struct set_case c = {.x = test_alloc(nx), .w = test_alloc(nw), .dy = test_alloc(ny),
+                         .acc = test_alloc(nx), .set = test_alloc(nx),
+                         .scratch = test_alloc(scratch), .nx = nx};
+    fill_uniform(rng, c.x, nx, -1.0f, 1.0f);
+    fill_uniform(rng, c.w, nw, -0.5f, 0.5f);
+    fill_uniform(rng, c.dy, ny, -1.0f, 1.0f);
+    for (size_t j = 0; j < nx; j++) c.acc[j] = 0.0f, c.set[j] = NAN;
+    return c;
+}
+
+/* Elements of set that differ from acc (a NaN never equals). */
+static size_t set_case_differ(struct set_case *c) {
+    size_t bad = 0;
+    for (size_t j = 0; j < c->nx; j++) bad += !(c->set[j] == c->acc[j]);
+    free(c->x), free(c->w), free(c->dy), free(c->acc), free(c->set), free(c->scratch);
+    return bad;
+}
+
 /* unet__conv2d_backward_set: dx set from garbage (NaN, which would show through any read or
  * gap) equals dx accumulated onto zeros, on the Winograd input gradient (each row: float32,
  * and bf16 where the CPU has it; odd sizes, a border) and on the GEMM one (stride 2, and a
@@ -412,24 +438,54 @@ TEST(conv2d_backward_set) {
                                           .pad_h = shapes[i][6], .pad_w = shapes[i][6]};
             CHECK_STATUS(unet__conv2d_dims_init(NULL, &d, "set"), UNET_STATUS_OK);
             const size_t nx = (size_t)d.N * d.C_in * d.H_in * d.W_in;
-            const size_t ny = (size_t)d.N * d.C_out * d.H_out * d.W_out;
-            const size_t nw = (size_t)d.C_out * d.C_in * 9;
-            float *x = test_alloc(nx), *w = test_alloc(nw), *dy = test_alloc(ny);
-            float *acc = test_alloc(nx), *set = test_alloc(nx);
-            float *scratch = test_alloc(unet__conv2d_scratch_floats(&d));
-            fill_uniform(&rng, x, nx, -1.0f, 1.0f);
-            fill_uniform(&rng, w, nw, -0.5f, 0.5f);
-            fill_uniform(&rng, dy, ny, -1.0f, 1.0f);
-            for (size_t j = 0; j < nx; j++) acc[j] = 0.0f, set[j] = NAN;
+            struct set_case c =
+                set_case_new(&rng, nx, (size_t)d.C_out * d.C_in * 9,
+                             (size_t)d.N * d.C_out * d.H_out * d.W_out,
+                             unet__conv2d_scratch_floats(&d));
             const struct unet__conv_how how = {.k = unet__kernels_for(precs[p])};
-            unet__conv2d_backward(acc, NULL, NULL, dy, x, w, &d, &how, scratch);
-            unet__conv2d_backward_set(set, true, NULL, NULL, dy, x, w, &d, &how, scratch);
-            size_t bad = 0;
-            for (size_t j = 0; j < nx; j++) bad += !(set[j] == acc[j]);
+            unet__conv2d_backward(c.acc, NULL, NULL, c.dy, c.x, c.w, &d, &how, c.scratch);
+            unet__conv2d_backward_set(c.set, true, NULL, NULL, c.dy, c.x, c.w, &d, &how,
+                                      c.scratch);
+            const size_t bad = set_case_differ(&c);
             printf("     N=%d C_in=%d %dx%d C_out=%d stride %d, %s: %zu of %zu differ\n", d.N,
                    d.C_in, d.H_in, d.W_in, d.C_out, d.stride_h, how.k->name, bad, nx);
             CHECK_EQ(bad, 0);
-            free(x), free(w), free(dy), free(acc), free(set), free(scratch);
+        }
+}
+
+/* unet__convt2d_backward_set: the same for the up-convolution's input gradient, on the scatter
+ * case (2x2 stride 2: the micro-kernel's panels on a bf16 row, OpenBLAS on float32; odd sizes,
+ * a last panel of a few pixels) and on a 4x4 stride-2 padded one (the GEMMs of gemm.c). */
+TEST(convt2d_backward_set) {
+    struct unet__rng rng;
+    unet__rng_seed(&rng, 12);
+    const int shapes[3][6] = {/* N, C_in, H, W, C_out, K (= 2 stride; 4: stride 2, pad 1) */
+                              {2, 19, 7, 9, 5, 2},
+                              {3, 40, 5, 11, 24, 2},
+                              {2, 6, 5, 7, 4, 4}};
+    const enum unet__precision precs[2] = {UNET__PRECISION_F32, UNET__PRECISION_BF16};
+    for (int i = 0; i < 3; i++)
+        for (int p = 0; p < 2; p++) {
+            const int *s = shapes[i];
+            struct unet__convt2d_dims d = {.N = s[0], .C_in = s[1], .H_in = s[2], .W_in = s[3],
+                                           .C_out = s[4], .K_h = s[5], .K_w = s[5],
+                                           .stride_h = 2, .stride_w = 2,
+                                           .pad_h = s[5] == 4, .pad_w = s[5] == 4};
+            CHECK_STATUS(unet__convt2d_dims_init(NULL, &d, "set"), UNET_STATUS_OK);
+            const size_t nx = (size_t)d.N * d.C_in * d.H_in * d.W_in;
+            struct set_case c =
+                set_case_new(&rng, nx, (size_t)d.C_in * d.C_out * d.K_h * d.K_w,
+                             (size_t)d.N * d.C_out * d.H_out * d.W_out,
+                             unet__convt2d_scratch_floats(&d));
+            const struct unet__conv_how how = {.k = unet__kernels_for(precs[p])};
+            unet__convt2d_backward(c.acc, NULL, NULL, c.dy, c.x, c.w, &d, &how, c.scratch);
+            unet__convt2d_backward_set(c.set, true, NULL, NULL, c.dy, c.x, c.w, &d, &how,
+                                       c.scratch);
+            const size_t bad = set_case_differ(&c);
+            printf("     convT N=%d C_in=%d %dx%d C_out=%d K=%d, %s%s: %zu of %zu differ\n", d.N,
+                   d.C_in, d.H_in, d.W_in, d.C_out, d.K_h, how.k->name,
+                   unet__convt2d_backward_packed(&d, how.k) ? " (scatter)" : "", bad, nx);
+            CHECK_EQ(bad, 0);
         }
 }
 
@@ -693,6 +749,7 @@ int main(void) {
     RUN(convt_scatter_bf16);
     RUN(convt_scatter_backward);
     RUN(conv2d_backward_set);
+    RUN(convt2d_backward_set);
     RUN(conv_transpose_is_adjoint);
     RUN(conv2d_bad_dims);
     return harness_finish();

@@ -747,14 +747,18 @@ static void gather_run(float *lo, float *hi, const float *dyn, const struct unet
 }
 
 /* dx: A = W (C_in, R) by panels of K_MR input channels, words of R; per thread a B panel of G
- * (kwords x K_NR words), two gathered rows and the (K_MR, K_NR) products. */
+ * (kwords x K_NR words), two gathered rows and the (K_MR, K_NR) products.  The pixel panels of
+ * all images are split into one contiguous range a thread, so that gather_run's prefetch of the
+ * next panel's rows serves the thread that reads them next (with panels dealt out four at a
+ * time, the 128 -> 64 layer at 256x256 b4 took 16.8 ms at 2 threads against 19.3 at 1; in
+ * ranges, 11.9).  dx is added to, or set (its old contents never read). */
 static size_t convt_dx_floats(const struct unet__convt2d_dims *d) {
     const size_t R = (size_t)d->C_out * d->K_h * d->K_w;
     const size_t cip = (size_t)(d->C_in + K_MR - 1) / K_MR * K_MR;
     return cip * R + (size_t)unet__thread_slots() * (R * K_NR + 2 * K_NR + K_MR * K_NR);
 }
 
-static void convt_scatter_dx(float *dx, const float *dy, const float *w,
+static void convt_scatter_dx(float *dx, bool set, const float *dy, const float *w,
                              const struct unet__convt2d_dims *d, const struct unet__kernels *K,
                              float *scratch) {
     const int R = d->C_out * d->K_h * d->K_w, C_in = d->C_in, P = d->H_in * d->W_in;
@@ -770,32 +774,33 @@ static void convt_scatter_dx(float *dx, const float *dy, const float *w,
         float *B = bufs + (size_t)thread_me() * per_thread;
         float *lo = B + (size_t)R * K_NR, *hi = lo + K_NR, *Cb = hi + K_NR;
         pack_a_panels(K, A, w, C_in, R, (size_t)R, 1); /* W: row ci, words of R */
-        for (int n = 0; n < d->N; n++) {
+#pragma omp for schedule(static)
+        for (int t = 0; t < d->N * panels; t++) {
+            const int n = t / panels, p0 = t % panels * K_NR, np = P - p0 < K_NR ? P - p0 : K_NR;
             const float *dyn = dy + (size_t)n * d->C_out * d->H_out * d->W_out;
             float *dxn = dx + (size_t)n * C_in * P;
-#pragma omp for schedule(dynamic, 4)
-            for (int pp = 0; pp < panels; pp++) {
-                const int p0 = pp * K_NR, np = P - p0 < K_NR ? P - p0 : K_NR;
-                const int width = (np + 15) / 16 * 16;
-                /* Rows r, r + 1 of G, gathered together: one word row (pack 2) or two. */
-                for (int r = 0; r < R; r += 2) {
-                    const bool two = r + 1 < R;
-                    gather_run(lo, two ? hi : NULL, dyn, d, r, p0, np);
-                    for (int h = 0; h < 2 / pack && r + h < R; h++) {
-                        float *dst = B + (size_t)(r / pack + h) * width;
-                        K->pack_words(dst, h ? hi : lo, pack == 2 && two ? hi : NULL, np);
-                        for (int j = np; j < width; j++) dst[j] = 0.0f;
-                    }
+            const int width = (np + 15) / 16 * 16;
+            /* Rows r, r + 1 of G, gathered together: one word row (pack 2) or two. */
+            for (int r = 0; r < R; r += 2) {
+                const bool two = r + 1 < R;
+                gather_run(lo, two ? hi : NULL, dyn, d, r, p0, np);
+                for (int h = 0; h < 2 / pack && r + h < R; h++) {
+                    float *dst = B + (size_t)(r / pack + h) * width;
+                    K->pack_words(dst, h ? hi : lo, pack == 2 && two ? hi : NULL, np);
+                    for (int j = np; j < width; j++) dst[j] = 0.0f;
                 }
-                for (int cp = 0; cp < cps; cp++) {
-                    K->micro_gemm(A + (size_t)cp * kwords * K_MR, B, kwords, width, Cb, K_NR,
-                                  false);
-                    for (int m = 0; m < K_MR && cp * K_MR + m < C_in; m++) {
-                        float *dxr = dxn + (size_t)(cp * K_MR + m) * P + p0;
-                        const float *z = Cb + (size_t)m * K_NR;
-#pragma omp simd
-                        for (int j = 0; j < np; j++) dxr[j] += z[j];
+            }
+            for (int cp = 0; cp < cps; cp++) {
+                K->micro_gemm(A + (size_t)cp * kwords * K_MR, B, kwords, width, Cb, K_NR, false);
+                for (int m = 0; m < K_MR && cp * K_MR + m < C_in; m++) {
+                    float *dxr = dxn + (size_t)(cp * K_MR + m) * P + p0;
+                    const float *z = Cb + (size_t)m * K_NR;
+                    if (set) {
+                        memcpy(dxr, z, sizeof(float) * (size_t)np);
+                        continue;
                     }
+#pragma omp simd
+                    for (int j = 0; j < np; j++) dxr[j] += z[j];
                 }
             }
         }
@@ -803,18 +808,50 @@ static void convt_scatter_dx(float *dx, const float *dy, const float *w,
 }
 
 /* dW: the pixels of each image in chunks of up to CHUNK_WORDS words.  Per chunk, both operands
- * are packed (in parallel, by panels) into words of pixels and transposed into the
- * micro-kernel's panels: A = x (C_in rounded to K_MR, chunk), B = G^T (R rounded to 16, chunk);
- * then the micro-tiles (K_MR input channels x up to K_NR of R) of the float32 sums M add the
- * chunk's products.  Each micro-tile of M sums its chunks in chunk order, so the result does not
- * depend on the thread count; at the end dW += M. */
+ * are packed into words of pixels and transposed into the micro-kernel's panels: A = x (C_in
+ * rounded to K_MR, chunk), B = G^T (R rounded to 16, chunk); then the micro-tiles (K_MR input
+ * channels x up to K_NR of R) of the float32 sums M add the chunk's products.  Two schedules,
+ * as the Winograd weight gradient's (winograd.c), chosen by the shape alone so that the sums,
+ * and the bits, are the same for any thread count:
+ *   - Parts (two chunks or more): the chunks of all images are cut into `parts` contiguous
+ *     ranges, each summed into its own M by one thread, which packs its chunks in its own
+ *     panels; then dW += M_0 + M_1 + ... in part order.  A thread reads only what it wrote until
+ *     that sum.  With the panels shared, each chunk's were half packed by the other core, and
+ *     the 128 -> 64 layer at 256x256 b4 gained nothing from a second thread (27.3-28.3 ms at
+ *     1 thread, 26.5-26.7 at 2); in parts, 16.9-17.2 ms at 2.
+ *   - Shared (one chunk): the team packs the panels, then splits the micro-tiles.
+ * Each micro-tile of an M sums its chunks in chunk order. */
 enum { CHUNK_WORDS = 128 };
 
+/* Parts of the weight gradient's sums: the processors, within DW_PARTS_FLOATS of sums in all,
+ * but two at least (so that any machine's tests run this schedule), and at most the chunks. */
+#define DW_PARTS_FLOATS ((size_t)1 << 23)
+
+static int convt_dw_parts(const struct unet__convt2d_dims *d, int chunk) {
+    const size_t m = (size_t)(d->C_in + K_MR - 1) / K_MR * K_MR *
+                     ((size_t)(d->C_out * d->K_h * d->K_w + 15) / 16 * 16);
+    const size_t P = (size_t)d->H_in * d->W_in;
+    const size_t chunks = (size_t)d->N * ((P + (size_t)chunk - 1) / (size_t)chunk);
+    size_t parts = (size_t)unet__thread_slots();
+    if (parts > DW_PARTS_FLOATS / m) parts = DW_PARTS_FLOATS / m;
+    if (parts < 2) parts = 2;
+    return (int)(parts < chunks ? parts : chunks);
+}
+
+/* Panels' room (A, B) of a part's thread, and the per-thread staging rows. */
+static size_t convt_dw_panels(const struct unet__convt2d_dims *d) {
+    const size_t R16 = (size_t)(d->C_out * d->K_h * d->K_w + 15) / 16 * 16;
+    return ((size_t)(d->C_in + K_MR - 1) / K_MR * K_MR + R16) * CHUNK_WORDS;
+}
+enum { DW_STAGE = K_NR * CHUNK_WORDS + 4 * CHUNK_WORDS };
+
+/* Sized for pack 1 (the most chunks, so the most parts). */
 static size_t convt_dw_floats(const struct unet__convt2d_dims *d) {
     const size_t R16 = (size_t)(d->C_out * d->K_h * d->K_w + 15) / 16 * 16;
     const size_t cip = (size_t)(d->C_in + K_MR - 1) / K_MR * K_MR;
-    return cip * R16 + (cip + R16) * CHUNK_WORDS +
-           (size_t)unet__thread_slots() * ((size_t)K_NR * CHUNK_WORDS + 4 * CHUNK_WORDS);
+    const size_t parts = (size_t)convt_dw_parts(d, CHUNK_WORDS);
+    const size_t slots = (size_t)unet__thread_slots(), bufs = parts < slots ? parts : slots;
+    return parts * cip * R16 + bufs * convt_dw_panels(d) + slots * DW_STAGE;
 }
 
 /* Words of a chunk of T values v[0 .. T): (v[t], v[t + h]) with pack 2, h = ceil(T / 2) (the
@@ -851,66 +888,123 @@ static int r_panel(int R16, int b, int *width) {
     return b * K_NR;
 }
 
+/* One chunk of the weight gradient: image n's pixels [p0, p0 + T). */
+struct dw_chunk {
+    const float *xn, *dyn;
+    int          p0, T, words;
+};
+
+static struct dw_chunk dw_chunk_at(const struct unet__convt2d_dims *d, const float *dy,
+                                   const float *x, int chunk, int c) {
+    const int P = d->H_in * d->W_in, per_image = (P + chunk - 1) / chunk, n = c / per_image;
+    struct dw_chunk k = {.xn = x + (size_t)n * d->C_in * P,
+                         .dyn = dy + (size_t)n * d->C_out * d->H_out * d->W_out,
+                         .p0 = c % per_image * chunk};
+    k.T = P - k.p0 < chunk ? P - k.p0 : chunk;
+    return k;
+}
+
+/* Panel q of a chunk (the first cps are x's, then G^T's), packed through a thread's staging
+ * rows (stage, then two gathered rows of G) into Ap or Bp. */
+static void dw_pack_panel(const struct unet__kernels *K, const struct unet__convt2d_dims *d,
+                          const struct dw_chunk *k, int q, float *Ap, float *Bp, float *stage) {
+    const int R = d->C_out * d->K_h * d->K_w, R16 = (R + 15) / 16 * 16, C_in = d->C_in;
+    const int P = d->H_in * d->W_in, cps = (C_in + K_MR - 1) / K_MR;
+    const int chunk = CHUNK_WORDS * K->pack, words = k->words;
+    float *gs = stage + (size_t)K_NR * CHUNK_WORDS;
+    int rows = K_MR;
+    const int first = q < cps ? q * K_MR : r_panel(R16, q - cps, &rows);
+    if (q < cps) /* x's channels first .. first + K_MR - 1 */
+        for (int m = 0; m < rows; m++) {
+            float *dst = stage + (size_t)m * words;
+            if (first + m < C_in) {
+                const float *src = k->xn + (size_t)(first + m) * P + k->p0;
+                pack_chunk(K, dst, src, k->T);
+                /* The same row's next chunk (the part's next; too many rows for the hardware
+                 * prefetcher to follow), as gather_run does for G. */
+                const int ahead = P - k->p0 - k->T < chunk ? P - k->p0 - k->T : chunk;
+                for (int f = 0; f < ahead; f += 16) __builtin_prefetch(src + k->T + f);
+            } else
+                memset(dst, 0, sizeof(float) * (size_t)words);
+        }
+    else /* G's rows c, c + 1 together (rows is even), input row by input row */
+        for (int m = 0; m < rows; m += 2) {
+            float *dst = stage + (size_t)m * words;
+            const int c = first + m, n2 = c + 1 < R ? 2 : c < R ? 1 : 0;
+            if (n2) gather_run(gs, n2 == 2 ? gs + chunk : NULL, k->dyn, d, c, k->p0, k->T);
+            for (int h = 0; h < 2; h++) {
+                if (h < n2) pack_chunk(K, dst + (size_t)h * words, gs + h * chunk, k->T);
+                else memset(dst + (size_t)h * words, 0, sizeof(float) * (size_t)words);
+            }
+        }
+    transpose_words(q < cps ? Ap + (size_t)first * words : Bp + (size_t)first * words, stage,
+                    rows, words);
+}
+
+/* Micro-tile u of M (cps x rps of them) += the chunk's products (or = when !acc). */
+static void dw_products(const struct unet__kernels *K, const struct unet__convt2d_dims *d,
+                        float *M, const float *Ap, const float *Bp, int words, int u, bool acc) {
+    const int R16 = (d->C_out * d->K_h * d->K_w + 15) / 16 * 16;
+    const int cps = (d->C_in + K_MR - 1) / K_MR;
+    int width;
+    const int cp = u % cps, r0 = r_panel(R16, u / cps, &width);
+    K->micro_gemm(Ap + (size_t)cp * K_MR * words, Bp + (size_t)r0 * words, words, width,
+                  M + (size_t)cp * K_MR * R16 + r0, R16, acc);
+}
+
 static void convt_scatter_dw(float *dw, const float *dy, const float *x,
                              const struct unet__convt2d_dims *d, const struct unet__kernels *K,
                              float *scratch) {
     const int R = d->C_out * d->K_h * d->K_w, R16 = (R + 15) / 16 * 16, C_in = d->C_in;
     const int P = d->H_in * d->W_in, cps = (C_in + K_MR - 1) / K_MR;
     const int rps = (R16 + K_NR - 1) / K_NR, chunk = CHUNK_WORDS * K->pack;
-    float *M = scratch;                             /* (cps K_MR, R16) float32 sums */
-    float *Ap = M + (size_t)cps * K_MR * R16;       /* cps panels (words, K_MR) */
-    float *Bp = Ap + (size_t)cps * K_MR * CHUNK_WORDS; /* rps panels (words, width) */
-    float *bufs = Bp + (size_t)R16 * CHUNK_WORDS;
-    const size_t per_thread = (size_t)K_NR * CHUNK_WORDS + 4 * CHUNK_WORDS;
+    const int chunks = d->N * ((P + chunk - 1) / chunk), parts = convt_dw_parts(d, chunk);
+    const int slots = unet__thread_slots(), bufs = parts < slots ? parts : slots;
+    const size_t m_floats = (size_t)cps * K_MR * R16, panels = convt_dw_panels(d);
+    float *M = scratch; /* parts x (cps K_MR, R16) float32 sums */
+    float *pan = M + (size_t)(parts > 1 ? parts : 1) * m_floats; /* (Ap, Bp) per buffer */
+    float *stages = pan + (size_t)(bufs > 1 ? bufs : 1) * panels;
     const int team = scatter_team((double)cps * K_MR * R16 * P * d->N);
     (void)team;
 #pragma omp parallel num_threads(team)
     {
-        float *stage = bufs + (size_t)thread_me() * per_thread;
-        float *gs = stage + (size_t)K_NR * CHUNK_WORDS; /* two gathered rows of G */
-        for (int n = 0; n < d->N; n++) {
-            const float *xn = x + (size_t)n * C_in * P;
-            const float *dyn = dy + (size_t)n * d->C_out * d->H_out * d->W_out;
-            for (int p0 = 0; p0 < P; p0 += chunk) {
-                const int T = P - p0 < chunk ? P - p0 : chunk;
-                const int words = (T + K->pack - 1) / K->pack;
-#pragma omp for schedule(dynamic, 1)
-                for (int q = 0; q < cps + rps; q++) {
-                    int rows = K_MR;
-                    const int first = q < cps ? q * K_MR : r_panel(R16, q - cps, &rows);
-                    if (q < cps) /* x's channels first .. first + K_MR - 1 */
-                        for (int m = 0; m < rows; m++) {
-                            float *dst = stage + (size_t)m * words;
-                            if (first + m < C_in)
-                                pack_chunk(K, dst, xn + (size_t)(first + m) * P + p0, T);
-                            else
-                                memset(dst, 0, sizeof(float) * (size_t)words);
-                        }
-                    else /* G's rows c, c + 1 together (rows is even), input row by input row */
-                        for (int m = 0; m < rows; m += 2) {
-                            float *dst = stage + (size_t)m * words;
-                            const int c = first + m, n2 = c + 1 < R ? 2 : c < R ? 1 : 0;
-                            if (n2) gather_run(gs, n2 == 2 ? gs + chunk : NULL, dyn, d, c, p0, T);
-                            for (int h = 0; h < 2; h++) {
-                                if (h < n2) pack_chunk(K, dst + (size_t)h * words, gs + h * chunk, T);
-                                else memset(dst + (size_t)h * words, 0, sizeof(float) * (size_t)words);
-                            }
-                        }
-                    transpose_words(q < cps ? Ap + (size_t)first * words : Bp + (size_t)first * words,
-                                    stage, rows, words);
-                }
-#pragma omp for schedule(static)
-                for (int u = 0; u < cps * rps; u++) {
-                    int width;
-                    const int cp = u % cps, r0 = r_panel(R16, u / cps, &width);
-                    K->micro_gemm(Ap + (size_t)cp * K_MR * words, Bp + (size_t)r0 * words, words,
-                                  width, M + (size_t)cp * K_MR * R16 + r0, R16, n > 0 || p0 > 0);
+        const int me = thread_me();
+        float *stage = stages + (size_t)me * DW_STAGE;
+        if (parts > 1) {
+            /* Part j: chunks [j C / parts, (j + 1) C / parts) on thread j mod team, in that
+             * thread's panels (me < parts <= bufs when it has a part). */
+#pragma omp for schedule(static, 1)
+            for (int j = 0; j < parts; j++) {
+                float *Ap = pan + (size_t)me * panels, *Mj = M + (size_t)j * m_floats;
+                float *Bp = Ap + (size_t)cps * K_MR * CHUNK_WORDS;
+                const int c0 = (int)((long)chunks * j / parts);
+                const int c1 = (int)((long)chunks * (j + 1) / parts);
+                for (int c = c0; c < c1; c++) {
+                    struct dw_chunk k = dw_chunk_at(d, dy, x, chunk, c);
+                    k.words = (k.T + K->pack - 1) / K->pack;
+                    for (int q = 0; q < cps + rps; q++) dw_pack_panel(K, d, &k, q, Ap, Bp, stage);
+                    for (int u = 0; u < cps * rps; u++)
+                        dw_products(K, d, Mj, Ap, Bp, k.words, u, c > c0);
                 }
             }
+        } else {
+            float *Ap = pan, *Bp = Ap + (size_t)cps * K_MR * CHUNK_WORDS;
+            struct dw_chunk k = dw_chunk_at(d, dy, x, chunk, 0);
+            k.words = (k.T + K->pack - 1) / K->pack;
+#pragma omp for schedule(dynamic, 1)
+            for (int q = 0; q < cps + rps; q++) dw_pack_panel(K, d, &k, q, Ap, Bp, stage);
+#pragma omp for schedule(static)
+            for (int u = 0; u < cps * rps; u++) dw_products(K, d, M, Ap, Bp, k.words, u, false);
         }
 #pragma omp for schedule(static)
-        for (int ci = 0; ci < C_in; ci++)
-            for (int r = 0; r < R; r++) dw[(size_t)ci * R + r] += M[(size_t)ci * R16 + r];
+        for (int ci = 0; ci < C_in; ci++) {
+            float *dwr = dw + (size_t)ci * R;
+            for (int r = 0; r < R; r++) {
+                float s = M[(size_t)ci * R16 + r];
+                for (int j = 1; j < parts; j++) s += M[(size_t)j * m_floats + (size_t)ci * R16 + r];
+                dwr[r] += s;
+            }
+        }
     }
 }
 
@@ -938,7 +1032,7 @@ void unet__convt2d_backward_scatter(float *dx, float *dw, const float *dy, const
                                     const struct unet__kernels *k, float *scratch) {
     UNET_ASSERT(convt_is_scatter(d));
     if (dw) convt_scatter_dw(dw, dy, x, d, k, scratch);
-    if (dx) convt_scatter_dx(dx, dy, w, d, k, scratch);
+    if (dx) convt_scatter_dx(dx, false, dy, w, d, k, scratch);
 }
 
 void unet__convt2d_forward(float *y, const float *x, const float *w, const float *b,
@@ -959,17 +1053,25 @@ void unet__convt2d_forward(float *y, const float *x, const float *w, const float
 void unet__convt2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                             const float *w, const struct unet__convt2d_dims *d,
                             const struct unet__conv_how *how, float *scratch) {
+    unet__convt2d_backward_set(dx, false, dw, db, dy, x, w, d, how, scratch);
+}
+
+void unet__convt2d_backward_set(float *dx, bool set_dx, float *dw, float *db, const float *dy,
+                                const float *x, const float *w,
+                                const struct unet__convt2d_dims *d,
+                                const struct unet__conv_how *how, float *scratch) {
     if (db) bias_backward(db, dy, d->N, d->C_out, (size_t)d->H_out * d->W_out);
     const struct unet__kernels *k = row_of(how);
     if (unet__convt2d_backward_packed(d, k)) {
-        unet__convt2d_backward_scatter(dx, dw, dy, x, w, d, k, scratch);
+        if (dw) convt_scatter_dw(dw, dy, x, d, k, scratch);
+        if (dx) convt_scatter_dx(dx, set_dx, dy, w, d, k, scratch);
         return;
     }
     /* Inverts y = A^T x + b:  dx = A dy (the convolution's forward), dW = x dy-col^T (the
      * convolution's weight gradient with x as its output gradient and dy as its input). */
     struct unet__conv2d_dims c = unet__convt2d_as_conv(d);
     if (dw) conv_backward_weight_gemm(dw, x, dy, &c, scratch);
-    if (dx) conv_forward_gemm(dx, dy, w, &c, scratch, 1.0f);
+    if (dx) conv_forward_gemm(dx, dy, w, &c, scratch, set_dx ? 0.0f : 1.0f);
 }
 
 /* The transposed convolution's definitions are the convolution's with input and output

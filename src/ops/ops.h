@@ -236,6 +236,12 @@ void unet__convt2d_forward(float *y, const float *x, const float *w, const float
 void unet__convt2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                             const float *w, const struct unet__convt2d_dims *d,
                             const struct unet__conv_how *how, float *scratch);
+/* The same, but dx = dL/dx when set_dx (its old contents are not read), as
+ * unet__conv2d_backward_set. */
+void unet__convt2d_backward_set(float *dx, bool set_dx, float *dw, float *db, const float *dy,
+                                const float *x, const float *w,
+                                const struct unet__convt2d_dims *d,
+                                const struct unet__conv_how *how, float *scratch);
 /* Whether unet__convt2d_backward of d on row k (how's) runs unet__convt2d_backward_scatter
  * (the scatter case, kernel == stride without padding, on a bf16 row) rather than the float32
  * GEMMs of gemm.c. */
