@@ -79,6 +79,8 @@ DIST_OBJ = $(BUILD)/src/dist/single.o
 DIST_LIBS =
 endif
 $(BUILD)/src/dist/mpi.o: CPPFLAGS += $(MPI_CFLAGS)
+# The optimizer loops vectorize their sqrtf only when it need not set errno (src/ops/optim.c).
+$(BUILD)/src/ops/optim.o: CFLAGS += -fno-math-errno
 TEST_SRC = $(wildcard tests/test_*.c)
 TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 EXAMPLE_SRC = $(wildcard examples/*.c)

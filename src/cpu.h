@@ -4,8 +4,8 @@
  * that gain from wider vectors are compiled again for AVX2+FMA and for AVX-512 with
  * UNET__TARGET_AVX2 / UNET__TARGET_AVX512 (GCC and clang's __attribute__((target))), and
  * ops/kernels.c picks the copy for the CPU the code runs on, asking unet__cpu_has.  Nothing
- * else tests CPU features: winograd*.c and conv2d.c, float32 and bf16, ask here through the
- * kernel table.
+ * else tests CPU features: winograd*.c, conv2d.c and optim.c, float32 and bf16, ask here
+ * through the kernel table.
  *
  * The level can be capped, so that the AVX2 and portable copies run, and are tested, on an
  * AVX-512 machine:

@@ -212,16 +212,20 @@ void unet__model_backward(unet_model *m, const float *dlogits) {
      * accumulate into it) is about to run; a convolution, up-convolution or batch-norm that is
      * its only reader sets it instead (unet__conv2d_backward_set, unet__convt2d_backward_set,
      * unet__batchnorm_backward_set: no zeroing, and no read of it in the pass that writes
-     * it). */
+     * it), and so does a concatenation that is its last reader (the first to write it: a skip
+     * connection's map, whose pool adds to it later). */
     for (int i = NN - 1; i >= 0; i--) {
         double t0 = m->prof ? prof_now(m) : 0.0;
         struct unet__node *nd = &m->nodes[i];
-        const bool set_dx = (nd->op == UNET__NODE_CONV || nd->op == UNET__NODE_CONVT ||
-                             nd->op == UNET__NODE_BN) &&
-                            nd->in > 0 && m->values[nd->in].reads == 1;
+        const bool only = nd->op == UNET__NODE_CONV || nd->op == UNET__NODE_CONVT ||
+                          nd->op == UNET__NODE_BN;
+        const bool cat = nd->op == UNET__NODE_CONCAT && nd->in2 != nd->in;
+        const bool set_dx = nd->in > 0 && (only ? m->values[nd->in].reads == 1
+                                                : cat && m->values[nd->in].last_use == i);
+        const bool set_dx2 = cat && nd->in2 > 0 && m->values[nd->in2].last_use == i;
         if (nd->in > 0 && m->values[nd->in].last_use == i && !set_dx)
             memset(m->values[nd->in].grad, 0, numel(m, nd->in) * sizeof(float));
-        if (nd->in2 > 0 && nd->in2 != nd->in && m->values[nd->in2].last_use == i)
+        if (nd->in2 > 0 && nd->in2 != nd->in && m->values[nd->in2].last_use == i && !set_dx2)
             memset(m->values[nd->in2].grad, 0, numel(m, nd->in2) * sizeof(float));
         recompute_bn_output(m, nd->in, i);
         if (nd->in2 > 0) recompute_bn_output(m, nd->in2, i);
@@ -257,7 +261,8 @@ void unet__model_backward(unet_model *m, const float *dlogits) {
             if (dx) unet__upsample_bilinear_backward(dx, dy, &nd->d.up);
             break;
         case UNET__NODE_CONCAT:
-            unet__concat_backward(dx, nd->in2 > 0 ? m->values[nd->in2].grad : NULL, dy, &nd->d.cat);
+            unet__concat_backward_set(dx, set_dx, nd->in2 > 0 ? m->values[nd->in2].grad : NULL,
+                                      set_dx2, dy, &nd->d.cat);
             break;
         case UNET__NODE_DROPOUT:
             if (dx) unet__dropout_backward(dx, dy, nd->mask, &nd->d.drop);

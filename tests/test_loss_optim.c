@@ -309,18 +309,36 @@ TEST(optim_golden) {
                    adam.decoupled ? "AdamW" : "Adam", adam.lr, adam.beta1, adam.beta2, adam.eps,
                    adam.weight_decay);
         }
-        /* traj (steps, n): the parameters after each step, compared with torch's at once. */
-        float *traj = test_alloc(n * steps);
-        for (size_t s = 0; s < steps; s++) {
-            if (c[0] == KIND_SGD) unet__sgd_step(p, grads + s * n, buf, n, &sgd);
-            else unet__adam_step(p, grads + s * n, m, v, n, &adam, (long)s + 1);
-            memcpy(traj + s * n, p, sizeof(float) * n);
+        /* traj (steps, n): the parameters after each step, compared with torch's at once; by
+         * each instruction set's copy of the loop (kernel rows), which must agree bit for bit. */
+        float *traj = test_alloc(n * steps), *first = test_alloc(n * steps), *p0 = test_alloc(n);
+        memcpy(p0, p, sizeof(float) * n);
+        enum unet__cpu_level levels[UNET__CPU_LEVELS];
+        const int n_levels = harness_f32_levels(levels);
+        const enum unet__cpu_level cap = unet__cpu_limit(UNET__CPU_TOP);
+        for (int l = 0; l < n_levels; l++) {
+            unet__cpu_limit(levels[l]);
+            memcpy(p, p0, sizeof(float) * n);
+            memset(buf, 0, sizeof(float) * n);
+            memset(m, 0, sizeof(float) * n);
+            memset(v, 0, sizeof(float) * n);
+            for (size_t s = 0; s < steps; s++) {
+                if (c[0] == KIND_SGD) unet__sgd_step(p, grads + s * n, buf, n, &sgd);
+                else unet__adam_step(p, grads + s * n, m, v, n, &adam, (long)s + 1);
+                memcpy(traj + s * n, p, sizeof(float) * n);
+            }
+            CHECK_TENSOR("params after each step", traj, ref, n * steps, OPTIM_ATOL, OPTIM_RTOL);
+            size_t exact = 0;
+            for (size_t j = 0; j < n * steps; j++)
+                exact += memcmp(&traj[j], &ref[j], sizeof(float)) == 0;
+            printf("       %-8s %zu of %zu values bit-identical to torch\n",
+                   unet__cpu_level_name(levels[l]), exact, n * steps);
+            if (l == 0) memcpy(first, traj, sizeof(float) * n * steps);
+            else CHECK(memcmp(first, traj, sizeof(float) * n * steps) == 0);
         }
-        CHECK_TENSOR("params after each step", traj, ref, n * steps, OPTIM_ATOL, OPTIM_RTOL);
-        size_t exact = 0;
-        for (size_t j = 0; j < n * steps; j++) exact += memcmp(&traj[j], &ref[j], sizeof(float)) == 0;
-        printf("       %zu of %zu values bit-identical to torch\n", exact, n * steps);
-        free(p), free(grads), free(ref), free(buf), free(m), free(v), free(traj);
+        unet__cpu_limit(cap);
+        free(p), free(grads), free(ref), free(buf), free(m), free(v), free(traj), free(first);
+        free(p0);
     }
     CHECK(counts[0] >= 3 && counts[1] >= 3);
     unet__st_close(st);
@@ -360,28 +378,57 @@ TEST(optim_first_step) {
     CHECK_CLOSE(z[0], 2.0 * (1 - 0.01 * 0.5), 1e-7, 0);
 }
 
-/* A large parameter vector gives the same result on 1 and 4 threads. */
-TEST(optim_same_for_any_thread_count) {
+/* A large parameter vector (odd: a vector loop's tail) gives the same result on 1 and 4
+ * threads, and by each instruction set's copy of the loops, for each combination of the
+ * options (SGD with and without momentum, Nesterov, weight decay; Adam and AdamW, with and
+ * without weight decay). */
+static void optim_run(float *p, float *m, float *v, const float *g, size_t n, int combo) {
+    memset(m, 0, sizeof(float) * n);
+    memset(v, 0, sizeof(float) * n);
+    const struct unet__adam adam = {.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,
+                                    .weight_decay = combo & 1 ? 1e-2 : 0.0,
+                                    .decoupled = (combo & 2) != 0};
+    const struct unet__sgd sgd = {.lr = 0.1, .momentum = combo & 4 ? 0.9 : 0.0,
+                                  .weight_decay = combo & 1 ? 1e-4 : 0.0,
+                                  .nesterov = (combo & 6) == 6};
+    for (long s = 1; s <= 3; s++) unet__adam_step(p, g, m, v, n, &adam, s);
+    for (int s = 0; s < 2; s++) unet__sgd_step(p, g, m, n, &sgd);
+}
+
+TEST(optim_same_for_any_thread_count_and_level) {
     struct unet__rng rng;
     unet__rng_seed(&rng, 16);
     const size_t n = 100003;
-    float *g = test_alloc(n), *p1 = test_alloc(n), *p4 = test_alloc(n);
-    float *m1 = test_alloc(n), *v1 = test_alloc(n), *m4 = test_alloc(n), *v4 = test_alloc(n);
+    float *g = test_alloc(n), *p0 = test_alloc(n), *p1 = test_alloc(n), *p4 = test_alloc(n);
+    float *m = test_alloc(n), *v = test_alloc(n);
     fill_uniform(&rng, g, n, -1, 1);
-    fill_uniform(&rng, p1, n, -1, 1);
-    memcpy(p4, p1, sizeof(float) * n);
-    struct unet__adam adam = {.lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
-                              .weight_decay = 1e-2f, .decoupled = true};
-    struct unet__sgd sgd = {.lr = 0.1f, .momentum = 0.9f, .weight_decay = 1e-4f, .nesterov = true};
-    unet__use_threads(1);
-    for (long s = 1; s <= 3; s++) unet__adam_step(p1, g, m1, v1, n, &adam, s);
-    unet__sgd_step(p1, g, m1, n, &sgd);
-    unet__use_threads(4);
-    for (long s = 1; s <= 3; s++) unet__adam_step(p4, g, m4, v4, n, &adam, s);
-    unet__sgd_step(p4, g, m4, n, &sgd);
-    unet__use_threads(unet__default_threads());
-    CHECK_TENSOR("params 1 vs 4 threads", p4, p1, n, 0, 0);
-    free(g), free(p1), free(p4), free(m1), free(v1), free(m4), free(v4);
+    fill_uniform(&rng, p0, n, -1, 1);
+    enum unet__cpu_level levels[UNET__CPU_LEVELS];
+    const int n_levels = harness_f32_levels(levels);
+    for (int combo = 0; combo < 8; combo++) {
+        memcpy(p1, p0, sizeof(float) * n);
+        unet__use_threads(1);
+        optim_run(p1, m, v, g, n, combo);
+        size_t moved = 0;
+        for (size_t i = 0; i < n; i++) moved += p1[i] != p0[i];
+        CHECK(moved > n / 2);
+        unet__use_threads(4);
+        const enum unet__cpu_level cap = unet__cpu_limit(UNET__CPU_TOP);
+        for (int l = 0; l < n_levels; l++) {
+            unet__cpu_limit(levels[l]);
+            memcpy(p4, p0, sizeof(float) * n);
+            optim_run(p4, m, v, g, n, combo);
+            if (memcmp(p4, p1, sizeof(float) * n) != 0) {
+                printf("     options %d, %s on 4 threads differs\n", combo,
+                       unet__cpu_level_name(levels[l]));
+                CHECK(false);
+            }
+        }
+        unet__cpu_limit(cap);
+        unet__use_threads(unet__default_threads());
+    }
+    printf("     8 combinations of options x %d instruction sets: the same bits\n", n_levels);
+    free(g), free(p0), free(p1), free(p4), free(m), free(v);
 }
 
 int main(void) {
@@ -393,6 +440,6 @@ int main(void) {
     RUN(loss_same_for_any_thread_count);
     RUN(optim_golden);
     RUN(optim_first_step);
-    RUN(optim_same_for_any_thread_count);
+    RUN(optim_same_for_any_thread_count_and_level);
     return harness_finish();
 }

@@ -431,6 +431,15 @@ TEST(concat_fast_vs_ref) {
         unet__concat_backward(da, NULL, k.r, &k.c);
         place_adjoint_ref(da_ref, k.r, k.c.N, C, 0, k.c.H, k.c.W, &k.c.a);
         CHECK_TENSOR("da (db NULL)", da, da_ref, k.na, 0, 0);
+        /* Set from NaN (any read or gap would show) equals added onto zeros: the window of dy,
+         * zero where the placement crops. */
+        for (size_t i = 0; i < k.na; i++) da[i] = NAN, da_ref[i] = 0.0f;
+        for (size_t i = 0; i < k.nb; i++) db[i] = NAN, db_ref[i] = 0.0f;
+        unet__concat_backward_set(da, true, db, true, k.r, &k.c);
+        place_adjoint_ref(da_ref, k.r, k.c.N, C, 0, k.c.H, k.c.W, &k.c.a);
+        place_adjoint_ref(db_ref, k.r, k.c.N, C, k.c.a.C, k.c.H, k.c.W, &k.c.b);
+        CHECK_TENSOR("da (set)", da, da_ref, k.na, 0, 0);
+        CHECK_TENSOR("db (set)", db, db_ref, k.nb, 0, 0);
         free(y_ref), free(da), free(db), free(da_ref), free(db_ref);
         two_free(&k);
     }

@@ -17,7 +17,8 @@
  *
  * Contract (ops.h): float32 NCHW planes; concat y (N, C_a + C_b, H, W) from a, b (N, C, H_a/b,
  * W_a/b) placed by struct unet__place; add_place y (N, C, H, W) = a + place(b), y may alias a;
- * crop y (N, C, H, W) = place(x).  Forward overwrites, backward accumulates.  Tested
+ * crop y (N, C, H, W) = place(x).  Forward overwrites, backward accumulates (the concatenation's
+ * may set instead: unet__concat_backward_set).  Tested
  * (tests/test_upsample_concat.c) against unet__concat_forward_ref and element-wise
  * definitions, against PyTorch (golden upsample_concat: centre crop, F.pad, FCN's crop-and-add)
  * and by finite differences.
@@ -88,18 +89,27 @@ static void unplace_plane_add(float *dx, const float *dy, int H, int W, const st
     }
 }
 
+/* What place_channels does: the forward, or the adjoint added to dx or setting it. */
+enum place_way { PLACE, UNPLACE_ADD, UNPLACE_SET };
+
 /* The planes of x (N, p->C, p->H, p->W) placed into channels [c0, c0 + p->C) of y (N, C, H, W)
- * (forward: out = y, in = x), or the adjoint, dx += the windows of those channels of dy
- * (out = dx, in = dy).  Each thread owns the planes it writes. */
-static void place_channels(bool forward, float *out, const float *in, int N, int C, int c0, int H,
-                           int W, const struct unet__place *p) {
+ * (PLACE: out = y, in = x), or the adjoint, dx += the windows of those channels of dy
+ * (UNPLACE_ADD: out = dx, in = dy), or dx = them, zero outside (UNPLACE_SET: dx's old contents
+ * never read, for a gradient this is the first to write).  The set adjoint is itself a
+ * placement: dy's plane placed into dx's by the opposite offset.  Each thread owns the planes it
+ * writes. */
+static void place_channels(enum place_way way, float *out, const float *in, int N, int C, int c0,
+                           int H, int W, const struct unet__place *p) {
     const size_t plane = (size_t)H * W, x_plane = (size_t)p->H * p->W;
+    const struct unet__place back = {.C = p->C, .H = H, .W = W, .off_h = -p->off_h,
+                                     .off_w = -p->off_w};
 #pragma omp parallel for collapse(2) schedule(static)
     for (int n = 0; n < N; n++)
         for (int c = 0; c < p->C; c++) {
             const size_t yk = ((size_t)n * C + c0 + c) * plane;
             const size_t xk = ((size_t)n * p->C + c) * x_plane;
-            if (forward) place_plane(out + yk, in + xk, H, W, p);
+            if (way == PLACE) place_plane(out + yk, in + xk, H, W, p);
+            else if (way == UNPLACE_SET) place_plane(out + xk, in + yk, p->H, p->W, &back);
             else unplace_plane_add(out + xk, in + yk, H, W, p);
         }
 }
@@ -108,15 +118,23 @@ static void place_channels(bool forward, float *out, const float *in, int N, int
 
 void unet__concat_forward(float *y, const float *a, const float *b, const struct unet__concat_dims *d) {
     const int C = d->a.C + d->b.C;
-    place_channels(true, y, a, d->N, C, 0, d->H, d->W, &d->a);
-    place_channels(true, y, b, d->N, C, d->a.C, d->H, d->W, &d->b);
+    place_channels(PLACE, y, a, d->N, C, 0, d->H, d->W, &d->a);
+    place_channels(PLACE, y, b, d->N, C, d->a.C, d->H, d->W, &d->b);
 }
 
 void unet__concat_backward(float *da, float *db, const float *dy, const struct unet__concat_dims *d) {
+    unet__concat_backward_set(da, false, db, false, dy, d);
+}
+
+void unet__concat_backward_set(float *da, bool set_a, float *db, bool set_b, const float *dy,
+                               const struct unet__concat_dims *d) {
     /* Inverts y[n, c] = place(a[n, c]) for c < C_a, place(b[n, c - C_a]) after. */
     const int C = d->a.C + d->b.C;
-    if (da) place_channels(false, da, dy, d->N, C, 0, d->H, d->W, &d->a);
-    if (db) place_channels(false, db, dy, d->N, C, d->a.C, d->H, d->W, &d->b);
+    if (da)
+        place_channels(set_a ? UNPLACE_SET : UNPLACE_ADD, da, dy, d->N, C, 0, d->H, d->W, &d->a);
+    if (db)
+        place_channels(set_b ? UNPLACE_SET : UNPLACE_ADD, db, dy, d->N, C, d->a.C, d->H, d->W,
+                       &d->b);
 }
 
 /* The definition, one element at a time. */
@@ -184,10 +202,10 @@ void unet__add_place_backward(float *da, float *db, const float *dy, const struc
 /* ---- crop or pad alone ---- */
 
 void unet__crop_forward(float *y, const float *x, int N, int H, int W, const struct unet__place *p) {
-    place_channels(true, y, x, N, p->C, 0, H, W, p);
+    place_channels(PLACE, y, x, N, p->C, 0, H, W, p);
 }
 
 void unet__crop_backward(float *dx, const float *dy, int N, int H, int W, const struct unet__place *p) {
     /* Inverts y = place(x). */
-    if (dx) place_channels(false, dx, dy, N, p->C, 0, H, W, p);
+    if (dx) place_channels(UNPLACE_ADD, dx, dy, N, p->C, 0, H, W, p);
 }

@@ -12,17 +12,20 @@ static const struct unet__kernels table[] = {
     /* The direct first layer stays float32 in the bf16 row (ops/kernels.h). */
     {"avx512bf16-bf16", UNET__BACKEND_CPU, UNET__PRECISION_BF16, UNET__CPU_AVX512_BF16, 2,
      &unet__wino_avx512_bf16, unet__micro_gemm_avx512_bf16, unet__pack_words_bf16,
-     unet__conv2d_direct_rows_avx512, unet__convt_scatter_avx512},
+     unet__conv2d_direct_rows_avx512, unet__convt_scatter_avx512, unet__sgd_range_avx512,
+     unet__adam_range_avx512},
     {"avx512-f32", UNET__BACKEND_CPU, UNET__PRECISION_F32, UNET__CPU_AVX512, 1,
      &unet__wino_avx512, unet__micro_gemm_avx512, unet__pack_words_f32,
-     unet__conv2d_direct_rows_avx512, unet__convt_scatter_avx512},
+     unet__conv2d_direct_rows_avx512, unet__convt_scatter_avx512, unet__sgd_range_avx512,
+     unet__adam_range_avx512},
     {"avx2-f32", UNET__BACKEND_CPU, UNET__PRECISION_F32, UNET__CPU_AVX2, 1, &unet__wino_avx2,
      unet__micro_gemm_avx2, unet__pack_words_f32, unet__conv2d_direct_rows_avx2,
-     unet__convt_scatter_avx2},
+     unet__convt_scatter_avx2, unet__sgd_range_avx2, unet__adam_range_avx2},
 #endif
     {"portable-f32", UNET__BACKEND_CPU, UNET__PRECISION_F32, UNET__CPU_PORTABLE, 1,
      &unet__wino_portable, unet__micro_gemm_portable, unet__pack_words_f32,
-     unet__conv2d_direct_rows_portable, unet__convt_scatter_portable},
+     unet__conv2d_direct_rows_portable, unet__convt_scatter_portable, unet__sgd_range_portable,
+     unet__adam_range_portable},
 };
 enum { ROWS = sizeof table / sizeof table[0] };
 

@@ -1,8 +1,9 @@
 /* kernels.h — the kernel table: which compiled copy of each hot kernel runs.
  *
  * A row of the table is one backend, precision and instruction set: the Winograd passes, the
- * GEMM micro-kernel (Winograd's products and the 2x2 up-convolution) and the direct
- * convolution's row kernel compiled together for that instruction set.  unet__kernels_pick
+ * GEMM micro-kernel (Winograd's products and the 2x2 up-convolution), the direct convolution's
+ * row kernel and the optimizers' update loops (float32 in every row) compiled together for that
+ * instruction set.  unet__kernels_pick
  * returns the first row of the asked precision that this CPU runs (cpu.h, with its UNET_CPU
  * cap): this is the one place where kernels are chosen at run time; conv2d.c and winograd.c
  * call through the row they get.  The BLAS-backed GEMM (gemm.c) is not in the table: OpenBLAS
@@ -45,6 +46,8 @@ struct unet__kernels {
     unet__pack_words_fn              pack_words;  /* floats into the micro-kernel's words */
     unet__conv2d_rows_fn             direct_rows; /* direct convolution, one output row */
     unet__convt_scatter_fn           convt_scatter; /* 2x2 up-convolution: products to outputs */
+    unet__sgd_fn                     sgd;         /* optimizer updates (float32 in every row) */
+    unet__adam_fn                    adam;
 };
 
 /* The best row for precision p that this CPU runs; NULL when there is none (never for F32: its

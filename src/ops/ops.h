@@ -392,6 +392,9 @@ struct unet__concat_dims {
 void unet__place_center(struct unet__place *p, int C, int H_in, int W_in, int H_out, int W_out);
 void unet__concat_forward(float *y, const float *a, const float *b, const struct unet__concat_dims *d);
 void unet__concat_backward(float *da, float *db, const float *dy, const struct unet__concat_dims *d);
+/* The same, but da = dL/da when set_a (its old contents are not read), db likewise. */
+void unet__concat_backward_set(float *da, bool set_a, float *db, bool set_b, const float *dy,
+                               const struct unet__concat_dims *d);
 void unet__concat_forward_ref(float *y, const float *a, const float *b,
                               const struct unet__concat_dims *d);
 
@@ -473,6 +476,31 @@ struct unet__adam {
 /* m, v (n): moment estimates, zero before step 1.  step: 1 for the first update. */
 void unet__adam_step(float *p, const float *g, float *m, float *v, size_t n,
                      const struct unet__adam *o, long step);
+
+/* One step's float constants, as the update loops take them (optim.c): SGD reads lr, beta1 (the
+ * momentum), l2 (weight decay) and nesterov; Adam all but nesterov, lr being lr / (1 - beta1^step). */
+struct unet__optim_consts {
+    float lr, beta1, one_b1, beta2, one_b2, bc2_sqrt, eps, decay, l2;
+    bool  decoupled, nesterov;
+};
+/* The updates of elements [lo, hi), compiled per instruction set (a kernel row's sgd, adam):
+ * the same operations in every copy, so the same bits. */
+typedef void (*unet__sgd_fn)(float *p, const float *g, float *buf, size_t lo, size_t hi,
+                             const struct unet__optim_consts *c);
+typedef void (*unet__adam_fn)(float *p, const float *g, float *m, float *v, size_t lo, size_t hi,
+                              const struct unet__optim_consts *c);
+void unet__sgd_range_portable(float *p, const float *g, float *buf, size_t lo, size_t hi,
+                              const struct unet__optim_consts *c);
+void unet__sgd_range_avx2(float *p, const float *g, float *buf, size_t lo, size_t hi,
+                          const struct unet__optim_consts *c);
+void unet__sgd_range_avx512(float *p, const float *g, float *buf, size_t lo, size_t hi,
+                            const struct unet__optim_consts *c);
+void unet__adam_range_portable(float *p, const float *g, float *m, float *v, size_t lo,
+                               size_t hi, const struct unet__optim_consts *c);
+void unet__adam_range_avx2(float *p, const float *g, float *m, float *v, size_t lo, size_t hi,
+                           const struct unet__optim_consts *c);
+void unet__adam_range_avx512(float *p, const float *g, float *m, float *v, size_t lo, size_t hi,
+                             const struct unet__optim_consts *c);
 
 /* Gradient-norm clipping, torch.nn.utils.clip_grad_norm_ (norm_type 2) over one flat block.
  * unet__l2_norm: sqrt(sum g^2), the squares summed in double over fixed blocks of the index range
