@@ -823,13 +823,21 @@ static void convt_scatter_dx(float *dx, bool set, const float *dy, const float *
  * Each micro-tile of an M sums its chunks in chunk order. */
 enum { CHUNK_WORDS = 128 };
 
+/* The sums' columns R16 (R = C_out K_h K_w rounded up to 16) and rows cip (C_in rounded up to
+ * K_MR). */
+static int dw_r16(const struct unet__convt2d_dims *d) {
+    return (d->C_out * d->K_h * d->K_w + 15) / 16 * 16;
+}
+static int dw_cip(const struct unet__convt2d_dims *d) {
+    return (d->C_in + K_MR - 1) / K_MR * K_MR;
+}
+
 /* Parts of the weight gradient's sums: the processors, within DW_PARTS_FLOATS of sums in all,
  * but two at least (so that any machine's tests run this schedule), and at most the chunks. */
 #define DW_PARTS_FLOATS ((size_t)1 << 23)
 
 static int convt_dw_parts(const struct unet__convt2d_dims *d, int chunk) {
-    const size_t m = (size_t)(d->C_in + K_MR - 1) / K_MR * K_MR *
-                     ((size_t)(d->C_out * d->K_h * d->K_w + 15) / 16 * 16);
+    const size_t m = (size_t)dw_cip(d) * (size_t)dw_r16(d);
     const size_t P = (size_t)d->H_in * d->W_in;
     const size_t chunks = (size_t)d->N * ((P + (size_t)chunk - 1) / (size_t)chunk);
     size_t parts = (size_t)unet__thread_slots();
@@ -840,18 +848,16 @@ static int convt_dw_parts(const struct unet__convt2d_dims *d, int chunk) {
 
 /* Panels' room (A, B) of a part's thread, and the per-thread staging rows. */
 static size_t convt_dw_panels(const struct unet__convt2d_dims *d) {
-    const size_t R16 = (size_t)(d->C_out * d->K_h * d->K_w + 15) / 16 * 16;
-    return ((size_t)(d->C_in + K_MR - 1) / K_MR * K_MR + R16) * CHUNK_WORDS;
+    return (size_t)(dw_cip(d) + dw_r16(d)) * CHUNK_WORDS;
 }
 enum { DW_STAGE = K_NR * CHUNK_WORDS + 4 * CHUNK_WORDS };
 
 /* Sized for pack 1 (the most chunks, so the most parts). */
 static size_t convt_dw_floats(const struct unet__convt2d_dims *d) {
-    const size_t R16 = (size_t)(d->C_out * d->K_h * d->K_w + 15) / 16 * 16;
-    const size_t cip = (size_t)(d->C_in + K_MR - 1) / K_MR * K_MR;
     const size_t parts = (size_t)convt_dw_parts(d, CHUNK_WORDS);
     const size_t slots = (size_t)unet__thread_slots(), bufs = parts < slots ? parts : slots;
-    return parts * cip * R16 + bufs * convt_dw_panels(d) + slots * DW_STAGE;
+    return parts * (size_t)dw_cip(d) * (size_t)dw_r16(d) + bufs * convt_dw_panels(d) +
+           slots * DW_STAGE;
 }
 
 /* Words of a chunk of T values v[0 .. T): (v[t], v[t + h]) with pack 2, h = ceil(T / 2) (the
@@ -888,19 +894,23 @@ static int r_panel(int R16, int b, int *width) {
     return b * K_NR;
 }
 
-/* One chunk of the weight gradient: image n's pixels [p0, p0 + T). */
+/* One chunk of the weight gradient: image n's pixels [p0, p0 + T), `words` words of them. */
 struct dw_chunk {
     const float *xn, *dyn;
     int          p0, T, words;
 };
 
-static struct dw_chunk dw_chunk_at(const struct unet__convt2d_dims *d, const float *dy,
-                                   const float *x, int chunk, int c) {
-    const int P = d->H_in * d->W_in, per_image = (P + chunk - 1) / chunk, n = c / per_image;
+/* Chunk c of all images' chunks of CHUNK_WORDS words at K's pack. */
+static struct dw_chunk dw_chunk_at(const struct unet__kernels *K,
+                                   const struct unet__convt2d_dims *d, const float *dy,
+                                   const float *x, int c) {
+    const int chunk = CHUNK_WORDS * K->pack, P = d->H_in * d->W_in;
+    const int per_image = (P + chunk - 1) / chunk, n = c / per_image;
     struct dw_chunk k = {.xn = x + (size_t)n * d->C_in * P,
                          .dyn = dy + (size_t)n * d->C_out * d->H_out * d->W_out,
                          .p0 = c % per_image * chunk};
     k.T = P - k.p0 < chunk ? P - k.p0 : chunk;
+    k.words = (k.T + K->pack - 1) / K->pack;
     return k;
 }
 
@@ -908,8 +918,8 @@ static struct dw_chunk dw_chunk_at(const struct unet__convt2d_dims *d, const flo
  * rows (stage, then two gathered rows of G) into Ap or Bp. */
 static void dw_pack_panel(const struct unet__kernels *K, const struct unet__convt2d_dims *d,
                           const struct dw_chunk *k, int q, float *Ap, float *Bp, float *stage) {
-    const int R = d->C_out * d->K_h * d->K_w, R16 = (R + 15) / 16 * 16, C_in = d->C_in;
-    const int P = d->H_in * d->W_in, cps = (C_in + K_MR - 1) / K_MR;
+    const int R = d->C_out * d->K_h * d->K_w, R16 = dw_r16(d), C_in = d->C_in;
+    const int P = d->H_in * d->W_in, cps = dw_cip(d) / K_MR;
     const int chunk = CHUNK_WORDS * K->pack, words = k->words;
     float *gs = stage + (size_t)K_NR * CHUNK_WORDS;
     int rows = K_MR;
@@ -944,8 +954,7 @@ static void dw_pack_panel(const struct unet__kernels *K, const struct unet__conv
 /* Micro-tile u of M (cps x rps of them) += the chunk's products (or = when !acc). */
 static void dw_products(const struct unet__kernels *K, const struct unet__convt2d_dims *d,
                         float *M, const float *Ap, const float *Bp, int words, int u, bool acc) {
-    const int R16 = (d->C_out * d->K_h * d->K_w + 15) / 16 * 16;
-    const int cps = (d->C_in + K_MR - 1) / K_MR;
+    const int R16 = dw_r16(d), cps = dw_cip(d) / K_MR;
     int width;
     const int cp = u % cps, r0 = r_panel(R16, u / cps, &width);
     K->micro_gemm(Ap + (size_t)cp * K_MR * words, Bp + (size_t)r0 * words, words, width,
@@ -955,15 +964,15 @@ static void dw_products(const struct unet__kernels *K, const struct unet__convt2
 static void convt_scatter_dw(float *dw, const float *dy, const float *x,
                              const struct unet__convt2d_dims *d, const struct unet__kernels *K,
                              float *scratch) {
-    const int R = d->C_out * d->K_h * d->K_w, R16 = (R + 15) / 16 * 16, C_in = d->C_in;
-    const int P = d->H_in * d->W_in, cps = (C_in + K_MR - 1) / K_MR;
+    const int R = d->C_out * d->K_h * d->K_w, R16 = dw_r16(d), C_in = d->C_in;
+    const int P = d->H_in * d->W_in, cps = dw_cip(d) / K_MR;
     const int rps = (R16 + K_NR - 1) / K_NR, chunk = CHUNK_WORDS * K->pack;
     const int chunks = d->N * ((P + chunk - 1) / chunk), parts = convt_dw_parts(d, chunk);
     const int slots = unet__thread_slots(), bufs = parts < slots ? parts : slots;
     const size_t m_floats = (size_t)cps * K_MR * R16, panels = convt_dw_panels(d);
     float *M = scratch; /* parts x (cps K_MR, R16) float32 sums */
-    float *pan = M + (size_t)(parts > 1 ? parts : 1) * m_floats; /* (Ap, Bp) per buffer */
-    float *stages = pan + (size_t)(bufs > 1 ? bufs : 1) * panels;
+    float *pan = M + (size_t)parts * m_floats; /* (Ap, Bp) per buffer */
+    float *stages = pan + (size_t)bufs * panels;
     const int team = scatter_team((double)cps * K_MR * R16 * P * d->N);
     (void)team;
 #pragma omp parallel num_threads(team)
@@ -980,8 +989,7 @@ static void convt_scatter_dw(float *dw, const float *dy, const float *x,
                 const int c0 = (int)((long)chunks * j / parts);
                 const int c1 = (int)((long)chunks * (j + 1) / parts);
                 for (int c = c0; c < c1; c++) {
-                    struct dw_chunk k = dw_chunk_at(d, dy, x, chunk, c);
-                    k.words = (k.T + K->pack - 1) / K->pack;
+                    const struct dw_chunk k = dw_chunk_at(K, d, dy, x, c);
                     for (int q = 0; q < cps + rps; q++) dw_pack_panel(K, d, &k, q, Ap, Bp, stage);
                     for (int u = 0; u < cps * rps; u++)
                         dw_products(K, d, Mj, Ap, Bp, k.words, u, c > c0);
@@ -989,8 +997,7 @@ static void convt_scatter_dw(float *dw, const float *dy, const float *x,
             }
         } else {
             float *Ap = pan, *Bp = Ap + (size_t)cps * K_MR * CHUNK_WORDS;
-            struct dw_chunk k = dw_chunk_at(d, dy, x, chunk, 0);
-            k.words = (k.T + K->pack - 1) / K->pack;
+            const struct dw_chunk k = dw_chunk_at(K, d, dy, x, 0);
 #pragma omp for schedule(dynamic, 1)
             for (int q = 0; q < cps + rps; q++) dw_pack_panel(K, d, &k, q, Ap, Bp, stage);
 #pragma omp for schedule(static)
@@ -1027,12 +1034,18 @@ bool unet__convt2d_backward_packed(const struct unet__convt2d_dims *d,
     return convt_is_scatter(d) && k->pack == 2;
 }
 
+static void scatter_backward(float *dx, bool set_dx, float *dw, const float *dy, const float *x,
+                             const float *w, const struct unet__convt2d_dims *d,
+                             const struct unet__kernels *k, float *scratch) {
+    if (dw) convt_scatter_dw(dw, dy, x, d, k, scratch);
+    if (dx) convt_scatter_dx(dx, set_dx, dy, w, d, k, scratch);
+}
+
 void unet__convt2d_backward_scatter(float *dx, float *dw, const float *dy, const float *x,
                                     const float *w, const struct unet__convt2d_dims *d,
                                     const struct unet__kernels *k, float *scratch) {
     UNET_ASSERT(convt_is_scatter(d));
-    if (dw) convt_scatter_dw(dw, dy, x, d, k, scratch);
-    if (dx) convt_scatter_dx(dx, false, dy, w, d, k, scratch);
+    scatter_backward(dx, false, dw, dy, x, w, d, k, scratch);
 }
 
 void unet__convt2d_forward(float *y, const float *x, const float *w, const float *b,
@@ -1063,8 +1076,7 @@ void unet__convt2d_backward_set(float *dx, bool set_dx, float *dw, float *db, co
     if (db) bias_backward(db, dy, d->N, d->C_out, (size_t)d->H_out * d->W_out);
     const struct unet__kernels *k = row_of(how);
     if (unet__convt2d_backward_packed(d, k)) {
-        if (dw) convt_scatter_dw(dw, dy, x, d, k, scratch);
-        if (dx) convt_scatter_dx(dx, set_dx, dy, w, d, k, scratch);
+        scatter_backward(dx, set_dx, dw, dy, x, w, d, k, scratch);
         return;
     }
     /* Inverts y = A^T x + b:  dx = A dy (the convolution's forward), dW = x dy-col^T (the

@@ -166,34 +166,23 @@ void unet__adam_step(float *p, const float *g, float *m, float *v, size_t n,
     }
 }
 
-/* The copies of the kernel rows (ops/kernels.c). */
-void unet__sgd_range_portable(float *p, const float *g, float *buf, size_t lo, size_t hi,
-                              const struct unet__optim_consts *c) {
-    sgd_range(p, g, buf, lo, hi, c);
-}
-void unet__adam_range_portable(float *p, const float *g, float *m, float *v, size_t lo,
-                               size_t hi, const struct unet__optim_consts *c) {
-    adam_range(p, g, m, v, lo, hi, c);
-}
+/* The copies of the kernel rows (ops/kernels.c): sgd_range and adam_range compiled for one
+ * instruction set each. */
+#define OPTIM_COPIES(level, target)                                                            \
+    target void unet__sgd_range_##level(float *p, const float *g, float *buf, size_t lo,       \
+                                        size_t hi, const struct unet__optim_consts *c) {       \
+        sgd_range(p, g, buf, lo, hi, c);                                                       \
+    }                                                                                          \
+    target void unet__adam_range_##level(float *p, const float *g, float *m, float *v,         \
+                                         size_t lo, size_t hi,                                 \
+                                         const struct unet__optim_consts *c) {                 \
+        adam_range(p, g, m, v, lo, hi, c);                                                     \
+    }
+
+OPTIM_COPIES(portable, )
 #ifdef UNET__X86
-UNET__TARGET_AVX2 void unet__sgd_range_avx2(float *p, const float *g, float *buf, size_t lo,
-                                            size_t hi, const struct unet__optim_consts *c) {
-    sgd_range(p, g, buf, lo, hi, c);
-}
-UNET__TARGET_AVX2 void unet__adam_range_avx2(float *p, const float *g, float *m, float *v,
-                                             size_t lo, size_t hi,
-                                             const struct unet__optim_consts *c) {
-    adam_range(p, g, m, v, lo, hi, c);
-}
-UNET__TARGET_AVX512 void unet__sgd_range_avx512(float *p, const float *g, float *buf, size_t lo,
-                                                size_t hi, const struct unet__optim_consts *c) {
-    sgd_range(p, g, buf, lo, hi, c);
-}
-UNET__TARGET_AVX512 void unet__adam_range_avx512(float *p, const float *g, float *m, float *v,
-                                                 size_t lo, size_t hi,
-                                                 const struct unet__optim_consts *c) {
-    adam_range(p, g, m, v, lo, hi, c);
-}
+OPTIM_COPIES(avx2, UNET__TARGET_AVX2)
+OPTIM_COPIES(avx512, UNET__TARGET_AVX512)
 #endif
 
 /* ---- gradient-norm clipping ---- */
