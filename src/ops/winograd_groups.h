@@ -239,10 +239,14 @@ static ALWAYS_INLINE void gather_group(float dd[36][LANES], const float *x,
                                        const struct wino_args *a, int ci, size_t t0) {
 #if WINO_AVX512
     if (row_of_lanes(&a->p, t0)) {
+        /* The row kernel prefetches the same rows PACK channels on: input_group gathers the
+         * PACK channels of a word together, so the next channel of a bf16 pair is read right
+         * after this one, and the next word's channels groups later (a prefetch of the very
+         * next channel came too late to help half of the bf16 gathers). */
         const struct unet__conv2d_dims *d = a->d;
         const struct wino_tile tl = tile_at(&a->p, t0);
         gather_row16_avx512(dd, in_plane(a, x, tl.n, ci), tl.oh0 - d->pad_h, tl.ow0 - d->pad_w,
-                            d->H_in, d->W_in, (size_t)d->H_in * d->W_in);
+                            d->H_in, d->W_in, (size_t)PACK * d->H_in * d->W_in);
         return;
     }
 #endif
