@@ -55,7 +55,7 @@ CPPFLAGS += -DUNET_NO_BLAS
 else
 CPPFLAGS += -I/usr/include/x86_64-linux-gnu/openblas-openmp
 LDFLAGS  += -L$(BLASDIR) -Wl,-rpath,$(BLASDIR)
-LDLIBS   := -lopenblas $(LDLIBS)
+LDLIBS   := -lopenblas -ldl $(LDLIBS)
 endif
 
 LIB_SRC  = $(wildcard src/*.c src/ops/*.c src/io/*.c)

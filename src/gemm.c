@@ -8,7 +8,8 @@
  * call over the same block, whatever the thread count, so results are identical for any thread
  * count (unet__sgemm's blocks).  OpenBLAS's OpenMP build
  * runs single-threaded inside a parallel region; outside one, the calling thread's team size is
- * set to 1 around the call.  (Debian's serial build is not safe to call from several threads:
+ * set to 1 around the call, in unet's OpenMP runtime and, where OpenBLAS is bound to another
+ * one, in that one too (blas_runtime below).  (Debian's serial build is not safe to call from several threads:
  * it is built without USE_LOCKING and its buffer pool races, which showed as wrong results.)  With NO_BLAS=1 the same
  * blocks go to a portable cache-blocked loop.  unet__sgemm_ref is the definition both are
  * tested against.
@@ -18,12 +19,17 @@
  * 0 and 1 and odd sizes (one large enough to split over threads), in the BLAS build and in the
  * NO_BLAS build (CI runs both).
  */
+#define _GNU_SOURCE /* dladdr */
 #include "gemm.h"
 
 #include <string.h>
 
 #ifndef UNET_NO_BLAS
 #include <cblas.h>
+#ifdef _OPENMP
+#include <dlfcn.h>
+#include <pthread.h>
+#endif
 #endif
 
 /* Element (i, j) of op(X) for a row-major X with leading dimension ld. */
@@ -79,6 +85,45 @@ static void gemm_portable(bool trans_a, bool trans_b, int M, int N, int K, float
 }
 #endif
 
+#if !defined(UNET_NO_BLAS) && defined(_OPENMP)
+/* OpenBLAS's OpenMP build splits a product over a team of its own unless its OpenMP runtime
+ * reports, on the calling thread, a parallel region or a team size of 1.  That runtime need not
+ * be unet's: Debian's OpenBLAS links GCC's libgomp, a clang build of unet uses LLVM's libomp,
+ * and which one OpenBLAS's calls reach depends on the order the process loaded them.  In a
+ * Python process numpy loads OpenBLAS first, bound to libgomp, so unet's parallel regions and
+ * omp_set_num_threads(1) were invisible to it: OpenBLAS split unet's single-threaded calls over
+ * its own threads (more threads than cores) and summed in another order, so the clang build's
+ * Python predictions differed from its CLI's in the last bits under OpenBLAS's Haswell
+ * kernels.  The runtime OpenBLAS links is found once through the dynamic linker (its own
+ * dependencies: dlsym on its handle), and when it is not unet's, the calling thread's team size
+ * there is also 1 for the call.  Team sizes are per-thread settings in both runtimes, so
+ * threads calling at once do not disturb each other. */
+static struct {
+    void (*set_threads)(int);
+    int (*max_threads)(void);
+} blas_runtime;
+static pthread_once_t blas_runtime_once = PTHREAD_ONCE_INIT;
+
+static void blas_runtime_find(void) {
+    void (*sgemm)(void) = (void (*)(void))cblas_sgemm;
+    void *addr;
+    memcpy(&addr, &sgemm, sizeof addr); /* ISO C has no cast from a function to void * */
+    Dl_info info;
+    if (!dladdr(addr, &info) || !info.dli_fname) return;
+    void *lib = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+    if (!lib) return;
+    void *set = dlsym(lib, "omp_set_num_threads"), *max = dlsym(lib, "omp_get_max_threads");
+    void (*ours)(int) = omp_set_num_threads;
+    void *ours_addr;
+    memcpy(&ours_addr, &ours, sizeof ours_addr);
+    if (set && max && set != ours_addr) {
+        memcpy(&blas_runtime.set_threads, &set, sizeof set);
+        memcpy(&blas_runtime.max_threads, &max, sizeof max);
+    }
+    dlclose(lib); /* still loaded: unet links it */
+}
+#endif
+
 void unet__sgemm_serial(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
                         const float *A, int lda, const float *B, int ldb, float beta,
                         float *C, int ldc) {
@@ -97,10 +142,14 @@ void unet__sgemm_serial(bool trans_a, bool trans_b, int M, int N, int K, float a
 #ifdef _OPENMP
     int team = omp_in_parallel() ? 1 : omp_get_max_threads();
     if (team > 1) omp_set_num_threads(1);
+    pthread_once(&blas_runtime_once, blas_runtime_find);
+    const int blas_team = blas_runtime.set_threads ? blas_runtime.max_threads() : 1;
+    if (blas_team > 1) blas_runtime.set_threads(1);
 #endif
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
                 trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 #ifdef _OPENMP
+    if (blas_team > 1) blas_runtime.set_threads(blas_team);
     if (team > 1) omp_set_num_threads(team);
 #endif
 #endif
