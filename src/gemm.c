@@ -6,13 +6,13 @@
  * block of C from an OpenMP loop: unet owns the threads (one pool, a thread count per context,
  * no oversubscription with our own parallel loops) and every element of C is produced by one
  * call over the same block, whatever the thread count, so results are identical for any thread
- * count (unet__sgemm's blocks).  OpenBLAS's OpenMP build
- * runs single-threaded inside a parallel region; outside one, the calling thread's team size is
- * set to 1 around the call, in unet's OpenMP runtime and, where OpenBLAS is bound to another
- * one, in that one too (blas_runtime below).  (Debian's serial build is not safe to call from several threads:
- * it is built without USE_LOCKING and its buffer pool races, which showed as wrong results.)  With NO_BLAS=1 the same
- * blocks go to a portable cache-blocked loop.  unet__sgemm_ref is the definition both are
- * tested against.
+ * count (unet__sgemm's blocks).  OpenBLAS's OpenMP build runs single-threaded inside a
+ * parallel region; outside one, the calling thread's team size is set to 1 around the call, in
+ * unet's OpenMP runtime and, where OpenBLAS is bound to another one, in that one too
+ * (blas_runtime below).  (Debian's serial build is not safe to call from several threads: it is
+ * built without USE_LOCKING and its buffer pool races, which showed as wrong results.)  With
+ * NO_BLAS=1 the same blocks go to a portable cache-blocked loop.  unet__sgemm_ref is the
+ * definition both are tested against.
  *
  * Contract (internal.h): row-major C (M x N) = alpha op(A) op(B) + beta C, like cblas_sgemm.
  * Tested (tests/test_conv.c, gemm_vs_ref) against unet__sgemm_ref with random transposes, beta
