@@ -38,6 +38,13 @@ static inline __mmask16 tail_mask16(int last) {
     return last >= 16 ? (__mmask16)0xFFFF : last > 0 ? (__mmask16)((1u << last) - 1u) : 0;
 }
 
+/* Column c of 16 tiles from a run of 64 floats in r0 .. r3: lo = ROW_LO[c], hi = ROW_HI[c]. */
+UNET__TARGET_AVX512 static inline __m512 tile_column(__m512 r0, __m512 r1, __m512 r2, __m512 r3,
+                                                     __m512i lo, __m512i hi) {
+    return _mm512_mask_blend_ps(0xFF00, _mm512_permutex2var_ps(r0, lo, r1),
+                                _mm512_permutex2var_ps(r2, hi, r3));
+}
+
 /* gather_patches for 16 consecutive tiles of one tile row (the usual case): each patch row of
  * the 16 tiles is one run of 66 input floats, loaded as 5 vectors (masked: the zero padding and
  * the image border) and de-interleaved with permutes instead of 576 scalar loads. */
@@ -80,18 +87,12 @@ UNET__TARGET_AVX512 static void gather_row16_avx512(float dd[36][LANES], const f
         const __m512 r2 = _mm512_maskz_loadu_ps(m2, row + 32);
         const __m512 r3 = _mm512_maskz_loadu_ps(m3, row + 48);
         const __m512 r4 = _mm512_maskz_loadu_ps(m4, row + 64);
-        const __m512 d0 = _mm512_mask_blend_ps(0xFF00, _mm512_permutex2var_ps(r0, lo0, r1),
-                                               _mm512_permutex2var_ps(r2, hi0, r3));
-        const __m512 d1 = _mm512_mask_blend_ps(0xFF00, _mm512_permutex2var_ps(r0, lo1, r1),
-                                               _mm512_permutex2var_ps(r2, hi1, r3));
-        const __m512 d2 = _mm512_mask_blend_ps(0xFF00, _mm512_permutex2var_ps(r0, lo2, r1),
-                                               _mm512_permutex2var_ps(r2, hi2, r3));
-        const __m512 d3 = _mm512_mask_blend_ps(0xFF00, _mm512_permutex2var_ps(r0, lo3, r1),
-                                               _mm512_permutex2var_ps(r2, hi3, r3));
+        const __m512 d0 = tile_column(r0, r1, r2, r3, lo0, hi0);
+        const __m512 d1 = tile_column(r0, r1, r2, r3, lo1, hi1);
         _mm512_storeu_ps(out[0], d0);
         _mm512_storeu_ps(out[1], d1);
-        _mm512_storeu_ps(out[2], d2);
-        _mm512_storeu_ps(out[3], d3);
+        _mm512_storeu_ps(out[2], tile_column(r0, r1, r2, r3, lo2, hi2));
+        _mm512_storeu_ps(out[3], tile_column(r0, r1, r2, r3, lo3, hi3));
         /* Columns 4 and 5 of tile j are columns 0 and 1 of tile j + 1. */
         const __m512i r4i = _mm512_castps_si512(r4);
         const __m512i c4 = _mm512_alignr_epi32(r4i, _mm512_castps_si512(d0), 1);
@@ -195,14 +196,10 @@ UNET__TARGET_AVX512 static void dy_row16_avx512(float yy[16][LANES], const float
         const __m512 r0 = _mm512_maskz_loadu_ps(m0, row), r1 = _mm512_maskz_loadu_ps(m1, row + 16);
         const __m512 r2 = _mm512_maskz_loadu_ps(m2, row + 32);
         const __m512 r3 = _mm512_maskz_loadu_ps(m3, row + 48);
-        _mm512_storeu_ps(out[0], _mm512_mask_blend_ps(0xFF00, _mm512_permutex2var_ps(r0, lo0, r1),
-                                                      _mm512_permutex2var_ps(r2, hi0, r3)));
-        _mm512_storeu_ps(out[1], _mm512_mask_blend_ps(0xFF00, _mm512_permutex2var_ps(r0, lo1, r1),
-                                                      _mm512_permutex2var_ps(r2, hi1, r3)));
-        _mm512_storeu_ps(out[2], _mm512_mask_blend_ps(0xFF00, _mm512_permutex2var_ps(r0, lo2, r1),
-                                                      _mm512_permutex2var_ps(r2, hi2, r3)));
-        _mm512_storeu_ps(out[3], _mm512_mask_blend_ps(0xFF00, _mm512_permutex2var_ps(r0, lo3, r1),
-                                                      _mm512_permutex2var_ps(r2, hi3, r3)));
+        _mm512_storeu_ps(out[0], tile_column(r0, r1, r2, r3, lo0, hi0));
+        _mm512_storeu_ps(out[1], tile_column(r0, r1, r2, r3, lo1, hi1));
+        _mm512_storeu_ps(out[2], tile_column(r0, r1, r2, r3, lo2, hi2));
+        _mm512_storeu_ps(out[3], tile_column(r0, r1, r2, r3, lo3, hi3));
     }
 }
 
